@@ -1,0 +1,171 @@
+"""Settings: frozen dataclasses validated on construction, one preset per training recipe.
+
+``seed`` is the TFRS retrieval tutorial exactly (shared/SEED.md); ``default`` is the better recipe
+(full softmax over the whole catalogue with a per-movie bias, D=64, L2, ~20 epochs). CLI flags override
+single fields through ``dataclasses.replace``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MODEL_NAMES = ("retrieval", "similar_movies")
+INDEX_KINDS = ("scann", "brute_force")
+SPLIT_KINDS = ("random", "time")
+LOSSES = ("in_batch_softmax", "full_softmax")
+OPTIMIZERS = ("adagrad", "adam")
+USER_FEATURES = ("user_age", "user_gender", "user_occupation")
+MOVIE_FEATURES = ("movie_genres",)
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work; the message names the value and the fix."""
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How the two-tower model is trained."""
+
+    preset: str
+    embedding_dimension: int
+    loss: str
+    movie_bias: bool
+    l2: float
+    optimizer: str
+    learning_rate: float
+    batch_size: int
+    epochs: int
+    shuffle_buffer: int
+    seed: int = 42
+    user_features: tuple[str, ...] = ()
+    movie_features: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check(self.embedding_dimension > 0, f"embedding_dimension must be > 0 (got {self.embedding_dimension})")
+        _check(self.loss in LOSSES, f"loss must be one of {LOSSES} (got {self.loss!r})")
+        _check(self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS} (got {self.optimizer!r})")
+        _check(self.learning_rate > 0, f"learning_rate must be > 0 (got {self.learning_rate})")
+        _check(self.l2 >= 0, f"l2 must be >= 0 (got {self.l2})")
+        _check(self.batch_size > 0, f"batch_size must be > 0 (got {self.batch_size})")
+        _check(self.epochs >= 1, f"--epochs must be >= 1 (got {self.epochs})")
+        _check(self.shuffle_buffer >= 1, f"shuffle_buffer must be >= 1 (got {self.shuffle_buffer})")
+        unknown = set(self.user_features) - set(USER_FEATURES)
+        _check(not unknown, f"unknown user features {sorted(unknown)}; known: {USER_FEATURES}")
+        unknown = set(self.movie_features) - set(MOVIE_FEATURES)
+        _check(not unknown, f"unknown movie features {sorted(unknown)}; known: {MOVIE_FEATURES}")
+
+
+# The tutorial, exactly (shared/SEED.md): D=32, in-batch softmax (tfrs.tasks.Retrieval), Adagrad(0.1),
+# train.shuffle(100_000).batch(8192).cache(), 3 epochs, tf.random.set_seed(42); no bias, no L2.
+SEED = TrainConfig(
+    preset="seed",
+    embedding_dimension=32,
+    loss="in_batch_softmax",
+    movie_bias=False,
+    l2=0.0,
+    optimizer="adagrad",
+    learning_rate=0.1,
+    batch_size=8192,
+    epochs=3,
+    shuffle_buffer=100_000,
+    seed=42,
+)
+
+# Better: a softmax over the whole catalogue (1.7k movies: cheap) with a per-movie bias, D=64, L2.
+DEFAULT = TrainConfig(
+    preset="default",
+    embedding_dimension=64,
+    loss="full_softmax",
+    movie_bias=True,
+    l2=1e-4,
+    optimizer="adam",
+    learning_rate=3e-3,
+    batch_size=1024,
+    epochs=20,
+    shuffle_buffer=100_000,
+    seed=42,
+)
+
+PRESETS: dict[str, TrainConfig] = {"seed": SEED, "default": DEFAULT}
+
+
+def preset(name: str) -> TrainConfig:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[name]
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """The nearest-neighbour index baked into each SavedModel.
+
+    ScaNN parameters are those of ``tfrs.layers.factorized_top_k.ScaNN``. ``num_leaves`` is clamped to
+    the catalogue size at build time (a tree cannot have more leaves than points).
+    """
+
+    kind: str = "scann"
+    k: int = 10
+    num_leaves: int = 100
+    num_leaves_to_search: int = 20
+    training_iterations: int = 12
+    dimensions_per_block: int = 2
+    num_reordering_candidates: int | None = 100
+
+    def __post_init__(self) -> None:
+        _check(self.kind in INDEX_KINDS, f"--index must be one of {INDEX_KINDS} (got {self.kind!r})")
+        _check(self.k >= 1, f"--k must be >= 1 (got {self.k})")
+        _check(self.num_leaves >= 1, f"--scann-num-leaves must be >= 1 (got {self.num_leaves})")
+        _check(
+            1 <= self.num_leaves_to_search <= self.num_leaves,
+            f"--scann-leaves-to-search must be in [1, num_leaves={self.num_leaves}] (got {self.num_leaves_to_search})",
+        )
+        _check(self.training_iterations >= 1, "--scann-training-iterations must be >= 1")
+        _check(self.dimensions_per_block >= 1, "--scann-dimensions-per-block must be >= 1")
+        _check(
+            self.num_reordering_candidates is None or self.num_reordering_candidates >= self.k,
+            f"--scann-reorder must be >= k={self.k} or 0 to disable (got {self.num_reordering_candidates})",
+        )
+
+    def as_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        if self.kind != "scann":
+            out = {"kind": self.kind, "k": self.k}
+        return out
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """One export run: where the data comes from, what to train, where to publish."""
+
+    data: str
+    train: TrainConfig
+    index: IndexConfig = field(default_factory=IndexConfig)
+    model_base_path: Path = Path("models")
+    models: tuple[str, ...] = MODEL_NAMES
+    split: str = "random"
+    synthetic_size: str = "movielens"
+    keep: int = 3
+    recall_threshold: float = 0.95
+    model_config_file: Path | None = None
+    validation_users: int = 64
+    validation_timeout_s: float = 300.0
+    score_tolerance: float = 1e-3
+
+    def __post_init__(self) -> None:
+        _check(bool(self.data), "--data must be tfds, synthetic or a path to an ml-100k folder/zip")
+        _check(bool(self.models), "--models must name at least one of " + ",".join(MODEL_NAMES))
+        unknown = [m for m in self.models if m not in MODEL_NAMES]
+        _check(not unknown, f"unknown model(s) {unknown}; choose from {','.join(MODEL_NAMES)}")
+        _check(self.split in SPLIT_KINDS, f"--split must be one of {SPLIT_KINDS} (got {self.split!r})")
+        _check(self.synthetic_size in ("tiny", "movielens"), f"--synthetic-size must be tiny or movielens (got {self.synthetic_size!r})")
+        _check(self.keep >= 1, f"--keep must be >= 1 (got {self.keep})")
+        _check(0.0 <= self.recall_threshold <= 1.0, f"--recall-threshold must be in [0, 1] (got {self.recall_threshold})")
+        _check(self.validation_users >= 1, "validation_users must be >= 1")
+        _check(self.validation_timeout_s > 0, "validation_timeout_s must be > 0")

@@ -1,0 +1,63 @@
+"""Train/test splits of the ratings, as row indices into the source order.
+
+"random" is the seed tutorial's split, reproduced with the same tf.data ops so the indices are identical:
+
+    tf.random.set_seed(42)
+    shuffled = ratings.shuffle(100_000, seed=42, reshuffle_each_iteration=False)
+    train = shuffled.take(80_000); test = shuffled.skip(80_000).take(20_000)
+
+The shuffle order depends only on the seeds and the buffer size, never on the elements, so shuffling the
+row numbers gives the rows the tutorial's ``take``/``skip`` yield. Like the tutorial, it leaves the global
+seed set to ``seed``.
+
+"time" is the production-style split: the earliest ``train_fraction`` of ratings by timestamp train,
+the rest test; equal timestamps keep source order (a stable sort).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+
+from export.data.records import DataError, Ratings
+
+logger = logging.getLogger(__name__)
+
+KINDS = ("random", "time")
+
+
+def train_size(n: int, train_fraction: float) -> int:
+    """How many of ``n`` rows go to train: round(n * train_fraction) (80,000 of 100,000)."""
+    return int(round(n * train_fraction))
+
+
+def split(ratings: Ratings, kind: str = "random", seed: int = 42,
+          train_fraction: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
+    """(train_idx, test_idx): int64 row indices into ``ratings``, disjoint, together every row once."""
+    if kind not in KINDS:
+        raise DataError(f"unknown split kind {kind!r}; use one of {', '.join(KINDS)}")
+    if not 0.0 < train_fraction < 1.0:
+        raise DataError(f"train_fraction must be in (0, 1) (got {train_fraction})")
+    n = len(ratings)
+    if n == 0:
+        raise DataError("cannot split zero ratings")
+    n_train = train_size(n, train_fraction)
+    if kind == "random":
+        order = shuffled_order(n, seed)
+    else:
+        order = np.argsort(np.asarray(ratings.timestamp), kind="stable").astype(np.int64)
+    logger.debug("split %s: %d train, %d test", kind, n_train, n - n_train)
+    return order[:n_train], order[n_train:]
+
+
+def shuffled_order(n: int, seed: int) -> np.ndarray:
+    """Row numbers 0..n-1 in the order ``shuffle(n, seed=seed, reshuffle_each_iteration=False)`` yields
+    them after ``tf.random.set_seed(seed)``."""
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    import tensorflow as tf  # deferred: the synthetic and GroupLens loaders need no TensorFlow
+
+    tf.random.set_seed(seed)
+    rows = tf.data.Dataset.range(n).shuffle(n, seed=seed, reshuffle_each_iteration=False)
+    return rows.batch(n).get_single_element().numpy().astype(np.int64)

@@ -1,0 +1,48 @@
+"""The one error type of the local server, carrying a canonical status name.
+
+TF Serving reports failures as a ``tensorflow::Status``: a canonical code plus a message. Every layer of
+the local server raises :class:`ServingError` with the same code names, and each transport maps the code
+in one place: REST through :data:`HTTP_STATUS` (TF Serving's ``ToHTTPStatusCode``), gRPC through the
+``grpc.StatusCode`` of the same name.
+"""
+
+from __future__ import annotations
+
+# tensorflow_serving/model_servers/http_server.cc (ToHTTPStatusCode).
+HTTP_STATUS = {
+    "OK": 200,
+    "CANCELLED": 500,
+    "UNKNOWN": 500,
+    "INVALID_ARGUMENT": 400,
+    "DEADLINE_EXCEEDED": 504,
+    "NOT_FOUND": 404,
+    "ALREADY_EXISTS": 409,
+    "PERMISSION_DENIED": 403,
+    "RESOURCE_EXHAUSTED": 429,
+    "FAILED_PRECONDITION": 400,
+    "ABORTED": 409,
+    "OUT_OF_RANGE": 400,
+    "UNIMPLEMENTED": 501,
+    "INTERNAL": 500,
+    "UNAVAILABLE": 503,
+    "DATA_LOSS": 500,
+    "UNAUTHENTICATED": 401,
+}
+
+
+class ServingError(Exception):
+    """A failed request or load: ``code`` is a canonical status name, ``message`` TF Serving's text."""
+
+    def __init__(self, code: str, message: str) -> None:
+        if code not in HTTP_STATUS or code == "OK":
+            raise ValueError(f"not a canonical error code: {code!r}")
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    @property
+    def http_status(self) -> int:
+        return HTTP_STATUS[self.code]
+
+    def __repr__(self) -> str:
+        return f"ServingError({self.code}, {self.message!r})"
