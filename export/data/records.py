@@ -56,6 +56,8 @@ def _column(name: str, values: Any, dtype: Any) -> np.ndarray:
     array = np.asarray(values, dtype=dtype)
     if array.ndim != 1:
         raise DataError(f"{name} must be 1-D (got shape {array.shape})")
+    if dtype is object and len(array) and not isinstance(array[0], str):
+        raise DataError(f"{name} must hold str (got {type(array[0]).__name__}); decode bytes first")
     return array
 
 

@@ -1,0 +1,19 @@
+"""Thin client for the two-tower retrieval bundle: one API over TF Serving's REST and gRPC, no TensorFlow.
+
+    import client
+    with client.connect("grpc://localhost:8500") as c:        # or http://localhost:8501
+        print(c.recommend("42", k=5))                           # [Hit(title=..., score=...), ...]
+
+Importing this package loads neither TensorFlow nor, until a client is made, requests or grpc.
+Errors: :mod:`client.errors` (one tree, canonical status names, for both transports).
+"""
+
+from client.client import Client, connect
+from client.errors import *  # noqa: F403 - the exception tree is part of the public API
+from client.errors import __all__ as _errors_all
+from client.results import Hit, ModelMetadata, Signature, TensorSpec, VersionStatus
+from client.settings import URL_ENV, Retry, Settings
+from client.tensors import Tensor
+
+__all__ = ["Client", "connect", "Hit", "ModelMetadata", "Signature", "TensorSpec", "VersionStatus", "Retry",
+           "Settings", "Tensor", "URL_ENV", *_errors_all]

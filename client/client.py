@@ -1,0 +1,252 @@
+"""The client: recommendations and similar movies over either transport, with deadlines and retries."""
+
+from __future__ import annotations
+
+import logging
+import struct
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar, overload
+
+from client.errors import (DeadlineExceededError, FailedPreconditionError, InternalError, InvalidArgumentError,
+                           NotFoundError, ServingError, UnavailableError)
+from client.results import Hit, ModelMetadata, VersionStatus
+from client.settings import ModelRef, Retry, Settings, _check_timeout, default_url
+from client.tensors import Tensor
+from client.transports import Transport, for_endpoint
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+TITLES, SCORES = "movie_titles", "scores"
+
+
+class Client:
+    """One server, one connection pool (REST) or channel (gRPC); safe to share across threads.
+
+    ``url``: ``http://host:8501`` (REST) or ``grpc://host:8500`` (gRPC); default ``$RETRIEVAL_URL``, else
+    ``http://localhost:8501``. ``timeout`` is each call's deadline in seconds, retries included (a call may
+    override it with ``timeout=``). ``transport`` replaces the one the URL would choose (tests plug fakes here).
+    """
+
+    def __init__(self, url: str | None = None, *, timeout: float = 10.0, retry: Retry | None = None,
+                 retrieval_model: str = "retrieval", similar_model: str = "similar_movies",
+                 transport: Transport | None = None, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.settings = Settings(url or default_url(), timeout, retry or Retry(), retrieval_model, similar_model)
+        self._transport = transport if transport is not None else for_endpoint(self.settings.endpoint)
+        self._sleep = sleep
+        self._closed = False
+        self._lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return self.settings.url
+
+    def __repr__(self) -> str:
+        return f"Client({self.settings.url!r})"
+
+    # -- the domain calls ----------------------------------------------------------------------------------
+    @overload
+    def recommend(self, user_ids: str | int, k: int | None = ..., exclude: Sequence[str] | None = ...,
+                  version: int | None = ..., label: str | None = ..., *, timeout: float | None = ...) -> list[Hit]: ...
+
+    @overload
+    def recommend(self, user_ids: Sequence[str | int], k: int | None = ...,
+                  exclude: Sequence[Sequence[str]] | None = ..., version: int | None = ...,
+                  label: str | None = ..., *, timeout: float | None = ...) -> list[list[Hit]]: ...
+
+    def recommend(self, user_ids, k=None, exclude=None, version=None, label=None, *, timeout=None):
+        """Movies for a user (a str or int id: a list of hits) or for several (a list: one list per user).
+
+        ``exclude``: titles never to return (a list for one user, a list of lists for several), answered by
+        the ``exclude_seen`` signature. ``k``: how many hits (default: all K the model was exported with).
+        """
+        single = isinstance(user_ids, (str, int)) and not isinstance(user_ids, bool)
+        ids = [_key(u, "user id") for u in ([user_ids] if single else _sequence(user_ids, "user_ids"))]
+        _check_k(k)
+        inputs: dict[str, Any] = {"user_id": ids}
+        signature = "serving_default"
+        if exclude is not None:
+            rows = [_titles(exclude, "exclude")] if single else [
+                _titles(row, f"exclude[{i}]") for i, row in enumerate(_sequence(exclude, "exclude"))]
+            if len(rows) != len(ids):
+                raise InvalidArgumentError(
+                    f"exclude needs one list of titles per user id ({len(rows)} lists for {len(ids)} ids)")
+            width = max([1, *map(len, rows)])
+            inputs["exclude_titles"] = [row + [""] * (width - len(row)) for row in rows]
+            signature = "exclude_seen"
+        hits = self._hits(self.settings.retrieval_model, inputs, signature, k, version, label, timeout)
+        return hits[0] if single else hits
+
+    @overload
+    def similar(self, titles: str, k: int | None = ..., version: int | None = ..., label: str | None = ...,
+                *, timeout: float | None = ...) -> list[Hit]: ...
+
+    @overload
+    def similar(self, titles: Sequence[str], k: int | None = ..., version: int | None = ...,
+                label: str | None = ..., *, timeout: float | None = ...) -> list[list[Hit]]: ...
+
+    def similar(self, titles, k=None, version=None, label=None, *, timeout=None):
+        """Movies like a title (a str: a list of hits) or like each of several (a list: one list each)."""
+        single = isinstance(titles, str)
+        keys = [titles] if single else _titles(titles, "titles")
+        _check_k(k)
+        hits = self._hits(self.settings.similar_model, {"movie_title": keys}, "serving_default", k, version,
+                          label, timeout)
+        return hits[0] if single else hits
+
+    # -- TF Serving's calls --------------------------------------------------------------------------------
+    def predict(self, model_name: str, inputs: Mapping[str, Any], signature_name: str | None = None,
+                version: int | None = None, label: str | None = None,
+                output_filter: Sequence[str] | None = None, *, timeout: float | None = None) -> dict[str, Any]:
+        """Any model and signature: ``inputs`` name -> nested lists (or :class:`client.Tensor`); returns
+        output name -> nested lists, strings as str (outputs named ``*_bytes`` as bytes)."""
+        model = ModelRef(model_name, version, label, signature_name)
+        if not isinstance(inputs, Mapping) or not inputs:
+            raise InvalidArgumentError(f"inputs must be a non-empty mapping of input name to values (got {inputs!r})")
+        tensors = {name: Tensor.of(value, name=name) for name, value in inputs.items()}
+        if output_filter is not None:
+            output_filter = _titles(output_filter, "output_filter")
+        return self._call(lambda t: self._transport.predict(model, tensors, output_filter, t), timeout, model)
+
+    def status(self, model_name: str | None = None, version: int | None = None, label: str | None = None, *,
+               timeout: float | None = None) -> list[VersionStatus]:
+        """The versions of a model (default: the retrieval model), newest first."""
+        model = ModelRef(model_name or self.settings.retrieval_model, version, label)
+        return self._call(lambda t: self._transport.status(model, t), timeout, model)
+
+    def metadata(self, model_name: str | None = None, version: int | None = None, label: str | None = None, *,
+                 timeout: float | None = None) -> ModelMetadata:
+        """The signatures of a model's version (default: the retrieval model's latest)."""
+        model = ModelRef(model_name or self.settings.retrieval_model, version, label)
+        return self._call(lambda t: self._transport.metadata(model, t), timeout, model)
+
+    def wait_until_available(self, timeout: float = 30.0, model_names: Sequence[str] | None = None) -> None:
+        """Block until each model (default: retrieval and similar_movies) has an AVAILABLE version.
+
+        Raises DeadlineExceededError naming what was still missing when ``timeout`` passed.
+        """
+        _check_timeout(timeout)
+        names = list(model_names) if model_names is not None else [
+            self.settings.retrieval_model, self.settings.similar_model]
+        deadline = time.monotonic() + timeout
+        delay, last_log, waiting = 0.05, 0.0, ""
+        while True:
+            try:
+                missing = [n for n in names if not any(
+                    v.state == "AVAILABLE" for v in self._transport.status(ModelRef(n), _left(deadline, 5.0)))]
+                if not missing:
+                    return
+                waiting = f"no AVAILABLE version of {', '.join(missing)} yet"
+            except (UnavailableError, NotFoundError, DeadlineExceededError) as exc:
+                waiting = str(exc)
+            now = time.monotonic()
+            if now >= deadline:
+                raise DeadlineExceededError(f"{self.settings.url} not ready after {timeout:.3g} s: {waiting}")
+            if now - last_log >= 5.0:
+                log.info("waiting for %s: %s", self.settings.url, waiting)
+                last_log = now
+            self._sleep(min(delay, max(deadline - now, 0.0)))
+            delay = min(delay * 2, 0.5)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._transport.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    # -- internals -----------------------------------------------------------------------------------------
+    def _call(self, attempt: Callable[[float], T], timeout: float | None, model: ModelRef) -> T:
+        """One call under one deadline, retrying UNAVAILABLE (only) with backoff while the deadline allows."""
+        if self._closed:
+            raise FailedPreconditionError(f"{self!r} is closed; make a new client")
+        timeout = self.settings.timeout if timeout is None else _check_timeout(timeout)
+        deadline = time.monotonic() + timeout
+        delays = self.settings.retry.delays()
+        tries = 1
+        while True:
+            try:
+                return attempt(deadline - time.monotonic())
+            except UnavailableError as exc:
+                delay = next(delays, None)
+                if delay is None or time.monotonic() + delay >= deadline:
+                    raise
+                log.warning("%s on %s: %s; retry %d in %.2f s", exc.code, model, exc.message, tries, delay)
+                tries += 1
+                self._sleep(delay)
+
+    def _hits(self, model_name: str, inputs: dict[str, list], signature: str, k: int | None,
+              version: int | None, label: str | None, timeout: float | None) -> list[list[Hit]]:
+        if not inputs[next(iter(inputs))]:
+            return []
+        outputs = self.predict(model_name, inputs, signature, version, label, [TITLES, SCORES], timeout=timeout)
+        model = ModelRef(model_name, version, label, signature)
+        titles, scores = outputs.get(TITLES), outputs.get(SCORES)
+        rows = len(inputs[next(iter(inputs))])
+        if not (_matrix(titles, rows) and _matrix(scores, rows) and all(
+                len(t) == len(s) for t, s in zip(titles, scores))):
+            raise InternalError(
+                f"{model} must answer '{TITLES}' and '{SCORES}' of shape [{rows}, K]; got {sorted(outputs)}")
+        width = len(titles[0]) if rows else 0
+        if k is not None and k > width:
+            raise InvalidArgumentError(
+                f"k={k} is above K={width}, the number of results {model} was exported with; "
+                f"ask for k <= {width} (or export with a larger K)")
+        return [[Hit(str(t), _f32(s)) for t, s in zip(trow[:k], srow[:k])] for trow, srow in zip(titles, scores)]
+
+
+def connect(url: str | None = None, **options: Any) -> Client:
+    """A :class:`Client` for ``url`` (``http://...`` REST, ``grpc://...`` gRPC); options as for Client."""
+    return Client(url, **options)
+
+
+def _left(deadline: float, cap: float) -> float:
+    return max(min(deadline - time.monotonic(), cap), 0.001)
+
+
+def _check_k(k: int | None) -> None:
+    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+        raise InvalidArgumentError(f"k must be a positive int (got {k!r})")
+
+
+def _sequence(value: Any, what: str) -> list:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise InvalidArgumentError(f"{what} must be a list (got {type(value).__name__}: {value!r})")
+    return list(value)
+
+
+def _key(value: Any, what: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise InvalidArgumentError(f"a {what} is a str or an int (got {type(value).__name__}: {value!r})")
+    return str(value)
+
+
+def _titles(value: Any, what: str) -> list[str]:
+    items = _sequence(value, what)
+    bad = [v for v in items if not isinstance(v, str)]
+    if bad:
+        raise InvalidArgumentError(f"{what} must hold strings (got {bad[0]!r})")
+    return items
+
+
+def _matrix(value: Any, rows: int) -> bool:
+    return isinstance(value, list) and len(value) == rows and all(isinstance(r, list) for r in value)
+
+
+def _f32(value: Any) -> float:
+    """A DT_FLOAT score as the shortest decimal that is the same float32, so REST and gRPC agree exactly."""
+    value = float(value)
+    exact = struct.unpack("<f", struct.pack("<f", value))[0]
+    for digits in range(6, 10):
+        short = float(f"{exact:.{digits}g}")
+        if struct.unpack("<f", struct.pack("<f", short))[0] == exact:
+            return short
+    return exact

@@ -1,0 +1,145 @@
+"""Settings of a client, validated on construction; the default URL is read from the environment per call."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from client.errors import InvalidArgumentError
+
+URL_ENV = "RETRIEVAL_URL"
+DEFAULT_URL = "http://localhost:8501"
+DEFAULT_PORTS = {"http": 8501, "https": 443, "grpc": 8500}
+
+
+def default_url() -> str:
+    """``$RETRIEVAL_URL`` if set (read now, not at import), else ``http://localhost:8501``."""
+    return os.environ.get(URL_ENV) or DEFAULT_URL
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Retries of a call that failed with UNAVAILABLE (and nothing else), within the call's deadline.
+
+    ``attempts`` counts every try (1 = no retry); the n-th wait is ``backoff * multiplier**(n-1)`` capped at
+    ``max_backoff``, and never past the deadline.
+    """
+
+    attempts: int = 3
+    backoff: float = 0.1
+    multiplier: float = 2.0
+    max_backoff: float = 2.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int) or not 1 <= self.attempts <= 20:
+            raise InvalidArgumentError(f"Retry.attempts must be an int in [1, 20] (got {self.attempts!r})")
+        if not 0 <= self.backoff <= self.max_backoff:
+            raise InvalidArgumentError(
+                f"Retry needs 0 <= backoff <= max_backoff (got {self.backoff!r}, {self.max_backoff!r})")
+        if self.multiplier < 1:
+            raise InvalidArgumentError(f"Retry.multiplier must be >= 1 (got {self.multiplier!r})")
+
+    def delays(self):
+        """The waits between attempts: ``attempts - 1`` of them."""
+        delay = self.backoff
+        for _ in range(self.attempts - 1):
+            yield min(delay, self.max_backoff)
+            delay *= self.multiplier
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A parsed server URL: ``scheme`` picks the transport (http/https: REST, grpc: gRPC)."""
+
+    scheme: str
+    host: str
+    port: int
+    path: str = ""
+
+    @classmethod
+    def parse(cls, url: str) -> Endpoint:
+        if not isinstance(url, str) or "://" not in url:
+            raise InvalidArgumentError(
+                f"server URL must look like http://host:8501 or grpc://host:8500 (got {url!r})")
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme not in DEFAULT_PORTS:
+            raise InvalidArgumentError(
+                f"unsupported URL scheme {parts.scheme!r} in {url!r}; use http://, https:// or grpc://")
+        try:
+            port = parts.port or DEFAULT_PORTS[scheme]
+        except ValueError as exc:
+            raise InvalidArgumentError(f"bad port in server URL {url!r}") from exc
+        if not parts.hostname:
+            raise InvalidArgumentError(f"no host in server URL {url!r}")
+        if scheme == "grpc" and parts.path.strip("/"):
+            raise InvalidArgumentError(f"a grpc:// URL has no path (got {url!r})")
+        return cls(scheme, parts.hostname, port, parts.path.rstrip("/"))
+
+    @property
+    def netloc(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    def __str__(self) -> str:
+        return f"{self.scheme}://{self.netloc}{self.path}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a :class:`client.Client` needs besides its transport."""
+
+    url: str = field(default_factory=default_url)
+    timeout: float = 10.0
+    retry: Retry = field(default_factory=Retry)
+    retrieval_model: str = "retrieval"
+    similar_model: str = "similar_movies"
+
+    def __post_init__(self) -> None:
+        Endpoint.parse(self.url)
+        _check_timeout(self.timeout)
+        if not isinstance(self.retry, Retry):
+            raise InvalidArgumentError(f"retry must be a client.Retry (got {self.retry!r})")
+        for name in ("retrieval_model", "similar_model"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise InvalidArgumentError(f"{name} must be a non-empty model name (got {getattr(self, name)!r})")
+
+    @property
+    def endpoint(self) -> Endpoint:
+        return Endpoint.parse(self.url)
+
+
+def _check_timeout(timeout: float) -> float:
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise InvalidArgumentError(f"timeout must be a positive number of seconds (got {timeout!r})")
+    return float(timeout)
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """Which servable a call addresses: TF Serving's ModelSpec (a version or a label, not both)."""
+
+    name: str
+    version: int | None = None
+    label: str | None = None
+    signature_name: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise InvalidArgumentError(f"model_name must be a non-empty string (got {self.name!r})")
+        if self.version is not None and self.label is not None:
+            raise InvalidArgumentError(
+                f"pass a version or a label, not both (got version={self.version!r}, label={self.label!r})")
+        if self.version is not None and (
+                isinstance(self.version, bool) or not isinstance(self.version, int) or self.version < 0):
+            raise InvalidArgumentError(f"version must be a non-negative int (got {self.version!r})")
+        if self.label is not None and (not isinstance(self.label, str) or not self.label):
+            raise InvalidArgumentError(f"label must be a non-empty string (got {self.label!r})")
+        if self.signature_name is not None and not isinstance(self.signature_name, str):
+            raise InvalidArgumentError(f"signature_name must be a string (got {self.signature_name!r})")
+
+    def __str__(self) -> str:
+        where = f" version {self.version}" if self.version is not None else (
+            f" label {self.label!r}" if self.label else "")
+        return f"model {self.name!r}{where}"

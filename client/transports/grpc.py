@@ -1,0 +1,172 @@
+"""TF Serving's gRPC API (port 8500) over one channel, with this package's own protos (no TensorFlow).
+
+All error mapping of this transport is in :meth:`GrpcTransport._call`: every ``grpc.StatusCode`` becomes
+the :mod:`client.errors` exception of the same name, carrying the server's details. The seam for tests is
+gRPC's own: pass ``channel=`` (anything with ``unary_unary(path, request_serializer, response_deserializer,
+...)``, e.g. ``grpc.insecure_channel`` or a fake whose callables raise ``grpc.RpcError``).
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import grpc
+
+from client.errors import InvalidArgumentError, UnknownError, error_for
+from client.protos import get_model_metadata_pb2, get_model_status_pb2, predict_pb2, tensor_pb2, types_pb2
+from client.protos.error_codes_pb2 import Code
+from client.protos.model_service_pb2_grpc import ModelServiceStub
+from client.protos.prediction_service_pb2_grpc import PredictionServiceStub
+from client.results import ModelMetadata, Signature, TensorSpec, VersionStatus
+from client.settings import Endpoint, ModelRef
+from client.tensors import Tensor, nest
+
+log = logging.getLogger(__name__)
+
+_SIGNATURE_DEF_MAP = "type.googleapis.com/tensorflow.serving.SignatureDefMap"
+# dtype -> (TensorProto field for values, struct format of tensor_content)
+_FIELDS = {
+    "DT_FLOAT": ("float_val", "f"), "DT_DOUBLE": ("double_val", "d"), "DT_INT32": ("int_val", "i"),
+    "DT_INT16": ("int_val", "h"), "DT_INT8": ("int_val", "b"), "DT_UINT8": ("int_val", "B"),
+    "DT_UINT16": ("int_val", "H"), "DT_INT64": ("int64_val", "q"), "DT_UINT32": ("uint32_val", "I"),
+    "DT_UINT64": ("uint64_val", "Q"), "DT_BOOL": ("bool_val", "?"), "DT_STRING": ("string_val", None),
+}
+_DEFAULT_OPTIONS = (
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+)
+
+
+class GrpcTransport:
+    def __init__(self, endpoint: Endpoint, *, channel: Any = None) -> None:
+        self.endpoint = endpoint
+        self._channel = channel if channel is not None else grpc.insecure_channel(
+            endpoint.netloc, options=_DEFAULT_OPTIONS)
+        self._predict = PredictionServiceStub(self._channel)
+        self._models = ModelServiceStub(self._channel)
+
+    # -- the Transport interface -------------------------------------------------------------------------
+    def predict(self, model: ModelRef, inputs: Mapping[str, Tensor], output_filter: Sequence[str] | None,
+                timeout: float) -> dict[str, Any]:
+        request = predict_pb2.PredictRequest(output_filter=list(output_filter or ()))
+        _fill_spec(request.model_spec, model)
+        for name, tensor in inputs.items():
+            to_proto(tensor, request.inputs[name])
+        response = self._call(self._predict.Predict, request, timeout)
+        outputs = {name: from_proto(proto, name) for name, proto in response.outputs.items()}
+        if output_filter:
+            outputs = {name: outputs[name] for name in output_filter if name in outputs}
+        return outputs
+
+    def status(self, model: ModelRef, timeout: float) -> list[VersionStatus]:
+        request = get_model_status_pb2.GetModelStatusRequest()
+        _fill_spec(request.model_spec, model)
+        response = self._call(self._models.GetModelStatus, request, timeout)
+        versions = [
+            VersionStatus(v.version, get_model_status_pb2.ModelVersionStatus.State.Name(v.state),
+                          _code_name(v.status.error_code), v.status.error_message)
+            for v in response.model_version_status]
+        return sorted(versions, key=lambda v: v.version, reverse=True)
+
+    def metadata(self, model: ModelRef, timeout: float) -> ModelMetadata:
+        request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+        _fill_spec(request.model_spec, model)
+        response = self._call(self._predict.GetModelMetadata, request, timeout)
+        packed = response.metadata.get("signature_def")
+        if packed is None or packed.type_url != _SIGNATURE_DEF_MAP:
+            raise UnknownError(f"metadata of {model} holds no {_SIGNATURE_DEF_MAP} "
+                               f"(got {packed.type_url if packed is not None else 'nothing'})")
+        defs = get_model_metadata_pb2.SignatureDefMap.FromString(packed.value).signature_def
+        signatures = {
+            name: Signature(name, _specs(d.inputs), _specs(d.outputs), d.method_name) for name, d in defs.items()}
+        return ModelMetadata(response.model_spec.name or model.name, response.model_spec.version.value, signatures)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    # -- the one place where gRPC errors are mapped ------------------------------------------------------
+    def _call(self, method, request, timeout: float):
+        try:
+            return method(request, timeout=timeout)
+        except grpc.RpcError as exc:
+            code = exc.code() if callable(getattr(exc, "code", None)) else None
+            details = exc.details() if callable(getattr(exc, "details", None)) else None
+            name = code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
+            message = details or (code.value[1] if isinstance(code, grpc.StatusCode) else str(exc))
+            if name == "OK":
+                raise UnknownError(f"gRPC call failed with status OK: {message}") from exc
+            raise error_for(name, f"{message} ({self.endpoint})" if name == "UNAVAILABLE" else message) from exc
+
+
+def _fill_spec(spec, model: ModelRef) -> None:
+    spec.name = model.name
+    if model.version is not None:
+        spec.version.value = model.version
+    elif model.label is not None:
+        spec.version_label = model.label
+    if model.signature_name:
+        spec.signature_name = model.signature_name
+
+
+def to_proto(tensor: Tensor, proto: tensor_pb2.TensorProto) -> tensor_pb2.TensorProto:
+    """Fill ``proto`` with a :class:`Tensor` (values in the dtype's repeated field, as TF's AsProtoField)."""
+    proto.dtype = types_pb2.DataType.Value(tensor.dtype)
+    for size in tensor.shape:
+        proto.tensor_shape.dim.add(size=size)
+    field, _ = _FIELDS[tensor.dtype]
+    values = tensor.values
+    if tensor.dtype == "DT_STRING":
+        values = [v.encode("utf-8") if isinstance(v, str) else v for v in values]
+    elif tensor.dtype in ("DT_FLOAT", "DT_DOUBLE"):
+        values = [float(v) for v in values]
+    try:
+        getattr(proto, field).extend(values)
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgumentError(f"values do not fit {tensor.dtype}: {exc}") from exc
+    return proto
+
+
+def from_proto(proto: tensor_pb2.TensorProto, name: str = "") -> Any:
+    """A TensorProto as nested lists; DT_STRING as str (bytes for outputs named ``*_bytes``, as REST does)."""
+    dtype = types_pb2.DataType.Name(proto.dtype) if proto.dtype in types_pb2.DataType.values() else None
+    if dtype not in _FIELDS:
+        raise UnknownError(f"output {name!r} has dtype {dtype or proto.dtype}, which this client cannot decode")
+    shape = tuple(d.size for d in proto.tensor_shape.dim)
+    size = 1
+    for dim in shape:
+        size *= dim
+    field, fmt = _FIELDS[dtype]
+    if proto.tensor_content and fmt:
+        values = list(struct.unpack(f"<{len(proto.tensor_content) // struct.calcsize(fmt)}{fmt}",
+                                    proto.tensor_content))
+    else:
+        values = list(getattr(proto, field))
+    if len(values) != size:  # TF fills a short field with its last value (or the default).
+        fill = values[-1] if values else (b"" if dtype == "DT_STRING" else 0)
+        values = (values + [fill] * size)[:size]
+    if dtype == "DT_STRING" and not name.endswith("_bytes"):
+        values = [_text(v) for v in values]
+    return nest(values, shape)
+
+
+def _text(value: bytes) -> str | bytes:
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value
+
+
+def _code_name(code: int) -> str:
+    return Code.Name(code) if code in Code.values() else str(code)
+
+
+def _specs(tensors) -> dict[str, TensorSpec]:
+    out = {}
+    for alias, info in tensors.items():
+        dtype = types_pb2.DataType.Name(info.dtype) if info.dtype in types_pb2.DataType.values() else str(info.dtype)
+        shape = None if info.tensor_shape.unknown_rank else tuple(d.size for d in info.tensor_shape.dim)
+        out[alias] = TensorSpec(info.name, dtype, shape)
+    return out

@@ -1,0 +1,197 @@
+"""TF Serving's REST API (port 8501) over one pooled ``requests.Session``.
+
+All error mapping of this transport is in :meth:`RestTransport._send`: requests' exceptions (connection
+refused, timeouts) and HTTP error responses (TF Serving's ``{"error": "..."}`` JSON or any other body) become
+:mod:`client.errors` exceptions. The seam for tests is requests' own: pass ``adapter=`` (a
+``requests.adapters.BaseAdapter``) and no socket is opened.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import re
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import quote
+
+import requests
+from requests.adapters import BaseAdapter, HTTPAdapter
+
+from client.errors import (DeadlineExceededError, InvalidArgumentError, UnavailableError, UnknownError,
+                           error_for)
+from client.results import ModelMetadata, Signature, TensorSpec, VersionStatus
+from client.settings import Endpoint, ModelRef
+from client.tensors import Tensor
+
+log = logging.getLogger(__name__)
+
+# The inverse of TF Serving's ToHTTPStatusCode, taking the first code of each shared status.
+HTTP_CODES = {
+    400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
+    409: "ABORTED", 429: "RESOURCE_EXHAUSTED", 499: "CANCELLED", 500: "INTERNAL", 501: "UNIMPLEMENTED",
+    502: "UNAVAILABLE", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED",
+}
+_ERRNO = re.compile(r"\[Errno -?\d+\] [^'\")]+")
+
+
+class RestTransport:
+    def __init__(self, endpoint: Endpoint, *, adapter: BaseAdapter | None = None, pool_maxsize: int = 16) -> None:
+        self.endpoint = endpoint
+        self._base = f"{endpoint.scheme}://{endpoint.netloc}{endpoint.path}/v1/models/"
+        self._session = requests.Session()
+        # No proxies/.netrc lookups from the environment on every call: this talks to a known server.
+        self._session.trust_env = False
+        adapter = adapter or HTTPAdapter(pool_connections=1, pool_maxsize=pool_maxsize, max_retries=0)
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+        self._output_names: dict[tuple, str] = {}
+        self._lock = threading.Lock()
+
+    # -- the Transport interface -------------------------------------------------------------------------
+    def predict(self, model: ModelRef, inputs: Mapping[str, Tensor], output_filter: Sequence[str] | None,
+                timeout: float) -> dict[str, Any]:
+        body: dict[str, Any] = {"inputs": {name: _to_json(t.nested()) for name, t in inputs.items()}}
+        if model.signature_name:
+            body["signature_name"] = model.signature_name
+        reply = self._send("POST", self._url(model, ":predict"), json.dumps(body).encode(), timeout)
+        if not isinstance(reply, dict) or "outputs" not in reply:
+            raise UnknownError(f"predict response from {self.endpoint} has no 'outputs': {_snippet(reply)}")
+        outputs = reply["outputs"]
+        if not isinstance(outputs, dict) or set(outputs) == {"b64"}:
+            # One output comes without its name (TF Serving's columnar format); the signature knows it.
+            outputs = {self._single_output_name(model, output_filter, timeout): outputs}
+        outputs = {name: _from_json(value) for name, value in outputs.items()}
+        if output_filter:  # REST has no output_filter; filter here so both transports answer alike.
+            missing = [name for name in output_filter if name not in outputs]
+            if missing:
+                raise InvalidArgumentError(
+                    f"output tensor alias not found in signature outputs: {', '.join(missing)} "
+                    f"(outputs of {model}: {', '.join(sorted(outputs))})")
+            outputs = {name: outputs[name] for name in output_filter}
+        return outputs
+
+    def status(self, model: ModelRef, timeout: float) -> list[VersionStatus]:
+        reply = self._send("GET", self._url(model), None, timeout)
+        try:
+            versions = [
+                VersionStatus(int(v["version"]), v["state"], v.get("status", {}).get("error_code", "OK"),
+                              v.get("status", {}).get("error_message", ""))
+                for v in reply["model_version_status"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UnknownError(f"unexpected status response from {self.endpoint}: {_snippet(reply)}") from exc
+        return sorted(versions, key=lambda v: v.version, reverse=True)
+
+    def metadata(self, model: ModelRef, timeout: float) -> ModelMetadata:
+        reply = self._send("GET", self._url(model, "/metadata"), None, timeout)
+        try:
+            spec = reply["model_spec"]
+            defs = reply["metadata"]["signature_def"]["signature_def"]
+            signatures = {
+                name: Signature(name, _specs(d.get("inputs", {})), _specs(d.get("outputs", {})),
+                                d.get("method_name", ""))
+                for name, d in defs.items()}
+            return ModelMetadata(spec["name"], int(spec.get("version") or 0), signatures)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise UnknownError(f"unexpected metadata response from {self.endpoint}: {_snippet(reply)}") from exc
+
+    def close(self) -> None:
+        self._session.close()
+
+    # -- the one place where HTTP and requests errors are mapped -----------------------------------------
+    def _send(self, method: str, url: str, body: bytes | None, timeout: float) -> Any:
+        headers = {"Content-Type": "application/json"} if body is not None else None
+        try:
+            response = self._session.request(method, url, data=body, headers=headers, timeout=timeout)
+        except requests.Timeout as exc:
+            raise DeadlineExceededError(f"no answer from {url} within {timeout:.3g} s") from exc
+        except requests.ConnectionError as exc:
+            raise UnavailableError(f"cannot reach {url}: {_reason(exc)}") from exc
+        except requests.RequestException as exc:
+            raise UnknownError(f"{method} {url} failed: {exc}") from exc
+        if response.ok:
+            try:
+                return response.json()
+            except ValueError as exc:
+                raise UnknownError(
+                    f"{method} {url}: HTTP {response.status_code} with a body that is not JSON: "
+                    f"{_snippet(response.text)}") from exc
+        code = HTTP_CODES.get(response.status_code, "UNKNOWN")
+        raise error_for(code, _error_message(response))
+
+    def _url(self, model: ModelRef, suffix: str = "") -> str:
+        url = self._base + quote(model.name, safe="")
+        if model.version is not None:
+            url += f"/versions/{model.version}"
+        elif model.label is not None:
+            url += f"/labels/{quote(model.label, safe='')}"
+        return url + suffix
+
+    def _single_output_name(self, model: ModelRef, output_filter: Sequence[str] | None, timeout: float) -> str:
+        if output_filter and len(output_filter) == 1:
+            return output_filter[0]
+        key = (model.name, model.version, model.label, model.signature_name or "serving_default")
+        with self._lock:
+            if key in self._output_names:
+                return self._output_names[key]
+        signature = self.metadata(model, timeout).signatures.get(key[3])
+        if signature is None or len(signature.outputs) != 1:
+            raise UnknownError(f"{model} answered one unnamed output, but its signature {key[3]!r} does not "
+                               "have exactly one output")
+        name = next(iter(signature.outputs))
+        with self._lock:
+            self._output_names[key] = name
+        return name
+
+
+def _error_message(response: requests.Response) -> str:
+    """TF Serving's ``{"error": ...}`` text, else the status line and the start of whatever body came."""
+    try:
+        payload = response.json()
+    except ValueError:
+        payload = None
+    if isinstance(payload, dict) and isinstance(payload.get("error"), str):
+        return payload["error"]
+    text = _snippet(response.text) if response.text else "(empty body)"
+    return f"HTTP {response.status_code} {response.reason or ''}".rstrip() + f" from {response.url}: {text}"
+
+
+def _reason(exc: Exception) -> str:
+    match = _ERRNO.search(str(exc))
+    return match.group(0).strip() if match else str(exc)
+
+
+def _snippet(value: Any, limit: int = 200) -> str:
+    text = value if isinstance(value, str) else json.dumps(value)[:limit + 1]
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _to_json(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_to_json(v) for v in value]
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return {"b64": base64.b64encode(value).decode("ascii")}
+    return value
+
+
+def _from_json(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_from_json(v) for v in value]
+    if isinstance(value, dict) and set(value) == {"b64"}:
+        return base64.b64decode(value["b64"])
+    return value
+
+
+def _specs(tensors: dict) -> dict[str, TensorSpec]:
+    out = {}
+    for alias, info in tensors.items():
+        shape_json = info.get("tensor_shape", {})
+        shape = None if shape_json.get("unknown_rank") else tuple(int(d.get("size", 0)) for d in shape_json.get("dim", []))
+        out[alias] = TensorSpec(info.get("name", ""), info.get("dtype", "DT_INVALID"), shape)
+    return out

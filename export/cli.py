@@ -1,0 +1,120 @@
+"""``python -m export``: a thin map from flags onto ExportConfig and ``pipeline.run``.
+
+Every error exits non-zero with one line on stderr: ``export: error: <reason>`` (2 for bad flags or
+settings, 1 for data, validation and publishing failures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+
+import export  # noqa: F401
+
+from export.config import INDEX_KINDS, MODEL_NAMES, PRESETS, SPLIT_KINDS, ConfigError, ExportConfig, IndexConfig, preset
+
+logger = logging.getLogger("export")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, not argparse's usage block
+        raise ConfigError(message)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m export",
+                description="Train a two-tower retrieval model on MovieLens, evaluate it, and publish validated "
+                            "TF Serving versions of `retrieval` and `similar_movies` into a model store.")
+    p.add_argument("--data", default="tfds", help="tfds | synthetic | PATH to an ml-100k folder or zip (default tfds)")
+    p.add_argument("--preset", default="default", help=f"training recipe: {' | '.join(PRESETS)} (default default)")
+    p.add_argument("--model-base-path", default="models", type=Path,
+                   help="store root: publishes DIR/retrieval/<version> and DIR/similar_movies/<version> (default models)")
+    p.add_argument("--index", default="scann", help=f"{' | '.join(INDEX_KINDS)} (default scann)")
+    p.add_argument("--k", type=int, default=10, help="results per query, fixed at export (default 10)")
+    p.add_argument("--epochs", type=int, help="override the preset's number of epochs")
+    p.add_argument("--models", default=",".join(MODEL_NAMES), help="comma-separated models to publish")
+    p.add_argument("--synthetic-size", default="movielens", help="tiny | movielens (with --data synthetic)")
+    p.add_argument("--seed", type=int, default=0, help="synthetic data seed (default 0)")
+    p.add_argument("--train-seed", type=int, help="override the preset's tf.random.set_seed value")
+    p.add_argument("--split", default="random", help=f"{' | '.join(SPLIT_KINDS)} (default random: the seed's)")
+    p.add_argument("--keep", type=int, default=3, help="versions kept per model when pruning (default 3)")
+    p.add_argument("--recall-threshold", type=float, default=0.95,
+                   help="minimum recall@10 of the index against exact search (default 0.95)")
+    p.add_argument("--model-config-file", type=Path,
+                   help="a TF Serving models.config: versions it pins (labels, specific) are never pruned")
+    p.add_argument("--validation-timeout", type=float, default=300.0, help="seconds for the fresh-process check")
+    scann = IndexConfig()
+    p.add_argument("--scann-num-leaves", type=int, default=scann.num_leaves)
+    p.add_argument("--scann-leaves-to-search", type=int, default=scann.num_leaves_to_search)
+    p.add_argument("--scann-training-iterations", type=int, default=scann.training_iterations)
+    p.add_argument("--scann-dimensions-per-block", type=int, default=scann.dimensions_per_block)
+    p.add_argument("--scann-reorder", type=int, default=scann.num_reordering_candidates,
+                   help="exact re-scoring of this many candidates (0 = off; default %(default)s)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> ExportConfig:
+    train = preset(args.preset)
+    overrides = {}
+    if args.epochs is not None:
+        overrides["epochs"] = args.epochs
+    if args.train_seed is not None:
+        overrides["seed"] = args.train_seed
+    if overrides:
+        train = dataclasses.replace(train, **overrides)
+    index = IndexConfig(kind=args.index, k=args.k, num_leaves=args.scann_num_leaves,
+                        num_leaves_to_search=args.scann_leaves_to_search,
+                        training_iterations=args.scann_training_iterations,
+                        dimensions_per_block=args.scann_dimensions_per_block,
+                        num_reordering_candidates=args.scann_reorder or None)
+    if args.data not in ("tfds", "synthetic") and not Path(args.data).exists():
+        raise ConfigError(f"--data {args.data}: no such file or folder (use tfds, synthetic or an ml-100k folder/zip)")
+    return ExportConfig(
+        data=args.data, train=train, index=index, model_base_path=args.model_base_path,
+        models=tuple(m.strip() for m in args.models.split(",") if m.strip()), split=args.split,
+        synthetic_size=args.synthetic_size, keep=args.keep, recall_threshold=args.recall_threshold,
+        model_config_file=args.model_config_file, validation_timeout_s=args.validation_timeout)
+
+
+def _fail(message: str, code: int) -> int:
+    line = " ".join(str(message).split())
+    print(f"export: error: {line}", file=sys.stderr)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = parser().parse_args(argv)
+        config = config_from_args(args)
+    except ConfigError as exc:
+        return _fail(exc, 2)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("absl", "tensorflow", "h5py"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+    from export import pipeline
+    from export.publish import PublishError
+    from export.validate import ValidationError
+
+    try:
+        from export.data import DataError
+    except ImportError:  # pragma: no cover - the data layer is part of this package
+        DataError = ValueError  # noqa: N806
+
+    try:
+        result = pipeline.run(config, synthetic_seed=args.seed)
+    except ConfigError as exc:
+        return _fail(exc, 2)
+    except (DataError, PublishError, ValidationError, OSError, ValueError) as exc:
+        logger.debug("export failed", exc_info=True)
+        return _fail(exc, 1)
+    except KeyboardInterrupt:
+        return _fail("interrupted; nothing was published after the last 'published' line", 130)
+    for name, version in result.published.items():
+        print(f"published {name} version {version}: {result.paths[name]}")
+    return 0

@@ -1,0 +1,69 @@
+"""MovieLens in, column arrays out: one interface over three sources, plus the train/test split.
+
+    data = load("synthetic")                          # made up from a seed (export.synthetic)
+    data = load("tfds")                               # tensorflow-datasets movielens/100k-{ratings,movies}
+    data = load("/path/to/ml-100k") or load("/path/to/ml-100k.zip")   # GroupLens files
+    train_idx, test_idx = split(data.ratings, kind="random")          # the seed tutorial's split
+
+Errors: DataError (a ValueError) with a one-line message that names the fix. No source ever falls back to
+another: a failed tfds download is an error, never synthetic data in disguise.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import TYPE_CHECKING
+
+from export.data.records import (
+    AGE_BUCKETS, GENRES, OCCUPATIONS, DataError, MovieLensData, Movies, Ratings, bucketize_age,
+)
+from export.data.split import split
+
+if TYPE_CHECKING:
+    from export.synthetic import SyntheticSpec
+
+__all__ = [
+    "AGE_BUCKETS", "GENRES", "OCCUPATIONS", "DataError", "MovieLensData", "Movies", "Ratings",
+    "SyntheticSpec", "bucketize_age", "load", "split",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def __getattr__(name: str):
+    # SyntheticSpec lives in export.synthetic, which imports export.data.records: resolve it lazily so that
+    # importing either module first works.
+    if name == "SyntheticSpec":
+        from export.synthetic import SyntheticSpec
+
+        return SyntheticSpec
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def load(source: str | os.PathLike = "tfds", *, synthetic: SyntheticSpec | None = None,
+         data_dir: str | os.PathLike | None = None, download: bool = True, download_timeout: float = 10.0,
+         ) -> MovieLensData:
+    """Load MovieLens from ``source``: "synthetic", "tfds", or a GroupLens ml-100k folder or zip.
+
+    synthetic: the spec for "synthetic" (default SyntheticSpec(): ML-100K's sizes, seed 0).
+    data_dir, download, download_timeout: for "tfds" only: where TFDS keeps prepared data sets (TFDS'
+        default when None); whether to download them when missing there; how long (seconds) to wait for
+        the download host to answer before failing.
+    """
+    source_text = os.fspath(source)
+    if synthetic is not None and source_text != "synthetic":
+        raise DataError(f"a SyntheticSpec was given but source is {source_text!r}; use load('synthetic', ...)")
+    if data_dir is not None and source_text != "tfds":
+        raise DataError(f"data_dir applies to source 'tfds' only (source is {source_text!r})")
+    if source_text == "synthetic":
+        from export.synthetic import SyntheticSpec, generate
+
+        return generate(synthetic if synthetic is not None else SyntheticSpec())
+    if source_text == "tfds":
+        from export.data.tfds import load_tfds
+
+        return load_tfds(data_dir=data_dir, download=download, timeout=download_timeout)
+    from export.data.grouplens import load_grouplens
+
+    return load_grouplens(source_text)

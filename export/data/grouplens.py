@@ -1,0 +1,153 @@
+"""The GroupLens ml-100k files, read the way tensorflow-datasets' movielens builder reads them.
+
+Accepted: a folder holding u.data/u.item/u.user, or holding ``ml-100k/`` with them; a zip with the same two
+layouts (the GroupLens download, ml-100k.zip, has ``ml-100k/`` inside).
+
+- u.data: ``user id \\t item id \\t rating \\t timestamp``; rows are kept in line order.
+- u.item: ``id|title|release date|video release date|IMDb URL|`` + 19 genre flags, latin-1. Like tfds, each
+  line is decoded as ISO-8859-1 and stripped, and the title is the second field as is ("Café au Lait
+  (1993)", duplicates included: several ids share a title).
+- u.user: ``id|age|gender|occupation|zip``; the age is bucketized as tfds does (AGE_BUCKETS).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import zipfile
+from collections.abc import Callable
+
+import numpy as np
+
+from export.data.records import GENRES, DataError, MovieLensData, Movies, Ratings, bucketize_age, describe
+
+logger = logging.getLogger(__name__)
+
+FOLDER = "ml-100k"
+REQUIRED = ("u.data", "u.item", "u.user")
+
+
+def load_grouplens(path: str | os.PathLike) -> MovieLensData:
+    """MovieLens 100K from a GroupLens folder or zip; DataError names the file and line of any problem."""
+    path = os.path.abspath(os.fspath(path))
+    files = _read_files(path)
+    movies = _parse_movies(files["u.item"])
+    users = _parse_users(files["u.user"])
+    ratings = _parse_ratings(files["u.data"], movies, users)
+    data_hash = hashlib.sha256(files["u.data"]).hexdigest()
+    source = describe("grouplens", ratings, movies, path=path, u_data_sha256=data_hash)
+    logger.info("GroupLens data from %s: %d ratings, %d movies", path, len(ratings), len(movies))
+    return MovieLensData(ratings=ratings, movies=movies, source=source)
+
+
+def _read_files(path: str) -> dict[str, bytes]:
+    if not os.path.exists(path):
+        raise DataError(f"no such MovieLens folder or zip: {path} (sources: 'tfds', 'synthetic', or an "
+                        "ml-100k folder or zip from https://grouplens.org/datasets/movielens/100k/)")
+    if os.path.isdir(path):
+        folder = os.path.join(path, FOLDER) if os.path.isfile(os.path.join(path, FOLDER, "u.data")) else path
+        return _collect(path, lambda name: os.path.isfile(os.path.join(folder, name)),
+                        lambda name: _read_bytes(os.path.join(folder, name)))
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"{path} is neither a folder nor a zip file; pass an ml-100k folder or ml-100k.zip")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            prefix = f"{FOLDER}/" if f"{FOLDER}/u.data" in names else ""
+            return _collect(path, lambda name: prefix + name in names,
+                            lambda name: archive.read(prefix + name))
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise DataError(f"cannot read zip {path}: {exc}") from exc
+
+
+def _collect(path: str, exists: Callable[[str], bool], read: Callable[[str], bytes]) -> dict[str, bytes]:
+    missing = [name for name in REQUIRED if not exists(name)]
+    if missing:
+        raise DataError(f"{path} has no {', '.join(missing)} (looked at the top level and in {FOLDER}/); "
+                        "pass an ml-100k folder or ml-100k.zip")
+    return {name: read(name) for name in REQUIRED}
+
+
+def _read_bytes(file_path: str) -> bytes:
+    try:
+        with open(file_path, "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise DataError(f"cannot read {file_path}: {exc}") from exc
+
+
+def _rows(name: str, content: bytes, separator: str, width: int | None):
+    """(line number, fields) per non-blank line, each line latin-1 decoded and stripped as tfds does."""
+    for number, raw in enumerate(content.split(b"\n"), start=1):
+        line = raw.decode("ISO-8859-1").strip()
+        if not line:
+            continue
+        fields = line.split(separator)
+        if width is not None and len(fields) != width:
+            raise DataError(f"{name} line {number}: expected {width} {separator!r}-separated fields, "
+                            f"got {len(fields)}: {line[:80]!r}")
+        yield number, fields
+
+
+def _parse_movies(content: bytes) -> Movies:
+    ids, titles, genres, seen = [], [], [], set()
+    for number, fields in _rows("u.item", content, "|", 5 + len(GENRES)):
+        movie_id, title, flags = fields[0], fields[1], fields[5:]
+        if movie_id in seen:
+            raise DataError(f"u.item line {number}: movie id {movie_id!r} appears twice")
+        if any(flag not in ("0", "1") for flag in flags):
+            raise DataError(f"u.item line {number}: genre flags must be 0 or 1, got {'|'.join(flags)!r}")
+        seen.add(movie_id)
+        ids.append(movie_id)
+        titles.append(title)
+        genres.append(tuple(i for i, flag in enumerate(flags) if flag == "1"))
+    if not ids:
+        raise DataError("u.item holds no movies")
+    return Movies(movie_id=np.array(ids, dtype=object), movie_title=np.array(titles, dtype=object),
+                  movie_genres=genres)
+
+
+def _parse_users(content: bytes) -> dict[str, tuple[int, str, str, str]]:
+    users = {}
+    for number, (user_id, age, gender, occupation, zip_code) in _rows("u.user", content, "|", 5):
+        try:
+            raw_age = int(age)
+        except ValueError:
+            raise DataError(f"u.user line {number}: age must be an integer, got {age!r}") from None
+        if gender not in ("M", "F"):
+            raise DataError(f"u.user line {number}: gender must be M or F, got {gender!r}")
+        users[user_id] = (int(bucketize_age(raw_age)), gender, occupation, zip_code)
+    return users
+
+
+def _parse_ratings(content: bytes, movies: Movies, users: dict[str, tuple[int, str, str, str]]) -> Ratings:
+    titles = dict(zip(movies.movie_id, movies.movie_title))
+    user_ids, movie_ids, values, stamps = [], [], [], []
+    for number, (user_id, movie_id, rating, timestamp) in _rows("u.data", content, "\t", 4):
+        if movie_id not in titles:
+            raise DataError(f"u.data line {number}: item id {movie_id!r} is not in u.item")
+        if user_id not in users:
+            raise DataError(f"u.data line {number}: user id {user_id!r} is not in u.user")
+        try:
+            values.append(float(rating))
+            stamps.append(int(timestamp))
+        except ValueError:
+            raise DataError(f"u.data line {number}: rating and timestamp must be numbers, "
+                            f"got {rating!r}, {timestamp!r}") from None
+        user_ids.append(user_id)
+        movie_ids.append(movie_id)
+    if not user_ids:
+        raise DataError("u.data holds no ratings")
+    ages, genders, occupations, zip_codes = zip(*(users[u] for u in user_ids))
+    return Ratings(
+        user_id=np.array(user_ids, dtype=object),
+        movie_id=np.array(movie_ids, dtype=object),
+        movie_title=np.array([titles[m] for m in movie_ids], dtype=object),
+        user_rating=np.array(values, dtype=np.float32),
+        timestamp=np.array(stamps, dtype=np.int64),
+        user_age=np.array(ages, dtype=np.int32),
+        user_gender=np.array(genders, dtype=object),
+        user_occupation=np.array(occupations, dtype=object),
+        user_zip_code=np.array(zip_codes, dtype=object),
+    )

@@ -1,0 +1,143 @@
+"""train -> evaluate -> build indexes -> stage -> validate -> publish -> prune: one export run.
+
+Every model is staged and validated before any is published, so a failure publishes nothing. Staging
+folders are removed on any error; a crash leaves only non-numeric leftovers, cleaned on the next run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import export  # noqa: F401
+
+import numpy as np
+
+from export import evaluate as evaluation
+from export import index as index_lib
+from export import manifest, publish, servable, validate, warmup
+from export.config import ExportConfig
+from export.train import train
+from export.vectors import popularity, retrieval_vectors, similar_vectors
+
+logger = logging.getLogger(__name__)
+
+TINY = {"users": 60, "movies": 150, "ratings": 4000}
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    published: dict          # model name -> version
+    paths: dict              # model name -> Path
+    metrics: dict
+    recall: dict             # model name -> recall@10
+    pruned: dict             # model name -> removed versions
+
+
+def load_data(config: ExportConfig, seed: int = 0):
+    from export.data import load
+
+    if config.data == "synthetic":
+        from export.synthetic import SyntheticSpec
+
+        spec = SyntheticSpec(seed=seed, **TINY) if config.synthetic_size == "tiny" else SyntheticSpec(seed=seed)
+        return load("synthetic", synthetic=spec)
+    return load(config.data)
+
+
+def _seen(users: np.ndarray, titles: np.ndarray) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for u, t in zip(users.tolist(), titles.tolist()):
+        out.setdefault(u, []).append(t)
+    return out
+
+
+def run(config: ExportConfig, *, data=None, synthetic_seed: int = 0, report=print) -> Result:
+    root = Path(config.model_base_path)
+    publish.ensure_writable(root)
+    bases = {name: root / name for name in config.models}
+    pinned = {name: publish.pinned_versions(config.model_config_file, name) for name in config.models}
+    for base in bases.values():
+        publish.clean_stale(base)
+
+    if data is None:
+        data = load_data(config, synthetic_seed)
+    from export.data import split
+
+    train_idx, test_idx = split(data.ratings, kind=config.split)
+    ratings = data.ratings
+    users_all = np.asarray(ratings.user_id).astype(str).astype(object)
+    titles_all = np.asarray(ratings.movie_title).astype(str).astype(object)
+    report(f"data: {data.source.get('kind')} - {len(ratings)} ratings, {len(train_idx)} train / {len(test_idx)} "
+           f"test ({config.split} split)")
+
+    trained = train(config.train, data, train_idx)
+    pop = popularity(trained.movie_titles, titles_all[train_idx])
+    vectors = {"retrieval": retrieval_vectors(trained, pop), "similar_movies": similar_vectors(trained, pop)}
+
+    metrics = evaluation.evaluate(vectors["retrieval"], pop, users_all[train_idx], titles_all[train_idx],
+                                  users_all[test_idx], titles_all[test_idx])
+    report(evaluation.table(metrics))
+
+    seen = _seen(users_all[train_idx], titles_all[train_idx])
+    popular = vectors["retrieval"].titles[np.argsort(-pop, kind="stable")[:20]].tolist()
+    counts = {"users": int(len(trained.user_ids)), "movies": int(len(data.movies)),
+              "titles": int(len(trained.movie_titles)), "ratings": int(len(ratings)),
+              "train": int(len(train_idx)), "test": int(len(test_idx))}
+    rng = np.random.default_rng(0)
+
+    staged: dict[str, Path] = {}
+    manifests: dict[str, dict] = {}
+    recall: dict[str, float] = {}
+    try:
+        for name in config.models:
+            vec = vectors[name]
+            start = time.perf_counter()
+            layer, params = index_lib.build(config.index, vec.candidates, name=f"{name}_index")
+            module = (servable.Retrieval if name == "retrieval" else servable.SimilarMovies)(vec, layer, params)
+            if name == "retrieval":
+                requests = validate.retrieval_requests(vec, seen, config.validation_users, rng, popular)
+            else:
+                requests = validate.similar_requests(vec, config.validation_users, rng)
+            path = publish.staging_dir(bases[name])
+            staged[name] = path
+            servable.save(module, path)
+            warmup.write(path, warmup.requests(name, module.signatures(), validate.warmup_inputs(requests)))
+            index_seconds = time.perf_counter() - start
+            checks = validate.validate(name, path, module, vec, requests, k=config.index.k,
+                                       recall_threshold=config.recall_threshold, tolerance=config.score_tolerance,
+                                       timeout_s=config.validation_timeout_s)
+            recall[name] = checks["recall_at_10"]
+            manifests[name] = manifest.build(
+                model_name=name, version=None, source=data.source, counts=counts, split=config.split,
+                train_config=config.train,
+                training={"seconds": round(trained.seconds, 2), "history": trained.history},
+                metrics=metrics, index={**dataclasses.asdict(params), "requested": config.index.as_dict(),
+                                        "build_and_save_seconds": round(index_seconds, 2),
+                                        "recall_k": checks["recall_k"]},
+                recall_at_10=checks["recall_at_10"], k=config.index.k)
+            manifest.write(path, manifests[name])
+            report(f"{name}: staged and validated (recall@{checks['recall_k']} vs exact: {recall[name]:.4f})")
+
+        published, paths, pruned = {}, {}, {}
+        for name in config.models:
+            before = publish.versions(bases[name])
+
+            def stamp(version, name=name):
+                manifests[name]["version"] = version
+                manifest.write(staged[name], manifests[name])
+
+            version = publish.publish(staged[name], bases[name], publish.next_version(bases[name]), stamp)
+            del staged[name]
+            published[name], paths[name] = version, bases[name] / str(version)
+            protected = set(pinned[name]) | ({before[-1]} if before else set())
+            pruned[name] = publish.prune(bases[name], config.keep, protected)
+            report(f"{name}: published version {version} at {paths[name]}"
+                   + (f" (pruned {pruned[name]})" if pruned[name] else ""))
+    finally:
+        for path in staged.values():
+            shutil.rmtree(path, ignore_errors=True)
+    return Result(published, paths, metrics, recall, pruned)

@@ -1,0 +1,113 @@
+"""The two SavedModels' tf.Modules, with the signatures of shared/CONTRACT.md.
+
+retrieval
+    ``serving_default``: ``user_id`` string [-1] -> ``movie_titles`` string [-1, K], ``scores`` float [-1, K]
+    ``exclude_seen``:    ``user_id`` [-1], ``exclude_titles`` string [-1, -1] (rows padded with "")
+                         -> the same outputs, never an excluded title, still K results per row.
+similar_movies
+    ``serving_default``: ``movie_title`` string [-1] -> ``movie_titles``, ``scores`` [-1, K]; a movie is
+                         never in its own list.
+
+A key is looked up in its vocabulary (``StringLookup``, unknown -> row 0) and mapped to its query vector
+(export/vectors.py: unknown keys get the most popular movies). Exclusions are applied by asking the index
+for K + (number of exclusion columns) results (clamped to the catalogue), masking excluded titles and
+taking the best K. If a row excludes nearly the whole catalogue, the slots left empty hold title "" and
+score -inf (documented; it cannot happen while the catalogue has K more titles than the row excludes).
+"""
+
+from __future__ import annotations
+
+import export  # noqa: F401
+
+import tensorflow as tf
+
+from export import index as index_lib
+
+NAMESPACE_WHITELIST = ["Scann"]
+
+
+class _Servable(tf.Module):
+    def __init__(self, vectors, layer, params: index_lib.EffectiveIndex, name: str):
+        super().__init__(name=name)
+        if params.k > len(vectors.titles) - 1:
+            raise ValueError(f"K={params.k} needs a catalogue of more than K titles (got {len(vectors.titles)})")
+        self.k = params.k
+        self.params = params
+        self.lookup = tf.keras.layers.StringLookup(vocabulary=list(vectors.query_keys), mask_token=None)
+        self.query_table = tf.Variable(vectors.queries, trainable=False, name="query_table")
+        self.titles = tf.Variable(tf.constant(list(vectors.titles), dtype=tf.string), trainable=False, name="titles")
+        self.index = layer
+
+    def _queries(self, keys: tf.Tensor) -> tf.Tensor:
+        return tf.gather(self.query_table, self.lookup(keys))
+
+    def _top_k_excluding(self, queries: tf.Tensor, excluded: tf.Tensor) -> dict:
+        """Best K per row whose title is not in that row of ``excluded`` [B, W] ("" entries exclude nothing)."""
+        n = tf.shape(self.titles)[0]
+        width = tf.shape(excluded)[1]
+        wanted = tf.minimum(self.k + width, n)
+        scores, rows = index_lib.search(self.index, self.params, queries, wanted)
+        valid = rows >= 0
+        titles = tf.gather(self.titles, tf.maximum(rows, 0))
+        hit = tf.reduce_any(tf.equal(titles[:, :, tf.newaxis], excluded[:, tf.newaxis, :])
+                            & tf.not_equal(excluded, "")[:, tf.newaxis, :], axis=-1)
+        keep = valid & ~hit
+        masked = tf.where(keep, scores, tf.fill(tf.shape(scores), float("-inf")))
+        # Pad so that top_k always has K columns, even if the index returned fewer.
+        pad = tf.maximum(self.k - tf.shape(masked)[1], 0)
+        masked = tf.pad(masked, [[0, 0], [0, pad]], constant_values=float("-inf"))
+        titles = tf.pad(titles, [[0, 0], [0, pad]], constant_values="")
+        best, order = tf.math.top_k(masked, k=self.k)  # stable: ties keep the index's order
+        chosen = tf.gather(titles, order, batch_dims=1)
+        chosen = tf.where(tf.math.is_inf(best) & (best < 0), tf.fill(tf.shape(chosen), ""), chosen)
+        return self._outputs(chosen, best)
+
+    def _outputs(self, titles: tf.Tensor, scores: tf.Tensor) -> dict:
+        """The signature outputs, with their static shape [-1, K] (it shows in the SignatureDef)."""
+        return {"movie_titles": tf.ensure_shape(titles, [None, self.k]),
+                "scores": tf.ensure_shape(scores, [None, self.k])}
+
+    def _top_k(self, queries: tf.Tensor) -> dict:
+        scores, rows = index_lib.search(self.index, self.params, queries, self.k)
+        titles = tf.gather(self.titles, tf.maximum(rows, 0))
+        titles = tf.where(rows >= 0, titles, tf.fill(tf.shape(titles), ""))
+        return self._outputs(titles, scores)
+
+
+class Retrieval(_Servable):
+    """user -> movies."""
+
+    def __init__(self, vectors, layer, params):
+        super().__init__(vectors, layer, params, name="retrieval")
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="user_id")])
+    def serving_default(self, user_id):
+        return self._top_k(self._queries(user_id))
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="user_id"),
+                                  tf.TensorSpec([None, None], tf.string, name="exclude_titles")])
+    def exclude_seen(self, user_id, exclude_titles):
+        return self._top_k_excluding(self._queries(user_id), exclude_titles)
+
+    def signatures(self) -> dict:
+        return {"serving_default": self.serving_default, "exclude_seen": self.exclude_seen}
+
+
+class SimilarMovies(_Servable):
+    """movie -> movies; the query title is excluded from its own list."""
+
+    def __init__(self, vectors, layer, params):
+        super().__init__(vectors, layer, params, name="similar_movies")
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="movie_title")])
+    def serving_default(self, movie_title):
+        return self._top_k_excluding(self._queries(movie_title), movie_title[:, tf.newaxis])
+
+    def signatures(self) -> dict:
+        return {"serving_default": self.serving_default}
+
+
+def save(module: _Servable, path) -> None:
+    """``tf.saved_model.save`` with the named signatures; ScaNN's ops live in the ``Scann`` namespace."""
+    tf.saved_model.save(module, str(path), signatures=module.signatures(),
+                        options=tf.saved_model.SaveOptions(namespace_whitelist=NAMESPACE_WHITELIST))

@@ -1,0 +1,285 @@
+"""A MovieLens-100K-shaped data set made up from a seed, for offline runs and tests.
+
+Shape kept from MovieLens 100K (943 users, 1,682 movies, 100,000 ratings by default):
+
+- movie popularity follows a power law (Zipf over a random ranking), so a tenth of the movies hold a
+  large share of the ratings;
+- users belong to latent taste clusters, partly predictable from their age bucket, gender and occupation;
+  movies belong to latent groups, each with two signature genres. A user picks movies with probability
+  ~ popularity * exp(beta * affinity), so who-watches-what carries signal a two-tower model can learn;
+- each (user, movie) pair occurs at most once; every user has >= 20 ratings when the size allows;
+- ratings 1-5 rise with affinity; timestamps lie in ML-100K's range (1997-09-20 .. 1998-04-22), each
+  user active over a window;
+- titles read like "Blue River (1995)"; a few movie ids share a title with another id (as in MovieLens),
+  and a few titles use latin-1 accents;
+- user features: tfds' age buckets, "M"/"F", the 21 ML-100K occupations, 5-digit zip codes.
+
+Everything derives from ``SyntheticSpec.seed`` through one numpy Generator: same spec, identical arrays.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+import numpy as np
+
+from export.data.records import (
+    GENRES, OCCUPATIONS, DataError, MovieLensData, Movies, Ratings, bucketize_age, describe,
+)
+
+logger = logging.getLogger(__name__)
+
+FIRST_TIMESTAMP = 874_724_710  # ML-100K's first and last rating times (unix seconds)
+LAST_TIMESTAMP = 893_286_638
+MIN_RATINGS_PER_USER = 20
+MAX_MOVIES = 200_000
+
+# ML-100K's occupation counts (943 users), in OCCUPATIONS order.
+_OCCUPATION_COUNTS = (79, 28, 7, 95, 67, 18, 32, 16, 7, 12, 51, 26, 9, 105, 66, 14, 12, 31, 196, 27, 45)
+_ZIPF_EXPONENT = 1.15
+_AFFINITY_WEIGHT = 4.0  # beta: how strongly taste steers choice against popularity
+_LATENT_DIM = 16
+_CELL_BUDGET = 4_000_000  # users * movies scores held at once
+
+_ADJECTIVES = (
+    "Blue", "Silent", "Wild", "Last", "Broken", "Golden", "Dark", "Lost", "Midnight", "Crimson", "Lonely",
+    "Secret", "Frozen", "Hidden", "Little", "Great", "Burning", "Electric", "Quiet", "Fallen", "Savage",
+    "Sweet", "Bitter", "Endless", "Final", "Northern", "Eternal", "Hollow", "Iron", "Velvet", "Wicked",
+    "Happy", "Strange", "Distant", "Dangerous", "Brave", "Perfect", "Restless", "Crazy", "Naïve",
+)
+_NOUNS = (
+    "River", "Summer", "Heart", "City", "Road", "Kingdom", "Dream", "Shadow", "Star", "Garden", "Storm",
+    "Mountain", "Night", "Island", "Promise", "Stranger", "Game", "Wedding", "Winter", "Journey", "Mirror",
+    "Harbor", "Empire", "Secret", "Horizon", "Ocean", "Train", "Circus", "Machine", "Forest", "Detective",
+    "Cowboy", "Angel", "Outlaw", "Planet", "Voyage", "Fortune", "Melody", "Castle", "Café", "Señor",
+    "Affair", "Legend", "Rebel", "Witness", "Dragon", "Spy", "Ghost", "Hero", "Valley",
+)
+_PATTERNS = ("{adj} {noun}", "The {adj} {noun}", "{noun} of the {noun2}", "{adj} {noun} II")
+
+
+@dataclasses.dataclass(frozen=True)
+class SyntheticSpec:
+    """Size and seed of a synthetic data set; defaults are MovieLens 100K's sizes. Bad values: DataError."""
+
+    users: int = 943
+    movies: int = 1682
+    ratings: int = 100_000
+    seed: int = 0
+    clusters: int = 8
+
+    def __post_init__(self) -> None:
+        for name in ("users", "movies", "ratings", "clusters"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise DataError(f"SyntheticSpec.{name} must be a positive int (got {value!r})")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            raise DataError(f"SyntheticSpec.seed must be a non-negative int (got {self.seed!r})")
+        if self.ratings > self.users * self.movies:
+            raise DataError(
+                f"SyntheticSpec.ratings must be <= users * movies = {self.users * self.movies} "
+                f"(got {self.ratings}): each (user, movie) pair is rated at most once")
+        if self.ratings < self.users:
+            raise DataError(f"SyntheticSpec.ratings must be >= users = {self.users} (got {self.ratings}): "
+                             "every user rates at least one movie")
+        if self.movies > MAX_MOVIES:
+            raise DataError(f"SyntheticSpec.movies must be <= {MAX_MOVIES} (got {self.movies})")
+        if self.clusters > self.movies:
+            raise DataError(f"SyntheticSpec.clusters must be <= movies = {self.movies} (got {self.clusters})")
+
+    @classmethod
+    def tiny(cls, seed: int = 0) -> SyntheticSpec:
+        """60 users, 150 movies, 4,000 ratings: for tests."""
+        return cls(users=60, movies=150, ratings=4000, seed=seed)
+
+    @classmethod
+    def movielens_100k(cls, seed: int = 0) -> SyntheticSpec:
+        """MovieLens 100K's sizes: 943 users, 1,682 movies, 100,000 ratings."""
+        return cls(seed=seed)
+
+
+def generate(spec: SyntheticSpec = SyntheticSpec()) -> MovieLensData:
+    """The data set ``spec`` describes; rows in generator order (shuffled, like u.data)."""
+    rng = np.random.default_rng(spec.seed)
+    centers = _unit_rows(rng.normal(size=(spec.clusters, _LATENT_DIM)))
+
+    users = _users(rng, spec, centers)
+    movies = _movies(rng, spec, centers)
+    user_index, movie_index = _choices(rng, spec, users["vector"], movies["vector"], movies["log_popularity"])
+
+    affinity = np.einsum("ij,ij->i", users["vector"][user_index], movies["vector"][movie_index])
+    affinity = (affinity - affinity.mean()) / (affinity.std() + 1e-9)
+    score = (3.6 + 0.75 * affinity + movies["quality"][movie_index] + users["bias"][user_index]
+             + rng.normal(0.0, 0.75, size=len(user_index)))
+    user_rating = np.clip(np.rint(score), 1, 5).astype(np.float32)
+
+    start, span = users["active_from"][user_index], users["active_span"][user_index]
+    timestamp = (start + rng.random(len(user_index)) * span).astype(np.int64)
+
+    order = rng.permutation(len(user_index))
+    user_index, movie_index = user_index[order], movie_index[order]
+    ratings = Ratings(
+        user_id=users["id"][user_index],
+        movie_id=movies["id"][movie_index],
+        movie_title=movies["title"][movie_index],
+        user_rating=user_rating[order],
+        timestamp=timestamp[order],
+        user_age=users["age"][user_index],
+        user_gender=users["gender"][user_index],
+        user_occupation=users["occupation"][user_index],
+        user_zip_code=users["zip_code"][user_index],
+    )
+    catalogue = Movies(movie_id=movies["id"], movie_title=movies["title"], movie_genres=movies["genres"])
+    source = describe("synthetic", ratings, catalogue, seed=spec.seed, spec=dataclasses.asdict(spec))
+    logger.info("synthetic data: %d ratings, %d users, %d movies (seed %d)",
+                spec.ratings, spec.users, spec.movies, spec.seed)
+    return MovieLensData(ratings=ratings, movies=catalogue, source=source)
+
+
+def _unit_rows(matrix: np.ndarray) -> np.ndarray:
+    return matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
+
+
+def _ids(n: int) -> np.ndarray:
+    return np.array([str(i) for i in range(1, n + 1)], dtype=object)
+
+
+def _users(rng: np.random.Generator, spec: SyntheticSpec, centers: np.ndarray) -> dict[str, Any]:
+    n = spec.users
+    raw_age = np.clip(np.rint(rng.normal(33.0, 11.5, size=n)), 7, 73).astype(np.int32)
+    age = bucketize_age(raw_age)
+    male = rng.random(n) < 0.71
+    weights = np.asarray(_OCCUPATION_COUNTS, dtype=np.float64)
+    occupation = rng.choice(len(OCCUPATIONS), size=n, p=weights / weights.sum())
+    zip_code = np.array([f"{z:05d}" for z in rng.integers(1000, 99_999, size=n)], dtype=object)
+
+    # The taste cluster leans on the demographics, so user features carry some of the signal too.
+    age_bucket = np.searchsorted(np.unique(age), age)
+    logits = (rng.normal(0.0, 1.0, size=(7, spec.clusters))[age_bucket]
+              + rng.normal(0.0, 1.0, size=(len(OCCUPATIONS), spec.clusters))[occupation]
+              + rng.normal(0.0, 0.5, size=(2, spec.clusters))[male.astype(int)])
+    cluster = _sample_rows(rng, logits)
+    vector = centers[cluster] + rng.normal(0.0, 0.35 / np.sqrt(_LATENT_DIM), size=(n, _LATENT_DIM))
+
+    active_from = rng.uniform(FIRST_TIMESTAMP, LAST_TIMESTAMP, size=n)
+    active_span = np.minimum(rng.exponential(30 * 86_400, size=n) + 3_600, LAST_TIMESTAMP - active_from)
+    return {
+        "id": _ids(n),
+        "age": age,
+        "gender": np.where(male, "M", "F").astype(object),
+        "occupation": np.asarray(OCCUPATIONS, dtype=object)[occupation],
+        "zip_code": zip_code,
+        "cluster": cluster,
+        "vector": vector,
+        "bias": rng.normal(0.0, 0.35, size=n),
+        "active_from": active_from,
+        "active_span": active_span,
+    }
+
+
+def _sample_rows(rng: np.random.Generator, logits: np.ndarray) -> np.ndarray:
+    """One category per row, P proportional to exp(logits) (Gumbel-max)."""
+    return np.argmax(logits + rng.gumbel(size=logits.shape), axis=1)
+
+
+def _movies(rng: np.random.Generator, spec: SyntheticSpec, centers: np.ndarray) -> dict[str, Any]:
+    n = spec.movies
+    group = rng.integers(spec.clusters, size=n)
+    # Two signature genres per group (never "Unknown", id 0), spread over the 18 real genres.
+    genre_order = rng.permutation(np.arange(1, len(GENRES)))
+    signature = np.stack([genre_order[(2 * np.arange(spec.clusters) + j) % len(genre_order)]
+                          for j in range(2)], axis=1)
+    first = rng.integers(2, size=n)
+    with_second = rng.random(n) < 0.4
+    extra = np.where(rng.random(n) < 0.3, rng.integers(1, len(GENRES), size=n), 0)
+    genres = []
+    for m in range(n):
+        picked = {int(signature[group[m], first[m]])}
+        if with_second[m]:
+            picked.add(int(signature[group[m], 1 - first[m]]))
+        if extra[m]:
+            picked.add(int(extra[m]))
+        genres.append(tuple(sorted(picked)))
+
+    title = _titles(rng, n)
+    # A few ids are re-entries of an earlier movie: same title, same genres and taste (MovieLens has ~1%).
+    n_duplicates = max(1, round(n / 100)) if n >= 2 else 0
+    chosen = rng.choice(n, size=2 * n_duplicates, replace=False)
+    for original, copy in zip(chosen[:n_duplicates], chosen[n_duplicates:]):
+        title[copy], group[copy], genres[copy] = title[original], group[original], genres[original]
+
+    vector = centers[group] + rng.normal(0.0, 0.35 / np.sqrt(_LATENT_DIM), size=(n, _LATENT_DIM))
+    popularity_rank = rng.permutation(n)
+    return {
+        "id": _ids(n),
+        "title": title,
+        "genres": genres,
+        "group": group,
+        "vector": vector,
+        "log_popularity": -_ZIPF_EXPONENT * np.log1p(popularity_rank),
+        "quality": rng.normal(0.0, 0.45, size=n),
+    }
+
+
+def _titles(rng: np.random.Generator, n: int) -> np.ndarray:
+    """``n`` distinct "Words (Year)" titles, years leaning to the 1990s as in ML-100K."""
+    sizes = (len(_PATTERNS), len(_ADJECTIVES), len(_NOUNS), len(_NOUNS), 79)
+    codes = rng.choice(int(np.prod(sizes)), size=n, replace=False)
+    pattern, adj, noun, noun2, year_offset = np.unravel_index(codes, sizes)
+    noun2 = np.where(noun2 == noun, (noun2 + 1) % len(_NOUNS), noun2)  # no "River of the River"
+    # Re-draw years from an exponential lean to recent ones, keeping (text, year) distinct.
+    titles = []
+    seen = set()
+    recent = np.clip(np.rint(rng.exponential(7.0, size=n)), 0, 78).astype(int)
+    for i in range(n):
+        text = _PATTERNS[pattern[i]].format(adj=_ADJECTIVES[adj[i]], noun=_NOUNS[noun[i]],
+                                            noun2=_NOUNS[noun2[i]])
+        year = 1998 - recent[i]
+        if (text, year) in seen:
+            year = 1920 + year_offset[i]
+        while (text, year) in seen:
+            year = 1920 + (year - 1920 + 1) % 79
+        seen.add((text, year))
+        titles.append(f"{text} ({year})")
+    return np.array(titles, dtype=object)
+
+
+def _ratings_per_user(rng: np.random.Generator, spec: SyntheticSpec) -> np.ndarray:
+    """How many movies each user rates: >= 20 when the size allows, heavy-tailed, summing to spec.ratings.
+
+    At most ~45% of the catalogue per user (ML-100K's busiest user rated 737 of 1,682), unless the size
+    needs more.
+    """
+    floor = min(MIN_RATINGS_PER_USER, spec.movies, spec.ratings // spec.users)
+    ceiling = min(spec.movies, max(-(-spec.ratings // spec.users), int(0.45 * spec.movies)))
+    counts = np.full(spec.users, floor, dtype=np.int64)
+    remaining = spec.ratings - floor * spec.users
+    appetite = rng.lognormal(0.0, 0.9, size=spec.users)
+    while remaining > 0:
+        room = ceiling - counts
+        weights = appetite * (room > 0)
+        added = np.minimum(rng.multinomial(remaining, weights / weights.sum()), room)
+        counts += added
+        remaining -= int(added.sum())
+    return counts
+
+
+def _choices(rng: np.random.Generator, spec: SyntheticSpec, user_vectors: np.ndarray,
+             movie_vectors: np.ndarray, log_popularity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(user, movie) index pairs: each user's movies drawn without replacement, P ~ pop * exp(beta * aff).
+
+    Gumbel-top-k: perturb every user's logits with Gumbel noise and keep the k largest.
+    """
+    counts = _ratings_per_user(rng, spec)
+    chunk = max(1, _CELL_BUDGET // spec.movies)
+    user_parts, movie_parts = [], []
+    for start in range(0, spec.users, chunk):
+        stop = min(start + chunk, spec.users)
+        logits = log_popularity + _AFFINITY_WEIGHT * (user_vectors[start:stop] @ movie_vectors.T)
+        logits += rng.gumbel(size=logits.shape)
+        ranked = np.argsort(-logits, axis=1)
+        keep = np.arange(spec.movies) < counts[start:stop, None]
+        movie_parts.append(ranked[keep])
+        user_parts.append(np.repeat(np.arange(start, stop), counts[start:stop]))
+    return np.concatenate(user_parts), np.concatenate(movie_parts)

@@ -1,0 +1,108 @@
+"""Training: ratings + split -> a fitted ``TwoTower`` and its embeddings as numpy arrays.
+
+The input pipeline is the tutorial's (``train.shuffle(100_000).batch(8192).cache()`` for the seed preset,
+the preset's buffer and batch otherwise). Keras shows its progress bar (one line per epoch when stdout is
+not a terminal).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+import time
+
+import export  # noqa: F401
+
+import numpy as np
+import tensorflow as tf
+
+from export.config import TrainConfig
+from export.model import TwoTower, _one_hot_table, make_optimizer
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Trained:
+    """A fitted model's embeddings. Row 0 of the user/movie arrays is the unknown id's."""
+
+    config: TrainConfig
+    user_ids: np.ndarray          # [U] str, the user vocabulary (sorted unique ids of all ratings)
+    movie_titles: np.ndarray      # [M] str, the catalogue (sorted unique titles of the movies table)
+    user_vectors: np.ndarray      # [U + 1, D] float32
+    movie_vectors: np.ndarray     # [M + 1, D] float32
+    movie_bias: np.ndarray        # [M + 1] float32 (zeros without a bias)
+    history: dict
+    seconds: float
+
+
+def vocabularies(data) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted unique user ids (from the ratings) and titles (from the movies), as the tutorial builds them."""
+    users = np.unique(np.asarray(data.ratings.user_id).astype(str)).astype(object)
+    titles = np.unique(np.asarray(data.movies.movie_title).astype(str)).astype(object)
+    return users, titles
+
+
+def side_features(config: TrainConfig, data, users: np.ndarray, titles: np.ndarray):
+    """Baked side-feature tables aligned with [unknown] + vocabulary, or None when the preset uses ids only."""
+    user_side = None
+    if config.user_features:
+        ratings = data.ratings
+        parts = [_one_hot_table(np.asarray(ratings.user_id), np.asarray(getattr(ratings, f)).astype(str), users)
+                 for f in config.user_features]
+        user_side = np.concatenate(parts, axis=1)
+    movie_side = None
+    if "movie_genres" in config.movie_features:
+        multi_hot = np.asarray(data.movies.genre_multi_hot(), dtype=np.float32)
+        first = {}
+        for i, title in enumerate(np.asarray(data.movies.movie_title).tolist()):
+            first.setdefault(title, i)
+        movie_side = np.zeros((len(titles) + 1, multi_hot.shape[1]), dtype=np.float32)
+        for row, title in enumerate(titles.tolist(), start=1):
+            movie_side[row] = multi_hot[first[title]]
+    return user_side, movie_side
+
+
+def train_dataset(config: TrainConfig, data, train_idx: np.ndarray) -> tf.data.Dataset:
+    ratings = data.ratings
+    features = {
+        "user_id": np.asarray(ratings.user_id)[train_idx].astype(str),
+        "movie_title": np.asarray(ratings.movie_title)[train_idx].astype(str),
+    }
+    ds = tf.data.Dataset.from_tensor_slices(features)
+    return ds.shuffle(config.shuffle_buffer).batch(config.batch_size).cache()
+
+
+def build_model(config: TrainConfig, data) -> TwoTower:
+    users, titles = vocabularies(data)
+    user_side, movie_side = side_features(config, data, users, titles)
+    model = TwoTower(config, users, titles, user_side, movie_side)
+    model.compile(optimizer=make_optimizer(config))
+    return model
+
+
+def train(config: TrainConfig, data, train_idx: np.ndarray, verbose: int | None = None) -> Trained:
+    """Fit the preset's model on ``train_idx``; the global seed is set first (``tf.random.set_seed``)."""
+    tf.random.set_seed(config.seed)
+    model = build_model(config, data)
+    dataset = train_dataset(config, data, train_idx)
+    if verbose is None:
+        verbose = 1 if sys.stdout.isatty() else 2
+    logger.info("training preset %s: %d ratings, %d epochs", config.preset, len(train_idx), config.epochs)
+    start = time.perf_counter()
+    history = model.fit(dataset, epochs=config.epochs, verbose=verbose)
+    seconds = time.perf_counter() - start
+    return embeddings(model, config, history.history, seconds)
+
+
+def embeddings(model: TwoTower, config: TrainConfig, history: dict | None = None, seconds: float = 0.0) -> Trained:
+    users = model.user_model.vocabulary
+    titles = model.movie_model.vocabulary
+    user_vectors = model.user_model.embed_indices(tf.range(len(users) + 1)).numpy().astype(np.float32)
+    movie_rows = tf.range(len(titles) + 1)
+    movie_vectors = model.movie_model.embed_indices(movie_rows).numpy().astype(np.float32)
+    movie_bias = model.bias_of(movie_rows).numpy().astype(np.float32)
+    return Trained(config=config, user_ids=users, movie_titles=titles, user_vectors=user_vectors,
+                   movie_vectors=movie_vectors, movie_bias=movie_bias,
+                   history={k: [float(x) for x in v] for k, v in (history or {}).items()}, seconds=seconds)

@@ -1,0 +1,221 @@
+"""Validation before publish (TFX InfraValidator-style).
+
+The staged SavedModel is loaded in a fresh ``sys.executable`` process under a deadline, through
+``serving.bundle`` (tag ``serve``, warmup replayed, signatures called by tensor name). Requests built from
+the model's own signatures are answered there and compared with the in-memory module:
+
+- identical top-K titles (ties within ``score_tolerance`` may swap) and scores within the tolerance;
+- every row holds K titles; ``exclude_seen`` never returns an excluded title; ``similar_movies`` never
+  returns the query; unknown keys get an answer;
+- recall@10 of the served top-K against exact search over the same vectors >= the threshold.
+
+Any failure raises ``ValidationError`` whose message says what differed; the child's stderr is logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import export  # noqa: F401
+
+import numpy as np
+
+from export.vectors import exact_top_k
+
+logger = logging.getLogger(__name__)
+
+UNKNOWN_USER = "__unknown_user__"
+UNKNOWN_TITLE = "__unknown_title__ (1900)"
+_RECALL_QUERIES = 1000
+_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ValidationError(RuntimeError):
+    """The staged version does not answer as the in-memory model does (nothing is published)."""
+
+
+# ---------------------------------------------------------------- requests built from the data
+
+
+def _pad(rows: list[list[str]]) -> list[list[str]]:
+    width = max([len(r) for r in rows] + [1])
+    return [r + [""] * (width - len(r)) for r in rows]
+
+
+def retrieval_requests(vectors, seen: dict[str, list[str]], sample: int, rng: np.random.Generator,
+                       popular: list[str]) -> list[dict]:
+    users = vectors.query_keys.tolist()
+    picked = [users[i] for i in sorted(rng.choice(len(users), size=min(sample, len(users)), replace=False))]
+    recall_users = users if len(users) <= _RECALL_QUERIES else \
+        [users[i] for i in sorted(rng.choice(len(users), size=_RECALL_QUERIES, replace=False))]
+    heavy = max(users, key=lambda u: len(seen.get(u, [])))
+    excl_users = picked[:8] + [heavy]
+    exclusions = [sorted(set(seen.get(u, []))) for u in excl_users]
+    # An unknown user gets the popular movies; excluding the top ones must still yield K others.
+    excl_users.append(UNKNOWN_USER)
+    exclusions.append(popular)
+    return [
+        {"signature_name": "serving_default", "inputs": {"user_id": picked + [UNKNOWN_USER]}, "purpose": "compare"},
+        {"signature_name": "exclude_seen", "inputs": {"user_id": excl_users, "exclude_titles": _pad(exclusions)},
+         "purpose": "compare"},
+        {"signature_name": "serving_default", "inputs": {"user_id": recall_users}, "purpose": "recall"},
+    ]
+
+
+def similar_requests(vectors, sample: int, rng: np.random.Generator) -> list[dict]:
+    titles = vectors.query_keys.tolist()
+    picked = [titles[i] for i in sorted(rng.choice(len(titles), size=min(sample, len(titles)), replace=False))]
+    recall_titles = titles if len(titles) <= _RECALL_QUERIES else \
+        [titles[i] for i in sorted(rng.choice(len(titles), size=_RECALL_QUERIES, replace=False))]
+    return [
+        {"signature_name": "serving_default", "inputs": {"movie_title": picked + [UNKNOWN_TITLE]}, "purpose": "compare"},
+        {"signature_name": "serving_default", "inputs": {"movie_title": recall_titles}, "purpose": "recall"},
+    ]
+
+
+def warmup_inputs(requests: list[dict], per_signature: int = 3) -> dict[str, list[dict]]:
+    """A few rows of each compare request, as {signature: [{input: array}]} for export/warmup.py."""
+    out: dict[str, list[dict]] = {}
+    for request in requests:
+        if request["purpose"] != "compare":
+            continue
+        inputs = {name: np.array(value[:per_signature] + value[-1:], dtype=object)
+                  for name, value in request["inputs"].items()}
+        out.setdefault(request["signature_name"], []).append(inputs)
+    return out
+
+
+# ---------------------------------------------------------------- answers
+
+
+def in_memory(module, requests: list[dict]) -> list[dict]:
+    import tensorflow as tf
+
+    signatures = module.signatures()
+    answers = []
+    for request in requests:
+        inputs = {k: tf.constant(np.array(v, dtype=object).astype(str)) for k, v in request["inputs"].items()}
+        out = signatures[request["signature_name"]](**inputs)
+        answers.append({"movie_titles": np.vectorize(lambda b: b.decode("utf-8"), otypes=[object])(
+            out["movie_titles"].numpy()), "scores": out["scores"].numpy()})
+    return answers
+
+
+def in_fresh_process(saved_model: Path, requests: list[dict], timeout_s: float) -> list[dict]:
+    """Answers of the staged SavedModel loaded by serving.bundle in a fresh Python process."""
+    with tempfile.TemporaryDirectory(prefix="export-validate-") as tmp:
+        req_path, out_path = Path(tmp) / "requests.json", Path(tmp) / "answers.json"
+        req_path.write_text(json.dumps([{k: r[k] for k in ("signature_name", "inputs")} for r in requests]),
+                            encoding="utf-8")
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([str(_ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
+        cmd = [sys.executable, "-m", "export.validate_child", str(saved_model), str(req_path), str(out_path)]
+        try:
+            proc = subprocess.run(cmd, cwd=str(_ROOT), env=env, capture_output=True, text=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired as exc:
+            _dump(exc.stderr)
+            raise ValidationError(f"loading {saved_model.name} in a fresh process took over {timeout_s:.0f} s") from exc
+        if proc.returncode != 0:
+            _dump(proc.stderr)
+            last = [line for line in (proc.stderr or "").strip().splitlines() if line.strip()]
+            raise ValidationError(f"the staged SavedModel failed to load or answer in a fresh process: "
+                                  f"{last[-1] if last else 'exit code ' + str(proc.returncode)}")
+        raw = json.loads(out_path.read_text(encoding="utf-8"))
+    return [{"movie_titles": np.array(a["movie_titles"], dtype=object),
+             "scores": np.array(a["scores"], dtype=np.float32)} for a in raw]
+
+
+def _dump(stderr) -> None:
+    if stderr:
+        text = stderr if isinstance(stderr, str) else stderr.decode("utf-8", "replace")
+        logger.error("validation subprocess stderr:\n%s", text[-20000:])
+
+
+# ---------------------------------------------------------------- checks
+
+
+def _rows_differ(exp_t, exp_s, act_t, act_s, tol: float) -> str | None:
+    if exp_t.shape != act_t.shape:
+        return f"shape {act_t.shape} != expected {exp_t.shape}"
+    finite = np.isfinite(exp_s)
+    if not np.array_equal(finite, np.isfinite(act_s)) or not np.allclose(exp_s[finite], act_s[finite], atol=tol, rtol=tol):
+        return f"scores {np.round(act_s, 4).tolist()} != expected {np.round(exp_s, 4).tolist()}"
+    for j in np.flatnonzero(exp_t != act_t):
+        tied = np.abs(exp_s - exp_s[j]) <= tol
+        tied[j] = False
+        if not tied.any() and j != len(exp_t) - 1:
+            return f"title at rank {j + 1} is {act_t[j]!r}, expected {exp_t[j]!r}"
+    return None
+
+
+def compare(model_name: str, requests, expected, actual, k: int, tol: float) -> list[str]:
+    problems = []
+    for request, exp, act in zip(requests, expected, actual):
+        signature = request["signature_name"]
+        keys = next(iter(request["inputs"].values()))
+        if act["movie_titles"].shape != (len(keys), k):
+            problems.append(f"{model_name}/{signature}: output shape {act['movie_titles'].shape}, "
+                            f"expected {(len(keys), k)}")
+            continue
+        for row, key in enumerate(keys):
+            why = _rows_differ(exp["movie_titles"][row], exp["scores"][row], act["movie_titles"][row],
+                               act["scores"][row], tol)
+            if why:
+                problems.append(f"{model_name}/{signature} for {key!r}: staged model differs from in-memory: {why}")
+                break
+        titles = act["movie_titles"]
+        if (titles == "").any():
+            problems.append(f"{model_name}/{signature}: some rows hold fewer than K={k} titles")
+        if signature == "exclude_seen":
+            for row, excluded in enumerate(request["inputs"]["exclude_titles"]):
+                leaked = set(titles[row].tolist()) & (set(excluded) - {""})
+                if leaked:
+                    problems.append(f"{model_name}/exclude_seen returned excluded titles {sorted(leaked)[:3]} "
+                                    f"for user {keys[row]!r}")
+                    break
+        if model_name == "similar_movies":
+            for row, key in enumerate(keys):
+                if key in set(titles[row].tolist()):
+                    problems.append(f"similar_movies returned the query {key!r} in its own list")
+                    break
+    return problems
+
+
+def recall_at(vectors, keys: list[str], served_titles: np.ndarray, k: int, exclude_self: bool) -> float:
+    """Mean |served top-k ∩ exact top-k| / k over the queries."""
+    title_index = {t: i for i, t in enumerate(vectors.titles.tolist())}
+    exclude = [{title_index[key]} if exclude_self and key in title_index else set() for key in keys] \
+        if exclude_self else None
+    _, exact = exact_top_k(vectors.query_rows(keys), vectors.candidates, k, exclude)
+    exact_titles = vectors.titles[exact]
+    hits = [len(set(s[:k].tolist()) & set(e.tolist())) / k for s, e in zip(served_titles, exact_titles)]
+    return float(np.mean(hits)) if hits else 1.0
+
+
+def validate(model_name: str, staged: Path, module, vectors, requests: list[dict], *, k: int,
+             recall_threshold: float, tolerance: float, timeout_s: float) -> dict:
+    """Run every check; return {"recall_at_10": ...} or raise ValidationError naming what differed."""
+    logger.info("validating %s in a fresh process", model_name)
+    expected = in_memory(module, requests)
+    actual = in_fresh_process(staged, requests, timeout_s)
+    problems = compare(model_name, requests, expected, actual, k, tolerance)
+    recall_k = min(10, k)
+    recall = None
+    for request, act in zip(requests, actual):
+        if request["purpose"] == "recall":
+            keys = next(iter(request["inputs"].values()))
+            recall = recall_at(vectors, keys, act["movie_titles"], recall_k, model_name == "similar_movies")
+    if recall is not None and recall < recall_threshold:
+        problems.append(f"{model_name}: recall@{recall_k} against exact search is {recall:.4f} < threshold "
+                        f"{recall_threshold} (raise --scann-leaves-to-search or --scann-reorder, or use "
+                        f"--index brute_force)")
+    if problems:
+        raise ValidationError("; ".join(problems))
+    logger.info("%s validated: recall@%d = %.4f", model_name, recall_k, recall if recall is not None else float("nan"))
+    return {"recall_at_10": recall, "recall_k": recall_k}

@@ -1,0 +1,57 @@
+"""``python -m serving``: a local tensorflow_model_server with TF Serving's flags."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
+from serving.errors import ServingError  # noqa: E402
+from serving.flags import FlagError, parse_flags, usage  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        options = parse_flags(sys.argv[1:] if argv is None else argv)
+    except FlagError as exc:
+        if str(exc):
+            print(str(exc), file=sys.stderr)
+        print(usage(), file=sys.stderr)
+        return 0 if not str(exc) else 255
+    if options.version:
+        import tensorflow as tf
+
+        print(f"TensorFlow ModelServer: local stand-in (serving/)\nTensorFlow Library: {tf.__version__}")
+        return 0
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s.%(msecs)03d: %(levelname).1s %(name)s] %(message)s",
+                        datefmt="%Y-%m-%d %H:%M:%S")
+    from serving.server import ModelServer
+
+    server = ModelServer(options)
+    import threading
+
+    def stop(signum, frame):  # finish in a thread: the handler must not block the main thread
+        threading.Thread(target=server.stop, name="shutdown").start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        server.start()
+    except ServingError as exc:
+        print(f"Failed to start server. Error: {exc.code}: {exc.message}", file=sys.stderr)
+        server.stop()
+        return 255
+    except OSError as exc:
+        print(f"Failed to start server. Error: {exc}", file=sys.stderr)
+        server.stop()
+        return 255
+    server.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

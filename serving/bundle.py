@@ -1,0 +1,307 @@
+"""Load and call a SavedModel the way TF Serving's SavedModelBundle does.
+
+One implementation, used by the local server and by export's pre-publish validator:
+
+- ScaNN's op library is registered first, so ``Scann>ScannSearchBatched`` and friends resolve (stock TF
+  Serving lacks them; a ScaNN-enabled build links them statically).
+- The meta graph is chosen by tag set and loaded into a TF1 ``Session`` in its own ``tf.Graph``
+  (``tf.compat.v1.saved_model.loader.load``), as ``LoadSavedModel`` does in C++.
+- A signature is called by the tensor names its ``SignatureDef`` lists, never by Python structure.
+- ``assets.extra/tf_serving_warmup_requests`` (``PredictionLog`` TFRecords, at most 1000) is replayed at
+  load; a failing record fails the load.
+- Requests are checked as ``predict_util.cc`` and ``cc/saved_model/util.cc`` check them, with their messages.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from serving.errors import ServingError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SIGNATURE = "serving_default"
+WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+MAX_WARMUP_RECORDS = 1000
+_SIGNATURE_METHODS = (
+    "tensorflow/serving/predict",
+    "tensorflow/serving/classify",
+    "tensorflow/serving/regress",
+)
+# tensorflow/core/protobuf/error_codes.proto
+_CODE_NAMES = {
+    1: "CANCELLED", 2: "UNKNOWN", 3: "INVALID_ARGUMENT", 4: "DEADLINE_EXCEEDED", 5: "NOT_FOUND",
+    6: "ALREADY_EXISTS", 7: "PERMISSION_DENIED", 8: "RESOURCE_EXHAUSTED", 9: "FAILED_PRECONDITION",
+    10: "ABORTED", 11: "OUT_OF_RANGE", 12: "UNIMPLEMENTED", 13: "INTERNAL", 14: "UNAVAILABLE",
+    15: "DATA_LOSS", 16: "UNAUTHENTICATED",
+}
+
+_ops_lock = threading.Lock()
+_ops_registered = False
+
+
+class BundleError(ServingError):
+    """A SavedModel failed to load, warm up, or answer a request; ``code`` is the canonical status name."""
+
+
+def register_scann_ops() -> bool:
+    """Load ScaNN's TF op library once; returns False (and logs) if scann is not installed."""
+    global _ops_registered
+    with _ops_lock:
+        if _ops_registered:
+            return True
+        import tensorflow as tf
+
+        try:
+            import scann  # noqa: F401  (only to locate the package)
+        except ImportError:
+            logger.warning("scann is not installed: SavedModels using Scann>* ops will fail to load "
+                           "(pip install scann)")
+            return False
+        library = os.path.join(os.path.dirname(scann.__file__), "scann_ops", "cc", "_scann_ops.so")
+        tf.load_op_library(library)
+        _ops_registered = True
+        logger.debug("registered ScaNN ops from %s", library)
+        return True
+
+
+def _error_from_tf(exc: Exception) -> BundleError:
+    code = _CODE_NAMES.get(getattr(exc, "error_code", 2), "UNKNOWN")
+    message = getattr(exc, "message", None) or str(exc)
+    return BundleError(code, message)
+
+
+def _dtype_name(enum: int) -> str:
+    """TF's ``DataTypeString``: DT_FLOAT -> "float", DT_STRING -> "string"."""
+    from tensorflow.core.framework import types_pb2
+
+    return types_pb2.DataType.Name(enum)[len("DT_"):].lower()
+
+
+def _dtype_of(array: np.ndarray) -> int:
+    """The TF DataType enum a numpy array feeds as (object/bytes/str arrays are DT_STRING)."""
+    import tensorflow as tf
+
+    if array.dtype.kind in ("O", "S", "U"):
+        return tf.string.as_datatype_enum
+    try:
+        return tf.as_dtype(array.dtype).as_datatype_enum
+    except TypeError as exc:
+        raise BundleError("INVALID_ARGUMENT", f"unsupported input dtype {array.dtype}") from exc
+
+
+def _shape_compatible(shape: Sequence[int], proto_shape) -> bool:
+    if proto_shape.unknown_rank:
+        return True
+    dims = [d.size for d in proto_shape.dim]
+    if len(dims) != len(shape):
+        return False
+    return all(d < 0 or d == s for d, s in zip(dims, shape))
+
+
+def _format_shape(shape: Iterable[int]) -> str:
+    return "[" + ",".join(str(d) for d in shape) + "]"
+
+
+class SavedModelBundle:
+    """A loaded SavedModel: its signature defs and a Session that runs them by tensor name."""
+
+    def __init__(self, export_dir: str, session, meta_graph_def) -> None:
+        self.export_dir = export_dir
+        self.meta_graph_def = meta_graph_def
+        self.signature_defs = dict(meta_graph_def.signature_def)
+        self._session = session
+        self._callables: dict[tuple, object] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @classmethod
+    def load(cls, export_dir: str, *, tags: Sequence[str] = ("serve",), run_warmup: bool = True,
+             session_config=None) -> "SavedModelBundle":
+        """Load ``export_dir`` by tag set; replay its warmup records when ``run_warmup``."""
+        import tensorflow as tf
+
+        register_scann_ops()
+        export_dir = os.fspath(export_dir)
+        graph = tf.Graph()
+        session = tf.compat.v1.Session(graph=graph, config=session_config)
+        from tensorflow.python.util import deprecation
+
+        try:
+            with graph.as_default(), deprecation.silence():
+                meta_graph_def = tf.compat.v1.saved_model.loader.load(session, list(tags), export_dir)
+        except tf.errors.OpError as exc:
+            session.close()
+            raise _error_from_tf(exc) from exc
+        except (RuntimeError, ValueError, OSError, KeyError) as exc:  # e.g. no such tag set, bad pb
+            session.close()
+            raise BundleError("INVALID_ARGUMENT" if isinstance(exc, (RuntimeError, ValueError)) else "NOT_FOUND",
+                              f"Failed to load SavedModel at {export_dir}: {exc}") from exc
+        graph.finalize()
+        bundle = cls(export_dir, session, meta_graph_def)
+        if run_warmup:
+            try:
+                n = bundle.run_warmup()
+            except BaseException:
+                bundle.close()
+                raise
+            if n:
+                logger.info("Finished reading warmup data for model at %s. Number of warmup records read: %d.",
+                            export_dir, n)
+        return bundle
+
+    # ------------------------------------------------------------------ warmup
+    def run_warmup(self) -> int:
+        """Replay ``assets.extra/tf_serving_warmup_requests``; returns the number of records replayed."""
+        import tensorflow as tf
+        from tensorflow_serving.apis import prediction_log_pb2
+
+        path = os.path.join(self.export_dir, WARMUP_FILE)
+        if not os.path.exists(path):
+            return 0
+        from tensorflow.python.util import deprecation
+
+        count = 0
+        try:
+            with deprecation.silence():
+                records = tf.compat.v1.io.tf_record_iterator(path)
+            for record in records:
+                log = prediction_log_pb2.PredictionLog()
+                try:
+                    log.ParseFromString(record)
+                except Exception as exc:  # google.protobuf.message.DecodeError
+                    raise BundleError("INVALID_ARGUMENT",
+                                      f"Failed to parse warmup record: {record[:64]!r} from {path}") from exc
+                kind = log.WhichOneof("log_type")
+                if kind != "predict_log":
+                    raise BundleError("UNIMPLEMENTED", f"Unsupported log_type for warmup: {kind} ({path})")
+                request = log.predict_log.request
+                inputs = {alias: tf.make_ndarray(proto) for alias, proto in request.inputs.items()}
+                self.run(request.model_spec.signature_name, inputs, output_filter=list(request.output_filter))
+                count += 1
+                if count > MAX_WARMUP_RECORDS:
+                    raise BundleError("INVALID_ARGUMENT", "Number of warmup records exceeds the maximum "
+                                      f"({MAX_WARMUP_RECORDS}) at {path}")
+        except tf.errors.DataLossError as exc:
+            raise BundleError("DATA_LOSS", f"{exc.message}. Please verify your warmup data is in TFRecord "
+                              "format.") from exc
+        except tf.errors.OpError as exc:
+            raise _error_from_tf(exc) from exc
+        return count
+
+    # ------------------------------------------------------------------ calls
+    def signature(self, signature_name: str):
+        name = signature_name or DEFAULT_SIGNATURE
+        try:
+            return name, self.signature_defs[name]
+        except KeyError:
+            raise BundleError("FAILED_PRECONDITION", f'Serving signature key "{name}" not found.') from None
+
+    def run(self, signature_name: str, inputs: Mapping[str, np.ndarray],
+            output_filter: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Run a signature: ``inputs`` by input alias; returns outputs by alias (all, or ``output_filter``)."""
+        if self._closed:
+            raise BundleError("UNAVAILABLE", f"SavedModel at {self.export_dir} is unloaded")
+        name, signature = self.signature(signature_name)
+        if signature.method_name not in _SIGNATURE_METHODS:
+            raise BundleError("INTERNAL", "Expected prediction signature method_name to be one of {"
+                              + ", ".join(_SIGNATURE_METHODS) + "}. Was: " + signature.method_name)
+        feeds = self._check_inputs(signature, inputs)
+        aliases = self._check_outputs(signature, output_filter)
+        run = self._callable(name, signature, aliases)
+        try:
+            values = run(*feeds)
+        except Exception as exc:
+            import tensorflow as tf
+
+            if isinstance(exc, tf.errors.OpError):
+                raise _error_from_tf(exc) from exc
+            raise BundleError("INVALID_ARGUMENT", str(exc)) from exc
+        return dict(zip(aliases, values))
+
+    @staticmethod
+    def _check_inputs(signature, inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        expected = sorted(signature.inputs)
+        sent = sorted(inputs)
+        if len(sent) > len(expected) or (len(sent) < len(expected) and not signature.defaults):
+            extra = sorted(set(sent) - set(expected))
+            missing = sorted(set(expected) - set(sent))
+            raise BundleError(
+                "INVALID_ARGUMENT",
+                f"input size does not match signature: {len(sent)}!={len(expected)} len({{{','.join(sent)}}}) "
+                f"!= len({{{','.join(expected)}}}). Sent extra: {{{','.join(extra)}}}. "
+                f"Missing but required: {{{','.join(missing)}}}.")
+        feeds = []
+        for index, alias in enumerate(expected):
+            info = signature.inputs[alias]
+            if alias not in inputs:
+                raise BundleError(
+                    "INVALID_ARGUMENT",
+                    f"Signature input alias: {alias}(feed name: {info.name}) not found in request and no default "
+                    f"value provided. Inputs expected to be in the request {{{','.join(sent)}}}, or default input "
+                    f"alias set: ")
+            value = inputs[alias]
+            if not isinstance(value, np.ndarray):
+                value = np.asarray(value, dtype=object if _is_text(value) else None)
+            got = _dtype_of(value)
+            if got != info.dtype:
+                raise BundleError("INVALID_ARGUMENT", f"Expects arg[{index}] to be {_dtype_name(info.dtype)} but "
+                                  f"{_dtype_name(got)} is provided")
+            if not _shape_compatible(value.shape, info.tensor_shape):
+                raise BundleError(
+                    "INVALID_ARGUMENT",
+                    f"input tensor alias: {alias} has shape {_format_shape(value.shape)}, incompatible with the "
+                    f"signature's shape {_format_shape(d.size for d in info.tensor_shape.dim)}")
+            feeds.append(value)
+        if len(set(sent) & set(expected)) != len(sent):
+            raise BundleError("INVALID_ARGUMENT", "Inputs contains invalid name. Used request inputs: "
+                              f"{','.join(a for a in expected if a in inputs)}, request input: {','.join(sent)}")
+        return feeds
+
+    @staticmethod
+    def _check_outputs(signature, output_filter: Sequence[str] | None) -> tuple[str, ...]:
+        if not output_filter:
+            return tuple(signature.outputs)
+        seen: list[str] = []
+        for alias in output_filter:
+            if alias not in signature.outputs:
+                raise BundleError("INVALID_ARGUMENT", f"output tensor alias not found in signature: {alias} Outputs "
+                                  f"expected to be in the set {{{','.join(sorted(signature.outputs))}}}.")
+            if alias in seen:
+                raise BundleError("INVALID_ARGUMENT", f"duplicate output tensor alias: {alias}")
+            seen.append(alias)
+        return tuple(seen)
+
+    def _callable(self, name: str, signature, aliases: tuple[str, ...]):
+        key = (name, aliases)
+        run = self._callables.get(key)
+        if run is None:
+            with self._lock:
+                run = self._callables.get(key)
+                if run is None:
+                    graph = self._session.graph
+                    feeds = [graph.get_tensor_by_name(signature.inputs[a].name) for a in sorted(signature.inputs)]
+                    fetches = [graph.get_tensor_by_name(signature.outputs[a].name) for a in aliases]
+                    run = self._session.make_callable(fetches, feed_list=feeds)
+                    self._callables[key] = run
+        return run
+
+    def close(self) -> None:
+        """Release the Session; later calls fail with UNAVAILABLE."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._callables.clear()
+                self._session.close()
+
+
+def _is_text(value) -> bool:
+    probe = value
+    while isinstance(probe, (list, tuple)) and probe:
+        probe = probe[0]
+    return isinstance(probe, (bytes, str))

@@ -1,0 +1,270 @@
+"""gRPC transport: tensorflow-serving-api's PredictionService and ModelService servicers over a ServerCore.
+
+Only wire conversion lives here (TensorProto <-> numpy, ModelSpec -> version/label) and the mapping of a
+ServingError's canonical code to the ``grpc.StatusCode`` of the same name, as TF Serving's ``ToGRPCStatus``.
+``Classify``/``Regress``/``MultiInference`` answer as TF Serving does for signatures of the wrong kind
+(INVALID_ARGUMENT) and UNIMPLEMENTED for real classify/regress signatures (tf.Example input is not
+implemented here).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Mapping
+from concurrent import futures
+
+import grpc
+import numpy as np
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_management_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+
+from serving.errors import ServingError
+
+logger = logging.getLogger(__name__)
+
+_STATE_ENUM = get_model_status_pb2.ModelVersionStatus.State
+_DT_STRING = 7
+_SIGNATURE_DEF = "signature_def"
+
+
+# ---------------------------------------------------------------------------------------------- tensors
+def tensor_to_ndarray(alias: str, proto) -> np.ndarray:
+    """A request TensorProto as numpy (DT_STRING -> object array of bytes); bad protos are INVALID_ARGUMENT."""
+    try:
+        if proto.dtype == _DT_STRING and not proto.tensor_content:
+            shape = [d.size for d in proto.tensor_shape.dim]
+            values = list(proto.string_val)
+            count = int(np.prod(shape)) if shape else 1
+            if len(values) == count:
+                return np.array(values, dtype=object).reshape(shape)
+        import tensorflow as tf
+
+        return tf.make_ndarray(proto)
+    except Exception as exc:
+        raise ServingError("INVALID_ARGUMENT", f"tensor parsing error: {alias}") from exc
+
+
+def ndarray_to_tensor(array: np.ndarray, out) -> None:
+    """Fill TensorProto ``out`` from ``array`` (strings into ``string_val``, as TF Serving's AsProtoField)."""
+    if array.dtype.kind in ("O", "S", "U"):
+        out.dtype = _DT_STRING
+        for size in array.shape:
+            out.tensor_shape.dim.add().size = size
+        out.string_val.extend(v if isinstance(v, bytes) else str(v).encode() for v in array.ravel().tolist())
+        return
+    import tensorflow as tf
+
+    out.CopyFrom(tf.make_tensor_proto(array))
+
+
+class _LazyInputs(Mapping):
+    """Request inputs converted on first access, so model/signature errors come first, as in TF Serving."""
+
+    def __init__(self, protos) -> None:
+        self._protos = protos
+        self._cache: dict[str, np.ndarray] = {}
+
+    def __getitem__(self, alias: str) -> np.ndarray:
+        if alias not in self._cache:
+            self._cache[alias] = tensor_to_ndarray(alias, self._protos[alias])
+        return self._cache[alias]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._protos)
+
+    def __len__(self) -> int:
+        return len(self._protos)
+
+    def __contains__(self, alias) -> bool:
+        return alias in self._protos
+
+
+def _version_choice(spec) -> dict:
+    choice = spec.WhichOneof("version_choice")
+    if choice == "version":
+        return {"version": spec.version.value}
+    if choice == "version_label":
+        return {"label": spec.version_label}
+    return {}
+
+
+def _abort(context, error: ServingError):
+    context.abort(getattr(grpc.StatusCode, error.code, grpc.StatusCode.UNKNOWN), error.message)
+
+
+def _status_proto(out, code: str, message: str) -> None:
+    from tensorflow.core.protobuf import error_codes_pb2
+
+    out.error_code = error_codes_pb2.Code.Value(code)
+    out.error_message = message
+
+
+# ---------------------------------------------------------------------------------------------- services
+class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+    def __init__(self, core, metrics=None) -> None:
+        self._core = core
+        self._metrics = metrics
+
+    def _record(self, spec, version, signature, api, code, start) -> None:
+        if self._metrics is not None:
+            self._metrics.record(spec.name, version, signature, api, code, time.perf_counter() - start,
+                                 entrypoint="GRPC")
+
+    def Predict(self, request, context):
+        start = time.perf_counter()
+        spec = request.model_spec
+        signature = spec.signature_name or "serving_default"
+        choice = _version_choice(spec)
+        try:
+            if not request.HasField("model_spec"):
+                raise ServingError("INVALID_ARGUMENT", "Missing ModelSpec")
+            version, outputs = self._core.predict(
+                spec.name, signature_name=spec.signature_name, inputs=_LazyInputs(request.inputs),
+                output_filter=tuple(request.output_filter), **choice)
+        except ServingError as error:
+            self._record(spec, choice.get("version"), signature, "Predict", error.code, start)
+            _abort(context, error)
+        response = predict_pb2.PredictResponse()
+        response.model_spec.name = spec.name
+        response.model_spec.signature_name = signature
+        response.model_spec.version.value = version
+        for alias, value in outputs.items():
+            ndarray_to_tensor(value, response.outputs[alias])
+        self._record(spec, version, signature, "Predict", "OK", start)
+        return response
+
+    def GetModelMetadata(self, request, context):
+        start = time.perf_counter()
+        spec = request.model_spec
+        choice = _version_choice(spec)
+        try:
+            if not request.HasField("model_spec"):
+                raise ServingError("INVALID_ARGUMENT", "Missing ModelSpec")
+            if not request.metadata_field:
+                raise ServingError("INVALID_ARGUMENT",
+                                   "GetModelMetadataRequest must specify at least one metadata_field")
+            for name in request.metadata_field:
+                if name != _SIGNATURE_DEF:
+                    raise ServingError("INVALID_ARGUMENT", f"Metadata field {name} is not supported")
+            version, signature_defs = self._core.signature_defs(spec.name, **choice)
+        except ServingError as error:
+            self._record(spec, choice.get("version"), "", "GetModelMetadata", error.code, start)
+            _abort(context, error)
+        response = get_model_metadata_pb2.GetModelMetadataResponse()
+        response.model_spec.name = spec.name
+        response.model_spec.version.value = version
+        signature_map = get_model_metadata_pb2.SignatureDefMap()
+        for name, signature_def in signature_defs.items():
+            signature_map.signature_def[name].CopyFrom(signature_def)
+        response.metadata[_SIGNATURE_DEF].Pack(signature_map)
+        self._record(spec, version, "", "GetModelMetadata", "OK", start)
+        return response
+
+    def _unsupported(self, request, context, api: str, method: str):
+        """Classify/Regress: TF Serving's answer for our predict signatures; real ones are not implemented."""
+        start = time.perf_counter()
+        spec = request.model_spec
+        signature = spec.signature_name or "serving_default"
+        choice = _version_choice(spec)
+        try:
+            _, signature_defs = self._core.signature_defs(spec.name, **choice)
+            if signature not in signature_defs:
+                raise ServingError("FAILED_PRECONDITION", f'Serving signature key "{signature}" not found.')
+            found = signature_defs[signature].method_name
+            if found != method:
+                raise ServingError("INVALID_ARGUMENT", f"Expected {api.lower()} signature method_name to be "
+                                   f"{method}. Was: {found}")
+            raise ServingError("UNIMPLEMENTED", f"{api} over tf.Example input is not implemented by the local "
+                               "server; use Predict")
+        except ServingError as error:
+            self._record(spec, choice.get("version"), signature, api, error.code, start)
+            _abort(context, error)
+
+    def Classify(self, request, context):
+        return self._unsupported(request, context, "Classification", "tensorflow/serving/classify")
+
+    def Regress(self, request, context):
+        return self._unsupported(request, context, "Regression", "tensorflow/serving/regress")
+
+    def MultiInference(self, request, context):
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "MultiInference is not implemented by the local server")
+
+
+class ModelService(model_service_pb2_grpc.ModelServiceServicer):
+    def __init__(self, core, metrics=None) -> None:
+        self._core = core
+        self._metrics = metrics
+
+    def GetModelStatus(self, request, context):
+        start = time.perf_counter()
+        spec = request.model_spec
+        choice = _version_choice(spec)
+        try:
+            if not request.HasField("model_spec"):
+                raise ServingError("INVALID_ARGUMENT", "Missing ModelSpec")
+            statuses = self._core.model_status(spec.name, **choice)
+        except ServingError as error:
+            if self._metrics is not None:
+                self._metrics.record(spec.name, choice.get("version"), "", "GetModelStatus", error.code,
+                                     time.perf_counter() - start, entrypoint="GRPC")
+            _abort(context, error)
+        response = get_model_status_pb2.GetModelStatusResponse()
+        for status in statuses:
+            entry = response.model_version_status.add()
+            entry.version = status.version
+            entry.state = _STATE_ENUM.Value(status.state)
+            _status_proto(entry.status, status.error_code, status.error_message)
+        return response
+
+    def HandleReloadConfigRequest(self, request, context):
+        response = model_management_pb2.ReloadConfigResponse()
+        config = request.config
+        try:
+            if config.WhichOneof("config") != "model_config_list":
+                raise ServingError("INVALID_ARGUMENT", "ServerModelConfig type not supported by "
+                                   "HandleReloadConfigRequest. Only ModelConfigList is currently supported")
+            for index, model in enumerate(config.model_config_list.config):
+                logger.info("Config entry index : %d path : %s name : %s platform : %s", index, model.base_path,
+                            model.name, model.model_platform)
+            self._core.reload_config(config)
+        except ServingError as error:
+            logger.error("ReloadConfig failed: %s", error.message)
+            _status_proto(response.status, error.code, error.message)
+            _abort(context, error)
+        _status_proto(response.status, "OK", "")
+        return response
+
+
+class GrpcServer:
+    """The gRPC server of the local model server: both services on ``host:port`` (port 0 = any free port)."""
+
+    def __init__(self, core, *, host: str = "0.0.0.0", port: int = 8500, max_workers: int = 8,
+                 max_receive_bytes: int = 2**31 - 1, channel_arguments: tuple = (), metrics=None) -> None:
+        options = [("grpc.max_receive_message_length", max_receive_bytes),
+                   ("grpc.max_send_message_length", 2**31 - 1),
+                   ("grpc.so_reuseport", 0), *channel_arguments]
+        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers,
+                                                              thread_name_prefix="grpc"), options=options)
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+            PredictionService(core, metrics), self._server)
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(core, metrics), self._server)
+        self._address = f"{host}:{port}"
+        self.port = port
+        self.host = host
+
+    def start(self) -> None:
+        self.port = self._server.add_insecure_port(self._address)
+        if self.port == 0:
+            raise OSError(f"Failed to BuildAndStart gRPC server: cannot bind {self._address}")
+        self._server.start()
+
+    def stop(self, grace: float = 30.0) -> None:
+        """Stop accepting calls; calls in flight get ``grace`` seconds to finish."""
+        self._server.stop(grace).wait()

@@ -1,0 +1,308 @@
+"""The REST server (port 8501), as TF Serving's ``http_server.cc`` wires it.
+
+- Paths matching ``(?i)/v1/.*`` go to :class:`serving.rest_api.RestApi` (JSON answers, error bodies
+  ``{ "error": "..." }``, ``Content-Type: application/json``).
+- The monitoring config's Prometheus path (exactly; with a query string: 400 ``Unexpected path``) serves
+  :meth:`serving.monitoring.Metrics.render` as ``text/plain`` when ``prometheus_config.enable`` is set.
+- Anything else: 404 with libevent's HTML error page, as ``evhttp_send_error`` answers it.
+
+HTTP/1.1 with keep-alive; one thread per connection (``ThreadingHTTPServer``), Nagle off, each response
+written with a single ``send``. Request bodies are capped at ``max_body_bytes``: a larger
+``Content-Length`` (or chunked body) is answered 413 and the connection closed. TF Serving itself sets no
+cap (libevent's default is unlimited); the cap keeps one request from exhausting the local server's memory.
+:meth:`RestServer.stop` stops accepting, closes idle keep-alive connections and waits for in-flight
+requests to finish.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import http.server
+import logging
+import re
+import socket
+import threading
+import time
+
+from serving.json_tensor import error_json
+from serving.monitoring import Metrics, prometheus_path
+from serving.rest_api import RestApi
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
+IDLE_TIMEOUT_S = 300
+_V1_PATH = re.compile(r"/v1/.*", re.I | re.S)
+_REASONS = {code: status.phrase for code, status in ((s.value, s) for s in http.HTTPStatus)}
+# libevent's evhttp_send_error page.
+_ERROR_PAGE = ("<HTML><HEAD>\n<TITLE>{code} {reason}</TITLE>\n</HEAD><BODY>\n<H1>{reason}</H1>\n</BODY></HTML>\n")
+_MAX_DRAIN_BYTES = 1024 * 1024
+
+
+class _Date:
+    """The ``Date`` header, formatted once per second."""
+
+    _lock = threading.Lock()
+    _second = -1
+    _value = ""
+
+    @classmethod
+    def now(cls) -> str:
+        second = int(time.time())
+        if second != cls._second:
+            with cls._lock:
+                cls._value = email.utils.formatdate(second, usegmt=True)
+                cls._second = second
+        return cls._value
+
+
+class _BodyTooLarge(Exception):
+    def __init__(self, size: int | None):
+        super().__init__(size)
+        self.size = size
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    timeout = IDLE_TIMEOUT_S
+    server: "_HTTPServer"
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.idle = True
+        self.server.track(self, True)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.track(self, False)
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 (BaseHTTPRequestHandler's name)
+        logger.debug("%s - %s", self.address_string(), format % args)
+
+    def handle_one_request(self) -> None:
+        try:
+            self.idle = True
+            if self.server.stopping:
+                self.close_connection = True
+                return
+            self.raw_requestline = self.rfile.readline(65537)
+            self.idle = False
+            if not self.raw_requestline:
+                self.close_connection = True
+                return
+            if len(self.raw_requestline) > 65536:
+                self.requestline = self.request_version = self.command = ""
+                self.send_error(414)
+                return
+            if not self.parse_request():
+                return
+            self._serve()  # every method: TF Serving answers unknown ones under /v1 with "Malformed request"
+        except (TimeoutError, ConnectionError, OSError) as exc:
+            logger.debug("connection %s closed: %s", self.client_address, exc)
+            self.close_connection = True
+        finally:
+            self.idle = True
+
+    # ------------------------------------------------------------------ request
+    def _read_body(self) -> bytes:
+        limit = self.server.max_body_bytes
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            return self._read_chunked(limit)
+        length = self.headers.get("Content-Length")
+        if not length:
+            return b""
+        size = int(length)  # ValueError -> 400 by the caller
+        if size < 0:
+            raise ValueError(length)
+        if size > limit:
+            raise _BodyTooLarge(size)
+        return self.rfile.read(size)
+
+    def _read_chunked(self, limit: int) -> bytes:
+        parts, total = [], 0
+        while True:
+            line = self.rfile.readline(1024)
+            size = int(line.split(b";", 1)[0].strip(), 16)
+            if size == 0:
+                while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                return b"".join(parts)
+            total += size
+            if total > limit:
+                raise _BodyTooLarge(None)
+            parts.append(self.rfile.read(size))
+            self.rfile.readline(3)
+
+    def _serve(self) -> None:
+        method, target = self.command, self.path
+        server = self.server
+        try:
+            body = self._read_body()
+        except _BodyTooLarge as exc:
+            size = "a chunked body" if exc.size is None else f"{exc.size} bytes"
+            self._drain(exc.size)
+            self.close_connection = True
+            self._reply(413, error_json(
+                f"Request body too large: {size}; the limit is {server.max_body_bytes} bytes"))
+            return
+        except ValueError:
+            self.close_connection = True
+            self._reply(400, error_json("Malformed request body framing"))
+            return
+        metrics_path = server.metrics_path
+        if metrics_path is not None and target.split("?", 1)[0] == metrics_path:
+            if target != metrics_path:
+                text = f"Unexpected path: {target}. Should be {metrics_path}"
+                self._reply(400, text, "text/plain")
+            else:
+                self._reply(200, server.metrics.render(), "text/plain")
+            return
+        if _V1_PATH.fullmatch(target):
+            status, text = server.api.handle(method, target, body)
+            self._reply(status, text)
+            return
+        reason = _REASONS[404]
+        self._reply(404, _ERROR_PAGE.format(code=404, reason=reason), "text/html; charset=ISO-8859-1")
+
+    def _drain(self, size: int | None) -> None:
+        """Read (and drop) a too-large body when it is small enough, so the 413 reaches the client."""
+        if size is not None and size <= self.server.max_body_bytes + _MAX_DRAIN_BYTES:
+            remaining = size
+            while remaining > 0:
+                chunk = self.rfile.read(min(remaining, 65536))
+                if not chunk:
+                    break
+                remaining -= len(chunk)
+
+    def _reply(self, status: int, text: str, content_type: str = "application/json") -> None:
+        payload = text.encode("utf-8")
+        if self.server.stopping:
+            self.close_connection = True
+        head = (f"HTTP/1.1 {status} {_REASONS.get(status, '')}\r\n"
+                f"Content-Type: {content_type}\r\n"
+                f"Date: {_Date.now()}\r\n"
+                f"Content-Length: {len(payload)}\r\n")
+        if self.close_connection:
+            head += "Connection: close\r\n"
+        elif self.request_version == "HTTP/1.0":
+            head += "Connection: keep-alive\r\n"
+        data = (head + "\r\n").encode("latin-1")
+        if self.command != "HEAD":
+            data += payload
+        self.wfile.write(data)
+
+
+class _HTTPServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, address, api: RestApi, metrics: Metrics, metrics_path: str | None, max_body_bytes: int):
+        self.api = api
+        self.metrics = metrics
+        self.metrics_path = metrics_path
+        self.max_body_bytes = max_body_bytes
+        self.stopping = False
+        self._handlers: set[_Handler] = set()
+        self._handlers_changed = threading.Condition()
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(address, _Handler)
+
+    def track(self, handler: _Handler, active: bool) -> None:
+        with self._handlers_changed:
+            (self._handlers.add if active else self._handlers.discard)(handler)
+            self._handlers_changed.notify_all()
+
+    def close_idle(self) -> None:
+        with self._handlers_changed:
+            handlers = list(self._handlers)
+        for handler in handlers:
+            if handler.idle:
+                try:
+                    handler.connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def wait_handlers(self, timeout: float) -> bool:
+        """Wait for every connection to end, closing the ones that go idle (their request answered)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.close_idle()
+            with self._handlers_changed:
+                if not self._handlers:
+                    return True
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._handlers_changed.wait(min(remaining, 0.05))
+
+
+class RestServer:
+    """TF Serving's HTTP/REST endpoint over a ``ServerCore`` (interface: ``notes/CORE_API.md``).
+
+    ``metrics`` defaults to the core's ``metrics`` attribute when it has one, else a new
+    :class:`~serving.monitoring.Metrics`; the Prometheus page is served only when ``monitoring_config``
+    (a ``MonitoringConfig`` proto) enables it. ``num_threads`` (``--rest_api_num_threads``) sizes the pool
+    that runs predict calls under the ``timeout_ms`` deadline (default 32).
+    """
+
+    def __init__(self, core, *, host: str = "0.0.0.0", port: int = 8501, timeout_ms: int = 30000,
+                 monitoring_config=None, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, metrics: Metrics | None = None,
+                 num_threads: int | None = None):
+        if max_body_bytes <= 0:
+            raise ValueError(f"max_body_bytes must be positive (got {max_body_bytes})")
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port must be in 0..65535 (got {port})")
+        self.core = core
+        self.host = host
+        self.metrics = metrics if metrics is not None else (getattr(core, "metrics", None) or Metrics())
+        self.metrics_path = prometheus_path(monitoring_config)
+        self.max_body_bytes = max_body_bytes
+        self.api = RestApi(core, timeout_ms=timeout_ms, metrics=self.metrics, max_workers=num_threads or 32)
+        self._requested_port = port
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        if self._httpd is None:
+            raise RuntimeError("RestServer is not started")
+        return self._httpd.server_address[1]
+
+    def start(self) -> "RestServer":
+        if self._httpd is not None:
+            raise RuntimeError("RestServer already started")
+        self._httpd = _HTTPServer((self.host, self._requested_port), self.api, self.metrics, self.metrics_path,
+                                  self.max_body_bytes)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2},
+                                        name="rest-accept", daemon=True)
+        self._thread.start()
+        logger.info("Exporting HTTP/REST API at:%s:%d ...", self.host, self.port)
+        return self
+
+    def stop(self, grace_s: float = 30.0) -> None:
+        """Stop accepting, close idle connections, let in-flight requests finish (up to ``grace_s``)."""
+        httpd = self._httpd
+        if httpd is None:
+            return
+        httpd.stopping = True
+        httpd.shutdown()
+        httpd.server_close()
+        httpd.close_idle()
+        if not httpd.wait_handlers(grace_s):
+            logger.warning("REST server stopped with requests still in flight after %.0f s", grace_s)
+        self.api.close()
+        if self._thread is not None:
+            self._thread.join(timeout=1.0)
+        self._httpd = None
+
+    def __enter__(self) -> "RestServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,203 @@
+"""Start-up and shut-down of the local tensorflow_model_server, as ``model_servers/server.cc`` does them.
+
+Order: read the model config (a parse error aborts), build the ServerCore and wait until every configured
+model has an AVAILABLE version ("N model(s) did not become available" aborts), then open the gRPC port and
+the REST port, logging TF Serving's lines ("Running gRPC ModelServer at ...", "Exporting HTTP/REST API
+at:..."). With ``--model_config_file_poll_wait_seconds`` > 0 the config file is re-read on that period; a
+file that does not parse, or a config the core rejects, is logged and the old config stays.
+SIGTERM / SIGINT: stop accepting, let requests in flight finish, unload, exit 0.
+
+The listening host is 0.0.0.0, as TF Serving; the environment variable ``SERVING_HOST`` (read at start)
+overrides it, e.g. 127.0.0.1 for tests. It is not a flag, so the command line stays TF Serving's.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import threading
+
+from google.protobuf import text_format
+
+from serving.core import CoreOptions, ServerCore
+from serving.errors import ServingError
+from serving.flags import ServerOptions
+
+logger = logging.getLogger(__name__)
+
+
+def read_text_proto(path: str, message):
+    """Parse a text-format proto file into ``message``; INVALID_ARGUMENT (TF Serving's words) on failure."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text_format.Parse(f.read(), message)
+    except OSError as exc:
+        raise ServingError("NOT_FOUND", f"{path}; {exc.strerror or exc}") from exc
+    except (text_format.ParseError, UnicodeDecodeError) as exc:
+        raise ServingError("INVALID_ARGUMENT", f"Invalid protobuf file: '{path}' ({exc})") from exc
+    return message
+
+
+def single_model_config(model_name: str, model_base_path: str):
+    """``BuildSingleModelConfig``: one model, platform tensorflow, default (latest 1) policy."""
+    from tensorflow_serving.config import model_server_config_pb2
+
+    config = model_server_config_pb2.ModelServerConfig()
+    model = config.model_config_list.config.add()
+    model.name = model_name
+    # TF Serving requires an absolute path here; a relative --model_base_path is taken from the cwd.
+    model.base_path = os.path.abspath(model_base_path)
+    model.model_platform = "tensorflow"
+    return config
+
+
+def model_server_config(options: ServerOptions):
+    from tensorflow_serving.config import model_server_config_pb2
+
+    if options.model_config_file:
+        return read_text_proto(options.model_config_file, model_server_config_pb2.ModelServerConfig())
+    logger.info("Building single TensorFlow model file config:  model_name: %s model_base_path: %s",
+                options.model_name, options.model_base_path)
+    return single_model_config(options.model_name, options.model_base_path)
+
+
+def session_config(options: ServerOptions):
+    import tensorflow as tf
+
+    config = tf.compat.v1.ConfigProto()
+    config.intra_op_parallelism_threads = (options.tensorflow_intra_op_parallelism
+                                           or options.tensorflow_session_parallelism)
+    config.inter_op_parallelism_threads = (options.tensorflow_inter_op_parallelism
+                                           or options.tensorflow_session_parallelism)
+    return config
+
+
+class ModelServer:
+    """The whole local server: core, config poller, gRPC and REST transports."""
+
+    def __init__(self, options: ServerOptions) -> None:
+        self.options = options
+        self.host = os.environ.get("SERVING_HOST", "0.0.0.0")
+        self.core: ServerCore | None = None
+        self.grpc = None
+        self.rest = None
+        self._stopped = threading.Event()
+        self._poller: threading.Thread | None = None
+        self._config_text: bytes | None = None
+
+    def start(self) -> None:
+        """Load the initial models, then open the ports. ServingError if the server cannot start."""
+        options = self.options
+        config = model_server_config(options)
+        monitoring = self._monitoring_config()
+        self._batching_parameters()
+        from serving.monitoring import Metrics
+
+        metrics = Metrics()
+        self.core = ServerCore(CoreOptions(
+            file_system_poll_wait_seconds=options.file_system_poll_wait_seconds,
+            enable_model_warmup=options.enable_model_warmup,
+            allow_version_labels_for_unavailable_models=options.allow_version_labels_for_unavailable_models,
+            max_num_load_retries=options.max_num_load_retries,
+            load_retry_interval_micros=options.load_retry_interval_micros,
+            saved_model_tags=tuple(t for t in options.saved_model_tags.split(",") if t),
+            session_config=session_config(options),
+        ), metrics=metrics)
+        self.core.reload_config(config)
+        self._config_text = config.SerializeToString(deterministic=True)
+        if options.model_config_file and options.model_config_file_poll_wait_seconds > 0:
+            self._poller = threading.Thread(target=self._poll_config, name="config-poller", daemon=True)
+            self._poller.start()
+        if options.port:
+            from serving.grpc_service import GrpcServer
+
+            channel_arguments = dict(options.channel_arguments())
+            max_receive = int(channel_arguments.pop("grpc.max_receive_message_length", 2**31 - 1))
+            self.grpc = GrpcServer(self.core, host=self.host, port=options.port, max_workers=options.grpc_max_threads,
+                                   max_receive_bytes=max_receive, channel_arguments=tuple(channel_arguments.items()),
+                                   metrics=metrics)
+            self.grpc.start()
+            logger.info("Running gRPC ModelServer at %s:%d ...", self.host, self.grpc.port)
+        if options.rest_api_port:
+            if options.rest_api_port == options.port:
+                logger.error("server_options.http_port cannot be same as grpc_port. Please use a different port "
+                             "for HTTP/REST API. Skipped exporting HTTP/REST API.")
+            else:
+                self.rest = self._start_rest(monitoring, metrics)
+                shown = "localhost" if self.host == "0.0.0.0" else self.host
+                logger.info("Exporting HTTP/REST API at:%s:%d ...", shown, self.rest.port)
+
+    def _monitoring_config(self):
+        if not self.options.monitoring_config_file:
+            return None
+        from serving.monitoring import MonitoringConfig  # the tensorflow-serving-api wheel lacks its _pb2
+
+        return read_text_proto(self.options.monitoring_config_file, MonitoringConfig())
+
+    def _batching_parameters(self):
+        """Parsed and validated like TF Serving; requests still run one by one (batching is not emulated)."""
+        if not self.options.enable_batching:
+            return None
+        from tensorflow_serving.servables.tensorflow import session_bundle_config_pb2
+
+        params = session_bundle_config_pb2.BatchingParameters()
+        if self.options.batching_parameters_file:
+            read_text_proto(self.options.batching_parameters_file, params)
+        else:
+            params.thread_pool_name.value = "model_server_batch_threads"
+        logger.warning("--enable_batching: batching parameters accepted (%s) but not emulated; each request runs "
+                       "on its own", text_format.MessageToString(params, as_one_line=True))
+        return params
+
+    def _start_rest(self, monitoring, metrics):
+        from serving.rest import RestServer
+
+        wanted = {"host": self.host, "port": self.options.rest_api_port,
+                  "timeout_ms": self.options.rest_api_timeout_in_ms, "monitoring_config": monitoring,
+                  "metrics": metrics, "num_threads": self.options.rest_api_num_threads}
+        accepted = inspect.signature(RestServer).parameters
+        rest = RestServer(self.core, **{k: v for k, v in wanted.items() if k in accepted})
+        rest.start()
+        return rest
+
+    def _poll_config(self) -> None:
+        from tensorflow_serving.config import model_server_config_pb2
+
+        path = self.options.model_config_file
+        while not self._stopped.wait(self.options.model_config_file_poll_wait_seconds):
+            try:
+                config = read_text_proto(path, model_server_config_pb2.ModelServerConfig())
+            except ServingError as exc:
+                logger.error("Failed to read ModelServerConfig file: %s", exc.message)
+                continue
+            text = config.SerializeToString(deterministic=True)
+            if text == self._config_text:
+                continue
+            try:
+                self.core.reload_config(config)
+            except ServingError as exc:
+                logger.error("PollFilesystemAndReloadConfig failed to ReloadConfig: %s: %s", exc.code, exc.message)
+            else:
+                logger.info("Reloaded model config from %s", path)
+            # A rejected config is not retried until the file changes again.
+            self._config_text = text
+
+    def wait(self) -> None:
+        """Block until :meth:`stop` is called (from a signal handler or another thread)."""
+        while not self._stopped.wait(0.5):
+            pass
+
+    def stop(self) -> None:
+        """Stop accepting requests, finish those in flight, unload every model."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        logger.info("Shutting down: finishing requests in flight")
+        if self.grpc is not None:
+            self.grpc.stop(grace=30)
+        if self.rest is not None:
+            self.rest.stop()
+        if self.core is not None:
+            self.core.stop()
+        logger.info("Server stopped")

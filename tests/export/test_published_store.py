@@ -1,0 +1,181 @@
+"""The stores the export CLI publishes answer as CONTRACT.md says, loaded the way TF Serving loads them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import export  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+
+K = 10
+
+
+def _version_dir(store: Path, model: str) -> Path:
+    versions = [p for p in (store / model).iterdir() if p.name.isdigit()]
+    assert len(versions) == 1, versions
+    return versions[0]
+
+
+def _load(store: Path, model: str):
+    from serving.bundle import SavedModelBundle
+
+    return SavedModelBundle.load(str(_version_dir(store, model)), run_warmup=True)
+
+
+def _text(array) -> np.ndarray:
+    return np.vectorize(lambda b: b.decode("utf-8"), otypes=[object])(array)
+
+
+def _b(values) -> np.ndarray:
+    return np.array([v.encode("utf-8") for v in values], dtype=object)
+
+
+@pytest.fixture(scope="module", params=["scann", "brute_force"])
+def store(request, model_store, brute_force_store) -> Path:
+    return model_store if request.param == "scann" else brute_force_store
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    from export.data import load
+    from export.synthetic import SyntheticSpec
+
+    return load("synthetic", synthetic=SyntheticSpec(users=60, movies=150, ratings=4000, seed=0))
+
+
+@pytest.fixture(scope="module")
+def catalogue(tiny_data) -> list[str]:
+    return sorted(set(np.asarray(tiny_data.movies.movie_title).astype(str).tolist()))
+
+
+def test_store_layout_and_manifest_follow_the_contract(store, catalogue):
+    for model in ("retrieval", "similar_movies"):
+        version = _version_dir(store, model)
+        for name in ("saved_model.pb", "variables", "fingerprint.pb", "assets.extra/tf_serving_warmup_requests",
+                     "assets.extra/manifest.json"):
+            assert (version / name).exists(), name
+        manifest = json.loads((version / "assets.extra" / "manifest.json").read_text())
+        assert manifest["model_name"] == model
+        assert manifest["version"] == int(version.name)
+        assert manifest["k"] == K
+        assert manifest["data"]["source"]["kind"] == "synthetic"
+        assert manifest["data"]["counts"]["train"] + manifest["data"]["counts"]["test"] == 4000
+        assert manifest["data"]["counts"]["titles"] == len(catalogue)
+        for row in ("model", "model_exclude_seen", "popularity", "popularity_exclude_seen"):
+            assert set(manifest["metrics"][row]) == {"top_1", "top_5", "top_10", "top_50", "top_100"}
+        assert manifest["index"]["kind"] in ("scann", "brute_force")
+        assert manifest["index"]["recall_at_10"] >= 0.95
+        assert manifest["libraries"]["tensorflow"].startswith("2.")
+        assert manifest["training"]["parameters"]["preset"] == "default"
+
+
+def test_signatures_have_the_contract_names_dtypes_and_shapes(store):
+    from tensorflow.core.framework import types_pb2
+
+    def dims(info):
+        return [d.size for d in info.tensor_shape.dim]
+
+    retrieval = _load(store, "retrieval")
+    similar = _load(store, "similar_movies")
+    try:
+        sigs = retrieval.signature_defs
+        assert {"serving_default", "exclude_seen"} <= set(sigs)
+        assert set(sigs["serving_default"].inputs) == {"user_id"}
+        assert set(sigs["exclude_seen"].inputs) == {"user_id", "exclude_titles"}
+        assert dims(sigs["exclude_seen"].inputs["exclude_titles"]) == [-1, -1]
+        for sig in (sigs["serving_default"], sigs["exclude_seen"], similar.signature_defs["serving_default"]):
+            assert set(sig.outputs) == {"movie_titles", "scores"}
+            assert sig.outputs["movie_titles"].dtype == types_pb2.DT_STRING
+            assert sig.outputs["scores"].dtype == types_pb2.DT_FLOAT
+            assert dims(sig.outputs["movie_titles"]) == [-1, K]
+            assert dims(sig.outputs["scores"]) == [-1, K]
+            for info in sig.inputs.values():
+                assert info.dtype == types_pb2.DT_STRING
+        assert set(similar.signature_defs["serving_default"].inputs) == {"movie_title"}
+        assert dims(sigs["serving_default"].inputs["user_id"]) == [-1]
+    finally:
+        retrieval.close()
+        similar.close()
+
+
+def test_warmup_records_are_prediction_logs_for_every_signature(store):
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    for model, signatures in (("retrieval", {"serving_default", "exclude_seen"}), ("similar_movies", {"serving_default"})):
+        path = _version_dir(store, model) / "assets.extra" / "tf_serving_warmup_requests"
+        logs = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in tf.data.TFRecordDataset(str(path))]
+        assert 0 < len(logs) <= 1000
+        assert {log.predict_log.request.model_spec.signature_name for log in logs} == signatures
+        assert all(log.predict_log.request.model_spec.name == model for log in logs)
+
+
+def test_retrieval_returns_k_titles_best_first(store, catalogue):
+    bundle = _load(store, "retrieval")
+    try:
+        out = bundle.run("serving_default", {"user_id": _b(["1", "42", "7"])})
+    finally:
+        bundle.close()
+    assert out["movie_titles"].shape == (3, K) and out["scores"].shape == (3, K)
+    assert np.all(np.diff(out["scores"], axis=1) <= 1e-6)
+    titles = _text(out["movie_titles"])
+    assert set(titles.ravel()) <= set(catalogue)
+    assert all(len(set(row)) == K for row in titles)
+
+
+def test_exclude_seen_never_returns_an_excluded_title_even_for_a_heavy_user(store, catalogue):
+    bundle = _load(store, "retrieval")
+    try:
+        plain = _text(bundle.run("serving_default", {"user_id": _b(["3", "5"])})["movie_titles"])
+        heavy = [t for t in catalogue[: len(catalogue) - 2 * K]]  # all but 2K titles excluded
+        light = list(plain[1][:3])                                  # its own best three
+        rows = [heavy, light + [""] * (len(heavy) - len(light))]    # padded with ""
+        out = bundle.run("exclude_seen", {"user_id": _b(["3", "5"]),
+                                          "exclude_titles": np.array([_b(r) for r in rows], dtype=object)})
+    finally:
+        bundle.close()
+    titles = _text(out["movie_titles"])
+    assert titles.shape == (2, K)
+    assert not set(titles[0]) & set(heavy)
+    assert not set(titles[1]) & set(light)
+    assert "" not in set(titles.ravel())
+    # The light user's list is its plain list minus the excluded ones, topped up from further down.
+    assert list(titles[1][: K - 3]) == [t for t in plain[1] if t not in light]
+
+
+def test_similar_movies_never_returns_the_query(store, catalogue):
+    bundle = _load(store, "similar_movies")
+    try:
+        out = bundle.run("serving_default", {"movie_title": _b(catalogue)})
+    finally:
+        bundle.close()
+    titles = _text(out["movie_titles"])
+    assert titles.shape == (len(catalogue), K)
+    for query, row in zip(catalogue, titles):
+        assert query not in set(row)
+        assert len(set(row)) == K
+
+
+def test_unknown_keys_get_the_most_popular_movies(store, tiny_data):
+    from export.data import split
+
+    data = tiny_data
+    train_idx, _ = split(data.ratings, kind="random")
+    titles, counts = np.unique(np.asarray(data.ratings.movie_title)[train_idx].astype(str), return_counts=True)
+    count_of = dict(zip(titles.tolist(), counts.tolist()))
+    kth = sorted(counts.tolist(), reverse=True)[K - 1]
+
+    retrieval, similar = _load(store, "retrieval"), _load(store, "similar_movies")
+    try:
+        by_user = _text(retrieval.run("serving_default", {"user_id": _b(["no-such-user", ""])})["movie_titles"])
+        by_title = _text(similar.run("serving_default", {"movie_title": _b(["No Such Movie (1900)"])})["movie_titles"])
+    finally:
+        retrieval.close()
+        similar.close()
+    for row in (by_user[0], by_user[1], by_title[0]):
+        assert len(row) == K
+        assert all(count_of[t] >= kth for t in row), [(t, count_of[t]) for t in row]
+        assert [count_of[t] for t in row] == sorted([count_of[t] for t in row], reverse=True)

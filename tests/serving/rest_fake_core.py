@@ -1,0 +1,151 @@
+"""A small in-memory ServerCore (the CORE_API.md interface) for testing the REST transport on its own.
+
+Models:
+- ``retrieval`` versions 1 and 2 (labels ``stable`` -> 1, ``canary`` -> 2), signatures ``serving_default``
+  (``user_id`` DT_STRING [-1] -> ``movie_titles`` DT_STRING [-1, K], ``scores`` DT_FLOAT [-1, K]) and
+  ``exclude_seen`` (adds ``exclude_titles`` DT_STRING [-1, -1]); version 3 failed to load.
+- ``typed`` version 7: ``serving_default`` echoes inputs of several dtypes (``f`` float, ``d`` double, ``i``
+  int32, ``l`` int64, ``b`` bool, ``s`` string) as outputs ``f_out`` ... and ``s_bytes``; ``single`` has one
+  input ``x`` DT_FLOAT and one output ``y`` = 2x.
+- ``slow`` version 1: like retrieval, but each predict sleeps ``slow_seconds``.
+- ``broken`` version 1: predict raises RuntimeError (a bug, not a ServingError).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from serving.errors import ServingError
+
+K = 3
+DT_FLOAT, DT_DOUBLE, DT_INT32, DT_STRING, DT_INT64, DT_BOOL = 1, 2, 3, 7, 9, 10
+
+
+@dataclass(frozen=True)
+class VersionStatus:
+    version: int
+    state: str
+    error_code: str = "OK"
+    error_message: str = ""
+
+
+def _signature(inputs: dict, outputs: dict):
+    from tensorflow.core.protobuf import meta_graph_pb2
+
+    sig = meta_graph_pb2.SignatureDef(method_name="tensorflow/serving/predict")
+    for group, spec in ((sig.inputs, inputs), (sig.outputs, outputs)):
+        for alias, (dtype, dims) in spec.items():
+            info = group[alias]
+            info.name = f"{alias}:0"
+            info.dtype = dtype
+            for d in dims:
+                info.tensor_shape.dim.add(size=d)
+    return sig
+
+
+def _retrieval_signatures():
+    outputs = {"movie_titles": (DT_STRING, [-1, K]), "scores": (DT_FLOAT, [-1, K])}
+    return {
+        "serving_default": _signature({"user_id": (DT_STRING, [-1])}, outputs),
+        "exclude_seen": _signature({"user_id": (DT_STRING, [-1]), "exclude_titles": (DT_STRING, [-1, -1])},
+                                   outputs),
+    }
+
+
+def _typed_signatures():
+    inputs = {"f": (DT_FLOAT, [-1]), "d": (DT_DOUBLE, [-1]), "i": (DT_INT32, [-1]), "l": (DT_INT64, [-1]),
+              "b": (DT_BOOL, [-1]), "s": (DT_STRING, [-1])}
+    outputs = {f"{k}_out": v for k, v in inputs.items() if k != "s"}
+    outputs["s_bytes"] = inputs["s"]
+    return {"serving_default": _signature(inputs, outputs),
+            "single": _signature({"x": (DT_FLOAT, [-1])}, {"y": (DT_FLOAT, [-1])})}
+
+
+def recommend(user_ids: np.ndarray, bias: float = 0.0) -> dict[str, np.ndarray]:
+    titles = np.array([[f"{u.decode()}-movie-{i}".encode() for i in range(K)] for u in user_ids.tolist()],
+                      dtype=object).reshape(len(user_ids), K)
+    scores = np.array([[len(u) + bias - 0.25 * i for i in range(K)] for u in user_ids.tolist()],
+                      dtype=np.float32).reshape(len(user_ids), K)
+    return {"movie_titles": titles, "scores": scores}
+
+
+class FakeCore:
+    def __init__(self, slow_seconds: float = 0.5) -> None:
+        self.slow_seconds = slow_seconds
+        self.calls: list[dict] = []
+        self._lock = threading.Lock()
+        retrieval = _retrieval_signatures()
+        self._signatures = {
+            "retrieval": {1: retrieval, 2: retrieval},
+            "typed": {7: _typed_signatures()},
+            "slow": {1: retrieval},
+            "broken": {1: retrieval},
+        }
+        self._labels = {"retrieval": {"stable": 1, "canary": 2}}
+        self._failed = {"retrieval": {3: ("NOT_FOUND", "Failed to load SavedModel: no saved_model.pb")}}
+
+    # ------------------------------------------------------------------ CORE_API
+    def _resolve(self, model_name: str, version: int | None, label: str | None) -> int:
+        if label is not None:
+            try:
+                version = self._labels[model_name][label]
+            except KeyError:
+                raise ServingError("INVALID_ARGUMENT", f"Unrecognized servable version label: {label}") from None
+        versions = self._signatures.get(model_name)
+        if versions is None or (version is not None and version not in versions):
+            request = f"Latest({model_name})" if version is None else f"Specific({model_name}, {version})"
+            raise ServingError("NOT_FOUND", f"Servable not found for request: {request}")
+        return max(versions) if version is None else version
+
+    def signature_defs(self, model_name, *, version=None, label=None):
+        v = self._resolve(model_name, version, label)
+        return v, dict(self._signatures[model_name][v])
+
+    def predict(self, model_name, *, version=None, label=None, signature_name="", inputs, output_filter=()):
+        v = self._resolve(model_name, version, label)
+        name = signature_name or "serving_default"
+        signature = self._signatures[model_name][v].get(name)
+        if signature is None:
+            raise ServingError("FAILED_PRECONDITION", f'Serving signature key "{name}" not found.')
+        if sorted(inputs) != sorted(signature.inputs):
+            raise ServingError("INVALID_ARGUMENT", f"input size does not match signature: {sorted(inputs)}")
+        with self._lock:
+            self.calls.append({"model": model_name, "version": v, "signature": name, "inputs": dict(inputs)})
+        if model_name == "broken":
+            raise RuntimeError("the fake model is broken")
+        if model_name == "slow":
+            time.sleep(self.slow_seconds)
+        if model_name == "typed":
+            if name == "single":
+                return v, {"y": np.asarray(inputs["x"], dtype=np.float32) * 2}
+            out = {f"{k}_out": inputs[k] for k in ("f", "d", "i", "l", "b")}
+            out["s_bytes"] = inputs["s"]
+            return v, out
+        return v, recommend(inputs["user_id"], bias=float(v))
+
+    def model_status(self, model_name, *, version=None, label=None):
+        if label is not None:
+            version = self._resolve(model_name, None, label)
+        known = {v: VersionStatus(v, "AVAILABLE") for v in self._signatures.get(model_name, {})}
+        for v, (code, message) in self._failed.get(model_name, {}).items():
+            known[v] = VersionStatus(v, "END", code, message)
+        if version is not None:
+            if version not in known:
+                raise ServingError("NOT_FOUND", f"Could not find version {version} of model {model_name}")
+            return [known[version]]
+        if not known:
+            raise ServingError("NOT_FOUND", f"Could not find any versions of model {model_name}")
+        return [known[v] for v in sorted(known, reverse=True)]
+
+    def reload_config(self, config) -> None:
+        raise ServingError("UNIMPLEMENTED", "FakeCore has a fixed config")
+
+    def model_names(self):
+        return sorted(self._signatures)
+
+    def stop(self) -> None:
+        pass
