@@ -224,24 +224,24 @@ def _movies(rng: np.random.Generator, spec: SyntheticSpec, centers: np.ndarray) 
 
 def _titles(rng: np.random.Generator, n: int) -> np.ndarray:
     """``n`` distinct "Words (Year)" titles, years leaning to the 1990s as in ML-100K."""
-    sizes = (len(_PATTERNS), len(_ADJECTIVES), len(_NOUNS), len(_NOUNS), 79)
-    codes = rng.choice(int(np.prod(sizes)), size=n, replace=False)
-    pattern, adj, noun, noun2, year_offset = np.unravel_index(codes, sizes)
-    noun2 = np.where(noun2 == noun, (noun2 + 1) % len(_NOUNS), noun2)  # no "River of the River"
-    # Re-draw years from an exponential lean to recent ones, keeping (text, year) distinct.
-    titles = []
-    seen = set()
-    recent = np.clip(np.rint(rng.exponential(7.0, size=n)), 0, 78).astype(int)
+    pattern = rng.integers(len(_PATTERNS), size=n)
+    adjective = rng.integers(len(_ADJECTIVES), size=n)
+    noun, other = (rng.integers(len(_NOUNS), size=n) for _ in range(2))
+    other = np.where(other == noun, (other + 1) % len(_NOUNS), other)  # no "River of the River"
+    year = 1998 - np.clip(np.rint(rng.exponential(7.0, size=n)), 0, 78).astype(int)
+    titles, seen = [], set()
     for i in range(n):
-        text = _PATTERNS[pattern[i]].format(adj=_ADJECTIVES[adj[i]], noun=_NOUNS[noun[i]],
-                                            noun2=_NOUNS[noun2[i]])
-        year = 1998 - recent[i]
-        if (text, year) in seen:
-            year = 1920 + year_offset[i]
-        while (text, year) in seen:
-            year = 1920 + (year - 1920 + 1) % 79
-        seen.add((text, year))
-        titles.append(f"{text} ({year})")
+        text = _PATTERNS[pattern[i]].format(adj=_ADJECTIVES[adjective[i]], noun=_NOUNS[noun[i]],
+                                            noun2=_NOUNS[other[i]])
+        title, sequel = f"{text} ({year[i]})", 1
+        while title in seen:  # words and year drawn twice: try earlier years, then number it
+            sequel += 1
+            if sequel <= 79:
+                title = f"{text} ({1920 + (year[i] - 1920 - sequel + 1) % 79})"
+            else:
+                title = f"{text} {sequel} ({year[i]})"
+        seen.add(title)
+        titles.append(title)
     return np.array(titles, dtype=object)
 
 

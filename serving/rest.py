@@ -64,6 +64,7 @@ class _BodyTooLarge(Exception):
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    default_request_version = "HTTP/1.0"  # garbage request lines still get a status line back
     timeout = IDLE_TIMEOUT_S
     server: "_HTTPServer"
 

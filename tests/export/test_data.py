@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import time
 import zipfile
@@ -11,7 +10,9 @@ from unittest import mock
 import numpy as np
 import pytest
 
-from export.data import AGE_BUCKETS, GENRES, DataError, MovieLensData, Movies, Ratings, SyntheticSpec, load, split
+from export.data import (
+    AGE_BUCKETS, GENRES, DataError, MovieLensData, Movies, Ratings, SyntheticSpec, load, split,
+)
 
 # ---------------------------------------------------------------- a tiny ml-100k, written as GroupLens does
 

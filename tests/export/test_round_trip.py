@@ -1,0 +1,91 @@
+"""Train briefly, save, reload in a fresh process through serving.bundle: identical top-K."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+import export  # noqa: F401
+
+from export import index as index_lib
+from export import servable, validate, warmup
+from export.config import DEFAULT, SEED, IndexConfig
+
+
+@pytest.fixture(scope="module")
+def trained_tiny():
+    from export.data import load, split
+    from export.synthetic import SyntheticSpec
+    from export.train import train
+    from export.vectors import popularity
+
+    data = load("synthetic", synthetic=SyntheticSpec(users=60, movies=150, ratings=4000, seed=1))
+    train_idx, _ = split(data.ratings)
+    trained = train(dataclasses.replace(DEFAULT, epochs=2), data, train_idx, verbose=0)
+    titles = np.asarray(data.ratings.movie_title).astype(str).astype(object)
+    users = np.asarray(data.ratings.user_id).astype(str).astype(object)
+    pop = popularity(trained.movie_titles, titles[train_idx])
+    seen: dict[str, list[str]] = {}
+    for u, t in zip(users[train_idx].tolist(), titles[train_idx].tolist()):
+        seen.setdefault(u, []).append(t)
+    return trained, pop, seen
+
+
+@pytest.mark.parametrize("kind", ["scann", "brute_force"])
+@pytest.mark.parametrize("model", ["retrieval", "similar_movies"])
+def test_fresh_process_answers_equal_the_in_memory_model(tmp_path, trained_tiny, kind, model):
+    from export.vectors import retrieval_vectors, similar_vectors
+
+    trained, pop, seen = trained_tiny
+    vectors = (retrieval_vectors if model == "retrieval" else similar_vectors)(trained, pop)
+    layer, params = index_lib.build(IndexConfig(kind=kind, k=5), vectors.candidates, name="idx")
+    module = (servable.Retrieval if model == "retrieval" else servable.SimilarMovies)(vectors, layer, params)
+    rng = np.random.default_rng(3)
+    if model == "retrieval":
+        popular = vectors.titles[np.argsort(-pop, kind="stable")[:10]].tolist()
+        requests = validate.retrieval_requests(vectors, seen, 16, rng, popular)
+    else:
+        requests = validate.similar_requests(vectors, 16, rng)
+    servable.save(module, tmp_path)
+    warmup.write(tmp_path, warmup.requests(model, module.signatures(), validate.warmup_inputs(requests)))
+
+    expected = validate.in_memory(module, requests)
+    actual = validate.in_fresh_process(tmp_path, requests, timeout_s=120)
+
+    assert len(actual) == len(requests)
+    for exp, act in zip(expected, actual):
+        assert act["movie_titles"].shape == exp["movie_titles"].shape
+        assert (act["movie_titles"] == exp["movie_titles"]).all()
+        np.testing.assert_allclose(act["scores"], exp["scores"], rtol=1e-5, atol=1e-5)
+    # And the whole validator agrees (it also checks exclusions, the query itself and recall).
+    report = validate.validate(model, tmp_path, module, vectors, requests, k=5, recall_threshold=0.95,
+                               tolerance=1e-4, timeout_s=120)
+    assert report["recall_at_10"] >= 0.95
+
+
+def test_validation_fails_and_says_what_differed_when_the_staged_model_differs(tmp_path, trained_tiny):
+    from export.vectors import retrieval_vectors
+
+    trained, pop, seen = trained_tiny
+    vectors = retrieval_vectors(trained, pop)
+    layer, params = index_lib.build(IndexConfig(kind="brute_force", k=5), vectors.candidates, name="idx")
+    staged = servable.Retrieval(vectors, layer, params)
+    servable.save(staged, tmp_path)
+    # The "in-memory" model now differs: another user's vector for every user.
+    shuffled = dataclasses.replace(vectors, queries=np.roll(vectors.queries, 1, axis=0))
+    layer2, _ = index_lib.build(IndexConfig(kind="brute_force", k=5), vectors.candidates, name="idx2")
+    in_memory = servable.Retrieval(shuffled, layer2, params)
+    requests = validate.retrieval_requests(vectors, seen, 8, np.random.default_rng(0), [])
+
+    with pytest.raises(validate.ValidationError, match="staged model differs from in-memory"):
+        validate.validate("retrieval", tmp_path, in_memory, vectors, requests, k=5, recall_threshold=0.0,
+                          tolerance=1e-4, timeout_s=120)
+
+
+def test_validation_reports_a_staged_model_that_cannot_load(tmp_path, trained_tiny):
+    (tmp_path / "saved_model.pb").write_bytes(b"not a SavedModel")
+    with pytest.raises(validate.ValidationError, match="failed to load or answer in a fresh process"):
+        validate.in_fresh_process(tmp_path, [{"signature_name": "serving_default",
+                                              "inputs": {"user_id": ["1"]}}], timeout_s=120)
