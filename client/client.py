@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 TITLES, SCORES = "movie_titles", "scores"
+_FLOAT32 = struct.Struct("<f")
 
 
 class Client:
@@ -243,10 +244,9 @@ def _matrix(value: Any, rows: int) -> bool:
 
 def _f32(value: Any) -> float:
     """A DT_FLOAT score as the shortest decimal that is the same float32, so REST and gRPC agree exactly."""
-    value = float(value)
-    exact = struct.unpack("<f", struct.pack("<f", value))[0]
-    for digits in range(6, 10):
+    exact = _FLOAT32.unpack(_FLOAT32.pack(float(value)))[0]
+    for digits in (6, 7, 8):
         short = float(f"{exact:.{digits}g}")
-        if struct.unpack("<f", struct.pack("<f", short))[0] == exact:
+        if _FLOAT32.unpack(_FLOAT32.pack(short))[0] == exact:
             return short
-    return exact
+    return float(f"{exact:.9g}")  # 9 significant digits always identify a float32

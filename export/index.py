@@ -3,9 +3,9 @@
 Both are indexed without identifiers, so a search returns (scores, candidate row numbers); the servable
 maps rows to titles itself (it needs the rows to mask exclusions and invalid slots).
 
-``search`` takes ``k`` as a tensor. For ScaNN it widens the search with k: ``leaves_to_search`` grows in
-proportion to k / K and ``pre_reorder_num_neighbors`` is at least k, so a query asking for K + hundreds
-of exclusions still reaches enough points (``tfrs.layers.factorized_top_k.ScaNN.call`` passes only
+``search`` takes ``k`` as a tensor. For ScaNN it widens the search with k: ``leaves_to_search`` and
+``pre_reorder_num_neighbors`` grow in proportion to k / K (both capped by the index size), so a query
+asking for K + hundreds of exclusions still reaches enough points and re-scores them exactly (``tfrs.layers.factorized_top_k.ScaNN.call`` passes only
 ``final_num_neighbors``; the widened call goes to the same serialized searcher).
 """
 
@@ -86,7 +86,9 @@ def search(layer, params: EffectiveIndex, queries: tf.Tensor, k) -> tuple[tf.Ten
     leaves = tf.maximum(leaves, base)
     pre_reorder = -1
     if params.num_reordering_candidates:
-        pre_reorder = tf.minimum(tf.maximum(k, params.num_reordering_candidates), params.candidates)
+        # Re-score as many candidates per wanted result as for K (reorder / K of them), capped at N.
+        per_k = (k + params.k - 1) // params.k
+        pre_reorder = tf.minimum(tf.maximum(k, params.num_reordering_candidates * per_k), params.candidates)
     searcher = scann_ops.searcher_from_module(layer._serialized_searcher)  # noqa: SLF001 (TFRS keeps it private)
     result = searcher.search_batched_parallel(queries, final_num_neighbors=k,
                                               pre_reorder_num_neighbors=pre_reorder, leaves_to_search=leaves)

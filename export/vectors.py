@@ -74,16 +74,26 @@ def similar_vectors(trained, pop: np.ndarray) -> IndexVectors:
 
 
 def exact_top_k(queries: np.ndarray, candidates: np.ndarray, k: int,
-                exclude: list[set[int]] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Exact (scores, indices) of the k best candidates per query, best first; ties by lower index."""
-    scores = queries @ candidates.T
-    if exclude is not None:
-        for row, columns in enumerate(exclude):
-            if columns:
-                scores[row, list(columns)] = -np.inf
+                exclude: list[set[int]] | None = None, chunk_cells: int = 1 << 25) -> tuple[np.ndarray, np.ndarray]:
+    """Exact (scores, indices) of the k best candidates per query, best first; ties by lower index.
+
+    Queries are scored in chunks of about ``chunk_cells`` scores (128 MiB), so 1000 queries over 1M
+    candidates never hold the whole score matrix."""
     k = min(k, candidates.shape[0])
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    part_scores = np.take_along_axis(scores, part, axis=1)
-    order = np.lexsort((part, -part_scores), axis=1)
-    indices = np.take_along_axis(part, order, axis=1)
-    return np.take_along_axis(scores, indices, axis=1), indices
+    step = max(1, chunk_cells // max(1, candidates.shape[0]))
+    out_scores, out_indices = [], []
+    for start in range(0, len(queries), step):
+        scores = queries[start:start + step] @ candidates.T
+        if exclude is not None:
+            for row, columns in enumerate(exclude[start:start + step]):
+                if columns:
+                    scores[row, list(columns)] = -np.inf
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        part_scores = np.take_along_axis(scores, part, axis=1)
+        order = np.lexsort((part, -part_scores), axis=1)
+        indices = np.take_along_axis(part, order, axis=1)
+        out_scores.append(np.take_along_axis(scores, indices, axis=1))
+        out_indices.append(indices)
+    if not out_scores:
+        return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
+    return np.concatenate(out_scores), np.concatenate(out_indices)

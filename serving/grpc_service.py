@@ -61,6 +61,13 @@ def ndarray_to_tensor(array: np.ndarray, out) -> None:
         return
     import tensorflow as tf
 
+    dtype = tf.as_dtype(array.dtype)
+    if dtype.is_numpy_compatible and array.dtype.isnative and dtype not in (tf.bfloat16, tf.resource, tf.variant):
+        out.dtype = dtype.as_datatype_enum
+        for size in array.shape:
+            out.tensor_shape.dim.add().size = size
+        out.tensor_content = np.ascontiguousarray(array).tobytes()
+        return
     out.CopyFrom(tf.make_tensor_proto(array))
 
 
@@ -215,6 +222,9 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
                 self._metrics.record(spec.name, choice.get("version"), "", "GetModelStatus", error.code,
                                      time.perf_counter() - start, entrypoint="GRPC")
             _abort(context, error)
+        if self._metrics is not None:
+            self._metrics.record(spec.name, choice.get("version"), "", "GetModelStatus", "OK",
+                                 time.perf_counter() - start, entrypoint="GRPC")
         response = get_model_status_pb2.GetModelStatusResponse()
         for status in statuses:
             entry = response.model_version_status.add()

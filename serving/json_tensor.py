@@ -110,8 +110,7 @@ def _format_decimals(array: np.ndarray, float32: bool) -> list[str]:
     return out
 
 
-def _json_string(text: str) -> str:
-    return json.dumps(text, ensure_ascii=False)
+_json_string = json.encoder.encode_basestring  # '"..."' with JSON escapes, non-ASCII kept (ensure_ascii=False)
 
 
 class _PrettyWriter:
@@ -146,6 +145,17 @@ class _PrettyWriter:
     def raw(self, token: str) -> None:
         self._prefix()
         self._parts.append(token)
+
+    def leaf_array(self, tokens: list[str]) -> None:
+        """An array of scalar tokens (what the element-by-element calls would write, in one go)."""
+        self._prefix()
+        if not tokens:
+            self._parts.append("[]")
+        elif self.single_line:
+            self._parts.append("[" + ", ".join(tokens) + "]")
+        else:
+            inner = "\n" + " " * (4 * (len(self._stack) + 1))
+            self._parts.append("[" + inner + ("," + inner).join(tokens) + "\n" + " " * (4 * len(self._stack)) + "]")
 
     def key(self, name: str) -> None:
         self.raw(_json_string(name))
@@ -568,18 +578,14 @@ def _tokens(name: str, array: np.ndarray) -> list[str]:
     """Every value of ``array`` (row-major) as a JSON token, per ``AddSingleValueAndAdvance``."""
     kind = array.dtype.kind
     if kind in ("O", "S", "U"):
-        as_bytes = name.endswith("_bytes")
-        out = []
-        for v in array.ravel().tolist():
-            if isinstance(v, str):
-                v = v.encode("utf-8")
-            elif not isinstance(v, bytes):
+        values = array.ravel().tolist()
+        if not all(type(v) is bytes for v in values):
+            values = [v.encode("utf-8") if isinstance(v, str) else v for v in values]
+            if not all(isinstance(v, bytes) for v in values):
                 raise _invalid("Failed to write JSON value for tensor type: ", array.dtype)
-            if as_bytes:
-                out.append('{"b64": "' + base64.b64encode(v).decode("ascii") + '"}')
-            else:
-                out.append(_json_string(v.decode("utf-8", errors="replace")))
-        return out
+        if name.endswith("_bytes"):
+            return ['{"b64": "' + base64.b64encode(v).decode("ascii") + '"}' for v in values]
+        return [_json_string(v.decode("utf-8", errors="replace")) for v in values]
     if array.dtype == np.float32:
         return _format_decimals(array, True)
     if array.dtype == np.float64:
@@ -596,14 +602,12 @@ def _write_tensor(writer: _PrettyWriter, tokens: list[str], shape: tuple[int, ..
     if dim > len(shape) - 1:
         writer.raw(tokens[offset])
         return offset + 1
-    writer.start_array()
     if dim == len(shape) - 1:
-        for _ in range(shape[dim]):
-            writer.raw(tokens[offset])
-            offset += 1
-    else:
-        for _ in range(shape[dim]):
-            offset = _write_tensor(writer, tokens, shape, dim + 1, offset)
+        writer.leaf_array(tokens[offset:offset + shape[dim]])
+        return offset + shape[dim]
+    writer.start_array()
+    for _ in range(shape[dim]):
+        offset = _write_tensor(writer, tokens, shape, dim + 1, offset)
     writer.end_array()
     return offset
 

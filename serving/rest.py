@@ -17,8 +17,11 @@ requests to finish.
 from __future__ import annotations
 
 import email.utils
+import heapq
 import http.server
+import itertools
 import logging
+import os
 import re
 import socket
 import threading
@@ -36,7 +39,10 @@ _V1_PATH = re.compile(r"/v1/.*", re.I | re.S)
 _REASONS = {code: status.phrase for code, status in ((s.value, s) for s in http.HTTPStatus)}
 # libevent's evhttp_send_error page.
 _ERROR_PAGE = ("<HTML><HEAD>\n<TITLE>{code} {reason}</TITLE>\n</HEAD><BODY>\n<H1>{reason}</H1>\n</BODY></HTML>\n")
+_HTML = "text/html; charset=ISO-8859-1"
 _MAX_DRAIN_BYTES = 1024 * 1024
+_MAX_LINE = 65536
+_MAX_HEADERS = 100
 
 
 class _Date:
@@ -56,6 +62,58 @@ class _Date:
         return cls._value
 
 
+class _Watchdog:
+    """One thread that answers requests whose ``--rest_api_timeout_in_ms`` deadline passed."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list = []  # (when, seq, entry); entry[0] is the callback, None once disarmed
+        self._seq = itertools.count()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="rest-deadlines", daemon=True)
+        self._thread.start()
+
+    def arm(self, seconds: float, callback) -> list:
+        entry = [callback]
+        when = time.monotonic() + seconds
+        with self._cond:
+            earliest = not self._heap or when < self._heap[0][0]
+            heapq.heappush(self._heap, (when, next(self._seq), entry))
+            if earliest:
+                self._cond.notify()
+        return entry
+
+    @staticmethod
+    def disarm(entry: list) -> None:
+        entry[0] = None
+
+    def _run(self) -> None:
+        with self._cond:
+            while not self._stopped:
+                if not self._heap:
+                    self._cond.wait()
+                    continue
+                delay = self._heap[0][0] - time.monotonic()
+                if delay > 0:
+                    self._cond.wait(delay)
+                    continue
+                callback = heapq.heappop(self._heap)[2][0]
+                if callback is None:
+                    continue
+                self._cond.release()
+                try:
+                    callback()
+                except Exception:  # a broken connection, say: never let the watchdog die
+                    logger.debug("deadline callback failed", exc_info=True)
+                finally:
+                    self._cond.acquire()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+
+
 class _BodyTooLarge(Exception):
     def __init__(self, size: int | None):
         super().__init__(size)
@@ -64,7 +122,7 @@ class _BodyTooLarge(Exception):
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    default_request_version = "HTTP/1.0"  # garbage request lines still get a status line back
+    request_version = "HTTP/1.1"
     timeout = IDLE_TIMEOUT_S
     server: "_HTTPServer"
 
@@ -84,35 +142,67 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         logger.debug("%s - %s", self.address_string(), format % args)
 
     def handle_one_request(self) -> None:
+        self.command = ""
         try:
             self.idle = True
             if self.server.stopping:
                 self.close_connection = True
                 return
-            self.raw_requestline = self.rfile.readline(65537)
+            line = self.rfile.readline(_MAX_LINE + 1)
             self.idle = False
-            if not self.raw_requestline:
+            if not line:
                 self.close_connection = True
                 return
-            if len(self.raw_requestline) > 65536:
-                self.requestline = self.request_version = self.command = ""
-                self.send_error(414)
-                return
-            if not self.parse_request():
-                return
-            self._serve()  # every method: TF Serving answers unknown ones under /v1 with "Malformed request"
+            if self._parse(line):
+                self._serve()  # every method: TF Serving answers unknown ones under /v1 with "Malformed request"
         except (TimeoutError, ConnectionError, OSError) as exc:
             logger.debug("connection %s closed: %s", self.client_address, exc)
             self.close_connection = True
         finally:
             self.idle = True
 
+    def _parse(self, line: bytes) -> bool:
+        """Request line and headers (a lean ``parse_request``); False after answering a malformed request."""
+        self.raw_requestline = line
+        self.requestline = line.decode("latin-1").rstrip("\r\n")
+        words = self.requestline.split()
+        if len(line) > _MAX_LINE or len(words) != 3 or not words[2].startswith("HTTP/1."):
+            return self._bad_request(414 if len(line) > _MAX_LINE else 400)
+        self.command, self.path, self.request_version = words
+        headers: dict[str, str] = {}
+        for _ in range(_MAX_HEADERS + 1):
+            raw = self.rfile.readline(_MAX_LINE + 1)
+            if raw in (b"\r\n", b"\n", b""):
+                break
+            name, sep, value = raw.decode("latin-1").partition(":")
+            if len(raw) > _MAX_LINE or not sep:
+                return self._bad_request(431 if len(raw) > _MAX_LINE else 400)
+            key = name.strip().lower()
+            headers[key] = f"{headers[key]}, {value.strip()}" if key in headers else value.strip()
+        else:
+            return self._bad_request(431)
+        self.headers = headers
+        connection = headers.get("connection", "").lower()
+        if self.request_version == "HTTP/1.0":
+            self.close_connection = "keep-alive" not in connection
+        else:
+            self.close_connection = "close" in connection
+        if headers.get("expect", "").lower() == "100-continue":
+            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        return True
+
+    def _bad_request(self, status: int) -> bool:
+        self.close_connection = True
+        self.command = ""
+        self._reply(status, _ERROR_PAGE.format(code=status, reason=_REASONS[status]), _HTML)
+        return False
+
     # ------------------------------------------------------------------ request
     def _read_body(self) -> bytes:
         limit = self.server.max_body_bytes
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+        if "chunked" in self.headers.get("transfer-encoding", "").lower():
             return self._read_chunked(limit)
-        length = self.headers.get("Content-Length")
+        length = self.headers.get("content-length")
         if not length:
             return b""
         size = int(length)  # ValueError -> 400 by the caller
@@ -162,11 +252,39 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self._reply(200, server.metrics.render(), "text/plain")
             return
         if _V1_PATH.fullmatch(target):
-            status, text = server.api.handle(method, target, body)
-            self._reply(status, text)
+            self._serve_api(method, target, body)
             return
         reason = _REASONS[404]
-        self._reply(404, _ERROR_PAGE.format(code=404, reason=reason), "text/html; charset=ISO-8859-1")
+        self._reply(404, _ERROR_PAGE.format(code=404, reason=reason), _HTML)
+
+    def _serve_api(self, method: str, target: str, body: bytes) -> None:
+        """The REST API under the server's deadline: past it the client gets 504 DEADLINE_EXCEEDED at once, and
+        the late answer is dropped when it comes (as TF Serving's RunOptions timeout ends the request)."""
+        server = self.server
+        with server.workers:  # --rest_api_num_threads requests run at once, as TF Serving's handler pool
+            if server.timeout_s is None:
+                status, text = server.api.handle(method, target, body)
+                self._reply(status, text)
+                return
+            lock = threading.Lock()
+            state = {"answered": False, "expired": False}
+
+            def on_deadline() -> None:
+                with lock:
+                    if state["answered"]:
+                        return
+                    state["answered"] = state["expired"] = True
+                    self._reply(504, error_json("Deadline Exceeded"))
+
+            entry = server.watchdog.arm(server.timeout_s, on_deadline)
+            try:
+                status, text = server.api.handle(method, target, body, expired=lambda: state["expired"])
+            finally:
+                server.watchdog.disarm(entry)
+            with lock:
+                if not state["answered"]:
+                    state["answered"] = True
+                    self._reply(status, text)
 
     def _drain(self, size: int | None) -> None:
         """Read (and drop) a too-large body when it is small enough, so the 413 reaches the client."""
@@ -202,8 +320,12 @@ class _HTTPServer(http.server.ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, address, api: RestApi, metrics: Metrics, metrics_path: str | None, max_body_bytes: int):
+    def __init__(self, address, api: RestApi, metrics: Metrics, metrics_path: str | None, max_body_bytes: int,
+                 timeout_s: float | None, num_threads: int):
         self.api = api
+        self.timeout_s = timeout_s
+        self.watchdog = _Watchdog()
+        self.workers = threading.BoundedSemaphore(num_threads)
         self.metrics = metrics
         self.metrics_path = metrics_path
         self.max_body_bytes = max_body_bytes
@@ -248,8 +370,9 @@ class RestServer:
 
     ``metrics`` defaults to the core's ``metrics`` attribute when it has one, else a new
     :class:`~serving.monitoring.Metrics`; the Prometheus page is served only when ``monitoring_config``
-    (a ``MonitoringConfig`` proto) enables it. ``num_threads`` (``--rest_api_num_threads``) sizes the pool
-    that runs predict calls under the ``timeout_ms`` deadline (default 32).
+    (a ``MonitoringConfig`` proto) enables it. ``timeout_ms`` (``--rest_api_timeout_in_ms``; <= 0: none)
+    bounds each API request; ``num_threads`` (``--rest_api_num_threads``) caps the requests processed at
+    once (others wait, as in TF Serving's handler pool; default 4 per CPU).
     """
 
     def __init__(self, core, *, host: str = "0.0.0.0", port: int = 8501, timeout_ms: int = 30000,
@@ -259,12 +382,16 @@ class RestServer:
             raise ValueError(f"max_body_bytes must be positive (got {max_body_bytes})")
         if not 0 <= port <= 65535:
             raise ValueError(f"port must be in 0..65535 (got {port})")
+        if num_threads is not None and num_threads <= 0:
+            raise ValueError(f"num_threads must be positive (got {num_threads})")
         self.core = core
         self.host = host
         self.metrics = metrics if metrics is not None else (getattr(core, "metrics", None) or Metrics())
         self.metrics_path = prometheus_path(monitoring_config)
         self.max_body_bytes = max_body_bytes
-        self.api = RestApi(core, timeout_ms=timeout_ms, metrics=self.metrics, max_workers=num_threads or 32)
+        self.api = RestApi(core, metrics=self.metrics)
+        self.timeout_s = timeout_ms / 1000.0 if timeout_ms and timeout_ms > 0 else None
+        self.num_threads = num_threads or 4 * (os.cpu_count() or 1)
         self._requested_port = port
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -279,7 +406,7 @@ class RestServer:
         if self._httpd is not None:
             raise RuntimeError("RestServer already started")
         self._httpd = _HTTPServer((self.host, self._requested_port), self.api, self.metrics, self.metrics_path,
-                                  self.max_body_bytes)
+                                  self.max_body_bytes, self.timeout_s, self.num_threads)
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="rest-accept", daemon=True)
         self._thread.start()
@@ -297,7 +424,7 @@ class RestServer:
         httpd.close_idle()
         if not httpd.wait_handlers(grace_s):
             logger.warning("REST server stopped with requests still in flight after %.0f s", grace_s)
-        self.api.close()
+        httpd.watchdog.stop()
         if self._thread is not None:
             self._thread.join(timeout=1.0)
         self._httpd = None

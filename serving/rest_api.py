@@ -19,7 +19,6 @@ would need tf.Example parsing, which the local server does not implement (UNIMPL
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
 import re
 import time
@@ -86,47 +85,44 @@ def _signature_not_found(name: str) -> ServingError:
     return _invalid(f'Serving signature name: "{name}" not found in signature def')
 
 
+def _never() -> bool:
+    return False
+
+
 class RestApi:
     """TF Serving's REST handler over a ``ServerCore`` (see ``notes/CORE_API.md``).
 
-    ``timeout_ms`` > 0 bounds each predict call (``--rest_api_timeout_in_ms``): past it the client gets
-    DEADLINE_EXCEEDED (504) while the abandoned call finishes in the background. ``metrics`` (a
-    :class:`serving.monitoring.Metrics`) receives one record per model request.
+    ``metrics`` (a :class:`serving.monitoring.Metrics`) receives one record per model request. The
+    ``--rest_api_timeout_in_ms`` deadline is kept by the HTTP layer (:mod:`serving.rest`), which answers
+    DEADLINE_EXCEEDED when it passes; ``handle``'s ``expired`` tells this layer so that the metrics agree.
     """
 
-    def __init__(self, core, *, timeout_ms: int = 30000, metrics=None, max_workers: int = 32) -> None:
+    def __init__(self, core, *, metrics=None) -> None:
         self.core = core
-        self.timeout_s = timeout_ms / 1000.0 if timeout_ms and timeout_ms > 0 else None
         self.metrics = metrics
-        self._executor = (concurrent.futures.ThreadPoolExecutor(max_workers, thread_name_prefix="rest-predict")
-                          if self.timeout_s is not None else None)
-
-    def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
 
     # ------------------------------------------------------------------ dispatch
-    def handle(self, http_method: str, path: str, body: bytes) -> tuple[int, str]:
+    def handle(self, http_method: str, path: str, body: bytes, expired=_never) -> tuple[int, str]:
         """One request under ``/v1/``: ``(http_status, JSON body)``; never raises for a bad request."""
         try:
-            return 200, self._dispatch(http_method, path, body)
+            return 200, self._dispatch(http_method, path, body, expired)
         except ServingError as exc:
             return exc.http_status, json_tensor.error_json(exc.message)
         except Exception as exc:  # a bug or an unexpected library error: answer, log, stay up
             logger.exception("internal error serving %s %s", http_method, path)
             return 500, json_tensor.error_json(f"Internal error: {type(exc).__name__}: {exc}")
 
-    def _dispatch(self, http_method: str, path: str, body: bytes) -> str:
+    def _dispatch(self, http_method: str, path: str, body: bytes, expired) -> str:
         route = _parse_route(http_method, path)
         if route is not None:
             if http_method == "POST" and route.method in _API_NAMES:
-                return self._timed(route, _API_NAMES[route.method], body)
+                return self._timed(route, _API_NAMES[route.method], body, expired)
             if http_method == "GET":
                 api = "GetModelMetadata" if route.subresource == "metadata" else "GetModelStatus"
-                return self._timed(route, api, body)
+                return self._timed(route, api, body, expired)
         raise _invalid(f"Malformed request: {http_method} {path}")
 
-    def _timed(self, route: _Route, api: str, body: bytes) -> str:
+    def _timed(self, route: _Route, api: str, body: bytes, expired) -> str:
         start = time.perf_counter()
         outcome = {"version": route.version, "signature": ""}
         code = "OK"
@@ -145,6 +141,8 @@ class RestApi:
             code = "INTERNAL"
             raise
         finally:
+            if expired():
+                code = "DEADLINE_EXCEEDED"
             if self.metrics is not None and route.model:
                 self.metrics.record(route.model, outcome["version"], outcome["signature"], api, code,
                                     time.perf_counter() - start, entrypoint=ENTRYPOINT)
@@ -166,21 +164,10 @@ class RestApi:
             return {alias: info.dtype for alias, info in signature.inputs.items()}
 
         request = json_tensor.predict_request_from_json(doc, input_dtypes)
-        version, outputs = self._call_with_deadline(
-            self.core.predict, route.model, signature_name=request.signature_name, inputs=request.inputs,
-            **self._spec(route))
+        version, outputs = self.core.predict(route.model, signature_name=request.signature_name,
+                                             inputs=request.inputs, **self._spec(route))
         outcome["version"] = version
         return json_tensor.predict_response_json(outputs, request.format)
-
-    def _call_with_deadline(self, fn, *args, **kwargs):
-        if self._executor is None:
-            return fn(*args, **kwargs)
-        future = self._executor.submit(fn, *args, **kwargs)
-        try:
-            return future.result(timeout=self.timeout_s)
-        except concurrent.futures.TimeoutError:
-            future.cancel()
-            raise ServingError("DEADLINE_EXCEEDED", "Deadline Exceeded") from None
 
     # ------------------------------------------------------------------ status and metadata
     def _status(self, route: _Route) -> str:

@@ -139,12 +139,19 @@ class ModelServer:
         """Parsed and validated like TF Serving; requests still run one by one (batching is not emulated)."""
         if not self.options.enable_batching:
             return None
-        from tensorflow_serving.servables.tensorflow import session_bundle_config_pb2
+        from serving.batching import batching_parameters_class, parse_batching_parameters
 
-        params = session_bundle_config_pb2.BatchingParameters()
-        if self.options.batching_parameters_file:
-            read_text_proto(self.options.batching_parameters_file, params)
+        path = self.options.batching_parameters_file
+        if path:
+            try:
+                with open(path, encoding="utf-8") as f:
+                    params = parse_batching_parameters(f.read())
+            except OSError as exc:
+                raise ServingError("NOT_FOUND", f"{path}; {exc.strerror or exc}") from exc
+            except (text_format.ParseError, UnicodeDecodeError) as exc:
+                raise ServingError("INVALID_ARGUMENT", f"Invalid protobuf file: '{path}' ({exc})") from exc
         else:
+            params = batching_parameters_class()()
             params.thread_pool_name.value = "model_server_batch_threads"
         logger.warning("--enable_batching: batching parameters accepted (%s) but not emulated; each request runs "
                        "on its own", text_format.MessageToString(params, as_one_line=True))

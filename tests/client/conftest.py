@@ -60,7 +60,8 @@ def make_fake_client():
 
 @pytest.fixture(scope="module")
 def local_server(brute_force_store, tmp_path_factory):
-    proc, server = fakes.start_local_server(brute_force_store, tmp_path_factory.mktemp("client_server"))
+    proc, server = fakes.start_local_server(brute_force_store, tmp_path_factory.mktemp("client_server"),
+                                               labels=["stable"])
     try:
         yield server
     finally:

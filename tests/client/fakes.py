@@ -308,12 +308,24 @@ class LocalServer:
         return self.rest_url if kind == "rest" else self.grpc_url
 
 
-def start_local_server(store: Path, work: Path, *, extra_flags=(), timeout: float = 180.0):
-    """``python -m serving`` serving retrieval and similar_movies of ``store`` from a models.config."""
+def latest_version(base_path: Path) -> int:
+    return max(int(p.name) for p in base_path.iterdir() if p.name.isdigit())
+
+
+def start_local_server(store: Path, work: Path, *, labels=(), extra_flags=(), timeout: float = 180.0):
+    """``python -m serving`` serving retrieval and similar_movies of ``store`` from a models.config
+    (a temporary text-format ModelServerConfig); each name in ``labels`` labels each model's latest version."""
     config = work / "models.config"
-    config.write_text("model_config_list {\n" + "".join(
-        f'  config {{\n    name: "{name}"\n    base_path: "{(store / name).resolve()}"\n'
-        f'    model_platform: "tensorflow"\n  }}\n' for name in ("retrieval", "similar_movies")) + "}\n")
+    entries = []
+    for name in ("retrieval", "similar_movies"):
+        base = (store / name).resolve()
+        label_lines = "".join(f'    version_labels {{ key: "{label}" value: {latest_version(base)} }}\n'
+                              for label in labels)
+        entries.append(f'  config {{\n    name: "{name}"\n    base_path: "{base}"\n'
+                       f'    model_platform: "tensorflow"\n{label_lines}  }}\n')
+    config.write_text("model_config_list {\n" + "".join(entries) + "}\n")
+    if labels:  # as with TF Serving: labels in the first config name versions that are still loading
+        extra_flags = ("--allow_version_labels_for_unavailable_models", *extra_flags)
     grpc_port, rest_port = free_port(), free_port()
     log = work / "server.log"
     env = dict(os.environ, SERVING_HOST="127.0.0.1", TF_CPP_MIN_LOG_LEVEL="2",
@@ -331,7 +343,7 @@ def start_local_server(store: Path, work: Path, *, extra_flags=(), timeout: floa
                     if proc.poll() is not None:
                         raise RuntimeError(f"server exited {proc.returncode}:\n{log.read_text()[-4000:]}")
                     try:
-                        c.wait_until_available(timeout=max(deadline - time.monotonic(), 0.1))
+                        c.wait_until_available(timeout=1.0)
                         break
                     except TimeoutError:
                         if time.monotonic() > deadline:

@@ -247,3 +247,13 @@ def test_tensor_content_and_a_single_replicated_value_decode_like_tensorflow():
     assert from_proto(filled) == [7, 7, 7]
     raw = tensor_pb2.TensorProto(dtype=7, string_val=[b"\xff\x00"])
     assert from_proto(raw, "blob_bytes") == b"\xff\x00" and from_proto(raw, "blob") == b"\xff\x00"
+
+
+def test_scores_are_the_shortest_decimal_of_their_float32():
+    from client.client import _f32
+
+    for value in (0.1, 1 / 3, -2.5e-8, 123456.789, 0.30000001192092896):
+        exact = struct.unpack("<f", struct.pack("<f", value))[0]
+        short = _f32(exact)
+        assert struct.unpack("<f", struct.pack("<f", short))[0] == exact and len(repr(short)) <= 11
+    assert _f32(0.30000001192092896) == 0.3

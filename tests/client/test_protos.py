@@ -171,6 +171,7 @@ request.model_spec.name = "retrieval"
 from client.protos import tensor_pb2
 from client.transports.grpc import GrpcTransport  # the whole gRPC transport imports too
 request.inputs["user_id"].CopyFrom(tensor_pb2.TensorProto(dtype=7, string_val=[b"42"]))
+request.inputs["user_id"].tensor_shape.dim.add(size=1)
 parsed = theirs.PredictRequest.FromString(request.SerializeToString())
 assert tf.make_ndarray(parsed.inputs["user_id"]).tolist() == [b"42"], parsed
 back = ours.PredictRequest.FromString(parsed.SerializeToString())

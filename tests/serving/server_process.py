@@ -100,6 +100,12 @@ class ServerProcess:
         self.stop()
 
     # ------------------------------------------------------------------ gRPC
+    def reconnect(self) -> None:
+        """Drop the channel (a channel that saw a refused connection backs off before retrying)."""
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+
     @property
     def channel(self):
         if self._channel is None:

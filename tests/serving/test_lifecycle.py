@@ -129,8 +129,10 @@ def test_latest_two_policy_serves_both_versions(store, tmp_path):
     config = sp.write_config(tmp_path / "models.config", [
         {"name": "retrieval", "base_path": base, "policy": "latest { num_versions: 2 }"}])
     with sp.ServerProcess(f"--model_config_file={config}") as server:
-        states = server.states("retrieval")
-        assert {v: s[0] for v, s in states.items()} == {v1: "AVAILABLE", v2: "AVAILABLE"}
+        # Ports open once the latest is AVAILABLE (as TF Serving); the older one follows.
+        states = server.wait_until(lambda: (s := server.states("retrieval")) and
+                                   {v: x[0] for v, x in s.items()} == {v1: "AVAILABLE", v2: "AVAILABLE"} and s,
+                                   what="both versions available")
         assert list(states) == [v2, v1], "newest first"
         assert server.predict("retrieval", USER).model_spec.version.value == v2
         assert server.predict("retrieval", USER, version=v1).model_spec.version.value == v1
@@ -156,6 +158,8 @@ def test_labels_route_to_their_versions(store, tmp_path):
         {"name": "retrieval", "base_path": base, "policy": "all {}", "labels": {"stable": v1, "canary": v2}}])
     with sp.ServerProcess(f"--model_config_file={config}",
                           "--allow_version_labels_for_unavailable_models=true") as server:
+        server.wait_until(lambda: {x[0] for x in server.states("retrieval").values()} == {"AVAILABLE"}
+                          and len(server.states("retrieval")) == 2, what="both versions available")
         assert server.predict("retrieval", USER, label="stable").model_spec.version.value == v1
         assert server.predict("retrieval", USER, label="canary").model_spec.version.value == v2
         [entry] = server.status("retrieval", label="stable").model_version_status
@@ -246,6 +250,7 @@ def test_ports_open_only_once_the_model_is_available(store, tmp_path):
         os.rename(empty / "_incoming", empty / str(version))
         line = server.wait_for_line(sp.READY_LINE, timeout=60)
         assert f"127.0.0.1:{server.port}" in line
+        server.reconnect()
         assert server.predict("retrieval", USER).model_spec.version.value == version
     finally:
         server.stop()

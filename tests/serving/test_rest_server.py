@@ -319,12 +319,34 @@ def test_chunked_body_is_accepted_and_limited(url):
     assert too_big.status_code == 413
 
 
-def test_deadline_exceeded(session, url):
+def test_deadline_exceeded_answers_at_the_deadline_and_keeps_the_connection(server, session, url):
     start = time.perf_counter()
     response = post(session, url, "/v1/models/slow:predict", {"instances": ["1"]})
     elapsed = time.perf_counter() - start
     assert_error(response, 504, "Deadline Exceeded")
     assert elapsed < 0.9  # answered at the deadline, not when the (1 s) call finished
+    # the same keep-alive connection answers the next request once the late call is done (and dropped)
+    assert post(session, url, "/v1/models/retrieval:predict", {"instances": ["1"]}).status_code == 200
+    assert server.metrics.request_count("slow", status="DEADLINE_EXCEEDED") == 1
+
+
+def test_num_threads_caps_requests_processed_at_once():
+    core = rest_fake_core.FakeCore(slow_seconds=0.3)
+
+    def two_at_once(num_threads: int) -> float:
+        with RestServer(core, host="127.0.0.1", port=0, timeout_ms=0, num_threads=num_threads) as rest:
+            target = f"http://127.0.0.1:{rest.port}/v1/models/slow:predict"
+            threads = [threading.Thread(target=requests.post, args=(target,), kwargs={"data": '{"instances": ["1"]}'})
+                       for _ in range(2)]
+            start = time.perf_counter()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            return time.perf_counter() - start
+
+    assert two_at_once(1) >= 0.6
+    assert two_at_once(2) < 0.55
 
 
 def test_internal_error_is_500_and_server_stays_up(session, url):
@@ -342,6 +364,31 @@ def test_garbage_on_the_socket_does_not_kill_the_server(server, session, url):
             data = sock.recv(65536)
             assert data == b"" or data.startswith(b"HTTP/1.")
     assert post(session, url, "/v1/models/retrieval:predict", {"instances": ["1"]}).status_code == 200
+
+
+def test_expect_continue_and_http10_are_honoured(server):
+    body = json.dumps({"instances": ["9"]}).encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(b"POST /v1/models/retrieval:predict HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(body))
+        assert sock.recv(1024) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body)
+        answer = b""
+        while b"9-movie-2" not in answer:
+            answer += sock.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(b"GET /v1/models/retrieval HTTP/1.0\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):  # HTTP/1.0 without keep-alive: the server closes after answering
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and b"Connection: close" in answer
+
+
+def test_oversized_header_is_rejected(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(b"GET /v1/models/retrieval HTTP/1.1\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n")
+        assert sock.recv(1024).startswith(b"HTTP/1.1 431 ")
 
 
 def test_keep_alive_reuses_one_connection(server):

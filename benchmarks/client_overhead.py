@@ -1,0 +1,163 @@
+"""What the client adds per call over the raw request it sends, on both transports, in one run.
+
+Starts ``python -m serving`` on a tiny BruteForce store (exported with ``python -m export`` on synthetic
+data, or ``--store`` to reuse one holding ``retrieval/<version>/``) and times, interleaved in rounds so that
+machine load hits all alike, ``--calls`` calls of one user's recommendations each way:
+
+REST   raw requests.post           a new connection per call (what a quick script does)
+       raw requests.Session.post   the same body on a pooled connection, JSON parsed, nothing else
+       client.recommend            client.connect("http://...")
+gRPC   raw stub.Predict            our generated stub, one channel, a prebuilt PredictRequest
+       client.recommend            client.connect("grpc://...")
+
+It prints the median per call and the client's overhead over each raw call (difference and ratio).
+
+    python benchmarks/client_overhead.py [--calls 300] [--store PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import grpc  # noqa: E402
+import requests  # noqa: E402
+
+import client  # noqa: E402
+from client.protos import predict_pb2, prediction_service_pb2_grpc  # noqa: E402
+
+USER = "42"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def export_store(work: Path) -> Path:
+    store = work / "models"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run([sys.executable, "-m", "export", "--data", "synthetic", "--synthetic-size", "tiny",
+                           "--epochs", "1", "--index", "brute_force", "--model-base-path", str(store)],
+                          cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"export failed:\n{proc.stderr[-3000:]}")
+    return store
+
+
+def start_server(store: Path, log: Path):
+    grpc_port, rest_port = free_port(), free_port()
+    env = dict(os.environ, PYTHONPATH=str(ROOT), SERVING_HOST="127.0.0.1", TF_CPP_MIN_LOG_LEVEL="2")
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "serving", "--model_name=retrieval",
+                                 f"--model_base_path={store / 'retrieval'}", f"--port={grpc_port}",
+                                 f"--rest_api_port={rest_port}"], cwd=str(ROOT), env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
+    rest_url, grpc_url = f"http://127.0.0.1:{rest_port}", f"grpc://127.0.0.1:{grpc_port}"
+    try:
+        for url in (rest_url, grpc_url):
+            with client.connect(url) as c:
+                deadline = time.monotonic() + 300
+                while True:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(f"server did not start:\n{log.read_text()[-3000:]}")
+                    try:
+                        c.wait_until_available(timeout=1.0, model_names=["retrieval"])
+                        break
+                    except client.DeadlineExceededError:
+                        pass
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc, rest_url, grpc_url
+
+
+def contenders(rest_url: str, grpc_url: str):
+    predict_url = f"{rest_url}/v1/models/retrieval:predict"
+    body = json.dumps({"inputs": {"user_id": [USER]}}).encode()
+    session = requests.Session()
+    channel = grpc.insecure_channel(grpc_url.removeprefix("grpc://"))
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "retrieval"
+    request.inputs["user_id"].dtype = 7
+    request.inputs["user_id"].tensor_shape.dim.add(size=1)
+    request.inputs["user_id"].string_val.append(USER.encode())
+    rest_client, grpc_client = client.connect(rest_url), client.connect(grpc_url)
+
+    def raw_post():
+        r = requests.post(predict_url, data=body, timeout=10)
+        r.raise_for_status()
+        r.json()
+
+    def raw_session():
+        r = session.post(predict_url, data=body, timeout=10)
+        r.raise_for_status()
+        r.json()
+
+    calls = {
+        "REST raw requests.post": raw_post,
+        "REST raw Session.post": raw_session,
+        "REST client.recommend": lambda: rest_client.recommend(USER),
+        "gRPC raw stub.Predict": lambda: stub.Predict(request, timeout=10),
+        "gRPC client.recommend": lambda: grpc_client.recommend(USER),
+    }
+    # same answer both ways, or the comparison means nothing
+    assert [h.title for h in rest_client.recommend(USER)] == [
+        t.decode() for t in stub.Predict(request, timeout=10).outputs["movie_titles"].string_val]
+    return calls, [session.close, channel.close, rest_client.close, grpc_client.close]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--store", type=Path, help="a model store with retrieval/<version>/ (default: export one)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        store = args.store or export_store(Path(tmp))
+        proc, rest_url, grpc_url = start_server(store, Path(tmp) / "server.log")
+        try:
+            calls, closers = contenders(rest_url, grpc_url)
+            for call in calls.values():  # warm up connections and the model
+                for _ in range(20):
+                    call()
+            samples = {name: [] for name in calls}
+            per_round = max(1, args.calls // args.rounds)
+            for _ in range(args.rounds):
+                for name, call in calls.items():
+                    for _ in range(per_round):
+                        start = time.perf_counter()
+                        call()
+                        samples[name].append(time.perf_counter() - start)
+            for close in closers:
+                close()
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    med = {name: statistics.median(s) * 1e6 for name, s in samples.items()}
+    print(f"{per_round * args.rounds} calls each, median per call (one user, K=10):")
+    for name, us in med.items():
+        print(f"  {name:28} {us:8.0f} us")
+    print("client overhead:")
+    for ours, raw in (("REST client.recommend", "REST raw Session.post"), ("REST client.recommend", "REST raw requests.post"),
+                      ("gRPC client.recommend", "gRPC raw stub.Predict")):
+        print(f"  {ours} vs {raw:24} {med[ours] - med[raw]:+7.0f} us  ({med[ours] / med[raw]:.2f}x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,195 @@
+"""The same suite over both transports against the real local server (``python -m serving``) serving a
+BruteForce store exported by the tests (``brute_force_store``: users "1".."60", K = 10)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+import client
+from client import Client
+
+from client_fakes import latest_version
+
+ROOT = Path(__file__).resolve().parents[2]
+K = 10
+
+
+@pytest.fixture
+def c(local_server, transport_kind):
+    with Client(local_server.url(transport_kind), timeout=30) as c:
+        yield c
+
+
+def titles(hits):
+    return [h.title for h in hits]
+
+
+def test_one_user_gets_k_hits_best_first(c):
+    hits = c.recommend("42")
+    assert len(hits) == K and all(isinstance(h, client.Hit) and h.title for h in hits)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert c.recommend(42, k=3) == hits[:3]
+
+
+def test_a_batch_answers_each_user_as_if_alone(c):
+    batch = c.recommend(["1", "2", "3"], k=5)
+    assert [titles(row) for row in batch] == [titles(c.recommend(u, k=5)) for u in ("1", "2", "3")]
+
+
+def test_k_above_the_exported_k_is_a_clear_invalid_argument(c):
+    with pytest.raises(client.InvalidArgumentError, match=f"k={K + 1} is above K={K}"):
+        c.recommend("1", k=K + 1)
+    with pytest.raises(client.InvalidArgumentError, match=f"above K={K}"):
+        c.similar("anything", k=50)
+
+
+def test_excluded_titles_never_come_back_and_the_rest_moves_up(c):
+    base = c.recommend("7")
+    seen = titles(base[:2])
+
+    hits = c.recommend("7", exclude=seen)
+
+    assert not set(seen) & set(titles(hits))
+    assert titles(hits)[:K - 2] == titles(base)[2:]
+    batch = c.recommend(["7", "8"], exclude=[seen, []])
+    assert titles(batch[0]) == titles(hits) and titles(batch[1]) == titles(c.recommend("8"))
+
+
+def test_similar_never_lists_the_movie_itself(c):
+    title = c.recommend("5")[0].title
+    hits = c.similar(title)
+    assert len(hits) == K and title not in titles(hits)
+    assert [titles(row) for row in c.similar([title, hits[0].title], k=4)] == [
+        titles(hits[:4]), titles(c.similar(hits[0].title, k=4))]
+
+
+def test_status_shows_the_published_version_available(c, local_server):
+    for model in ("retrieval", "similar_movies"):
+        versions = c.status(model)
+        assert [(v.version, v.state, v.error_code) for v in versions] == [
+            (latest_version(local_server.store / model), "AVAILABLE", "OK")]
+
+
+def test_metadata_shows_the_contracts_signatures(c, local_server):
+    meta = c.metadata()
+    assert (meta.name, meta.version) == ("retrieval", latest_version(local_server.store / "retrieval"))
+    default, exclude = meta.signatures["serving_default"], meta.signatures["exclude_seen"]
+    assert {a: (s.dtype, s.shape) for a, s in default.inputs.items()} == {"user_id": ("DT_STRING", (-1,))}
+    assert {a: (s.dtype, s.shape) for a, s in exclude.inputs.items()} == {
+        "user_id": ("DT_STRING", (-1,)), "exclude_titles": ("DT_STRING", (-1, -1))}
+    for sig in (default, exclude):
+        assert {a: (s.dtype, s.shape) for a, s in sig.outputs.items()} == {
+            "movie_titles": ("DT_STRING", (-1, K)), "scores": ("DT_FLOAT", (-1, K))}
+    similar = c.metadata("similar_movies").signatures["serving_default"]
+    assert set(similar.inputs) == {"movie_title"}
+
+
+def test_a_version_or_a_label_selects_that_version(c, local_server):
+    version = latest_version(local_server.store / "retrieval")
+    latest = c.recommend("9")
+    assert c.recommend("9", version=version) == latest == c.recommend("9", label="stable")
+    assert [v.version for v in c.status(label="stable")] == [version]
+
+
+def test_unknown_servables_are_named_errors(c):
+    with pytest.raises(client.NotFoundError, match=r"Servable not found for request: Latest\(nope\)"):
+        c.predict("nope", {"user_id": ["1"]})
+    with pytest.raises(client.NotFoundError, match="nope"):  # GetModelStatus words it its own way
+        c.status("nope")
+    with pytest.raises(client.NotFoundError, match=r"Specific\(retrieval, 1\)"):
+        c.recommend("1", version=1)
+    with pytest.raises(client.InvalidArgumentError, match="Unrecognized servable version label: beta"):
+        c.metadata(label="beta")
+    # REST folds FAILED_PRECONDITION into HTTP 400, so it arrives as INVALID_ARGUMENT (see client.errors)
+    with pytest.raises((client.FailedPreconditionError, client.InvalidArgumentError), match="zz"):
+        c.predict("retrieval", {"user_id": ["1"]}, signature_name="zz")
+    with pytest.raises(client.InvalidArgumentError):
+        c.predict("retrieval", {"movie_title": ["x"]})
+
+
+def test_predict_reaches_any_signature_and_filters_outputs(c):
+    out = c.predict("retrieval", {"user_id": ["3", "4"], "exclude_titles": [["", ""], ["", ""]]},
+                    signature_name="exclude_seen", output_filter=["movie_titles"])
+    assert list(out) == ["movie_titles"] and [len(r) for r in out["movie_titles"]] == [K, K]
+    assert out["movie_titles"][0] == titles(c.recommend("3"))
+    with pytest.raises(client.InvalidArgumentError, match="nope"):
+        c.predict("retrieval", {"user_id": ["3"]}, output_filter=["nope"])
+
+
+def test_one_client_serves_many_threads(c):
+    expected = {u: titles(c.recommend(str(u))) for u in range(1, 9)}
+    got, failures = {}, []
+
+    def work(u):
+        try:
+            got[u] = [titles(c.recommend(str(u))) for _ in range(5)]
+        except Exception as exc:  # pragma: no cover - reported below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=work, args=(u,)) for u in expected]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == [] and got == {u: [expected[u]] * 5 for u in expected}
+
+
+def test_both_transports_give_identical_answers(local_server):
+    with Client(local_server.rest_url) as rest, Client(local_server.grpc_url) as rpc:
+        for call in (lambda x: x.recommend(["10", "11"]), lambda x: x.recommend("12", exclude=["x"]),
+                     lambda x: x.similar(x.recommend("13")[0].title), lambda x: x.status("similar_movies"),
+                     lambda x: x.metadata("retrieval")):
+            assert call(rest) == call(rpc)
+
+
+# -- the CLI and the README, as a user runs them ----------------------------------------------------------
+def run_cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "client", *args], capture_output=True, text=True, timeout=60,
+                          cwd=str(ROOT), env=dict(os.environ, PYTHONPATH=str(ROOT), **(env or {})))
+
+
+def test_cli_prints_a_table_or_json(local_server, transport_kind, c):
+    url = local_server.url(transport_kind)
+    expected = c.recommend("42", k=5)
+
+    table = run_cli("recommend", "42", "-k", "5", "--url", url)
+    as_json = run_cli("recommend", "42", "-k", "5", "--url", url, "--json", "--exclude", expected[0].title)
+
+    assert table.returncode == 0 and table.stdout.splitlines()[0] == "42:"
+    assert [line.split(None, 2)[2] for line in table.stdout.splitlines()[1:]] == titles(expected)
+    assert as_json.returncode == 0
+    assert [h["title"] for h in json.loads(as_json.stdout)["42"]] == titles(c.recommend("42", k=5, exclude=[expected[0].title]))
+    similar = run_cli("similar", expected[0].title, "-k", "3", "--json", env={"RETRIEVAL_URL": url})
+    assert [h["title"] for h in json.loads(similar.stdout)[expected[0].title]] == titles(c.similar(expected[0].title, k=3))
+    status = run_cli("status", "--model", "similar_movies", "--url", url)
+    assert status.returncode == 0 and re.search(r"^\d+\s+AVAILABLE\s+OK$", status.stdout, re.M)
+    meta = run_cli("metadata", "--url", url)
+    assert meta.returncode == 0 and f"out movie_titles: DT_STRING [-1, {K}]" in meta.stdout
+
+
+def test_cli_failures_exit_non_zero_with_one_line(local_server, transport_kind):
+    url = local_server.url(transport_kind)
+    for args, text in ((["status", "--model", "nope"], "error: NOT_FOUND: Could not find any versions of model nope"),
+                       (["recommend", "1", "-k", "99"], "error: INVALID_ARGUMENT: k=99 is above K=10")):
+        proc = run_cli(*args, "--url", url)
+        assert proc.returncode == 1 and proc.stdout == ""
+        assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith(text)
+
+
+def test_the_readme_example_runs(local_server):
+    readme = (ROOT / "client" / "README.md").read_text()
+    example = re.search(r"```python\n(.*?)```", readme, re.S).group(1)
+    assert len(example.strip().splitlines()) == 3
+    proc = subprocess.run([sys.executable, "-c", example.replace("http://localhost:8501", local_server.rest_url)],
+                          capture_output=True, text=True, timeout=60, cwd=str(ROOT),
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert proc.returncode == 0, proc.stderr
+    assert len(proc.stdout.strip().splitlines()) == 5

@@ -1,0 +1,44 @@
+"""Importing the client never loads TensorFlow (nor numpy); transports load only when a client is made."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+HEAVY = ("tensorflow", "tensorflow_serving", "tf_keras", "keras", "numpy", "scann")
+PROBE = r'''
+import json, sys
+stages = {}
+def loaded():
+    return sorted({m.split(".")[0] for m in sys.modules} & {"tensorflow", "tensorflow_serving", "tf_keras",
+                   "keras", "numpy", "scann", "requests", "grpc"})
+import client
+stages["import"] = loaded()
+with client.connect("http://127.0.0.1:1") as rest:
+    stages["rest"] = loaded()
+with client.connect("grpc://127.0.0.1:1") as rpc:
+    stages["grpc"] = loaded()
+    try:
+        rpc.recommend("1", timeout=0.5)
+    except client.ServingError as exc:
+        stages["error"] = exc.code
+from client import cli  # the CLI too
+stages["all"] = loaded()
+print(json.dumps(stages))
+'''
+
+
+def test_importing_and_using_the_client_never_loads_tensorflow():
+    proc = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=120,
+                          cwd=str(ROOT), env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert proc.returncode == 0, proc.stderr
+    stages = json.loads(proc.stdout)
+    assert stages["import"] == []  # not even requests or grpc yet
+    assert stages["rest"] == ["requests"]
+    assert stages["grpc"] == ["grpc", "requests"]
+    assert stages["error"] in ("UNAVAILABLE", "DEADLINE_EXCEEDED")
+    assert not set(stages["all"]) & set(HEAVY)

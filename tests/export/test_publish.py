@@ -1,0 +1,222 @@
+"""The store: atomic publish under SIGKILL, strictly increasing versions, pruning that keeps what it must."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from export import publish
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _tree(path: Path) -> dict[str, int]:
+    return {str(p.relative_to(path)): p.stat().st_size for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def _numeric(base: Path) -> list[Path]:
+    return sorted((p for p in base.iterdir() if p.name.isdigit()), key=lambda p: int(p.name)) if base.exists() else []
+
+
+def _assert_only_complete_versions(base: Path, reference: Path) -> None:
+    """Every numeric folder holds the complete SavedModel; its manifest carries its own version."""
+    expected = {k for k in _tree(reference) if not k.endswith("manifest.json")}
+    for version in _numeric(base):
+        files = _tree(version)
+        assert {k for k in files if not k.endswith("manifest.json")} == expected, f"partial version {version}"
+        ref_sizes = _tree(reference)
+        assert all(files[k] == ref_sizes[k] for k in expected), f"truncated file in {version}"
+        manifest = json.loads((version / "assets.extra" / "manifest.json").read_text())
+        assert manifest["version"] == int(version.name)
+
+
+def _make_versions(base: Path, numbers) -> None:
+    for n in numbers:
+        (base / str(n)).mkdir(parents=True)
+        (base / str(n) / "saved_model.pb").write_bytes(b"x")
+
+
+# ------------------------------------------------------------------ versions
+
+
+def test_next_version_is_now_or_one_past_the_newest_whichever_is_greater(tmp_path):
+    assert publish.next_version(tmp_path / "missing", now=1_700_000_000) == 1_700_000_000
+    _make_versions(tmp_path, [5, 1_800_000_000])
+    (tmp_path / ".staging-1-abc").mkdir()
+    (tmp_path / "tmp-9999999999").mkdir()  # non-numeric names are not versions
+    assert publish.versions(tmp_path) == [5, 1_800_000_000]
+    assert publish.next_version(tmp_path, now=1_700_000_000) == 1_800_000_001
+
+
+def test_publish_never_overwrites_an_existing_version(tmp_path):
+    base = tmp_path / "retrieval"
+    _make_versions(base, [100])
+    staged = publish.staging_dir(base)
+    (staged / "saved_model.pb").write_bytes(b"new")
+    stamped = []
+    version = publish.publish(staged, base, 100, before_rename=stamped.append)
+    assert version == 101
+    assert stamped[-1] == 101
+    assert (base / "100" / "saved_model.pb").read_bytes() == b"x"
+    assert (base / "101" / "saved_model.pb").read_bytes() == b"new"
+    assert not staged.exists()
+
+
+def test_versions_increase_across_exports_and_pruning_keeps_newest_previous_and_pinned(tmp_path, model_store,
+                                                                                      make_model_store):
+    root = tmp_path / "models"
+    shutil.copytree(model_store, root)
+    base = root / "retrieval"
+    served = _numeric(base)[-1]
+    for old in (1, 2, 3):  # older versions, complete copies
+        shutil.copytree(served, base / str(old))
+    config = tmp_path / "models.config"
+    config.write_text(textwrap.dedent(f"""
+        model_config_list {{
+          config {{ name: "retrieval" base_path: "{base}" model_platform: "tensorflow"
+                   model_version_policy {{ latest {{ num_versions: 1 }} }}
+                   version_labels {{ key: "stable" value: 2 }} }}
+          config {{ name: "similar_movies" base_path: "{root / 'similar_movies'}" model_platform: "tensorflow" }}
+        }}"""))
+
+    make_model_store(root, extra_args=["--keep", "1", "--model-config-file", config, "--models", "retrieval"])
+
+    versions = [int(p.name) for p in _numeric(base)]
+    new = versions[-1]
+    assert new > int(served.name)
+    # keep=1 keeps the new one; the one served until now and the label-pinned 2 are never removed.
+    assert versions == [2, int(served.name), new]
+    assert len(_numeric(root / "similar_movies")) == 1  # --models retrieval left similar_movies alone
+    assert not [p for p in base.iterdir() if not p.name.isdigit()]  # no leftovers
+
+
+# ------------------------------------------------------------------ pruning
+
+
+def test_prune_keeps_the_newest_n(tmp_path):
+    _make_versions(tmp_path, [1, 2, 3, 4, 5])
+    assert publish.prune(tmp_path, keep=3) == [1, 2]
+    assert publish.versions(tmp_path) == [3, 4, 5]
+
+
+def test_prune_never_removes_the_newest_or_a_protected_version(tmp_path):
+    _make_versions(tmp_path, [10, 20, 30, 40])
+    assert publish.prune(tmp_path, keep=1, protected={20}) == [10, 30]
+    assert publish.versions(tmp_path) == [20, 40]
+    assert publish.prune(tmp_path, keep=0) == [20]
+    assert publish.versions(tmp_path) == [40]
+
+
+def test_pinned_versions_come_from_labels_and_specific_policies(tmp_path):
+    config = tmp_path / "models.config"
+    config.write_text(textwrap.dedent("""
+        model_config_list {
+          config { name: "retrieval" base_path: "/models/retrieval" model_platform: "tensorflow"
+                   model_version_policy { specific { versions: 7 versions: 9 } }
+                   version_labels { key: "stable" value: 7 } version_labels { key: "canary" value: 11 } }
+          config { name: "similar_movies" base_path: "/models/similar_movies" model_platform: "tensorflow"
+                   version_labels { key: "stable" value: 3 } }
+        }"""))
+    assert publish.pinned_versions(config, "retrieval") == {7, 9, 11}
+    assert publish.pinned_versions(config, "similar_movies") == {3}
+    assert publish.pinned_versions(None, "retrieval") == set()
+    config.write_text("model_config_list { config { name: ")
+    with pytest.raises(publish.PublishError, match="cannot read --model-config-file"):
+        publish.pinned_versions(config, "retrieval")
+
+
+def test_clean_stale_removes_leftovers_of_dead_processes_only(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / f".staging-{dead.pid}-abc").mkdir()
+    alive = tmp_path / f".staging-{os.getpid()}-def"
+    alive.mkdir()
+    (tmp_path / ".staging-garbage").mkdir()
+    _make_versions(tmp_path, [1])
+    removed = {p.name for p in publish.clean_stale(tmp_path)}
+    assert removed == {f".staging-{dead.pid}-abc", ".staging-garbage"}
+    assert alive.exists() and (tmp_path / "1").exists()
+
+
+def test_unwritable_store_is_a_publish_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(publish.PublishError, match="not writable"):
+        publish.ensure_writable(blocker / "models")
+
+
+# ------------------------------------------------------------------ atomicity under SIGKILL
+
+_PUBLISH_LOOP = textwrap.dedent("""
+    import json, shutil, sys
+    from pathlib import Path
+    from export import publish
+    source, base = Path(sys.argv[1]), Path(sys.argv[2])
+    while True:
+        publish.clean_stale(base)
+        staged = publish.staging_dir(base)
+        shutil.copytree(source, staged, dirs_exist_ok=True)
+        def stamp(version):
+            path = staged / "assets.extra" / "manifest.json"
+            manifest = json.loads(path.read_text())
+            manifest["version"] = version
+            path.write_text(json.dumps(manifest))
+        publish.publish(staged, base, publish.next_version(base), stamp)
+        publish.prune(base, keep=2)
+""")
+
+
+def test_publish_killed_at_random_points_leaves_no_partial_numeric_version(tmp_path, model_store):
+    source = _numeric(model_store / "retrieval")[-1]
+    base = tmp_path / "retrieval"
+    rng = random.Random()
+    seed = rng.randrange(1 << 30)
+    rng.seed(seed)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    for _ in range(12):
+        proc = subprocess.Popen([sys.executable, "-c", _PUBLISH_LOOP, str(source), str(base)], cwd=str(ROOT),
+                                env=env, stderr=subprocess.PIPE)
+        time.sleep(rng.uniform(0.05, 0.6))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        _assert_only_complete_versions(base, source)  # (random seed %d)
+    versions = [int(p.name) for p in _numeric(base)]
+    assert versions == sorted(set(versions)), f"seed {seed}"
+    publish.clean_stale(base)
+    assert all(p.name.isdigit() for p in base.iterdir()), f"seed {seed}"
+
+
+def test_export_killed_at_random_points_publishes_nothing_partial(tmp_path):
+    root = tmp_path / "models"
+    rng = random.Random()
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    args = [sys.executable, "-m", "export", "--data", "synthetic", "--synthetic-size", "tiny", "--preset", "seed",
+            "--epochs", "1", "--index", "brute_force", "--model-base-path", str(root)]
+    for delay in (rng.uniform(3.0, 7.0), rng.uniform(7.0, 11.0)):
+        proc = subprocess.Popen(args, cwd=str(ROOT), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        for model in ("retrieval", "similar_movies"):
+            for version in _numeric(root / model):
+                manifest = json.loads((version / "assets.extra" / "manifest.json").read_text())
+                assert manifest["version"] == int(version.name)
+                assert (version / "saved_model.pb").exists() and (version / "variables").is_dir()
+    # The next run cleans the leftovers and publishes a complete version above any earlier one.
+    before = {m: [int(p.name) for p in _numeric(root / m)] for m in ("retrieval", "similar_movies")}
+    done = subprocess.run(args, cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for model in ("retrieval", "similar_movies"):
+        names = [p.name for p in (root / model).iterdir()]
+        assert all(n.isdigit() for n in names), names
+        assert int(_numeric(root / model)[-1].name) > max(before[model] + [0])

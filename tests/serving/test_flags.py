@@ -1,0 +1,117 @@
+"""tensorflow_model_server's flags: names, defaults, value forms, and start-up failures."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import pytest
+
+from serving.flags import FlagError, ServerOptions, parse_flags
+
+
+def _helper(name: str):
+    key = f"serving_tests_{name}"
+    if key not in sys.modules:
+        spec = importlib.util.spec_from_file_location(key, Path(__file__).with_name(f"{name}.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[key] = module
+        spec.loader.exec_module(module)
+    return sys.modules[key]
+
+
+sp = _helper("server_process")
+
+
+def test_defaults_are_tf_serving_defaults():
+    options = parse_flags(["--model_base_path=/m"])
+    assert options.port == 8500
+    assert options.rest_api_port == 8501
+    assert options.model_name == "default"
+    assert options.file_system_poll_wait_seconds == 1
+    assert options.model_config_file_poll_wait_seconds == 0
+    assert options.rest_api_timeout_in_ms == 30000
+    assert options.enable_model_warmup is True
+    assert options.enable_batching is False
+    assert options.allow_version_labels_for_unavailable_models is False
+    assert options.max_num_load_retries == 5
+
+
+def test_equals_and_space_forms_and_bool_forms():
+    options = parse_flags(["--port", "9000", "--rest_api_port=0", "--model_name=retrieval",
+                           "--model_base_path", "/m", "--enable_model_warmup=false",
+                           "--allow_version_labels_for_unavailable_models", "--enable_batching=1"])
+    assert (options.port, options.rest_api_port, options.model_name) == (9000, 0, "retrieval")
+    assert options.enable_model_warmup is False
+    assert options.allow_version_labels_for_unavailable_models is True
+    assert options.enable_batching is True
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--model_base_path=/m", "--no_such_flag=1"], "unknown argument: --no_such_flag=1"),
+    (["--model_base_path=/m", "stray"], "unknown argument: stray"),
+    (["--model_base_path=/m", "--port=abc"], "Couldn't interpret value abc for flag port."),
+    (["--model_base_path=/m", "--enable_model_warmup=yes"], "Couldn't interpret value yes for flag"),
+    ([], "Both server_options.model_base_path and server_options.model_config_file are empty!"),
+    (["--model_base_path=/m", "--batching_parameters_file=/b"], "without setting server_options.enable_batching"),
+    (["--model_base_path=/m", "--port=70000"], "--port must be a TCP port"),
+])
+def test_bad_command_lines_are_errors(argv, message):
+    with pytest.raises(FlagError) as err:
+        parse_flags(argv)
+    assert message in str(err.value)
+
+
+def test_options_are_frozen():
+    with pytest.raises(Exception):
+        ServerOptions(model_base_path="/m").port = 1  # type: ignore[misc]
+
+
+def _run(*args, timeout=120):
+    return subprocess.run([sys.executable, "-m", "serving", *args], cwd=str(sp.ROOT), env=sp.server_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_unknown_flag_fails_with_usage():
+    proc = _run("--model_base_path=/m", "--bogus=1")
+    assert proc.returncode != 0
+    assert "unknown argument: --bogus=1" in proc.stderr
+    assert "--model_config_file_poll_wait_seconds" in proc.stderr  # the usage text
+
+
+def test_config_parse_error_aborts_start(tmp_path):
+    config = tmp_path / "models.config"
+    config.write_text("model_config_list { config { name: 'x' base_path: ")
+    proc = _run(f"--model_config_file={config}", "--port=0", "--rest_api_port=0")
+    assert proc.returncode != 0
+    assert f"Invalid protobuf file: '{config}'" in proc.stderr
+
+
+def test_relative_base_path_in_config_aborts_start(tmp_path):
+    config = sp.write_config(tmp_path / "models.config", [{"name": "x", "base_path": "models/x"}])
+    proc = _run(f"--model_config_file={config}", "--port=0", "--rest_api_port=0")
+    assert proc.returncode != 0
+    assert "Expected model x to have an absolute path or URI; got base_path()=models/x" in proc.stderr
+
+
+def test_batching_parameters_file_is_parsed(tmp_path):
+    batching = tmp_path / "batching.config"
+    batching.write_text("max_batch_size { value: 'not a number' }")
+    proc = _run("--model_base_path=/nonexistent", "--enable_batching", f"--batching_parameters_file={batching}",
+                "--port=0", "--rest_api_port=0")
+    assert proc.returncode != 0
+    assert f"Invalid protobuf file: '{batching}'" in proc.stderr
+
+
+def test_grpc_receive_size_limit_from_channel_arguments(model_store):
+    base = model_store / "retrieval"
+    with sp.ServerProcess("--model_name=retrieval", f"--model_base_path={base}",
+                          "--grpc_channel_arguments=grpc.max_receive_message_length=4096") as server:
+        assert server.predict("retrieval", {"user_id": [b"1"]}).outputs
+        with pytest.raises(grpc.RpcError) as err:
+            server.predict("retrieval", {"user_id": [b"x" * 10000]})
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert server.predict("retrieval", {"user_id": [b"1"]}).outputs, "server stays up"
