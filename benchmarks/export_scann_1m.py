@@ -58,7 +58,8 @@ def child(args) -> None:
     timings["make_vectors_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    config = IndexConfig(kind="scann", k=10)
+    config = IndexConfig(kind="scann", k=10, num_leaves=args.num_leaves, num_leaves_to_search=args.leaves_to_search,
+                         num_reordering_candidates=args.reorder)
     layer, params = index_lib.build(config, candidates, name="retrieval_index")
     module = servable.Retrieval(vectors, layer, params)
     timings["build_index_s"] = time.perf_counter() - t
@@ -86,6 +87,9 @@ def main() -> int:
     parser.add_argument("--candidates", type=int, default=1_000_000)
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--users", type=int, default=1000)
+    parser.add_argument("--num-leaves", type=int, default=1000)
+    parser.add_argument("--leaves-to-search", type=int, default=100)
+    parser.add_argument("--reorder", type=int, default=500)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -96,7 +100,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="scann-1m-") as tmp:
         out = Path(tmp) / "staged"
         cmd = [sys.executable, __file__, "--child", "--out", str(out), "--candidates", str(args.candidates),
-               "--dim", str(args.dim), "--users", str(args.users)]
+               "--dim", str(args.dim), "--users", str(args.users), "--num-leaves", str(args.num_leaves),
+               "--leaves-to-search", str(args.leaves_to_search), "--reorder", str(args.reorder)]
         start = time.perf_counter()
         proc = subprocess.run(cmd, cwd=str(ROOT), capture_output=True, text=True)
         total = time.perf_counter() - start

@@ -14,7 +14,6 @@ from typing import Any
 
 from client.client import Client
 from client.errors import ServingError
-from client.results import Hit, ModelMetadata, VersionStatus
 from client.settings import URL_ENV, DEFAULT_URL
 
 
@@ -71,6 +70,8 @@ def render(result: Any) -> str:
         return "\n".join(f"{a:<{widths[0]}}  {b:<{widths[1]}}  {c}" for a, b, c in rows)
     lines = [f"model {result.name} version {result.version}"]
     for sig in result.signatures.values():
+        if sig.name.startswith("__"):  # e.g. __saved_model_init_op: not callable
+            continue
         lines.append(f"signature {sig.name} ({sig.method_name})")
         for kind, specs in (("in ", sig.inputs), ("out", sig.outputs)):
             for alias, spec in specs.items():

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar, overload
 
 from client.errors import (DeadlineExceededError, FailedPreconditionError, InternalError, InvalidArgumentError,
-                           NotFoundError, ServingError, UnavailableError)
+                           NotFoundError, UnavailableError)
 from client.results import Hit, ModelMetadata, VersionStatus
 from client.settings import ModelRef, Retry, Settings, _check_timeout, default_url
 from client.tensors import Tensor

@@ -39,6 +39,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--synthetic-size", default="movielens", help="tiny | movielens (with --data synthetic)")
     p.add_argument("--seed", type=int, default=0, help="synthetic data seed (default 0)")
     p.add_argument("--train-seed", type=int, help="override the preset's tf.random.set_seed value")
+    p.add_argument("--user-features", help="comma-separated side features for the user tower: "
+                                          "user_age,user_gender,user_occupation (default: the preset's)")
+    p.add_argument("--movie-features", help="comma-separated side features for the movie tower: movie_genres")
     p.add_argument("--split", default="random", help=f"{' | '.join(SPLIT_KINDS)} (default random: the seed's)")
     p.add_argument("--keep", type=int, default=3, help="versions kept per model when pruning (default 3)")
     p.add_argument("--recall-threshold", type=float, default=0.95,
@@ -64,6 +67,10 @@ def config_from_args(args: argparse.Namespace) -> ExportConfig:
         overrides["epochs"] = args.epochs
     if args.train_seed is not None:
         overrides["seed"] = args.train_seed
+    for flag in ("user_features", "movie_features"):
+        value = getattr(args, flag)
+        if value is not None:
+            overrides[flag] = tuple(v.strip() for v in value.split(",") if v.strip())
     if overrides:
         train = dataclasses.replace(train, **overrides)
     index = IndexConfig(kind=args.index, k=args.k, num_leaves=args.scann_num_leaves,

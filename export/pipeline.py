@@ -25,8 +25,6 @@ from export.vectors import popularity, retrieval_vectors, similar_vectors
 
 logger = logging.getLogger(__name__)
 
-TINY = {"users": 60, "movies": 150, "ratings": 4000}
-
 
 @dataclasses.dataclass(frozen=True)
 class Result:
@@ -43,7 +41,7 @@ def load_data(config: ExportConfig, seed: int = 0):
     if config.data == "synthetic":
         from export.synthetic import SyntheticSpec
 
-        spec = SyntheticSpec(seed=seed, **TINY) if config.synthetic_size == "tiny" else SyntheticSpec(seed=seed)
+        spec = SyntheticSpec.tiny(seed) if config.synthetic_size == "tiny" else SyntheticSpec.movielens_100k(seed)
         return load("synthetic", synthetic=spec)
     return load(config.data)
 

@@ -6,6 +6,7 @@
   :meth:`serving.monitoring.Metrics.render` as ``text/plain`` when ``prometheus_config.enable`` is set.
 - Anything else: 404 with libevent's HTML error page, as ``evhttp_send_error`` answers it.
 
+Bodies sent with ``Content-Encoding: gzip`` are uncompressed, as TF Serving's ``auto_uncompress_input``.
 HTTP/1.1 with keep-alive; one thread per connection (``ThreadingHTTPServer``), Nagle off, each response
 written with a single ``send``. Request bodies are capped at ``max_body_bytes``: a larger
 ``Content-Length`` (or chunked body) is answered 413 and the connection closed. TF Serving itself sets no
@@ -26,6 +27,7 @@ import re
 import socket
 import threading
 import time
+import zlib
 
 from serving.json_tensor import error_json
 from serving.monitoring import Metrics, prometheus_path
@@ -36,7 +38,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 IDLE_TIMEOUT_S = 300
 _V1_PATH = re.compile(r"/v1/.*", re.I | re.S)
-_REASONS = {code: status.phrase for code, status in ((s.value, s) for s in http.HTTPStatus)}
+_REASONS = {s.value: s.phrase for s in http.HTTPStatus}
 # libevent's evhttp_send_error page.
 _ERROR_PAGE = ("<HTML><HEAD>\n<TITLE>{code} {reason}</TITLE>\n</HEAD><BODY>\n<H1>{reason}</H1>\n</BODY></HTML>\n")
 _HTML = "text/html; charset=ISO-8859-1"
@@ -212,6 +214,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             raise _BodyTooLarge(size)
         return self.rfile.read(size)
 
+    def _gunzip(self, body: bytes) -> bytes:
+        """TF Serving uncompresses ``Content-Encoding: gzip`` bodies (auto_uncompress_input); a body that does
+        not uncompress reads as empty, as there. The uncompressed size is capped like any body."""
+        limit = self.server.max_body_bytes
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            data = inflater.decompress(body, limit + 1)
+        except zlib.error as exc:
+            logger.debug("failed to uncompress a gzipped body: %s", exc)
+            return b""
+        if len(data) > limit or inflater.unconsumed_tail:
+            raise _BodyTooLarge(None)
+        return data
+
     def _read_chunked(self, limit: int) -> bytes:
         parts, total = [], 0
         while True:
@@ -232,8 +248,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         server = self.server
         try:
             body = self._read_body()
+            if body and "gzip" in self.headers.get("content-encoding", "").lower():
+                body = self._gunzip(body)
         except _BodyTooLarge as exc:
-            size = "a chunked body" if exc.size is None else f"{exc.size} bytes"
+            size = "a chunked or compressed body" if exc.size is None else f"{exc.size} bytes"
             self._drain(exc.size)
             self.close_connection = True
             self._reply(413, error_json(
@@ -324,7 +342,6 @@ class _HTTPServer(http.server.ThreadingHTTPServer):
                  timeout_s: float | None, num_threads: int):
         self.api = api
         self.timeout_s = timeout_s
-        self.watchdog = _Watchdog()
         self.workers = threading.BoundedSemaphore(num_threads)
         self.metrics = metrics
         self.metrics_path = metrics_path
@@ -335,6 +352,7 @@ class _HTTPServer(http.server.ThreadingHTTPServer):
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
+        self.watchdog = _Watchdog()
 
     def track(self, handler: _Handler, active: bool) -> None:
         with self._handlers_changed:
@@ -410,7 +428,7 @@ class RestServer:
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="rest-accept", daemon=True)
         self._thread.start()
-        logger.info("Exporting HTTP/REST API at:%s:%d ...", self.host, self.port)
+        logger.debug("REST server listening on %s:%d", self.host, self.port)
         return self
 
     def stop(self, grace_s: float = 30.0) -> None:

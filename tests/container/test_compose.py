@@ -60,6 +60,9 @@ def test_compose_file_is_valid_and_serving_waits_for_a_successful_export(impleme
     assert volumes["/models"] == (str(ROOT / "models"), True)
     assert volumes["/models-config"] == (str(ROOT / "serving"), True)
     assert volume_map(export["volumes"])["/models"] == (str(ROOT / "models"), False)
+    # The export job reads the served models.config so that it never prunes a pinned version.
+    assert volume_map(export["volumes"])["/models-config"] == (str(ROOT / "serving"), True)
+    assert "--model-config-file=/models-config/models.config" in export["command"]
 
 
 @pytest.mark.parametrize("implementation", sorted(IMPLEMENTATIONS))

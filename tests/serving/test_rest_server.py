@@ -319,6 +319,20 @@ def test_chunked_body_is_accepted_and_limited(url):
     assert too_big.status_code == 413
 
 
+def test_gzip_bodies_are_uncompressed_and_capped(session, url):
+    import gzip
+
+    body = gzip.compress(json.dumps({"instances": ["12"]}).encode())
+    ok = session.post(url + "/v1/models/retrieval:predict", data=body, headers={"Content-Encoding": "gzip"})
+    assert ok.status_code == 200 and ok.json()["predictions"][0]["movie_titles"][0] == "12-movie-0"
+    bomb = gzip.compress(json.dumps({"instances": ["x" * (MAX_BODY * 4)]}).encode())
+    assert len(bomb) < MAX_BODY
+    assert_error(session.post(url + "/v1/models/retrieval:predict", data=bomb, headers={"Content-Encoding": "gzip"}),
+                 413)
+    assert_error(session.post(url + "/v1/models/retrieval:predict", data=b"not gzip",
+                              headers={"Content-Encoding": "gzip"}), 400, "JSON Parse error: The document is empty")
+
+
 def test_deadline_exceeded_answers_at_the_deadline_and_keeps_the_connection(server, session, url):
     start = time.perf_counter()
     response = post(session, url, "/v1/models/slow:predict", {"instances": ["1"]})

@@ -1,0 +1,75 @@
+"""Connection reuse over real sockets: one client keeps one TCP connection (REST) or one channel (gRPC)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from concurrent import futures
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import grpc
+
+from client import Client
+from client.protos import get_model_status_pb2, model_service_pb2_grpc
+
+STATUS = {"model_version_status": [{"version": "3", "state": "AVAILABLE",
+                                    "status": {"error_code": "OK", "error_message": ""}}]}
+
+
+class _StatusHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as TF Serving
+    peers: set = set()
+
+    def do_GET(self):  # noqa: N802 - http.server's name
+        type(self).peers.add(self.client_address)
+        body = json.dumps(STATUS).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_rest_calls_reuse_one_pooled_connection():
+    _StatusHandler.peers = set()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _StatusHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with Client(f"http://127.0.0.1:{server.server_address[1]}") as c:
+            versions = [c.status() for _ in range(20)]
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert versions[-1][0].version == 3 and len(_StatusHandler.peers) == 1
+
+
+class _Models(model_service_pb2_grpc.ModelServiceServicer):
+    def __init__(self) -> None:
+        self.peers = set()
+
+    def GetModelStatus(self, request, context):  # noqa: N802 - the service's name
+        self.peers.add(context.peer())
+        return get_model_status_pb2.GetModelStatusResponse(model_version_status=[
+            get_model_status_pb2.ModelVersionStatus(version=3, state=get_model_status_pb2.ModelVersionStatus.AVAILABLE)])
+
+
+def test_grpc_calls_share_one_channel_even_from_threads():
+    models = _Models()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(models, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with Client(f"grpc://127.0.0.1:{port}") as c:
+            threads = [threading.Thread(target=lambda: [c.status() for _ in range(10)]) for _ in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert c.status()[0].state == "AVAILABLE"
+    finally:
+        server.stop(0)
+    assert len(models.peers) == 1
