@@ -1,6 +1,9 @@
 """Export and validate a ScaNN retrieval index over 1M synthetic candidates; print time and peak memory.
 
     python benchmarks/export_scann_1m.py [--candidates 1000000] [--dim 64] [--users 1000]
+                                          [--num-leaves 100] [--leaves-to-search 20] [--reorder 500]
+
+ScaNN parameters default to the export CLI's defaults.
 
 The export runs in a child process (so its peak RSS is measurable: ``ru_maxrss`` of the children, which
 tracemalloc cannot see for TensorFlow's C++ allocations). The child builds the TFRS ScaNN index over
@@ -82,14 +85,21 @@ def child(args) -> None:
                       "index": {k: v for k, v in vars(params).items()}}))
 
 
+def _index_defaults():
+    from export.config import IndexConfig  # no TensorFlow import
+
+    return IndexConfig()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--candidates", type=int, default=1_000_000)
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--users", type=int, default=1000)
-    parser.add_argument("--num-leaves", type=int, default=1000)
-    parser.add_argument("--leaves-to-search", type=int, default=100)
-    parser.add_argument("--reorder", type=int, default=500)
+    defaults = _index_defaults()
+    parser.add_argument("--num-leaves", type=int, default=defaults.num_leaves)
+    parser.add_argument("--leaves-to-search", type=int, default=defaults.num_leaves_to_search)
+    parser.add_argument("--reorder", type=int, default=defaults.num_reordering_candidates)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -106,8 +106,10 @@ def preset(name: str) -> TrainConfig:
 class IndexConfig:
     """The nearest-neighbour index baked into each SavedModel.
 
-    ScaNN parameters are those of ``tfrs.layers.factorized_top_k.ScaNN``. ``num_leaves`` is clamped to
-    the catalogue size at build time (a tree cannot have more leaves than points).
+    ScaNN parameters are those of ``tfrs.layers.factorized_top_k.ScaNN``. At build time ``num_leaves`` is
+    clamped so a leaf holds >= 16 candidates on average, and re-ordering covers at least K candidates
+    (export/index.py). Re-ordering (exact re-scoring of the best AH candidates) is on by default: without
+    it, asymmetric hashing alone misses recall@10 >= 0.95 on large catalogues.
     """
 
     kind: str = "scann"
@@ -116,7 +118,7 @@ class IndexConfig:
     num_leaves_to_search: int = 20
     training_iterations: int = 12
     dimensions_per_block: int = 2
-    num_reordering_candidates: int | None = 100
+    num_reordering_candidates: int | None = 500
 
     def __post_init__(self) -> None:
         _check(self.kind in INDEX_KINDS, f"--index must be one of {INDEX_KINDS} (got {self.kind!r})")
@@ -129,8 +131,8 @@ class IndexConfig:
         _check(self.training_iterations >= 1, "--scann-training-iterations must be >= 1")
         _check(self.dimensions_per_block >= 1, "--scann-dimensions-per-block must be >= 1")
         _check(
-            self.num_reordering_candidates is None or self.num_reordering_candidates >= self.k,
-            f"--scann-reorder must be >= k={self.k} or 0 to disable (got {self.num_reordering_candidates})",
+            self.num_reordering_candidates is None or self.num_reordering_candidates >= 1,
+            f"--scann-reorder must be >= 1, or 0 to disable (got {self.num_reordering_candidates})",
         )
 
     def as_dict(self) -> dict:

@@ -50,7 +50,7 @@ def effective(config: IndexConfig, candidates: int) -> EffectiveIndex:
         kind="scann", k=config.k, candidates=candidates, num_leaves=leaves,
         num_leaves_to_search=max(1, min(config.num_leaves_to_search, leaves)),
         training_iterations=config.training_iterations, dimensions_per_block=config.dimensions_per_block,
-        num_reordering_candidates=(min(config.num_reordering_candidates, candidates)
+        num_reordering_candidates=(min(max(config.num_reordering_candidates, config.k), candidates)
                                    if config.num_reordering_candidates else None))
 
 

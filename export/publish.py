@@ -81,11 +81,9 @@ def clean_stale(base: Path) -> list[Path]:
     for child in base.iterdir():
         if not child.name.startswith(STAGING_PREFIX):
             continue
-        parts = child.name[len(STAGING_PREFIX):].split("-", 1)
-        if parts[0].isdigit() and _pid_alive(int(parts[0])) and int(parts[0]) != os.getpid():
-            continue  # another export is building it right now
-        if parts[0].isdigit() and int(parts[0]) == os.getpid():
-            continue
+        owner = child.name[len(STAGING_PREFIX):].split("-", 1)[0]
+        if owner.isdigit() and _pid_alive(int(owner)):
+            continue  # this or another export is building it right now
         shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
         removed.append(child)
         logger.info("removed stale staging leftover %s", child)

@@ -37,9 +37,16 @@ class Trained:
     seconds: float
 
 
-def vocabularies(data) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted unique user ids (from the ratings) and titles (from the movies), as the tutorial builds them."""
-    users = np.unique(np.asarray(data.ratings.user_id).astype(str)).astype(object)
+def vocabularies(data, train_idx: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted unique user ids and titles (from the movies), as the tutorial builds them.
+
+    Users come from the training ratings: a user with no training rating is an unknown user (row 0, the
+    popular movies) rather than an untrained random vector. With the seed's random split every user has
+    training ratings, so this is the tutorial's vocabulary; it matters for the time split."""
+    user_ids = np.asarray(data.ratings.user_id)
+    if train_idx is not None:
+        user_ids = user_ids[train_idx]
+    users = np.unique(user_ids.astype(str)).astype(object)
     titles = np.unique(np.asarray(data.movies.movie_title).astype(str)).astype(object)
     return users, titles
 
@@ -74,8 +81,8 @@ def train_dataset(config: TrainConfig, data, train_idx: np.ndarray) -> tf.data.D
     return ds.shuffle(config.shuffle_buffer).batch(config.batch_size).cache()
 
 
-def build_model(config: TrainConfig, data) -> TwoTower:
-    users, titles = vocabularies(data)
+def build_model(config: TrainConfig, data, train_idx: np.ndarray | None = None) -> TwoTower:
+    users, titles = vocabularies(data, train_idx)
     user_side, movie_side = side_features(config, data, users, titles)
     model = TwoTower(config, users, titles, user_side, movie_side)
     model.compile(optimizer=make_optimizer(config))
@@ -85,7 +92,7 @@ def build_model(config: TrainConfig, data) -> TwoTower:
 def train(config: TrainConfig, data, train_idx: np.ndarray, verbose: int | None = None) -> Trained:
     """Fit the preset's model on ``train_idx``; the global seed is set first (``tf.random.set_seed``)."""
     tf.random.set_seed(config.seed)
-    model = build_model(config, data)
+    model = build_model(config, data, train_idx)
     dataset = train_dataset(config, data, train_idx)
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2

@@ -44,7 +44,7 @@ sed "s#\"/models/#\"$store/#" serving/models.config > "$config"
 server=$!
 trap 'kill -TERM $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
 
-"$py" -m client --url "http://localhost:$rest_port" wait --timeout 180 \
+"$py" -c 'import client, sys; client.connect(sys.argv[1]).wait_until_available(timeout=300)' "http://localhost:$rest_port" \
   || { echo "the local server did not become available; its log:" >&2; cat "$store/serving.log" >&2; exit 1; }
 echo "--- user 42, over REST"
 "$py" -m client recommend 42 --url "http://localhost:$rest_port"

@@ -103,7 +103,7 @@ def test_invalid_index_and_export_settings_are_rejected_on_construction():
     with pytest.raises(ConfigError, match="--scann-leaves-to-search"):
         IndexConfig(num_leaves=10, num_leaves_to_search=11)
     with pytest.raises(ConfigError, match="--scann-reorder"):
-        IndexConfig(k=50, num_reordering_candidates=10)
+        IndexConfig(k=50, num_reordering_candidates=-1)
     with pytest.raises(ConfigError, match="unknown preset"):
         preset("huge")
     with pytest.raises(ConfigError, match="--keep"):

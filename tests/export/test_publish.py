@@ -202,7 +202,7 @@ def test_export_killed_at_random_points_publishes_nothing_partial(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     args = [sys.executable, "-m", "export", "--data", "synthetic", "--synthetic-size", "tiny", "--preset", "seed",
             "--epochs", "1", "--index", "brute_force", "--model-base-path", str(root)]
-    for delay in (rng.uniform(3.0, 7.0), rng.uniform(7.0, 11.0)):
+    for delay in (rng.uniform(2.0, 10.0),):  # the publish-loop test above covers many more kill points
         proc = subprocess.Popen(args, cwd=str(ROOT), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)

@@ -109,7 +109,10 @@ class ServerProcess:
     @property
     def channel(self):
         if self._channel is None:
-            self._channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
+            # A local subchannel pool: a new channel really reconnects (the global pool would hand back a
+            # subchannel still backing off from an earlier refused connection).
+            self._channel = grpc.insecure_channel(f"127.0.0.1:{self.port}",
+                                                  options=[("grpc.use_local_subchannel_pool", 1)])
         return self._channel
 
     def predict(self, model: str, inputs: dict, *, version: int | None = None, label: str | None = None,
