@@ -122,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(exc, 1)
     except KeyboardInterrupt:
         return _fail("interrupted; nothing was published after the last 'published' line", 130)
+    except Exception as exc:  # anything else (a TensorFlow runtime error...): still one line
+        logger.debug("export failed", exc_info=True)
+        return _fail(f"{type(exc).__name__}: {exc} (rerun with -v for the traceback)", 1)
     for name, version in result.published.items():
         print(f"published {name} version {version}: {result.paths[name]}")
     return 0

@@ -23,7 +23,7 @@ import tensorflow_recommenders as tfrs
 from export.config import TrainConfig
 
 
-def _one_hot_table(keys: np.ndarray, values: np.ndarray, vocabulary: np.ndarray) -> np.ndarray:
+def one_hot_table(keys: np.ndarray, values: np.ndarray, vocabulary: np.ndarray) -> np.ndarray:
     """Rows aligned with ``[OOV] + vocabulary``: the one-hot encoding of each id's categorical value."""
     categories = sorted(set(values.tolist()))
     position = {c: i for i, c in enumerate(categories)}

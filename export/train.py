@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from export.config import TrainConfig
-from export.model import TwoTower, _one_hot_table, make_optimizer
+from export.model import TwoTower, one_hot_table, make_optimizer
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def side_features(config: TrainConfig, data, users: np.ndarray, titles: np.ndarr
     user_side = None
     if config.user_features:
         ratings = data.ratings
-        parts = [_one_hot_table(np.asarray(ratings.user_id), np.asarray(getattr(ratings, f)).astype(str), users)
+        parts = [one_hot_table(np.asarray(ratings.user_id), np.asarray(getattr(ratings, f)).astype(str), users)
                  for f in config.user_features]
         user_side = np.concatenate(parts, axis=1)
     movie_side = None

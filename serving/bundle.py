@@ -203,8 +203,12 @@ class SavedModelBundle:
             raise BundleError("FAILED_PRECONDITION", f'Serving signature key "{name}" not found.') from None
 
     def run(self, signature_name: str, inputs: Mapping[str, np.ndarray],
-            output_filter: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-        """Run a signature: ``inputs`` by input alias; returns outputs by alias (all, or ``output_filter``)."""
+            output_filter: Sequence[str] | None = None, *, timeout_ms: int | None = None) -> dict[str, np.ndarray]:
+        """Run a signature: ``inputs`` by input alias; returns outputs by alias (all, or ``output_filter``).
+
+        ``timeout_ms`` bounds the Session run (RunOptions.timeout_in_ms, as TF Serving sets from the gRPC
+        deadline); past it the call fails with DEADLINE_EXCEEDED.
+        """
         if self._closed:
             raise BundleError("UNAVAILABLE", f"SavedModel at {self.export_dir} is unloaded")
         name, signature = self.signature(signature_name)
@@ -215,7 +219,17 @@ class SavedModelBundle:
         aliases = self._check_outputs(signature, output_filter)
         run = self._callable(name, signature, aliases)
         try:
-            values = run(*feeds)
+            if timeout_ms:
+                from tensorflow.core.protobuf import config_pb2
+
+                # A MakeCallable callable takes no RunOptions (they are fixed when it is made), so a
+                # deadline needs a full Session.run.
+                values = self._session.run(
+                    [signature.outputs[a].name for a in aliases],
+                    feed_dict=dict(zip((signature.inputs[a].name for a in sorted(signature.inputs)), feeds)),
+                    options=config_pb2.RunOptions(timeout_in_ms=max(1, int(timeout_ms))))
+            else:
+                values = run(*feeds)
         except Exception as exc:
             import tensorflow as tf
 

@@ -132,9 +132,11 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         try:
             if not request.HasField("model_spec"):
                 raise ServingError("INVALID_ARGUMENT", "Missing ModelSpec")
+            remaining = context.time_remaining()  # the client's deadline bounds the Session run, as TF Serving
+            timeout_ms = max(1, int(remaining * 1000)) if remaining is not None and remaining < 1e8 else None
             version, outputs = self._core.predict(
                 spec.name, signature_name=spec.signature_name, inputs=_LazyInputs(request.inputs),
-                output_filter=tuple(request.output_filter), **choice)
+                output_filter=tuple(request.output_filter), timeout_ms=timeout_ms, **choice)
         except ServingError as error:
             self._record(spec, choice.get("version"), signature, "Predict", error.code, start)
             _abort(context, error)

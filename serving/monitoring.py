@@ -12,6 +12,8 @@ and latency can be read per model, version and signature; queries written for TF
 Both transports call :meth:`Metrics.record` once per request, with TF Serving's API name (``Predict``,
 ``GetModelMetadata``, ``GetModelStatus``, ``Classify``, ``Regress``) and ``entrypoint`` ``"REST"`` or
 ``"GRPC"``; the REST server serves :meth:`Metrics.render` at the monitoring config's path.
+:data:`MonitoringConfig` is TF Serving's ``--monitoring_config_file`` message (the tensorflow-serving-api
+wheel does not ship its ``_pb2``).
 """
 
 from __future__ import annotations

@@ -292,7 +292,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     if state["answered"]:
                         return
                     state["answered"] = state["expired"] = True
-                    self._reply(504, error_json("Deadline Exceeded"))
+                    self._reply(504, error_json("Timed out waiting for notification"))  # DirectSession's message
 
             entry = server.watchdog.arm(server.timeout_s, on_deadline)
             try:

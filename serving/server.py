@@ -84,7 +84,6 @@ class ModelServer:
         self.rest = None
         self._stopped = threading.Event()
         self._poller: threading.Thread | None = None
-        self._config_text: bytes | None = None
 
     def start(self) -> None:
         """Load the initial models, then open the ports. ServingError if the server cannot start."""
@@ -105,7 +104,6 @@ class ModelServer:
             session_config=session_config(options),
         ), metrics=metrics)
         self.core.reload_config(config)
-        self._config_text = config.SerializeToString(deterministic=True)
         if options.model_config_file and options.model_config_file_poll_wait_seconds > 0:
             self._poller = threading.Thread(target=self._poll_config, name="config-poller", daemon=True)
             self._poller.start()
@@ -169,6 +167,7 @@ class ModelServer:
         return rest
 
     def _poll_config(self) -> None:
+        """Re-read the config file each period; the file's config wins over one set by gRPC, as TF Serving."""
         from tensorflow_serving.config import model_server_config_pb2
 
         path = self.options.model_config_file
@@ -178,17 +177,16 @@ class ModelServer:
             except ServingError as exc:
                 logger.error("Failed to read ModelServerConfig file: %s", exc.message)
                 continue
-            text = config.SerializeToString(deterministic=True)
-            if text == self._config_text:
-                continue
+            current = self.core.config
+            if current is not None and config.SerializeToString(deterministic=True) == \
+                    current.SerializeToString(deterministic=True):
+                continue  # unchanged: nothing to do (TF Serving re-applies it, to the same effect)
             try:
                 self.core.reload_config(config)
             except ServingError as exc:
                 logger.error("PollFilesystemAndReloadConfig failed to ReloadConfig: %s: %s", exc.code, exc.message)
             else:
                 logger.info("Reloaded model config from %s", path)
-            # A rejected config is not retried until the file changes again.
-            self._config_text = text
 
     def wait(self) -> None:
         """Block until :meth:`stop` is called (from a signal handler or another thread)."""

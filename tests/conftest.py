@@ -6,6 +6,8 @@
         (60 users "1".."60", ~150 titles; K = k). Raises AssertionError with the CLI's output on failure.
 
     make_model_store   session fixture: the ``publish_store`` factory itself
+    export_cli         session fixture: ``run_export(args, timeout=300)`` -> CompletedProcess of
+                       ``python -m export ARGS`` (never raises on a non-zero exit)
     model_store        session fixture: a ScaNN store root (Path), built once per session
     brute_force_store  session fixture: a BruteForce store root (Path), built once per session
 
@@ -54,6 +56,11 @@ def publish_store(root: Path, *, index: str = "scann", k: int = 10, seed: int = 
 @pytest.fixture(scope="session")
 def make_model_store():
     return publish_store
+
+
+@pytest.fixture(scope="session")
+def export_cli():
+    return run_export
 
 
 @pytest.fixture(scope="session")

@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import run_export  # noqa: E402  (tests/conftest.py: the shared runner)
 
 
 def _error_line(proc) -> str:
@@ -31,35 +25,35 @@ def _error_line(proc) -> str:
     (["--data", "/no/such/ml-100k"], "no such file or folder"),
     (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
 ])
-def test_bad_settings_exit_2_with_exactly_one_line(args, reason, tmp_path):
-    proc = run_export(["--data", "synthetic", "--model-base-path", tmp_path / "models", *args], timeout=120)
+def test_bad_settings_exit_2_with_exactly_one_line(args, reason, tmp_path, export_cli):
+    proc = export_cli(["--data", "synthetic", "--model-base-path", tmp_path / "models", *args], timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [_error_line(proc)]
     assert reason in _error_line(proc)
     assert not (tmp_path / "models").exists()
 
 
-def test_unwritable_model_base_path_exits_1_with_one_line(tmp_path):
+def test_unwritable_model_base_path_exits_1_with_one_line(tmp_path, export_cli):
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
-    proc = run_export(["--data", "synthetic", "--synthetic-size", "tiny", "--model-base-path", blocker / "models"])
+    proc = export_cli(["--data", "synthetic", "--synthetic-size", "tiny", "--model-base-path", blocker / "models"])
     assert proc.returncode == 1
     assert "is not writable" in _error_line(proc)
 
 
-def test_bad_data_folder_exits_1_with_one_line(tmp_path):
+def test_bad_data_folder_exits_1_with_one_line(tmp_path, export_cli):
     folder = tmp_path / "ml-100k"
     folder.mkdir()
     (folder / "README").write_text("no u.data here")
-    proc = run_export(["--data", folder, "--model-base-path", tmp_path / "models"])
+    proc = export_cli(["--data", folder, "--model-base-path", tmp_path / "models"])
     assert proc.returncode == 1
     assert "u.data" in _error_line(proc)
     assert not [p for p in (tmp_path / "models").rglob("*") if p.name.isdigit()]
 
 
-def test_failed_validation_publishes_nothing_and_says_what_differed(tmp_path):
+def test_failed_validation_publishes_nothing_and_says_what_differed(tmp_path, export_cli):
     root = tmp_path / "models"
-    proc = run_export(["--data", "synthetic", "--synthetic-size", "tiny", "--preset", "seed", "--epochs", "1",
+    proc = export_cli(["--data", "synthetic", "--synthetic-size", "tiny", "--preset", "seed", "--epochs", "1",
                        "--model-base-path", root, "--scann-num-leaves", "9", "--scann-leaves-to-search", "1",
                        "--scann-reorder", "0", "--recall-threshold", "0.99"])
     assert proc.returncode == 1
@@ -69,9 +63,9 @@ def test_failed_validation_publishes_nothing_and_says_what_differed(tmp_path):
     assert not any(p.name.startswith(".staging-") for p in root.rglob("*"))
 
 
-def test_successful_export_prints_the_evaluation_table_and_published_versions(tmp_path):
+def test_successful_export_prints_the_evaluation_table_and_published_versions(tmp_path, export_cli):
     root = tmp_path / "models"
-    proc = run_export(["--data", "synthetic", "--synthetic-size", "tiny", "--preset", "seed", "--epochs", "1",
+    proc = export_cli(["--data", "synthetic", "--synthetic-size", "tiny", "--preset", "seed", "--epochs", "1",
                        "--index", "brute_force", "--k", "5", "--model-base-path", root])
     assert proc.returncode == 0, proc.stderr[-3000:]
     for row in ("model ", "model_exclude_seen", "popularity ", "popularity_exclude_seen"):

@@ -162,6 +162,7 @@ _PUBLISH_LOOP = textwrap.dedent("""
     from pathlib import Path
     from export import publish
     source, base = Path(sys.argv[1]), Path(sys.argv[2])
+    print("ready", flush=True)
     while True:
         publish.clean_stale(base)
         staged = publish.staging_dir(base)
@@ -185,11 +186,14 @@ def test_publish_killed_at_random_points_leaves_no_partial_numeric_version(tmp_p
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     for _ in range(12):
         proc = subprocess.Popen([sys.executable, "-c", _PUBLISH_LOOP, str(source), str(base)], cwd=str(ROOT),
-                                env=env, stderr=subprocess.PIPE)
-        time.sleep(rng.uniform(0.05, 0.6))
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        assert proc.stdout.readline().strip() == b"ready"
+        time.sleep(rng.uniform(0.0, 0.4))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        _assert_only_complete_versions(base, source)  # (random seed %d)
+        proc.stdout.close()
+        _assert_only_complete_versions(base, source)
+    assert _numeric(base), "no version was ever published: the kills came too early to test anything"
     versions = [int(p.name) for p in _numeric(base)]
     assert versions == sorted(set(versions)), f"seed {seed}"
     publish.clean_stale(base)

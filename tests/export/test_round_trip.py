@@ -11,7 +11,7 @@ import export  # noqa: F401
 
 from export import index as index_lib
 from export import servable, validate, warmup
-from export.config import DEFAULT, SEED, IndexConfig
+from export.config import DEFAULT, IndexConfig
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_LINE = "Running gRPC ModelServer at"
+REST_READY_LINE = "Exporting HTTP/REST API at:"
 
 
 def free_port() -> int:
@@ -52,6 +53,8 @@ class ServerProcess:
         threading.Thread(target=self._pump, daemon=True).start()
         if wait_ready:
             self.wait_for_line(READY_LINE, timeout)
+            if self.rest_port:
+                self.wait_for_line(REST_READY_LINE, timeout)
         return self
 
     def _pump(self) -> None:
@@ -112,7 +115,8 @@ class ServerProcess:
             # A local subchannel pool: a new channel really reconnects (the global pool would hand back a
             # subchannel still backing off from an earlier refused connection).
             self._channel = grpc.insecure_channel(f"127.0.0.1:{self.port}",
-                                                  options=[("grpc.use_local_subchannel_pool", 1)])
+                                                  options=[("grpc.use_local_subchannel_pool", 1),
+                                                           ("grpc.max_receive_message_length", 64 << 20)])
         return self._channel
 
     def predict(self, model: str, inputs: dict, *, version: int | None = None, label: str | None = None,

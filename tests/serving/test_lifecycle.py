@@ -65,17 +65,40 @@ class LoadGenerator:
         self._thread.join(60)
 
 
+class RestLoadGenerator(LoadGenerator):
+    """The same over REST; a REST predict answer names no version, so each call counts as one success
+    (HTTP 200 with one prediction per instance) or one error."""
+
+    def _run(self) -> None:
+        import requests
+
+        url = f"http://127.0.0.1:{self.server.rest_port}/v1/models/{self.model}"
+        with requests.Session() as http:
+            while not self._stop.is_set() and len(self.versions) + len(self.errors) < self.max_requests:
+                try:
+                    answer = http.post(url + ":predict", json={"instances": ["1", "2"]}, timeout=30)
+                    if answer.status_code != 200 or len(answer.json()["predictions"]) != 2:
+                        self.errors.append(f"{answer.status_code}: {answer.text[:200]}")
+                    else:
+                        self.versions.append(len(self.versions))
+                except requests.RequestException as exc:
+                    self.errors.append(repr(exc))
+
+
 def test_publishing_v2_under_load_moves_answers_with_zero_failures(store):
     base = store / "retrieval"
     v1 = sp.versions(base)[-1]
-    with sp.ServerProcess("--model_name=retrieval", f"--model_base_path={base}") as server:
-        with LoadGenerator(server) as load:
-            server.wait_until(lambda: len(load.versions) > 20, what="load running on v1")
+    with sp.ServerProcess("--model_name=retrieval", f"--model_base_path={base}", rest=True) as server:
+        with LoadGenerator(server) as load, RestLoadGenerator(server) as rest_load:
+            server.wait_until(lambda: len(load.versions) > 20 and len(rest_load.versions) > 20,
+                              what="load running on v1")
             v2 = v1 + 1000
             sp.publish_copy(base, v1, v2)
             server.wait_until(lambda: load.versions and load.versions[-1] == v2, timeout=60, what="answers on v2")
-            time.sleep(0.3)
+            rest_before = len(rest_load.versions)
+            server.wait_until(lambda: len(rest_load.versions) > rest_before + 20, what="REST load after swap")
         assert load.errors == []
+        assert rest_load.errors == []
         assert load.versions[0] == v1 and load.versions[-1] == v2
         first_v2 = load.versions.index(v2)
         assert set(load.versions[first_v2:]) == {v2}, "once v2 answers, v1 never answers again"
@@ -272,14 +295,30 @@ def test_start_aborts_when_the_only_version_fails_to_load(tmp_path):
 def test_sigterm_finishes_in_flight_requests_and_exits_zero(store):
     server = sp.ServerProcess("--model_name=retrieval", f"--model_base_path={store / 'retrieval'}").start()
     try:
+        big = {"user_id": [str(i % 80).encode() for i in range(200_000)]}  # takes > 1 s to answer
+        result: dict = {}
+
+        def slow_call():
+            try:
+                result["response"] = server.predict("retrieval", big, output_filter=["scores"], timeout=120)
+            except grpc.RpcError as exc:
+                result["error"] = f"{exc.code()}: {exc.details()}"
+
         with LoadGenerator(server) as load:
             server.wait_until(lambda: len(load.versions) > 50, what="load running")
+            caller = threading.Thread(target=slow_call)
+            caller.start()
+            time.sleep(0.5)  # the slow call is on the server now
             server.proc.send_signal(15)
-            code = server.wait_exit(60)
+            code = server.wait_exit(120)
+            caller.join(60)
         assert code == 0
         assert "Server stopped" in server.log
-        # Calls either completed, or were refused once the port closed; none failed half-way.
-        refused = {e for e in load.errors if not e.startswith("StatusCode.UNAVAILABLE")}
-        assert refused == set()
+        assert "error" not in result, result.get("error")
+        assert result["response"].outputs["scores"].tensor_shape.dim[0].size == 200_000
+        # Calls that arrived after shutdown began were refused (UNAVAILABLE, or CANCELLED by the stopping
+        # gRPC server); none failed any other way.
+        refused = {e.split(":")[0] for e in load.errors}
+        assert refused <= {"StatusCode.UNAVAILABLE", "StatusCode.CANCELLED"}, load.errors[:5]
     finally:
         server.stop()

@@ -48,11 +48,11 @@ def server(model_store, version, tmp_path_factory):
     # As in TF Serving, a label may name a version that is not yet loaded only with this flag.
     with sp.ServerProcess(f"--model_config_file={config}", f"--monitoring_config_file={monitoring}",
                           "--allow_version_labels_for_unavailable_models", rest=True) as s:
-        sp_wait_rest(s)
+        wait_for_rest(s)
         yield s
 
 
-def sp_wait_rest(s) -> None:
+def wait_for_rest(s) -> None:
     s.wait_for_line("Exporting HTTP/REST API at", timeout=60)
 
 
