@@ -133,7 +133,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             if not request.HasField("model_spec"):
                 raise ServingError("INVALID_ARGUMENT", "Missing ModelSpec")
             remaining = context.time_remaining()  # the client's deadline bounds the Session run, as TF Serving
-            timeout_ms = max(1, int(remaining * 1000)) if remaining is not None and remaining < 1e8 else None
+            timeout_ms = remaining * 1000.0 if remaining is not None and remaining < 1e8 else None
             version, outputs = self._core.predict(
                 spec.name, signature_name=spec.signature_name, inputs=_LazyInputs(request.inputs),
                 output_filter=tuple(request.output_filter), timeout_ms=timeout_ms, **choice)

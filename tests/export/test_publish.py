@@ -224,3 +224,72 @@ def test_export_killed_at_random_points_publishes_nothing_partial(tmp_path):
         names = [p.name for p in (root / model).iterdir()]
         assert all(n.isdigit() for n in names), names
         assert int(_numeric(root / model)[-1].name) > max(before[model] + [0])
+
+
+# A deterministic companion to the random kills above: the same publish, killed at EVERY file-system step
+# it takes (counted by a Python audit hook: open for writing, mkdir, rename, remove, rmtree, ...), so no
+# point between "staging begins" and "pruning ends" goes untested.
+_PUBLISH_ONCE_KILLED_AT = textwrap.dedent("""
+    import json, os, shutil, signal, sys
+    from pathlib import Path
+    from export import publish
+    source, base, kill_at = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+    WATCHED = {"os.mkdir", "os.rename", "os.replace", "os.remove", "os.rmdir", "shutil.rmtree",
+               "shutil.copyfile", "os.truncate"}
+    steps = 0
+    def hook(event, args):
+        global steps
+        writing = event == "open" and len(args) > 1 and isinstance(args[1], str) and any(m in args[1] for m in "wax+")
+        if event in WATCHED or writing:
+            steps += 1
+            if steps == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+    sys.addaudithook(hook)
+    publish.clean_stale(base)
+    staged = publish.staging_dir(base)
+    shutil.copytree(source, staged, dirs_exist_ok=True)
+    def stamp(version):
+        path = staged / "assets.extra" / "manifest.json"
+        manifest = json.loads(path.read_text())
+        manifest["version"] = version
+        path.write_text(json.dumps(manifest))
+    publish.publish(staged, base, publish.next_version(base), stamp)
+    publish.prune(base, keep=2)
+    print(steps, flush=True)
+""")
+
+
+def test_publish_killed_at_every_file_system_step_leaves_old_or_new_complete_version(tmp_path, model_store):
+    source = _numeric(model_store / "retrieval")[-1]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+
+    def run(base: Path, kill_at: int) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", _PUBLISH_ONCE_KILLED_AT, str(source), str(base), str(kill_at)],
+                              cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=120)
+
+    def fresh_base(name: str) -> tuple[Path, int]:
+        base = tmp_path / name / "retrieval"
+        for number in (5, 7):  # 7 is being served; 5 is what pruning (keep=2) removes after the publish
+            shutil.copytree(source, base / str(number))
+            manifest = base / str(number) / "assets.extra" / "manifest.json"
+            manifest.write_text(json.dumps(dict(json.loads(manifest.read_text()), version=number)))
+        return base, 7
+
+    base, old = fresh_base("complete")
+    done = run(base, kill_at=0)
+    assert done.returncode == 0, done.stderr[-2000:]
+    total = int(done.stdout.split()[-1])
+    assert total > 10, f"only {total} file-system steps were seen: the audit hook is not watching the publish"
+    assert [int(p.name) for p in _numeric(base)][:1] == [7] and len(_numeric(base)) == 2  # 5 pruned
+
+    for kill_at in range(1, total + 1):
+        base, old = fresh_base(f"killed-{kill_at}")
+        killed = run(base, kill_at)
+        assert killed.returncode == -signal.SIGKILL, f"step {kill_at}: not killed ({killed.returncode})"
+        _assert_only_complete_versions(base, source)
+        assert old in [int(p.name) for p in _numeric(base)], f"step {kill_at}: the serving version was lost"
+        # The next publish cleans every leftover and completes.
+        again = run(base, kill_at=0)
+        assert again.returncode == 0, again.stderr[-2000:]
+        assert all(p.name.isdigit() for p in base.iterdir()), f"step {kill_at}: leftovers {list(base.iterdir())}"
+        assert int(_numeric(base)[-1].name) > old
