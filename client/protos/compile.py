@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -25,14 +26,17 @@ _POOL_IMPORT = "from client.protos import _pool\n"
 
 
 def _protoc(out_dir: Path) -> None:
+    """Run grpcio-tools' protoc in a child process: its extension module must not share a process with
+    other protobuf/abseil builds already loaded (seen: a segfault on import after h5py and TensorFlow)."""
     import grpc_tools
-    from grpc_tools import protoc
 
     include = Path(grpc_tools.__file__).parent / "_proto"
     protos = sorted(p.relative_to(ROOT).as_posix() for p in HERE.glob("*.proto"))
-    args = ["protoc", f"-I{ROOT}", f"-I{include}", f"--python_out={out_dir}", f"--grpc_python_out={out_dir}"]
-    if protoc.main(args + protos) != 0:
-        raise RuntimeError(f"protoc failed on {protos}")
+    args = [sys.executable, "-m", "grpc_tools.protoc", f"-I{ROOT}", f"-I{include}", f"--python_out={out_dir}",
+            f"--grpc_python_out={out_dir}"]
+    done = subprocess.run(args + protos, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"protoc failed on {protos}: {done.stderr.strip()}")
 
 
 def _rewrite(name: str, text: str) -> str:
