@@ -161,8 +161,11 @@ def rest_client(port: int):
 
 
 def grpc_client(port: int):
+    """``PredictionService.Predict`` through grpcio's stub, with client/'s own protos (no TensorFlow import in
+    the client processes) and a 30 s deadline, as clients usually set one."""
     import grpc
-    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    from client.protos import predict_pb2, prediction_service_pb2_grpc
 
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
@@ -179,8 +182,87 @@ def grpc_client(port: int):
     return call
 
 
+CLIENTS = {"REST": rest_client, "gRPC": grpc_client}
+
+
+def _client_process(conn) -> None:
+    """A client process: for each task ``(transport, port, requests, warmup, seed)`` it connects, warms up,
+    says "ready", waits for "go", and sends back its latencies; ``None`` ends it."""
+    while (task := conn.recv()) is not None:
+        transport, port, requests, warmup, seed = task
+        try:
+            call = CLIENTS[transport](port)
+            rng = np.random.default_rng(seed)
+            users = [str(u) for u in rng.integers(1, USERS + 1, size=requests + warmup)]
+            for user in users[:warmup]:
+                call(user)
+        except BaseException as exc:  # surfaced by the parent
+            conn.send(("error", repr(exc)))
+            continue
+        conn.send(("ready", None))
+        conn.recv()  # "go"
+        mine = []
+        try:
+            for user in users[warmup:]:
+                start = time.perf_counter()
+                call(user)
+                mine.append(time.perf_counter() - start)
+        except BaseException as exc:
+            conn.send(("error", repr(exc)))
+            continue
+        conn.send(("done", mine))
+
+
+class ClientProcesses:
+    """Client processes (spawned, no TensorFlow), one connection each, as separate clients would be: clients
+    in threads of one Python process would measure their own GIL contention rather than the server."""
+
+    def __init__(self, count: int) -> None:
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        self._conns, self._procs = [], []
+        for _ in range(count):
+            parent, child = context.Pipe()
+            proc = context.Process(target=_client_process, args=(child,), daemon=True)
+            proc.start()
+            self._conns.append(parent)
+            self._procs.append(proc)
+
+    def measure(self, transport: str, port: int, clients: int, requests_per_client: int, warmup: int = 20) -> dict:
+        conns = self._conns[:clients]
+        for i, conn in enumerate(conns):
+            conn.send((transport, port, requests_per_client, warmup, i))
+        replies = [conn.recv() for conn in conns]
+        failed = [r[1] for r in replies if r[0] == "error"]
+        if failed:
+            raise RuntimeError(f"{transport} client failed: {failed[0]}")
+        start = time.perf_counter()
+        for conn in conns:
+            conn.send("go")
+        replies = [conn.recv() for conn in conns]
+        wall = time.perf_counter() - start
+        failed = [r[1] for r in replies if r[0] == "error"]
+        if failed:
+            raise RuntimeError(f"{transport} client failed: {failed[0]}")
+        return _summary([x for r in replies for x in r[1]], wall)
+
+    def close(self) -> None:
+        for conn in self._conns:
+            conn.send(None)
+        for proc in self._procs:
+            proc.join(timeout=10)
+
+
+def _summary(latencies: list[float], wall: float) -> dict:
+    latencies.sort()
+    return {"p50": statistics.median(latencies), "p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+            "rps": len(latencies) / wall, "n": len(latencies)}
+
+
 def measure(make_client, clients: int, requests_per_client: int, warmup: int = 20) -> dict:
-    """Latencies (s) of ``requests_per_client`` calls from each of ``clients`` threads, and the throughput."""
+    """Latencies (s) of ``requests_per_client`` calls from each of ``clients`` threads of this process, and the
+    throughput."""
     latencies: list[float] = []
     lock = threading.Lock()
     barrier = threading.Barrier(clients + 1)
@@ -218,39 +300,44 @@ def measure(make_client, clients: int, requests_per_client: int, warmup: int = 2
     wall = time.perf_counter() - start
     if errors:
         raise errors[0]
-    latencies.sort()
-    return {"p50": statistics.median(latencies), "p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
-            "rps": len(latencies) / wall, "n": len(latencies)}
+    return _summary(latencies, wall)
 
 
 # --------------------------------------------------------------------------- main
-def run(candidates: int, work_dir: Path, requests: int, rounds: int) -> list[dict]:
+def run(candidates: int, work_dir: Path, requests: int, rounds: int, client_threads: bool) -> list[dict]:
     from serving.bundle import SavedModelBundle
 
     base = work_dir / f"n{candidates}"
     path = build_model(base, candidates)
     server = Server(base / "retrieval")
     bundle = SavedModelBundle.load(path, run_warmup=False)
+    processes = None if client_threads else ClientProcesses(8)
     rows = []
     try:
         server.wait_ready()
-        transports = {
-            "in-process": lambda: in_process_client(bundle),
-            "REST": lambda: rest_client(server.rest_port),
-            "gRPC": lambda: grpc_client(server.grpc_port),
-        }
+        ports = {"REST": server.rest_port, "gRPC": server.grpc_port}
+
+        def measure_transport(name: str, clients: int, per_client: int) -> dict:
+            if name == "in-process":  # the bundle lives here: its clients are threads of this process
+                return measure(lambda: in_process_client(bundle), clients, per_client)
+            if processes is None:
+                return measure(lambda: CLIENTS[name](ports[name]), clients, per_client)
+            return processes.measure(name, ports[name], clients, per_client)
+
         for clients in (1, 8):
             per_client = max(20, requests // clients)
-            pooled: dict[str, list[dict]] = {name: [] for name in transports}
+            pooled: dict[str, list[dict]] = {name: [] for name in ("in-process", "REST", "gRPC")}
             for _ in range(rounds):  # interleave the transports so that machine load drifts hit all three
-                for name, make in transports.items():
-                    pooled[name].append(measure(make, clients, per_client))
+                for name in pooled:
+                    pooled[name].append(measure_transport(name, clients, per_client))
             for name, results in pooled.items():
                 rows.append({"candidates": candidates, "transport": name, "clients": clients,
                              "p50": statistics.median(r["p50"] for r in results),
                              "p99": statistics.median(r["p99"] for r in results),
                              "rps": statistics.median(r["rps"] for r in results)})
     finally:
+        if processes is not None:
+            processes.close()
         server.stop()
         bundle.close()
     return rows
@@ -291,10 +378,13 @@ def main(argv=None) -> int:
     parser.add_argument("--requests", type=int, default=400, help="measured requests per round and setting")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per setting (medians reported)")
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/serving_latency"), help="built models")
+    parser.add_argument("--client-threads", action="store_true",
+                        help="run the REST/gRPC clients as threads of this process (the old method: measures the "
+                             "clients' own GIL contention too) instead of one process per client")
     args = parser.parse_args(argv)
     rows = []
     for size in args.sizes:
-        rows.extend(run(size, args.work_dir, args.requests, args.rounds))
+        rows.extend(run(size, args.work_dir, args.requests, args.rounds, args.client_threads))
     print()
     print_table(rows)
     return 0

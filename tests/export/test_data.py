@@ -214,7 +214,8 @@ def test_tfds_offline_fails_fast_naming_the_offline_options(tmp_path):
 
 def test_tfds_download_gives_up_when_the_host_never_answers(tmp_path):
     def silent_host(*args, **kwargs):
-        time.sleep(60)  # a black-holed address: connect() that never returns
+        time.sleep(60)  # a black-holed address: connect() that never returns in time
+        raise TimeoutError("timed out")
 
     started = time.monotonic()
     with mock.patch("export.data.tfds.socket.create_connection", silent_host):
