@@ -8,14 +8,17 @@ the same run:
 - in-process: ``serving.bundle.SavedModelBundle.run`` in this process (what the server does per request);
 - REST: ``POST /v1/models/retrieval:predict`` with ``{"instances": ["<user>"]}`` on a keep-alive connection
   (a lean raw-socket client: the clients share the machine's cores with the server), the JSON answer parsed;
-- gRPC: ``PredictionService.Predict`` with the same user id;
+- gRPC: ``PredictionService.Predict`` with the same user id and a 30 s deadline (as clients usually set);
 
-with one client and with eight concurrent clients (threads, one connection each), a random known user per
-request. It prints p50/p99 latency, throughput, and each transport's p50 overhead over in-process.
+with one client and with eight concurrent clients, a random known user per request. REST and gRPC clients
+are separate processes (one connection each, as real clients are; ``--client-threads`` runs them as threads
+of this process instead, which adds the clients' own GIL contention to the figures); the in-process calls
+are threads of this process. It prints p50/p99 latency, throughput, and each transport's p50 overhead over
+in-process.
 The target: the server adds at most 1 ms at p50 on either transport, and gRPC is no slower than REST.
 
     python benchmarks/serving_latency.py                 # both sizes (the 1M model takes a few minutes to build)
-    python benchmarks/serving_latency.py --sizes 1682    # quick
+    python benchmarks/serving_latency.py --sizes 1682    # quick (skips the 1M-candidate model)
 
 Built models are kept under ``--work-dir`` and reused by later runs. The machine's other load shows in
 the figures: run it on a quiet machine and compare ratios, not absolute times.

@@ -105,16 +105,12 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
     from export import pipeline
+    from export.data import DataError
     from export.publish import PublishError
     from export.validate import ValidationError
 
     try:
-        from export.data import DataError
-    except ImportError:  # pragma: no cover - the data layer is part of this package
-        DataError = ValueError  # noqa: N806
-
-    try:
-        result = pipeline.run(config, synthetic_seed=args.seed)
+        pipeline.run(config, synthetic_seed=args.seed)  # reports each version as it is published
     except ConfigError as exc:
         return _fail(exc, 2)
     except (DataError, PublishError, ValidationError, OSError, ValueError) as exc:
@@ -125,6 +121,4 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # anything else (a TensorFlow runtime error...): still one line
         logger.debug("export failed", exc_info=True)
         return _fail(f"{type(exc).__name__}: {exc} (rerun with -v for the traceback)", 1)
-    for name, version in result.published.items():
-        print(f"published {name} version {version}: {result.paths[name]}")
     return 0

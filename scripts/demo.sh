@@ -44,11 +44,20 @@ sed "s#\"/models/#\"$store/#" serving/models.config > "$config"
 server=$!
 trap 'kill -TERM $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
 
-"$py" -c 'import client, sys; client.connect(sys.argv[1]).wait_until_available(timeout=300)' "http://localhost:$rest_port" \
-  || { echo "the local server did not become available; its log:" >&2; cat "$store/serving.log" >&2; exit 1; }
+# Wait for both models, as long as the server is alive (it opens its ports once they are AVAILABLE).
+ready='import client, sys; client.connect(sys.argv[1]).wait_until_available(timeout=2)'
+until "$py" -c "$ready" "http://localhost:$rest_port" 2>/dev/null; do
+  if ! kill -0 "$server" 2>/dev/null; then
+    echo "the local server stopped; its log ($store/serving.log):" >&2; tail -n 30 "$store/serving.log" >&2; exit 1
+  fi
+  sleep 1
+done
 echo "--- user 42, over REST"
 "$py" -m client recommend 42 --url "http://localhost:$rest_port"
 echo "--- user 42, over gRPC"
 "$py" -m client recommend 42 --url "grpc://localhost:$grpc_port"
-echo "--- movies similar to Star Wars (1977)"
-"$py" -m client similar "Star Wars (1977)" --url "grpc://localhost:$grpc_port"
+# Similar movies to user 42's first recommendation (a title the catalogue surely has, real or synthetic).
+title=$("$py" -m client recommend 42 -k 1 --json --url "http://localhost:$rest_port" |
+        "$py" -c 'import json, sys; print(json.load(sys.stdin)["42"][0]["title"])')
+echo "--- movies similar to $title"
+"$py" -m client similar "$title" --url "grpc://localhost:$grpc_port"

@@ -8,5 +8,11 @@ python="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[${extras}]"
+log=.venv/setup.log
+echo "setting up .venv with .[${extras}] (log: $log)" >&2
+if ! { .venv/bin/python -m pip install --disable-pip-version-check --upgrade pip &&
+       .venv/bin/python -m pip install --disable-pip-version-check -e ".[${extras}]"; } >"$log" 2>&1; then
+  tail -n 40 "$log" >&2
+  echo "scripts/setup.sh: installing .[${extras}] failed; the whole log is $log" >&2
+  exit 1
+fi

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Failed to start server. Error: {exc.code}: {exc.message}", file=sys.stderr)
         server.stop()
         return 255
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:  # grpcio reports a port it cannot bind as RuntimeError
         print(f"Failed to start server. Error: {exc}", file=sys.stderr)
         server.stop()
         return 255

@@ -10,6 +10,7 @@ implemented here).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Iterator, Mapping
 from concurrent import futures
@@ -41,9 +42,10 @@ def tensor_to_ndarray(alias: str, proto) -> np.ndarray:
         if proto.dtype == _DT_STRING and not proto.tensor_content:
             shape = [d.size for d in proto.tensor_shape.dim]
             values = list(proto.string_val)
-            count = int(np.prod(shape)) if shape else 1
-            if len(values) == count:
-                return np.array(values, dtype=object).reshape(shape)
+            if len(values) == math.prod(shape) and all(d >= 0 for d in shape):
+                array = np.empty(len(values), dtype=object)
+                array[:] = values
+                return array.reshape(shape)
         import tensorflow as tf
 
         return tf.make_ndarray(proto)
@@ -51,23 +53,44 @@ def tensor_to_ndarray(alias: str, proto) -> np.ndarray:
         raise ServingError("INVALID_ARGUMENT", f"tensor parsing error: {alias}") from exc
 
 
+_CONTENT_DTYPES: dict = {}  # numpy dtype -> TF DataType enum written as tensor_content (None: make_tensor_proto)
+
+
+def _content_dtype(dtype: np.dtype):
+    try:
+        return _CONTENT_DTYPES[dtype]
+    except KeyError:
+        pass
+    import tensorflow as tf
+
+    tf_dtype = tf.as_dtype(dtype)
+    enum = None
+    if tf_dtype.is_numpy_compatible and dtype.isnative and tf_dtype not in (tf.bfloat16, tf.resource, tf.variant):
+        enum = tf_dtype.as_datatype_enum
+    _CONTENT_DTYPES[dtype] = enum
+    return enum
+
+
 def ndarray_to_tensor(array: np.ndarray, out) -> None:
     """Fill TensorProto ``out`` from ``array`` (strings into ``string_val``, as TF Serving's AsProtoField)."""
     if array.dtype.kind in ("O", "S", "U"):
         out.dtype = _DT_STRING
         for size in array.shape:
-            out.tensor_shape.dim.add().size = size
-        out.string_val.extend(v if isinstance(v, bytes) else str(v).encode() for v in array.ravel().tolist())
+            out.tensor_shape.dim.add(size=size)
+        values = array.ravel().tolist()
+        if not all(type(v) is bytes for v in values):
+            values = [v if isinstance(v, bytes) else str(v).encode() for v in values]
+        out.string_val.extend(values)
+        return
+    enum = _content_dtype(array.dtype)
+    if enum is not None:
+        out.dtype = enum
+        for size in array.shape:
+            out.tensor_shape.dim.add(size=size)
+        out.tensor_content = np.ascontiguousarray(array).tobytes()
         return
     import tensorflow as tf
 
-    dtype = tf.as_dtype(array.dtype)
-    if dtype.is_numpy_compatible and array.dtype.isnative and dtype not in (tf.bfloat16, tf.resource, tf.variant):
-        out.dtype = dtype.as_datatype_enum
-        for size in array.shape:
-            out.tensor_shape.dim.add().size = size
-        out.tensor_content = np.ascontiguousarray(array).tobytes()
-        return
     out.CopyFrom(tf.make_tensor_proto(array))
 
 

@@ -73,4 +73,4 @@ def test_successful_export_prints_the_evaluation_table_and_published_versions(tm
     assert "top-100" in proc.stdout
     for model in ("retrieval", "similar_movies"):
         [version] = [p for p in (root / model).iterdir() if p.name.isdigit()]
-        assert f"published {model} version {version.name}: {version}" in proc.stdout
+        assert f"{model}: published version {version.name} at {version}" in proc.stdout

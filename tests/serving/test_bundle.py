@@ -105,6 +105,53 @@ def test_two_input_signature_runs(bundle):
     assert out["scores"].shape == (1, tiny_models.K)
 
 
+def test_call_within_its_deadline_answers_as_without_one(bundle):
+    users = {"user_id": np.array([b"42", b"7"], dtype=object)}
+    timed = bundle.run("serving_default", users, timeout_ms=30000.0)
+    plain = bundle.run("serving_default", users)
+    np.testing.assert_array_equal(timed["scores"], plain["scores"])
+    np.testing.assert_array_equal(timed["movie_titles"], plain["movie_titles"])
+
+
+@pytest.mark.parametrize("timeout_ms", [0, -5.0])
+def test_call_whose_deadline_has_passed_is_deadline_exceeded_before_running(model_dir, monkeypatch, timeout_ms):
+    b = SavedModelBundle.load(model_dir, run_warmup=False)
+    ran = []
+    monkeypatch.setattr(b, "_callable", lambda *args: lambda *feeds: ran.append(feeds))
+    try:
+        with pytest.raises(BundleError) as err:
+            b.run("", {"user_id": np.array([b"1"], dtype=object)}, timeout_ms=timeout_ms)
+    finally:
+        b.close()
+    assert err.value.code == "DEADLINE_EXCEEDED"
+    assert not ran
+
+
+def test_call_that_overruns_its_deadline_is_deadline_exceeded(model_dir, monkeypatch):
+    import time
+
+    b = SavedModelBundle.load(model_dir, run_warmup=False)
+    fast = b._callable
+
+    def slow_callable(*args):
+        run = fast(*args)
+
+        def slow(*feeds):
+            time.sleep(0.05)
+            return run(*feeds)
+        return slow
+
+    monkeypatch.setattr(b, "_callable", slow_callable)
+    try:
+        with pytest.raises(BundleError) as err:
+            b.run("", {"user_id": np.array([b"1"], dtype=object)}, timeout_ms=10)
+        assert err.value.code == "DEADLINE_EXCEEDED"
+        answer = b.run("", {"user_id": np.array([b"1"], dtype=object)}, timeout_ms=5000)
+        assert answer["scores"].shape == (1, tiny_models.K)
+    finally:
+        b.close()
+
+
 def test_closed_bundle_is_unavailable(model_dir):
     b = SavedModelBundle.load(model_dir, run_warmup=False)
     b.close()
