@@ -1,4 +1,4 @@
-"""Fixtures of the client tests (the fakes themselves live in fakes.py, importable as ``client_fakes``).
+"""Fixtures of the client tests (the fakes themselves live in client_fakes.py).
 
     fake_server        a FakeServer: two tiny in-memory models behind TF Serving's semantics
     transport_kind     "rest" / "grpc" (parametrized: tests that take it run once per transport)
@@ -10,16 +10,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 
-_spec = importlib.util.spec_from_file_location("client_fakes", Path(__file__).with_name("fakes.py"))
-fakes = importlib.util.module_from_spec(_spec)
-sys.modules["client_fakes"] = fakes
-_spec.loader.exec_module(fakes)
+import client_fakes as fakes  # tests/client is on pytest's pythonpath
 
 from client import Client  # noqa: E402
 from client.settings import Endpoint  # noqa: E402

@@ -1,21 +1,15 @@
 """Fixtures of the container checks; helpers live in container_support.py.
 
-pytest runs with --import-mode=importlib, which puts no test folder on sys.path: this conftest adds
-tests/container/ so that the test modules can import container_support and tfs_protos.
+tests/container/ is on pytest's pythonpath (pyproject.toml), so test modules import container_support,
+namespaces and tfs_protos by name.
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
-
-import container_support  # noqa: E402
+import container_support
 
 
 @pytest.fixture(scope="session")

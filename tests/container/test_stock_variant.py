@@ -14,7 +14,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 OPS_OF_SAVED_MODEL = r"""
 import json, sys

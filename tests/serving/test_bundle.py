@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 
@@ -11,9 +10,7 @@ import pytest
 
 from serving.bundle import BundleError, SavedModelBundle
 
-_spec = importlib.util.spec_from_file_location("tiny_models", os.path.join(os.path.dirname(__file__), "tiny_models.py"))
-tiny_models = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(tiny_models)
+import tiny_models  # noqa: E402  (tests/serving is on pytest's pythonpath)
 
 
 @pytest.fixture(scope="module")

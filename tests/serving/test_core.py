@@ -6,10 +6,8 @@ second; the same behaviours are exercised over sockets with real exports in test
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -21,17 +19,9 @@ from serving.core import CoreOptions, ServerCore, aspired_versions, list_version
 from serving.errors import ServingError
 
 
-def _helper(name: str):
-    key = f"serving_tests_{name}"
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, Path(__file__).with_name(f"{name}.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[key] = module
-        spec.loader.exec_module(module)
-    return sys.modules[key]
 
 
-tiny = _helper("tiny_models")
+import tiny_models as tiny  # noqa: E402  (tests/serving is on pytest's pythonpath)
 USER = {"user_id": np.array([b"1"], dtype=object)}
 FAST = CoreOptions(file_system_poll_wait_seconds=0.1, max_num_load_retries=0)
 

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
-from pathlib import Path
 
 import grpc
 import pytest
@@ -13,17 +11,9 @@ import pytest
 from serving.flags import FlagError, ServerOptions, parse_flags
 
 
-def _helper(name: str):
-    key = f"serving_tests_{name}"
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, Path(__file__).with_name(f"{name}.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[key] = module
-        spec.loader.exec_module(module)
-    return sys.modules[key]
 
 
-sp = _helper("server_process")
+import server_process as sp  # noqa: E402  (tests/serving is on pytest's pythonpath)
 
 
 def test_defaults_are_tf_serving_defaults():

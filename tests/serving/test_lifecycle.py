@@ -5,10 +5,8 @@ anything is written) or, for deliberately broken versions, are made here.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
-import sys
 import threading
 import time
 from pathlib import Path
@@ -17,17 +15,9 @@ import grpc
 import pytest
 
 
-def _helper(name: str):
-    key = f"serving_tests_{name}"
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, Path(__file__).with_name(f"{name}.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[key] = module
-        spec.loader.exec_module(module)
-    return sys.modules[key]
 
 
-sp = _helper("server_process")
+import server_process as sp  # noqa: E402  (tests/serving is on pytest's pythonpath)
 USER = {"user_id": [b"1", b"2"]}
 
 

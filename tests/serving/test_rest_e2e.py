@@ -7,27 +7,16 @@ answers, which carry the exact float32 scores: REST's decimal scores must read b
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
 
 
-def _helper(name: str):
-    key = f"serving_tests_{name}"
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, Path(__file__).with_name(f"{name}.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[key] = module
-        spec.loader.exec_module(module)
-    return sys.modules[key]
 
 
-sp = _helper("server_process")
+import server_process as sp  # noqa: E402  (tests/serving is on pytest's pythonpath)
 K = 10  # the shared store's export default
 
 

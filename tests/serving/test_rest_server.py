@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import base64
 from http.client import HTTPConnection
-import importlib.util
 import json
-import os
 import socket
-import sys
 import threading
 import time
 
@@ -23,11 +20,7 @@ from google.protobuf import text_format
 from serving.monitoring import MonitoringConfig
 from serving.rest import RestServer
 
-_spec = importlib.util.spec_from_file_location("rest_fake_core",
-                                               os.path.join(os.path.dirname(__file__), "rest_fake_core.py"))
-rest_fake_core = importlib.util.module_from_spec(_spec)
-sys.modules["rest_fake_core"] = rest_fake_core
-_spec.loader.exec_module(rest_fake_core)
+import rest_fake_core  # noqa: E402  (tests/serving is on pytest's pythonpath)
 
 MAX_BODY = 4096
 TIMEOUT_MS = 300

@@ -1,7 +1,6 @@
 """Fakes for the client's two seams (no sockets), and helpers to run the real local server.
 
-Loaded by conftest.py as the module ``client_fakes`` (tests import from it: --import-mode=importlib puts
-no test folder on sys.path).
+Importable as ``client_fakes``: tests/client is on pytest's pythonpath (pyproject.toml).
 
 FakeServer.fail_next(*outcomes) makes the next calls fail: ("NOT_FOUND", "message") is a TF Serving error
 (HTTP status + {"error": ...} over REST, that grpc.StatusCode over gRPC); an Exception is raised by the
