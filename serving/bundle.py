@@ -300,8 +300,8 @@ class SavedModelBundle:
         ``Session::MakeCallable``); ``make_callable(feed_list=...)`` or ``Session.run(options=...)`` would be a
         full ``Session.run`` per call (~4x slower for the retrieval signature). ``inter_op_thread_pool = -1``
         runs the graph's ops in the calling thread (TF does so for a graph with one executor, as these are),
-        saving the hand-off to the inter-op pool and its threads' spinning: about half the latency and a third
-        of the CPU time of a retrieval call. Answers are the same.
+        saving the hand-off to the inter-op pool: about half the latency and under half the CPU time of a
+        retrieval call. Answers are the same.
         """
         key = (name, aliases)
         run = self._callables.get(key)

@@ -142,8 +142,8 @@ class ServerCore:
     # ------------------------------------------------------------------ requests
     def predict(self, model_name: str, *, version: int | None = None, label: str | None = None,
                 signature_name: str = "", inputs: Mapping[str, np.ndarray],
-                output_filter: Sequence[str] = (), timeout_ms: int | None = None) -> tuple[int, dict[str, np.ndarray]]:
-        """Run a signature on the resolved version; ``timeout_ms`` bounds the Session run."""
+                output_filter: Sequence[str] = (), timeout_ms: float | None = None) -> tuple[int, dict[str, np.ndarray]]:
+        """Run a signature on the resolved version; ``timeout_ms`` is the time left (see SavedModelBundle.run)."""
         servable = self._acquire(model_name, version, label)
         try:
             return servable.version, servable.bundle.run(signature_name, inputs, output_filter=list(output_filter),

@@ -155,7 +155,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         try:
             if not request.HasField("model_spec"):
                 raise ServingError("INVALID_ARGUMENT", "Missing ModelSpec")
-            remaining = context.time_remaining()  # the client's deadline bounds the Session run, as TF Serving
+            remaining = context.time_remaining()  # the client's deadline bounds the call, as in TF Serving
             timeout_ms = remaining * 1000.0 if remaining is not None and remaining < 1e8 else None
             version, outputs = self._core.predict(
                 spec.name, signature_name=spec.signature_name, inputs=_LazyInputs(request.inputs),
