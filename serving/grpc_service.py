@@ -302,4 +302,5 @@ class GrpcServer:
 
     def stop(self, grace: float = 30.0) -> None:
         """Stop accepting calls; calls in flight get ``grace`` seconds to finish."""
-        self._server.stop(grace).wait()
+        if not self._server.stop(grace).wait(grace + 5):
+            logger.warning("gRPC server did not finish stopping within %.0f s; going on", grace + 5)

@@ -82,7 +82,8 @@ class ModelServer:
         self.core: ServerCore | None = None
         self.grpc = None
         self.rest = None
-        self._stopped = threading.Event()
+        self._stopped = threading.Event()  # set when stopping begins: ends the config poll loop
+        self._finished = threading.Event()  # set when stopping is complete: releases wait()
         self._poller: threading.Thread | None = None
 
     def start(self) -> None:
@@ -189,8 +190,12 @@ class ModelServer:
                 logger.info("Reloaded model config from %s", path)
 
     def wait(self) -> None:
-        """Block until :meth:`stop` is called (from a signal handler or another thread)."""
-        while not self._stopped.wait(0.5):
+        """Block until :meth:`stop` (called from a signal handler's thread or another thread) has finished.
+
+        The main thread must not return before then: an interpreter that begins to exit while gRPC is
+        still draining makes grpcio's serving thread die on a call it can no longer schedule, and the
+        drain never ends."""
+        while not self._finished.wait(0.5):
             pass
 
     def stop(self) -> None:
@@ -199,10 +204,13 @@ class ModelServer:
             return
         self._stopped.set()
         logger.info("Shutting down: finishing requests in flight")
-        if self.grpc is not None:
-            self.grpc.stop(grace=30)
-        if self.rest is not None:
-            self.rest.stop()
-        if self.core is not None:
-            self.core.stop()
+        try:
+            if self.grpc is not None:
+                self.grpc.stop(grace=30)
+            if self.rest is not None:
+                self.rest.stop()
+            if self.core is not None:
+                self.core.stop()
+        finally:
+            self._finished.set()
         logger.info("Server stopped")
