@@ -10,7 +10,7 @@
 # EXPORT_ARGS (extra flags for `python -m export`, e.g. "--preset seed --index brute_force").
 set -euo pipefail
 cd "$(dirname "$0")/.."
-store="${MODEL_STORE:-$PWD/models}"
+store="$(realpath -m "${MODEL_STORE:-models}")"  # absolute: TF Serving configs need absolute base paths
 grpc_port="${GRPC_PORT:-8500}"
 rest_port="${REST_PORT:-8501}"
 
