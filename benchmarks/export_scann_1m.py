@@ -62,7 +62,7 @@ def child(args) -> None:
 
     t = time.perf_counter()
     config = IndexConfig(kind="scann", k=10, num_leaves=args.num_leaves, num_leaves_to_search=args.leaves_to_search,
-                         num_reordering_candidates=args.reorder)
+                         num_reordering_candidates=args.reorder or None)  # 0 = off, as the CLI's --scann-reorder
     layer, params = index_lib.build(config, candidates, name="retrieval_index")
     module = servable.Retrieval(vectors, layer, params)
     timings["build_index_s"] = time.perf_counter() - t
@@ -99,7 +99,7 @@ def main() -> int:
     defaults = _index_defaults()
     parser.add_argument("--num-leaves", type=int, default=defaults.num_leaves)
     parser.add_argument("--leaves-to-search", type=int, default=defaults.num_leaves_to_search)
-    parser.add_argument("--reorder", type=int, default=defaults.num_reordering_candidates)
+    parser.add_argument("--reorder", type=int, default=defaults.num_reordering_candidates, help="0 = off")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -129,6 +129,7 @@ class Client:
         Raises DeadlineExceededError naming what was still missing when ``timeout`` passed.
         """
         _check_timeout(timeout)
+        self._check_open()
         names = list(model_names) if model_names is not None else [
             self.settings.retrieval_model, self.settings.similar_model]
         deadline = time.monotonic() + timeout
@@ -167,8 +168,7 @@ class Client:
     # -- internals -----------------------------------------------------------------------------------------
     def _call(self, attempt: Callable[[float], T], timeout: float | None, model: ModelRef) -> T:
         """One call under one deadline, retrying UNAVAILABLE (only) with backoff while the deadline allows."""
-        if self._closed:
-            raise FailedPreconditionError(f"{self!r} is closed; make a new client")
+        self._check_open()
         timeout = self.settings.timeout if timeout is None else _check_timeout(timeout)
         deadline = time.monotonic() + timeout
         delays = self.settings.retry.delays()
@@ -183,6 +183,13 @@ class Client:
                 log.warning("%s on %s: %s; retry %d in %.2f s", exc.code, model, exc.message, tries, delay)
                 tries += 1
                 self._sleep(delay)
+                if time.monotonic() >= deadline:  # the sleep overran: no attempt with a timeout <= 0
+                    raise DeadlineExceededError(
+                        f"deadline of {timeout:.3g} s passed while retrying {model}: {exc.message}") from exc
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise FailedPreconditionError(f"{self!r} is closed; make a new client")
 
     def _hits(self, model_name: str, inputs: dict[str, list], signature: str, k: int | None,
               version: int | None, label: str | None, timeout: float | None) -> list[list[Hit]]:

@@ -3,7 +3,8 @@
 A version is built in a non-numeric sibling ``<base>/.staging-<pid>-<uuid>``, fsynced, then renamed to
 its integer name, which TF Serving picks up only once complete. A crash at any moment leaves either no
 new version or a complete one; the leftovers are non-numeric (TF Serving ignores them) and the next run
-removes those whose process is gone. An existing version is never overwritten (``os.rename`` onto a
+removes those whose process is gone (or that bear this process's own id without having been made by it:
+a container's export is PID 1 on every run). An existing version is never overwritten (``os.rename`` onto a
 non-empty directory fails; the next number is tried).
 
 Pruning keeps the newest ``keep`` versions and never removes: the newest one, the one that was newest
@@ -23,6 +24,8 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 STAGING_PREFIX = ".staging-"
+
+_made_here: set[str] = set()  # names of the staging folders this process created (see clean_stale)
 
 
 class PublishError(RuntimeError):
@@ -73,7 +76,10 @@ def _pid_alive(pid: int) -> bool:
 
 
 def clean_stale(base: Path) -> list[Path]:
-    """Remove staging leftovers whose creating process is gone (a crashed publish)."""
+    """Remove staging leftovers whose creating process is gone (a crashed publish).
+
+    A leftover named with this process's own pid that this process did not create comes from an earlier
+    process that had the same pid (``python -m export`` is PID 1 in every run of its container)."""
     removed = []
     base = Path(base)
     if not base.is_dir():
@@ -82,7 +88,8 @@ def clean_stale(base: Path) -> list[Path]:
         if not child.name.startswith(STAGING_PREFIX):
             continue
         owner = child.name[len(STAGING_PREFIX):].split("-", 1)[0]
-        if owner.isdigit() and _pid_alive(int(owner)):
+        pid = int(owner) if owner.isdigit() else None
+        if pid is not None and _pid_alive(pid) and (pid != os.getpid() or child.name in _made_here):
             continue  # this or another export is building it right now
         shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
         removed.append(child)
@@ -96,6 +103,7 @@ def staging_dir(base: Path) -> Path:
     base.mkdir(parents=True, exist_ok=True)
     path = base / f"{STAGING_PREFIX}{os.getpid()}-{uuid.uuid4().hex}"
     path.mkdir()
+    _made_here.add(path.name)
     return path
 
 

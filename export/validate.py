@@ -190,8 +190,7 @@ def compare(model_name: str, requests, expected, actual, k: int, tol: float) -> 
 def recall_at(vectors, keys: list[str], served_titles: np.ndarray, k: int, exclude_self: bool) -> float:
     """Mean |served top-k ∩ exact top-k| / k over the queries."""
     title_index = {t: i for i, t in enumerate(vectors.titles.tolist())}
-    exclude = [{title_index[key]} if exclude_self and key in title_index else set() for key in keys] \
-        if exclude_self else None
+    exclude = [{title_index[key]} if key in title_index else set() for key in keys] if exclude_self else None
     _, exact = exact_top_k(vectors.query_rows(keys), vectors.candidates, k, exclude)
     exact_titles = vectors.titles[exact]
     hits = [len(set(s[:k].tolist()) & set(e.tolist())) / k for s, e in zip(served_titles, exact_titles)]

@@ -84,6 +84,11 @@ class _Version:
     def status(self) -> VersionStatus:
         return VersionStatus(self.version, self.state, self.error_code, self.error_message)
 
+    @property
+    def failed(self) -> bool:
+        """Ended by a load error and not to be loaded again (an unloaded or reloadable version loads again)."""
+        return self.state == END and self.error_code != "OK" and not self.reloadable
+
 
 @dataclass
 class _Model:
@@ -254,9 +259,14 @@ class ServerCore:
                         model.aspired = set()
                 for name, model_config in wanted.items():
                     model = self._models.get(name)
-                    if model is None or model.removed:
+                    if model is None:
                         logger.info("Adding model: %s", name)
                         self._models[name] = _Model(model_config)
+                        new_names.append(name)
+                    elif model.removed:  # keep the versions still live: one not yet unloaded must not leak
+                        logger.info("Adding model: %s", name)
+                        model.config, model.removed, model.polled = model_config, False, False
+                        model.versions = {v: s for v, s in model.versions.items() if s.state != END}
                         new_names.append(name)
                     elif model.config.SerializeToString(deterministic=True) != \
                             model_config.SerializeToString(deterministic=True):
@@ -326,8 +336,7 @@ class ServerCore:
                     if any(s == AVAILABLE for s in states):
                         continue
                     if model.polled and model.aspired and all(
-                            model.versions.get(v) is not None and model.versions[v].state == END
-                            for v in model.aspired):
+                            model.versions.get(v) is not None and model.versions[v].failed for v in model.aspired):
                         failed.append(model)
                     else:
                         pending.append(model)
@@ -415,8 +424,7 @@ class ServerCore:
             # A version already tried is not retried while it stays aspired (a failed one stays END).
             # A version that left the aspired set is forgotten, so publishing it again loads it again.
             new = [v for v in aspired if v not in model.versions or
-                   (model.versions[v].state == END and
-                    (model.versions[v].error_code == "OK" or model.versions[v].reloadable))]
+                   (model.versions[v].state == END and not model.versions[v].failed)]
             if not new:
                 return False
             version = max(new)

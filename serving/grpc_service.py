@@ -285,8 +285,8 @@ class GrpcServer:
         options = [("grpc.max_receive_message_length", max_receive_bytes),
                    ("grpc.max_send_message_length", 2**31 - 1),
                    ("grpc.so_reuseport", 0), *channel_arguments]
-        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers,
-                                                              thread_name_prefix="grpc"), options=options)
+        self._executor = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc")
+        self._server = grpc.server(self._executor, options=options)
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
             PredictionService(core, metrics), self._server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(core, metrics), self._server)
@@ -301,6 +301,9 @@ class GrpcServer:
         self._server.start()
 
     def stop(self, grace: float = 30.0) -> None:
-        """Stop accepting calls; calls in flight get ``grace`` seconds to finish."""
-        if not self._server.stop(grace).wait(grace + 5):
+        """Stop accepting calls; calls in flight get ``grace`` seconds to finish; then end the worker threads
+        (grpcio leaves the executor it was given running)."""
+        stopped = self._server.stop(grace).wait(grace + 5)
+        if not stopped:
             logger.warning("gRPC server did not finish stopping within %.0f s; going on", grace + 5)
+        self._executor.shutdown(wait=stopped)

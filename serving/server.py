@@ -13,7 +13,6 @@ overrides it, e.g. 127.0.0.1 for tests. It is not a flag, so the command line st
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 import threading
@@ -27,16 +26,17 @@ from serving.flags import ServerOptions
 logger = logging.getLogger(__name__)
 
 
-def read_text_proto(path: str, message):
-    """Parse a text-format proto file into ``message``; INVALID_ARGUMENT (TF Serving's words) on failure."""
+def read_text_proto(path: str, message=None, *, parse=None):
+    """Parse a text-format proto file into ``message`` (or with ``parse(text)``, which returns the message);
+    NOT_FOUND for a file that cannot be read, INVALID_ARGUMENT (TF Serving's words) for one that does not parse."""
     try:
         with open(path, encoding="utf-8") as f:
-            text_format.Parse(f.read(), message)
+            text = f.read()
+        return parse(text) if parse is not None else text_format.Parse(text, message)
     except OSError as exc:
         raise ServingError("NOT_FOUND", f"{path}; {exc.strerror or exc}") from exc
     except (text_format.ParseError, UnicodeDecodeError) as exc:
         raise ServingError("INVALID_ARGUMENT", f"Invalid protobuf file: '{path}' ({exc})") from exc
-    return message
 
 
 def single_model_config(model_name: str, model_base_path: str):
@@ -84,6 +84,7 @@ class ModelServer:
         self.rest = None
         self._stopped = threading.Event()  # set when stopping begins: ends the config poll loop
         self._finished = threading.Event()  # set when stopping is complete: releases wait()
+        self._lifecycle = threading.Lock()  # start() publishes the core and opens ports under it; stop() begins
         self._poller: threading.Thread | None = None
 
     def start(self) -> None:
@@ -95,7 +96,7 @@ class ModelServer:
         from serving.monitoring import Metrics
 
         metrics = Metrics()
-        self.core = ServerCore(CoreOptions(
+        core_options = CoreOptions(
             file_system_poll_wait_seconds=options.file_system_poll_wait_seconds,
             enable_model_warmup=options.enable_model_warmup,
             allow_version_labels_for_unavailable_models=options.allow_version_labels_for_unavailable_models,
@@ -103,8 +104,21 @@ class ModelServer:
             load_retry_interval_micros=options.load_retry_interval_micros,
             saved_model_tags=tuple(t for t in options.saved_model_tags.split(",") if t),
             session_config=session_config(options),
-        ), metrics=metrics)
-        self.core.reload_config(config)
+        )
+        with self._lifecycle:  # a stop() that began earlier must not miss the core, nor one later the ports
+            self._raise_if_stopped()
+            self.core = ServerCore(core_options, metrics=metrics)
+        self.core.reload_config(config)  # CANCELLED if stop() runs meanwhile
+        with self._lifecycle:
+            self._raise_if_stopped()
+            self._open_ports(monitoring, metrics)
+
+    def _raise_if_stopped(self) -> None:
+        if self._stopped.is_set():
+            raise ServingError("CANCELLED", "server stopped during start-up")
+
+    def _open_ports(self, monitoring, metrics) -> None:
+        options = self.options
         if options.model_config_file and options.model_config_file_poll_wait_seconds > 0:
             self._poller = threading.Thread(target=self._poll_config, name="config-poller", daemon=True)
             self._poller.start()
@@ -142,13 +156,7 @@ class ModelServer:
 
         path = self.options.batching_parameters_file
         if path:
-            try:
-                with open(path, encoding="utf-8") as f:
-                    params = parse_batching_parameters(f.read())
-            except OSError as exc:
-                raise ServingError("NOT_FOUND", f"{path}; {exc.strerror or exc}") from exc
-            except (text_format.ParseError, UnicodeDecodeError) as exc:
-                raise ServingError("INVALID_ARGUMENT", f"Invalid protobuf file: '{path}' ({exc})") from exc
+            params = read_text_proto(path, parse=parse_batching_parameters)
         else:
             params = batching_parameters_class()()
             params.thread_pool_name.value = "model_server_batch_threads"
@@ -159,13 +167,9 @@ class ModelServer:
     def _start_rest(self, monitoring, metrics):
         from serving.rest import RestServer
 
-        wanted = {"host": self.host, "port": self.options.rest_api_port,
-                  "timeout_ms": self.options.rest_api_timeout_in_ms, "monitoring_config": monitoring,
-                  "metrics": metrics, "num_threads": self.options.rest_api_num_threads}
-        accepted = inspect.signature(RestServer).parameters
-        rest = RestServer(self.core, **{k: v for k, v in wanted.items() if k in accepted})
-        rest.start()
-        return rest
+        return RestServer(self.core, host=self.host, port=self.options.rest_api_port,
+                          timeout_ms=self.options.rest_api_timeout_in_ms, monitoring_config=monitoring,
+                          metrics=metrics, num_threads=self.options.rest_api_num_threads).start()
 
     def _poll_config(self) -> None:
         """Re-read the config file each period; the file's config wins over one set by gRPC, as TF Serving."""
@@ -200,9 +204,10 @@ class ModelServer:
 
     def stop(self) -> None:
         """Stop accepting requests, finish those in flight, unload every model."""
-        if self._stopped.is_set():
-            return
-        self._stopped.set()
+        with self._lifecycle:
+            if self._stopped.is_set():
+                return
+            self._stopped.set()
         logger.info("Shutting down: finishing requests in flight")
         try:
             if self.grpc is not None:

@@ -118,11 +118,11 @@ def to_proto(tensor: Tensor, proto: tensor_pb2.TensorProto) -> tensor_pb2.Tensor
         proto.tensor_shape.dim.add(size=size)
     field, _ = _FIELDS[tensor.dtype]
     values = tensor.values
-    if tensor.dtype == "DT_STRING":
-        values = [v.encode("utf-8") if isinstance(v, str) else v for v in values]
-    elif tensor.dtype in ("DT_FLOAT", "DT_DOUBLE"):
-        values = [float(v) for v in values]
     try:
+        if tensor.dtype == "DT_STRING":
+            values = [v.encode("utf-8") if isinstance(v, str) else v for v in values]
+        elif tensor.dtype in ("DT_FLOAT", "DT_DOUBLE"):
+            values = [float(v) for v in values]
         getattr(proto, field).extend(values)
     except (TypeError, ValueError) as exc:
         raise InvalidArgumentError(f"values do not fit {tensor.dtype}: {exc}") from exc

@@ -62,7 +62,7 @@ class RestTransport:
         outputs = reply["outputs"]
         if not isinstance(outputs, dict) or set(outputs) == {"b64"}:
             # One output comes without its name (TF Serving's columnar format); the signature knows it.
-            outputs = {self._single_output_name(model, output_filter, timeout): outputs}
+            outputs = {self._single_output_name(model, timeout): outputs}
         outputs = {name: _from_json(value) for name, value in outputs.items()}
         if output_filter:  # REST has no output_filter; filter here so both transports answer alike.
             missing = [name for name in output_filter if name not in outputs]
@@ -129,9 +129,8 @@ class RestTransport:
             url += f"/labels/{quote(model.label, safe='')}"
         return url + suffix
 
-    def _single_output_name(self, model: ModelRef, output_filter: Sequence[str] | None, timeout: float) -> str:
-        if output_filter and len(output_filter) == 1:
-            return output_filter[0]
+    def _single_output_name(self, model: ModelRef, timeout: float) -> str:
+        # Always from the signature: naming it after a one-name output_filter would relabel another tensor.
         key = (model.name, model.version, model.label, model.signature_name or "serving_default")
         with self._lock:
             if key in self._output_names:

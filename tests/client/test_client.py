@@ -257,3 +257,32 @@ def test_scores_are_the_shortest_decimal_of_their_float32():
         short = _f32(exact)
         assert struct.unpack("<f", struct.pack("<f", short))[0] == exact and len(repr(short)) <= 11
     assert _f32(0.30000001192092896) == 0.3
+
+
+def test_a_closed_client_refuses_to_wait_too(fake_server, make_fake_client):
+    c = make_fake_client("grpc", fake_server)
+    c.close()
+    with pytest.raises(client.FailedPreconditionError, match="closed"):
+        c.wait_until_available(timeout=1.0)
+    assert fake_server.calls == []
+
+
+def test_values_that_do_not_fit_the_dtype_are_invalid_arguments_on_grpc():
+    for tensor in (Tensor(("a",), (1,), "DT_FLOAT"), Tensor((1,), (1,), "DT_STRING")):
+        with pytest.raises(client.InvalidArgumentError, match=f"do not fit {tensor.dtype}"):
+            to_proto(tensor, tensor_pb2.TensorProto())
+
+
+def test_an_unnamed_rest_output_is_named_by_the_signature_not_by_output_filter(fake_server, make_fake_client):
+    from client_fakes import RawHttp
+
+    inputs, outputs = fake_server.signatures()["serving_default"]
+    fake_server.signatures = lambda: {"serving_default": (inputs, {"scores": outputs["scores"]})}
+    c = make_fake_client("rest", fake_server)
+    single = RawHttp(200, b'{"outputs": [[0.5]]}', "application/json")  # TF Serving's answer for one output
+
+    fake_server.fail_next(single)
+    assert c.predict("retrieval", {"user_id": ["1"]}, output_filter=["scores"]) == {"scores": [[0.5]]}
+    fake_server.fail_next(single)
+    with pytest.raises(client.InvalidArgumentError, match="alias not found.*movie_titles"):
+        c.predict("retrieval", {"user_id": ["1"]}, output_filter=["movie_titles"])

@@ -246,3 +246,14 @@ def test_bad_settings_are_invalid_arguments(options, text):
 def test_bad_retry_policies_are_rejected(kwargs, text):
     with pytest.raises(client.InvalidArgumentError, match=text):
         Retry(**kwargs)
+
+
+def test_a_retry_whose_backoff_overran_the_deadline_is_deadline_exceeded_not_sent(transport_kind, fake_server,
+                                                                                  make_fake_client):
+    fake_server.fail_next(("UNAVAILABLE", "starting"))
+    c = make_fake_client(transport_kind, fake_server, timeout=1.0, sleep=lambda s: time.sleep(1.05),
+                         retry=Retry(attempts=3, backoff=0.1))
+    with pytest.raises(client.DeadlineExceededError, match="while retrying.*starting") as info:
+        c.recommend("1")
+    assert isinstance(info.value.__cause__, client.UnavailableError)
+    assert len(fake_server.timeouts) == 1  # no second attempt with a timeout <= 0 (requests: a bare ValueError)

@@ -86,7 +86,7 @@ def test_validation_fails_and_says_what_differed_when_the_staged_model_differs(t
                           tolerance=1e-4, timeout_s=120)
 
 
-def test_validation_reports_a_staged_model_that_cannot_load(tmp_path, trained_tiny):
+def test_validation_reports_a_staged_model_that_cannot_load(tmp_path):
     (tmp_path / "saved_model.pb").write_bytes(b"not a SavedModel")
     with pytest.raises(validate.ValidationError, match="failed to load or answer in a fresh process"):
         validate.in_fresh_process(tmp_path, [{"signature_name": "serving_default",

@@ -110,7 +110,9 @@ def test_failed_load_is_retried_and_succeeds_once_the_folder_is_complete(core, s
     # A non-atomic copy, caught half-way: variables missing.
     shutil.copytree(source, base / "2", ignore=shutil.ignore_patterns("variables"))
     c.wait_for_state("m", 2, ["LOADING"], timeout=10)
-    time.sleep(0.3)
+    deadline = time.monotonic() + 30
+    while "Loading servable: {name: m version: 2} failed" not in caplog.text and time.monotonic() < deadline:
+        time.sleep(0.02)  # until the first attempt has failed on the half-copied folder
     shutil.rmtree(base / "2" / "variables", ignore_errors=True)
     shutil.copytree(Path(source) / "variables", base / "2" / "variables")
     assert c.wait_for_state("m", 2, ["AVAILABLE", "END"], timeout=30).state == "AVAILABLE"
@@ -210,3 +212,36 @@ def test_model_name_never_reaches_the_filesystem(core, source, tmp_path):
         with pytest.raises(ServingError) as err:
             c.predict(name, inputs=USER)
         assert err.value.code in ("NOT_FOUND", "INVALID_ARGUMENT")
+
+
+def test_model_removed_and_added_back_before_unloading_keeps_no_orphaned_session(core, source, tmp_path):
+    base = tmp_path / "m"
+    base.mkdir()
+    tiny.publish(str(base), 1, source)
+    c = core()
+    c.reload_config(_config({"name": "m", "base_path": base}))
+    c.predict("m", inputs=USER)
+    first = c._models["m"].versions[1].bundle
+    with c._lock:  # the manager cannot act between the two reloads (as when it is busy loading another model)
+        empty = _config()
+        empty.model_config_list.SetInParent()
+        c.reload_config(empty)
+        c.reload_config(_config({"name": "m", "base_path": base}), wait=False)
+    c.wait_for_state("m", 1, ["AVAILABLE"], timeout=30)
+    assert c.predict("m", inputs=USER)[0] == 1
+    serving = c._models["m"].versions[1].bundle
+    assert serving is first or first._closed, "the first load's Session is neither serving nor closed"
+
+
+def test_model_removed_then_added_back_loads_again(core, source, tmp_path):
+    base = tmp_path / "m"
+    base.mkdir()
+    tiny.publish(str(base), 1, source)
+    c = core()
+    c.reload_config(_config({"name": "m", "base_path": base}))
+    empty = _config()
+    empty.model_config_list.SetInParent()
+    c.reload_config(empty)
+    assert c.wait_for_state("m", 1, ["END"], timeout=30).error_code == "OK"
+    c.reload_config(_config({"name": "m", "base_path": base}))  # waits for the model, as a new one
+    assert c.predict("m", inputs=USER)[0] == 1

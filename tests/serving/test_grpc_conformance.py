@@ -213,3 +213,22 @@ def test_multi_inference_is_unimplemented(server):
 
     err = _code(lambda: _stub(server).MultiInference(inference_pb2.MultiInferenceRequest(), timeout=10))
     assert err.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_stopping_the_grpc_server_ends_its_worker_threads():
+    from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
+
+    import rest_fake_core
+    from serving.grpc_service import GrpcServer
+
+    server = GrpcServer(rest_fake_core.FakeCore(), host="127.0.0.1", port=0, max_workers=2)
+    server.start()
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        request = get_model_status_pb2.GetModelStatusRequest()
+        request.model_spec.name = "retrieval"
+        answer = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(request, timeout=10)
+    assert [s.version for s in answer.model_version_status] == [3, 2, 1]
+    workers = list(server._executor._threads)
+    assert workers
+    server.stop(grace=5)
+    assert not any(t.is_alive() for t in workers)

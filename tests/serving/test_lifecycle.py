@@ -312,3 +312,49 @@ def test_sigterm_finishes_in_flight_requests_and_exits_zero(store):
         assert refused <= {"StatusCode.UNAVAILABLE", "StatusCode.CANCELLED"}, load.errors[:5]
     finally:
         server.stop()
+
+
+def test_stop_during_start_up_leaves_no_port_open(tmp_path, monkeypatch):
+    """SIGTERM while the models load: start() ends with CANCELLED and opens no port, rather than serving on
+    after stop() has run (the process would then exit with its ports still draining)."""
+    import socket
+
+    import tiny_models as tiny
+    from serving.core import ServerCore
+    from serving.errors import ServingError
+    from serving.flags import ServerOptions
+    from serving.server import ModelServer
+
+    base = tmp_path / "m"
+    base.mkdir()
+    tiny.publish(str(base), 1, tiny.build(str(tmp_path / "source")))
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    monkeypatch.setenv("SERVING_HOST", "127.0.0.1")
+    server = ModelServer(ServerOptions(model_name="m", model_base_path=str(base), port=ports[0],
+                                       rest_api_port=ports[1]))
+    reload_config = ServerCore.reload_config
+
+    def reload_then_signal(core, config, **kwargs):
+        reload_config(core, config, **kwargs)
+        stopper = threading.Thread(target=server.stop)  # as the SIGTERM handler does
+        stopper.start()
+        stopper.join(60)
+
+    monkeypatch.setattr(ServerCore, "reload_config", reload_then_signal)
+    try:
+        with pytest.raises(ServingError) as err:
+            server.start()
+        assert err.value.code == "CANCELLED"
+        assert server.grpc is None and server.rest is None
+        for port in ports:
+            with pytest.raises(OSError):
+                socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    finally:
+        if server.grpc is not None:
+            server.grpc.stop(grace=0)
+        if server.rest is not None:
+            server.rest.stop()

@@ -485,7 +485,10 @@ def test_stop_finishes_in_flight_requests_and_closes_idle_connections():
 
     thread = threading.Thread(target=slow_request)
     thread.start()
-    time.sleep(0.2)
+    deadline = time.monotonic() + 10
+    while not any(c["model"] == "slow" for c in list(core.calls)) and time.monotonic() < deadline:
+        time.sleep(0.01)  # until the slow request is in flight on the server
+    assert any(c["model"] == "slow" for c in list(core.calls))
     start = time.perf_counter()
     rest.stop()
     thread.join()
