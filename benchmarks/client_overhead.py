@@ -147,7 +147,11 @@ def main() -> int:
                 close()
         finally:
             proc.terminate()
-            proc.wait(30)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:  # never leave the server running
+                proc.kill()
+                proc.wait()
     med = {name: statistics.median(s) * 1e6 for name, s in samples.items()}
     print(f"{per_round * args.rounds} calls each, median per call (one user, K=10):")
     for name, us in med.items():

@@ -313,10 +313,11 @@ def run(candidates: int, work_dir: Path, requests: int, rounds: int, client_thre
     base = work_dir / f"n{candidates}"
     path = build_model(base, candidates)
     server = Server(base / "retrieval")
-    bundle = SavedModelBundle.load(path, run_warmup=False)
-    processes = None if client_threads else ClientProcesses(8)
+    bundle = processes = None
     rows = []
-    try:
+    try:  # the server process is stopped whatever fails from here on
+        bundle = SavedModelBundle.load(path, run_warmup=False)
+        processes = None if client_threads else ClientProcesses(8)
         server.wait_ready()
         ports = {"REST": server.rest_port, "gRPC": server.grpc_port}
 
@@ -342,7 +343,8 @@ def run(candidates: int, work_dir: Path, requests: int, rounds: int, client_thre
         if processes is not None:
             processes.close()
         server.stop()
-        bundle.close()
+        if bundle is not None:
+            bundle.close()
     return rows
 
 

@@ -154,7 +154,19 @@ def _rows_differ(exp_t, exp_s, act_t, act_s, tol: float) -> str | None:
     return None
 
 
-def compare(model_name: str, requests, expected, actual, k: int, tol: float) -> list[str]:
+def _titles_owed(k: int, catalogue: frozenset[str] | None, excluded) -> int:
+    """How many titles a row must hold: K, or fewer if its exclusions leave fewer than K of the catalogue
+    (the servable's documented "" slots)."""
+    if catalogue is None or excluded is None:
+        return k
+    return min(k, len(catalogue - set(excluded)))
+
+
+def compare(model_name: str, requests, expected, actual, k: int, tol: float,
+            catalogue: frozenset[str] | None = None) -> list[str]:
+    """What differs between the staged (``actual``) and in-memory (``expected``) answers, and where the
+    staged answers break the contract. ``catalogue`` (all candidate titles) lets ``exclude_seen`` rows that
+    exclude all but fewer than K titles hold "" slots; without it every row must hold K titles."""
     problems = []
     for request, exp, act in zip(requests, expected, actual):
         signature = request["signature_name"]
@@ -170,8 +182,11 @@ def compare(model_name: str, requests, expected, actual, k: int, tol: float) -> 
                 problems.append(f"{model_name}/{signature} for {key!r}: staged model differs from in-memory: {why}")
                 break
         titles = act["movie_titles"]
-        if (titles == "").any():
-            problems.append(f"{model_name}/{signature}: some rows hold fewer than K={k} titles")
+        exclusions = request["inputs"]["exclude_titles"] if signature == "exclude_seen" else [None] * len(keys)
+        for row, excluded in enumerate(exclusions):
+            if (titles[row] != "").sum() < _titles_owed(k, catalogue, excluded):
+                problems.append(f"{model_name}/{signature}: the row for {keys[row]!r} holds fewer than K={k} titles")
+                break
         if signature == "exclude_seen":
             for row, excluded in enumerate(request["inputs"]["exclude_titles"]):
                 leaked = set(titles[row].tolist()) & (set(excluded) - {""})
@@ -203,7 +218,8 @@ def validate(model_name: str, staged: Path, module, vectors, requests: list[dict
     logger.info("validating %s in a fresh process", model_name)
     expected = in_memory(module, requests)
     actual = in_fresh_process(staged, requests, timeout_s)
-    problems = compare(model_name, requests, expected, actual, k, tolerance)
+    problems = compare(model_name, requests, expected, actual, k, tolerance,
+                       catalogue=frozenset(vectors.titles.tolist()))
     recall_k = min(10, k)
     recall = None
     for request, act in zip(requests, actual):

@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         server.start()
     except ServingError as exc:
+        if exc.code == "CANCELLED" and server.stopping:  # SIGTERM / Ctrl-C during start-up: stopped as asked
+            server.wait()
+            return 0
         print(f"Failed to start server. Error: {exc.code}: {exc.message}", file=sys.stderr)
         server.stop()
         return 255

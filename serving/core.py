@@ -340,10 +340,10 @@ class ServerCore:
                         failed.append(model)
                     else:
                         pending.append(model)
+                if (pending or failed) and self._stopping.is_set():  # a load cut short by stop() is no failure
+                    raise ServingError("CANCELLED", "server is stopping")
                 if not pending:
                     break
-                if self._stopping.is_set():
-                    raise ServingError("CANCELLED", "server is stopping")
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise ServingError("DEADLINE_EXCEEDED", "models did not become available in time: "
@@ -418,9 +418,16 @@ class ServerCore:
             has_aspired = bool(aspired)
             aspired_serving = any(s.state == AVAILABLE for v, s in live.items() if v in aspired)
             unaspired_serving = sorted(v for v, s in live.items() if v not in aspired and s.state == AVAILABLE)
+            unloading = None
             if unaspired_serving and (not has_aspired or aspired_serving or len(unaspired_serving) > 1):
-                self._start_unload(model.versions[unaspired_serving[0]])
-                return True
+                unloading = model.versions[unaspired_serving[0]]
+                closing = self._start_unload(unloading)
+        if unloading is not None:
+            if closing is not None:  # outside the lock: requests must not wait for a Session to close
+                self._finish_unload(unloading, closing)
+            return True
+        with self._lock:
+            aspired = model.aspired if not model.removed else set()
             # A version already tried is not retried while it stays aspired (a failed one stays END).
             # A version that left the aspired set is forgotten, so publishing it again loads it again.
             new = [v for v in aspired if v not in model.versions or
@@ -477,14 +484,16 @@ class ServerCore:
             servable.state, servable.error_code, servable.error_message = END, error.code, error.message
             self._changed.notify_all()
 
-    def _start_unload(self, servable: _Version) -> None:
-        """Under the lock: stop routing to ``servable``; close it now, or when its last request finishes."""
+    def _start_unload(self, servable: _Version) -> SavedModelBundle | None:
+        """Under the lock: stop routing to ``servable``. Returns its bundle when no request holds it, for the
+        caller to close with :meth:`_finish_unload` once the lock is released; else its last request does."""
         logger.info("Unloading servable version {name: %s version: %d}", servable.model, servable.version)
         servable.state = UNLOADING
         self._changed.notify_all()
         if servable.refs == 0:
             bundle, servable.bundle = servable.bundle, None
-            self._finish_unload(servable, bundle)
+            return bundle
+        return None
 
     def _finish_unload(self, servable: _Version, bundle: SavedModelBundle | None) -> None:
         if bundle is not None:
@@ -515,10 +524,12 @@ class ServerCore:
         self._wake.set()
         self._thread.join(timeout=30)
         with self._lock:
-            for model in self._models.values():
-                for servable in model.versions.values():
-                    if servable.state == AVAILABLE:
-                        self._start_unload(servable)
+            closing = [(servable, self._start_unload(servable)) for model in self._models.values()
+                       for servable in model.versions.values() if servable.state == AVAILABLE]
+        for servable, bundle in closing:
+            if bundle is not None:
+                self._finish_unload(servable, bundle)
+        with self._lock:
             deadline = time.monotonic() + 30
             while any(s.state == UNLOADING for m in self._models.values() for s in m.versions.values()):
                 remaining = deadline - time.monotonic()

@@ -193,6 +193,11 @@ class ModelServer:
             else:
                 logger.info("Reloaded model config from %s", path)
 
+    @property
+    def stopping(self) -> bool:
+        """True once :meth:`stop` has begun."""
+        return self._stopped.is_set()
+
     def wait(self) -> None:
         """Block until :meth:`stop` (called from a signal handler's thread or another thread) has finished.
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -245,3 +246,31 @@ def test_model_removed_then_added_back_loads_again(core, source, tmp_path):
     assert c.wait_for_state("m", 1, ["END"], timeout=30).error_code == "OK"
     c.reload_config(_config({"name": "m", "base_path": base}))  # waits for the model, as a new one
     assert c.predict("m", inputs=USER)[0] == 1
+
+
+def test_unloading_closes_the_session_without_holding_the_core_lock(core, source, tmp_path, monkeypatch):
+    """Requests resolve their version under the core's lock: a Session closing under it would stall them."""
+    from serving.bundle import SavedModelBundle
+
+    held = []
+    close = SavedModelBundle.close
+
+    def recording_close(bundle):
+        held.append(c._lock._is_owned())
+        close(bundle)
+
+    monkeypatch.setattr(SavedModelBundle, "close", recording_close)
+    base = tmp_path / "m"
+    base.mkdir()
+    tiny.publish(str(base), 1, source)
+    c = core()
+    c.reload_config(_config({"name": "m", "base_path": base}))
+    tiny.publish(str(base), 2, source)
+    c.wait_for_state("m", 1, ["END"], timeout=30)  # unloaded by the manager once v2 serves
+    held_request = c._acquire("m", None, None)  # a request in flight on v2 when the core stops
+    stopper = threading.Thread(target=c.stop)
+    stopper.start()
+    c.wait_for_state("m", 2, ["UNLOADING"], timeout=30)
+    c._release(held_request)  # the last request closes v2
+    stopper.join(30)
+    assert held == [False, False]

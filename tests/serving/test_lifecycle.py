@@ -358,3 +358,16 @@ def test_stop_during_start_up_leaves_no_port_open(tmp_path, monkeypatch):
             server.grpc.stop(grace=0)
         if server.rest is not None:
             server.rest.stop()
+
+
+def test_sigterm_during_start_up_exits_zero_without_opening_ports(store):
+    server = sp.ServerProcess("--model_name=retrieval", f"--model_base_path={store / 'retrieval'}")
+    server.start(wait_ready=False)
+    try:
+        server.wait_for_line("Building single TensorFlow model file config")  # start() began, handler installed
+        server.proc.send_signal(15)
+        assert server.wait_exit(120) == 0
+        assert sp.READY_LINE not in server.log
+        assert "Failed to start server" not in server.log
+    finally:
+        server.stop()
