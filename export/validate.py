@@ -5,7 +5,8 @@ The staged SavedModel is loaded in a fresh ``sys.executable`` process under a de
 the model's own signatures are answered there and compared with the in-memory module:
 
 - identical top-K titles (ties within ``score_tolerance`` may swap) and scores within the tolerance;
-- every row holds K titles; ``exclude_seen`` never returns an excluded title; ``similar_movies`` never
+- every row holds K titles (an ``exclude_seen`` row fewer only when its exclusions leave fewer than K of
+  the catalogue: the servable's documented "" slots); ``exclude_seen`` never returns an excluded title; ``similar_movies`` never
   returns the query; unknown keys get an answer;
 - recall@10 of the served top-K against exact search over the same vectors >= the threshold.
 

@@ -216,9 +216,9 @@ def test_multi_inference_is_unimplemented(server):
 
 
 def test_stopping_the_grpc_server_ends_its_worker_threads():
+    import rest_fake_core
     from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
 
-    import rest_fake_core
     from serving.grpc_service import GrpcServer
 
     server = GrpcServer(rest_fake_core.FakeCore(), host="127.0.0.1", port=0, max_workers=2)

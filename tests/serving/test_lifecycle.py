@@ -320,6 +320,7 @@ def test_stop_during_start_up_leaves_no_port_open(tmp_path, monkeypatch):
     import socket
 
     import tiny_models as tiny
+
     from serving.core import ServerCore
     from serving.errors import ServingError
     from serving.flags import ServerOptions
