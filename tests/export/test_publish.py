@@ -173,6 +173,20 @@ def test_unwritable_store_is_a_publish_error(tmp_path):
 
 # ------------------------------------------------------------------ atomicity under SIGKILL
 
+# One publish as an export does it: clean leftovers, stage a copy, stamp its manifest, rename, prune.
+_PUBLISH_ONCE = textwrap.dedent("""
+    publish.clean_stale(base)
+    staged = publish.staging_dir(base)
+    shutil.copytree(source, staged, dirs_exist_ok=True)
+    def stamp(version):
+        path = staged / "assets.extra" / "manifest.json"
+        manifest = json.loads(path.read_text())
+        manifest["version"] = version
+        path.write_text(json.dumps(manifest))
+    publish.publish(staged, base, publish.next_version(base), stamp)
+    publish.prune(base, keep=2)
+""")
+
 _PUBLISH_LOOP = textwrap.dedent("""
     import json, shutil, sys
     from pathlib import Path
@@ -180,17 +194,7 @@ _PUBLISH_LOOP = textwrap.dedent("""
     source, base = Path(sys.argv[1]), Path(sys.argv[2])
     print("ready", flush=True)
     while True:
-        publish.clean_stale(base)
-        staged = publish.staging_dir(base)
-        shutil.copytree(source, staged, dirs_exist_ok=True)
-        def stamp(version):
-            path = staged / "assets.extra" / "manifest.json"
-            manifest = json.loads(path.read_text())
-            manifest["version"] = version
-            path.write_text(json.dumps(manifest))
-        publish.publish(staged, base, publish.next_version(base), stamp)
-        publish.prune(base, keep=2)
-""")
+""") + textwrap.indent(_PUBLISH_ONCE, "    ")
 
 
 def test_publish_killed_at_random_points_leaves_no_partial_numeric_version(tmp_path, model_store):
@@ -263,18 +267,7 @@ _PUBLISH_ONCE_KILLED_AT = textwrap.dedent("""
             if steps == kill_at:
                 os.kill(os.getpid(), signal.SIGKILL)
     sys.addaudithook(hook)
-    publish.clean_stale(base)
-    staged = publish.staging_dir(base)
-    shutil.copytree(source, staged, dirs_exist_ok=True)
-    def stamp(version):
-        path = staged / "assets.extra" / "manifest.json"
-        manifest = json.loads(path.read_text())
-        manifest["version"] = version
-        path.write_text(json.dumps(manifest))
-    publish.publish(staged, base, publish.next_version(base), stamp)
-    publish.prune(base, keep=2)
-    print(steps, flush=True)
-""")
+""") + _PUBLISH_ONCE + "print(steps, flush=True)\n"
 
 
 def test_publish_killed_at_every_file_system_step_leaves_old_or_new_complete_version(tmp_path, model_store):
