@@ -28,8 +28,8 @@ logger = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class Result:
+    root: Path               # the store: a model's version is at root / name / str(version)
     published: dict          # model name -> version
-    paths: dict              # model name -> Path
     metrics: dict
     recall: dict             # model name -> recall@10
     pruned: dict             # model name -> removed versions
@@ -120,7 +120,7 @@ def run(config: ExportConfig, *, data=None, synthetic_seed: int = 0, report=prin
             manifest.write(path, manifests[name])
             report(f"{name}: staged and validated (recall@{checks['recall_k']} vs exact: {recall[name]:.4f})")
 
-        published, paths, pruned = {}, {}, {}
+        published, pruned = {}, {}
         for name in config.models:
             before = publish.versions(bases[name])
 
@@ -130,12 +130,12 @@ def run(config: ExportConfig, *, data=None, synthetic_seed: int = 0, report=prin
 
             version = publish.publish(staged[name], bases[name], publish.next_version(bases[name]), stamp)
             del staged[name]
-            published[name], paths[name] = version, bases[name] / str(version)
+            published[name] = version
             protected = set(pinned[name]) | ({before[-1]} if before else set())
             pruned[name] = publish.prune(bases[name], config.keep, protected)
-            report(f"{name}: published version {version} at {paths[name]}"
+            report(f"{name}: published version {version} at {bases[name] / str(version)}"
                    + (f" (pruned {pruned[name]})" if pruned[name] else ""))
     finally:
         for path in staged.values():
             shutil.rmtree(path, ignore_errors=True)
-    return Result(published, paths, metrics, recall, pruned)
+    return Result(root, published, metrics, recall, pruned)

@@ -137,7 +137,9 @@ def _status_proto(out, code: str, message: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- services
-class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+class _Servicer:
+    """What both services share: the core they answer from and the metrics every call is recorded in."""
+
     def __init__(self, core, metrics=None) -> None:
         self._core = core
         self._metrics = metrics
@@ -146,6 +148,9 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         if self._metrics is not None:
             self._metrics.record(spec.name, version, signature, api, code, time.perf_counter() - start,
                                  entrypoint="GRPC")
+
+
+class PredictionService(_Servicer, prediction_service_pb2_grpc.PredictionServiceServicer):
 
     def Predict(self, request, context):
         start = time.perf_counter()
@@ -229,11 +234,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         context.abort(grpc.StatusCode.UNIMPLEMENTED, "MultiInference is not implemented by the local server")
 
 
-class ModelService(model_service_pb2_grpc.ModelServiceServicer):
-    def __init__(self, core, metrics=None) -> None:
-        self._core = core
-        self._metrics = metrics
-
+class ModelService(_Servicer, model_service_pb2_grpc.ModelServiceServicer):
     def GetModelStatus(self, request, context):
         start = time.perf_counter()
         spec = request.model_spec
@@ -243,13 +244,9 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
                 raise ServingError("INVALID_ARGUMENT", "Missing ModelSpec")
             statuses = self._core.model_status(spec.name, **choice)
         except ServingError as error:
-            if self._metrics is not None:
-                self._metrics.record(spec.name, choice.get("version"), "", "GetModelStatus", error.code,
-                                     time.perf_counter() - start, entrypoint="GRPC")
+            self._record(spec, choice.get("version"), "", "GetModelStatus", error.code, start)
             _abort(context, error)
-        if self._metrics is not None:
-            self._metrics.record(spec.name, choice.get("version"), "", "GetModelStatus", "OK",
-                                 time.perf_counter() - start, entrypoint="GRPC")
+        self._record(spec, choice.get("version"), "", "GetModelStatus", "OK", start)
         response = get_model_status_pb2.GetModelStatusResponse()
         for status in statuses:
             entry = response.model_version_status.add()

@@ -5,17 +5,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 from pathlib import Path
 
+from server_process import free_port  # tests/serving is on pytest's pythonpath
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_readme_gives_the_demo_and_test_commands_and_ci_runs_the_test_command():
@@ -28,7 +23,7 @@ def test_readme_gives_the_demo_and_test_commands_and_ci_runs_the_test_command():
 
 def test_demo_command_trains_publishes_serves_and_recommends_for_user_42_offline(tmp_path):
     store = tmp_path / "models"
-    env = dict(os.environ, MODEL_STORE=str(store), GRPC_PORT=str(_free_port()), REST_PORT=str(_free_port()),
+    env = dict(os.environ, MODEL_STORE=str(store), GRPC_PORT=str(free_port()), REST_PORT=str(free_port()),
                EXPORT_ARGS="--synthetic-size tiny --epochs 1", SERVING_HOST="127.0.0.1")
     env.pop("MOVIELENS", None)
     done = subprocess.run(["bash", "scripts/demo.sh"], cwd=ROOT, env=env, capture_output=True, text=True,

@@ -11,11 +11,6 @@ from __future__ import annotations
 
 import http
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -24,10 +19,9 @@ import grpc
 import requests
 from requests.adapters import BaseAdapter
 
-from client import Client
 from client.protos import get_model_metadata_pb2, get_model_status_pb2, predict_pb2, tensor_pb2
+from server_process import ServerProcess, versions, write_config  # tests/serving's helpers
 
-ROOT = Path(__file__).resolve().parents[2]
 # TF Serving's ToHTTPStatusCode (tensorflow_serving/model_servers/http_server.cc), written out independently.
 TF_HTTP_STATUS = {"CANCELLED": 500, "UNKNOWN": 500, "INVALID_ARGUMENT": 400, "DEADLINE_EXCEEDED": 504,
                   "NOT_FOUND": 404, "ALREADY_EXISTS": 409, "PERMISSION_DENIED": 403, "RESOURCE_EXHAUSTED": 429,
@@ -289,77 +283,29 @@ def _nested(t: tensor_pb2.TensorProto):
     return [flat[i * width:(i + 1) * width] for i in range(dims[0])]
 
 
-# -- the real local server ---------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
+# -- the real local server: tests/serving's helpers (also on pytest's pythonpath) -------------------------
 @dataclass
 class LocalServer:
     rest_url: str
     grpc_url: str
     store: Path
-    log: Path
 
     def url(self, kind: str) -> str:
         return self.rest_url if kind == "rest" else self.grpc_url
 
 
 def latest_version(base_path: Path) -> int:
-    return max(int(p.name) for p in base_path.iterdir() if p.name.isdigit())
+    return versions(base_path)[-1]
 
 
 def start_local_server(store: Path, work: Path, *, labels=(), extra_flags=(), timeout: float = 180.0):
-    """``python -m serving`` serving retrieval and similar_movies of ``store`` from a models.config
-    (a temporary text-format ModelServerConfig); each name in ``labels`` labels each model's latest version."""
-    config = work / "models.config"
-    entries = []
-    for name in ("retrieval", "similar_movies"):
-        base = (store / name).resolve()
-        label_lines = "".join(f'    version_labels {{ key: "{label}" value: {latest_version(base)} }}\n'
-                              for label in labels)
-        entries.append(f'  config {{\n    name: "{name}"\n    base_path: "{base}"\n'
-                       f'    model_platform: "tensorflow"\n{label_lines}  }}\n')
-    config.write_text("model_config_list {\n" + "".join(entries) + "}\n")
+    """``python -m serving`` serving retrieval and similar_movies of ``store`` from a models.config;
+    each name in ``labels`` labels each model's latest version. Returns (ServerProcess, LocalServer)."""
+    models = [{"name": name, "base_path": (store / name).resolve(),
+               "labels": {label: latest_version(store / name) for label in labels}}
+              for name in ("retrieval", "similar_movies")]
+    config = write_config(work / "models.config", models)
     if labels:  # as with TF Serving: labels in the first config name versions that are still loading
         extra_flags = ("--allow_version_labels_for_unavailable_models", *extra_flags)
-    grpc_port, rest_port = free_port(), free_port()
-    log = work / "server.log"
-    env = dict(os.environ, SERVING_HOST="127.0.0.1", TF_CPP_MIN_LOG_LEVEL="2",
-               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "serving", f"--port={grpc_port}", f"--rest_api_port={rest_port}",
-                                 f"--model_config_file={config}", *extra_flags],
-                                cwd=str(ROOT), env=env, stdout=out, stderr=subprocess.STDOUT)
-    server = LocalServer(f"http://127.0.0.1:{rest_port}", f"grpc://127.0.0.1:{grpc_port}", store, log)
-    deadline = time.monotonic() + timeout
-    try:
-        for url in (server.rest_url, server.grpc_url):
-            with Client(url, timeout=5) as c:
-                while True:
-                    if proc.poll() is not None:
-                        raise RuntimeError(f"server exited {proc.returncode}:\n{log.read_text()[-4000:]}")
-                    try:
-                        c.wait_until_available(timeout=1.0)
-                        break
-                    except TimeoutError:
-                        if time.monotonic() > deadline:
-                            raise RuntimeError(f"server not ready in {timeout} s:\n{log.read_text()[-4000:]}")
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
-    return proc, server
-
-
-def stop_local_server(proc) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
+    proc = ServerProcess(f"--model_config_file={config}", *extra_flags, rest=True).start(timeout)
+    return proc, LocalServer(f"http://127.0.0.1:{proc.rest_port}", f"grpc://127.0.0.1:{proc.port}", store)

@@ -59,4 +59,4 @@ def local_server(brute_force_store, tmp_path_factory):
     try:
         yield server
     finally:
-        fakes.stop_local_server(proc)
+        proc.stop()

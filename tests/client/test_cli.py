@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from client_fakes import free_port
+from server_process import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

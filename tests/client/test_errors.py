@@ -15,7 +15,8 @@ import client
 from client import Client, Retry, errors
 from client.protos import predict_pb2, prediction_service_pb2_grpc
 
-from client_fakes import FakeRpcError, RawHttp, free_port  # noqa: E402  (tests/client/conftest.py)
+from client_fakes import FakeRpcError, RawHttp  # noqa: E402  (tests/client/conftest.py)
+from server_process import free_port  # noqa: E402
 
 NON_OK = [code for code in grpc.StatusCode if code is not grpc.StatusCode.OK]
 # What a REST client can know from TF Serving's HTTP status (ToHTTPStatusCode folds some codes together).
