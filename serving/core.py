@@ -20,12 +20,13 @@ last request finishes. Version labels follow ``ServerCore::UpdateModelVersionLab
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -127,6 +128,22 @@ def aspired_versions(policy, on_disk: Sequence[int]) -> set[int]:
     return set(on_disk[-num:])
 
 
+@dataclass(frozen=True)
+class Servable:
+    """One version held for the length of a request (see :meth:`ServerCore.servable`)."""
+
+    version: int
+    bundle: SavedModelBundle
+
+    @property
+    def signature_defs(self) -> dict:
+        return self.bundle.signature_defs
+
+    def run(self, signature_name: str, inputs: Mapping[str, np.ndarray], *, output_filter: Sequence[str] = (),
+            timeout_ms: float | None = None) -> dict[str, np.ndarray]:
+        return self.bundle.run(signature_name, inputs, output_filter=list(output_filter), timeout_ms=timeout_ms)
+
+
 class ServerCore:
     """The models a server serves, their versions and labels; thread-safe."""
 
@@ -145,24 +162,28 @@ class ServerCore:
         self._thread.start()
 
     # ------------------------------------------------------------------ requests
+    @contextlib.contextmanager
+    def servable(self, model_name: str, *, version: int | None = None,
+                 label: str | None = None) -> Iterator[Servable]:
+        """The resolved version, held (not unloaded) until the block ends: a request that reads the signature
+        and then runs it sees one version even if a swap happens in between."""
+        held = self._acquire(model_name, version, label)
+        try:
+            yield Servable(held.version, held.bundle)
+        finally:
+            self._release(held)
+
     def predict(self, model_name: str, *, version: int | None = None, label: str | None = None,
                 signature_name: str = "", inputs: Mapping[str, np.ndarray],
                 output_filter: Sequence[str] = (), timeout_ms: float | None = None) -> tuple[int, dict[str, np.ndarray]]:
         """Run a signature on the resolved version; ``timeout_ms`` is the time left (see SavedModelBundle.run)."""
-        servable = self._acquire(model_name, version, label)
-        try:
-            return servable.version, servable.bundle.run(signature_name, inputs, output_filter=list(output_filter),
-                                                         timeout_ms=timeout_ms)
-        finally:
-            self._release(servable)
+        with self.servable(model_name, version=version, label=label) as held:
+            return held.version, held.run(signature_name, inputs, output_filter=output_filter, timeout_ms=timeout_ms)
 
     def signature_defs(self, model_name: str, *, version: int | None = None,
                        label: str | None = None) -> tuple[int, dict]:
-        servable = self._acquire(model_name, version, label)
-        try:
-            return servable.version, dict(servable.bundle.signature_defs)
-        finally:
-            self._release(servable)
+        with self.servable(model_name, version=version, label=label) as held:
+            return held.version, dict(held.signature_defs)
 
     def model_status(self, model_name: str, *, version: int | None = None,
                      label: str | None = None) -> list[VersionStatus]:

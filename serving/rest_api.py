@@ -19,6 +19,7 @@ would need tf.Example parsing, which the local server does not implement (UNIMPL
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import time
@@ -153,20 +154,25 @@ class RestApi:
     # ------------------------------------------------------------------ predict
     def _predict(self, route: _Route, body: bytes, outcome: dict) -> str:
         doc = json_tensor.parse_json(body)
+        with contextlib.ExitStack() as stack:
+            held = []  # the version, resolved once (when the parser first needs the signature) and kept to the run
 
-        def input_dtypes(signature_name: str) -> Mapping[str, int]:
-            name = signature_name or DEFAULT_SIGNATURE
-            outcome["signature"] = name
-            _, signatures = self.core.signature_defs(route.model, **self._spec(route))
-            signature = signatures.get(name)
-            if signature is None:
-                raise _signature_not_found(name)
-            return {alias: info.dtype for alias, info in signature.inputs.items()}
+            def servable():
+                if not held:
+                    held.append(stack.enter_context(self.core.servable(route.model, **self._spec(route))))
+                return held[0]
 
-        request = json_tensor.predict_request_from_json(doc, input_dtypes)
-        version, outputs = self.core.predict(route.model, signature_name=request.signature_name,
-                                             inputs=request.inputs, **self._spec(route))
-        outcome["version"] = version
+            def input_dtypes(signature_name: str) -> Mapping[str, int]:
+                name = signature_name or DEFAULT_SIGNATURE
+                outcome["signature"] = name
+                signature = servable().signature_defs.get(name)
+                if signature is None:
+                    raise _signature_not_found(name)
+                return {alias: info.dtype for alias, info in signature.inputs.items()}
+
+            request = json_tensor.predict_request_from_json(doc, input_dtypes)
+            outputs = servable().run(request.signature_name, request.inputs)
+            outcome["version"] = servable().version
         return json_tensor.predict_response_json(outputs, request.format)
 
     # ------------------------------------------------------------------ status and metadata

@@ -9,10 +9,15 @@ Models:
   input ``x`` DT_FLOAT and one output ``y`` = 2x.
 - ``slow`` version 1: like retrieval, but each predict sleeps ``slow_seconds``.
 - ``broken`` version 1: predict raises RuntimeError (a bug, not a ServingError).
+- ``flipping`` versions 1 and 2: the latest version alternates on every resolution, as if a swap happened
+  between any two; version 1's ``serving_default`` input is ``user_id``, version 2's is ``user``, so a request
+  parsed against one version and run on the other fails.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import threading
 import time
 from dataclasses import dataclass
@@ -84,7 +89,10 @@ class FakeCore:
             "typed": {7: _typed_signatures()},
             "slow": {1: retrieval},
             "broken": {1: retrieval},
+            "flipping": {1: retrieval, 2: {"serving_default": _signature(
+                {"user": (DT_STRING, [-1])}, {"movie_titles": (DT_STRING, [-1, K]), "scores": (DT_FLOAT, [-1, K])})}},
         }
+        self._flips = itertools.cycle([1, 2])
         self._labels = {"retrieval": {"stable": 1, "canary": 2}}
         self._failed = {"retrieval": {3: ("NOT_FOUND", "Failed to load SavedModel: no saved_model.pb")}}
 
@@ -99,14 +107,22 @@ class FakeCore:
         if versions is None or (version is not None and version not in versions):
             request = f"Latest({model_name})" if version is None else f"Specific({model_name}, {version})"
             raise ServingError("NOT_FOUND", f"Servable not found for request: {request}")
+        if model_name == "flipping" and version is None:
+            return next(self._flips)
         return max(versions) if version is None else version
+
+    @contextlib.contextmanager
+    def servable(self, model_name, *, version=None, label=None):
+        yield _Servable(self, model_name, self._resolve(model_name, version, label))
 
     def signature_defs(self, model_name, *, version=None, label=None):
         v = self._resolve(model_name, version, label)
         return v, dict(self._signatures[model_name][v])
 
     def predict(self, model_name, *, version=None, label=None, signature_name="", inputs, output_filter=()):
-        v = self._resolve(model_name, version, label)
+        return self._run(model_name, self._resolve(model_name, version, label), signature_name, inputs)
+
+    def _run(self, model_name, v, signature_name, inputs):
         name = signature_name or "serving_default"
         signature = self._signatures[model_name][v].get(name)
         if signature is None:
@@ -125,7 +141,7 @@ class FakeCore:
             out = {f"{k}_out": inputs[k] for k in ("f", "d", "i", "l", "b")}
             out["s_bytes"] = inputs["s"]
             return v, out
-        return v, recommend(inputs["user_id"], bias=float(v))
+        return v, recommend(inputs["user" if model_name == "flipping" and v == 2 else "user_id"], bias=float(v))
 
     def model_status(self, model_name, *, version=None, label=None):
         if label is not None:
@@ -149,3 +165,17 @@ class FakeCore:
 
     def stop(self) -> None:
         pass
+
+
+@dataclass(frozen=True)
+class _Servable:
+    core: FakeCore
+    model_name: str
+    version: int
+
+    @property
+    def signature_defs(self):
+        return self.core._signatures[self.model_name][self.version]
+
+    def run(self, signature_name, inputs, *, output_filter=(), timeout_ms=None):
+        return self.core._run(self.model_name, self.version, signature_name, inputs)[1]

@@ -88,6 +88,16 @@ def test_predict_url_forms_route_to_the_version(session, url, core, path, versio
          "scores": [2.0 + version, 1.75 + version, 1.5 + version]}]}
 
 
+def test_a_request_is_parsed_and_run_on_one_version_across_a_swap(session, url, core):
+    # "flipping" changes its latest version on every resolution, as a swap between reading the signature
+    # (to parse the JSON) and running it would: each request must still see a single version.
+    for _ in range(4):
+        response = post(session, url, "/v1/models/flipping:predict", {"instances": ["42"]})
+        assert response.status_code == 200, response.text
+        version = core.calls[-1]["version"]
+        assert response.json()["predictions"][0]["scores"][0] == 2.0 + version
+
+
 def test_paths_are_matched_case_insensitively(session, url):
     assert post(session, url, "/V1/Models/retrieval/VERSIONS/1:predict", {"instances": ["1"]}).status_code == 200
     assert session.get(url + "/v1/MODELS/retrieval/METADATA").status_code == 200
