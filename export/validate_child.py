@@ -6,11 +6,16 @@ signatures called by their tensor names): the one implementation of "load like T
 
 REQUESTS.json: ``[{"signature_name": ..., "inputs": {name: nested list of str}}, ...]``.
 OUT.json: ``[{name: nested list (str or float)}, ...]`` in the same order.
+
+The parent passes its pid in ``EXPORT_VALIDATE_PARENT_PID``: on Linux the child is killed as soon as that
+process dies (a killed export leaves no child loading a model until its deadline).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 
 import export  # noqa: F401
@@ -30,11 +35,27 @@ def _to_json(array: np.ndarray):
     return array.astype(float).tolist()
 
 
+def exit_with_parent(parent_pid: int) -> None:
+    """Have the kernel kill this process when ``parent_pid`` (its parent) dies: Linux's ``PR_SET_PDEATHSIG``,
+    which works even while the main thread is stuck in TensorFlow holding the GIL. Elsewhere a no-op."""
+    try:
+        import ctypes
+
+        if ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0) != 0:  # PR_SET_PDEATHSIG = 1
+            return
+    except (OSError, AttributeError):  # not Linux
+        return
+    if os.getppid() != parent_pid:  # it died before the kernel was watching
+        os._exit(1)
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 3:
         print("usage: python -m export.validate_child SAVED_MODEL REQUESTS.json OUT.json", file=sys.stderr)
         return 2
     saved_model, requests_path, out_path = argv
+    if os.environ.get("EXPORT_VALIDATE_PARENT_PID"):
+        exit_with_parent(int(os.environ["EXPORT_VALIDATE_PARENT_PID"]))
     from serving.bundle import SavedModelBundle
 
     with open(requests_path, encoding="utf-8") as f:
