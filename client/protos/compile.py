@@ -1,18 +1,25 @@
-"""Regenerate the ``*_pb2.py`` / ``*_pb2_grpc.py`` modules of this folder from its ``.proto`` files.
+"""Regenerate the ``*_pb2.py`` modules of this folder from its ``.proto`` files.
 
     python -m client.protos.compile           # rewrite the generated modules in place
     python -m client.protos.compile --check   # exit 1 if they differ from what would be generated
 
 Reproducible: protoc from ``grpcio-tools`` (pin in the ``test`` extra), the ``.proto`` files under their
-``client/protos/`` path (so that their file names never collide with TensorFlow's), and one rewrite: the
-modules register into the private pool of :mod:`client.protos._pool` instead of protobuf's default pool.
-Only modules that define a service get a ``_pb2_grpc.py``.
+``client/protos/`` path (so that their file names never collide with TensorFlow's), and two rewrites:
+
+- the modules register into the private pool of :mod:`client.protos._pool` instead of protobuf's default pool;
+- protoc's gencode guard goes (``ValidateProtobufRuntimeVersion``: it refuses a protobuf runtime older than
+  the protoc that wrote the file). What the modules call, the descriptor builder, is in every protobuf
+  since 4.21; the runtimes the client supports are the ones ``tests/client/test_compat.py`` runs it on.
+
+No ``*_pb2_grpc.py`` stubs: they tie the client to the grpcio of the generator (grpcio-tools adds a
+version guard and 1.63+ arguments); ``client.transports.grpc`` calls the methods by their paths instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -23,6 +30,8 @@ ROOT = HERE.parent.parent  # the folder holding client/
 _DEFAULT_POOL = "_descriptor_pool.Default().AddSerializedFile("
 _PRIVATE_POOL = "_pool.POOL.AddSerializedFile("
 _POOL_IMPORT = "from client.protos import _pool\n"
+_RUNTIME_IMPORT = "from google.protobuf import runtime_version as _runtime_version\n"
+_RUNTIME_CHECK = re.compile(r"_runtime_version\.ValidateProtobufRuntimeVersion\(\n(?:    .*\n)*?\)\n")
 
 
 def _protoc(out_dir: Path) -> None:
@@ -32,21 +41,20 @@ def _protoc(out_dir: Path) -> None:
 
     include = Path(grpc_tools.__file__).parent / "_proto"
     protos = sorted(p.relative_to(ROOT).as_posix() for p in HERE.glob("*.proto"))
-    args = [sys.executable, "-m", "grpc_tools.protoc", f"-I{ROOT}", f"-I{include}", f"--python_out={out_dir}",
-            f"--grpc_python_out={out_dir}"]
+    args = [sys.executable, "-m", "grpc_tools.protoc", f"-I{ROOT}", f"-I{include}", f"--python_out={out_dir}"]
     done = subprocess.run(args + protos, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"protoc failed on {protos}: {done.stderr.strip()}")
 
 
 def _rewrite(name: str, text: str) -> str:
-    if name.endswith("_pb2.py"):
-        if text.count(_DEFAULT_POOL) != 1:
-            raise RuntimeError(f"{name}: expected one {_DEFAULT_POOL!r} in protoc's output")
-        text = text.replace(_DEFAULT_POOL, _PRIVATE_POOL)
-        marker = "# @@protoc_insertion_point(imports)\n"
-        text = text.replace(marker, marker + "\n" + _POOL_IMPORT, 1)
-    return text
+    if text.count(_DEFAULT_POOL) != 1 or text.count(_RUNTIME_IMPORT) != 1:
+        raise RuntimeError(f"{name}: expected one {_DEFAULT_POOL!r} and one runtime_version import in protoc's output")
+    text, checks = _RUNTIME_CHECK.subn("", text.replace(_DEFAULT_POOL, _PRIVATE_POOL).replace(_RUNTIME_IMPORT, ""))
+    if checks != 1:
+        raise RuntimeError(f"{name}: expected one ValidateProtobufRuntimeVersion call in protoc's output")
+    marker = "# @@protoc_insertion_point(imports)\n"
+    return text.replace(marker, marker + "\n" + _POOL_IMPORT, 1)
 
 
 def generate() -> dict[str, str]:
@@ -54,13 +62,7 @@ def generate() -> dict[str, str]:
     with tempfile.TemporaryDirectory() as tmp:
         _protoc(Path(tmp))
         out = Path(tmp) / "client" / "protos"
-        files = {}
-        for path in sorted(out.iterdir()):
-            text = path.read_text()
-            if path.name.endswith("_pb2_grpc.py") and "_to_server(" not in text:
-                continue  # no service in that file
-            files[path.name] = _rewrite(path.name, text)
-        return files
+        return {path.name: _rewrite(path.name, path.read_text()) for path in sorted(out.glob("*_pb2.py"))}
 
 
 def _existing() -> dict[str, str]:

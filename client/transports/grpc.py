@@ -18,8 +18,6 @@ import grpc
 from client.errors import InvalidArgumentError, UnknownError, error_for
 from client.protos import get_model_metadata_pb2, get_model_status_pb2, predict_pb2, tensor_pb2, types_pb2
 from client.protos.error_codes_pb2 import Code
-from client.protos.model_service_pb2_grpc import ModelServiceStub
-from client.protos.prediction_service_pb2_grpc import PredictionServiceStub
 from client.results import ModelMetadata, Signature, TensorSpec, VersionStatus
 from client.settings import Endpoint, ModelRef
 from client.tensors import Tensor, nest
@@ -40,13 +38,26 @@ _DEFAULT_OPTIONS = (
 )
 
 
+def _method(channel: Any, path: str, request_type: Any, response_type: Any) -> Any:
+    """A unary method of TF Serving's services by its path (``channel.unary_unary``: the calling API of every
+    grpcio, unlike generated stubs, which need the grpcio of their generator)."""
+    return channel.unary_unary(f"/tensorflow.serving.{path}", request_serializer=request_type.SerializeToString,
+                               response_deserializer=response_type.FromString)
+
+
 class GrpcTransport:
     def __init__(self, endpoint: Endpoint, *, channel: Any = None) -> None:
         self.endpoint = endpoint
         self._channel = channel if channel is not None else grpc.insecure_channel(
             endpoint.netloc, options=_DEFAULT_OPTIONS)
-        self._predict = PredictionServiceStub(self._channel)
-        self._models = ModelServiceStub(self._channel)
+        self._predict_rpc = _method(self._channel, "PredictionService/Predict", predict_pb2.PredictRequest,
+                                    predict_pb2.PredictResponse)
+        self._metadata_rpc = _method(self._channel, "PredictionService/GetModelMetadata",
+                                     get_model_metadata_pb2.GetModelMetadataRequest,
+                                     get_model_metadata_pb2.GetModelMetadataResponse)
+        self._status_rpc = _method(self._channel, "ModelService/GetModelStatus",
+                                   get_model_status_pb2.GetModelStatusRequest,
+                                   get_model_status_pb2.GetModelStatusResponse)
 
     # -- the Transport interface -------------------------------------------------------------------------
     def predict(self, model: ModelRef, inputs: Mapping[str, Tensor], output_filter: Sequence[str] | None,
@@ -55,7 +66,7 @@ class GrpcTransport:
         _fill_spec(request.model_spec, model)
         for name, tensor in inputs.items():
             to_proto(tensor, request.inputs[name])
-        response = self._call(self._predict.Predict, request, timeout)
+        response = self._call(self._predict_rpc, request, timeout)
         outputs = {name: from_proto(proto, name) for name, proto in response.outputs.items()}
         if output_filter:
             outputs = {name: outputs[name] for name in output_filter if name in outputs}
@@ -64,7 +75,7 @@ class GrpcTransport:
     def status(self, model: ModelRef, timeout: float) -> list[VersionStatus]:
         request = get_model_status_pb2.GetModelStatusRequest()
         _fill_spec(request.model_spec, model)
-        response = self._call(self._models.GetModelStatus, request, timeout)
+        response = self._call(self._status_rpc, request, timeout)
         versions = [
             VersionStatus(v.version, get_model_status_pb2.ModelVersionStatus.State.Name(v.state),
                           _code_name(v.status.error_code), v.status.error_message)
@@ -74,8 +85,9 @@ class GrpcTransport:
     def metadata(self, model: ModelRef, timeout: float) -> ModelMetadata:
         request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
         _fill_spec(request.model_spec, model)
-        response = self._call(self._predict.GetModelMetadata, request, timeout)
-        packed = response.metadata.get("signature_def")
+        response = self._call(self._metadata_rpc, request, timeout)
+        # ``in`` then ``[]``, not ``.get``: Map.get on message values crashes protobuf's upb before 4.25
+        packed = response.metadata["signature_def"] if "signature_def" in response.metadata else None
         if packed is None or packed.type_url != _SIGNATURE_DEF_MAP:
             raise UnknownError(f"metadata of {model} holds no {_SIGNATURE_DEF_MAP} "
                                f"(got {packed.type_url if packed is not None else 'nothing'})")

@@ -192,6 +192,20 @@ class FakeAdapter(BaseAdapter):
         pass
 
 
+def grpc_test_server(service: str, method: str, handler, request_type, response_type, *, workers: int = 4):
+    """A real grpcio server answering ``/tensorflow.serving.{service}/{method}`` with ``handler(request, context)``
+    (grpcio's generic-handler API: no generated stubs). Started; the caller stops it. Returns (server, port)."""
+    from concurrent import futures
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(f"tensorflow.serving.{service}", {
+        method: grpc.unary_unary_rpc_method_handler(handler, request_deserializer=request_type.FromString,
+                                                    response_serializer=response_type.SerializeToString)}),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    return server, port
+
+
 def _json_infos(infos):
     return {alias: {"name": i["name"], "dtype": i["dtype"], "tensor_shape": {
         "dim": [{"size": str(d), "name": ""} for d in i["shape"]], "unknown_rank": False}} for alias, i in infos.items()}

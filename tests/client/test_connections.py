@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import threading
-from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import grpc
 
 from client import Client
-from client.protos import get_model_status_pb2, model_service_pb2_grpc
+from client.protos import get_model_status_pb2
+
+from client_fakes import grpc_test_server  # noqa: E402  (tests/client is on pytest's pythonpath)
 
 STATUS = {"model_version_status": [{"version": "3", "state": "AVAILABLE",
                                     "status": {"error_code": "OK", "error_message": ""}}]}
@@ -46,7 +47,7 @@ def test_rest_calls_reuse_one_pooled_connection():
     assert versions[-1][0].version == 3 and len(_StatusHandler.peers) == 1
 
 
-class _Models(model_service_pb2_grpc.ModelServiceServicer):
+class _Models:
     def __init__(self) -> None:
         self.peers = set()
 
@@ -58,10 +59,9 @@ class _Models(model_service_pb2_grpc.ModelServiceServicer):
 
 def test_grpc_calls_share_one_channel_even_from_threads():
     models = _Models()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(models, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
+    server, port = grpc_test_server("ModelService", "GetModelStatus", models.GetModelStatus,
+                                    get_model_status_pb2.GetModelStatusRequest,
+                                    get_model_status_pb2.GetModelStatusResponse)
     try:
         with Client(f"grpc://127.0.0.1:{port}") as c:
             threads = [threading.Thread(target=lambda: [c.status() for _ in range(10)]) for _ in range(4)]

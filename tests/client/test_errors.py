@@ -5,7 +5,6 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from concurrent import futures
 
 import grpc
 import pytest
@@ -13,9 +12,9 @@ import requests
 
 import client
 from client import Client, Retry, errors
-from client.protos import predict_pb2, prediction_service_pb2_grpc
+from client.protos import predict_pb2
 
-from client_fakes import FakeRpcError, RawHttp  # noqa: E402  (tests/client/conftest.py)
+from client_fakes import FakeRpcError, RawHttp, grpc_test_server  # noqa: E402  (tests/client/conftest.py)
 from server_process import free_port  # noqa: E402
 
 NON_OK = [code for code in grpc.StatusCode if code is not grpc.StatusCode.OK]
@@ -149,7 +148,7 @@ def test_a_rest_server_that_never_answers_exceeds_the_deadline():
             assert time.monotonic() - started < 2
 
 
-class _SlowPredictions(prediction_service_pb2_grpc.PredictionServiceServicer):
+class _SlowPredictions:
     def __init__(self, release: threading.Event) -> None:
         self.release = release
 
@@ -160,10 +159,8 @@ class _SlowPredictions(prediction_service_pb2_grpc.PredictionServiceServicer):
 
 def test_a_grpc_server_that_answers_late_exceeds_the_deadline():
     release = threading.Event()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(_SlowPredictions(release), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
+    server, port = grpc_test_server("PredictionService", "Predict", _SlowPredictions(release).Predict,
+                                    predict_pb2.PredictRequest, predict_pb2.PredictResponse, workers=2)
     try:
         with Client(f"grpc://127.0.0.1:{port}", timeout=0.3) as c:
             started = time.monotonic()

@@ -13,6 +13,8 @@ import pytest
 
 from client.protos import compile as protos_compile
 from client.protos import model_service_pb2, prediction_service_pb2
+from client.settings import Endpoint
+from client.transports.grpc import GrpcTransport
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
@@ -137,6 +139,21 @@ def test_service_paths_are_tensorflow_servings():
     assert ours == {"/tensorflow.serving.PredictionService/Predict",
                     "/tensorflow.serving.PredictionService/GetModelMetadata",
                     "/tensorflow.serving.ModelService/GetModelStatus"}
+
+    class Channel:  # records what the transport asks grpcio for
+        def __init__(self):
+            self.methods = {}
+
+        def unary_unary(self, path, request_serializer, response_deserializer):
+            self.methods[path] = response_deserializer.__self__  # Message.FromString: bound to its class
+
+    channel = Channel()
+    GrpcTransport(Endpoint.parse("grpc://localhost:8500"), channel=channel)
+    assert set(channel.methods) == ours
+    responses = {f"/{s.full_name}/{m.name}": m.output_type.full_name
+                 for module in (prediction_service_pb2, model_service_pb2)
+                 for s in module.DESCRIPTOR.services_by_name.values() for m in s.methods}
+    assert {path: response.DESCRIPTOR.full_name for path, response in channel.methods.items()} == responses
     # tensorflow-serving-api's own stubs (read as text: prediction_service_pb2 does not import under protobuf 7)
     proc = subprocess.run([sys.executable, "-c", "import importlib.util as u; print(u.find_spec('tensorflow_serving').submodule_search_locations[0])"],
                           capture_output=True, text=True, timeout=60)
