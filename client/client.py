@@ -74,8 +74,11 @@ class Client:
             if len(rows) != len(ids):
                 raise InvalidArgumentError(
                     f"exclude needs one list of titles per user id ({len(rows)} lists for {len(ids)} ids)")
-            width = max([1, *map(len, rows)])
-            inputs["exclude_titles"] = [row + [""] * (width - len(row)) for row in rows]
+            # Rows padded with "" (no title), and a leading "" column: TF Serving's batching pads a request
+            # to the widest request of its batch with the request's *first* element (batching_util.cc),
+            # which must therefore be "" or other users' rows would exclude the first user's first title.
+            width = max(map(len, rows), default=0)
+            inputs["exclude_titles"] = [[""] + row + [""] * (width - len(row)) for row in rows]
             signature = "exclude_seen"
         hits = self._hits(self.settings.retrieval_model, inputs, signature, k, version, label, timeout)
         return hits[0] if single else hits

@@ -44,6 +44,56 @@ def test_a_batch_answers_each_user_as_if_alone(c):
     assert [titles(row) for row in batch] == [titles(c.recommend(u, k=5)) for u in ("1", "2", "3")]
 
 
+def _pad_as_tf_serving_batching_does(rows: list[list[str]], width: int) -> list[list[str]]:
+    """A request narrower than the widest of its batch, as TF Serving's BatchingSession pads it
+    (batching_util.cc, PadTensor: the pad value is the request tensor's first element)."""
+    return [row + [rows[0][0]] * (width - len(row)) for row in rows]
+
+
+class _Recording:
+    """A transport that keeps the inputs the client sends."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.sent = inner, []
+
+    def predict(self, model, inputs, output_filter, timeout):
+        self.sent.append(dict(inputs))
+        return self.inner.predict(model, inputs, output_filter, timeout)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_exclusions_survive_tf_servings_batch_padding(local_server, transport_kind):
+    # With --enable_batching (the compose file's), a request can be padded to a wider batch with its own
+    # first element: the client's leading "" column keeps that from excluding titles for other users.
+    from client.settings import Endpoint
+    from client.transports import for_endpoint
+
+    url = local_server.url(transport_kind)
+    with Client(url, timeout=30) as c:
+        best_of_2 = c.recommend("2")[0].title
+        exclude = [[best_of_2], ["no such movie"]]  # user 1 excludes user 2's best movie
+        expected = [titles(row) for row in c.recommend(["1", "2"], exclude=exclude)]
+        assert best_of_2 in expected[1]
+        recording = _Recording(for_endpoint(Endpoint.parse(url)))
+        with Client(url, timeout=30, transport=recording) as spied:
+            assert [titles(row) for row in spied.recommend(["1", "2"], exclude=exclude)] == expected
+        sent = recording.sent[-1]["exclude_titles"]
+        width = sent.shape[1]
+        rows = [list(sent.values[i * width:(i + 1) * width]) for i in range(sent.shape[0])]
+
+        def served(rows):
+            out = c.predict("retrieval", {"user_id": ["1", "2"], "exclude_titles": rows},
+                            signature_name="exclude_seen")
+            return out["movie_titles"]
+
+        assert served(_pad_as_tf_serving_batching_does(rows, width + 3)) == expected
+        # what the leading "" guards against: the same rows without it lose user 2's best movie
+        unguarded = served(_pad_as_tf_serving_batching_does([row[1:] for row in rows], width + 3))
+        assert best_of_2 not in unguarded[1]
+
+
 def test_k_above_the_exported_k_is_a_clear_invalid_argument(c):
     with pytest.raises(client.InvalidArgumentError, match=f"k={K + 1} is above K={K}"):
         c.recommend("1", k=K + 1)
