@@ -114,19 +114,22 @@ def _format_shape(shape: Iterable[int]) -> str:
 class SavedModelBundle:
     """A loaded SavedModel: its signature defs and a Session that runs them by tensor name."""
 
-    def __init__(self, export_dir: str, session, meta_graph_def) -> None:
+    def __init__(self, export_dir: str, session, meta_graph_def, batch_scheduler=None) -> None:
         self.export_dir = export_dir
         self.meta_graph_def = meta_graph_def
         self.signature_defs = dict(meta_graph_def.signature_def)
         self._session = session
         self._callables: dict[tuple, object] = {}
+        self._scheduler = batch_scheduler  # serving.batching.BatchScheduler, or None: every call runs alone
+        self._queues: dict[str, object] = {}
         self._lock = threading.Lock()
         self._closed = False
 
     @classmethod
     def load(cls, export_dir: str, *, tags: Sequence[str] = ("serve",), run_warmup: bool = True,
-             session_config=None) -> "SavedModelBundle":
-        """Load ``export_dir`` by tag set; replay its warmup records when ``run_warmup``."""
+             session_config=None, batch_scheduler=None) -> "SavedModelBundle":
+        """Load ``export_dir`` by tag set; replay its warmup records when ``run_warmup``. With a
+        ``batch_scheduler`` (``--enable_batching``), calls are batched as TF Serving's BatchingSession does."""
         import tensorflow as tf
 
         register_scann_ops()
@@ -146,7 +149,7 @@ class SavedModelBundle:
             raise BundleError("INVALID_ARGUMENT" if isinstance(exc, (RuntimeError, ValueError)) else "NOT_FOUND",
                               f"Failed to load SavedModel at {export_dir}: {exc}") from exc
         graph.finalize()
-        bundle = cls(export_dir, session, meta_graph_def)
+        bundle = cls(export_dir, session, meta_graph_def, batch_scheduler)
         if run_warmup:
             try:
                 n = bundle.run_warmup()
@@ -223,22 +226,32 @@ class SavedModelBundle:
                               + ", ".join(_SIGNATURE_METHODS) + "}. Was: " + signature.method_name)
         feeds = self._check_inputs(signature, inputs)
         aliases = self._check_outputs(signature, output_filter)
-        run = self._callable(name, signature, aliases)
+        deadline = None
         if timeout_ms is not None:
             if timeout_ms <= 0:
                 raise BundleError("DEADLINE_EXCEEDED", _DEADLINE_MESSAGE)
             deadline = time.monotonic() + timeout_ms / 1000.0
-        try:
-            values = run(*feeds)
-        except Exception as exc:
-            import tensorflow as tf
-
-            if isinstance(exc, tf.errors.OpError):
-                raise _error_from_tf(exc) from exc
-            raise BundleError("INVALID_ARGUMENT", str(exc)) from exc
-        if timeout_ms is not None and time.monotonic() > deadline:
+        if self._scheduler is not None and set(aliases) == set(signature.outputs):
+            # batched: TF Serving batches calls that fetch all of a signature's outputs
+            everything = tuple(signature.outputs)
+            outputs = dict(zip(everything, self._scheduler.submit(self._queue(name, signature), feeds, deadline)))
+            values = [outputs[a] for a in aliases]
+        else:
+            values = _call(self._callable(name, signature, aliases), feeds)
+        if deadline is not None and time.monotonic() > deadline:
             raise BundleError("DEADLINE_EXCEEDED", _DEADLINE_MESSAGE)
         return dict(zip(aliases, values))
+
+    def _queue(self, name: str, signature):
+        queue = self._queues.get(name)
+        if queue is None:
+            run = self._callable(name, signature, tuple(signature.outputs))
+            with self._lock:
+                queue = self._queues.get(name)
+                if queue is None:
+                    names = [signature.inputs[a].name for a in sorted(signature.inputs)]
+                    queue = self._queues[name] = self._scheduler.queue(lambda *feeds: _call(run, feeds), names)
+        return queue
 
     @staticmethod
     def _check_inputs(signature, inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
@@ -327,7 +340,22 @@ class SavedModelBundle:
             if not self._closed:
                 self._closed = True
                 self._callables.clear()
+                for queue in self._queues.values():
+                    self._scheduler.drop(queue)
+                self._queues.clear()
                 self._session.close()
+
+
+def _call(run, feeds) -> list:
+    """Run a callable; TensorFlow's errors become BundleErrors with their canonical code."""
+    try:
+        return run(*feeds)
+    except Exception as exc:
+        import tensorflow as tf
+
+        if isinstance(exc, tf.errors.OpError):
+            raise _error_from_tf(exc) from exc
+        raise BundleError("INVALID_ARGUMENT", str(exc)) from exc
 
 
 def _is_text(value) -> bool:

@@ -62,6 +62,7 @@ class CoreOptions:
     load_retry_interval_micros: int = 60 * 1000 * 1000
     saved_model_tags: tuple[str, ...] = ("serve",)
     session_config: object = None  # tf.compat.v1.ConfigProto or None
+    batching: object = None  # serving.batching.BatchingOptions (--enable_batching) or None
 
     def __post_init__(self) -> None:
         if self.max_num_load_retries < 0:
@@ -150,6 +151,11 @@ class ServerCore:
     def __init__(self, options: CoreOptions = CoreOptions(), *, metrics=None) -> None:
         self.options = options
         self.metrics = metrics
+        self._batch_scheduler = None  # TF Serving's SharedBatchScheduler: one for every model of the server
+        if options.batching is not None:
+            from serving.batching import BatchScheduler
+
+            self._batch_scheduler = BatchScheduler(options.batching)
         self._models: dict[str, _Model] = {}
         self._labels: dict[str, dict[str, int]] = {}
         self._config = None
@@ -484,7 +490,8 @@ class ServerCore:
             try:
                 bundle = SavedModelBundle.load(servable.path, tags=self.options.saved_model_tags,
                                                run_warmup=self.options.enable_model_warmup,
-                                               session_config=self.options.session_config)
+                                               session_config=self.options.session_config,
+                                               batch_scheduler=self._batch_scheduler)
             except ServingError as exc:
                 error = exc
             except Exception as exc:  # anything else a broken SavedModel can raise
@@ -558,3 +565,5 @@ class ServerCore:
                     logger.warning("requests still in flight at shutdown; closing anyway")
                     break
                 self._changed.wait(remaining)
+        if self._batch_scheduler is not None:  # after the versions: their queued calls have been answered
+            self._batch_scheduler.stop()

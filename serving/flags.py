@@ -95,9 +95,9 @@ _HELP = {
     "file_system_poll_wait_seconds": "Interval in seconds between each poll of the filesystem for new model "
                                      "version. If set to zero poll will be exactly done once and not periodically.",
     "monitoring_config_file": "If non-empty, read an ascii MonitoringConfig protobuf from the supplied file name",
-    "enable_batching": "enable batching (accepted; requests run unbatched here)",
+    "enable_batching": "enable batching",
     "batching_parameters_file": "If non-empty, read an ascii BatchingParameters protobuf from the supplied file "
-                                "name (validated; batching is not emulated).",
+                                "name.",
     "enable_model_warmup": "Enables model warmup, which replays assets.extra/tf_serving_warmup_requests at load.",
     "allow_version_labels_for_unavailable_models": "If true, allows assigning unused version labels to models "
                                                    "that are not available yet.",

@@ -92,7 +92,7 @@ class ModelServer:
         options = self.options
         config = model_server_config(options)
         monitoring = self._monitoring_config()
-        self._batching_parameters()
+        batching = self._batching_options()
         from serving.monitoring import Metrics
 
         metrics = Metrics()
@@ -104,6 +104,7 @@ class ModelServer:
             load_retry_interval_micros=options.load_retry_interval_micros,
             saved_model_tags=tuple(t for t in options.saved_model_tags.split(",") if t),
             session_config=session_config(options),
+            batching=batching,
         )
         with self._lifecycle:  # a stop() that began earlier must not miss the core, nor one later the ports
             self._raise_if_stopped()
@@ -148,11 +149,11 @@ class ModelServer:
 
         return read_text_proto(self.options.monitoring_config_file, MonitoringConfig())
 
-    def _batching_parameters(self):
-        """Parsed and validated like TF Serving; requests still run one by one (batching is not emulated)."""
+    def _batching_options(self):
+        """``--enable_batching``: the batching file's parameters (TF Serving's defaults without a file)."""
         if not self.options.enable_batching:
             return None
-        from serving.batching import batching_parameters_class, parse_batching_parameters
+        from serving.batching import BatchingOptions, batching_parameters_class, parse_batching_parameters
 
         path = self.options.batching_parameters_file
         if path:
@@ -160,9 +161,9 @@ class ModelServer:
         else:
             params = batching_parameters_class()()
             params.thread_pool_name.value = "model_server_batch_threads"
-        logger.warning("--enable_batching: batching parameters accepted (%s) but not emulated; each request runs "
-                       "on its own", text_format.MessageToString(params, as_one_line=True))
-        return params
+        batching = BatchingOptions.from_parameters(params)
+        logger.info("Batching requests: %s", batching)
+        return batching
 
     def _start_rest(self, monitoring, metrics):
         from serving.rest import RestServer
