@@ -196,10 +196,13 @@ class BatchScheduler:
 
     def submit(self, queue: _Queue, feeds: Sequence[np.ndarray], deadline: float | None) -> list[np.ndarray]:
         """Batch one call; blocks until its batch ran. Returns its outputs, or raises ServingError."""
-        sizes = {np.shape(f)[0] if np.ndim(f) else None for f in feeds}
-        if len(sizes) != 1 or None in sizes:
-            raise ServingError("INVALID_ARGUMENT", "Batching Run() must have at least one input tensor"
-                               if not feeds else "Batching Run() input tensors must have equal 0th-dimension size")
+        if not feeds:
+            raise ServingError("INVALID_ARGUMENT", "Batching Run() must have at least one input tensor")
+        if any(np.ndim(f) == 0 for f in feeds):
+            raise ServingError("INVALID_ARGUMENT", "Batching Run() input tensors must have at least one dimension")
+        sizes = {np.shape(f)[0] for f in feeds}
+        if len(sizes) != 1:
+            raise ServingError("INVALID_ARGUMENT", "Batching Run() input tensors must have equal 0th-dimension size")
         size = sizes.pop()
         limit = self.options.max_batch_size
         if size > limit:

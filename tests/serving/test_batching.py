@@ -105,8 +105,11 @@ def test_a_call_larger_than_max_batch_size_is_refused(scheduler_of):
         scheduler.submit(queue, [np.zeros(5)], None)
     assert (info.value.code, info.value.message) == (
         "INVALID_ARGUMENT", "Task size 5 is larger than maximum input batch size 4")
-    with pytest.raises(ServingError, match="must have equal 0th-dimension size"):
-        scheduler.submit(scheduler.queue(Model(), ["a:0", "b:0"]), [np.zeros(2), np.zeros(3)], None)
+    pair = scheduler.queue(Model(), ["a:0", "b:0"])
+    with pytest.raises(ServingError, match="^Batching Run\\(\\) input tensors must have equal 0th-dimension size$"):
+        scheduler.submit(pair, [np.zeros(2), np.zeros(3)], None)
+    with pytest.raises(ServingError, match="^Batching Run\\(\\) input tensors must have at least one dimension$"):
+        scheduler.submit(pair, [np.zeros(2), np.float32(1)], None)
 
 
 def test_a_call_that_finds_the_queue_full_is_unavailable(scheduler_of):
