@@ -9,7 +9,7 @@ Reproducible: protoc from ``grpcio-tools`` (pin in the ``test`` extra), the ``.p
 - the modules register into the private pool of :mod:`client.protos._pool` instead of protobuf's default pool;
 - protoc's gencode guard goes (``ValidateProtobufRuntimeVersion``: it refuses a protobuf runtime older than
   the protoc that wrote the file). What the modules call, the descriptor builder, is in every protobuf
-  since 4.21; the runtimes the client supports are the ones ``tests/client/test_compat.py`` runs it on.
+  since 4.21; the client supports the runtimes ``tests/client/test_compat.py`` runs it on (4.25 to 7).
 
 No ``*_pb2_grpc.py`` stubs: they tie the client to the grpcio of the generator (grpcio-tools adds a
 version guard and 1.63+ arguments); ``client.transports.grpc`` calls the methods by their paths instead.
