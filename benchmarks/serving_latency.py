@@ -228,13 +228,7 @@ def check_requests(before: Counter, after: Counter, entrypoint: str, sent: int) 
 
 
 # --------------------------------------------------------------------------- the canned gRPC server (floor)
-def grpc_server_options() -> list[tuple[str, int]]:
-    """The channel options serving.grpc_service.GrpcServer gives grpc.server by default."""
-    return [("grpc.max_receive_message_length", 2**31 - 1), ("grpc.max_send_message_length", 2**31 - 1),
-            ("grpc.so_reuseport", 0)]
-
-
-def _canned_server(conn, response_bytes: bytes, workers: int) -> None:
+def _canned_server(conn, response_bytes: bytes, workers: int, options: list) -> None:
     """The canned server's process: grpcio's sync server whose ``Predict`` returns ``response_bytes`` parsed
     once; it reports ``("ready", port, tensorflow_imported)``, answers "calls" with the number of Predict
     calls so far, and stops on "stop" (or when the parent goes away)."""
@@ -254,7 +248,7 @@ def _canned_server(conn, response_bytes: bytes, workers: int) -> None:
             calls += 1
         return response
 
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=grpc_server_options())
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=options)
     # registered as tensorflow_serving's generated add_PredictionServiceServicer_to_server does for the server
     handler = grpc.unary_unary_rpc_method_handler(predict, request_deserializer=predict_pb2.PredictRequest.FromString,
                                                   response_serializer=predict_pb2.PredictResponse.SerializeToString)
@@ -282,12 +276,14 @@ class CannedServer:
         import multiprocessing
 
         from serving.flags import ServerOptions
+        from serving.grpc_service import server_options
 
         defaults = {f.name: f.default for f in dataclasses.fields(ServerOptions)}
         self.workers = defaults["grpc_max_threads"]  # what serving.grpc_service.GrpcServer gets by default
         context = multiprocessing.get_context("spawn")
         self._conn, child = context.Pipe()
-        self.proc = context.Process(target=_canned_server, args=(child, response_bytes, self.workers), daemon=True)
+        self.proc = context.Process(target=_canned_server, daemon=True,
+                                    args=(child, response_bytes, self.workers, server_options()))
         self.proc.start()
         child.close()  # only the child holds its end now: its exit shows here as EOFError
         try:

@@ -274,14 +274,19 @@ class ModelService(_Servicer, model_service_pb2_grpc.ModelServiceServicer):
         return response
 
 
+def server_options(max_receive_bytes: int = 2**31 - 1, channel_arguments: tuple = ()) -> list[tuple]:
+    """The options :class:`GrpcServer` gives ``grpc.server`` (message limits, no port sharing, then the
+    ``--grpc_channel_arguments``)."""
+    return [("grpc.max_receive_message_length", max_receive_bytes), ("grpc.max_send_message_length", 2**31 - 1),
+            ("grpc.so_reuseport", 0), *channel_arguments]
+
+
 class GrpcServer:
     """The gRPC server of the local model server: both services on ``host:port`` (port 0 = any free port)."""
 
     def __init__(self, core, *, host: str = "0.0.0.0", port: int = 8500, max_workers: int = 8,
                  max_receive_bytes: int = 2**31 - 1, channel_arguments: tuple = (), metrics=None) -> None:
-        options = [("grpc.max_receive_message_length", max_receive_bytes),
-                   ("grpc.max_send_message_length", 2**31 - 1),
-                   ("grpc.so_reuseport", 0), *channel_arguments]
+        options = server_options(max_receive_bytes, channel_arguments)
         self._executor = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc")
         self._server = grpc.server(self._executor, options=options)
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
