@@ -117,7 +117,9 @@ def in_fresh_process(saved_model: Path, requests: list[dict], timeout_s: float) 
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(_ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
         env["EXPORT_VALIDATE_PARENT_PID"] = str(os.getpid())  # the child exits if this process dies
-        cmd = [sys.executable, "-m", "export.validate_child", str(saved_model), str(req_path), str(out_path)]
+        # Absolute: the child runs in the package root, not in the caller's working directory.
+        cmd = [sys.executable, "-m", "export.validate_child", str(Path(saved_model).resolve()), str(req_path),
+               str(out_path)]
         try:
             proc = subprocess.run(cmd, cwd=str(_ROOT), env=env, capture_output=True, text=True, timeout=timeout_s)
         except subprocess.TimeoutExpired as exc:
