@@ -4,11 +4,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh all,test
-# Debian's docker-compose (a real compose implementation, to validate docker-compose.yml without a Docker
-# engine); iproute2 and util-linux (ip, unshare, nsenter) for the tests that run the compose command line
-# in its own mount and network namespace.
+# Debian's Docker engine (docker.io: dockerd, which the container tests start as root when no engine answers),
+# docker-compose 1.29 (what those tests run the compose files with), debootstrap (the stand-in for the Python
+# base image when no registry is reachable); iproute2 and util-linux (ip, unshare, nsenter) for the
+# healthcheck tests, which run a canned server in a private network namespace.
 missing=()
+command -v dockerd >/dev/null 2>&1 || [ -x /usr/sbin/dockerd ] || missing+=(docker.io)
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v unshare >/dev/null 2>&1 && command -v nsenter >/dev/null 2>&1 || missing+=(util-linux)
 if [ ${#missing[@]} -gt 0 ]; then

@@ -28,3 +28,22 @@ def tfs_protos():
     import tfs_protos
 
     return tfs_protos
+
+
+@pytest.fixture(scope="session")
+def engine(request):
+    """A real Docker engine (reached, or dockerd started as root and stopped at the end) with the Python base
+    image the Dockerfiles start from (pulled, or made from Debian packages); see engine.py."""
+    import engine as engine_module
+
+    try:
+        reached = engine_module.connect()
+        for note in reached.notes:
+            container_support.say(request.config, note)
+        container_support.say(request.config, engine_module.ensure_python_base(reached))
+    except engine_module.EngineUnavailable as exc:
+        pytest.fail(f"the real-engine tests need a Docker engine: {exc}", pytrace=False)
+    yield reached
+    if reached.started_pid is not None:
+        container_support.say(request.config, f"stopping the dockerd this run started (pid {reached.started_pid})")
+    reached.stop()

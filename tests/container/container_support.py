@@ -20,7 +20,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
-COMPOSE_FILES = {"scann": "docker-compose.yml", "stock": "docker-compose.stock.yml"}
+COMPOSE_FILES = {"scann": "docker-compose.yml", "stock": "docker-compose.stock.yml", "local": "docker-compose.local.yml"}
 # Variables a user may set; cleared so that the checks see .env and the files' own defaults.
 COMPOSE_VARIABLES = ("TENSORFLOW_VERSION", "TF_SERVING_VERSION", "SCANN_VERSION", "SCANN_GIT_COMMIT",
                      "PYTHON_VERSION", "BIND_ADDRESS", "GRPC_PORT", "REST_PORT", "EXPORT_DATA", "EXPORT_PRESET",
@@ -79,3 +79,10 @@ def resolved_config(implementation: str, compose_file: str, **env) -> dict:
     return yaml.safe_load(result.stdout)
 
 
+def say(config, text: str) -> None:
+    """A line in pytest's own output (not captured): what the engine tests did or could not do here."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is not None and capture is not None:
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(f"[container] {text}")

@@ -1,4 +1,5 @@
-"""docker-compose.yml and docker-compose.stock.yml, validated by real compose implementations' `config`."""
+"""The three compose files, validated by real compose implementations' `config` (they run for real in
+test_engine_local.py and test_engine_variants.py)."""
 
 from __future__ import annotations
 
@@ -108,6 +109,19 @@ def test_stock_variant_is_the_same_server_on_the_stock_image_with_brute_force_ex
     assert "--index=brute_force" in export_args
     assert [a for a in export_args if not a.startswith("--index")] == \
         [a for a in service(scann_config, "export")["command"] if not a.startswith("--index")]
+
+
+def test_local_variant_is_the_same_server_and_export_with_the_local_server_image(scann_config, env_file):
+    local = resolved_config("compose-v2", COMPOSE_FILES["local"])
+    built, ours = service(scann_config, "serving"), service(local, "serving")
+    assert ours["image"] == (f"retrieval-bundle/serving-local:tf{env_file['TENSORFLOW_VERSION']}"
+                             f"-scann{env_file['SCANN_VERSION']}")
+    assert Path(ours["build"]["context"]) == ROOT and ours["build"]["dockerfile"] == "serving/Dockerfile.local"
+    assert ours["build"]["args"] == {key: env_file[key]
+                                     for key in ("PYTHON_VERSION", "TENSORFLOW_VERSION", "SCANN_VERSION")}
+    for key in ("entrypoint", "command", "healthcheck", "ports", "volumes", "restart", "depends_on"):
+        assert ours[key] == built[key], key
+    assert service(local, "export") == service(scann_config, "export")
 
 
 def test_every_server_flag_is_one_tensorflow_model_server_accepts(scann_config):

@@ -15,7 +15,7 @@ import pytest
 
 from container_support import ROOT
 
-DOCKERFILES = ["serving/Dockerfile", "export/Dockerfile"]
+DOCKERFILES = ["serving/Dockerfile", "export/Dockerfile", "serving/Dockerfile.local"]
 ADAPT = ROOT / "serving" / "scann_build" / "adapt_scann.py"
 
 
@@ -267,3 +267,34 @@ def test_scann_source_step_keeps_only_scann_and_checks_its_version(tmp_path, arc
     if not ok:
         assert "is not ScaNN 1.4.2" in result.stderr
     assert tarball.exists()
+
+
+def test_scripts_that_run_in_containers_or_shells_keep_lf_endings_in_any_checkout():
+    """A CRLF checkout (git on Windows with core.autocrlf) must not break healthcheck.sh in the container."""
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    scripts = [p for p in tracked if (ROOT / p).is_file() and (ROOT / p).read_bytes()[:2] == b"#!"]
+    scripts += [p for p in tracked if Path(p).name.startswith("Dockerfile") or p.endswith((".yml", ".config"))]
+    assert "serving/healthcheck.sh" in scripts and ".ci/run" in scripts
+    attrs = subprocess.run(["git", "check-attr", "eol", "--", *scripts], cwd=ROOT, capture_output=True, text=True,
+                           check=True).stdout.splitlines()
+    not_lf = [line for line in attrs if not line.endswith(": eol: lf")]
+    assert not not_lf, f"add these to .gitattributes with eol=lf: {not_lf}"
+
+
+def shared_layers(dockerfile: str) -> str:
+    text = (ROOT / dockerfile).read_text()
+    start, end = text.index("# --- shared layers"), text.index("# --- end of the shared layers")
+    return text[text.rindex("FROM ", 0, start):end]
+
+
+def test_export_and_local_serving_images_share_their_base_and_dependency_layers():
+    """Docker reuses a layer only for the same instructions on the same parent: the blocks must be identical."""
+    assert shared_layers("export/Dockerfile") == shared_layers("serving/Dockerfile.local")
+    assert "pip install" in shared_layers("export/Dockerfile")
+
+
+def test_local_serving_image_runs_the_local_server_as_tensorflow_model_server_unprivileged():
+    text = (ROOT / "serving/Dockerfile.local").read_text()
+    assert 'exec python -m serving "$@"' in text and "/usr/local/bin/tensorflow_model_server" in text
+    assert re.search(r"^USER (?!0\b|root\b)\S+", text, re.M), "the local serving image must not run as root"
+    assert 'ENTRYPOINT ["tensorflow_model_server"]' in text

@@ -2,7 +2,7 @@
 
 Each case runs a small HTTP server on port 8501 inside its own network namespace, answering
 GET /v1/models/<name> as TF Serving would, and runs the very script docker-compose runs, with bash.
-The live counterpart (against the local server started from the compose command) is in test_live_server.py.
+The live counterpart (the engine running it in the served container) is in test_engine_local.py.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ def pins(extra: str) -> dict:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     out = {}
     for requirement in project["optional-dependencies"][extra]:
-        match = re.fullmatch(r"([A-Za-z0-9_.\-]+)==([^;\s]+)", requirement.strip())
+        match = re.fullmatch(r"([A-Za-z0-9_.\-]+)(?:\[[a-z,]+\])?==([^;\s]+)", requirement.strip())
         if match:
             out[match.group(1).lower()] = match.group(2)
     return out
@@ -49,6 +49,7 @@ def test_tf_serving_and_tensorflow_are_the_same_release(env_file):
 @pytest.mark.parametrize("dockerfile, names", [
     ("serving/Dockerfile", ("TF_SERVING_VERSION", "SCANN_VERSION", "SCANN_GIT_COMMIT")),
     ("export/Dockerfile", ("PYTHON_VERSION", "TENSORFLOW_VERSION", "SCANN_VERSION")),
+    ("serving/Dockerfile.local", ("PYTHON_VERSION", "TENSORFLOW_VERSION", "SCANN_VERSION")),
 ])
 def test_dockerfile_defaults_match_env_file(env_file, dockerfile, names):
     defaults = arg_defaults(dockerfile)

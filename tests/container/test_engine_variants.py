@@ -1,0 +1,93 @@
+"""The export services of all three compose files on a real engine, a bad --data, and what cannot run here.
+
+- docker-compose.yml (ScaNN TF Serving build) and docker-compose.stock.yml (stock TF Serving, BruteForce):
+  their export service runs for real exactly as `up` runs it. Their serving images cannot be had on a
+  machine with no registry (tensorflow/serving:* cannot be pulled, so neither the stock image nor the
+  ScaNN build's base); the tests try, and say so in pytest's output when it fails.
+- docker-compose.local.yml with a --data that does not exist: the export container exits non-zero with one
+  line saying what is wrong, and serving is never started.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from compose_project import ComposeProject, checkout_copy, versions
+from container_support import say
+
+pytestmark = pytest.mark.engine
+
+EXPORT_TIMEOUT_S = 900
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    return checkout_copy(tmp_path_factory.mktemp("compose-variants") / "bundle")
+
+
+def project_name(tag: str) -> str:
+    return f"rb{tag}{time.monotonic_ns() % 10**7}"
+
+
+@pytest.mark.parametrize("compose_file, index", [("docker-compose.yml", "scann"),
+                                                  ("docker-compose.stock.yml", "brute_force")])
+def test_export_service_runs_for_real_and_publishes_its_index(engine, bundle, compose_file, index, request):
+    project = ComposeProject(engine, bundle, project_name(index.replace("_", "")), compose_file,
+                             EXPORT_DATA="synthetic", EXPORT_PRESET="seed")
+    before = {model: versions(bundle / "models" / model) for model in ("retrieval", "similar_movies")}
+    try:
+        # `up export`: the export service alone, with the command line `up` gives it (the image is the
+        # export image every variant shares, built by the build step of whichever runs first).
+        project.compose("build", "export", timeout=1800)
+        project.compose("up", "--no-color", "export", timeout=EXPORT_TIMEOUT_S)
+        state = project.only_container("export")["State"]
+        assert state["ExitCode"] == 0, project.logs("export")[-4000:]
+        for model in ("retrieval", "similar_movies"):
+            new = sorted(set(versions(bundle / "models" / model)) - set(before[model]))
+            assert len(new) == 1, (model, new)
+            manifest = json.loads((bundle / "models" / model / str(new[0]) / "assets.extra" / "manifest.json")
+                                  .read_text())
+            assert manifest["index"]["kind"] == index
+            assert manifest["training"]["parameters"]["preset"] == "seed"  # EXPORT_PRESET reached the job
+            assert manifest["data"]["source"]["kind"] == "synthetic"
+        serving_image = yaml_config(project)["services"]["serving"]["image"]
+        pulled = engine.docker("pull", serving_image, check=False, timeout=120)
+        if pulled.returncode == 0:
+            say(request.config, f"{compose_file}: {serving_image} could be pulled (not run by these tests)")
+        else:
+            reason = (pulled.stderr.strip().splitlines() or ["no message"])[-1]
+            say(request.config, f"NOT RUN HERE: {compose_file}'s serving container ({serving_image}): "
+                                f"the image cannot be pulled or built on this machine ({reason[:160]})")
+    finally:
+        project.down()
+
+
+def yaml_config(project: ComposeProject) -> dict:
+    import yaml
+
+    return yaml.safe_load(project.compose("config").stdout)
+
+
+def test_bad_data_fails_the_export_with_one_line_and_serving_never_starts(engine, bundle):
+    project = ComposeProject(engine, bundle, project_name("baddata"), "docker-compose.local.yml",
+                             EXPORT_DATA="/data/no-such-folder")
+    before = {model: versions(bundle / "models" / model) for model in ("retrieval", "similar_movies")}
+    try:
+        project.compose("build", timeout=1800)
+        result = project.compose("up", "-d", "--no-color", timeout=EXPORT_TIMEOUT_S, check=False)
+        assert result.returncode != 0
+        state = project.only_container("export")["State"]
+        assert state["Status"] == "exited" and state["ExitCode"] != 0
+        lines = [line for line in project.logs("export").splitlines() if line.strip()]
+        assert len(lines) == 1, lines
+        assert "--data /data/no-such-folder" in lines[0] and "no such file or folder" in lines[0]
+        for container in project.containers("serving"):
+            serving = project.inspect(container)["State"]
+            assert not serving["Running"] and serving["StartedAt"].startswith("0001-01-01"), serving
+        assert {model: versions(bundle / "models" / model) for model in before} == before  # nothing published
+    finally:
+        project.down()
+    assert project.containers() == [] and project.networks() == []
