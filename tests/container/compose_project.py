@@ -76,7 +76,12 @@ class ComposeProject:
         return self.inspect(ids[0])
 
     def logs(self, service: str) -> str:
-        return self.compose("logs", "--no-color", "--no-log-prefix", service, check=False).stdout
+        """What the service's containers printed (stdout, then stderr), as `docker logs` gives it."""
+        out = []
+        for container in self.containers(service):
+            result = self.engine.docker("logs", container, check=False)
+            out += [result.stdout, result.stderr]
+        return "".join(out)
 
     def wait_exited(self, service: str, timeout: float) -> dict:
         deadline = time.monotonic() + timeout

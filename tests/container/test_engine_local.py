@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from compose_project import ComposeProject, checkout_copy, tree_digest, versions
+from container_support import say
 
 pytestmark = pytest.mark.engine
 
@@ -175,7 +176,7 @@ def wait_for(condition, timeout: float, what: str):
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def test_run_export_under_load_moves_answers_to_the_new_version_with_no_failed_request(started):
+def test_run_export_under_load_moves_answers_to_the_new_version_with_no_failed_request(started, request):
     started.wait_healthy("serving", HEALTHY_TIMEOUT_S)
     old_version = versions(started.models / "retrieval")[-1]
     rest, _ = rest_and_grpc(started)
@@ -202,6 +203,8 @@ def test_run_export_under_load_moves_answers_to_the_new_version_with_no_failed_r
     assert old_answer in seen and new_answer in seen
     assert all(answer == new_answer for at, answer in load.answers if at > switched)
     assert len(load.answers) > 100
+    say(request.config, f"rollover under load: {len(load.answers)} requests (REST + gRPC), "
+                        f"{len(load.failures)} failed, version {old_version} -> {new_version}")
 
 
 def test_a_corrupt_version_never_replaces_the_good_one_and_status_shows_it(started):
