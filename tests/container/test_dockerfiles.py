@@ -16,7 +16,6 @@ import pytest
 from container_support import ROOT
 
 DOCKERFILES = ["serving/Dockerfile", "export/Dockerfile", "serving/Dockerfile.local"]
-ADAPT = ROOT / "serving" / "scann_build" / "adapt_scann.py"
 
 
 def hadolint() -> str:
@@ -77,98 +76,6 @@ def test_dockerfile_sed_adds_scann_ops_to_the_server_op_list(tmp_path, build_fil
     assert text.count("@com_google_scann//scann/scann_ops/cc:scann_ops_static") == 1
     module = ast.parse(text)  # still a valid Starlark/Python expression
     assert any(isinstance(node, ast.Assign) for node in module.body)
-
-
-SCANN_OPS_BUILD = '''load("@pybind11_bazel//:build_defs.bzl", "pybind_library")
-
-package(
-    default_visibility = ["//visibility:public"],
-    licenses = ["notice"],
-)
-
-cc_binary(
-    name = "_scann_ops.so",
-    linkshared = 1,
-    deps = [
-        ":scann_ops",
-        ":scann_ops_kernels",
-    ],
-)
-
-cc_library(
-    name = "scann_ops",
-    srcs = ["ops/scann_ops.cc"],
-    deps = ["//scann/oss_wrappers:tf_dependency"],
-    alwayslink = 1,
-)
-
-cc_library(
-    name = "scann_ops_kernels",
-    srcs = ["kernels/scann_ops.cc"],
-    deps = [":scann", "@com_google_absl//absl/memory"],
-    alwayslink = 1,
-)
-
-pybind_library(
-    name = "scann_npy",
-    srcs = ["scann_npy.cc"],
-    hdrs = ["scann_npy.h"],
-    deps = [
-        ":scann",
-        "//scann/utils:io_oss_wrapper",
-    ],
-)
-'''
-OSS_WRAPPERS_BUILD = '''cc_library(
-    name = "tf_dependency",
-    deps = [
-        "@local_config_tf//:libtensorflow_framework",
-        "@local_config_tf//:tf_header_lib",
-    ],
-)
-'''
-
-
-def scann_tree(root: Path) -> Path:
-    """A ScaNN workspace folder shaped like google-research/scann (BUILD texts from ScaNN's sources)."""
-    (root / "scann" / "scann_ops" / "cc").mkdir(parents=True)
-    (root / "scann" / "oss_wrappers").mkdir(parents=True)
-    (root / "scann" / "scann_ops" / "cc" / "BUILD.bazel").write_text(SCANN_OPS_BUILD)
-    (root / "scann" / "oss_wrappers" / "BUILD.bazel").write_text(OSS_WRAPPERS_BUILD)
-    return root
-
-
-def test_adapt_scann_links_the_ops_against_tf_servings_tensorflow(tmp_path):
-    root = scann_tree(tmp_path / "scann")
-    result = subprocess.run([sys.executable, str(ADAPT), str(root)], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-
-    ops = (root / "scann" / "scann_ops" / "cc" / "BUILD.bazel").read_text()
-    wrappers = (root / "scann" / "oss_wrappers" / "BUILD.bazel").read_text()
-    assert "pybind" not in ops
-    assert "local_config_tf" not in wrappers
-    assert '"@org_tensorflow//tensorflow/core:framework"' in wrappers
-    assert '"@org_tensorflow//tensorflow/core:lib"' in wrappers
-    calls = {node.value.func.id: node.value for node in ast.parse(ops).body
-             if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call)
-             and isinstance(node.value.func, ast.Name)}
-    static = next(c for c in ast.walk(ast.parse(ops)) if isinstance(c, ast.Call)
-                  and any(k.arg == "name" and getattr(k.value, "value", None) == "scann_ops_static" for k in c.keywords))
-    assert static.func.id == "cc_library"
-    keywords = {k.arg: ast.literal_eval(k.value) for k in static.keywords}
-    assert keywords["alwayslink"] == 1 and keywords["deps"] == [":scann_ops", ":scann_ops_kernels"]
-    assert "cc_binary" in calls and "pybind_library" not in calls
-    assert (root / "WORKSPACE").is_file()
-    assert "com_google_absl" in result.stdout and "org_tensorflow" in result.stdout
-
-
-def test_adapt_scann_refuses_a_tree_it_does_not_recognise(tmp_path):
-    root = scann_tree(tmp_path / "scann")
-    (root / "scann" / "oss_wrappers" / "BUILD.bazel").write_text("cc_library(name = 'x')\n")
-    (root / "scann" / "scann_ops" / "cc" / "BUILD.bazel").write_text("cc_library(name = 'scann_ops')\n")
-    result = subprocess.run([sys.executable, str(ADAPT), str(root)], capture_output=True, text=True, timeout=60)
-    assert result.returncode != 0
-    assert "layout changed" in result.stderr
 
 
 def imported_top_level_modules(package: Path) -> set:
