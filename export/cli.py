@@ -56,6 +56,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--scann-dimensions-per-block", type=int, default=scann.dimensions_per_block)
     p.add_argument("--scann-reorder", type=int, default=scann.num_reordering_candidates,
                    help="exact re-scoring of this many candidates (0 = off; default %(default)s)")
+    p.add_argument("--ease-lambda", type=float, default=500.0, help="L2 weight of the EASE baseline (default 500)")
+    p.add_argument("--baseline-max-items", type=int, default=10_000,
+                   help="skip the EASE and item-kNN baselines above this many titles (default 10000: ~1.6 GB)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
 
@@ -84,7 +87,8 @@ def config_from_args(args: argparse.Namespace) -> ExportConfig:
         data=args.data, train=train, index=index, model_base_path=args.model_base_path,
         models=tuple(m.strip() for m in args.models.split(",") if m.strip()), split=args.split,
         synthetic_size=args.synthetic_size, keep=args.keep, recall_threshold=args.recall_threshold,
-        model_config_file=args.model_config_file, validation_timeout_s=args.validation_timeout)
+        model_config_file=args.model_config_file, validation_timeout_s=args.validation_timeout,
+        ease_lambda=args.ease_lambda, baseline_max_items=args.baseline_max_items)
 
 
 def _fail(message: str, code: int) -> int:

@@ -159,6 +159,8 @@ class ExportConfig:
     validation_users: int = 64
     validation_timeout_s: float = 300.0
     score_tolerance: float = 1e-3
+    ease_lambda: float = 500.0          # EASE's L2 weight (the evaluation's baseline)
+    baseline_max_items: int = 10_000    # above this many titles EASE and item-kNN are skipped (memory)
 
     def __post_init__(self) -> None:
         _check(bool(self.data), "--data must be tfds, synthetic or a path to an ml-100k folder/zip")
@@ -168,6 +170,8 @@ class ExportConfig:
         _check(self.split in SPLIT_KINDS, f"--split must be one of {SPLIT_KINDS} (got {self.split!r})")
         _check(self.synthetic_size in ("tiny", "movielens"), f"--synthetic-size must be tiny or movielens (got {self.synthetic_size!r})")
         _check(self.keep >= 1, f"--keep must be >= 1 (got {self.keep})")
+        _check(self.ease_lambda > 0, f"--ease-lambda must be > 0 (got {self.ease_lambda})")
+        _check(self.baseline_max_items >= 0, f"--baseline-max-items must be >= 0 (got {self.baseline_max_items})")
         _check(0.0 <= self.recall_threshold <= 1.0, f"--recall-threshold must be in [0, 1] (got {self.recall_threshold})")
         _check(self.validation_users >= 1, "validation_users must be >= 1")
         _check(self.validation_timeout_s > 0, "validation_timeout_s must be > 0")

@@ -7,7 +7,18 @@ a hit at k means rank < k. Rows:
 
 - ``model``: the served scores (see export/vectors.py), all titles ranked;
 - ``model_exclude_seen``: the same with the user's training movies removed (the true movie is never removed);
-- ``popularity`` and ``popularity_exclude_seen``: the baseline "most rated in train first", same split.
+- ``popularity`` and ``popularity_exclude_seen``: the baseline "most rated in train first", same split;
+- ``ease`` / ``ease_exclude_seen``: EASE (Steck, "Embarrassingly Shallow Autoencoders for Sparse Data",
+  WWW 2019), the closed form B = I - P diagMat(1 / diag(P)), P = (X^T X + lambda I)^-1, over the binary
+  user x title matrix X of the training part; a user's scores are X_u B;
+- ``item_knn`` / ``item_knn_exclude_seen``: item-based kNN with cosine similarity over the columns of X
+  (all neighbours, none trained); a user's scores are X_u S, S's diagonal zero.
+
+Both baselines need a dense titles x titles matrix (EASE inverts one in float64), so they run only up to
+``max_items`` titles (default 10,000: about 1.6 GB); above that they are skipped and ``metrics["baselines"]``
+says why. Users with no training history score popularity under both (a tie-break of 1e-6 x normalised
+popularity is added to their scores). ``metrics["comparison"]`` says, for each baseline, whether the model is
+at or above it in both seen-excluded columns that users get (top-10 and top-100).
 """
 
 from __future__ import annotations
@@ -15,8 +26,35 @@ from __future__ import annotations
 import numpy as np
 
 KS = (1, 5, 10, 50, 100)
-ROWS = ("model", "model_exclude_seen", "popularity", "popularity_exclude_seen")
+BASELINES = ("popularity", "ease", "item_knn")
+ROWS = tuple(f"{name}{suffix}" for name in ("model", *BASELINES) for suffix in ("", "_exclude_seen"))
+EASE_LAMBDA = 500.0
+MAX_ITEMS = 10_000
+COMPARED = ("top_10", "top_100")  # of the seen-excluded rows: what the comparison judges
 _CHUNK = 2048
+_TIE_BREAK = 1e-6
+
+
+def ease_weights(history: np.ndarray, lam: float = EASE_LAMBDA) -> np.ndarray:
+    """EASE's item-item weights B (titles x titles, zero diagonal) from a binary users x titles matrix."""
+    x = history.astype(np.float64)
+    gram = x.T @ x
+    gram[np.diag_indices_from(gram)] += lam
+    p = np.linalg.inv(gram)
+    weights = p / (-np.diag(p))[None, :]
+    weights[np.diag_indices_from(weights)] = 0.0
+    return weights.astype(np.float32)
+
+
+def item_knn_weights(history: np.ndarray) -> np.ndarray:
+    """Cosine similarity between the titles' columns of a binary users x titles matrix, zero diagonal."""
+    x = history.astype(np.float32)
+    co = x.T @ x
+    norms = np.sqrt(np.diag(co)).copy()
+    norms[norms == 0] = 1.0
+    similarity = co / norms[:, None] / norms[None, :]
+    similarity[np.diag_indices_from(similarity)] = 0.0
+    return similarity
 
 
 def _ranks(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -29,8 +67,10 @@ def _ranks(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
 
 
 def evaluate(vectors, pop: np.ndarray, train_users: np.ndarray, train_titles: np.ndarray,
-             test_users: np.ndarray, test_titles: np.ndarray, ks=KS) -> dict:
-    """Hit rates for each row of ``ROWS`` and each k, plus the number of test ratings counted."""
+             test_users: np.ndarray, test_titles: np.ndarray, ks=KS, *, ease_lambda: float = EASE_LAMBDA,
+             max_items: int = MAX_ITEMS) -> dict:
+    """Hit rates for each row of ``ROWS`` and each k, the number of test ratings counted, what the baselines
+    were (or why they were skipped) and how the model compares with each."""
     title_index = {t: i for i, t in enumerate(vectors.titles.tolist())}
     user_row = {u: i + 1 for i, u in enumerate(vectors.query_keys.tolist())}
     n = len(vectors.titles)
@@ -45,24 +85,69 @@ def evaluate(vectors, pop: np.ndarray, train_users: np.ndarray, train_titles: np
     targets = np.array([title_index[t] for t in np.asarray(test_titles)[keep].tolist()], dtype=np.int64)
     rows = np.array([user_row.get(u, 0) for u in np.asarray(test_users)[keep].tolist()], dtype=np.int64)
 
-    ranks = {name: np.empty(len(targets), dtype=np.int64) for name in ROWS}
     pop_scores = pop.astype(np.float32)[None, :]
+    scorers = {"model": lambda r: vectors.queries[r] @ vectors.candidates.T,
+               "popularity": lambda r: np.broadcast_to(pop_scores, (len(r), n))}
+    baselines: dict = {"popularity": {"scores": "training count"}}
+    if n <= max_items:
+        tie_break = (_TIE_BREAK * pop_scores / max(float(pop.max()), 1.0)) if n else pop_scores
+        history = seen.astype(np.float32)
+        for name, weights in (("ease", ease_weights(seen, ease_lambda)), ("item_knn", item_knn_weights(seen))):
+            scorers[name] = lambda r, w=weights: history[r] @ w + tie_break
+        baselines["ease"] = {"lambda": float(ease_lambda)}
+        baselines["item_knn"] = {"similarity": "cosine", "neighbours": "all"}
+    else:
+        why = (f"skipped: {n:,} titles > {max_items:,} (EASE and item-kNN need a {n:,} x {n:,} matrix, "
+               f"{n * n * 8 / 2**30:.1f} GiB in float64)")
+        baselines["ease"] = baselines["item_knn"] = {"skipped": why}
+
+    ranks = {f"{name}{suffix}": np.empty(len(targets), dtype=np.int64)
+             for name in scorers for suffix in ("", "_exclude_seen")}
     for start in range(0, len(targets), _CHUNK):
         sl = slice(start, start + _CHUNK)
         t, r = targets[sl], rows[sl]
         mask = seen[r].copy()
         mask[np.arange(len(t)), t] = False
-        model_scores = vectors.queries[r] @ vectors.candidates.T
-        ranks["model"][sl] = _ranks(model_scores, t)
-        ranks["model_exclude_seen"][sl] = _ranks(np.where(mask, -np.inf, model_scores), t)
-        popular = np.broadcast_to(pop_scores, model_scores.shape)
-        ranks["popularity"][sl] = _ranks(popular, t)
-        ranks["popularity_exclude_seen"][sl] = _ranks(np.where(mask, -np.inf, popular), t)
+        for name, score in scorers.items():
+            scores = score(r)
+            ranks[name][sl] = _ranks(scores, t)
+            ranks[f"{name}_exclude_seen"][sl] = _ranks(np.where(mask, -np.inf, scores), t)
 
-    metrics = {name: {f"top_{k}": float(np.mean(ranks[name] < k)) if len(targets) else 0.0 for k in ks}
-               for name in ROWS}
+    metrics: dict = {name: {f"top_{k}": float(np.mean(ranks[name] < k)) if len(targets) else 0.0 for k in ks}
+                     for name in ROWS if name in ranks}
     metrics["test_ratings"] = int(len(targets))
+    metrics["baselines"] = baselines
+    metrics["comparison"] = compare(metrics)
     return metrics
+
+
+def compare(metrics: dict) -> dict:
+    """For each evaluated baseline: the model's and its seen-excluded hit rates, and whether the model beats it
+    (at or above it in every column of ``COMPARED``)."""
+    out = {}
+    model = metrics["model_exclude_seen"]
+    for name in BASELINES:
+        theirs = metrics.get(f"{name}_exclude_seen")
+        if theirs is None or any(c not in model for c in COMPARED):
+            continue
+        out[name] = {"beats": all(model[c] >= theirs[c] for c in COMPARED),
+                     **{f"{c}_exclude_seen": [model[c], theirs[c]] for c in COMPARED}}
+    return out
+
+
+def verdict(metrics: dict) -> list:
+    """One line per baseline: does the exported model beat it (seen excluded), or why it was not evaluated."""
+    lines = []
+    for name in BASELINES:
+        if name in metrics.get("comparison", {}):
+            row = metrics["comparison"][name]
+            figures = ", ".join(f"{c.replace('_', '-')} {row[c + '_exclude_seen'][0]:.4f} vs "
+                                f"{row[c + '_exclude_seen'][1]:.4f}" for c in COMPARED)
+            lines.append(f"model vs {name}: {'beats it' if row['beats'] else 'DOES NOT BEAT IT'} "
+                         f"(seen excluded: {figures})")
+        elif "skipped" in metrics.get("baselines", {}).get(name, {}):
+            lines.append(f"model vs {name}: {metrics['baselines'][name]['skipped']}")
+    return lines
 
 
 def table(metrics: dict, ks=KS) -> str:
@@ -70,6 +155,8 @@ def table(metrics: dict, ks=KS) -> str:
     header = f"{'test top-k accuracy':<26}" + "".join(f"{'top-' + str(k):>9}" for k in ks)
     lines = [header, "-" * len(header)]
     for name in ROWS:
-        lines.append(f"{name:<26}" + "".join(f"{metrics[name][f'top_{k}']:>9.4f}" for k in ks))
+        if name in metrics:
+            lines.append(f"{name:<26}" + "".join(f"{metrics[name][f'top_{k}']:>9.4f}" for k in ks))
     lines.append(f"({metrics['test_ratings']} test ratings)")
+    lines += verdict(metrics)
     return "\n".join(lines)

@@ -77,7 +77,8 @@ def run(config: ExportConfig, *, data=None, synthetic_seed: int = 0, report=prin
     vectors = {"retrieval": retrieval_vectors(trained, pop), "similar_movies": similar_vectors(trained, pop)}
 
     metrics = evaluation.evaluate(vectors["retrieval"], pop, users_all[train_idx], titles_all[train_idx],
-                                  users_all[test_idx], titles_all[test_idx])
+                                  users_all[test_idx], titles_all[test_idx], ease_lambda=config.ease_lambda,
+                                  max_items=config.baseline_max_items)
     report(evaluation.table(metrics))
 
     seen = _seen(users_all[train_idx], titles_all[train_idx])
@@ -138,4 +139,6 @@ def run(config: ExportConfig, *, data=None, synthetic_seed: int = 0, report=prin
     finally:
         for path in staged.values():
             shutil.rmtree(path, ignore_errors=True)
+    for line in evaluation.verdict(metrics):  # the run's last lines: how the published model compares
+        report(line)
     return Result(root, published, metrics, recall, pruned)

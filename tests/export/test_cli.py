@@ -68,9 +68,13 @@ def test_successful_export_prints_the_evaluation_table_and_published_versions(tm
     proc = export_cli(["--data", "synthetic", "--synthetic-size", "tiny", "--preset", "seed", "--epochs", "1",
                        "--index", "brute_force", "--k", "5", "--model-base-path", root])
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for row in ("model ", "model_exclude_seen", "popularity ", "popularity_exclude_seen"):
+    for row in ("model ", "model_exclude_seen", "popularity ", "popularity_exclude_seen", "ease ",
+                "ease_exclude_seen", "item_knn ", "item_knn_exclude_seen"):
         assert any(line.startswith(row) for line in proc.stdout.splitlines()), proc.stdout
     assert "top-100" in proc.stdout
+    # The run's last lines say whether the published model beats each baseline.
+    last = proc.stdout.strip().splitlines()[-3:]
+    assert [line.split(":")[0] for line in last] == ["model vs popularity", "model vs ease", "model vs item_knn"]
     for model in ("retrieval", "similar_movies"):
         [version] = [p for p in (root / model).iterdir() if p.name.isdigit()]
         assert f"{model}: published version {version.name} at {version}" in proc.stdout

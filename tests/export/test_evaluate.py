@@ -90,3 +90,70 @@ def test_similar_movies_score_cosine_for_known_titles_and_popularity_for_unknown
     cosine = (m / np.linalg.norm(m, axis=1, keepdims=True)) @ (m[1] / np.linalg.norm(m[1]))
     np.testing.assert_allclose(scores[0], cosine, rtol=1e-5)
     np.testing.assert_allclose(scores[1], pop)
+
+
+def test_ease_weights_solve_the_constrained_least_squares_problem():
+    """EASE's B minimises ||X - XB||^2 + lambda ||B||^2 subject to diag(B) = 0: its gradient is zero off the
+    diagonal, i.e. (X^T X + lambda I) B - X^T X is diagonal."""
+    from export.evaluate import ease_weights
+
+    rng = np.random.default_rng(3)
+    x = rng.random((40, 7)) < 0.3
+    lam = 2.5
+    b = ease_weights(x, lam).astype(np.float64)
+    gram = x.T.astype(np.float64) @ x
+    residual = (gram + lam * np.eye(7)) @ b - gram
+    off = residual - np.diag(np.diag(residual))
+    assert np.allclose(np.diag(b), 0.0)
+    assert np.abs(off).max() < 1e-4
+    assert np.abs(b).max() > 0.01  # not trivially zero
+
+
+def test_item_knn_is_cosine_between_title_columns():
+    from export.evaluate import item_knn_weights
+
+    x = np.array([[1, 1, 0], [1, 0, 1], [0, 1, 0]], dtype=bool)
+    s = item_knn_weights(x)
+    # columns: A=(1,1,0), B=(1,0,1), C=(0,1,0): cos(A,B)=1/2, cos(A,C)=1/sqrt2, cos(B,C)=0
+    assert np.allclose(s, [[0, 0.5, 2 ** -0.5], [0.5, 0, 0], [2 ** -0.5, 0, 0]], atol=1e-6)
+
+
+def test_baselines_rank_by_history_and_the_comparison_says_who_wins():
+    # u1 and u2 both watched A and B; u3 watched A: EASE and item-kNN put B first for u3, the model puts C first.
+    vec = IndexVectors(_arr("u1", "u2", "u3"), np.array([[0.0], [0.0], [0.0], [1.0]], np.float32),
+                       _arr("A", "B", "C"), np.array([[0.0], [0.0], [1.0]], np.float32))
+    train_users, train_titles = _arr("u1", "u1", "u2", "u2", "u3"), _arr("A", "B", "A", "B", "A")
+    pop = popularity(vec.titles, train_titles)
+    metrics = evaluate(vec, pop, train_users, train_titles, _arr("u3"), _arr("B"), ks=(1, 10, 100), ease_lambda=0.5)
+    assert metrics["ease_exclude_seen"]["top_1"] == 1.0 and metrics["item_knn_exclude_seen"]["top_1"] == 1.0
+    assert metrics["model_exclude_seen"]["top_1"] == 0.0
+    assert metrics["baselines"]["ease"] == {"lambda": 0.5}
+    # top-10 and top-100 cover the whole 3-title catalogue: every row hits there, so the model ties (beats) all.
+    assert all(row["beats"] for row in metrics["comparison"].values())
+    assert sorted(metrics["comparison"]) == ["ease", "item_knn", "popularity"]
+
+
+def test_comparison_fails_when_the_model_is_behind_in_a_seen_excluded_column():
+    from export.evaluate import compare, verdict
+
+    metrics = {"model_exclude_seen": {"top_10": 0.20, "top_100": 0.70},
+               "popularity_exclude_seen": {"top_10": 0.10, "top_100": 0.40},
+               "ease_exclude_seen": {"top_10": 0.25, "top_100": 0.60},
+               "baselines": {"item_knn": {"skipped": "skipped: too big"}}}
+    metrics["comparison"] = compare(metrics)
+    assert metrics["comparison"]["popularity"]["beats"] is True
+    assert metrics["comparison"]["ease"] == {"beats": False, "top_10_exclude_seen": [0.20, 0.25],
+                                             "top_100_exclude_seen": [0.70, 0.60]}
+    lines = verdict(metrics)
+    assert lines[0].startswith("model vs popularity: beats it")
+    assert lines[1].startswith("model vs ease: DOES NOT BEAT IT") and "top-10 0.2000 vs 0.2500" in lines[1]
+    assert lines[2] == "model vs item_knn: skipped: too big"
+
+
+def test_baselines_above_the_item_bound_are_skipped_with_the_reason():
+    vec = _vectors()
+    metrics = evaluate(vec, np.zeros(3, np.float32), _arr("u1"), _arr("A"), _arr("u1"), _arr("B"), max_items=2)
+    assert "ease" not in metrics and "item_knn_exclude_seen" not in metrics
+    assert "3 titles > 2" in metrics["baselines"]["ease"]["skipped"]
+    assert sorted(metrics["comparison"]) == ["popularity"]
+    assert any(line.startswith("model vs ease: skipped: 3 titles > 2") for line in table(metrics).splitlines())
