@@ -56,6 +56,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--scann-dimensions-per-block", type=int, default=scann.dimensions_per_block)
     p.add_argument("--scann-reorder", type=int, default=scann.num_reordering_candidates,
                    help="exact re-scoring of this many candidates (0 = off; default %(default)s)")
+    p.add_argument("--validation-fraction", type=float,
+                   help="hold out this fraction of the training part to stop early and choose on (0: none; "
+                        "default: the preset's, 0.1 for default, 0 for seed)")
+    p.add_argument("--patience", type=int, help="epochs without a better validation score before stopping")
+    p.add_argument("--ease-rank", type=int,
+                   help="rank of EASE's factors offered beside the towers on validation (0: towers only)")
     p.add_argument("--ease-lambda", type=float, default=500.0, help="L2 weight of the EASE baseline (default 500)")
     p.add_argument("--baseline-max-items", type=int, default=10_000,
                    help="skip the EASE and item-kNN baselines above this many titles (default 10000: ~1.6 GB)")
@@ -70,6 +76,9 @@ def config_from_args(args: argparse.Namespace) -> ExportConfig:
         overrides["epochs"] = args.epochs
     if args.train_seed is not None:
         overrides["seed"] = args.train_seed
+    for flag in ("validation_fraction", "patience", "ease_rank"):
+        if getattr(args, flag) is not None:
+            overrides[flag] = getattr(args, flag)
     for flag in ("user_features", "movie_features"):
         value = getattr(args, flag)
         if value is not None:

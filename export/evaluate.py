@@ -25,25 +25,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from export import ease
+
 KS = (1, 5, 10, 50, 100)
 BASELINES = ("popularity", "ease", "item_knn")
 ROWS = tuple(f"{name}{suffix}" for name in ("model", *BASELINES) for suffix in ("", "_exclude_seen"))
-EASE_LAMBDA = 500.0
+EASE_LAMBDA = ease.LAMBDA
 MAX_ITEMS = 10_000
 COMPARED = ("top_10", "top_100")  # of the seen-excluded rows: what the comparison judges
 _CHUNK = 2048
 _TIE_BREAK = 1e-6
-
-
-def ease_weights(history: np.ndarray, lam: float = EASE_LAMBDA) -> np.ndarray:
-    """EASE's item-item weights B (titles x titles, zero diagonal) from a binary users x titles matrix."""
-    x = history.astype(np.float64)
-    gram = x.T @ x
-    gram[np.diag_indices_from(gram)] += lam
-    p = np.linalg.inv(gram)
-    weights = p / (-np.diag(p))[None, :]
-    weights[np.diag_indices_from(weights)] = 0.0
-    return weights.astype(np.float32)
 
 
 def item_knn_weights(history: np.ndarray) -> np.ndarray:
@@ -89,17 +80,16 @@ def evaluate(vectors, pop: np.ndarray, train_users: np.ndarray, train_titles: np
     scorers = {"model": lambda r: vectors.queries[r] @ vectors.candidates.T,
                "popularity": lambda r: np.broadcast_to(pop_scores, (len(r), n))}
     baselines: dict = {"popularity": {"scores": "training count"}}
-    if n <= max_items:
+    skipped = ease.fits(len(seen), n, max_items)
+    if skipped is None:
         tie_break = (_TIE_BREAK * pop_scores / max(float(pop.max()), 1.0)) if n else pop_scores
         history = seen.astype(np.float32)
-        for name, weights in (("ease", ease_weights(seen, ease_lambda)), ("item_knn", item_knn_weights(seen))):
+        for name, weights in (("ease", ease.weights(seen, ease_lambda)), ("item_knn", item_knn_weights(seen))):
             scorers[name] = lambda r, w=weights: history[r] @ w + tie_break
         baselines["ease"] = {"lambda": float(ease_lambda)}
         baselines["item_knn"] = {"similarity": "cosine", "neighbours": "all"}
     else:
-        why = (f"skipped: {n:,} titles > {max_items:,} (EASE and item-kNN need a {n:,} x {n:,} matrix, "
-               f"{n * n * 8 / 2**30:.1f} GiB in float64)")
-        baselines["ease"] = baselines["item_knn"] = {"skipped": why}
+        baselines["ease"] = baselines["item_knn"] = {"skipped": f"skipped: {skipped}"}
 
     ranks = {f"{name}{suffix}": np.empty(len(targets), dtype=np.int64)
              for name in scorers for suffix in ("", "_exclude_seen")}

@@ -18,9 +18,8 @@ import numpy as np
 
 from export import evaluate as evaluation
 from export import index as index_lib
-from export import manifest, publish, servable, validate, warmup
+from export import manifest, publish, selection, servable, validate, warmup
 from export.config import ExportConfig
-from export.train import train
 from export.vectors import popularity, retrieval_vectors, similar_vectors
 
 logger = logging.getLogger(__name__)
@@ -72,9 +71,13 @@ def run(config: ExportConfig, *, data=None, synthetic_seed: int = 0, report=prin
     report(f"data: {data.source.get('kind')} - {len(ratings)} ratings, {len(train_idx)} train / {len(test_idx)} "
            f"test ({config.split} split)")
 
-    trained = train(config.train, data, train_idx)
+    start = time.perf_counter()
+    fitted = selection.fit(config, data, train_idx, report)
+    trained = fitted.trained
+    fit_seconds = time.perf_counter() - start
     pop = popularity(trained.movie_titles, titles_all[train_idx])
-    vectors = {"retrieval": retrieval_vectors(trained, pop), "similar_movies": similar_vectors(trained, pop)}
+    vectors = {"retrieval": retrieval_vectors(trained, pop, fitted.blend),
+               "similar_movies": similar_vectors(trained, pop)}
 
     metrics = evaluation.evaluate(vectors["retrieval"], pop, users_all[train_idx], titles_all[train_idx],
                                   users_all[test_idx], titles_all[test_idx], ease_lambda=config.ease_lambda,
@@ -113,7 +116,8 @@ def run(config: ExportConfig, *, data=None, synthetic_seed: int = 0, report=prin
             manifests[name] = manifest.build(
                 model_name=name, version=None, source=data.source, counts=counts, split=config.split,
                 train_config=config.train,
-                training={"seconds": round(trained.seconds, 2), "history": trained.history},
+                training={"seconds": round(trained.seconds, 2), "history": trained.history,
+                          "total_seconds": round(fit_seconds, 2), "validation": fitted.validation},
                 metrics=metrics, index={**dataclasses.asdict(params), "requested": config.index.as_dict(),
                                         "build_and_save_seconds": round(index_seconds, 2),
                                         "recall_k": checks["recall_k"]},

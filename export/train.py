@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import sys
 import time
+from typing import Callable
 
 import export  # noqa: F401
 
@@ -35,6 +36,7 @@ class Trained:
     movie_bias: np.ndarray        # [M + 1] float32 (zeros without a bias)
     history: dict
     seconds: float
+    validation: dict | None = None  # with early stopping: metric, curve, best_epoch (see train())
 
 
 def vocabularies(data, train_idx: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -89,18 +91,56 @@ def build_model(config: TrainConfig, data, train_idx: np.ndarray | None = None) 
     return model
 
 
-def train(config: TrainConfig, data, train_idx: np.ndarray, verbose: int | None = None) -> Trained:
-    """Fit the preset's model on ``train_idx``; the global seed is set first (``tf.random.set_seed``)."""
+class EarlyStopping(tf.keras.callbacks.Callback):
+    """After each epoch, ``score(embeddings)`` on the validation part; keeps the best epoch's weights, stops
+    after ``patience`` epochs without improvement and restores the best weights at the end."""
+
+    def __init__(self, score: Callable[[Trained], float], config: TrainConfig, metric: str, report=print):
+        super().__init__()
+        self.score, self.config, self.metric, self.report = score, config, metric, report
+        self.curve: list[float] = []
+        self.best_epoch, self.best_weights = 0, None
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        value = float(self.score(embeddings(self.model, self.config)))
+        self.curve.append(value)
+        if self.best_epoch == 0 or value > self.curve[self.best_epoch - 1]:
+            self.best_epoch, self.best_weights = epoch + 1, self.model.get_weights()
+        self.report(f"epoch {epoch + 1}: validation {self.metric} {value:.4f} (best: epoch {self.best_epoch})")
+        if epoch + 1 - self.best_epoch >= self.config.patience:
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None) -> None:
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+
+    def summary(self) -> dict:
+        return {"metric": self.metric, "curve": [round(v, 6) for v in self.curve], "best_epoch": self.best_epoch,
+                "best": round(self.curve[self.best_epoch - 1], 6) if self.curve else None,
+                "patience": self.config.patience, "max_epochs": self.config.epochs}
+
+
+def train(config: TrainConfig, data, train_idx: np.ndarray, verbose: int | None = None,
+          validation: Callable[[Trained], float] | None = None, metric: str = "", report=print) -> Trained:
+    """Fit the preset's model on ``train_idx``; the global seed is set first (``tf.random.set_seed``).
+
+    With ``validation`` (a score of the embeddings on held-out ratings, higher is better), training stops
+    early on it (``config.patience``) and the best epoch's weights are kept; ``Trained.validation`` records
+    the curve."""
     tf.random.set_seed(config.seed)
     model = build_model(config, data, train_idx)
     dataset = train_dataset(config, data, train_idx)
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
     logger.info("training preset %s: %d ratings, %d epochs", config.preset, len(train_idx), config.epochs)
+    stopper = EarlyStopping(validation, config, metric, report) if validation is not None else None
     start = time.perf_counter()
-    history = model.fit(dataset, epochs=config.epochs, verbose=verbose)
+    history = model.fit(dataset, epochs=config.epochs, verbose=verbose, callbacks=[stopper] if stopper else None)
     seconds = time.perf_counter() - start
-    return embeddings(model, config, history.history, seconds)
+    trained = embeddings(model, config, history.history, seconds)
+    if stopper is not None:
+        trained = dataclasses.replace(trained, validation=stopper.summary())
+    return trained
 
 
 def embeddings(model: TwoTower, config: TrainConfig, history: dict | None = None, seconds: float = 0.0) -> Trained:

@@ -6,6 +6,10 @@ retrieval (user -> movies)
     candidate row per unique title:  [movie_embedding, movie_bias, popularity]
     query for a known user:          [user_embedding,  1,          0]   -> embedding . embedding + bias
     query for an unknown user:       [0 ... 0,         0,          1]   -> popularity
+  blended with EASE's factors (export/selection.py chooses the weights a, b on validation):
+    candidate row:                   [movie_embedding,    movie_bias, popularity, ease_item]
+    query for a known user:          [a user_embedding,   a,          0,          b ease_user]
+    query for an unknown user:       [0 ... 0,            0,          1,          0 ... 0]
 
 similar_movies (movie -> movies)
     candidate row per unique title:  [unit(movie_embedding), popularity]
@@ -50,14 +54,28 @@ def popularity(titles: np.ndarray, train_titles: np.ndarray) -> np.ndarray:
     return (counts / top if top > 0 else counts).astype(np.float32)
 
 
-def retrieval_vectors(trained, pop: np.ndarray) -> IndexVectors:
+@dataclasses.dataclass(frozen=True, eq=False)
+class Blend:
+    """Extra factors appended to the towers' vectors: score = tower * towers' score + ease_user . ease_item."""
+
+    tower: float                 # a: the towers' weight (0: EASE alone)
+    user_factors: np.ndarray     # [U + 1, r] aligned with trained.user_ids (row 0, unknown: zeros), weight in
+    item_factors: np.ndarray     # [N, r] aligned with trained.movie_titles
+
+
+def retrieval_vectors(trained, pop: np.ndarray, blend: Blend | None = None) -> IndexVectors:
     users, d = len(trained.user_ids), trained.user_vectors.shape[1]
-    queries = np.zeros((users + 1, d + 2), dtype=np.float32)
-    queries[1:, :d] = trained.user_vectors[1:]
-    queries[1:, d] = 1.0
+    tower = 1.0 if blend is None else blend.tower
+    r = 0 if blend is None else blend.item_factors.shape[1]
+    queries = np.zeros((users + 1, d + 2 + r), dtype=np.float32)
+    queries[1:, :d] = tower * trained.user_vectors[1:]
+    queries[1:, d] = tower
     queries[0, d + 1] = 1.0
-    candidates = np.concatenate(
-        [trained.movie_vectors[1:], trained.movie_bias[1:, None], pop[:, None]], axis=1).astype(np.float32)
+    parts = [trained.movie_vectors[1:], trained.movie_bias[1:, None], pop[:, None]]
+    if blend is not None:
+        queries[1:, d + 2:] = blend.user_factors[1:]
+        parts.append(blend.item_factors)
+    candidates = np.concatenate(parts, axis=1).astype(np.float32)
     return IndexVectors(trained.user_ids, queries, trained.movie_titles, candidates)
 
 

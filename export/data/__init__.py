@@ -18,14 +18,14 @@ from typing import TYPE_CHECKING
 from export.data.records import (
     AGE_BUCKETS, GENRES, OCCUPATIONS, DataError, MovieLensData, Movies, Ratings, bucketize_age,
 )
-from export.data.split import split
+from export.data.split import split, validation_split
 
 if TYPE_CHECKING:
     from export.synthetic import SyntheticSpec
 
 __all__ = [
     "AGE_BUCKETS", "GENRES", "OCCUPATIONS", "DataError", "MovieLensData", "Movies", "Ratings",
-    "SyntheticSpec", "bucketize_age", "load", "split",
+    "SyntheticSpec", "bucketize_age", "load", "split", "validation_split",
 ]
 
 logger = logging.getLogger(__name__)

@@ -61,3 +61,42 @@ def shuffled_order(n: int, seed: int) -> np.ndarray:
     tf.random.set_seed(seed)
     rows = tf.data.Dataset.range(n).shuffle(n, seed=seed, reshuffle_each_iteration=False)
     return rows.batch(n).get_single_element().numpy().astype(np.int64)
+
+
+def validation_split(ratings: Ratings, train_idx: np.ndarray, kind: str = "random", fraction: float = 0.1,
+                     seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(fit_idx, validation_idx): a validation part carved out of ``train_idx`` (never out of the test part).
+
+    "random" (with the seed's random split): a random ``fraction`` of the training ratings. "time": each
+    user's latest training ratings, ``floor(fraction * count)`` of them (a user with too few keeps all), as a
+    time split holds out the latest interactions. Raises DataError, before any training, if that leaves no
+    validation or no fitting ratings.
+    """
+    if kind not in KINDS:
+        raise DataError(f"unknown split kind {kind!r}; use one of {', '.join(KINDS)}")
+    if not 0.0 < fraction < 1.0:
+        raise DataError(f"--validation-fraction must be in (0, 1), or 0 to train without validation (got {fraction})")
+    train_idx = np.asarray(train_idx, dtype=np.int64)
+    if kind == "random":
+        order = np.random.default_rng(seed).permutation(len(train_idx))
+        held = np.zeros(len(train_idx), dtype=bool)
+        held[order[:int(len(train_idx) * fraction)]] = True
+    else:
+        users = np.asarray(ratings.user_id)[train_idx].astype(str)
+        times = np.asarray(ratings.timestamp)[train_idx]
+        # By user, then time (stable: equal timestamps keep source order); the last rows of each user are held.
+        order = np.lexsort((times, users))
+        sorted_users = users[order]
+        starts = np.flatnonzero(np.r_[True, sorted_users[1:] != sorted_users[:-1]])
+        counts = np.diff(np.r_[starts, len(order)])
+        held = np.zeros(len(train_idx), dtype=bool)
+        for start, count in zip(starts.tolist(), counts.tolist()):
+            take = int(count * fraction)
+            if take:
+                held[order[start + count - take:start + count]] = True
+    fit_idx, validation_idx = train_idx[~held], train_idx[held]
+    if len(validation_idx) == 0 or len(fit_idx) == 0:
+        raise DataError(f"--validation-fraction {fraction} of {len(train_idx)} training ratings ({kind} split) "
+                        f"leaves {len(validation_idx)} for validation and {len(fit_idx)} to fit: raise it, "
+                        f"or use 0 to train without validation")
+    return fit_idx, validation_idx

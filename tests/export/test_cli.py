@@ -24,6 +24,10 @@ def _error_line(proc) -> str:
     (["--recall-threshold", "1.5"], "--recall-threshold must be in [0, 1]"),
     (["--data", "/no/such/ml-100k"], "no such file or folder"),
     (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+    (["--validation-fraction", "0.6"], "--validation-fraction must be in (0, 0.5)"),
+    (["--preset", "seed", "--ease-rank", "8"], "--ease-rank needs a validation split"),
+    (["--patience", "0"], "--patience must be >= 1"),
+    (["--ease-lambda", "0"], "--ease-lambda must be > 0"),
 ])
 def test_bad_settings_exit_2_with_exactly_one_line(args, reason, tmp_path, export_cli):
     proc = export_cli(["--data", "synthetic", "--model-base-path", tmp_path / "models", *args], timeout=120)
@@ -106,3 +110,27 @@ def test_a_relative_model_base_path_is_taken_from_the_working_directory(tmp_path
     assert proc.returncode == 0, proc.stderr[-3000:]
     published = [p for p in (tmp_path / "models" / "retrieval").iterdir() if p.name.isdigit()]
     assert len(published) == 1 and (published[0] / "saved_model.pb").is_file()
+
+
+def test_an_empty_validation_split_is_one_line_before_any_training(tmp_path, export_cli):
+    proc = export_cli(["--data", "synthetic", "--synthetic-size", "tiny", "--split", "time",
+                       "--validation-fraction", "0.001", "--model-base-path", tmp_path / "models"])
+    assert proc.returncode == 1
+    assert "leaves 0 for validation" in _error_line(proc)
+    assert "Epoch" not in proc.stdout and "epoch" not in proc.stdout
+
+
+def test_default_preset_records_its_validation_in_the_manifest(tmp_path, export_cli):
+    import json
+
+    root = tmp_path / "models"
+    proc = export_cli(["--data", "synthetic", "--synthetic-size", "tiny", "--epochs", "3", "--ease-rank", "8",
+                       "--models", "retrieval", "--model-base-path", root])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [version] = [p for p in (root / "retrieval").iterdir() if p.name.isdigit()]
+    training = json.loads((version / "assets.extra" / "manifest.json").read_text())["training"]
+    validation = training["validation"]
+    assert validation["metric"] == "top_10_exclude_seen" and 1 <= len(validation["curve"]) <= 3
+    assert len(training["history"]["loss"]) == validation["best_epoch"]
+    assert len(validation["blends"]["trials"]) == 5 and "chosen" in validation["blends"]
+    assert "refitting on all" in proc.stdout

@@ -95,7 +95,7 @@ def test_similar_movies_score_cosine_for_known_titles_and_popularity_for_unknown
 def test_ease_weights_solve_the_constrained_least_squares_problem():
     """EASE's B minimises ||X - XB||^2 + lambda ||B||^2 subject to diag(B) = 0: its gradient is zero off the
     diagonal, i.e. (X^T X + lambda I) B - X^T X is diagonal."""
-    from export.evaluate import ease_weights
+    from export.ease import weights as ease_weights
 
     rng = np.random.default_rng(3)
     x = rng.random((40, 7)) < 0.3

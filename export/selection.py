@@ -1,0 +1,128 @@
+"""What is served, chosen on a validation split carved out of the training part (never the test part).
+
+With ``TrainConfig.validation_fraction > 0`` (the ``default`` preset):
+
+1. the training part is split into a fitting part and a validation part (``export.data.validation_split``:
+   random for the random split, each user's latest ratings for the time split);
+2. the towers train on the fitting part, scored on validation after every epoch, and stop early
+   (``patience``) at the best epoch (``export.train.EarlyStopping``);
+3. with ``ease_rank > 0``, EASE's rank-r factors (export/ease.py) are fitted on the fitting part too, and each
+   of ``BLENDS`` (towers alone, EASE alone, weighted sums of both) is scored on validation;
+4. the towers are refitted on the whole training part for the best epoch count and, if the chosen candidate
+   uses EASE, EASE is refitted there too.
+
+The validation metric is the seen-excluded top-10 hit rate (what users of ``exclude_seen`` get). Without
+validation (the ``seed`` preset) the towers train on the training part as the tutorial does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from export import ease
+from export import evaluate as evaluation
+from export.train import Trained, train
+from export.vectors import Blend, popularity, retrieval_vectors
+
+METRIC = "top_10_exclude_seen"
+# (towers' weight, EASE's weight relative to the towers' score spread)
+BLENDS = ((1.0, 0.0), (1.0, 0.5), (1.0, 1.0), (1.0, 2.0), (0.0, 1.0))
+
+
+@dataclasses.dataclass(frozen=True)
+class Fitted:
+    trained: Trained
+    blend: Blend | None
+    validation: dict | None  # for the manifest's training.validation
+
+
+def history(user_keys: np.ndarray, titles: np.ndarray, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """Binary [len(user_keys) + 1, len(titles)] matrix of who rated what (row 0, the unknown user, empty)."""
+    row = {u: i + 1 for i, u in enumerate(user_keys.tolist())}
+    column = {t: i for i, t in enumerate(titles.tolist())}
+    out = np.zeros((len(user_keys) + 1, len(titles)), dtype=bool)
+    for u, t in zip(users.tolist(), items.tolist()):
+        if u in row and t in column:
+            out[row[u], column[t]] = True
+    return out
+
+
+def blend_for(trained: Trained, pop: np.ndarray, factors: tuple[np.ndarray, np.ndarray], tower: float,
+              weight: float, sample: int = 256) -> Blend:
+    """EASE's factors scaled so that ``weight`` 1 gives them the same score spread as the towers."""
+    user_factors, item_factors = factors
+    rows = np.arange(1, min(len(trained.user_ids), sample) + 1)
+    towers = retrieval_vectors(trained, pop)
+    spread = float(np.std(towers.queries[rows] @ towers.candidates.T))
+    theirs = float(np.std(user_factors[rows] @ item_factors.T)) or 1.0
+    queries = np.zeros((len(trained.user_ids) + 1, user_factors.shape[1]), dtype=np.float32)
+    queries[1:] = user_factors[1:] * (weight * spread / theirs)
+    return Blend(tower=tower, user_factors=queries, item_factors=item_factors)
+
+
+def ease_factors(trained: Trained, users: np.ndarray, items: np.ndarray, config) -> tuple[np.ndarray, np.ndarray]:
+    seen = history(trained.user_ids, trained.movie_titles, users, items)
+    user_factors, item_factors = ease.factors(seen[1:], config.ease_lambda, config.train.ease_rank)
+    return np.concatenate([np.zeros((1, user_factors.shape[1]), np.float32), user_factors]), item_factors
+
+
+def fit(config, data, train_idx: np.ndarray, report=print) -> Fitted:
+    """Train what ``config`` asks for on ``train_idx`` (see the module doc); returns the final model."""
+    tc = config.train
+    if tc.validation_fraction <= 0:
+        return Fitted(train(tc, data, train_idx), None, None)
+    from export.data import validation_split
+
+    fit_idx, val_idx = validation_split(data.ratings, train_idx, kind=config.split, fraction=tc.validation_fraction)
+    users = np.asarray(data.ratings.user_id).astype(str).astype(object)
+    titles = np.asarray(data.ratings.movie_title).astype(str).astype(object)
+    fit_users, fit_titles, val_users, val_titles = users[fit_idx], titles[fit_idx], users[val_idx], titles[val_idx]
+    report(f"validation: {len(val_idx)} of {len(train_idx)} training ratings held out ({config.split}); "
+           f"{len(fit_idx)} to fit")
+
+    def score(trained: Trained, blend: Blend | None = None) -> float:
+        pop = popularity(trained.movie_titles, fit_titles)
+        vec = retrieval_vectors(trained, pop, blend)
+        metrics = evaluation.evaluate(vec, pop, fit_users, fit_titles, val_users, val_titles, ks=(10,), max_items=0)
+        return metrics["model_exclude_seen"]["top_10"]
+
+    first = train(tc, data, fit_idx, validation=score, metric=METRIC, report=report)
+    summary = dict(first.validation or {})
+    summary.update(fraction=tc.validation_fraction, ratings=int(len(val_idx)))
+    best_epoch = summary["best_epoch"]
+
+    chosen = (1.0, 0.0)
+    skipped = ease.fits(len(first.user_ids), len(first.movie_titles), config.baseline_max_items)
+    if tc.ease_rank and skipped is None:
+        factors = ease_factors(first, fit_users, fit_titles, config)
+        pop = popularity(first.movie_titles, fit_titles)
+        trials = []
+        for tower, weight in BLENDS:
+            blend = None if weight == 0 else blend_for(first, pop, factors, tower, weight)
+            trials.append({"tower": tower, "ease": weight, METRIC: round(score(first, blend), 6)})
+        best = max(trials, key=lambda t: t[METRIC])  # first best wins ties: the towers alone come first
+        chosen = (best["tower"], best["ease"])
+        summary["blends"] = {"ease_lambda": config.ease_lambda, "ease_rank": tc.ease_rank, "trials": trials,
+                             "chosen": {"tower": chosen[0], "ease": chosen[1]}}
+        report("validation " + METRIC + ": " + ", ".join(
+            f"{_name(t['tower'], t['ease'])} {t[METRIC]:.4f}" for t in trials) + f" -> {_name(*chosen)}")
+    elif tc.ease_rank:
+        summary["blends"] = {"skipped": skipped}
+        report(f"validation: EASE factors skipped: {skipped}")
+
+    report(f"refitting on all {len(train_idx)} training ratings for {best_epoch} epochs")
+    final = train(dataclasses.replace(tc, epochs=best_epoch), data, train_idx)
+    blend = None
+    if chosen[1] > 0:
+        all_titles = titles[train_idx]
+        factors = ease_factors(final, users[train_idx], all_titles, config)
+        blend = blend_for(final, popularity(final.movie_titles, all_titles), factors, *chosen)
+    return Fitted(dataclasses.replace(final, validation=summary), blend, summary)
+
+
+def _name(tower: float, weight: float) -> str:
+    if weight == 0:
+        return "towers"
+    return "EASE" if tower == 0 else f"towers+{weight:g}xEASE"

@@ -1,0 +1,117 @@
+"""Validation inside the export: the split, early stopping, EASE's factors and the choice of what is served."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+import export  # noqa: F401
+
+from export import ease, selection
+from export.config import DEFAULT, SEED, ConfigError, ExportConfig
+from export.data import DataError, load, split, validation_split
+from export.synthetic import SyntheticSpec
+from export.train import train
+from export.vectors import Blend, popularity, retrieval_vectors
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load("synthetic", synthetic=SyntheticSpec.tiny(5))
+
+
+def test_random_validation_split_is_a_part_of_train_and_never_of_test(data):
+    train_idx, test_idx = split(data.ratings, kind="random")
+    fit_idx, val_idx = validation_split(data.ratings, train_idx, "random", 0.1)
+    assert len(val_idx) == int(len(train_idx) * 0.1)
+    assert sorted(np.r_[fit_idx, val_idx].tolist()) == sorted(train_idx.tolist())
+    assert not set(val_idx.tolist()) & set(test_idx.tolist())
+
+
+def test_time_validation_split_holds_out_each_users_latest_training_ratings(data):
+    train_idx, _ = split(data.ratings, kind="time")
+    fit_idx, val_idx = validation_split(data.ratings, train_idx, "time", 0.2)
+    users, times = np.asarray(data.ratings.user_id).astype(str), np.asarray(data.ratings.timestamp)
+    assert sorted(np.r_[fit_idx, val_idx].tolist()) == sorted(train_idx.tolist())
+    held_users = set(users[val_idx].tolist())
+    assert held_users
+    for user in held_users:
+        held = times[val_idx][users[val_idx] == user]
+        kept = times[fit_idx][users[fit_idx] == user]
+        assert len(kept) == 0 or held.min() >= kept.max(), user
+        total = len(held) + len(kept)
+        assert len(held) == int(total * 0.2)
+
+
+def test_a_validation_split_with_no_ratings_is_one_clear_error(data):
+    train_idx, _ = split(data.ratings, kind="time")
+    with pytest.raises(DataError, match="leaves 0 for validation.*raise it, or use 0"):
+        validation_split(data.ratings, train_idx, "time", 0.001)
+    with pytest.raises(ConfigError, match="--validation-fraction must be in"):
+        dataclasses.replace(DEFAULT, validation_fraction=0.7)
+    with pytest.raises(ConfigError, match="needs a validation split"):
+        dataclasses.replace(SEED, ease_rank=8)
+
+
+def test_randomized_svd_finds_the_leading_singular_values_and_factors_reproduce_ease():
+    rng = np.random.default_rng(1)
+    x = rng.random((60, 25)) < 0.2
+    scores = x.astype(np.float32) @ ease.weights(x, 3.0)
+    _, s, _ = ease.randomized_svd(scores, 5)
+    assert np.allclose(s, np.linalg.svd(scores, compute_uv=False)[:5], rtol=1e-3)
+    users, items = ease.factors(x, 3.0, rank=25)  # full rank: exact
+    assert np.abs(users @ items.T - scores).max() < 1e-3
+
+
+def test_early_stopping_keeps_the_best_epoch_and_stops_after_patience(data):
+    train_idx, _ = split(data.ratings, kind="random")
+    script = iter([0.1, 0.3, 0.2, 0.25, 0.9, 0.9])
+    seen = []
+
+    def score(trained):
+        seen.append(trained.user_vectors.copy())
+        return next(script)
+
+    config = dataclasses.replace(DEFAULT, epochs=6, patience=2)
+    trained = train(config, data, train_idx, verbose=0, validation=score, report=lambda line: None)
+    assert trained.validation["curve"] == [0.1, 0.3, 0.2, 0.25]  # stopped: 2 epochs without beating epoch 2
+    assert trained.validation["best_epoch"] == 2 and len(trained.history["loss"]) == 4
+    assert np.allclose(trained.user_vectors, seen[1])  # the best epoch's weights, not the last
+
+
+def test_blended_vectors_serve_a_weighted_sum_of_both_scores_as_one_dot_product(data):
+    train_idx, _ = split(data.ratings, kind="random")
+    trained = train(dataclasses.replace(DEFAULT, epochs=1), data, train_idx, verbose=0)
+    pop = popularity(trained.movie_titles, np.asarray(data.ratings.movie_title)[train_idx].astype(str))
+    rng = np.random.default_rng(0)
+    users = rng.standard_normal((len(trained.user_ids) + 1, 4)).astype(np.float32)
+    users[0] = 0
+    items = rng.standard_normal((len(trained.movie_titles), 4)).astype(np.float32)
+    plain = retrieval_vectors(trained, pop)
+    mixed = retrieval_vectors(trained, pop, Blend(0.5, users, items))
+    got = mixed.queries @ mixed.candidates.T
+    expected = 0.5 * (plain.queries[1:] @ plain.candidates.T) + users[1:] @ items.T
+    assert np.allclose(got[1:], expected, atol=1e-4)
+    assert np.allclose(got[0], pop)  # the unknown user still gets popularity
+
+
+def test_fit_chooses_on_validation_and_refits_on_the_whole_training_part(data):
+    train_idx, _ = split(data.ratings, kind="random")
+    config = ExportConfig(data="synthetic", train=dataclasses.replace(DEFAULT, epochs=4, patience=2, ease_rank=8))
+    lines = []
+    fitted = selection.fit(config, data, train_idx, report=lines.append)
+    summary = fitted.validation
+    assert 1 <= summary["best_epoch"] <= len(summary["curve"]) <= 4
+    assert summary["curve"][summary["best_epoch"] - 1] == max(summary["curve"])
+    assert len(fitted.trained.history["loss"]) == summary["best_epoch"]  # the refit ran the best epoch count
+    trials = summary["blends"]["trials"]
+    assert [(t["tower"], t["ease"]) for t in trials] == list(selection.BLENDS)
+    best = max(trials, key=lambda t: t[selection.METRIC])
+    assert summary["blends"]["chosen"] == {"tower": best["tower"], "ease": best["ease"]}
+    assert (fitted.blend is None) == (best["ease"] == 0)
+    # The refit saw every training user (the fitting part alone may miss some).
+    users = set(np.asarray(data.ratings.user_id)[train_idx].astype(str).tolist())
+    assert set(fitted.trained.user_ids.tolist()) == users
+    assert any(line.startswith("refitting on all") for line in lines)
