@@ -24,6 +24,11 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(message)
 
 
+def _optional_float(value: str) -> float | None:
+    """A float, or None for an empty value (as compose passes an unset variable: --tune-budget=)."""
+    return None if value.strip() == "" else float(value)
+
+
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m export",
                 description="Train a two-tower retrieval model on MovieLens, evaluate it, and publish validated "
@@ -62,6 +67,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--patience", type=int, help="epochs without a better validation score before stopping")
     p.add_argument("--ease-rank", type=int,
                    help="rank of EASE's factors offered beside the towers on validation (0: towers only)")
+    p.add_argument("--tune", action="store_true",
+                   help="search the recipe's hyperparameters on validation (the default preset does, 300 s)")
+    p.add_argument("--tune-budget", type=_optional_float,
+                   help="seconds for the search (0: none; default or empty: the preset's, 300 for default, "
+                        "0 for seed)")
+    p.add_argument("--tune-trials", type=int, help="at most this many trials (default 16)")
     p.add_argument("--ease-lambda", type=float, default=500.0, help="L2 weight of the EASE baseline (default 500)")
     p.add_argument("--baseline-max-items", type=int, default=10_000,
                    help="skip the EASE and item-kNN baselines above this many titles (default 10000: ~1.6 GB)")
@@ -76,9 +87,13 @@ def config_from_args(args: argparse.Namespace) -> ExportConfig:
         overrides["epochs"] = args.epochs
     if args.train_seed is not None:
         overrides["seed"] = args.train_seed
-    for flag in ("validation_fraction", "patience", "ease_rank"):
+    for flag in ("validation_fraction", "patience", "ease_rank", "tune_trials"):
         if getattr(args, flag) is not None:
             overrides[flag] = getattr(args, flag)
+    if args.tune_budget is not None:
+        overrides["tune_budget_s"] = args.tune_budget
+    elif args.tune and not train.tune_budget_s:
+        overrides["tune_budget_s"] = 300.0
     for flag in ("user_features", "movie_features"):
         value = getattr(args, flag)
         if value is not None:

@@ -1,7 +1,8 @@
 """Settings: frozen dataclasses validated on construction, one preset per training recipe.
 
-``seed`` is the TFRS retrieval tutorial exactly (shared/SEED.md); ``default`` is the better recipe
-(full softmax over the whole catalogue with a per-movie bias, D=64, L2, ~20 epochs). CLI flags override
+``seed`` is the TFRS retrieval tutorial exactly ("Recommending movies: retrieval", TensorFlow Recommenders,
+https://www.tensorflow.org/recommenders/examples/basic_retrieval); ``default`` is the better recipe
+(full softmax over the whole catalogue with a per-movie bias, validated, tuned, blended with EASE). CLI flags override
 single fields through ``dataclasses.replace``.
 """
 
@@ -18,6 +19,9 @@ LOSSES = ("in_batch_softmax", "full_softmax")
 OPTIMIZERS = ("adagrad", "adam")
 USER_FEATURES = ("user_age", "user_gender", "user_occupation")
 MOVIE_FEATURES = ("movie_genres",)
+
+
+MIN_TUNE_BUDGET_S = 30.0
 
 
 class ConfigError(ValueError):
@@ -55,6 +59,10 @@ class TrainConfig:
     # alone, or both (concatenated vectors: a weighted sum of the two scores, still one dot product).
     # 0: the towers only.
     ease_rank: int = 0
+    # Hyperparameter search (export/tune.py) on the validation split, within this many seconds (0: none)
+    # and at most ``tune_trials`` trials; the preset's own settings are the first trial.
+    tune_budget_s: float = 0.0
+    tune_trials: int = 16
 
     def __post_init__(self) -> None:
         _check(self.embedding_dimension > 0, f"embedding_dimension must be > 0 (got {self.embedding_dimension})")
@@ -71,14 +79,22 @@ class TrainConfig:
         _check(self.ease_rank >= 0, f"--ease-rank must be >= 0 (got {self.ease_rank})")
         _check(self.ease_rank == 0 or self.validation_fraction > 0,
                "--ease-rank needs a validation split to choose on: set --validation-fraction > 0")
+        _check(self.tune_budget_s == 0 or self.tune_budget_s >= MIN_TUNE_BUDGET_S,
+               f"--tune-budget {self.tune_budget_s:g} s is too small for one trial (at least "
+               f"{MIN_TUNE_BUDGET_S:g} s); raise it, or use 0 to skip tuning")
+        _check(self.tune_budget_s == 0 or self.validation_fraction > 0,
+               "--tune needs a validation split to choose on: set --validation-fraction > 0")
+        _check(self.tune_trials >= 1, f"--tune-trials must be >= 1 (got {self.tune_trials})")
         unknown = set(self.user_features) - set(USER_FEATURES)
         _check(not unknown, f"unknown user features {sorted(unknown)}; known: {USER_FEATURES}")
         unknown = set(self.movie_features) - set(MOVIE_FEATURES)
         _check(not unknown, f"unknown movie features {sorted(unknown)}; known: {MOVIE_FEATURES}")
 
 
-# The tutorial, exactly (shared/SEED.md): D=32, in-batch softmax (tfrs.tasks.Retrieval), Adagrad(0.1),
-# train.shuffle(100_000).batch(8192).cache(), 3 epochs, tf.random.set_seed(42); no bias, no L2.
+# The tutorial, exactly ("Recommending movies: retrieval",
+# https://www.tensorflow.org/recommenders/examples/basic_retrieval): D=32, in-batch softmax
+# (tfrs.tasks.Retrieval), Adagrad(0.1), train.shuffle(100_000).batch(8192).cache(), 3 epochs,
+# tf.random.set_seed(42); no bias, no L2.
 SEED = TrainConfig(
     preset="seed",
     embedding_dimension=32,
@@ -94,7 +110,8 @@ SEED = TrainConfig(
 )
 
 # Better: a softmax over the whole catalogue (1.7k movies: cheap) with a per-movie bias, D=64, L2; up to 40
-# epochs, stopped on a validation split; served alone or blended with EASE's factors, whichever validates best.
+# epochs, stopped on a validation split; tuned for up to 5 minutes on it; served alone or blended with EASE's
+# factors, whichever validates best.
 DEFAULT = TrainConfig(
     preset="default",
     embedding_dimension=64,
@@ -110,6 +127,7 @@ DEFAULT = TrainConfig(
     validation_fraction=0.1,
     patience=5,
     ease_rank=64,
+    tune_budget_s=300.0,
 )
 
 PRESETS: dict[str, TrainConfig] = {"seed": SEED, "default": DEFAULT}

@@ -1,4 +1,4 @@
-"""``assets.extra/manifest.json``: what made a version (shared/CONTRACT.md lists the fields)."""
+"""``assets.extra/manifest.json``: what made a version (docs/contract.md lists the fields)."""
 
 from __future__ import annotations
 

@@ -115,7 +115,7 @@ def run(config: ExportConfig, *, data=None, synthetic_seed: int = 0, report=prin
             recall[name] = checks["recall_at_10"]
             manifests[name] = manifest.build(
                 model_name=name, version=None, source=data.source, counts=counts, split=config.split,
-                train_config=config.train,
+                train_config=trained.config,  # the refit's: tuned settings, best epoch count
                 training={"seconds": round(trained.seconds, 2), "history": trained.history,
                           "total_seconds": round(fit_seconds, 2), "validation": fitted.validation},
                 metrics=metrics, index={**dataclasses.asdict(params), "requested": config.index.as_dict(),

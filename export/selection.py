@@ -5,11 +5,12 @@ With ``TrainConfig.validation_fraction > 0`` (the ``default`` preset):
 1. the training part is split into a fitting part and a validation part (``export.data.validation_split``:
    random for the random split, each user's latest ratings for the time split);
 2. the towers train on the fitting part, scored on validation after every epoch, and stop early
-   (``patience``) at the best epoch (``export.train.EarlyStopping``);
+   (``patience``) at the best epoch (``export.train.EarlyStopping``); with ``tune_budget_s > 0`` this is a
+   search over the recipe's hyperparameters (export/tune.py) and the best trial is kept;
 3. with ``ease_rank > 0``, EASE's rank-r factors (export/ease.py) are fitted on the fitting part too, and each
    of ``BLENDS`` (towers alone, EASE alone, weighted sums of both) is scored on validation;
-4. the towers are refitted on the whole training part for the best epoch count and, if the chosen candidate
-   uses EASE, EASE is refitted there too.
+4. the towers are refitted on the whole training part with the chosen settings for the best epoch count and,
+   if the chosen candidate uses EASE, EASE is refitted there too.
 
 The validation metric is the seen-excluded top-10 hit rate (what users of ``exclude_seen`` get). Without
 validation (the ``seed`` preset) the towers train on the training part as the tutorial does.
@@ -21,7 +22,7 @@ import dataclasses
 
 import numpy as np
 
-from export import ease
+from export import ease, tune
 from export import evaluate as evaluation
 from export.train import Trained, train
 from export.vectors import Blend, popularity, retrieval_vectors
@@ -88,9 +89,16 @@ def fit(config, data, train_idx: np.ndarray, report=print) -> Fitted:
         metrics = evaluation.evaluate(vec, pop, fit_users, fit_titles, val_users, val_titles, ks=(10,), max_items=0)
         return metrics["model_exclude_seen"]["top_10"]
 
-    first = train(tc, data, fit_idx, validation=score, metric=METRIC, report=report)
+    tuning = None
+    if tc.tune_budget_s > 0:
+        first, tuning = tune.search(tc, data, fit_idx, score, METRIC, tc.tune_budget_s, tc.tune_trials, report)
+        tc = dataclasses.replace(first.config, epochs=tc.epochs)
+    else:
+        first = train(tc, data, fit_idx, validation=score, metric=METRIC, report=report)
     summary = dict(first.validation or {})
     summary.update(fraction=tc.validation_fraction, ratings=int(len(val_idx)))
+    if tuning is not None:
+        summary["tuning"] = tuning
     best_epoch = summary["best_epoch"]
 
     chosen = (1.0, 0.0)
@@ -119,7 +127,7 @@ def fit(config, data, train_idx: np.ndarray, report=print) -> Fitted:
         all_titles = titles[train_idx]
         factors = ease_factors(final, users[train_idx], all_titles, config)
         blend = blend_for(final, popularity(final.movie_titles, all_titles), factors, *chosen)
-    return Fitted(dataclasses.replace(final, validation=summary), blend, summary)
+    return Fitted(dataclasses.replace(final, validation=summary), blend, summary)  # final.config: tuned
 
 
 def _name(tower: float, weight: float) -> str:

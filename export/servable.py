@@ -1,4 +1,4 @@
-"""The two SavedModels' tf.Modules, with the signatures of shared/CONTRACT.md.
+"""The two SavedModels' tf.Modules, with the signatures of docs/contract.md.
 
 retrieval
     ``serving_default``: ``user_id`` string [-1] -> ``movie_titles`` string [-1, K], ``scores`` float [-1, K]

@@ -46,7 +46,9 @@ def publish_store(root: Path, *, index: str = "scann", k: int = 10, seed: int = 
                   preset: str = "default", extra_args=()) -> Path:
     root = Path(root)
     proc = run_export(["--data", "synthetic", "--synthetic-size", "tiny", "--seed", seed, "--preset", preset,
-                       "--epochs", epochs, "--index", index, "--k", k, "--model-base-path", root, *extra_args])
+                       "--epochs", epochs, "--index", index, "--k", k, "--model-base-path", root,
+                       # no hyperparameter search unless asked for: stores are fixtures, not tuning runs
+                       *([] if "--tune-budget" in map(str, extra_args) else ["--tune-budget", "0"]), *extra_args])
     if proc.returncode != 0:
         raise AssertionError(f"export failed ({proc.returncode}):\nSTDOUT:\n{proc.stdout[-4000:]}\n"
                              f"STDERR:\n{proc.stderr[-8000:]}")

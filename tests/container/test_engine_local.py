@@ -28,8 +28,9 @@ HEALTHY_TIMEOUT_S = 240
 @pytest.fixture(scope="module")
 def project(engine, tmp_path_factory):
     root = checkout_copy(tmp_path_factory.mktemp("compose-local") / "bundle")
+    # EXPORT_TUNE_BUDGET: 30 s of tuning instead of the default preset's 300 (CI time).
     project = ComposeProject(engine, root, f"rbtest{time.monotonic_ns() % 10**8}", COMPOSE_FILE,
-                             EXPORT_DATA="synthetic")
+                             EXPORT_DATA="synthetic", EXPORT_TUNE_BUDGET="30")
     yield project
     project.down()
 

@@ -28,6 +28,8 @@ def _error_line(proc) -> str:
     (["--preset", "seed", "--ease-rank", "8"], "--ease-rank needs a validation split"),
     (["--patience", "0"], "--patience must be >= 1"),
     (["--ease-lambda", "0"], "--ease-lambda must be > 0"),
+    (["--tune-budget", "5"], "--tune-budget 5 s is too small for one trial"),
+    (["--preset", "seed", "--tune"], "--tune needs a validation split"),
 ])
 def test_bad_settings_exit_2_with_exactly_one_line(args, reason, tmp_path, export_cli):
     proc = export_cli(["--data", "synthetic", "--model-base-path", tmp_path / "models", *args], timeout=120)
@@ -105,7 +107,7 @@ def test_a_relative_model_base_path_is_taken_from_the_working_directory(tmp_path
     root = Path(__file__).resolve().parents[2]
     env = dict(os.environ, PYTHONPATH=str(root), TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
     proc = subprocess.run([sys.executable, "-m", "export", "--data", "synthetic", "--synthetic-size", "tiny",
-                           "--epochs", "1", "--models", "retrieval"], cwd=str(tmp_path), env=env,
+                           "--epochs", "1", "--tune-budget", "0", "--models", "retrieval"], cwd=str(tmp_path), env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     published = [p for p in (tmp_path / "models" / "retrieval").iterdir() if p.name.isdigit()]
@@ -125,7 +127,7 @@ def test_default_preset_records_its_validation_in_the_manifest(tmp_path, export_
 
     root = tmp_path / "models"
     proc = export_cli(["--data", "synthetic", "--synthetic-size", "tiny", "--epochs", "3", "--ease-rank", "8",
-                       "--models", "retrieval", "--model-base-path", root])
+                       "--tune-budget", "30", "--tune-trials", "3", "--models", "retrieval", "--model-base-path", root])
     assert proc.returncode == 0, proc.stderr[-3000:]
     [version] = [p for p in (root / "retrieval").iterdir() if p.name.isdigit()]
     training = json.loads((version / "assets.extra" / "manifest.json").read_text())["training"]
@@ -134,3 +136,11 @@ def test_default_preset_records_its_validation_in_the_manifest(tmp_path, export_
     assert len(training["history"]["loss"]) == validation["best_epoch"]
     assert len(validation["blends"]["trials"]) == 5 and "chosen" in validation["blends"]
     assert "refitting on all" in proc.stdout
+    tuning = validation["tuning"]
+    assert [t["number"] for t in tuning["trials"]] == [0, 1, 2]
+    assert tuning["trials"][0]["params"] == {"embedding_dimension": 64, "l2": 1e-4, "learning_rate": 3e-3,
+                                             "loss": "full_softmax"}  # the preset's own settings first
+    best = max(tuning["trials"], key=lambda t: t["top_10_exclude_seen"])
+    assert tuning["best"]["number"] == best["number"]
+    parameters = training["parameters"]  # the refit used the best trial's settings
+    assert {k: parameters[k] for k in best["params"]} == best["params"]

@@ -1,4 +1,5 @@
-"""Presets: ``seed`` is exactly the tutorial of shared/SEED.md; settings are validated on construction."""
+"""Presets: ``seed`` is exactly the TFRS tutorial "Recommending movies: retrieval"
+(https://www.tensorflow.org/recommenders/examples/basic_retrieval); settings are validated on construction."""
 
 from __future__ import annotations
 

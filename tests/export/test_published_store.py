@@ -1,4 +1,4 @@
-"""The stores the export CLI publishes answer as CONTRACT.md says, loaded the way TF Serving loads them."""
+"""The stores the export CLI publishes answer as docs/contract.md says, loaded the way TF Serving loads them."""
 
 from __future__ import annotations
 
