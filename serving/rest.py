@@ -384,7 +384,7 @@ class _HTTPServer(http.server.ThreadingHTTPServer):
 
 
 class RestServer:
-    """TF Serving's HTTP/REST endpoint over a ``ServerCore`` (interface: ``notes/CORE_API.md``).
+    """TF Serving's HTTP/REST endpoint over a ``ServerCore`` (interface: docs/serving-core.md).
 
     ``metrics`` defaults to the core's ``metrics`` attribute when it has one, else a new
     :class:`~serving.monitoring.Metrics`; the Prometheus page is served only when ``monitoring_config``

@@ -91,7 +91,7 @@ def _never() -> bool:
 
 
 class RestApi:
-    """TF Serving's REST handler over a ``ServerCore`` (see ``notes/CORE_API.md``).
+    """TF Serving's REST handler over a ``ServerCore`` (interface: docs/serving-core.md).
 
     ``metrics`` (a :class:`serving.monitoring.Metrics`) receives one record per model request. The
     ``--rest_api_timeout_in_ms`` deadline is kept by the HTTP layer (:mod:`serving.rest`), which answers

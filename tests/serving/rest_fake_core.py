@@ -1,4 +1,4 @@
-"""A small in-memory ServerCore (the CORE_API.md interface) for testing the REST transport on its own.
+"""A small in-memory ServerCore (the interface of docs/serving-core.md) for testing the REST transport on its own.
 
 Models:
 - ``retrieval`` versions 1 and 2 (labels ``stable`` -> 1, ``canary`` -> 2), signatures ``serving_default``
@@ -96,7 +96,7 @@ class FakeCore:
         self._labels = {"retrieval": {"stable": 1, "canary": 2}}
         self._failed = {"retrieval": {3: ("NOT_FOUND", "Failed to load SavedModel: no saved_model.pb")}}
 
-    # ------------------------------------------------------------------ CORE_API
+    # ------------------------------------------------------------------ docs/serving-core.md
     def _resolve(self, model_name: str, version: int | None, label: str | None) -> int:
         if label is not None:
             try:

@@ -1,4 +1,5 @@
-"""serving.json_tensor against the cases of TF Serving's util/json_tensor_test.cc and api_rest.md."""
+"""serving.json_tensor against the cases of TF Serving's util/json_tensor_test.cc and of its REST API guide
+(https://github.com/tensorflow/serving/blob/master/tensorflow_serving/g3doc/api_rest.md)."""
 
 from __future__ import annotations
 
