@@ -59,9 +59,10 @@ def _ranks(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
 
 def evaluate(vectors, pop: np.ndarray, train_users: np.ndarray, train_titles: np.ndarray,
              test_users: np.ndarray, test_titles: np.ndarray, ks=KS, *, ease_lambda: float = EASE_LAMBDA,
-             max_items: int = MAX_ITEMS) -> dict:
+             max_items: int = MAX_ITEMS, exclude_vectors=None) -> dict:
     """Hit rates for each row of ``ROWS`` and each k, the number of test ratings counted, what the baselines
-    were (or why they were skipped) and how the model compares with each."""
+    were (or why they were skipped) and how the model compares with each. ``exclude_vectors`` (same users and
+    titles) score ``model_exclude_seen`` when the served ``exclude_seen`` signature has vectors of its own."""
     title_index = {t: i for i, t in enumerate(vectors.titles.tolist())}
     user_row = {u: i + 1 for i, u in enumerate(vectors.query_keys.tolist())}
     n = len(vectors.titles)
@@ -79,6 +80,9 @@ def evaluate(vectors, pop: np.ndarray, train_users: np.ndarray, train_titles: np
     pop_scores = pop.astype(np.float32)[None, :]
     scorers = {"model": lambda r: vectors.queries[r] @ vectors.candidates.T,
                "popularity": lambda r: np.broadcast_to(pop_scores, (len(r), n))}
+    excluding = {}  # scorers whose seen-excluded row scores with other vectors
+    if exclude_vectors is not None:
+        excluding["model"] = lambda r: exclude_vectors.queries[r] @ exclude_vectors.candidates.T
     baselines: dict = {"popularity": {"scores": "training count"}}
     skipped = ease.fits(len(seen), n, max_items)
     if skipped is None:
@@ -101,6 +105,8 @@ def evaluate(vectors, pop: np.ndarray, train_users: np.ndarray, train_titles: np
         for name, score in scorers.items():
             scores = score(r)
             ranks[name][sl] = _ranks(scores, t)
+            if name in excluding:
+                scores = excluding[name](r)
             ranks[f"{name}_exclude_seen"][sl] = _ranks(np.where(mask, -np.inf, scores), t)
 
     metrics: dict = {name: {f"top_{k}": float(np.mean(ranks[name] < k)) if len(targets) else 0.0 for k in ks}

@@ -76,12 +76,13 @@ def run(config: ExportConfig, *, data=None, synthetic_seed: int = 0, report=prin
     trained = fitted.trained
     fit_seconds = time.perf_counter() - start
     pop = popularity(trained.movie_titles, titles_all[train_idx])
-    vectors = {"retrieval": retrieval_vectors(trained, pop, fitted.blend),
-               "similar_movies": similar_vectors(trained, pop)}
+    vectors = {"retrieval": retrieval_vectors(trained, pop), "similar_movies": similar_vectors(trained, pop)}
+    # exclude_seen's own vectors when validation chose a blend with EASE for it (export/selection.py)
+    exclude_vectors = None if fitted.blend is None else retrieval_vectors(trained, pop, fitted.blend)
 
     metrics = evaluation.evaluate(vectors["retrieval"], pop, users_all[train_idx], titles_all[train_idx],
                                   users_all[test_idx], titles_all[test_idx], ease_lambda=config.ease_lambda,
-                                  max_items=config.baseline_max_items)
+                                  max_items=config.baseline_max_items, exclude_vectors=exclude_vectors)
     report(evaluation.table(metrics))
 
     seen = _seen(users_all[train_idx], titles_all[train_idx])
@@ -99,10 +100,17 @@ def run(config: ExportConfig, *, data=None, synthetic_seed: int = 0, report=prin
             vec = vectors[name]
             start = time.perf_counter()
             layer, params = index_lib.build(config.index, vec.candidates, name=f"{name}_index")
-            module = (servable.Retrieval if name == "retrieval" else servable.SimilarMovies)(vec, layer, params)
+            extra = None
             if name == "retrieval":
-                requests = validate.retrieval_requests(vec, seen, config.validation_users, rng, popular)
+                if exclude_vectors is not None:
+                    excl_layer, excl_params = index_lib.build(config.index, exclude_vectors.candidates,
+                                                              name="retrieval_exclude_seen_index")
+                    extra = (exclude_vectors, excl_layer, excl_params)
+                module = servable.Retrieval(vec, layer, params, exclude=extra)
+                requests = validate.retrieval_requests(vec, seen, config.validation_users, rng, popular,
+                                                       exclude_index=extra is not None)
             else:
+                module = servable.SimilarMovies(vec, layer, params)
                 requests = validate.similar_requests(vec, config.validation_users, rng)
             path = publish.staging_dir(bases[name])
             staged[name] = path
@@ -111,7 +119,8 @@ def run(config: ExportConfig, *, data=None, synthetic_seed: int = 0, report=prin
             index_seconds = time.perf_counter() - start
             checks = validate.validate(name, path, module, vec, requests, k=config.index.k,
                                        recall_threshold=config.recall_threshold, tolerance=config.score_tolerance,
-                                       timeout_s=config.validation_timeout_s)
+                                       timeout_s=config.validation_timeout_s,
+                                       exclude_vectors=None if extra is None else extra[0])
             recall[name] = checks["recall_at_10"]
             manifests[name] = manifest.build(
                 model_name=name, version=None, source=data.source, counts=counts, split=config.split,
@@ -120,7 +129,9 @@ def run(config: ExportConfig, *, data=None, synthetic_seed: int = 0, report=prin
                           "total_seconds": round(fit_seconds, 2), "validation": fitted.validation},
                 metrics=metrics, index={**dataclasses.asdict(params), "requested": config.index.as_dict(),
                                         "build_and_save_seconds": round(index_seconds, 2),
-                                        "recall_k": checks["recall_k"]},
+                                        "recall_k": checks["recall_k"],
+                                        "recall_by_signature": checks["recall_by_signature"],
+                                        **({"exclude_seen": dataclasses.asdict(extra[2])} if extra else {})},
                 recall_at_10=checks["recall_at_10"], k=config.index.k)
             manifest.write(path, manifests[name])
             report(f"{name}: staged and validated (recall@{checks['recall_k']} vs exact: {recall[name]:.4f})")

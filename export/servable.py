@@ -8,6 +8,10 @@ similar_movies
     ``serving_default``: ``movie_title`` string [-1] -> ``movie_titles``, ``scores`` [-1, K]; a movie is
                          never in its own list.
 
+``exclude_seen`` may score with other vectors than ``serving_default`` (its own query table and index, same
+titles): export/selection.py may choose, on validation, a blend of the towers with EASE for the excluded
+signature while ``serving_default`` keeps the towers'. Both are still one dot product each.
+
 A key is looked up in its vocabulary (``StringLookup``, unknown -> row 0) and mapped to its query vector
 (export/vectors.py: unknown keys get the most popular movies). Exclusions are applied by asking the index
 for K + (number of exclusion columns) results (clamped to the catalogue), masking excluded titles and
@@ -38,15 +42,16 @@ class _Servable(tf.Module):
         self.titles = tf.Variable(tf.constant(list(vectors.titles), dtype=tf.string), trainable=False, name="titles")
         self.index = layer
 
-    def _queries(self, keys: tf.Tensor) -> tf.Tensor:
-        return tf.gather(self.query_table, self.lookup(keys))
+    def _queries(self, keys: tf.Tensor, table=None) -> tf.Tensor:
+        return tf.gather(self.query_table if table is None else table, self.lookup(keys))
 
-    def _top_k_excluding(self, queries: tf.Tensor, excluded: tf.Tensor) -> dict:
+    def _top_k_excluding(self, queries: tf.Tensor, excluded: tf.Tensor, index=None, params=None) -> dict:
         """Best K per row whose title is not in that row of ``excluded`` [B, W] ("" entries exclude nothing)."""
         n = tf.shape(self.titles)[0]
         width = tf.shape(excluded)[1]
         wanted = tf.minimum(self.k + width, n)
-        scores, rows = index_lib.search(self.index, self.params, queries, wanted)
+        scores, rows = index_lib.search(self.index if index is None else index,
+                                        self.params if params is None else params, queries, wanted)
         valid = rows >= 0
         titles = tf.gather(self.titles, tf.maximum(rows, 0))
         hit = tf.reduce_any(tf.equal(titles[:, :, tf.newaxis], excluded[:, tf.newaxis, :])
@@ -75,10 +80,17 @@ class _Servable(tf.Module):
 
 
 class Retrieval(_Servable):
-    """user -> movies."""
+    """user -> movies; ``exclude`` = (vectors, layer, params) of ``exclude_seen``'s own index, if any."""
 
-    def __init__(self, vectors, layer, params):
+    def __init__(self, vectors, layer, params, exclude=None):
         super().__init__(vectors, layer, params, name="retrieval")
+        self.exclude_table = self.exclude_index = self.exclude_params = None
+        if exclude is not None:
+            exclude_vectors, self.exclude_index, self.exclude_params = exclude
+            if list(exclude_vectors.titles) != list(vectors.titles) or \
+                    list(exclude_vectors.query_keys) != list(vectors.query_keys):
+                raise ValueError("exclude_seen's vectors must have the same users and titles as serving_default's")
+            self.exclude_table = tf.Variable(exclude_vectors.queries, trainable=False, name="exclude_query_table")
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="user_id")])
     def serving_default(self, user_id):
@@ -87,7 +99,8 @@ class Retrieval(_Servable):
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="user_id"),
                                   tf.TensorSpec([None, None], tf.string, name="exclude_titles")])
     def exclude_seen(self, user_id, exclude_titles):
-        return self._top_k_excluding(self._queries(user_id), exclude_titles)
+        return self._top_k_excluding(self._queries(user_id, self.exclude_table), exclude_titles,
+                                     self.exclude_index, self.exclude_params)
 
     def signatures(self) -> dict:
         return {"serving_default": self.serving_default, "exclude_seen": self.exclude_seen}

@@ -134,8 +134,14 @@ def test_default_preset_records_its_validation_in_the_manifest(tmp_path, export_
     validation = training["validation"]
     assert validation["metric"] == "top_10_exclude_seen" and 1 <= len(validation["curve"]) <= 3
     assert len(training["history"]["loss"]) == validation["best_epoch"]
-    assert len(validation["blends"]["trials"]) == 5 and "chosen" in validation["blends"]
+    assert len(validation["blends"]["trials"]) == 6 and "chosen" in validation["blends"]
     assert "refitting on all" in proc.stdout
+    # exclude_seen gets an index of its own exactly when a blend with EASE was chosen for it
+    manifest = json.loads((version / "assets.extra" / "manifest.json").read_text())
+    blended = validation["blends"]["chosen"]["ease"] > 0
+    assert ("exclude_seen" in manifest["index"]) == blended
+    assert sorted(manifest["index"]["recall_by_signature"]) == (["exclude_seen", "serving_default"] if blended
+                                                                 else ["serving_default"])
     tuning = validation["tuning"]
     assert [t["number"] for t in tuning["trials"]] == [0, 1, 2]
     assert tuning["trials"][0]["params"] == {"embedding_dimension": 64, "l2": 1e-4, "learning_rate": 3e-3,

@@ -115,3 +115,28 @@ def test_fit_chooses_on_validation_and_refits_on_the_whole_training_part(data):
     users = set(np.asarray(data.ratings.user_id)[train_idx].astype(str).tolist())
     assert set(fitted.trained.user_ids.tolist()) == users
     assert any(line.startswith("refitting on all") for line in lines)
+
+
+def test_exclude_seen_can_score_with_vectors_of_its_own():
+    import tensorflow as tf
+
+    from export import index as index_lib
+    from export import servable
+    from export.config import IndexConfig
+    from export.vectors import IndexVectors
+
+    keys, titles = np.array(["u1", "u2"], dtype=object), np.array(["A", "B", "C", "D"], dtype=object)
+    candidates = np.array([[3, 0], [2, 0], [0, 1], [0, 2]], np.float32)
+    plain = IndexVectors(keys, np.array([[0, 0], [1, 0], [0, 1]], np.float32), titles, candidates)
+    other = IndexVectors(keys, np.array([[0, 0], [0, 1], [1, 0]], np.float32), titles, candidates)
+    config = IndexConfig(kind="brute_force", k=2)
+    layer, params = index_lib.build(config, plain.candidates, name="plain")
+    other_layer, other_params = index_lib.build(config, other.candidates, name="other")
+    module = servable.Retrieval(plain, layer, params, exclude=(other, other_layer, other_params))
+    default = module.serving_default(tf.constant(["u1"]))["movie_titles"].numpy().astype(str).tolist()
+    excluding = module.exclude_seen(tf.constant(["u1"]), tf.constant([["", "D"]]))["movie_titles"]
+    assert default == [["A", "B"]]  # u1 = [1, 0] on the plain vectors
+    assert excluding.numpy().astype(str).tolist() == [["C", "A"]]  # u1 = [0, 1] on its own, D excluded
+    with pytest.raises(ValueError, match="same users and titles"):
+        servable.Retrieval(plain, layer, params, exclude=(IndexVectors(keys[:1], other.queries[:2], titles,
+                                                                       candidates), other_layer, other_params))
