@@ -19,6 +19,7 @@ import numpy as np
 from export import evaluate as evaluation
 from export import index as index_lib
 from export import manifest, publish, selection, servable, validate, warmup
+from export import report as plots
 from export.config import ExportConfig
 from export.vectors import popularity, retrieval_vectors, similar_vectors
 
@@ -134,6 +135,7 @@ def run(config: ExportConfig, *, data=None, synthetic_seed: int = 0, report=prin
                                         **({"exclude_seen": dataclasses.asdict(extra[2])} if extra else {})},
                 recall_at_10=checks["recall_at_10"], k=config.index.k)
             manifest.write(path, manifests[name])
+            plots.write(path, name, metrics, fitted.validation)
             report(f"{name}: staged and validated (recall@{checks['recall_k']} vs exact: {recall[name]:.4f})")
 
         published, pruned = {}, {}
@@ -151,6 +153,7 @@ def run(config: ExportConfig, *, data=None, synthetic_seed: int = 0, report=prin
             pruned[name] = publish.prune(bases[name], config.keep, protected)
             report(f"{name}: published version {version} at {bases[name] / str(version)}"
                    + (f" (pruned {pruned[name]})" if pruned[name] else ""))
+            report(f"{name}: report {bases[name] / str(version) / 'assets.extra' / plots.REPORT_FILE}")
     finally:
         for path in staged.values():
             shutil.rmtree(path, ignore_errors=True)
