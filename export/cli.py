@@ -55,12 +55,13 @@ def parser() -> argparse.ArgumentParser:
                    help="a TF Serving models.config: versions it pins (labels, specific) are never pruned")
     p.add_argument("--validation-timeout", type=float, default=300.0, help="seconds for the fresh-process check")
     scann = IndexConfig()
-    p.add_argument("--scann-num-leaves", type=int, default=scann.num_leaves)
-    p.add_argument("--scann-leaves-to-search", type=int, default=scann.num_leaves_to_search)
+    p.add_argument("--scann-num-leaves", type=int, help="partitions (default: about sqrt(candidates))")
+    p.add_argument("--scann-leaves-to-search", type=int,
+                   help="partitions searched per query (default: chosen by measuring recall and latency)")
     p.add_argument("--scann-training-iterations", type=int, default=scann.training_iterations)
     p.add_argument("--scann-dimensions-per-block", type=int, default=scann.dimensions_per_block)
-    p.add_argument("--scann-reorder", type=int, default=scann.num_reordering_candidates,
-                   help="exact re-scoring of this many candidates (0 = off; default %(default)s)")
+    p.add_argument("--scann-reorder", type=int,
+                   help="exact re-scoring of this many candidates (0 = off; default: chosen with the leaves)")
     p.add_argument("--validation-fraction", type=float,
                    help="hold out this fraction of the training part to stop early and choose on (0: none; "
                         "default: the preset's, 0.1 for default, 0 for seed)")
@@ -100,11 +101,16 @@ def config_from_args(args: argparse.Namespace) -> ExportConfig:
             overrides[flag] = tuple(v.strip() for v in value.split(",") if v.strip())
     if overrides:
         train = dataclasses.replace(train, **overrides)
+    defaults = IndexConfig()
+    # Search settings given on the command line are used as they are; otherwise the export measures them.
+    autotune = args.scann_leaves_to_search is None and args.scann_reorder is None
     index = IndexConfig(kind=args.index, k=args.k, num_leaves=args.scann_num_leaves,
-                        num_leaves_to_search=args.scann_leaves_to_search,
+                        num_leaves_to_search=args.scann_leaves_to_search or defaults.num_leaves_to_search,
                         training_iterations=args.scann_training_iterations,
                         dimensions_per_block=args.scann_dimensions_per_block,
-                        num_reordering_candidates=args.scann_reorder or None)
+                        num_reordering_candidates=(defaults.num_reordering_candidates if args.scann_reorder is None
+                                                   else args.scann_reorder or None),
+                        autotune=autotune)
     if args.data not in ("tfds", "synthetic") and not Path(args.data).exists():
         raise ConfigError(f"--data {args.data}: no such file or folder (use tfds, synthetic or an ml-100k folder/zip)")
     return ExportConfig(

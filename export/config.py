@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 MODEL_NAMES = ("retrieval", "similar_movies")
-INDEX_KINDS = ("scann", "brute_force")
+INDEX_KINDS = ("scann", "brute_force", "auto")
 SPLIT_KINDS = ("random", "time")
 LOSSES = ("in_batch_softmax", "full_softmax")
 OPTIMIZERS = ("adagrad", "adam")
@@ -151,8 +151,11 @@ class IndexConfig:
 
     kind: str = "scann"
     k: int = 10
-    num_leaves: int = 100
+    num_leaves: int | None = None   # None: about sqrt(candidates)
     num_leaves_to_search: int = 20
+    # Let the export choose leaves to search and re-ordering by measuring recall and latency on held-out
+    # queries (export/index.py tune); the two fields above and below are then only the starting point.
+    autotune: bool = False
     training_iterations: int = 12
     dimensions_per_block: int = 2
     num_reordering_candidates: int | None = 500
@@ -160,9 +163,10 @@ class IndexConfig:
     def __post_init__(self) -> None:
         _check(self.kind in INDEX_KINDS, f"--index must be one of {INDEX_KINDS} (got {self.kind!r})")
         _check(self.k >= 1, f"--k must be >= 1 (got {self.k})")
-        _check(self.num_leaves >= 1, f"--scann-num-leaves must be >= 1 (got {self.num_leaves})")
+        _check(self.num_leaves is None or self.num_leaves >= 1,
+               f"--scann-num-leaves must be >= 1 (got {self.num_leaves})")
         _check(
-            1 <= self.num_leaves_to_search <= self.num_leaves,
+            1 <= self.num_leaves_to_search <= (self.num_leaves or self.num_leaves_to_search),
             f"--scann-leaves-to-search must be in [1, num_leaves={self.num_leaves}] (got {self.num_leaves_to_search})",
         )
         _check(self.training_iterations >= 1, "--scann-training-iterations must be >= 1")
@@ -174,7 +178,7 @@ class IndexConfig:
 
     def as_dict(self) -> dict:
         out = dataclasses.asdict(self)
-        if self.kind != "scann":
+        if self.kind == "brute_force":
             out = {"kind": self.kind, "k": self.k}
         return out
 

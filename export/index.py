@@ -25,6 +25,13 @@ from export.config import IndexConfig
 logger = logging.getLogger(__name__)
 
 MIN_POINTS_PER_LEAF = 16
+# --index auto: BruteForce below this many candidates, where exact search is about as fast as ScaNN's.
+AUTO_BRUTE_FORCE_BELOW = 20_000
+# Autotuning: a setting must reach the recall threshold plus this margin on the tuning queries, so that the
+# validation's own recall check (other queries) passes too.
+RECALL_MARGIN = 0.01
+_LEAF_FRACTIONS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 1.0)
+_REORDER = (50, 100, 200, 500, 1000, 2000)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,10 +49,19 @@ class EffectiveIndex:
     num_reordering_candidates: int | None = None
 
 
+def kind_for(config: IndexConfig, candidates: int) -> str:
+    if config.kind == "auto":
+        return "brute_force" if candidates < AUTO_BRUTE_FORCE_BELOW else "scann"
+    return config.kind
+
+
 def effective(config: IndexConfig, candidates: int) -> EffectiveIndex:
-    if config.kind == "brute_force":
+    """The parameters for ``candidates`` points: ``num_leaves`` None grows as sqrt(N) (ScaNN's guidance),
+    clamped so that a leaf holds at least ``MIN_POINTS_PER_LEAF`` points."""
+    if kind_for(config, candidates) == "brute_force":
         return EffectiveIndex("brute_force", config.k, candidates)
-    leaves = max(1, min(config.num_leaves, candidates // MIN_POINTS_PER_LEAF))
+    wanted = config.num_leaves if config.num_leaves is not None else int(round(np.sqrt(candidates)))
+    leaves = max(1, min(wanted, candidates // MIN_POINTS_PER_LEAF))
     return EffectiveIndex(
         kind="scann", k=config.k, candidates=candidates, num_leaves=leaves,
         num_leaves_to_search=max(1, min(config.num_leaves_to_search, leaves)),
@@ -60,6 +76,7 @@ def build(config: IndexConfig, candidates: np.ndarray, name: str) -> tuple[tfrs.
     params = effective(config, n)
     vectors = tf.constant(candidates, dtype=tf.float32)
     if params.kind == "brute_force":
+        logger.info("building a BruteForce index over %d candidates", n)
         layer = tfrs.layers.factorized_top_k.BruteForce(k=config.k, name=name)
         layer.index(vectors)
         return layer, params
@@ -93,3 +110,70 @@ def search(layer, params: EffectiveIndex, queries: tf.Tensor, k) -> tuple[tf.Ten
     result = searcher.search_batched_parallel(queries, final_num_neighbors=k,
                                               pre_reorder_num_neighbors=pre_reorder, leaves_to_search=leaves)
     return result.distances, tf.cast(result.indices, tf.int32)
+
+
+def tune(layer, params: EffectiveIndex, candidates: np.ndarray, queries: np.ndarray, recall_threshold: float,
+         sample: int = 200, timed: int = 30, seed: int = 0) -> tuple[EffectiveIndex, dict]:
+    """The fastest (leaves to search, re-ordering) whose recall@10 against exact search on ``sample`` held-out
+    queries reaches ``recall_threshold`` + ``RECALL_MARGIN``; both are search-time settings of the built
+    index, so nothing is rebuilt. For each number of leaves (ascending) the smallest re-ordering that reaches
+    the recall is kept, and those settings are timed at batch 1 (median of ``timed`` queries); the fastest
+    wins, or among those within 10 % of it (noise, on a small index) the one with the best recall. If none
+    reaches it, the setting with the highest recall is returned (validation then refuses to publish and
+    says which flags to raise). Returns the chosen parameters and what was tried (the manifest records it).
+    """
+    import time
+
+    from export.vectors import exact_top_k
+
+    if params.kind != "scann":
+        return params, {}
+    rng = np.random.default_rng(seed)
+    rows = rng.choice(len(queries), size=min(sample, len(queries)), replace=False)
+    held_out = tf.constant(queries[rows], dtype=tf.float32)
+    k = min(10, params.k)
+    _, exact = exact_top_k(queries[rows], candidates, k)
+    target = min(1.0, recall_threshold + RECALL_MARGIN)
+    leaves_options = sorted({max(1, min(params.num_leaves, int(round(params.num_leaves * f))))
+                             for f in _LEAF_FRACTIONS})
+    reorder_options = sorted({min(max(r, params.k), params.candidates) for r in _REORDER})
+
+    def recall(setting: EffectiveIndex) -> float:
+        _, found = search(layer, setting, held_out, k)
+        found = found.numpy()
+        return float(np.mean([len(set(f[:k].tolist()) & set(e.tolist())) / k for f, e in zip(found, exact)]))
+
+    def p50_ms(setting: EffectiveIndex) -> float:
+        times = []
+        for i in range(min(timed, len(rows))):
+            one = held_out[i:i + 1]
+            start = time.perf_counter()
+            search(layer, setting, one, params.k)
+            times.append((time.perf_counter() - start) * 1000)
+        return float(np.median(times))
+
+    tried = []
+    for leaves in leaves_options:
+        for reorder in reorder_options:
+            setting = dataclasses.replace(params, num_leaves_to_search=leaves, num_reordering_candidates=reorder)
+            value = recall(setting)
+            entry = {"leaves_to_search": leaves, "reorder": reorder, "recall_at_10": round(value, 4)}
+            tried.append(entry)
+            if value >= target:
+                search(layer, setting, held_out[:1], params.k)  # warm the traced search once
+                entry["p50_ms"] = round(p50_ms(setting), 4)
+                break  # more re-ordering at this many leaves only costs time
+    timed_ok = [t for t in tried if "p50_ms" in t]
+    if timed_ok:
+        # The fastest; among settings within 10 % of it (timing noise on small indexes), the best recall.
+        fastest = min(t["p50_ms"] for t in timed_ok)
+        chosen = max((t for t in timed_ok if t["p50_ms"] <= 1.1 * fastest),
+                     key=lambda t: (t["recall_at_10"], -t["p50_ms"]))
+    else:
+        chosen = max(tried, key=lambda t: (t["recall_at_10"], -t["leaves_to_search"], -t["reorder"]))
+    tuned = dataclasses.replace(params, num_leaves_to_search=chosen["leaves_to_search"],
+                                num_reordering_candidates=chosen["reorder"])
+    logger.info("ScaNN search settings for %d candidates: %d of %d leaves, re-order %d (recall@%d %.4f%s)",
+                params.candidates, tuned.num_leaves_to_search, tuned.num_leaves, tuned.num_reordering_candidates,
+                k, chosen["recall_at_10"], f", p50 {chosen['p50_ms']} ms" if "p50_ms" in chosen else "")
+    return tuned, {"target_recall": target, "queries": int(len(rows)), "tried": tried, "chosen": chosen}

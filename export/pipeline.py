@@ -53,6 +53,16 @@ def _seen(users: np.ndarray, titles: np.ndarray) -> dict[str, list[str]]:
     return out
 
 
+def _index(config: ExportConfig, vectors, name: str):
+    """(layer, effective parameters, tuning record) of one index; ScaNN's search settings measured if asked."""
+    layer, params = index_lib.build(config.index, vectors.candidates, name=name)
+    tuning: dict = {}
+    if config.index.autotune and params.kind == "scann":
+        params, tuning = index_lib.tune(layer, params, vectors.candidates, vectors.queries[1:],
+                                        config.recall_threshold)
+    return layer, params, tuning
+
+
 def run(config: ExportConfig, *, data=None, synthetic_seed: int = 0, report=print) -> Result:
     root = Path(config.model_base_path)
     publish.ensure_writable(root)
@@ -100,12 +110,12 @@ def run(config: ExportConfig, *, data=None, synthetic_seed: int = 0, report=prin
         for name in config.models:
             vec = vectors[name]
             start = time.perf_counter()
-            layer, params = index_lib.build(config.index, vec.candidates, name=f"{name}_index")
-            extra = None
+            layer, params, tuning = _index(config, vec, f"{name}_index")
+            extra = excl_tuning = None
             if name == "retrieval":
                 if exclude_vectors is not None:
-                    excl_layer, excl_params = index_lib.build(config.index, exclude_vectors.candidates,
-                                                              name="retrieval_exclude_seen_index")
+                    excl_layer, excl_params, excl_tuning = _index(config, exclude_vectors,
+                                                                  "retrieval_exclude_seen_index")
                     extra = (exclude_vectors, excl_layer, excl_params)
                 module = servable.Retrieval(vec, layer, params, exclude=extra)
                 requests = validate.retrieval_requests(vec, seen, config.validation_users, rng, popular,
@@ -132,7 +142,10 @@ def run(config: ExportConfig, *, data=None, synthetic_seed: int = 0, report=prin
                                         "build_and_save_seconds": round(index_seconds, 2),
                                         "recall_k": checks["recall_k"],
                                         "recall_by_signature": checks["recall_by_signature"],
-                                        **({"exclude_seen": dataclasses.asdict(extra[2])} if extra else {})},
+                                        **({"tuning": tuning} if tuning else {}),
+                                        **({"exclude_seen": {**dataclasses.asdict(extra[2]),
+                                                             **({"tuning": excl_tuning} if excl_tuning else {})}}
+                                           if extra else {})},
                 recall_at_10=checks["recall_at_10"], k=config.index.k)
             manifest.write(path, manifests[name])
             plots.write(path, name, metrics, fitted.validation)
