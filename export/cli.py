@@ -33,7 +33,15 @@ def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m export",
                 description="Train a two-tower retrieval model on MovieLens, evaluate it, and publish validated "
                             "TF Serving versions of `retrieval` and `similar_movies` into a model store.")
-    p.add_argument("--data", default="tfds", help="tfds | synthetic | PATH to an ml-100k folder or zip (default tfds)")
+    p.add_argument("--data", default="tfds",
+                   help="tfds | synthetic | a GroupLens folder or zip (ml-100k, ml-1m, ml-10m, ml-20m, ml-25m, "
+                        "ml-latest) | your own interactions, FILE.csv/.tsv/.parquet (default tfds)")
+    p.add_argument("--user-column", default="user_id", help="your file's user column (default user_id)")
+    p.add_argument("--item-column", default="item_id", help="your file's item column (default item_id)")
+    p.add_argument("--time-column", help="your file's time column (default timestamp if present, else row order)")
+    p.add_argument("--items", help="a catalogue CSV/Parquet for your file: item ids and titles")
+    p.add_argument("--item-id-column", default="item_id", help="the catalogue's id column (default item_id)")
+    p.add_argument("--title-column", default="title", help="the catalogue's title column (default title)")
     p.add_argument("--preset", default="default", help=f"training recipe: {' | '.join(PRESETS)} (default default)")
     p.add_argument("--model-base-path", default="models", type=Path,
                    help="store root: publishes DIR/retrieval/<version> and DIR/similar_movies/<version> (default models)")
@@ -112,13 +120,19 @@ def config_from_args(args: argparse.Namespace) -> ExportConfig:
                                                    else args.scann_reorder or None),
                         autotune=autotune)
     if args.data not in ("tfds", "synthetic") and not Path(args.data).exists():
-        raise ConfigError(f"--data {args.data}: no such file or folder (use tfds, synthetic or an ml-100k folder/zip)")
+        raise ConfigError(f"--data {args.data}: no such file or folder (use tfds, synthetic, a GroupLens folder/zip "
+                          f"or your own CSV/Parquet file)")
+    if args.items is not None and not Path(args.items).is_file():
+        raise ConfigError(f"--items {args.items}: no such file (a CSV/Parquet catalogue of item ids and titles)")
+    columns = {"user": args.user_column, "item": args.item_column, "time": args.time_column or "timestamp",
+               "time_given": args.time_column is not None, "items_file": args.items,
+               "item_id": args.item_id_column, "title": args.title_column}
     return ExportConfig(
         data=args.data, train=train, index=index, model_base_path=args.model_base_path,
         models=tuple(m.strip() for m in args.models.split(",") if m.strip()), split=args.split,
         synthetic_size=args.synthetic_size, keep=args.keep, recall_threshold=args.recall_threshold,
         model_config_file=args.model_config_file, validation_timeout_s=args.validation_timeout,
-        ease_lambda=args.ease_lambda, baseline_max_items=args.baseline_max_items)
+        ease_lambda=args.ease_lambda, baseline_max_items=args.baseline_max_items, data_columns=columns)
 
 
 def _fail(message: str, code: int) -> int:

@@ -200,11 +200,12 @@ class ExportConfig:
     validation_users: int = 64
     validation_timeout_s: float = 300.0
     score_tolerance: float = 1e-3
+    data_columns: dict = field(default_factory=dict)  # export.data.tables.Columns fields, for your own files
     ease_lambda: float = 500.0          # EASE's L2 weight (the evaluation's baseline)
     baseline_max_items: int = 10_000    # above this many titles EASE and item-kNN are skipped (memory)
 
     def __post_init__(self) -> None:
-        _check(bool(self.data), "--data must be tfds, synthetic or a path to an ml-100k folder/zip")
+        _check(bool(self.data), "--data must be tfds, synthetic, a GroupLens folder/zip or your own CSV/Parquet file")
         _check(bool(self.models), "--models must name at least one of " + ",".join(MODEL_NAMES))
         unknown = [m for m in self.models if m not in MODEL_NAMES]
         _check(not unknown, f"unknown model(s) {unknown}; choose from {','.join(MODEL_NAMES)}")

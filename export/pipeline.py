@@ -43,7 +43,9 @@ def load_data(config: ExportConfig, seed: int = 0):
 
         spec = SyntheticSpec.tiny(seed) if config.synthetic_size == "tiny" else SyntheticSpec.movielens_100k(seed)
         return load("synthetic", synthetic=spec)
-    return load(config.data)
+    from export.data.tables import Columns
+
+    return load(config.data, columns=Columns(**config.data_columns))
 
 
 def _seen(users: np.ndarray, titles: np.ndarray) -> dict[str, list[str]]:

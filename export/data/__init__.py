@@ -43,8 +43,10 @@ def __getattr__(name: str):
 
 def load(source: str | os.PathLike = "tfds", *, synthetic: SyntheticSpec | None = None,
          data_dir: str | os.PathLike | None = None, download: bool = True, download_timeout: float = 10.0,
-         ) -> MovieLensData:
-    """Load MovieLens from ``source``: "synthetic", "tfds", or a GroupLens ml-100k folder or zip.
+         columns=None) -> MovieLensData:
+    """Load MovieLens from ``source``: "synthetic", "tfds", a GroupLens folder or zip (ml-100k, or the later
+    releases: export/data/tables.py), or your own interactions file (CSV/TSV/Parquet; ``columns``, a
+    ``tables.Columns``, says where its columns are).
 
     synthetic: the spec for "synthetic" (default SyntheticSpec(): ML-100K's sizes, seed 0).
     data_dir, download, download_timeout: for "tfds" only: where TFDS keeps prepared data sets (TFDS'
@@ -64,6 +66,14 @@ def load(source: str | os.PathLike = "tfds", *, synthetic: SyntheticSpec | None 
         from export.data.tfds import load_tfds
 
         return load_tfds(data_dir=data_dir, download=download, timeout=download_timeout)
+    from export.data import tables
+
+    if tables.is_own_file(source_text):
+        return tables.load_own(source_text, columns if columns is not None else tables.Columns())
+    if os.path.exists(source_text):
+        release = tables.find_release(source_text)
+        if release is not None:
+            return tables.load_release(source_text, release)
     from export.data.grouplens import load_grouplens
 
     return load_grouplens(source_text)
