@@ -150,7 +150,7 @@ def run(config: ExportConfig, *, data=None, synthetic_seed: int = 0, report=prin
                                            if extra else {})},
                 recall_at_10=checks["recall_at_10"], k=config.index.k)
             manifest.write(path, manifests[name])
-            plots.write(path, name, metrics, fitted.validation)
+            plots.write(path, name, metrics, fitted.validation, tuning)
             report(f"{name}: staged and validated (recall@{checks['recall_k']} vs exact: {recall[name]:.4f})")
 
         published, pruned = {}, {}

@@ -1,8 +1,10 @@
 """``assets.extra/report.png``: the evaluation and the validation curve of a version, to look at.
 
 Left: test hit rate at k (1, 5, 10, 50, 100) for the model and each evaluated baseline, seen titles excluded
-(solid) and not (dashed). Right: the validation curve (seen-excluded top-10 per epoch) with the chosen
-epoch marked, or a note when the export ran without validation. Drawn with matplotlib's Agg backend (no
+(solid) and not (dashed). Middle: the validation curve (seen-excluded top-10 per epoch) with the chosen
+epoch marked, or a note when the export ran without validation. Right: the ScaNN settings the export tried
+for this version's index (recall@10 against leaves searched, latency written beside the ones timed), the
+chosen one marked, or a note for BruteForce / hand-set settings. Drawn with matplotlib's Agg backend (no
 display needed).
 """
 
@@ -14,7 +16,8 @@ REPORT_FILE = "report.png"
 _COLOURS = {"model": "#1f77b4", "popularity": "#7f7f7f", "ease": "#d62728", "item_knn": "#2ca02c"}
 
 
-def write(saved_model_dir: Path, model_name: str, metrics: dict, validation: dict | None) -> Path:
+def write(saved_model_dir: Path, model_name: str, metrics: dict, validation: dict | None,
+          index_tuning: dict | None = None) -> Path:
     """Draws the report into the version's assets.extra (every model's version gets the same evaluation:
     the export evaluates the user -> movies model); returns its path."""
     import matplotlib
@@ -25,7 +28,7 @@ def write(saved_model_dir: Path, model_name: str, metrics: dict, validation: dic
 
     from export.evaluate import BASELINES
 
-    figure, (hits, curve) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=100)
+    figure, (hits, curve, frontier) = plt.subplots(1, 3, figsize=(16, 4.2), dpi=100)
     for name in ("model", *BASELINES):
         for suffix, style in (("_exclude_seen", "-"), ("", "--")):
             row = metrics.get(name + suffix)
@@ -61,6 +64,27 @@ def write(saved_model_dir: Path, model_name: str, metrics: dict, validation: dic
         curve.axis("off")
         curve.text(0.5, 0.5, "trained without a validation split\n(--validation-fraction 0)", ha="center",
                    va="center", fontsize=11)
+    if index_tuning and index_tuning.get("tried"):
+        tried, chosen = index_tuning["tried"], index_tuning["chosen"]
+        frontier.scatter([t["leaves_to_search"] for t in tried], [t["recall_at_10"] for t in tried], s=12,
+                         c=[t["reorder"] for t in tried], cmap="viridis", label="tried (colour: re-order)")
+        for t in tried:
+            if "p50_ms" in t:
+                frontier.annotate(f"{t['p50_ms']:.2f} ms", (t["leaves_to_search"], t["recall_at_10"]), fontsize=7,
+                                  xytext=(3, -9), textcoords="offset points")
+        frontier.scatter([chosen["leaves_to_search"]], [chosen["recall_at_10"]], s=80, facecolors="none",
+                         edgecolors="#ff7f0e", linewidths=2, label=f"chosen (re-order {chosen['reorder']})")
+        frontier.axhline(index_tuning["target_recall"], color="#7f7f7f", linestyle=":", label="recall needed")
+        frontier.set_xscale("log")
+        frontier.set_xlabel("leaves searched")
+        frontier.set_ylabel("recall@10 vs exact (held-out queries)")
+        frontier.set_title(f"{model_name}: ScaNN search settings")
+        frontier.legend(fontsize=7, loc="lower right")
+        frontier.grid(True, alpha=0.3)
+    else:
+        frontier.axis("off")
+        frontier.text(0.5, 0.5, "index not tuned\n(BruteForce, or search settings given)", ha="center",
+                      va="center", fontsize=11)
     figure.tight_layout()
     path = Path(saved_model_dir) / "assets.extra" / REPORT_FILE
     path.parent.mkdir(parents=True, exist_ok=True)

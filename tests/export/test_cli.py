@@ -142,11 +142,11 @@ def test_default_preset_records_its_validation_in_the_manifest(tmp_path, export_
     assert ("exclude_seen" in manifest["index"]) == blended
     assert sorted(manifest["index"]["recall_by_signature"]) == (["exclude_seen", "serving_default"] if blended
                                                                  else ["serving_default"])
-    # The report: a PNG (1100 x 420) in assets.extra, its path printed.
+    # The report: a PNG (1600 x 420) in assets.extra, its path printed.
     png = version / "assets.extra" / "report.png"
     header = png.read_bytes()[:24]
     assert header[:8] == b"\x89PNG\r\n\x1a\n"
-    assert (int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")) == (1100, 420)
+    assert (int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")) == (1600, 420)
     assert f"retrieval: report {png}" in proc.stdout
     tuning = validation["tuning"]
     assert [t["number"] for t in tuning["trials"]] == [0, 1, 2]
