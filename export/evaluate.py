@@ -18,7 +18,8 @@ Both baselines need a dense titles x titles matrix (EASE inverts one in float64)
 ``max_items`` titles (default 10,000: about 1.6 GB); above that they are skipped and ``metrics["baselines"]``
 says why. Users with no training history score popularity under both (a tie-break of 1e-6 x normalised
 popularity is added to their scores). ``metrics["comparison"]`` says, for each baseline, whether the model is
-at or above it in both seen-excluded columns that users get (top-10 and top-100).
+at or above it in both seen-excluded columns that users get (top-10 and top-100). Above ``MAX_RATINGS``
+test ratings a sample of test users is evaluated, with confidence intervals (``evaluate``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ BASELINES = ("popularity", "ease", "item_knn")
 ROWS = tuple(f"{name}{suffix}" for name in ("model", *BASELINES) for suffix in ("", "_exclude_seen"))
 EASE_LAMBDA = ease.LAMBDA
 MAX_ITEMS = 10_000
+MAX_RATINGS = 200_000  # test ratings evaluated; above, a random sample of test users (see evaluate)
 COMPARED = ("top_10", "top_100")  # of the seen-excluded rows: what the comparison judges
 _CHUNK = 2048
 _TIE_BREAK = 1e-6
@@ -59,23 +61,46 @@ def _ranks(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
 
 def evaluate(vectors, pop: np.ndarray, train_users: np.ndarray, train_titles: np.ndarray,
              test_users: np.ndarray, test_titles: np.ndarray, ks=KS, *, ease_lambda: float = EASE_LAMBDA,
-             max_items: int = MAX_ITEMS, exclude_vectors=None) -> dict:
+             max_items: int = MAX_ITEMS, exclude_vectors=None, max_ratings: int = MAX_RATINGS,
+             seed: int = 0) -> dict:
     """Hit rates for each row of ``ROWS`` and each k, the number of test ratings counted, what the baselines
     were (or why they were skipped) and how the model compares with each. ``exclude_vectors`` (same users and
-    titles) score ``model_exclude_seen`` when the served ``exclude_seen`` signature has vectors of its own."""
+    titles) score ``model_exclude_seen`` when the served ``exclude_seen`` signature has vectors of its own.
+
+    Above ``max_ratings`` test ratings, a random sample of test users is evaluated (all their test ratings,
+    until ``max_ratings`` is reached); ``metrics["sample"]`` says how many, and ``metrics["ci95"]`` gives each
+    rate's 95 % confidence half-width (normal approximation of a binomial over the counted ratings)."""
     title_index = {t: i for i, t in enumerate(vectors.titles.tolist())}
     user_row = {u: i + 1 for i, u in enumerate(vectors.query_keys.tolist())}
     n = len(vectors.titles)
 
-    seen = np.zeros((len(vectors.query_keys) + 1, n), dtype=bool)
-    for u, t in zip(train_users.tolist(), train_titles.tolist()):
-        if t in title_index:
-            seen[user_row.get(u, 0), title_index[t]] = True
-    seen[0] = False  # unknown users have no history
-
     keep = np.array([t in title_index for t in test_titles.tolist()], dtype=bool)
     targets = np.array([title_index[t] for t in np.asarray(test_titles)[keep].tolist()], dtype=np.int64)
     rows = np.array([user_row.get(u, 0) for u in np.asarray(test_users)[keep].tolist()], dtype=np.int64)
+    sample = {"ratings": int(len(targets)), "of_ratings": int(len(targets)), "users": int(len(np.unique(rows))),
+              "of_users": int(len(np.unique(rows)))}
+    if len(targets) > max_ratings:
+        order = np.random.default_rng(seed).permutation(np.unique(rows))
+        counts = np.bincount(rows, minlength=len(vectors.query_keys) + 1)[order]
+        chosen = order[:int(np.searchsorted(np.cumsum(counts), max_ratings)) + 1]
+        picked = np.isin(rows, chosen)
+        targets, rows = targets[picked], rows[picked]
+        sample.update(ratings=int(len(targets)), users=int(len(chosen)))
+
+    # Each query row's training titles, as sorted index arrays (never a users x titles matrix).
+    pairs_rows = np.array([user_row.get(u, 0) for u in train_users.tolist()], dtype=np.int64)
+    pairs_titles = np.array([title_index.get(t, -1) for t in train_titles.tolist()], dtype=np.int64)
+    known = (pairs_rows > 0) & (pairs_titles >= 0)  # unknown users have no history
+    pairs_rows, pairs_titles = pairs_rows[known], pairs_titles[known]
+    by_row = np.argsort(pairs_rows, kind="stable")
+    pairs_rows, pairs_titles = pairs_rows[by_row], pairs_titles[by_row]
+    bounds = np.searchsorted(pairs_rows, np.arange(len(vectors.query_keys) + 2))
+
+    def seen_mask(r: np.ndarray) -> np.ndarray:
+        mask = np.zeros((len(r), n), dtype=bool)
+        for i, row in enumerate(r.tolist()):
+            mask[i, pairs_titles[bounds[row]:bounds[row + 1]]] = True
+        return mask
 
     pop_scores = pop.astype(np.float32)[None, :]
     scorers = {"model": lambda r: vectors.queries[r] @ vectors.candidates.T,
@@ -84,9 +109,10 @@ def evaluate(vectors, pop: np.ndarray, train_users: np.ndarray, train_titles: np
     if exclude_vectors is not None:
         excluding["model"] = lambda r: exclude_vectors.queries[r] @ exclude_vectors.candidates.T
     baselines: dict = {"popularity": {"scores": "training count"}}
-    skipped = ease.fits(len(seen), n, max_items)
+    skipped = ease.fits(len(vectors.query_keys) + 1, n, max_items)
     if skipped is None:
         tie_break = (_TIE_BREAK * pop_scores / max(float(pop.max()), 1.0)) if n else pop_scores
+        seen = seen_mask(np.arange(len(vectors.query_keys) + 1))
         history = seen.astype(np.float32)
         for name, weights in (("ease", ease.weights(seen, ease_lambda)), ("item_knn", item_knn_weights(seen))):
             scorers[name] = lambda r, w=weights: history[r] @ w + tie_break
@@ -100,7 +126,7 @@ def evaluate(vectors, pop: np.ndarray, train_users: np.ndarray, train_titles: np
     for start in range(0, len(targets), _CHUNK):
         sl = slice(start, start + _CHUNK)
         t, r = targets[sl], rows[sl]
-        mask = seen[r].copy()
+        mask = seen_mask(r)
         mask[np.arange(len(t)), t] = False
         for name, score in scorers.items():
             scores = score(r)
@@ -111,7 +137,11 @@ def evaluate(vectors, pop: np.ndarray, train_users: np.ndarray, train_titles: np
 
     metrics: dict = {name: {f"top_{k}": float(np.mean(ranks[name] < k)) if len(targets) else 0.0 for k in ks}
                      for name in ROWS if name in ranks}
+    counted = max(len(targets), 1)
+    metrics["ci95"] = {name: {key: round(1.96 * float(np.sqrt(p * (1 - p) / counted)), 6)
+                              for key, p in metrics[name].items()} for name in ROWS if name in ranks}
     metrics["test_ratings"] = int(len(targets))
+    metrics["sample"] = sample
     metrics["baselines"] = baselines
     metrics["comparison"] = compare(metrics)
     return metrics
@@ -153,6 +183,11 @@ def table(metrics: dict, ks=KS) -> str:
     for name in ROWS:
         if name in metrics:
             lines.append(f"{name:<26}" + "".join(f"{metrics[name][f'top_{k}']:>9.4f}" for k in ks))
-    lines.append(f"({metrics['test_ratings']} test ratings)")
+    sample = metrics.get("sample", {})
+    widest = max((w for row in metrics.get("ci95", {}).values() for w in row.values()), default=0.0)
+    of = (f", a random sample of {sample['users']:,} of {sample['of_users']:,} test users"
+          if sample and sample["ratings"] < sample["of_ratings"] else "")
+    lines.append(f"({metrics['test_ratings']} test ratings{of}; 95% confidence interval of each rate: "
+                 f"within ±{widest:.4f})")
     lines += verdict(metrics)
     return "\n".join(lines)

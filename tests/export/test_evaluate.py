@@ -157,3 +157,23 @@ def test_baselines_above_the_item_bound_are_skipped_with_the_reason():
     assert "3 titles > 2" in metrics["baselines"]["ease"]["skipped"]
     assert sorted(metrics["comparison"]) == ["popularity"]
     assert any(line.startswith("model vs ease: skipped: 3 titles > 2") for line in table(metrics).splitlines())
+
+
+def test_above_the_cap_a_sample_of_users_is_evaluated_whole_and_the_interval_reported():
+    rng = np.random.default_rng(0)
+    users = np.array([f"u{i}" for i in range(50)], dtype=object)
+    titles = np.array([f"t{i}" for i in range(30)], dtype=object)
+    vec = IndexVectors(users, rng.standard_normal((51, 4)).astype(np.float32), titles,
+                       rng.standard_normal((30, 4)).astype(np.float32))
+    test_users = np.repeat(users, 4)            # 200 test ratings, 4 per user
+    test_titles = titles[rng.integers(0, 30, 200)]
+    pop = popularity(titles, titles[:5])
+    full = evaluate(vec, pop, _arr(), _arr(), test_users, test_titles, ks=(10,), max_items=0)
+    part = evaluate(vec, pop, _arr(), _arr(), test_users, test_titles, ks=(10,), max_items=0, max_ratings=41)
+    assert full["sample"] == {"ratings": 200, "of_ratings": 200, "users": 50, "of_users": 50}
+    assert part["sample"]["users"] == 11 and part["sample"]["ratings"] == 44  # whole users, just past the cap
+    assert part["test_ratings"] == 44 and part["sample"]["of_users"] == 50
+    p = full["model"]["top_10"]
+    assert full["ci95"]["model"]["top_10"] == pytest.approx(1.96 * np.sqrt(p * (1 - p) / 200), abs=1e-6)
+    assert part["ci95"]["model"]["top_10"] > full["ci95"]["model"]["top_10"] > 0
+    assert "a random sample of 11 of 50 test users" in table(part, ks=(10,))
