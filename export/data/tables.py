@@ -208,8 +208,12 @@ def find_release(path: str) -> dict[str, bytes] | None:
         return None
 
     if os.path.isdir(path):
-        names = [os.path.relpath(os.path.join(root, f), path) for root, _, files in os.walk(path) for f in files]
-        names = [n for n in names if n.count(os.sep) <= 1]
+        names = []  # the top level and one folder down, nothing deeper
+        for entry in os.scandir(path):
+            if entry.is_file():
+                names.append(entry.name)
+            elif entry.is_dir():
+                names += [os.path.join(entry.name, f.name) for f in os.scandir(entry.path) if f.is_file()]
         found = pick(names)
         if found is None:
             return None
