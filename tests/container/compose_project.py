@@ -13,7 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from container_support import ROOT, compose_env, compose_v1
+from container_support import IMPLEMENTATIONS, ROOT, compose_env
 from engine import Engine
 from server_process import free_port
 
@@ -34,10 +34,15 @@ def checkout_copy(destination: Path) -> Path:
 
 
 class ComposeProject:
-    """``docker-compose -p NAME -f FILE ...`` in ``root`` against ``engine``, with the given variables."""
+    """``docker-compose -p NAME -f FILE ...`` in ``root`` against ``engine``, with the given variables.
 
-    def __init__(self, engine: Engine, root: Path, name: str, compose_file: str, **variables: str) -> None:
+    ``implementation``: "compose-v1.29" (Debian's docker-compose, the default) or "compose-v2" (the Go
+    ``docker compose`` that most users run; container_support.py)."""
+
+    def __init__(self, engine: Engine, root: Path, name: str, compose_file: str,
+                 implementation: str = "compose-v1.29", **variables: str) -> None:
         self.engine, self.root, self.name, self.file = engine, Path(root), name, compose_file
+        self.implementation = implementation
         self.grpc_port, self.rest_port = free_port(), free_port()
         self.variables = {"GRPC_PORT": str(self.grpc_port), "REST_PORT": str(self.rest_port), **variables}
 
@@ -49,10 +54,11 @@ class ComposeProject:
                 ) -> subprocess.CompletedProcess:
         env = compose_env(DOCKER_HOST=self.engine.host, COMPOSE_PROJECT_NAME=self.name,
                           **{**self.variables, **variables})
-        result = subprocess.run([*compose_v1(), "-f", self.file, *args], cwd=str(self.root), env=env,
+        result = subprocess.run([*IMPLEMENTATIONS[self.implementation](), "-f", self.file, *args],
+                                cwd=str(self.root), env=env,
                                 capture_output=True, text=True, timeout=timeout)
         if check and result.returncode != 0:
-            raise AssertionError(f"docker-compose -f {self.file} {' '.join(args)} failed ({result.returncode}):\n"
+            raise AssertionError(f"{self.implementation} -f {self.file} {' '.join(args)} failed ({result.returncode}):\n"
                                  f"{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
         return result
 

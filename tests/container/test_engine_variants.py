@@ -6,6 +6,7 @@
   ScaNN build's base); the tests try, and say so in pytest's output when it fails.
 - docker-compose.local.yml with a --data that does not exist: the export container exits non-zero with one
   line saying what is wrong, and serving is never started.
+- docker-compose.local.yml with Docker Compose v2 (the Go `docker compose`): up, healthy, answers, down.
 """
 
 from __future__ import annotations
@@ -92,6 +93,24 @@ def test_bad_data_fails_the_export_with_one_line_and_serving_never_starts(engine
             serving = project.inspect(container)["State"]
             assert not serving["Running"] and serving["StartedAt"].startswith("0001-01-01"), serving
         assert {model: versions(bundle / "models" / model) for model in before} == before  # nothing published
+    finally:
+        project.down()
+    assert project.containers() == [] and project.networks() == []
+
+
+def test_docker_compose_v2_runs_the_local_variant_too(engine, bundle):
+    """The Go `docker compose` users run (v2.40, BuildKit builds through the engine), not only 1.29."""
+    import client
+
+    project = ComposeProject(engine, bundle, project_name("v2"), "docker-compose.local.yml",
+                             implementation="compose-v2", EXPORT_DATA="synthetic", EXPORT_TUNE_BUDGET="0")
+    try:
+        project.compose("up", "-d", "--build", timeout=1800)
+        assert project.wait_exited("export", EXPORT_TIMEOUT_S)["ExitCode"] == 0, project.logs("export")[-4000:]
+        project.wait_healthy("serving", 240)
+        with client.connect(f"http://127.0.0.1:{project.rest_port}", timeout=30) as rest, \
+                client.connect(f"grpc://127.0.0.1:{project.grpc_port}", timeout=30) as grpc:
+            assert [h.title for h in rest.recommend("42", k=5)] == [h.title for h in grpc.recommend("42", k=5)]
     finally:
         project.down()
     assert project.containers() == [] and project.networks() == []
