@@ -114,8 +114,8 @@ def search(layer, params: EffectiveIndex, queries: tf.Tensor, k) -> tuple[tf.Ten
 
 def tune(layer, params: EffectiveIndex, candidates: np.ndarray, queries: np.ndarray, recall_threshold: float,
          sample: int = 200, timed: int = 30, seed: int = 0) -> tuple[EffectiveIndex, dict]:
-    """The fastest (leaves to search, re-ordering) whose recall@10 against exact search on ``sample`` held-out
-    queries reaches ``recall_threshold`` + ``RECALL_MARGIN``; both are search-time settings of the built
+    """The fastest (leaves to search, re-ordering) whose recall@10 against exact search on ``sample`` of
+    ``queries`` (chosen at random) reaches ``recall_threshold`` + ``RECALL_MARGIN``; both are search-time settings of the built
     index, so nothing is rebuilt. For each number of leaves (ascending) the smallest re-ordering that reaches
     the recall is kept, and those settings are timed at batch 1 (median of ``timed`` queries); the fastest
     wins, or among those within 10 % of it (noise, on a small index) the one with the best recall. If none

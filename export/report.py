@@ -77,7 +77,7 @@ def write(saved_model_dir: Path, model_name: str, metrics: dict, validation: dic
         frontier.axhline(index_tuning["target_recall"], color="#7f7f7f", linestyle=":", label="recall needed")
         frontier.set_xscale("log")
         frontier.set_xlabel("leaves searched")
-        frontier.set_ylabel("recall@10 vs exact (held-out queries)")
+        frontier.set_ylabel("recall@10 vs exact (sampled queries)")
         frontier.set_title(f"{model_name}: ScaNN search settings")
         frontier.legend(fontsize=7, loc="lower right")
         frontier.grid(True, alpha=0.3)
