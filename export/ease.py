@@ -19,6 +19,17 @@ LAMBDA = 500.0
 RANK = 64
 
 
+def history(user_keys: np.ndarray, titles: np.ndarray, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """Binary [len(user_keys) + 1, len(titles)] matrix of who rated what (row 0, the unknown user, empty)."""
+    row = {u: i + 1 for i, u in enumerate(user_keys.tolist())}
+    column = {t: i for i, t in enumerate(titles.tolist())}
+    out = np.zeros((len(user_keys) + 1, len(titles)), dtype=bool)
+    for u, t in zip(users.tolist(), items.tolist()):
+        if u in row and t in column:
+            out[row[u], column[t]] = True
+    return out
+
+
 def weights(history: np.ndarray, lam: float = LAMBDA) -> np.ndarray:
     """EASE's item-item weights B (titles x titles, zero diagonal) from a binary users x titles matrix."""
     x = history.astype(np.float64)

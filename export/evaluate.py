@@ -112,7 +112,7 @@ def evaluate(vectors, pop: np.ndarray, train_users: np.ndarray, train_titles: np
     skipped = ease.fits(len(vectors.query_keys) + 1, n, max_items)
     if skipped is None:
         tie_break = (_TIE_BREAK * pop_scores / max(float(pop.max()), 1.0)) if n else pop_scores
-        seen = seen_mask(np.arange(len(vectors.query_keys) + 1))
+        seen = ease.history(vectors.query_keys, vectors.titles, train_users, train_titles)
         history = seen.astype(np.float32)
         for name, weights in (("ease", ease.weights(seen, ease_lambda)), ("item_knn", item_knn_weights(seen))):
             scorers[name] = lambda r, w=weights: history[r] @ w + tie_break

@@ -43,17 +43,6 @@ class Fitted:
     validation: dict | None  # for the manifest's training.validation
 
 
-def history(user_keys: np.ndarray, titles: np.ndarray, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-    """Binary [len(user_keys) + 1, len(titles)] matrix of who rated what (row 0, the unknown user, empty)."""
-    row = {u: i + 1 for i, u in enumerate(user_keys.tolist())}
-    column = {t: i for i, t in enumerate(titles.tolist())}
-    out = np.zeros((len(user_keys) + 1, len(titles)), dtype=bool)
-    for u, t in zip(users.tolist(), items.tolist()):
-        if u in row and t in column:
-            out[row[u], column[t]] = True
-    return out
-
-
 def blend_for(trained: Trained, pop: np.ndarray, factors: tuple[np.ndarray, np.ndarray], tower: float,
               weight: float, sample: int = 256) -> Blend:
     """EASE's factors scaled so that ``weight`` 1 gives them the same score spread as the towers."""
@@ -68,7 +57,7 @@ def blend_for(trained: Trained, pop: np.ndarray, factors: tuple[np.ndarray, np.n
 
 
 def ease_factors(trained: Trained, users: np.ndarray, items: np.ndarray, config) -> tuple[np.ndarray, np.ndarray]:
-    seen = history(trained.user_ids, trained.movie_titles, users, items)
+    seen = ease.history(trained.user_ids, trained.movie_titles, users, items)
     user_factors, item_factors = ease.factors(seen[1:], config.ease_lambda, config.train.ease_rank)
     return np.concatenate([np.zeros((1, user_factors.shape[1]), np.float32), user_factors]), item_factors
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from container_support import IMPLEMENTATIONS, ROOT, compose_env
 from engine import Engine
 from server_process import free_port
+from server_process import versions as store_versions
 
 TOP_LEVEL_IGNORED = {".git", ".venv", "models", "data", "build", ".pytest_cache"}  # only at the root
 IGNORED_ANYWHERE = shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc")
@@ -117,7 +118,8 @@ class ComposeProject:
 
 
 def versions(base: Path) -> list:
-    return sorted(int(p.name) for p in base.iterdir() if p.name.isdigit()) if base.is_dir() else []
+    """A model's version numbers, [] before the export created its folder."""
+    return store_versions(base) if base.is_dir() else []
 
 
 def tree_digest(root: Path) -> dict:
