@@ -85,6 +85,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--ease-lambda", type=float, default=500.0, help="L2 weight of the EASE baseline (default 500)")
     p.add_argument("--baseline-max-items", type=int, default=10_000,
                    help="skip the EASE and item-kNN baselines above this many titles (default 10000: ~1.6 GB)")
+    p.add_argument("--user-tower", help="id | history | id+history: the user's id embedding, a bag of the user's "
+                                        "training items, or both (default: the preset's, id; tuning may choose)")
+    p.add_argument("--temperature", type=float,
+                   help="train on cosine similarity over this temperature (0: raw dot products, the default)")
+    p.add_argument("--log-q", action=argparse.BooleanOptionalAction,
+                   help="log-Q correction of the in-batch softmax (default: on for default, off for seed)")
+    p.add_argument("--weight-decay", type=float, help="AdamW's decoupled weight decay (default 0: none)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
 
@@ -96,7 +103,8 @@ def config_from_args(args: argparse.Namespace) -> ExportConfig:
         overrides["epochs"] = args.epochs
     if args.train_seed is not None:
         overrides["seed"] = args.train_seed
-    for flag in ("validation_fraction", "patience", "ease_rank", "tune_trials"):
+    for flag in ("validation_fraction", "patience", "ease_rank", "tune_trials", "user_tower", "temperature",
+                 "log_q", "weight_decay"):
         if getattr(args, flag) is not None:
             overrides[flag] = getattr(args, flag)
     if args.tune_budget is not None:

@@ -16,6 +16,7 @@ MODEL_NAMES = ("retrieval", "similar_movies")
 INDEX_KINDS = ("scann", "brute_force", "auto")
 SPLIT_KINDS = ("random", "time")
 LOSSES = ("in_batch_softmax", "full_softmax")
+USER_TOWERS = ("id", "history", "id+history")
 OPTIMIZERS = ("adagrad", "adam")
 USER_FEATURES = ("user_age", "user_gender", "user_occupation")
 MOVIE_FEATURES = ("movie_genres",)
@@ -50,6 +51,16 @@ class TrainConfig:
     seed: int = 42
     user_features: tuple[str, ...] = ()
     movie_features: tuple[str, ...] = ()
+    # The user tower: its id's embedding ("id"), the mean embedding of the user's training items ("history",
+    # a bag of items), or their sum ("id+history"); see export/model.py's Tower. Baked per user either way.
+    user_tower: str = "id"
+    # Cosine similarity over a temperature instead of raw dot products (0: raw); served as a dot product of the
+    # unit user vector over the temperature with the unit movie vector.
+    temperature: float = 0.0
+    # The in-batch softmax subtracts log(each candidate's share of the training ratings) from its logits.
+    log_q: bool = False
+    # Adam's decoupled weight decay (AdamW) instead of, or beside, the L2 penalty (0: none).
+    weight_decay: float = 0.0
     # Validation (0: none, the tutorial's way): this fraction of the training part is held out, training
     # stops early on it (``patience`` epochs without improvement; ``epochs`` is then the most it runs) and is
     # then refitted on the whole training part for the best epoch count.
@@ -67,6 +78,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _check(self.embedding_dimension > 0, f"embedding_dimension must be > 0 (got {self.embedding_dimension})")
         _check(self.loss in LOSSES, f"loss must be one of {LOSSES} (got {self.loss!r})")
+        _check(self.temperature >= 0, f"temperature must be >= 0 (got {self.temperature})")
+        _check(self.weight_decay >= 0, f"weight_decay must be >= 0 (got {self.weight_decay})")
+        _check(self.weight_decay == 0 or self.optimizer == "adam",
+               f"weight_decay needs the adam optimizer (AdamW); got {self.optimizer!r}")
+        _check(self.user_tower in USER_TOWERS, f"user_tower must be one of {USER_TOWERS} (got {self.user_tower!r})")
         _check(self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS} (got {self.optimizer!r})")
         _check(self.learning_rate > 0, f"learning_rate must be > 0 (got {self.learning_rate})")
         _check(self.l2 >= 0, f"l2 must be >= 0 (got {self.l2})")
@@ -128,6 +144,7 @@ DEFAULT = TrainConfig(
     patience=5,
     ease_rank=64,
     tune_budget_s=300.0,
+    log_q=True,  # used only where the loss is the in-batch softmax (large catalogues, export/tune.py)
 )
 
 PRESETS: dict[str, TrainConfig] = {"seed": SEED, "default": DEFAULT}

@@ -35,15 +35,26 @@ def one_hot_table(keys: np.ndarray, values: np.ndarray, vocabulary: np.ndarray) 
     return table
 
 
+def history_rows(user_rows: np.ndarray, item_rows: np.ndarray, users: int) -> tf.RaggedTensor:
+    """Each lookup row's training items (lookup rows of the other tower), as a ragged [users + 1, None]."""
+    order = np.argsort(user_rows, kind="stable")
+    lengths = np.bincount(user_rows, minlength=users + 1)
+    return tf.RaggedTensor.from_row_lengths(tf.constant(item_rows[order], tf.int32), tf.constant(lengths, tf.int64))
+
+
 class Tower(tf.keras.Model):
-    """String id -> embedding: ``StringLookup`` + ``Embedding``, plus optional baked side features.
+    """String id -> embedding: ``StringLookup`` + ``Embedding``, plus optional baked side features and history.
 
     ``side`` is a float matrix with one row per lookup index (row 0 = unknown id), projected to the
-    embedding dimension and added to the id embedding.
+    embedding dimension and added to the id embedding. ``history`` (user tower only: ``history_rows``) adds
+    the mean of an embedding of the user's training items, a bag of items as in SVD++ (Koren, KDD 2008) or
+    YouTube's candidate generator (Covington et al., RecSys 2016). The vectors are computed per user at
+    export and baked into the query table, so serving still takes only the id.
     """
 
     def __init__(self, vocabulary: np.ndarray, dimension: int, l2: float = 0.0,
-                 side: np.ndarray | None = None, name: str | None = None):
+                 side: np.ndarray | None = None, name: str | None = None,
+                 history: tf.RaggedTensor | None = None, history_items: int = 0, ids: bool = True):
         super().__init__(name=name)
         regularizer = tf.keras.regularizers.l2(l2) if l2 > 0 else None
         self.vocabulary = np.asarray(vocabulary, dtype=object)
@@ -55,11 +66,30 @@ class Tower(tf.keras.Model):
             self.side = tf.constant(side, dtype=tf.float32)
             self.side_projection = tf.keras.layers.Dense(dimension, use_bias=False,
                                                          kernel_regularizer=regularizer)
+        self.history, self.ids = history, ids
+        if history is not None:
+            self.history_embedding = tf.keras.layers.Embedding(history_items + 1, dimension,
+                                                               embeddings_regularizer=regularizer)
+            self.history_embedding.build((None,))  # its table is read directly below
 
-    def embed_indices(self, indices: tf.Tensor) -> tf.Tensor:
-        out = self.embedding(indices)
+    def embed_indices(self, indices: tf.Tensor, leave_out: tf.Tensor | None = None) -> tf.Tensor:
+        """Vectors of lookup rows ``indices``; ``leave_out`` (training: the target item of each row) is left out
+        of the bag of items, so that the model cannot learn to predict an item from itself."""
+        out = self.embedding(indices) if self.ids else 0.0
         if self.side is not None:
             out = out + self.side_projection(tf.gather(self.side, indices))
+        if self.history is not None:
+            items = tf.gather(self.history, indices)
+            count = tf.cast(items.row_lengths(), tf.float32)
+            # A sparse lookup-and-sum: 4x faster than summing a ragged lookup here (forward and gradient).
+            total = tf.nn.embedding_lookup_sparse(self.history_embedding.embeddings, items.to_sparse(), None,
+                                                  combiner="sum")
+            total = tf.pad(total, [[0, tf.shape(indices)[0] - tf.shape(total)[0]], [0, 0]])
+            if leave_out is not None:
+                # Only items really in the bag are left out: a target is always in its user's training items.
+                total = total - self.history_embedding(leave_out)
+                count = count - 1.0
+            out = out + total / tf.maximum(count, 1.0)[:, tf.newaxis]
         return out
 
     def call(self, ids: tf.Tensor) -> tf.Tensor:
@@ -74,11 +104,18 @@ class TwoTower(tfrs.Model):
     """User tower x movie tower, trained with the configured loss."""
 
     def __init__(self, config: TrainConfig, user_ids: np.ndarray, movie_titles: np.ndarray,
-                 user_side: np.ndarray | None = None, movie_side: np.ndarray | None = None):
+                 user_side: np.ndarray | None = None, movie_side: np.ndarray | None = None,
+                 history: tf.RaggedTensor | None = None, candidate_probability: np.ndarray | None = None):
         super().__init__()
         self.config = config
+        # log-Q correction of in-batch negatives (Yi et al., "Sampling-bias-corrected neural modeling for large
+        # corpus item recommendations", RecSys 2019): each movie's share of the training ratings, per lookup row.
+        self.candidate_probability = None
+        if config.log_q and candidate_probability is not None:
+            self.candidate_probability = tf.constant(candidate_probability, tf.float32)
         d = config.embedding_dimension
-        self.user_model = Tower(user_ids, d, config.l2, user_side, name="user_model")
+        self.user_model = Tower(user_ids, d, config.l2, user_side, name="user_model", history=history,
+                                history_items=len(movie_titles), ids=config.user_tower != "history")
         self.movie_model = Tower(movie_titles, d, config.l2, movie_side, name="movie_model")
         self.movie_bias = None
         if config.movie_bias:
@@ -94,15 +131,31 @@ class TwoTower(tfrs.Model):
             return tf.zeros(tf.shape(indices), dtype=tf.float32)
         return tf.squeeze(self.movie_bias(indices), axis=-1)
 
+    def query_vectors(self, user_rows: tf.Tensor, leave_out: tf.Tensor | None = None) -> tf.Tensor:
+        """What is served as the user's query: with a temperature, the unit vector over the temperature."""
+        vectors = self.user_model.embed_indices(user_rows, leave_out=leave_out)
+        if self.config.temperature > 0:
+            vectors = tf.math.l2_normalize(vectors, axis=-1) / self.config.temperature
+        return vectors
+
+    def candidate_vectors(self, movie_rows: tf.Tensor) -> tf.Tensor:
+        vectors = self.movie_model.embed_indices(movie_rows)
+        if self.config.temperature > 0:
+            vectors = tf.math.l2_normalize(vectors, axis=-1)
+        return vectors
+
     def compute_loss(self, features, training: bool = False) -> tf.Tensor:
-        queries = self.user_model(features["user_id"])
         movie_rows = self.movie_model.lookup(features["movie_title"])
+        queries = self.query_vectors(self.user_model.lookup(features["user_id"]), leave_out=movie_rows)
         if self.task is not None:
-            candidates = self.movie_model.embed_indices(movie_rows)
-            return self.task(queries, candidates, compute_metrics=False)
+            candidates = self.candidate_vectors(movie_rows)
+            probability = None
+            if self.candidate_probability is not None:
+                probability = tf.gather(self.candidate_probability, movie_rows)
+            return self.task(queries, candidates, candidate_sampling_probability=probability, compute_metrics=False)
         # Full softmax over every catalogue row (row 0, the unknown title, is never a label).
         all_rows = tf.range(len(self.movie_model.vocabulary) + 1)
-        logits = tf.matmul(queries, self.movie_model.embed_indices(all_rows), transpose_b=True)
+        logits = tf.matmul(queries, self.candidate_vectors(all_rows), transpose_b=True)
         logits = logits + self.bias_of(all_rows)[tf.newaxis, :]
         losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=movie_rows, logits=logits)
         return tf.reduce_mean(losses)
@@ -111,4 +164,6 @@ class TwoTower(tfrs.Model):
 def make_optimizer(config: TrainConfig) -> tf.keras.optimizers.Optimizer:
     if config.optimizer == "adagrad":
         return tf.keras.optimizers.Adagrad(learning_rate=config.learning_rate)
+    if config.weight_decay > 0:  # decoupled weight decay (Loshchilov & Hutter, ICLR 2019) instead of an L2 loss
+        return tf.keras.optimizers.AdamW(learning_rate=config.learning_rate, weight_decay=config.weight_decay)
     return tf.keras.optimizers.Adam(learning_rate=config.learning_rate)

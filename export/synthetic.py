@@ -68,12 +68,24 @@ class SyntheticSpec:
     ratings: int = 100_000
     seed: int = 0
     clusters: int = 8
+    # Realism knobs (defaults chosen so that the real MovieLens 100K's ordering of models holds; see the doc):
+    interests: int = 3            # most taste clusters one user has (each user has 1..interests)
+    noise: float = 0.1            # share of each user's movies picked by popularity alone, not taste
+    feature_signal: float = 0.2   # how strongly demographics steer a user's first taste cluster
 
     def __post_init__(self) -> None:
         for name in ("users", "movies", "ratings", "clusters"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise DataError(f"SyntheticSpec.{name} must be a positive int (got {value!r})")
+        if isinstance(self.interests, bool) or not isinstance(self.interests, (int, np.integer)) or self.interests < 1:
+            raise DataError(f"SyntheticSpec.interests must be a positive int (got {self.interests!r})")
+        for name in ("noise", "feature_signal"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= (
+                    1 if name == "noise" else 10):
+                raise DataError(f"SyntheticSpec.{name} must be a number in [0, {1 if name == 'noise' else 10}] "
+                                f"(got {value!r})")
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
             raise DataError(f"SyntheticSpec.seed must be a non-negative int (got {self.seed!r})")
         if self.ratings > self.users * self.movies:
@@ -106,9 +118,9 @@ def generate(spec: SyntheticSpec = SyntheticSpec()) -> MovieLensData:
 
     users = _users(rng, spec, centers)
     movies = _movies(rng, spec, centers)
-    user_index, movie_index = _choices(rng, spec, users["vector"], movies["vector"], movies["log_popularity"])
+    user_index, movie_index = _choices(rng, spec, users, movies)
 
-    affinity = np.einsum("ij,ij->i", users["vector"][user_index], movies["vector"][movie_index])
+    affinity = _taste(users["vector"][user_index], users["weight"][user_index], movies["vector"][movie_index])
     affinity = (affinity - affinity.mean()) / (affinity.std() + 1e-9)
     score = (3.6 + 0.75 * affinity + movies["quality"][movie_index] + users["bias"][user_index]
              + rng.normal(0.0, 0.75, size=len(user_index)))
@@ -137,6 +149,19 @@ def generate(spec: SyntheticSpec = SyntheticSpec()) -> MovieLensData:
     return MovieLensData(ratings=ratings, movies=catalogue, source=source)
 
 
+def _taste(vectors: np.ndarray, weights: np.ndarray, movie_vectors: np.ndarray) -> np.ndarray:
+    """Pairwise taste of users for movies (row i with row i): log sum_k w_k exp(beta * u_k . m) / beta."""
+    affinity = np.einsum("ikd,id->ik", vectors, movie_vectors)
+    return _log_mix(affinity[:, None, :], weights[:, None, :])[:, 0] / _AFFINITY_WEIGHT
+
+
+def _log_mix(affinity: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """log sum_k w_k exp(beta * affinity_k) over the last axis (weights 0 drop an interest), stably."""
+    logits = _AFFINITY_WEIGHT * affinity + np.log(np.maximum(weights, 1e-300))
+    top = logits.max(axis=-1, keepdims=True)
+    return (top + np.log(np.exp(logits - top).sum(axis=-1, keepdims=True)))[..., 0]
+
+
 def _unit_rows(matrix: np.ndarray) -> np.ndarray:
     return matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
 
@@ -154,13 +179,20 @@ def _users(rng: np.random.Generator, spec: SyntheticSpec, centers: np.ndarray) -
     occupation = rng.choice(len(OCCUPATIONS), size=n, p=weights / weights.sum())
     zip_code = np.array([f"{z:05d}" for z in rng.integers(1000, 99_999, size=n)], dtype=object)
 
-    # The taste cluster leans on the demographics, so user features carry some of the signal too.
+    # The first taste cluster leans (weakly) on the demographics, so user features carry a little signal;
+    # further interests are drawn at random, each with its own weight (Dirichlet) and its own vector.
     age_bucket = np.searchsorted(np.unique(age), age)
-    logits = (rng.normal(0.0, 1.0, size=(7, spec.clusters))[age_bucket]
-              + rng.normal(0.0, 1.0, size=(len(OCCUPATIONS), spec.clusters))[occupation]
-              + rng.normal(0.0, 0.5, size=(2, spec.clusters))[male.astype(int)])
+    signal = spec.feature_signal
+    logits = (rng.normal(0.0, signal, size=(7, spec.clusters))[age_bucket]
+              + rng.normal(0.0, signal, size=(len(OCCUPATIONS), spec.clusters))[occupation]
+              + rng.normal(0.0, 0.5 * signal, size=(2, spec.clusters))[male.astype(int)])
     cluster = _sample_rows(rng, logits)
-    vector = centers[cluster] + rng.normal(0.0, 0.35 / np.sqrt(_LATENT_DIM), size=(n, _LATENT_DIM))
+    k = min(spec.interests, spec.clusters)
+    clusters = np.concatenate([cluster[:, None], rng.integers(spec.clusters, size=(n, k - 1))], axis=1)
+    count = rng.integers(1, k + 1, size=n)
+    weight = rng.dirichlet(np.ones(k), size=n) * (np.arange(k)[None, :] < count[:, None])
+    weight /= weight.sum(axis=1, keepdims=True)
+    vector = centers[clusters] + rng.normal(0.0, 0.35 / np.sqrt(_LATENT_DIM), size=(n, k, _LATENT_DIM))
 
     active_from = rng.uniform(FIRST_TIMESTAMP, LAST_TIMESTAMP, size=n)
     active_span = np.minimum(rng.exponential(30 * 86_400, size=n) + 3_600, LAST_TIMESTAMP - active_from)
@@ -171,7 +203,8 @@ def _users(rng: np.random.Generator, spec: SyntheticSpec, centers: np.ndarray) -
         "occupation": np.asarray(OCCUPATIONS, dtype=object)[occupation],
         "zip_code": zip_code,
         "cluster": cluster,
-        "vector": vector,
+        "vector": vector,  # [n, interests, D]
+        "weight": weight,  # [n, interests]: each interest's share (0: the user has fewer)
         "bias": rng.normal(0.0, 0.35, size=n),
         "active_from": active_from,
         "active_span": active_span,
@@ -265,21 +298,33 @@ def _ratings_per_user(rng: np.random.Generator, spec: SyntheticSpec) -> np.ndarr
     return counts
 
 
-def _choices(rng: np.random.Generator, spec: SyntheticSpec, user_vectors: np.ndarray,
-             movie_vectors: np.ndarray, log_popularity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(user, movie) index pairs: each user's movies drawn without replacement, P ~ pop * exp(beta * aff).
+def _choices(rng: np.random.Generator, spec: SyntheticSpec, users: dict[str, Any],
+             movies: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """(user, movie) index pairs, each user's movies drawn without replacement.
 
-    Gumbel-top-k: perturb every user's logits with Gumbel noise and keep the k largest.
+    A share ``spec.noise`` of each user's movies (binomial) is picked by popularity alone; the rest by
+    P ~ pop * sum_k w_k exp(beta * u_k . m) over the user's interests. Gumbel-top-k: perturb every user's
+    logits with Gumbel noise and keep the k largest (taste first, then popularity among the movies left).
     """
     counts = _ratings_per_user(rng, spec)
-    chunk = max(1, _CELL_BUDGET // spec.movies)
+    noisy = rng.binomial(counts, spec.noise)
+    vectors, weights = users["vector"], users["weight"]
+    movie_vectors, log_popularity = movies["vector"], movies["log_popularity"]
+    chunk = max(1, _CELL_BUDGET // (spec.movies * vectors.shape[1]))
+    columns = np.arange(spec.movies)[None, :]
     user_parts, movie_parts = [], []
     for start in range(0, spec.users, chunk):
         stop = min(start + chunk, spec.users)
-        logits = log_popularity + _AFFINITY_WEIGHT * (user_vectors[start:stop] @ movie_vectors.T)
+        affinity = np.einsum("ukd,md->umk", vectors[start:stop], movie_vectors)
+        logits = log_popularity + _log_mix(affinity, weights[start:stop, None, :])
         logits += rng.gumbel(size=logits.shape)
         ranked = np.argsort(-logits, axis=1)
-        keep = np.arange(spec.movies) < counts[start:stop, None]
-        movie_parts.append(ranked[keep])
-        user_parts.append(np.repeat(np.arange(start, stop), counts[start:stop]))
+        by_taste = counts[start:stop, None] - noisy[start:stop, None]
+        taken = np.zeros(logits.shape, dtype=bool)
+        np.put_along_axis(taken, ranked, columns < by_taste, axis=1)
+        by_popularity = np.where(taken, -np.inf, log_popularity + rng.gumbel(size=logits.shape))
+        extra = np.argsort(-by_popularity, axis=1)
+        movie_parts.append(np.concatenate([ranked[columns < by_taste], extra[columns < noisy[start:stop, None]]]))
+        user_parts.append(np.concatenate([np.repeat(np.arange(start, stop), by_taste[:, 0]),
+                                          np.repeat(np.arange(start, stop), noisy[start:stop])]))
     return np.concatenate(user_parts), np.concatenate(movie_parts)

@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from export.config import TrainConfig
-from export.model import TwoTower, one_hot_table, make_optimizer
+from export.model import TwoTower, history_rows, make_optimizer, one_hot_table
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,19 @@ def train_dataset(config: TrainConfig, data, train_idx: np.ndarray) -> tf.data.D
 def build_model(config: TrainConfig, data, train_idx: np.ndarray | None = None) -> TwoTower:
     users, titles = vocabularies(data, train_idx)
     user_side, movie_side = side_features(config, data, users, titles)
-    model = TwoTower(config, users, titles, user_side, movie_side)
+    history = None
+    if config.user_tower != "id":
+        idx = np.arange(len(data.ratings.user_id)) if train_idx is None else train_idx
+        user_rows = np.searchsorted(users.astype(str), np.asarray(data.ratings.user_id)[idx].astype(str)) + 1
+        item_rows = np.searchsorted(titles.astype(str), np.asarray(data.ratings.movie_title)[idx].astype(str)) + 1
+        history = history_rows(user_rows, item_rows, len(users))
+    probability = None
+    if config.log_q:
+        idx = np.arange(len(data.ratings.user_id)) if train_idx is None else train_idx
+        item_rows = np.searchsorted(titles.astype(str), np.asarray(data.ratings.movie_title)[idx].astype(str)) + 1
+        counts = np.bincount(item_rows, minlength=len(titles) + 1).astype(np.float64)
+        probability = np.maximum(counts, 1.0) / max(counts.sum(), 1.0)  # unrated movies: as if rated once
+    model = TwoTower(config, users, titles, user_side, movie_side, history, probability)
     model.compile(optimizer=make_optimizer(config))
     return model
 
@@ -146,9 +158,9 @@ def train(config: TrainConfig, data, train_idx: np.ndarray, verbose: int | None 
 def embeddings(model: TwoTower, config: TrainConfig, history: dict | None = None, seconds: float = 0.0) -> Trained:
     users = model.user_model.vocabulary
     titles = model.movie_model.vocabulary
-    user_vectors = model.user_model.embed_indices(tf.range(len(users) + 1)).numpy().astype(np.float32)
+    user_vectors = model.query_vectors(tf.range(len(users) + 1)).numpy().astype(np.float32)
     movie_rows = tf.range(len(titles) + 1)
-    movie_vectors = model.movie_model.embed_indices(movie_rows).numpy().astype(np.float32)
+    movie_vectors = model.candidate_vectors(movie_rows).numpy().astype(np.float32)
     movie_bias = model.bias_of(movie_rows).numpy().astype(np.float32)
     return Trained(config=config, user_ids=users, movie_titles=titles, user_vectors=user_vectors,
                    movie_vectors=movie_vectors, movie_bias=movie_bias,

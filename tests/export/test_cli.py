@@ -151,8 +151,9 @@ def test_default_preset_records_its_validation_in_the_manifest(tmp_path, export_
     tuning = validation["tuning"]
     assert [t["number"] for t in tuning["trials"]] == [0, 1, 2]
     assert tuning["trials"][0]["params"] == {"embedding_dimension": 64, "l2": 1e-4, "learning_rate": 3e-3,
-                                             "loss": "full_softmax"}  # the preset's own settings first
-    best = max(tuning["trials"], key=lambda t: t["top_10_exclude_seen"])
+                                             "loss": "full_softmax", "user_tower": "id"}  # the preset's first
+    assert tuning["criterion"] == "mean_top_10_top_100_exclude_seen"
+    best = max(tuning["trials"], key=lambda t: (t[tuning["criterion"]], -t["number"]))
     assert tuning["best"]["number"] == best["number"]
     parameters = training["parameters"]  # the refit used the best trial's settings
     assert {k: parameters[k] for k in best["params"]} == best["params"]

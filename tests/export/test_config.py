@@ -94,6 +94,9 @@ def test_default_preset_is_full_softmax_with_bias_d64_and_l2():
     (dict(loss="hinge"), "loss must be one of"),
     (dict(epochs=0), "--epochs must be >= 1"),
     (dict(user_features=("shoe_size",)), "unknown user features"),
+    (dict(user_tower="graph"), "user_tower must be one of"),
+    (dict(temperature=-0.1), "temperature must be >= 0"),
+    (dict(weight_decay=0.01), "weight_decay needs the adam optimizer"),  # SEED uses Adagrad
 ])
 def test_invalid_train_settings_are_rejected_on_construction(change, message):
     with pytest.raises(ConfigError, match=message):

@@ -61,3 +61,70 @@ def test_users_without_training_ratings_are_unknown_users():
     assert set(users.tolist()) == train_users
     users_all, _ = vocabularies(data)
     assert set(users_all.tolist()) >= train_users
+
+
+def test_a_bag_of_items_user_tower_averages_the_training_items_and_leaves_the_target_out():
+    import tensorflow as tf
+
+    from export.train import build_model
+
+    data = _data()
+    train_idx, _ = split(data.ratings)
+    config = dataclasses.replace(DEFAULT, epochs=1, user_tower="id+history")
+    model = build_model(config, data, train_idx)
+    tower = model.user_model
+    users = np.asarray(data.ratings.user_id)[train_idx].astype(str)
+    titles = np.asarray(data.ratings.movie_title)[train_idx].astype(str)
+    row = 1 + list(tower.vocabulary).index(users[0])
+    mine = sorted(1 + list(model.movie_model.vocabulary).index(t) for t in titles[users == users[0]])
+    assert sorted(tower.history[row].numpy().tolist()) == mine  # exactly the user's training titles
+    assert tower.history[0].shape[0] == 0  # the unknown user has none
+    bag = tower.history_embedding(tf.constant(mine)).numpy()
+    own = tower.embedding(tf.constant([row])).numpy()[0]
+    served = tower.embed_indices(tf.constant([row, 0])).numpy()
+    np.testing.assert_allclose(served[0], own + bag.mean(axis=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(served[1], tower.embedding(tf.constant([0])).numpy()[0], rtol=1e-6)
+    target = mine[0]
+    trained_on = tower.embed_indices(tf.constant([row]), leave_out=tf.constant([target])).numpy()[0]
+    np.testing.assert_allclose(trained_on, own + bag[1:].mean(axis=0), rtol=1e-5, atol=1e-6)
+    # "history" alone: no id embedding, and the trained vectors are what is served.
+    only = build_model(dataclasses.replace(config, user_tower="history"), data, train_idx).user_model
+    np.testing.assert_allclose(only.embed_indices(tf.constant([row])).numpy()[0],
+                               only.history_embedding(tf.constant(mine)).numpy().mean(axis=0), rtol=1e-5, atol=1e-6)
+    trained = train(config, data, train_idx, verbose=0)
+    assert trained.user_vectors.shape == (len(trained.user_ids) + 1, config.embedding_dimension)
+
+
+def test_a_temperature_serves_unit_movie_vectors_and_user_vectors_of_norm_one_over_it():
+    data = _data()
+    train_idx, _ = split(data.ratings)
+    trained = train(dataclasses.replace(DEFAULT, epochs=1, temperature=0.2), data, train_idx, verbose=0)
+    np.testing.assert_allclose(np.linalg.norm(trained.movie_vectors[1:], axis=1), 1.0, rtol=1e-4)
+    np.testing.assert_allclose(np.linalg.norm(trained.user_vectors[1:], axis=1), 5.0, rtol=1e-4)
+
+
+def test_log_q_correction_uses_each_movies_share_of_the_training_ratings():
+    from export.train import build_model
+
+    data = _data()
+    train_idx, _ = split(data.ratings)
+    config = dataclasses.replace(DEFAULT, loss="in_batch_softmax", log_q=True, epochs=1)
+    model = build_model(config, data, train_idx)
+    probability = model.candidate_probability.numpy()
+    titles = np.asarray(data.ratings.movie_title)[train_idx].astype(str)
+    vocabulary = list(model.movie_model.vocabulary)
+    title = titles[0]
+    assert probability[1 + vocabulary.index(title)] == np.float32((titles == title).sum() / len(titles))
+    assert build_model(dataclasses.replace(config, log_q=False), data, train_idx).candidate_probability is None
+    corrected = train(config, data, train_idx, verbose=0)
+    plain = train(dataclasses.replace(config, log_q=False), data, train_idx, verbose=0)
+    assert corrected.history["loss"] != plain.history["loss"]  # the correction changes the logits
+
+
+def test_weight_decay_uses_adamw():
+    import tensorflow as tf
+
+    from export.model import make_optimizer
+
+    assert isinstance(make_optimizer(dataclasses.replace(DEFAULT, weight_decay=0.01)), tf.keras.optimizers.AdamW)
+    assert not isinstance(make_optimizer(DEFAULT), tf.keras.optimizers.AdamW)

@@ -108,7 +108,10 @@ def test_fit_chooses_on_validation_and_refits_on_the_whole_training_part(data):
     assert len(fitted.trained.history["loss"]) == summary["best_epoch"]  # the refit ran the best epoch count
     trials = summary["blends"]["trials"]
     assert [(t["tower"], t["ease"]) for t in trials] == list(selection.BLENDS)
-    best = max(trials, key=lambda t: t[selection.METRIC])
+    for t in trials:  # chosen on the mean of both seen-excluded columns
+        assert t[selection.BLEND_CRITERION] == pytest.approx(
+            (t["exclude_seen_top_10"] + t["exclude_seen_top_100"]) / 2, abs=2e-6)
+    best = max(trials, key=lambda t: t[selection.BLEND_CRITERION])
     assert summary["blends"]["chosen"] == {"tower": best["tower"], "ease": best["ease"]}
     assert (fitted.blend is None) == (best["ease"] == 0)
     # The refit saw every training user (the fitting part alone may miss some).
@@ -140,3 +143,19 @@ def test_exclude_seen_can_score_with_vectors_of_its_own():
     with pytest.raises(ValueError, match="same users and titles"):
         servable.Retrieval(plain, layer, params, exclude=(IndexVectors(keys[:1], other.queries[:2], titles,
                                                                        candidates), other_layer, other_params))
+
+
+def test_a_catalogue_too_large_for_a_full_softmax_trains_in_batch_with_log_q(monkeypatch, data):
+    from export import tune
+
+    lines = []
+    assert tune.affordable(DEFAULT, tune.FULL_SOFTMAX_UP_TO, lines.append) is DEFAULT and not lines
+    chosen = tune.affordable(DEFAULT, tune.FULL_SOFTMAX_UP_TO + 1, lines.append)
+    assert (chosen.loss, chosen.log_q) == ("in_batch_softmax", True)
+    assert lines and "log-Q" in lines[0]
+    # fit() applies it before training; the refit's settings (what the manifest records) say so.
+    monkeypatch.setattr(tune, "FULL_SOFTMAX_UP_TO", 10)
+    train_idx, _ = split(data.ratings, kind="random")
+    config = ExportConfig(data="synthetic", train=dataclasses.replace(DEFAULT, epochs=1, ease_rank=0, tune_budget_s=0))
+    fitted = selection.fit(config, data, train_idx, report=lambda line: None)
+    assert (fitted.trained.config.loss, fitted.trained.config.log_q) == ("in_batch_softmax", True)

@@ -58,6 +58,9 @@ def test_default_spec_has_movielens_100k_sizes_and_tiny_preset_is_small():
     ({"users": 10, "movies": 10, "ratings": 101}, r"ratings must be <= users \* movies = 100"),
     ({"users": 10, "movies": 10, "ratings": 9}, "ratings must be >= users = 10"),
     ({"movies": 5, "ratings": 900, "users": 900, "clusters": 6}, "clusters must be <= movies"),
+    ({"interests": 0}, "interests must be a positive int"),
+    ({"noise": 1.5}, r"noise must be a number in \[0, 1\]"),
+    ({"feature_signal": -1.0}, r"feature_signal must be a number in \[0, 10\]"),
 ])
 def test_invalid_specs_are_refused_on_construction(kwargs, message):
     with pytest.raises(DataError, match=message):
@@ -95,7 +98,8 @@ def test_sizes_ids_and_source(which, request):
     assert data.source == {"kind": "synthetic", "path": None, "seed": spec.seed,
                            "sizes": {"ratings": spec.ratings, "movies": spec.movies, "users": spec.users},
                            "spec": {"users": spec.users, "movies": spec.movies, "ratings": spec.ratings,
-                                    "seed": spec.seed, "clusters": spec.clusters}}
+                                    "seed": spec.seed, "clusters": spec.clusters, "interests": spec.interests,
+                                    "noise": spec.noise, "feature_signal": spec.feature_signal}}
 
 
 @pytest.mark.parametrize("which", ["full", "tiny"])
@@ -183,7 +187,8 @@ def test_taste_clusters_make_co_watching_beat_popularity(full):
     popular = recall_at_10(np.broadcast_to(popularity, seen.shape))
 
     assert popular > 0.05  # the popularity baseline is itself far above chance (~10/1600)
-    assert personal > 1.5 * popular
+    # On the real MovieLens 100K, item-kNN's seen-excluded top-10 is 1.5x popularity's (0.136 vs 0.090).
+    assert personal > 1.3 * popular
 
 
 def test_users_concentrate_on_genres_and_rate_them_higher(full):
@@ -200,3 +205,62 @@ def test_users_concentrate_on_genres_and_rate_them_higher(full):
 
     assert user_share > 2 * global_share
     assert rating_gap > 0.4
+
+
+# ---------------------------------------------------------------- realism knobs: each does what it says
+
+def _co_watching_gain(data: MovieLensData) -> float:
+    """Held-out recall@10 of item-to-item co-watching over that of popularity (seen movies excluded)."""
+    user, movie, n_users = _index(data)
+    held_out = np.random.default_rng(1).random(len(user)) < 0.2
+    seen = np.zeros((n_users, len(data.movies)), dtype=np.float32)
+    seen[user[~held_out], movie[~held_out]] = 1
+    truth = np.zeros_like(seen)
+    truth[user[held_out], movie[held_out]] = 1
+    popularity = seen.sum(axis=0)
+    similarity = (seen.T @ seen) / (np.sqrt(np.outer(popularity, popularity)) + 1e-9)
+    np.fill_diagonal(similarity, 0)
+
+    def recall_at_10(scores: np.ndarray) -> float:
+        top = np.argsort(-np.where(seen > 0, -np.inf, scores), axis=1)[:, :10]
+        return float(truth[np.arange(n_users)[:, None], top].sum() / truth.sum())
+
+    return recall_at_10(seen @ similarity) / recall_at_10(np.broadcast_to(popularity, seen.shape))
+
+
+SMALL = dict(users=300, movies=400, ratings=24_000, seed=3)
+
+
+def test_noise_is_choice_by_popularity_alone():
+    """All noise: co-watching knows nothing popularity does not; no noise: it knows much more."""
+    assert _co_watching_gain(generate(SyntheticSpec(**SMALL, noise=1.0))) < 1.15
+    assert _co_watching_gain(generate(SyntheticSpec(**SMALL, noise=0.0))) > 1.3
+
+
+def test_several_interests_spread_a_user_over_more_genres():
+    def favourite_genre_share(data: MovieLensData) -> float:
+        user, movie, n_users = _index(data)
+        genres = data.movies.genre_multi_hot().astype(np.float64)
+        profile = np.zeros((n_users, genres.shape[1]))
+        np.add.at(profile, user, genres[movie])
+        return float((profile.max(axis=1) / profile.sum(axis=1)).mean())
+
+    spec = dict(SMALL, noise=0.0)
+    assert favourite_genre_share(generate(SyntheticSpec(**spec, interests=1))) > \
+        1.05 * favourite_genre_share(generate(SyntheticSpec(**spec, interests=3)))
+
+
+def test_feature_signal_sets_how_much_demographics_tell_about_taste():
+    """Occupations' genre profiles differ more from the average profile when the features carry signal."""
+    def spread_between_occupations(data: MovieLensData) -> float:
+        user, movie, _ = _index(data)
+        genres = data.movies.genre_multi_hot().astype(np.float64)[movie]
+        occupation = np.asarray(data.ratings.user_occupation)
+        overall = genres.mean(axis=0)
+        gaps = [np.abs(genres[occupation == o].mean(axis=0) - overall).sum()
+                for o in np.unique(occupation) if (occupation == o).sum() > 500]
+        return float(np.mean(gaps))
+
+    spec = dict(SMALL, users=600, ratings=48_000, noise=0.0, interests=1)
+    assert spread_between_occupations(generate(SyntheticSpec(**spec, feature_signal=3.0))) > \
+        1.5 * spread_between_occupations(generate(SyntheticSpec(**spec, feature_signal=0.0)))
