@@ -34,7 +34,7 @@ def parser() -> argparse.ArgumentParser:
                 description="Train a two-tower retrieval model on MovieLens, evaluate it, and publish validated "
                             "TF Serving versions of `retrieval` and `similar_movies` into a model store.")
     p.add_argument("--data", default="tfds",
-                   help="tfds | synthetic | a GroupLens folder or zip (ml-100k, ml-1m, ml-10m, ml-20m, ml-25m, "
+                   help="tfds (MovieLens 100K) | tfds:1m, tfds:20m, tfds:25m, tfds:latest-small | synthetic | a GroupLens folder or zip (ml-100k, ml-1m, ml-10m, ml-20m, ml-25m, "
                         "ml-latest) | your own interactions, FILE.csv/.tsv/.parquet (default tfds)")
     p.add_argument("--user-column", default="user_id", help="your file's user column (default user_id)")
     p.add_argument("--item-column", default="item_id", help="your file's item column (default item_id)")
@@ -127,7 +127,14 @@ def config_from_args(args: argparse.Namespace) -> ExportConfig:
                         num_reordering_candidates=(defaults.num_reordering_candidates if args.scann_reorder is None
                                                    else args.scann_reorder or None),
                         autotune=autotune)
-    if args.data not in ("tfds", "synthetic") and not Path(args.data).exists():
+    if args.data.startswith("tfds:"):
+        from export.data.tfds import names
+
+        try:
+            names(args.data.partition(":")[2])  # an unknown size: one line before anything runs
+        except ValueError as exc:  # DataError
+            raise ConfigError(str(exc)) from None
+    elif args.data not in ("tfds", "synthetic") and not Path(args.data).exists():
         raise ConfigError(f"--data {args.data}: no such file or folder (use tfds, synthetic, a GroupLens folder/zip "
                           f"or your own CSV/Parquet file)")
     if args.items is not None and not Path(args.items).is_file():

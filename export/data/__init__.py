@@ -2,6 +2,7 @@
 
     data = load("synthetic")                          # made up from a seed (export.synthetic)
     data = load("tfds")                               # tensorflow-datasets movielens/100k-{ratings,movies}
+    data = load("tfds:1m")                            # ... or any size tfds has (export/data/tfds.py)
     data = load("/path/to/ml-100k") or load("/path/to/ml-100k.zip")   # GroupLens files
     train_idx, test_idx = split(data.ratings, kind="random")          # the seed tutorial's split
 
@@ -44,7 +45,7 @@ def __getattr__(name: str):
 def load(source: str | os.PathLike = "tfds", *, synthetic: SyntheticSpec | None = None,
          data_dir: str | os.PathLike | None = None, download: bool = True, download_timeout: float = 10.0,
          columns=None) -> MovieLensData:
-    """Load MovieLens from ``source``: "synthetic", "tfds", a GroupLens folder or zip (ml-100k, or the later
+    """Load MovieLens from ``source``: "synthetic", "tfds" (or "tfds:SIZE"), a GroupLens folder or zip (ml-100k, or the later
     releases: export/data/tables.py), or your own interactions file (CSV/TSV/Parquet; ``columns``, a
     ``tables.Columns``, says where its columns are).
 
@@ -56,16 +57,17 @@ def load(source: str | os.PathLike = "tfds", *, synthetic: SyntheticSpec | None 
     source_text = os.fspath(source)
     if synthetic is not None and source_text != "synthetic":
         raise DataError(f"a SyntheticSpec was given but source is {source_text!r}; use load('synthetic', ...)")
-    if data_dir is not None and source_text != "tfds":
+    if data_dir is not None and not (source_text == "tfds" or source_text.startswith("tfds:")):
         raise DataError(f"data_dir applies to source 'tfds' only (source is {source_text!r})")
     if source_text == "synthetic":
         from export.synthetic import SyntheticSpec, generate
 
         return generate(synthetic if synthetic is not None else SyntheticSpec())
-    if source_text == "tfds":
+    if source_text == "tfds" or source_text.startswith("tfds:"):
         from export.data.tfds import load_tfds
 
-        return load_tfds(data_dir=data_dir, download=download, timeout=download_timeout)
+        size = source_text.partition(":")[2] or "100k"
+        return load_tfds(data_dir=data_dir, download=download, timeout=download_timeout, size=size)
     from export.data import tables
 
     if tables.is_own_file(source_text):

@@ -21,6 +21,15 @@ GENRES = (
     "Western",
 )
 AGE_BUCKETS = (1, 18, 25, 35, 45, 50, 56)
+# Later releases' spellings of GENRES; genres outside GENRES (IMAX) are dropped.
+GENRE_ALIASES = {"Children's": "Children", "(no genres listed)": "Unknown"}
+
+
+def genre_positions(labels) -> tuple[int, ...]:
+    """GENRES positions of genre names (any release's spelling), sorted and unique."""
+    position = {genre: i for i, genre in enumerate(GENRES)}
+    found = (position.get(GENRE_ALIASES.get(label, label)) for label in labels)
+    return tuple(sorted({p for p in found if p is not None}))
 OCCUPATIONS = (
     "administrator", "artist", "doctor", "educator", "engineer", "entertainment", "executive",
     "healthcare", "homemaker", "lawyer", "librarian", "marketing", "none", "other", "programmer",

@@ -32,13 +32,11 @@ from pathlib import Path
 
 import numpy as np
 
-from export.data.records import GENRES, DataError, MovieLensData, Movies, Ratings, describe
+from export.data.records import DataError, MovieLensData, Movies, Ratings, describe, genre_positions
 
 logger = logging.getLogger(__name__)
 
 OWN_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq")
-_GENRE_ALIASES = {"Children's": "Children", "(no genres listed)": "Unknown"}
-_GENRE_IDS = {name: i for i, name in enumerate(GENRES)}
 ML1M_OCCUPATIONS = ("other", "academic/educator", "artist", "clerical/admin", "college/grad student",
                     "customer service", "doctor/health care", "executive/managerial", "farmer", "homemaker",
                     "K-12 student", "lawyer", "programmer", "retired", "sales/marketing", "scientist",
@@ -254,12 +252,7 @@ def _dat(content: bytes, name: str, columns: list[str]):
 
 
 def _genres(text: str) -> tuple[int, ...]:
-    out = []
-    for genre in text.split("|"):
-        genre = _GENRE_ALIASES.get(genre, genre)
-        if genre in _GENRE_IDS:
-            out.append(_GENRE_IDS[genre])
-    return tuple(sorted(set(out)))
+    return genre_positions(text.split("|"))
 
 
 def load_release(path: str, files: dict[str, bytes]) -> MovieLensData:

@@ -157,3 +157,12 @@ def test_default_preset_records_its_validation_in_the_manifest(tmp_path, export_
     assert tuning["best"]["number"] == best["number"]
     parameters = training["parameters"]  # the refit used the best trial's settings
     assert {k: parameters[k] for k in best["params"]} == best["params"]
+
+
+def test_an_unknown_tfds_size_is_one_line_before_anything_runs(tmp_path, export_cli):
+    proc = export_cli(["--data", "tfds:2m", "--model-base-path", tmp_path / "models"])
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "export: error: --data tfds:2m: unknown MovieLens size; tfds has 100k, 1m, 20m, 25m, latest-small "
+        "(e.g. --data tfds:1m)"]
+    assert not (tmp_path / "models").exists()

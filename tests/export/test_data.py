@@ -338,3 +338,47 @@ def test_synthetic_spec_with_another_source_is_refused(tmp_path):
 def test_string_columns_must_hold_str_not_bytes():
     with pytest.raises(DataError, match="movie_title must hold str"):
         Ratings(**{**_ratings_at([1, 2]).columns(), "movie_title": np.array([b"A", b"B"], dtype=object)})
+
+
+def test_tfds_every_movielens_size_loads_offline_once_prepared(tmp_path):
+    """tfds:1m (user features, .dat) and tfds:latest-small (no user features, .csv, genres beyond 100K's),
+    prepared by TFDS' own builders from tiny GroupLens files, load with the same columns as the releases."""
+    import tensorflow_datasets as tfds
+
+    extracted = tmp_path / "extracted"
+    (extracted / "ml-1m").mkdir(parents=True)
+    (extracted / "ml-1m" / "movies.dat").write_bytes(
+        "1::Toy Story (1995)::Animation|Children's|Comedy\n2::Heat (1995)::Action|Crime|Thriller\n".encode("latin-1"))
+    (extracted / "ml-1m" / "ratings.dat").write_text("1::1::5::978300760\n1::2::3::978302109\n2::2::4::978301968\n")
+    (extracted / "ml-1m" / "users.dat").write_text("1::F::1::10::48067\n2::M::56::16::70072\n")
+    (extracted / "ml-latest-small").mkdir()
+    (extracted / "ml-latest-small" / "movies.csv").write_text(
+        'movieId,title,genres\n1,"American President, The (1995)",Comedy|Drama|Romance\n'
+        "2,Planet Earth (2006),(no genres listed)\n3,Avatar (2009),Action|IMAX\n")
+    (extracted / "ml-latest-small" / "ratings.csv").write_text(
+        "userId,movieId,rating,timestamp\n1,1,4.0,1147880044\n2,3,3.5,1147868817\n")
+    data_dir = tmp_path / "tfds"
+    config = tfds.download.DownloadConfig(try_download_gcs=False)
+    with mock.patch.object(tfds.download.DownloadManager, "download_and_extract", return_value=str(extracted)):
+        for size in ("1m", "latest-small"):
+            for table in ("ratings", "movies"):
+                tfds.builder(f"movielens/{size}-{table}", data_dir=str(data_dir)).download_and_prepare(
+                    download_config=config)
+
+    with mock.patch("export.data.tfds.socket.create_connection", side_effect=AssertionError("no network use")):
+        one_m = load("tfds:1m", data_dir=data_dir, download=False)
+        small = load("tfds:latest-small", data_dir=data_dir, download=False)
+    rows = sorted(zip(one_m.ratings.user_id, one_m.ratings.movie_title, one_m.ratings.user_rating,
+                      one_m.ratings.user_gender, one_m.ratings.user_age))
+    assert rows == [("1", "Heat (1995)", 3.0, "F", 1), ("1", "Toy Story (1995)", 5.0, "F", 1),
+                    ("2", "Heat (1995)", 4.0, "M", 56)]
+    assert one_m.source["datasets"][0].startswith("movielens/1m-ratings:")
+    genres = dict(zip(small.movies.movie_title, small.movies.movie_genres))
+    assert genres["Avatar (2009)"] == (GENRES.index("Action"),)  # IMAX dropped
+    assert genres["Planet Earth (2006)"] == (GENRES.index("Unknown"),)
+    assert sorted(small.ratings.user_rating.tolist()) == [3.5, 4.0] and set(small.ratings.user_gender) == {""}
+
+
+def test_an_unknown_tfds_size_is_one_line_naming_the_sizes(tmp_path):
+    with pytest.raises(DataError, match=r"tfds:10k: unknown MovieLens size; tfds has 100k, 1m, 20m, 25m, latest-small"):
+        load("tfds:10k", data_dir=tmp_path, download=False)
