@@ -4,9 +4,11 @@ Shape kept from MovieLens 100K (943 users, 1,682 movies, 100,000 ratings by defa
 
 - movie popularity follows a power law (Zipf over a random ranking), so a tenth of the movies hold a
   large share of the ratings;
-- users belong to latent taste clusters, partly predictable from their age bucket, gender and occupation;
-  movies belong to latent groups, each with two signature genres. A user picks movies with probability
-  ~ popularity * exp(beta * affinity), so who-watches-what carries signal a two-tower model can learn;
+- users have 1 to ``interests`` (3) latent taste clusters with their own weights, the first weakly
+  predictable from their age bucket, gender and occupation (``feature_signal``); movies belong to latent
+  groups, each with two signature genres. A user picks movies with probability
+  ~ popularity * sum_k w_k exp(beta * affinity_k), so who-watches-what carries signal a model can learn;
+  a share ``noise`` (10%) of each user's movies is picked by popularity alone;
 - each (user, movie) pair occurs at most once; every user has >= 20 ratings when the size allows;
 - ratings 1-5 rise with affinity; timestamps lie in ML-100K's range (1997-09-20 .. 1998-04-22), each
   user active over a window;
@@ -15,6 +17,13 @@ Shape kept from MovieLens 100K (943 users, 1,682 movies, 100,000 ratings by defa
 - user features: tfds' age buckets, "M"/"F", the 21 ML-100K occupations, 5-digit zip codes.
 
 Everything derives from ``SyntheticSpec.seed`` through one numpy Generator: same spec, identical arrays.
+
+The realism knobs were set so that the ordering measured on the real MovieLens 100K holds here too (the
+seed's split, test hit rates): EASE ahead of the towers in both seen-excluded columns, item-kNN ahead of the
+towers at top-10 and behind at top-100 without exclusion, EASE's top-100 without exclusion just above
+popularity's, the in-batch softmax overfitting after a few epochs, and side features not helping. With a
+single interest per user, no noise and informative demographics (the first version of this generator),
+the towers matched EASE and item-kNN trailed both.
 """
 
 from __future__ import annotations
