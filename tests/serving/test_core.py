@@ -274,3 +274,70 @@ def test_unloading_closes_the_session_without_holding_the_core_lock(core, source
     c._release(held_request)  # the last request closes v2
     stopper.join(30)
     assert held == [False, False]
+
+
+# -- the pure decisions: AvailabilityPreservingPolicy's next step and the state names -------------------
+from serving.core import Action, VersionState, next_action, version_dirs  # noqa: E402
+
+A, E, L, U = VersionState.AVAILABLE, VersionState.END, VersionState.LOADING, VersionState.UNLOADING
+
+
+@pytest.mark.parametrize("aspired, states, failed, expected", [
+    ({1}, {}, set(), Action("load", 1)),                                   # first version
+    ({1, 2, 3}, {}, set(), Action("load", 3)),                             # highest new first
+    ({2}, {1: A}, set(), Action("load", 2)),                               # new before old goes
+    ({2}, {1: A, 2: L}, set(), None),                                      # old serves while new loads
+    ({2}, {1: A, 2: A}, set(), Action("unload", 1)),                       # new serves: old goes
+    ({2}, {1: A, 2: E}, {2}, None),                                        # new failed: old keeps serving
+    ({2}, {1: E, 2: E}, set(), Action("load", 2)),                         # unloaded and aspired again
+    (set(), {1: A}, set(), Action("unload", 1)),                           # nothing aspired
+    ({3}, {1: A, 2: A, 3: L}, set(), Action("unload", 1)),                 # several un-aspired serve
+    ({3}, {1: A, 2: U, 3: L}, set(), None),                                # one serving, one closing
+    ({1}, {1: A}, set(), None),                                            # steady state
+])
+def test_next_action_is_availability_preserving(aspired, states, failed, expected):
+    assert next_action(aspired, states, failed) == expected
+
+
+def test_states_are_an_enum_with_tf_serving_wire_names():
+    from tensorflow_serving.apis import get_model_status_pb2
+
+    names = [s.value for s in VersionState]
+    assert names == ["START", "LOADING", "AVAILABLE", "UNLOADING", "END"]
+    enum = get_model_status_pb2.ModelVersionStatus.State
+    assert [enum.Value(s) for s in VersionState] == [enum.Value(n) for n in names] == [10, 20, 30, 40, 50]
+    assert VersionState.AVAILABLE == "AVAILABLE" and f"{VersionState.END}" == "END"
+
+
+def test_version_dirs_keep_the_directory_spelling(tmp_path):
+    for name in ("00000123", "7", "_staging-8", "9.tmp"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "10").write_text("a file, not a version")
+    assert version_dirs(str(tmp_path)) == {123: "00000123", 7: "7"}
+
+
+def test_a_slow_listing_does_not_hold_the_lock_requests_take(core, source, tmp_path, monkeypatch):
+    """While the manager lists the base path, a request still resolves (the lock is free)."""
+    import serving.core as core_module
+
+    base = tmp_path / "m"
+    shutil.copytree(source, base / "1")
+    c = core(CoreOptions(file_system_poll_wait_seconds=0.05, max_num_load_retries=0))
+    c.reload_config(_config({"name": "m", "base_path": base}))
+    listing, release = threading.Event(), threading.Event()
+    real = core_module.version_dirs
+
+    def slow(path):
+        listing.set()
+        release.wait(10)
+        return real(path)
+
+    monkeypatch.setattr(core_module, "version_dirs", slow)
+    try:
+        assert listing.wait(10), "the manager polls"
+        start = time.monotonic()
+        version, outputs = c.predict("m", inputs=USER)
+        assert version == 1 and outputs and time.monotonic() - start < 5
+        assert [s.state for s in c.model_status("m")] == ["AVAILABLE"]
+    finally:
+        release.set()
