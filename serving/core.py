@@ -38,7 +38,7 @@ from enum import Enum
 import numpy as np
 
 from serving.bundle import BundleError, SavedModelBundle
-from serving.errors import ServingError
+from serving.errors import StatusError
 
 logger = logging.getLogger(__name__)
 
@@ -257,10 +257,10 @@ class ServerCore:
             known = model.versions if model is not None else {}
             if version is not None:
                 if version not in known:
-                    raise ServingError("NOT_FOUND", f"Could not find version {version} of model {model_name}")
+                    raise StatusError("NOT_FOUND", f"Could not find version {version} of model {model_name}")
                 return [known[version].status()]
             if not known:
-                raise ServingError("NOT_FOUND", f"Could not find any versions of model {model_name}")
+                raise StatusError("NOT_FOUND", f"Could not find any versions of model {model_name}")
             return [known[v].status() for v in sorted(known, reverse=True)]
 
     def model_names(self) -> list[str]:
@@ -280,13 +280,13 @@ class ServerCore:
         try:
             return self._labels[model_name][label]
         except KeyError:
-            raise ServingError("INVALID_ARGUMENT", f"Unrecognized servable version label: {label}") from None
+            raise StatusError("INVALID_ARGUMENT", f"Unrecognized servable version label: {label}") from None
 
     def _acquire(self, model_name: str, version: int | None, label: str | None) -> _Version:
         if not model_name:
-            raise ServingError("INVALID_ARGUMENT", "ModelSpec has no name specified.")
+            raise StatusError("INVALID_ARGUMENT", "ModelSpec has no name specified.")
         if version is not None and label is not None:
-            raise ServingError("INVALID_ARGUMENT", "Specify at most one of version and version label")
+            raise StatusError("INVALID_ARGUMENT", "Specify at most one of version and version label")
         with self._lock:
             if label is not None:
                 version = self._label_version(model_name, label)
@@ -302,7 +302,7 @@ class ServerCore:
                         servable = candidate
             if servable is None:
                 request = f"Latest({model_name})" if version is None else f"Specific({model_name}, {version})"
-                raise ServingError("NOT_FOUND", f"Servable not found for request: {request}")
+                raise StatusError("NOT_FOUND", f"Servable not found for request: {request}")
             servable.refs += 1
             return servable
 
@@ -319,7 +319,7 @@ class ServerCore:
     def reload_config(self, config, *, wait: bool = True) -> None:
         """Adopt a ``ModelServerConfig``, as ``ServerCore::ReloadConfig``; waits for newly added models.
 
-        Invalid configs raise ServingError and leave the current config in place. A newly added model that
+        Invalid configs raise StatusError and leave the current config in place. A newly added model that
         fails to become available raises UNKNOWN ("... model(s) did not become available: ...").
         """
         with self._config_lock:
@@ -328,7 +328,7 @@ class ServerCore:
                 logger.info("Taking no action for empty config.")
                 return
             if case != "model_config_list":
-                raise ServingError("FAILED_PRECONDITION", "Cannot transition to requested config. It is only legal "
+                raise StatusError("FAILED_PRECONDITION", "Cannot transition to requested config. It is only legal "
                                    "to transition from one ModelConfigList to another.")
             configs = list(config.model_config_list.config)
             self._validate(configs)
@@ -368,28 +368,28 @@ class ServerCore:
         names: set[str] = set()
         for c in configs:
             if c.name in names:
-                raise ServingError("INVALID_ARGUMENT", f"Illegal to list model {c.name} multiple times in config list")
+                raise StatusError("INVALID_ARGUMENT", f"Illegal to list model {c.name} multiple times in config list")
             names.add(c.name)
             if not c.name:
-                raise ServingError("INVALID_ARGUMENT", "A model config has an empty name")
+                raise StatusError("INVALID_ARGUMENT", "A model config has an empty name")
         for c in configs:
             if not os.path.isabs(c.base_path) and "://" not in c.base_path:
-                raise ServingError("INVALID_ARGUMENT", f"Expected model {c.name} to have an absolute path or URI; got "
+                raise StatusError("INVALID_ARGUMENT", f"Expected model {c.name} to have an absolute path or URI; got "
                                    f"base_path()={c.base_path}")
             if "://" in c.base_path:
-                raise ServingError("UNIMPLEMENTED", f"Model {c.name}: only local file system base paths are "
+                raise StatusError("UNIMPLEMENTED", f"Model {c.name}: only local file system base paths are "
                                    f"supported by this server (got {c.base_path})")
             platform = c.model_platform
             if c.model_type:  # deprecated ModelType enum: 1 = TENSORFLOW
                 if platform:
-                    raise ServingError("INVALID_ARGUMENT", "Illegal setting both ModelServerConfig::model_type "
+                    raise StatusError("INVALID_ARGUMENT", "Illegal setting both ModelServerConfig::model_type "
                                        "(deprecated) and ModelServerConfig::model_platform.")
                 platform = "tensorflow" if c.model_type == 1 else ""
             if not platform:
-                raise ServingError("INVALID_ARGUMENT", "Illegal setting neither ModelServerConfig::model_type "
+                raise StatusError("INVALID_ARGUMENT", "Illegal setting neither ModelServerConfig::model_type "
                                    "(deprecated) nor ModelServerConfig::model_platform.")
             if platform != "tensorflow":
-                raise ServingError("INVALID_ARGUMENT", f"Model {c.name} requests unsupported platform {platform}")
+                raise StatusError("INVALID_ARGUMENT", f"Model {c.name} requests unsupported platform {platform}")
 
     def _new_label_map(self, configs) -> dict[str, dict[str, int]]:
         labels: dict[str, dict[str, int]] = {}
@@ -402,7 +402,7 @@ class ServerCore:
                     allow = existing is None or existing == version
                 servable = model.versions.get(version) if model is not None and not model.removed else None
                 if not allow and (servable is None or servable.state != AVAILABLE):
-                    raise ServingError("FAILED_PRECONDITION", f"Request to assign label to version {version} of model "
+                    raise StatusError("FAILED_PRECONDITION", f"Request to assign label to version {version} of model "
                                        f"{c.name}, which is not currently available for inference")
                 labels.setdefault(c.name, {})[label] = version
         return labels
@@ -425,12 +425,12 @@ class ServerCore:
                     else:
                         pending.append(model)
                 if (pending or failed) and self._stopping.is_set():  # a load cut short by stop() is no failure
-                    raise ServingError("CANCELLED", "server is stopping")
+                    raise StatusError("CANCELLED", "server is stopping")
                 if not pending:
                     break
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
-                    raise ServingError("DEADLINE_EXCEEDED", "models did not become available in time: "
+                    raise StatusError("DEADLINE_EXCEEDED", "models did not become available in time: "
                                        + ", ".join(m.name for m in pending))
                 self._changed.wait(timeout=min(remaining, 1.0) if remaining is not None else 1.0)
         if failed:
@@ -440,7 +440,7 @@ class ServerCore:
                     s = model.versions[v]
                     parts.append(f"{{name: {model.name} version: {v} due to error: {s.error_code}: "
                                  f"{s.error_message}}}")
-            raise ServingError("UNKNOWN", f"{len(failed)} model(s) did not become available: {{{', '.join(parts)}}}")
+            raise StatusError("UNKNOWN", f"{len(failed)} model(s) did not become available: {{{', '.join(parts)}}}")
 
     # ------------------------------------------------------------------ manager thread
     def _run(self) -> None:
@@ -526,7 +526,7 @@ class ServerCore:
             servable.state = LOADING
             self._changed.notify_all()
         attempts = self.options.max_num_load_retries + 1
-        error: ServingError | None = None
+        error: StatusError | None = None
         for attempt in range(attempts):
             if attempt:
                 logger.info("Retrying load of servable {name: %s version: %d} (retry %d of %d)", servable.model,
@@ -538,7 +538,7 @@ class ServerCore:
                                                run_warmup=self.options.enable_model_warmup,
                                                session_config=self.options.session_config,
                                                batch_scheduler=self._batch_scheduler)
-            except ServingError as exc:
+            except StatusError as exc:
                 error = exc
             except Exception as exc:  # anything else a broken SavedModel can raise
                 error = BundleError("UNKNOWN", f"{type(exc).__name__}: {exc}")
@@ -553,7 +553,7 @@ class ServerCore:
             logger.error("Loading servable: {name: %s version: %d} failed: %s: %s", servable.model,
                          servable.version, error.code, error.message)
         if error is None:
-            error = ServingError("CANCELLED", "server stopped during load")
+            error = StatusError("CANCELLED", "server stopped during load")
         with self._lock:
             servable.state, servable.error_code, servable.error_message = END, error.code, error.message
             self._changed.notify_all()

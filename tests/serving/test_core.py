@@ -17,7 +17,7 @@ import pytest
 from tensorflow_serving.config import model_server_config_pb2
 
 from serving.core import CoreOptions, ServerCore, aspired_versions, list_versions
-from serving.errors import ServingError
+from serving.errors import StatusError
 
 
 
@@ -95,7 +95,7 @@ def test_request_in_flight_keeps_its_version_until_done(core, source, tmp_path):
     assert held.bundle.run("", USER)["scores"].shape == (1, tiny.K), "the held version still answers"
     c._release(held)
     assert c.wait_for_state("m", 1, ["END"], timeout=10).error_code == "OK"
-    with pytest.raises(ServingError) as err:
+    with pytest.raises(StatusError) as err:
         c.predict("m", version=1, inputs=USER)
     assert err.value.code == "NOT_FOUND"
 
@@ -143,7 +143,7 @@ def test_failing_warmup_fails_the_version(core, tmp_path):
     base.mkdir()
     tiny.build(str(base / "3"), bad_warmup=True)
     c = core()
-    with pytest.raises(ServingError) as err:
+    with pytest.raises(StatusError) as err:
         c.reload_config(_config({"name": "m", "base_path": base}))
     assert err.value.code == "UNKNOWN"
     assert "1 model(s) did not become available" in err.value.message
@@ -158,7 +158,7 @@ def test_labels_need_available_versions_unless_allowed_for_new_labels(core, sour
         tiny.publish(str(base), v, source)
     c = core()
     c.reload_config(_config({"name": "m", "base_path": base, "policy": "specific { versions: 1 }"}))
-    with pytest.raises(ServingError) as err:
+    with pytest.raises(StatusError) as err:
         c.reload_config(_config({"name": "m", "base_path": base, "policy": "specific { versions: 1 versions: 2 }",
                                  "labels": {"canary": 2}}))
     assert err.value.code == "FAILED_PRECONDITION"
@@ -181,10 +181,10 @@ def test_allow_flag_permits_new_label_but_not_moving_one_to_unavailable(core, so
                          allow_version_labels_for_unavailable_models=True))
     c.reload_config(_config({"name": "m", "base_path": base, "labels": {"stable": 1, "next": 5}}))
     assert c.labels("m") == {"stable": 1, "next": 5}
-    with pytest.raises(ServingError) as err:
+    with pytest.raises(StatusError) as err:
         c.predict("m", label="next", inputs=USER)
     assert (err.value.code, err.value.message) == ("NOT_FOUND", "Servable not found for request: Specific(m, 5)")
-    with pytest.raises(ServingError) as err:
+    with pytest.raises(StatusError) as err:
         c.reload_config(_config({"name": "m", "base_path": base, "labels": {"stable": 7}}))
     assert err.value.code == "FAILED_PRECONDITION"
 
@@ -196,7 +196,7 @@ def test_allow_flag_permits_new_label_but_not_moving_one_to_unavailable(core, so
 ])
 def test_invalid_configs_are_rejected(core, models, message):
     c = core()
-    with pytest.raises(ServingError) as err:
+    with pytest.raises(StatusError) as err:
         c.reload_config(_config(*models), wait=False)
     assert err.value.code == "INVALID_ARGUMENT"
     assert message in err.value.message
@@ -210,7 +210,7 @@ def test_model_name_never_reaches_the_filesystem(core, source, tmp_path):
     c = core()
     c.reload_config(_config({"name": "m", "base_path": base}))
     for name in ("../m", str(base), "m/1", ""):
-        with pytest.raises(ServingError) as err:
+        with pytest.raises(StatusError) as err:
             c.predict(name, inputs=USER)
         assert err.value.code in ("NOT_FOUND", "INVALID_ARGUMENT")
 
