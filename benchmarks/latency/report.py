@@ -49,7 +49,8 @@ def print_table(rows: list[dict]) -> None:
         rest = by_key.get((r["candidates"], r["clients"], rest_reference(r["transport"])))
         if rest is None:
             continue
-        print(f"gRPC/REST p50 ({generator_of(r['transport'])} clients) at {r['candidates']:,} candidates, "
+        print(f"{r['transport']} / {rest['transport']} p50 ({generator_of(r['transport'])} clients) at "
+              f"{r['candidates']:,} candidates, "
               f"{r['clients']} client(s): {r['p50'] / rest['p50']:.2f} "
               f"({'no slower' if r['p50'] <= rest['p50'] else 'SLOWER'})")
     for r in rows:
