@@ -147,7 +147,7 @@ class _Reject(Exception):
 class _Request:
     """One request as the parser delivers it (httptools' callbacks fill it in)."""
 
-    __slots__ = ("method", "target", "version", "headers", "keep_alive", "parts", "size", "header_bytes",
+    __slots__ = ("method", "target", "version", "headers", "keep_alive", "parts", "size", "header_count",
                  "too_large", "declared")
 
     def __init__(self) -> None:
@@ -155,7 +155,7 @@ class _Request:
         self.headers: dict[str, str] = {}
         self.keep_alive = True
         self.parts: list[bytes] = []
-        self.size = self.header_bytes = 0
+        self.size = self.header_count = 0
         self.too_large = False
         self.declared: int | None = None  # Content-Length, when given
 
@@ -246,10 +246,8 @@ class _Handler(socketserver.BaseRequestHandler):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         request = self._current
-        request.header_bytes += 1
-        if len(name) + len(value) > _MAX_LINE:
-            raise _Reject(431)
-        if request.header_bytes > _MAX_HEADERS:
+        request.header_count += 1
+        if len(name) + len(value) > _MAX_LINE or request.header_count > _MAX_HEADERS:
             raise _Reject(431)
         key, text = name.decode("latin-1").lower(), value.decode("latin-1").strip()
         headers = request.headers
