@@ -68,6 +68,13 @@ def test_serving_ports_mounts_and_probes_match_compose(overlay):
     assert healthcheck[0] == "CMD"
     assert c["readinessProbe"]["exec"]["command"] == healthcheck[1:]
     assert c["startupProbe"]["exec"]["command"] == healthcheck[1:]
+    # compose's timing: every 10 s, 10 s to answer, unready after 3 failures
+    timing = COMPOSE_SERVING["healthcheck"]
+    probe = c["readinessProbe"]
+    assert f'{probe["periodSeconds"]}s' == timing["interval"] and f'{probe["timeoutSeconds"]}s' == timing["timeout"]
+    assert probe["failureThreshold"] == timing["retries"]
+    startup = c["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= int(timing["start_period"].rstrip("s"))
     # Liveness asks the REST server for the metrics page, which monitoring.config turns on at that path.
     monitoring = (ROOT / "serving" / "monitoring.config").read_text()
     assert f'path: "{c["livenessProbe"]["httpGet"]["path"]}"' in monitoring and "enable: true" in monitoring
@@ -82,6 +89,7 @@ def test_serving_operations(overlay):
     docs = render(overlay)
     deployment = find(docs, "Deployment", "tf-serving")
     assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    assert "replicas" not in deployment["spec"], "the HPA owns the replica count"
     spec = pod_spec(deployment)
     assert spec["securityContext"]["runAsNonRoot"] is True and spec["securityContext"]["runAsUser"] > 0
     c = serving_container(overlay)
