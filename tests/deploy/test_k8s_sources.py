@@ -221,3 +221,15 @@ def test_export_image_has_the_copy_step():
     stage = final_stage("export/Dockerfile")
     assert stage.startswith("python:") and "COPY export/ export/" in stage
     assert (ROOT / "export" / "object_store.py").is_file()
+
+
+def test_local_stand_in_image_is_a_drop_in_for_the_pod():
+    # deploy/k8s/README.md offers serving/Dockerfile.local's image for kind/minikube (no TF Serving build):
+    # it must answer to the same command, have bash for the probe, and run as the pods' user.
+    stage = final_stage("serving/Dockerfile.local")
+    assert re.match(r"python:\$\{PYTHON_VERSION\}-slim-bookworm\n", stage)  # Debian: bash is essential
+    assert "/usr/local/bin/tensorflow_model_server" in stage
+    assert re.search(r"^ENTRYPOINT \[\"tensorflow_model_server\"\]", stage, flags=re.M)
+    uid = int(re.search(r"^USER (\d+)", stage, flags=re.M).group(1))
+    spec = pod_spec(find(render("local"), "Deployment", "tf-serving"))
+    assert spec["securityContext"]["runAsUser"] == uid
