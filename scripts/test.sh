@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh all,test
+# checkov and kubernetes-validate for tests/deploy, in .venv-policy (their pins clash with tensorflow's).
+scripts/setup-policy.sh
 # Debian's Docker engine (docker.io: dockerd, which the container tests start as root when no engine answers),
 # docker-compose 1.29 (what those tests run the compose files with), debootstrap (the stand-in for the Python
 # base image when no registry is reachable); iproute2 and util-linux (ip, unshare, nsenter) for the
@@ -21,5 +23,11 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "scripts/test.sh: missing ${missing[*]}; install these Debian packages (needs root)" >&2
     exit 1
   fi
+fi
+# kubectl (its built-in kustomize renders deploy/k8s/ in tests/deploy): these machines come with it (1.32);
+# Debian 12 packages none.
+if ! command -v kubectl >/dev/null 2>&1; then
+  echo "scripts/test.sh: kubectl is missing (tests/deploy renders deploy/k8s with kubectl kustomize)" >&2
+  exit 1
 fi
 exec .venv/bin/python -m pytest "$@"
