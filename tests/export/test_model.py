@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pytest
 
 import export  # noqa: F401
 
@@ -128,3 +129,25 @@ def test_weight_decay_uses_adamw():
 
     assert isinstance(make_optimizer(dataclasses.replace(DEFAULT, weight_decay=0.01)), tf.keras.optimizers.AdamW)
     assert not isinstance(make_optimizer(DEFAULT), tf.keras.optimizers.AdamW)
+
+
+def test_l2_falls_on_the_rows_a_batch_looks_up_for_users_and_on_the_whole_table_for_a_full_softmax():
+    import tensorflow as tf
+
+    from export.train import build_model
+
+    data = _data()
+    train_idx, _ = split(data.ratings)
+    model = build_model(dataclasses.replace(DEFAULT, epochs=1), data, train_idx)
+    users = model.user_model
+    rows = tf.constant([1, 1, 3])
+    users.embedding(rows), model.movie_model.embedding(rows)  # built: their weights (and penalties) exist
+    expected = DEFAULT.l2 * float(tf.reduce_sum(tf.square(users.embedding(rows))))
+    assert float(users.penalty(rows)) == pytest.approx(expected, rel=1e-5) and expected > 0
+    assert not users.embedding.losses  # no whole-table penalty on the users
+    assert model.movie_model.embedding.losses and float(model.movie_model.penalty(rows)) == 0.0
+    in_batch = build_model(dataclasses.replace(DEFAULT, loss="in_batch_softmax", epochs=1), data, train_idx)
+    in_batch.movie_model.embedding(rows)
+    assert not in_batch.movie_model.embedding.losses and float(in_batch.movie_model.penalty(rows)) > 0
+    seed = build_model(dataclasses.replace(DEFAULT, l2=0.0, epochs=1), data, train_idx)
+    assert float(seed.user_model.penalty(rows)) == 0.0
