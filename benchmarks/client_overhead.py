@@ -49,9 +49,28 @@ def free_port() -> int:
 def export_store(work: Path) -> Path:
     store = work / "models"
     env = dict(os.environ, PYTHONPATH=str(ROOT), TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.run([sys.executable, "-m", "export", "--data", "synthetic", "--synthetic-size", "tiny",
-                           "--epochs", "1", "--index", "brute_force", "--model-base-path", str(store)],
-                          cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "export",
+            "--data",
+            "synthetic",
+            "--synthetic-size",
+            "tiny",
+            "--epochs",
+            "1",
+            "--index",
+            "brute_force",
+            "--model-base-path",
+            str(store),
+        ],
+        cwd=str(ROOT),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"export failed:\n{proc.stderr[-3000:]}")
     return store
@@ -61,10 +80,21 @@ def start_server(store: Path, log: Path):
     grpc_port, rest_port = free_port(), free_port()
     env = dict(os.environ, PYTHONPATH=str(ROOT), SERVING_HOST="127.0.0.1", TF_CPP_MIN_LOG_LEVEL="2")
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "serving", "--model_name=retrieval",
-                                 f"--model_base_path={store / 'retrieval'}", f"--port={grpc_port}",
-                                 f"--rest_api_port={rest_port}"], cwd=str(ROOT), env=env, stdout=out,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "serving",
+                "--model_name=retrieval",
+                f"--model_base_path={store / 'retrieval'}",
+                f"--port={grpc_port}",
+                f"--rest_api_port={rest_port}",
+            ],
+            cwd=str(ROOT),
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     rest_url, grpc_url = f"http://127.0.0.1:{rest_port}", f"grpc://127.0.0.1:{grpc_port}"
     try:
         for url in (rest_url, grpc_url):
@@ -90,9 +120,11 @@ def contenders(rest_url: str, grpc_url: str):
     body = json.dumps({"inputs": {"user_id": [USER]}}).encode()
     session = requests.Session()
     channel = grpc.insecure_channel(grpc_url.removeprefix("grpc://"))
-    predict = channel.unary_unary("/tensorflow.serving.PredictionService/Predict",  # what a generated stub does
-                                  request_serializer=predict_pb2.PredictRequest.SerializeToString,
-                                  response_deserializer=predict_pb2.PredictResponse.FromString)
+    predict = channel.unary_unary(
+        "/tensorflow.serving.PredictionService/Predict",  # what a generated stub does
+        request_serializer=predict_pb2.PredictRequest.SerializeToString,
+        response_deserializer=predict_pb2.PredictResponse.FromString,
+    )
     request = predict_pb2.PredictRequest()
     request.model_spec.name = "retrieval"
     request.inputs["user_id"].dtype = 7
@@ -119,7 +151,8 @@ def contenders(rest_url: str, grpc_url: str):
     }
     # same answer both ways, or the comparison means nothing
     assert [h.title for h in rest_client.recommend(USER)] == [
-        t.decode() for t in predict(request, timeout=10).outputs["movie_titles"].string_val]
+        t.decode() for t in predict(request, timeout=10).outputs["movie_titles"].string_val
+    ]
     return calls, [session.close, channel.close, rest_client.close, grpc_client.close]
 
 
@@ -159,8 +192,11 @@ def main() -> int:
     for name, us in med.items():
         print(f"  {name:28} {us:8.0f} us")
     print("client overhead:")
-    for ours, raw in (("REST client.recommend", "REST raw Session.post"), ("REST client.recommend", "REST raw requests.post"),
-                      ("gRPC client.recommend", "gRPC raw stub.Predict")):
+    for ours, raw in (
+        ("REST client.recommend", "REST raw Session.post"),
+        ("REST client.recommend", "REST raw requests.post"),
+        ("gRPC client.recommend", "gRPC raw stub.Predict"),
+    ):
         print(f"  {ours} vs {raw:24} {med[ours] - med[raw]:+7.0f} us  ({med[ours] / med[raw]:.2f}x)")
     return 0
 

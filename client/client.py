@@ -9,8 +9,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar, overload
 
-from client.errors import (DeadlineExceededError, FailedPreconditionError, InternalError, InvalidArgumentError,
-                           NotFoundError, UnavailableError)
+from client.errors import (
+    DeadlineExceededError,
+    FailedPreconditionError,
+    InternalError,
+    InvalidArgumentError,
+    NotFoundError,
+    UnavailableError,
+)
 from client.results import Hit, ModelMetadata, VersionStatus
 from client.settings import ModelRef, Retry, Settings, _check_timeout, default_url
 from client.tensors import Tensor
@@ -31,9 +37,17 @@ class Client:
     override it with ``timeout=``). ``transport`` replaces the one the URL would choose (tests plug fakes here).
     """
 
-    def __init__(self, url: str | None = None, *, timeout: float = 10.0, retry: Retry | None = None,
-                 retrieval_model: str = "retrieval", similar_model: str = "similar_movies",
-                 transport: Transport | None = None, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        timeout: float = 10.0,
+        retry: Retry | None = None,
+        retrieval_model: str = "retrieval",
+        similar_model: str = "similar_movies",
+        transport: Transport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.settings = Settings(url or default_url(), timeout, retry or Retry(), retrieval_model, similar_model)
         self._transport = transport if transport is not None else for_endpoint(self.settings.endpoint)
         self._sleep = sleep
@@ -49,13 +63,28 @@ class Client:
 
     # -- the domain calls ----------------------------------------------------------------------------------
     @overload
-    def recommend(self, user_ids: str | int, k: int | None = ..., exclude: Sequence[str] | None = ...,
-                  version: int | None = ..., label: str | None = ..., *, timeout: float | None = ...) -> list[Hit]: ...
+    def recommend(
+        self,
+        user_ids: str | int,
+        k: int | None = ...,
+        exclude: Sequence[str] | None = ...,
+        version: int | None = ...,
+        label: str | None = ...,
+        *,
+        timeout: float | None = ...,
+    ) -> list[Hit]: ...
 
     @overload
-    def recommend(self, user_ids: Sequence[str | int], k: int | None = ...,
-                  exclude: Sequence[Sequence[str]] | None = ..., version: int | None = ...,
-                  label: str | None = ..., *, timeout: float | None = ...) -> list[list[Hit]]: ...
+    def recommend(
+        self,
+        user_ids: Sequence[str | int],
+        k: int | None = ...,
+        exclude: Sequence[Sequence[str]] | None = ...,
+        version: int | None = ...,
+        label: str | None = ...,
+        *,
+        timeout: float | None = ...,
+    ) -> list[list[Hit]]: ...
 
     def recommend(self, user_ids, k=None, exclude=None, version=None, label=None, *, timeout=None):
         """Movies for a user (a str or int id: a list of hits) or for several (a list: one list per user).
@@ -69,11 +98,15 @@ class Client:
         inputs: dict[str, Any] = {"user_id": ids}
         signature = "serving_default"
         if exclude is not None:
-            rows = [_titles(exclude, "exclude")] if single else [
-                _titles(row, f"exclude[{i}]") for i, row in enumerate(_sequence(exclude, "exclude"))]
+            rows = (
+                [_titles(exclude, "exclude")]
+                if single
+                else [_titles(row, f"exclude[{i}]") for i, row in enumerate(_sequence(exclude, "exclude"))]
+            )
             if len(rows) != len(ids):
                 raise InvalidArgumentError(
-                    f"exclude needs one list of titles per user id ({len(rows)} lists for {len(ids)} ids)")
+                    f"exclude needs one list of titles per user id ({len(rows)} lists for {len(ids)} ids)"
+                )
             # Rows padded with "" (no title), and a leading "" column: TF Serving's batching pads a request
             # to the widest request of its batch with the request's *first* element (batching_util.cc),
             # which must therefore be "" or other users' rows would exclude the first user's first title.
@@ -84,26 +117,49 @@ class Client:
         return hits[0] if single else hits
 
     @overload
-    def similar(self, titles: str, k: int | None = ..., version: int | None = ..., label: str | None = ...,
-                *, timeout: float | None = ...) -> list[Hit]: ...
+    def similar(
+        self,
+        titles: str,
+        k: int | None = ...,
+        version: int | None = ...,
+        label: str | None = ...,
+        *,
+        timeout: float | None = ...,
+    ) -> list[Hit]: ...
 
     @overload
-    def similar(self, titles: Sequence[str], k: int | None = ..., version: int | None = ...,
-                label: str | None = ..., *, timeout: float | None = ...) -> list[list[Hit]]: ...
+    def similar(
+        self,
+        titles: Sequence[str],
+        k: int | None = ...,
+        version: int | None = ...,
+        label: str | None = ...,
+        *,
+        timeout: float | None = ...,
+    ) -> list[list[Hit]]: ...
 
     def similar(self, titles, k=None, version=None, label=None, *, timeout=None):
         """Movies like a title (a str: a list of hits) or like each of several (a list: one list each)."""
         single = isinstance(titles, str)
         keys = [titles] if single else _titles(titles, "titles")
         _check_k(k)
-        hits = self._hits(self.settings.similar_model, {"movie_title": keys}, "serving_default", k, version,
-                          label, timeout)
+        hits = self._hits(
+            self.settings.similar_model, {"movie_title": keys}, "serving_default", k, version, label, timeout
+        )
         return hits[0] if single else hits
 
     # -- TF Serving's calls --------------------------------------------------------------------------------
-    def predict(self, model_name: str, inputs: Mapping[str, Any], signature_name: str | None = None,
-                version: int | None = None, label: str | None = None,
-                output_filter: Sequence[str] | None = None, *, timeout: float | None = None) -> dict[str, Any]:
+    def predict(
+        self,
+        model_name: str,
+        inputs: Mapping[str, Any],
+        signature_name: str | None = None,
+        version: int | None = None,
+        label: str | None = None,
+        output_filter: Sequence[str] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
         """Any model and signature: ``inputs`` name -> nested lists (or :class:`client.Tensor`); returns
         output name -> nested lists, strings as str (outputs named ``*_bytes`` as bytes)."""
         model = ModelRef(model_name, version, label, signature_name)
@@ -114,14 +170,26 @@ class Client:
             output_filter = _titles(output_filter, "output_filter")
         return self._call(lambda t: self._transport.predict(model, tensors, output_filter, t), timeout, model)
 
-    def status(self, model_name: str | None = None, version: int | None = None, label: str | None = None, *,
-               timeout: float | None = None) -> list[VersionStatus]:
+    def status(
+        self,
+        model_name: str | None = None,
+        version: int | None = None,
+        label: str | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> list[VersionStatus]:
         """The versions of a model (default: the retrieval model), newest first."""
         model = ModelRef(model_name or self.settings.retrieval_model, version, label)
         return self._call(lambda t: self._transport.status(model, t), timeout, model)
 
-    def metadata(self, model_name: str | None = None, version: int | None = None, label: str | None = None, *,
-                 timeout: float | None = None) -> ModelMetadata:
+    def metadata(
+        self,
+        model_name: str | None = None,
+        version: int | None = None,
+        label: str | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> ModelMetadata:
         """The signatures of a model's version (default: the retrieval model's latest)."""
         model = ModelRef(model_name or self.settings.retrieval_model, version, label)
         return self._call(lambda t: self._transport.metadata(model, t), timeout, model)
@@ -133,14 +201,22 @@ class Client:
         """
         _check_timeout(timeout)
         self._check_open()
-        names = list(model_names) if model_names is not None else [
-            self.settings.retrieval_model, self.settings.similar_model]
+        names = (
+            list(model_names)
+            if model_names is not None
+            else [self.settings.retrieval_model, self.settings.similar_model]
+        )
         deadline = time.monotonic() + timeout
         delay, last_log, waiting = 0.05, 0.0, ""
         while True:
             try:
-                missing = [n for n in names if not any(
-                    v.state == "AVAILABLE" for v in self._transport.status(ModelRef(n), _left(deadline, 5.0)))]
+                missing = [
+                    n
+                    for n in names
+                    if not any(
+                        v.state == "AVAILABLE" for v in self._transport.status(ModelRef(n), _left(deadline, 5.0))
+                    )
+                ]
                 if not missing:
                     return
                 waiting = f"no AVAILABLE version of {', '.join(missing)} yet"
@@ -188,30 +264,47 @@ class Client:
                 self._sleep(delay)
                 if time.monotonic() >= deadline:  # the sleep overran: no attempt with a timeout <= 0
                     raise DeadlineExceededError(
-                        f"deadline of {timeout:.3g} s passed while retrying {model}: {exc.message}") from exc
+                        f"deadline of {timeout:.3g} s passed while retrying {model}: {exc.message}"
+                    ) from exc
 
     def _check_open(self) -> None:
         if self._closed:
             raise FailedPreconditionError(f"{self!r} is closed; make a new client")
 
-    def _hits(self, model_name: str, inputs: dict[str, list], signature: str, k: int | None,
-              version: int | None, label: str | None, timeout: float | None) -> list[list[Hit]]:
+    def _hits(
+        self,
+        model_name: str,
+        inputs: dict[str, list],
+        signature: str,
+        k: int | None,
+        version: int | None,
+        label: str | None,
+        timeout: float | None,
+    ) -> list[list[Hit]]:
         if not inputs[next(iter(inputs))]:
             return []
         outputs = self.predict(model_name, inputs, signature, version, label, [TITLES, SCORES], timeout=timeout)
         model = ModelRef(model_name, version, label, signature)
         titles, scores = outputs.get(TITLES), outputs.get(SCORES)
         rows = len(inputs[next(iter(inputs))])
-        if not (_matrix(titles, rows) and _matrix(scores, rows) and all(
-                len(t) == len(s) for t, s in zip(titles, scores))):
+        if not (
+            _matrix(titles, rows)
+            and _matrix(scores, rows)
+            and all(len(t) == len(s) for t, s in zip(titles, scores, strict=True))
+        ):
             raise InternalError(
-                f"{model} must answer '{TITLES}' and '{SCORES}' of shape [{rows}, K]; got {sorted(outputs)}")
+                f"{model} must answer '{TITLES}' and '{SCORES}' of shape [{rows}, K]; got {sorted(outputs)}"
+            )
         width = len(titles[0]) if rows else 0
         if k is not None and k > width:
             raise InvalidArgumentError(
                 f"k={k} is above K={width}, the number of results {model} was exported with; "
-                f"ask for k <= {width} (or export with a larger K)")
-        return [[Hit(str(t), _f32(s)) for t, s in zip(trow[:k], srow[:k])] for trow, srow in zip(titles, scores)]
+                f"ask for k <= {width} (or export with a larger K)"
+            )
+        return [
+            [Hit(str(t), _f32(s)) for t, s in zip(trow[:k], srow[:k], strict=True)]
+            for trow, srow in zip(titles, scores, strict=True)
+        ]
 
 
 def connect(url: str | None = None, **options: Any) -> Client:

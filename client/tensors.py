@@ -13,10 +13,22 @@ from typing import Any
 
 from client.errors import InvalidArgumentError
 
-SUPPORTED_DTYPES = frozenset({
-    "DT_FLOAT", "DT_DOUBLE", "DT_INT8", "DT_INT16", "DT_INT32", "DT_INT64", "DT_UINT8", "DT_UINT16",
-    "DT_UINT32", "DT_UINT64", "DT_BOOL", "DT_STRING",
-})
+SUPPORTED_DTYPES = frozenset(
+    {
+        "DT_FLOAT",
+        "DT_DOUBLE",
+        "DT_INT8",
+        "DT_INT16",
+        "DT_INT32",
+        "DT_INT64",
+        "DT_UINT8",
+        "DT_UINT16",
+        "DT_UINT32",
+        "DT_UINT64",
+        "DT_BOOL",
+        "DT_STRING",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -30,7 +42,8 @@ class Tensor:
     def __post_init__(self) -> None:
         if self.dtype not in SUPPORTED_DTYPES:
             raise InvalidArgumentError(
-                f"unsupported dtype {self.dtype!r}; use one of {', '.join(sorted(SUPPORTED_DTYPES))}")
+                f"unsupported dtype {self.dtype!r}; use one of {', '.join(sorted(SUPPORTED_DTYPES))}"
+            )
         size = 1
         for dim in self.shape:
             size *= dim
@@ -57,18 +70,28 @@ def _walk(value: Any, flat: list, name: str) -> tuple[int, ...]:
         shapes = {_walk(item, flat, name) for item in value}
         if len(shapes) > 1:
             raise InvalidArgumentError(
-                f"{name!r} is ragged (rows of shapes {sorted(shapes)}); every row needs the same length")
+                f"{name!r} is ragged (rows of shapes {sorted(shapes)}); every row needs the same length"
+            )
         return (len(value), *(shapes.pop() if shapes else ()))
     if isinstance(value, (str, bytes, bool, int, float)):
         flat.append(value)
         return ()
     raise InvalidArgumentError(
-        f"{name!r} holds a {type(value).__name__}; inputs are nested lists of str, bytes, bool, int or float")
+        f"{name!r} holds a {type(value).__name__}; inputs are nested lists of str, bytes, bool, int or float"
+    )
 
 
 def _infer_dtype(flat: list, name: str) -> str:
-    kinds = {"DT_STRING" if isinstance(v, (str, bytes)) else "DT_BOOL" if isinstance(v, bool)
-             else "DT_INT64" if isinstance(v, int) else "DT_FLOAT" for v in flat}
+    kinds = {
+        "DT_STRING"
+        if isinstance(v, (str, bytes))
+        else "DT_BOOL"
+        if isinstance(v, bool)
+        else "DT_INT64"
+        if isinstance(v, int)
+        else "DT_FLOAT"
+        for v in flat
+    }
     if not kinds:
         raise InvalidArgumentError(f"{name!r} is empty: pass Tensor.of([], dtype=...) to say its dtype")
     if kinds == {"DT_INT64", "DT_FLOAT"}:
@@ -86,4 +109,4 @@ def nest(flat, shape: tuple[int, ...]) -> Any:
     if len(shape) == 1:
         return flat
     step = len(flat) // shape[0] if shape[0] else 0
-    return [nest(flat[i * step:(i + 1) * step], shape[1:]) for i in range(shape[0])]
+    return [nest(flat[i * step : (i + 1) * step], shape[1:]) for i in range(shape[0])]

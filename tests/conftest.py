@@ -38,20 +38,54 @@ def export_env() -> dict:
 
 def run_export(args, timeout: float = EXPORT_TIMEOUT_S) -> subprocess.CompletedProcess:
     """``python -m export ARGS`` from the repo root; returns the completed process (never raises on exit code)."""
-    return subprocess.run([sys.executable, "-m", "export", *map(str, args)], cwd=str(ROOT), env=export_env(),
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "export", *map(str, args)],
+        cwd=str(ROOT),
+        env=export_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
-def publish_store(root: Path, *, index: str = "scann", k: int = 10, seed: int = 0, epochs: int = 1,
-                  preset: str = "default", extra_args=()) -> Path:
+def publish_store(
+    root: Path,
+    *,
+    index: str = "scann",
+    k: int = 10,
+    seed: int = 0,
+    epochs: int = 1,
+    preset: str = "default",
+    extra_args=(),
+) -> Path:
     root = Path(root)
-    proc = run_export(["--data", "synthetic", "--synthetic-size", "tiny", "--seed", seed, "--preset", preset,
-                       "--epochs", epochs, "--index", index, "--k", k, "--model-base-path", root,
-                       # no hyperparameter search unless asked for: stores are fixtures, not tuning runs
-                       *([] if "--tune-budget" in map(str, extra_args) else ["--tune-budget", "0"]), *extra_args])
+    proc = run_export(
+        [
+            "--data",
+            "synthetic",
+            "--synthetic-size",
+            "tiny",
+            "--seed",
+            seed,
+            "--preset",
+            preset,
+            "--epochs",
+            epochs,
+            "--index",
+            index,
+            "--k",
+            k,
+            "--model-base-path",
+            root,
+            # no hyperparameter search unless asked for: stores are fixtures, not tuning runs
+            *([] if "--tune-budget" in map(str, extra_args) else ["--tune-budget", "0"]),
+            *extra_args,
+        ]
+    )
     if proc.returncode != 0:
-        raise AssertionError(f"export failed ({proc.returncode}):\nSTDOUT:\n{proc.stdout[-4000:]}\n"
-                             f"STDERR:\n{proc.stderr[-8000:]}")
+        raise AssertionError(
+            f"export failed ({proc.returncode}):\nSTDOUT:\n{proc.stdout[-4000:]}\nSTDERR:\n{proc.stderr[-8000:]}"
+        )
     return root
 
 

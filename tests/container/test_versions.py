@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
-import tomllib
 from importlib import metadata
 
 import pytest
+import tomllib
 
 from container_support import ROOT
 
@@ -46,11 +46,14 @@ def test_tf_serving_and_tensorflow_are_the_same_release(env_file):
     assert major_minor(env_file["TF_SERVING_VERSION"]) == major_minor(env_file["TENSORFLOW_VERSION"])
 
 
-@pytest.mark.parametrize("dockerfile, names", [
-    ("serving/Dockerfile", ("TF_SERVING_VERSION", "SCANN_VERSION", "SCANN_GIT_COMMIT")),
-    ("export/Dockerfile", ("PYTHON_VERSION", "TENSORFLOW_VERSION", "SCANN_VERSION")),
-    ("serving/Dockerfile.local", ("PYTHON_VERSION", "TENSORFLOW_VERSION", "SCANN_VERSION")),
-])
+@pytest.mark.parametrize(
+    "dockerfile, names",
+    [
+        ("serving/Dockerfile", ("TF_SERVING_VERSION", "SCANN_VERSION", "SCANN_GIT_COMMIT")),
+        ("export/Dockerfile", ("PYTHON_VERSION", "TENSORFLOW_VERSION", "SCANN_VERSION")),
+        ("serving/Dockerfile.local", ("PYTHON_VERSION", "TENSORFLOW_VERSION", "SCANN_VERSION")),
+    ],
+)
 def test_dockerfile_defaults_match_env_file(env_file, dockerfile, names):
     defaults = arg_defaults(dockerfile)
     for name in names:
