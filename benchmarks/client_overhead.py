@@ -28,14 +28,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import grpc
+import requests
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import grpc  # noqa: E402
-import requests  # noqa: E402
-
-import client  # noqa: E402
-from client.protos import predict_pb2  # noqa: E402
+import client  # noqa: E402 - this checkout's client: importable once ROOT is on sys.path (above)
+from client.protos import predict_pb2, types_pb2  # noqa: E402 - the same
 
 USER = "42"
 
@@ -127,7 +127,7 @@ def contenders(rest_url: str, grpc_url: str):
     )
     request = predict_pb2.PredictRequest()
     request.model_spec.name = "retrieval"
-    request.inputs["user_id"].dtype = 7
+    request.inputs["user_id"].dtype = types_pb2.DT_STRING
     request.inputs["user_id"].tensor_shape.dim.add(size=1)
     request.inputs["user_id"].string_val.append(USER.encode())
     rest_client, grpc_client = client.connect(rest_url), client.connect(grpc_url)
@@ -170,7 +170,7 @@ def main() -> int:
             for call in calls.values():  # warm up connections and the model
                 for _ in range(20):
                     call()
-            samples = {name: [] for name in calls}
+            samples: dict[str, list[float]] = {name: [] for name in calls}
             per_round = max(1, args.calls // args.rounds)
             for _ in range(args.rounds):
                 for name, call in calls.items():

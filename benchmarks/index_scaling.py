@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -60,7 +61,7 @@ def measure(kind: str, vectors, tuning_rows, test_keys, threshold: float, folder
 
     start = time.perf_counter()
     layer, params = index_lib.build(IndexConfig(kind=kind, k=10), vectors.candidates, name=f"{kind}_index")
-    tuning = {}
+    tuning: dict[str, Any] = {}
     if kind == "scann":
         params, tuning = index_lib.tune(layer, params, vectors.candidates, vectors.queries[tuning_rows], threshold)
     build_s = time.perf_counter() - start
@@ -110,7 +111,7 @@ def main() -> None:
 
     import numpy as np
 
-    import export  # noqa: F401
+    import export  # noqa: F401 - sets TF_USE_LEGACY_KERAS before TensorFlow loads (export/__init__.py)
 
     sizes = [int(s) for s in args.sizes.split(",")]
     print(

@@ -7,7 +7,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar, overload
+from typing import Any, TypeGuard, TypeVar, overload
 
 from client.errors import (
     DeadlineExceededError,
@@ -62,8 +62,10 @@ class Client:
         return f"Client({self.settings.url!r})"
 
     # -- the domain calls ----------------------------------------------------------------------------------
+    # A str is also a Sequence[str]: overloads match in order, so one id gets the first (what the
+    # implementation does too); mypy's overlap check cannot see the order.
     @overload
-    def recommend(
+    def recommend(  # type: ignore[overload-overlap]
         self,
         user_ids: str | int,
         k: int | None = ...,
@@ -86,7 +88,16 @@ class Client:
         timeout: float | None = ...,
     ) -> list[list[Hit]]: ...
 
-    def recommend(self, user_ids, k=None, exclude=None, version=None, label=None, *, timeout=None):
+    def recommend(
+        self,
+        user_ids: str | int | Sequence[str | int],
+        k: int | None = None,
+        exclude: Sequence[str] | Sequence[Sequence[str]] | None = None,
+        version: int | None = None,
+        label: str | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> list[Hit] | list[list[Hit]]:
         """Movies for a user (a str or int id: a list of hits) or for several (a list: one list per user).
 
         ``exclude``: titles never to return (a list for one user, a list of lists for several), answered by
@@ -117,7 +128,7 @@ class Client:
         return hits[0] if single else hits
 
     @overload
-    def similar(
+    def similar(  # type: ignore[overload-overlap]  # the first match wins for a str, as for recommend
         self,
         titles: str,
         k: int | None = ...,
@@ -138,7 +149,15 @@ class Client:
         timeout: float | None = ...,
     ) -> list[list[Hit]]: ...
 
-    def similar(self, titles, k=None, version=None, label=None, *, timeout=None):
+    def similar(
+        self,
+        titles: str | Sequence[str],
+        k: int | None = None,
+        version: int | None = None,
+        label: str | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> list[Hit] | list[list[Hit]]:
         """Movies like a title (a str: a list of hits) or like each of several (a list: one list each)."""
         single = isinstance(titles, str)
         keys = [titles] if single else _titles(titles, "titles")
@@ -241,7 +260,7 @@ class Client:
     def __enter__(self) -> Client:
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     # -- internals -----------------------------------------------------------------------------------------
@@ -274,7 +293,7 @@ class Client:
     def _hits(
         self,
         model_name: str,
-        inputs: dict[str, list],
+        inputs: dict[str, list[Any]],
         signature: str,
         k: int | None,
         version: int | None,
@@ -321,7 +340,7 @@ def _check_k(k: int | None) -> None:
         raise InvalidArgumentError(f"k must be a positive int (got {k!r})")
 
 
-def _sequence(value: Any, what: str) -> list:
+def _sequence(value: Any, what: str) -> list[Any]:
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
         raise InvalidArgumentError(f"{what} must be a list (got {type(value).__name__}: {value!r})")
     return list(value)
@@ -341,7 +360,7 @@ def _titles(value: Any, what: str) -> list[str]:
     return items
 
 
-def _matrix(value: Any, rows: int) -> bool:
+def _matrix(value: Any, rows: int) -> TypeGuard[list[list[Any]]]:
     return isinstance(value, list) and len(value) == rows and all(isinstance(r, list) for r in value)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -41,7 +42,7 @@ class Retry:
         if self.multiplier < 1:
             raise InvalidArgumentError(f"Retry.multiplier must be >= 1 (got {self.multiplier!r})")
 
-    def delays(self):
+    def delays(self) -> Iterator[float]:
         """The waits between attempts: ``attempts - 1`` of them."""
         delay = self.backoff
         for _ in range(self.attempts - 1):

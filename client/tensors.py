@@ -8,6 +8,7 @@ dtype anyway; over gRPC TF Serving wants the exact dtype, hence the wrapper.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +36,7 @@ SUPPORTED_DTYPES = frozenset(
 class Tensor:
     """A dense tensor: ``values`` flat in row-major order, ``shape``, and a TensorFlow dtype name."""
 
-    values: tuple
+    values: tuple[Any, ...]
     shape: tuple[int, ...]
     dtype: str
 
@@ -55,7 +56,7 @@ class Tensor:
         """A tensor from a scalar or a (rectangular) nested list; ``name`` only serves error messages."""
         if isinstance(value, Tensor):
             return value if dtype is None or dtype == value.dtype else cls(value.values, value.shape, dtype)
-        flat: list = []
+        flat: list[Any] = []
         shape = _walk(value, flat, name)
         if dtype is None:
             dtype = _infer_dtype(flat, name)
@@ -65,7 +66,7 @@ class Tensor:
         return nest(self.values, self.shape)
 
 
-def _walk(value: Any, flat: list, name: str) -> tuple[int, ...]:
+def _walk(value: Any, flat: list[Any], name: str) -> tuple[int, ...]:
     if isinstance(value, (list, tuple)):
         shapes = {_walk(item, flat, name) for item in value}
         if len(shapes) > 1:
@@ -81,7 +82,7 @@ def _walk(value: Any, flat: list, name: str) -> tuple[int, ...]:
     )
 
 
-def _infer_dtype(flat: list, name: str) -> str:
+def _infer_dtype(flat: list[Any], name: str) -> str:
     kinds = {
         "DT_STRING"
         if isinstance(v, (str, bytes))
@@ -101,12 +102,12 @@ def _infer_dtype(flat: list, name: str) -> str:
     return kinds.pop()
 
 
-def nest(flat, shape: tuple[int, ...]) -> Any:
+def nest(flat: Iterable[Any], shape: tuple[int, ...]) -> Any:
     """Row-major ``flat`` values as nested lists of ``shape`` (a scalar for shape ())."""
-    flat = list(flat)
+    values = list(flat)
     if not shape:
-        return flat[0]
+        return values[0]
     if len(shape) == 1:
-        return flat
-    step = len(flat) // shape[0] if shape[0] else 0
-    return [nest(flat[i * step : (i + 1) * step], shape[1:]) for i in range(shape[0])]
+        return values
+    step = len(values) // shape[0] if shape[0] else 0
+    return [nest(values[i * step : (i + 1) * step], shape[1:]) for i in range(shape[0])]

@@ -10,19 +10,29 @@ from __future__ import annotations
 
 import logging
 import struct
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
 from client.errors import InvalidArgumentError, UnknownError, error_for
-from client.protos import get_model_metadata_pb2, get_model_status_pb2, predict_pb2, tensor_pb2, types_pb2
+from client.protos import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    meta_graph_pb2,
+    model_pb2,
+    predict_pb2,
+    tensor_pb2,
+    types_pb2,
+)
 from client.protos.error_codes_pb2 import Code
 from client.results import ModelMetadata, Signature, TensorSpec, VersionStatus
 from client.settings import Endpoint, ModelRef
 from client.tensors import Tensor, nest
 
 log = logging.getLogger(__name__)
+M = TypeVar("M", bound=Message)
 
 _SIGNATURE_DEF_MAP = "type.googleapis.com/tensorflow.serving.SignatureDefMap"
 # dtype -> (TensorProto field for values, struct format of tensor_content)
@@ -128,7 +138,7 @@ class GrpcTransport:
         self._channel.close()
 
     # -- the one place where gRPC errors are mapped ------------------------------------------------------
-    def _call(self, method, request, timeout: float):
+    def _call(self, method: Callable[..., M], request: Message, timeout: float) -> M:
         try:
             return method(request, timeout=timeout)
         except grpc.RpcError as exc:
@@ -141,7 +151,7 @@ class GrpcTransport:
             raise error_for(name, f"{message} ({self.endpoint})" if name == "UNAVAILABLE" else message) from exc
 
 
-def _fill_spec(spec, model: ModelRef) -> None:
+def _fill_spec(spec: model_pb2.ModelSpec, model: ModelRef) -> None:
     spec.name = model.name
     if model.version is not None:
         spec.version.value = model.version
@@ -153,11 +163,11 @@ def _fill_spec(spec, model: ModelRef) -> None:
 
 def to_proto(tensor: Tensor, proto: tensor_pb2.TensorProto) -> tensor_pb2.TensorProto:
     """Fill ``proto`` with a :class:`Tensor` (values in the dtype's repeated field, as TF's AsProtoField)."""
-    proto.dtype = types_pb2.DataType.Value(tensor.dtype)
+    proto.dtype = types_pb2.DataType.Value(tensor.dtype)  # type: ignore[assignment]  # stubs: Value() -> int, not the enum
     for size in tensor.shape:
         proto.tensor_shape.dim.add(size=size)
     field, _ = _FIELDS[tensor.dtype]
-    values = tensor.values
+    values: Sequence[Any] = tensor.values
     try:
         if tensor.dtype == "DT_STRING":
             values = [v.encode("utf-8") if isinstance(v, str) else v for v in values]
@@ -202,7 +212,7 @@ def _code_name(code: int) -> str:
     return Code.Name(code) if code in Code.values() else str(code)
 
 
-def _specs(tensors) -> dict[str, TensorSpec]:
+def _specs(tensors: Mapping[str, meta_graph_pb2.TensorInfo]) -> dict[str, TensorSpec]:
     out = {}
     for alias, info in tensors.items():
         dtype = types_pb2.DataType.Name(info.dtype) if info.dtype in types_pb2.DataType.values() else str(info.dtype)

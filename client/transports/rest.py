@@ -55,7 +55,7 @@ class RestTransport:
         adapter = adapter or HTTPAdapter(pool_connections=1, pool_maxsize=pool_maxsize, max_retries=0)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
-        self._output_names: dict[tuple, str] = {}
+        self._output_names: dict[tuple[str, int | None, str | None, str], str] = {}
         self._lock = threading.Lock()
 
     # -- the Transport interface -------------------------------------------------------------------------
@@ -170,8 +170,9 @@ def _error_message(response: requests.Response) -> str:
         payload = response.json()
     except ValueError:
         payload = None
-    if isinstance(payload, dict) and isinstance(payload.get("error"), str):
-        return payload["error"]
+    error = payload.get("error") if isinstance(payload, dict) else None
+    if isinstance(error, str):
+        return error
     text = _snippet(response.text) if response.text else "(empty body)"
     return f"HTTP {response.status_code} {response.reason or ''}".rstrip() + f" from {response.url}: {text}"
 
@@ -206,7 +207,7 @@ def _from_json(value: Any) -> Any:
     return value
 
 
-def _specs(tensors: dict) -> dict[str, TensorSpec]:
+def _specs(tensors: dict[str, Any]) -> dict[str, TensorSpec]:
     out = {}
     for alias, info in tensors.items():
         shape_json = info.get("tensor_shape", {})

@@ -50,7 +50,7 @@ def test_rest_calls_reuse_one_pooled_connection():
 
 class _Models:
     def __init__(self) -> None:
-        self.peers = set()
+        self.peers: set[str] = set()
 
     def GetModelStatus(self, request, context):
         self.peers.add(context.peer())

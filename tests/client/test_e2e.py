@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -53,7 +54,8 @@ class _Recording:
     """A transport that keeps the inputs the client sends."""
 
     def __init__(self, inner) -> None:
-        self.inner, self.sent = inner, []
+        self.inner = inner
+        self.sent: list[dict[str, Any]] = []
 
     def predict(self, model, inputs, output_filter, timeout):
         self.sent.append(dict(inputs))

@@ -132,6 +132,8 @@ def start_dockerd(timeout: float = 90) -> Engine:
         )
     install_debian_packages()
     dockerd = shutil.which("dockerd", path="/usr/sbin:/usr/bin:/usr/local/bin")
+    if dockerd is None:
+        raise EngineUnavailable("no Docker engine is reachable and dockerd is not installed (Debian: docker.io)")
     STATE_DIR.mkdir(parents=True, exist_ok=True)
     socket, pidfile, log = STATE_DIR / "docker.sock", STATE_DIR / "pid", STATE_DIR / "dockerd.log"
     if pidfile.exists():  # a dead engine's leftovers; a live one would have answered on its socket

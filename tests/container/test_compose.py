@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from container_support import COMPOSE_FILES, HERE, IMPLEMENTATIONS, ROOT, compose_env, resolved_config, run_compose  # noqa: F401
+from container_support import COMPOSE_FILES, HERE, IMPLEMENTATIONS, ROOT, resolved_config, run_compose
 
 SERVER_FLAGS = {
     line.strip()
@@ -29,7 +29,9 @@ def published(ports) -> set:
         if isinstance(port, dict):
             out.add((port.get("host_ip"), str(port["published"]), str(port["target"])))
         else:
-            host_ip, host_port, target = re.fullmatch(r"(.+):(\d+):(\d+)(?:/tcp)?", port).groups()
+            match = re.fullmatch(r"(.+):(\d+):(\d+)(?:/tcp)?", port)
+            assert match, port
+            host_ip, host_port, target = match.groups()
             out.add((host_ip, host_port, target))
     return out
 

@@ -12,7 +12,11 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
-import tomllib
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10 (supported too): the same parser from PyPI, in the test extra
+    import tomli as tomllib
 
 from container_support import ROOT
 
@@ -86,8 +90,8 @@ def test_dockerfile_sed_adds_scann_ops_to_the_server_op_list(tmp_path, build_fil
     assert any(isinstance(node, ast.Assign) for node in module.body)
 
 
-def imported_top_level_modules(package: Path) -> set:
-    names = set()
+def imported_top_level_modules(package: Path) -> set[str]:
+    names: set[str] = set()
     for path in package.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
             if isinstance(node, ast.Import):

@@ -15,6 +15,7 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -46,8 +47,9 @@ FORBIDDEN_REPOS = {
 LABEL = re.compile(r"""["'](@@?([A-Za-z0-9_.~+-]*)(//[^"'\s]*)?)["']""")
 
 
-def load_module(path: Path):
+def load_module(path: Path) -> ModuleType:
     spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None, path
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
