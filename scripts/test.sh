@@ -1,9 +1,25 @@
 #!/usr/bin/env bash
-# Sets up everything the tests need on a fresh machine, then runs the whole test suite.
-# Extra arguments go to pytest (e.g. scripts/test.sh tests/client -x).
+# Sets up everything the tests need on a fresh machine, runs the linters (scripts/lint.sh), then the whole
+# test suite. Extra arguments go to pytest (e.g. scripts/test.sh tests/client -x).
+#   --fast     the edit-test lane: no slow, engine or root tests (pytest -m "not slow and not engine and not root")
+#   --no-lint  skip the linters
 set -euo pipefail
 cd "$(dirname "$0")/.."
+fast=0 lint=1 args=()
+for arg in "$@"; do
+  case "$arg" in
+    --fast) fast=1 ;;
+    --no-lint) lint=0 ;;
+    *) args+=("$arg") ;;
+  esac
+done
 scripts/setup.sh all,test
+if [ "$lint" = 1 ]; then
+  scripts/lint.sh
+fi
+if [ "$fast" = 1 ]; then
+  args=(-m "not slow and not engine and not root" "${args[@]}")
+fi
 # Debian's Docker engine (docker.io: dockerd, which the container tests start as root when no engine answers),
 # docker-compose 1.29 (what those tests run the compose files with), debootstrap (the stand-in for the Python
 # base image when no registry is reachable); iproute2 and util-linux (ip, unshare, nsenter) for the
@@ -22,4 +38,4 @@ if [ ${#missing[@]} -gt 0 ]; then
     exit 1
   fi
 fi
-exec .venv/bin/python -m pytest "$@"
+exec .venv/bin/python -m pytest "${args[@]}"

@@ -13,6 +13,10 @@
 
 Never write into ``model_store`` / ``brute_force_store`` (shared by every test): publish into your own
 ``tmp_path`` with ``make_model_store(tmp_path / "models", ...)`` or copy the store first.
+
+Markers (registered in pyproject.toml): ``engine`` (a real Docker engine) sits on its test modules; ``slow`` and
+``root`` are given here, from SLOW and NEEDS_ROOT, so that the fast lane (README: ``scripts/test.sh --fast``)
+is chosen in one place, from one measured ``--durations=0`` run, without touching every part's test files.
 """
 
 from __future__ import annotations
@@ -26,6 +30,43 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPORT_TIMEOUT_S = 300
+
+# Tests that take 2 s or more each on the 2-core machine (a real export, a server process started and stopped
+# per test, TensorFlow imported in a child, packages installed): a module, or a test with all its parameters.
+SLOW = (
+    "tests/test_readme.py::test_demo_command_trains_publishes_serves_and_recommends_for_user_42_offline",  # 38 s
+    "tests/export/test_cli.py",  # the export CLI, end to end, per test (5-36 s)
+    "tests/export/test_round_trip.py",  # fresh-process validation per test (4-9 s)
+    "tests/export/test_publish.py::test_versions_increase_across_exports_and_pruning_keeps_newest_previous_and_pinned",
+    "tests/export/test_publish.py::test_publish_killed_at_random_points_leaves_no_partial_numeric_version",
+    "tests/export/test_publish.py::test_export_killed_at_random_points_publishes_nothing_partial",
+    "tests/export/test_publish.py::test_publish_killed_at_every_file_system_step_leaves_old_or_new_complete_version",
+    "tests/export/test_selection.py::test_fit_chooses_on_validation_and_refits_on_the_whole_training_part",
+    "tests/export/test_tables.py::test_export_cli_trains_on_your_own_file",
+    "tests/serving/test_lifecycle.py",  # a server process per test, waiting for loads and polls (4-7 s)
+    "tests/serving/test_flags.py::test_relative_base_path_in_config_aborts_start",
+    "tests/serving/test_flags.py::test_grpc_receive_size_limit_from_channel_arguments",
+    "tests/serving/test_batching.py::test_concurrent_requests_are_batched_and_padded_as_tf_serving_pads",
+    "tests/container/test_stock_variant.py",  # both stores exported, then loaded against stock TF Serving's ops
+    "tests/client/test_compat.py",  # pip-installs old protobuf/grpcio into .venv/compat
+    "tests/client/test_protos.py::test_our_bytes_parse_with_tensorflow_serving_api_and_back",  # TF in a child
+    "tests/client/test_protos.py::test_tensorflow_and_the_client_share_one_process_in_either_order",
+)
+# Tests that need root: private network and mount namespaces (unshare, nsenter; tests/container/namespaces.py).
+NEEDS_ROOT = ("tests/container/test_healthcheck.py",)
+
+
+def _listed(nodeid: str, entries: tuple[str, ...]) -> bool:
+    return any(nodeid == e or nodeid.startswith((e + "::", e + "[")) for e in entries)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        nodeid = Path(item.path).relative_to(ROOT).as_posix() + item.nodeid[item.nodeid.index("::") :]
+        if _listed(nodeid, SLOW):
+            item.add_marker(pytest.mark.slow)
+        if _listed(nodeid, NEEDS_ROOT):
+            item.add_marker(pytest.mark.root)
 
 
 def export_env() -> dict:
