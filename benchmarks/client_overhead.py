@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,16 +33,11 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import client  # noqa: E402 - this checkout's client: importable once ROOT is on sys.path (above)
+import client  # noqa: E402 - this checkout's packages: importable once ROOT is on sys.path (above)
 from client.protos import predict_pb2, types_pb2  # noqa: E402 - the same
+from serving.testing import ServerProcess  # noqa: E402 - the same
 
 USER = "42"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def export_store(work: Path) -> Path:
@@ -76,43 +70,9 @@ def export_store(work: Path) -> Path:
     return store
 
 
-def start_server(store: Path, log: Path):
-    grpc_port, rest_port = free_port(), free_port()
-    env = dict(os.environ, PYTHONPATH=str(ROOT), SERVING_HOST="127.0.0.1", TF_CPP_MIN_LOG_LEVEL="2")
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "serving",
-                "--model_name=retrieval",
-                f"--model_base_path={store / 'retrieval'}",
-                f"--port={grpc_port}",
-                f"--rest_api_port={rest_port}",
-            ],
-            cwd=str(ROOT),
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    rest_url, grpc_url = f"http://127.0.0.1:{rest_port}", f"grpc://127.0.0.1:{grpc_port}"
-    try:
-        for url in (rest_url, grpc_url):
-            with client.connect(url) as c:
-                deadline = time.monotonic() + 300
-                while True:
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(f"server did not start:\n{log.read_text()[-3000:]}")
-                    try:
-                        c.wait_until_available(timeout=1.0, model_names=["retrieval"])
-                        break
-                    except client.DeadlineExceededError:
-                        pass
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
-    return proc, rest_url, grpc_url
+def start_server(store: Path) -> ServerProcess:
+    """The local server on ``store``'s retrieval model (serving.testing: free ports, ready when it logs so)."""
+    return ServerProcess("--model_name=retrieval", f"--model_base_path={store / 'retrieval'}", rest=True).start(300)
 
 
 def contenders(rest_url: str, grpc_url: str):
@@ -164,7 +124,8 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         store = args.store or export_store(Path(tmp))
-        proc, rest_url, grpc_url = start_server(store, Path(tmp) / "server.log")
+        server = start_server(store)
+        rest_url, grpc_url = f"http://127.0.0.1:{server.rest_port}", f"grpc://127.0.0.1:{server.port}"
         try:
             calls, closers = contenders(rest_url, grpc_url)
             for call in calls.values():  # warm up connections and the model
@@ -181,12 +142,7 @@ def main() -> int:
             for close in closers:
                 close()
         finally:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:  # never leave the server running
-                proc.kill()
-                proc.wait()
+            server.stop()
     med = {name: statistics.median(s) * 1e6 for name, s in samples.items()}
     print(f"{per_round * args.rounds} calls each, median per call (one user, K=10):")
     for name, us in med.items():

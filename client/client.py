@@ -33,13 +33,15 @@ class Client:
     """One server, one connection pool (REST) or channel (gRPC); safe to share across threads.
 
     ``url``: ``http://host:8501`` (REST) or ``grpc://host:8500`` (gRPC); default ``$RETRIEVAL_URL``, else
-    ``http://localhost:8501``. ``timeout`` is each call's deadline in seconds, retries included (a call may
-    override it with ``timeout=``). ``transport`` replaces the one the URL would choose (tests plug fakes here).
+    ``http://localhost:8501``. Several replicas: a list of URLs, or one string of comma-separated URLs; calls
+    then go round robin and fail over on UNAVAILABLE (:class:`client.transports.multi.RoundRobinTransport`).
+    ``timeout`` is each call's deadline in seconds, retries included (a call may override it with ``timeout=``).
+    ``transport`` replaces the one the URL would choose (tests plug fakes here).
     """
 
     def __init__(
         self,
-        url: str | None = None,
+        url: str | Sequence[str] | None = None,
         *,
         timeout: float = 10.0,
         retry: Retry | None = None,
@@ -48,8 +50,18 @@ class Client:
         transport: Transport | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        if url is not None and not isinstance(url, str):  # several replicas
+            url = ",".join(url)
         self.settings = Settings(url or default_url(), timeout, retry or Retry(), retrieval_model, similar_model)
-        self._transport = transport if transport is not None else for_endpoint(self.settings.endpoint)
+        if transport is None:
+            endpoints = self.settings.endpoints
+            if len(endpoints) == 1:
+                transport = for_endpoint(endpoints[0])
+            else:
+                from client.transports.multi import RoundRobinTransport
+
+                transport = RoundRobinTransport([for_endpoint(e) for e in endpoints])
+        self._transport = transport
         self._sleep = sleep
         self._closed = False
         self._lock = threading.Lock()

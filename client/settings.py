@@ -99,7 +99,7 @@ class Settings:
     similar_model: str = "similar_movies"
 
     def __post_init__(self) -> None:
-        Endpoint.parse(self.url)
+        self.endpoints  # noqa: B018 - validates every URL of the list
         _check_timeout(self.timeout)
         if not isinstance(self.retry, Retry):
             raise InvalidArgumentError(f"retry must be a client.Retry (got {self.retry!r})")
@@ -109,7 +109,14 @@ class Settings:
 
     @property
     def endpoint(self) -> Endpoint:
-        return Endpoint.parse(self.url)
+        return self.endpoints[0]
+
+    @property
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        """``url`` may list several servers, comma-separated (replicas: see client.transports.multi)."""
+        if not isinstance(self.url, str):
+            raise InvalidArgumentError(f"server URL must be a string (got {self.url!r})")
+        return tuple(Endpoint.parse(part.strip()) for part in self.url.split(","))
 
 
 def _check_timeout(timeout: float) -> float:

@@ -7,9 +7,14 @@ so serving still needs only the id. The ``seed`` preset uses ids only, exactly a
 
 Two losses:
 - ``in_batch_softmax``: ``tfrs.tasks.Retrieval`` (the tutorial's), without the FactorizedTopK metrics
-  during training (evaluation computes them; they make training about 4x slower).
+  during training (evaluation computes them; they make training about 4x slower); with ``log_q`` each
+  candidate's logit is corrected by log(its share of the training ratings), the sampling bias of in-batch
+  negatives;
 - ``full_softmax``: a softmax over the whole catalogue plus a per-movie bias (1.7k movies: cheap), which
   does not over-penalise popular movies the way in-batch negatives do.
+
+Options that keep serving a dot product of baked vectors: a bag-of-items user tower (``user_tower``), cosine
+similarity over a temperature (``temperature``: unit vectors, the user's scaled by 1/T), AdamW's weight decay.
 """
 
 from __future__ import annotations

@@ -86,18 +86,16 @@ def train_dataset(config: TrainConfig, data, train_idx: np.ndarray) -> tf.data.D
 def build_model(config: TrainConfig, data, train_idx: np.ndarray | None = None) -> TwoTower:
     users, titles = vocabularies(data, train_idx)
     user_side, movie_side = side_features(config, data, users, titles)
-    history = None
-    if config.user_tower != "id":
-        idx = np.arange(len(data.ratings.user_id)) if train_idx is None else train_idx
-        user_rows = np.searchsorted(users.astype(str), np.asarray(data.ratings.user_id)[idx].astype(str)) + 1
+    history = probability = None
+    if config.user_tower != "id" or config.log_q:
+        idx = np.arange(len(data.ratings)) if train_idx is None else train_idx
         item_rows = np.searchsorted(titles.astype(str), np.asarray(data.ratings.movie_title)[idx].astype(str)) + 1
-        history = history_rows(user_rows, item_rows, len(users))
-    probability = None
-    if config.log_q:
-        idx = np.arange(len(data.ratings.user_id)) if train_idx is None else train_idx
-        item_rows = np.searchsorted(titles.astype(str), np.asarray(data.ratings.movie_title)[idx].astype(str)) + 1
-        counts = np.bincount(item_rows, minlength=len(titles) + 1).astype(np.float64)
-        probability = np.maximum(counts, 1.0) / max(counts.sum(), 1.0)  # unrated movies: as if rated once
+        if config.user_tower != "id":
+            user_rows = np.searchsorted(users.astype(str), np.asarray(data.ratings.user_id)[idx].astype(str)) + 1
+            history = history_rows(user_rows, item_rows, len(users))
+        if config.log_q:
+            counts = np.bincount(item_rows, minlength=len(titles) + 1).astype(np.float64)
+            probability = np.maximum(counts, 1.0) / max(counts.sum(), 1.0)  # unrated movies: as if rated once
     model = TwoTower(config, users, titles, user_side, movie_side, history, probability)
     model.compile(optimizer=make_optimizer(config))
     return model

@@ -14,6 +14,8 @@ for arg in "$@"; do
   esac
 done
 scripts/setup.sh all,test
+# checkov and kubernetes-validate for tests/deploy, in .venv-policy (their pins clash with tensorflow's).
+scripts/setup-policy.sh
 if [ "$lint" = 1 ]; then
   scripts/lint.sh
 fi
@@ -37,5 +39,11 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "scripts/test.sh: missing ${missing[*]}; install these Debian packages (needs root)" >&2
     exit 1
   fi
+fi
+# kubectl (its built-in kustomize renders deploy/k8s/ in tests/deploy): these machines come with it (1.32);
+# Debian 12 packages none.
+if ! command -v kubectl >/dev/null 2>&1; then
+  echo "scripts/test.sh: kubectl is missing (tests/deploy renders deploy/k8s with kubectl kustomize)" >&2
+  exit 1
 fi
 exec .venv/bin/python -m pytest "${args[@]}"

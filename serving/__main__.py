@@ -9,7 +9,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
-from serving.errors import ServingError  # noqa: E402
+from serving.errors import StatusError  # noqa: E402
 from serving.flags import FlagError, parse_flags, usage  # noqa: E402
 
 
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, stop)
     try:
         server.start()
-    except ServingError as exc:
+    except StatusError as exc:
         if exc.code == "CANCELLED" and server.stopping:  # SIGTERM / Ctrl-C during start-up: stopped as asked
             server.wait()
             return 0

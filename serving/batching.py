@@ -47,7 +47,7 @@ from google.protobuf import (
     wrappers_pb2,
 )
 
-from serving.errors import ServingError
+from serving.errors import StatusError
 
 logger = logging.getLogger(__name__)
 
@@ -126,11 +126,11 @@ class BatchingOptions:
     def __post_init__(self) -> None:
         for name in ("max_batch_size", "max_enqueued_batches", "num_batch_threads"):
             if getattr(self, name) < 1:
-                raise ServingError("INVALID_ARGUMENT", f"batching parameters: {name} must be positive")
+                raise StatusError("INVALID_ARGUMENT", f"batching parameters: {name} must be positive")
         if self.batch_timeout_micros < 0:
-            raise ServingError("INVALID_ARGUMENT", "batching parameters: batch_timeout_micros must not be negative")
+            raise StatusError("INVALID_ARGUMENT", "batching parameters: batch_timeout_micros must not be negative")
         if self.allowed_batch_sizes and self.allowed_batch_sizes[-1] != self.max_batch_size:
-            raise ServingError("INVALID_ARGUMENT", "Last entry in allowed_batch_sizes must match max_batch_size; "
+            raise StatusError("INVALID_ARGUMENT", "Last entry in allowed_batch_sizes must match max_batch_size; "
                                f"last entry was {self.allowed_batch_sizes[-1]}; expected {self.max_batch_size}")
 
     @classmethod
@@ -195,25 +195,25 @@ class BatchScheduler:
                 self._queues.remove(queue)
 
     def submit(self, queue: _Queue, feeds: Sequence[np.ndarray], deadline: float | None) -> list[np.ndarray]:
-        """Batch one call; blocks until its batch ran. Returns its outputs, or raises ServingError."""
+        """Batch one call; blocks until its batch ran. Returns its outputs, or raises StatusError."""
         if not feeds:
-            raise ServingError("INVALID_ARGUMENT", "Batching Run() must have at least one input tensor")
+            raise StatusError("INVALID_ARGUMENT", "Batching Run() must have at least one input tensor")
         if any(np.ndim(f) == 0 for f in feeds):
-            raise ServingError("INVALID_ARGUMENT", "Batching Run() input tensors must have at least one dimension")
+            raise StatusError("INVALID_ARGUMENT", "Batching Run() input tensors must have at least one dimension")
         sizes = {np.shape(f)[0] for f in feeds}
         if len(sizes) != 1:
-            raise ServingError("INVALID_ARGUMENT", "Batching Run() input tensors must have equal 0th-dimension size")
+            raise StatusError("INVALID_ARGUMENT", "Batching Run() input tensors must have equal 0th-dimension size")
         size = sizes.pop()
         limit = self.options.max_batch_size
         if size > limit:
-            raise ServingError("INVALID_ARGUMENT", f"Task size {size} is larger than maximum input batch size {limit}")
+            raise StatusError("INVALID_ARGUMENT", f"Task size {size} is larger than maximum input batch size {limit}")
         task = _Task(feeds, size, deadline)
         with self._cond:
             if self._stopped:
-                raise ServingError("UNAVAILABLE", "the batch scheduler is stopped")
+                raise StatusError("UNAVAILABLE", "the batch scheduler is stopped")
             if queue.open_size() + size > limit:
                 if len(queue.batches) >= self.options.max_enqueued_batches:
-                    raise ServingError("UNAVAILABLE", "The batch scheduling queue to which this task was submitted "
+                    raise StatusError("UNAVAILABLE", "The batch scheduling queue to which this task was submitted "
                                        f"is full; currently {len(queue.batches)} batches enqueued and "
                                        f"max_enqueued_batches is {self.options.max_enqueued_batches}")
                 queue.batches.append([])
@@ -223,7 +223,7 @@ class BatchScheduler:
             self._cond.notify_all()
         task.done.wait()
         if task.error is not None:
-            raise ServingError(*task.error)
+            raise StatusError(*task.error)
         return task.outputs
 
     def stop(self) -> None:
@@ -263,7 +263,7 @@ class BatchScheduler:
             queue, tasks = taken
             try:
                 outputs = self._process(queue, tasks)
-            except ServingError as exc:
+            except StatusError as exc:
                 for task in tasks:
                     task.error = (exc.code, exc.message)
             except Exception as exc:  # a bug: every caller of the batch gets it, the thread lives on
@@ -279,7 +279,7 @@ class BatchScheduler:
     def _process(self, queue: _Queue, tasks: list[_Task]) -> list[list[np.ndarray]]:
         now = time.monotonic()
         if all(t.deadline is not None and t.deadline <= now for t in tasks):
-            raise ServingError("RESOURCE_EXHAUSTED", "Run() timeout exceeded while waiting in batching queue")
+            raise StatusError("RESOURCE_EXHAUSTED", "Run() timeout exceeded while waiting in batching queue")
         total = sum(t.size for t in tasks)
         padded_total = next((s for s in self.options.allowed_batch_sizes if s >= total), total)
         merged = merge_inputs([t.feeds for t in tasks], queue.input_names,
@@ -288,9 +288,9 @@ class BatchScheduler:
         bounds = np.cumsum([0] + [t.size for t in tasks])
         for tensor in combined:
             if np.ndim(tensor) == 0:
-                raise ServingError("FAILED_PRECONDITION", "Batched output tensor has 0 dimensions")
+                raise StatusError("FAILED_PRECONDITION", "Batched output tensor has 0 dimensions")
             if np.shape(tensor)[0] != padded_total:
-                raise ServingError("FAILED_PRECONDITION", "Batched output tensor's 0th dimension does not equal the "
+                raise StatusError("FAILED_PRECONDITION", "Batched output tensor's 0th dimension does not equal the "
                                    "sum of the 0th dimension sizes of the input tensors")
         return [[tensor[bounds[i]:bounds[i + 1]] for tensor in combined] for i in range(len(tasks))]
 
@@ -301,7 +301,7 @@ def pad_to(tensor: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     if tuple(tensor.shape[1:]) == tuple(shape[1:]):
         return tensor
     if tensor.size < 1:
-        raise ServingError("INVALID_ARGUMENT", "Got empty tensor in batch of non-empty tensors.")
+        raise StatusError("INVALID_ARGUMENT", "Got empty tensor in batch of non-empty tensors.")
     padded = np.full((tensor.shape[0], *shape[1:]), tensor.flat[0], dtype=tensor.dtype)
     padded[tuple(slice(0, n) for n in tensor.shape)] = tensor
     return padded
@@ -316,7 +316,7 @@ def merge_inputs(calls: Sequence[Sequence[np.ndarray]], names: Sequence[str], *,
         tensors = [call[index] for call in calls]
         if len({t.ndim for t in tensors}) != 1 or (
                 not pad and any(t.shape[1:] != tensors[0].shape[1:] for t in tensors)):
-            raise ServingError("FAILED_PRECONDITION", f"Tensors with name '{name}' from different tasks have "
+            raise StatusError("FAILED_PRECONDITION", f"Tensors with name '{name}' from different tasks have "
                                "different shapes and padding is turned off.Set pad_variable_length_inputs to true, "
                                "or ensure that all tensors with the same namehave equal dimensions starting with "
                                "the first dim.")

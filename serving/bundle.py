@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from serving.errors import ServingError
+from serving.errors import StatusError
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ _ops_lock = threading.Lock()
 _ops_registered = False
 
 
-class BundleError(ServingError):
+class BundleError(StatusError):
     """A SavedModel failed to load, warm up, or answer a request; ``code`` is the canonical status name."""
 
 

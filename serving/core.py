@@ -16,6 +16,11 @@ One manager thread per core does what TF Serving's ``FileSystemStoragePathSource
 
 Requests take a reference on the version they resolve to; an unloaded version is closed only when its
 last request finishes. Version labels follow ``ServerCore::UpdateModelVersionLabelMap``.
+
+The decisions are pure functions, unit-tested without a thread or a file system: :func:`aspired_versions`
+(the version policy applied to what is on disk) and :func:`next_action` (AvailabilityPreservingPolicy's one
+step). The manager thread lists directories (:func:`version_dirs`) and loads or closes SavedModels with the
+lock released; under the lock it only reads and writes the in-memory state that requests also read.
 """
 
 from __future__ import annotations
@@ -28,17 +33,33 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 
 import numpy as np
 
 from serving.bundle import BundleError, SavedModelBundle
-from serving.errors import ServingError
+from serving.errors import StatusError
 
 logger = logging.getLogger(__name__)
 
 _VERSION_NAME = re.compile(r"^[0-9]+$")
 _INT64_MAX = 2**63 - 1
-START, LOADING, AVAILABLE, UNLOADING, END = "START", "LOADING", "AVAILABLE", "UNLOADING", "END"
+
+
+class VersionState(str, Enum):
+    """A version's state; the values are TF Serving's names (``ModelVersionStatus.State``, REST's JSON)."""
+
+    START = "START"
+    LOADING = "LOADING"
+    AVAILABLE = "AVAILABLE"
+    UNLOADING = "UNLOADING"
+    END = "END"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+START, LOADING, AVAILABLE, UNLOADING, END = VersionState
 
 
 @dataclass(frozen=True)
@@ -46,7 +67,7 @@ class VersionStatus:
     """One version's state as GetModelStatus reports it."""
 
     version: int
-    state: str  # START LOADING AVAILABLE UNLOADING END
+    state: VersionState  # a str: "START" "LOADING" "AVAILABLE" "UNLOADING" "END"
     error_code: str = "OK"
     error_message: str = ""
 
@@ -76,7 +97,7 @@ class _Version:
     model: str
     version: int
     path: str
-    state: str = START
+    state: VersionState = START
     error_code: str = "OK"
     error_message: str = ""
     bundle: SavedModelBundle | None = None
@@ -97,6 +118,7 @@ class _Model:
     config: object  # model_server_config_pb2.ModelConfig
     versions: dict[int, _Version] = field(default_factory=dict)
     aspired: set[int] = field(default_factory=set)
+    dirs: dict[int, str] = field(default_factory=dict)  # version -> its directory's name, from the last poll
     polled: bool = False
     removed: bool = False
     last_warning: float = 0.0
@@ -106,15 +128,23 @@ class _Model:
         return self.config.name
 
 
-def list_versions(base_path: str) -> list[int]:
-    """Version numbers under ``base_path``: children named by a 64-bit integer; others ignored."""
-    versions = []
+def version_dirs(base_path: str) -> dict[int, str]:
+    """{version: directory name} under ``base_path``: children named by a 64-bit integer; others ignored.
+
+    The name keeps its own spelling (``00000123`` is version 123); of two spellings of one number the
+    first listed wins."""
+    found: dict[int, str] = {}
     for entry in os.scandir(base_path):
         if _VERSION_NAME.match(entry.name) and entry.is_dir():
             number = int(entry.name)
             if number <= _INT64_MAX:
-                versions.append(number)
-    return sorted(versions)
+                found.setdefault(number, entry.name)
+    return found
+
+
+def list_versions(base_path: str) -> list[int]:
+    """Version numbers under ``base_path`` (see :func:`version_dirs`), ascending."""
+    return sorted(version_dirs(base_path))
 
 
 def aspired_versions(policy, on_disk: Sequence[int]) -> set[int]:
@@ -127,6 +157,33 @@ def aspired_versions(policy, on_disk: Sequence[int]) -> set[int]:
         return set(on_disk) & set(policy.specific.versions)
     num = max(policy.latest.num_versions, 1) if choice == "latest" else 1
     return set(on_disk[-num:])
+
+
+@dataclass(frozen=True)
+class Action:
+    """What the manager does next for one model: ``load`` or ``unload`` one ``version``."""
+
+    kind: str  # "load" | "unload"
+    version: int
+
+
+def next_action(aspired: set[int], states: Mapping[int, VersionState], failed: set[int] = frozenset()) -> Action | None:
+    """One step of TF Serving's ``AvailabilityPreservingPolicy``, as a pure function.
+
+    ``states`` holds the state of every version the manager knows; ``failed`` the END versions whose load
+    failed and that are not to be tried again. Unload the lowest un-aspired AVAILABLE version when an aspired
+    version serves, or nothing is aspired, or more than one un-aspired version serves; otherwise load the
+    highest aspired version not yet tried (or unloaded before, and aspired again); else nothing.
+    """
+    live = {v: s for v, s in states.items() if s != END}
+    aspired_serving = any(s == AVAILABLE for v, s in live.items() if v in aspired)
+    unaspired_serving = sorted(v for v, s in live.items() if v not in aspired and s == AVAILABLE)
+    if unaspired_serving and (not aspired or aspired_serving or len(unaspired_serving) > 1):
+        return Action("unload", unaspired_serving[0])
+    new = [v for v in aspired if v not in states or (states[v] == END and v not in failed)]
+    if new:
+        return Action("load", max(new))
+    return None
 
 
 @dataclass(frozen=True)
@@ -200,10 +257,10 @@ class ServerCore:
             known = model.versions if model is not None else {}
             if version is not None:
                 if version not in known:
-                    raise ServingError("NOT_FOUND", f"Could not find version {version} of model {model_name}")
+                    raise StatusError("NOT_FOUND", f"Could not find version {version} of model {model_name}")
                 return [known[version].status()]
             if not known:
-                raise ServingError("NOT_FOUND", f"Could not find any versions of model {model_name}")
+                raise StatusError("NOT_FOUND", f"Could not find any versions of model {model_name}")
             return [known[v].status() for v in sorted(known, reverse=True)]
 
     def model_names(self) -> list[str]:
@@ -223,13 +280,13 @@ class ServerCore:
         try:
             return self._labels[model_name][label]
         except KeyError:
-            raise ServingError("INVALID_ARGUMENT", f"Unrecognized servable version label: {label}") from None
+            raise StatusError("INVALID_ARGUMENT", f"Unrecognized servable version label: {label}") from None
 
     def _acquire(self, model_name: str, version: int | None, label: str | None) -> _Version:
         if not model_name:
-            raise ServingError("INVALID_ARGUMENT", "ModelSpec has no name specified.")
+            raise StatusError("INVALID_ARGUMENT", "ModelSpec has no name specified.")
         if version is not None and label is not None:
-            raise ServingError("INVALID_ARGUMENT", "Specify at most one of version and version label")
+            raise StatusError("INVALID_ARGUMENT", "Specify at most one of version and version label")
         with self._lock:
             if label is not None:
                 version = self._label_version(model_name, label)
@@ -245,7 +302,7 @@ class ServerCore:
                         servable = candidate
             if servable is None:
                 request = f"Latest({model_name})" if version is None else f"Specific({model_name}, {version})"
-                raise ServingError("NOT_FOUND", f"Servable not found for request: {request}")
+                raise StatusError("NOT_FOUND", f"Servable not found for request: {request}")
             servable.refs += 1
             return servable
 
@@ -262,7 +319,7 @@ class ServerCore:
     def reload_config(self, config, *, wait: bool = True) -> None:
         """Adopt a ``ModelServerConfig``, as ``ServerCore::ReloadConfig``; waits for newly added models.
 
-        Invalid configs raise ServingError and leave the current config in place. A newly added model that
+        Invalid configs raise StatusError and leave the current config in place. A newly added model that
         fails to become available raises UNKNOWN ("... model(s) did not become available: ...").
         """
         with self._config_lock:
@@ -271,7 +328,7 @@ class ServerCore:
                 logger.info("Taking no action for empty config.")
                 return
             if case != "model_config_list":
-                raise ServingError("FAILED_PRECONDITION", "Cannot transition to requested config. It is only legal "
+                raise StatusError("FAILED_PRECONDITION", "Cannot transition to requested config. It is only legal "
                                    "to transition from one ModelConfigList to another.")
             configs = list(config.model_config_list.config)
             self._validate(configs)
@@ -311,28 +368,28 @@ class ServerCore:
         names: set[str] = set()
         for c in configs:
             if c.name in names:
-                raise ServingError("INVALID_ARGUMENT", f"Illegal to list model {c.name} multiple times in config list")
+                raise StatusError("INVALID_ARGUMENT", f"Illegal to list model {c.name} multiple times in config list")
             names.add(c.name)
             if not c.name:
-                raise ServingError("INVALID_ARGUMENT", "A model config has an empty name")
+                raise StatusError("INVALID_ARGUMENT", "A model config has an empty name")
         for c in configs:
             if not os.path.isabs(c.base_path) and "://" not in c.base_path:
-                raise ServingError("INVALID_ARGUMENT", f"Expected model {c.name} to have an absolute path or URI; got "
+                raise StatusError("INVALID_ARGUMENT", f"Expected model {c.name} to have an absolute path or URI; got "
                                    f"base_path()={c.base_path}")
             if "://" in c.base_path:
-                raise ServingError("UNIMPLEMENTED", f"Model {c.name}: only local file system base paths are "
+                raise StatusError("UNIMPLEMENTED", f"Model {c.name}: only local file system base paths are "
                                    f"supported by this server (got {c.base_path})")
             platform = c.model_platform
             if c.model_type:  # deprecated ModelType enum: 1 = TENSORFLOW
                 if platform:
-                    raise ServingError("INVALID_ARGUMENT", "Illegal setting both ModelServerConfig::model_type "
+                    raise StatusError("INVALID_ARGUMENT", "Illegal setting both ModelServerConfig::model_type "
                                        "(deprecated) and ModelServerConfig::model_platform.")
                 platform = "tensorflow" if c.model_type == 1 else ""
             if not platform:
-                raise ServingError("INVALID_ARGUMENT", "Illegal setting neither ModelServerConfig::model_type "
+                raise StatusError("INVALID_ARGUMENT", "Illegal setting neither ModelServerConfig::model_type "
                                    "(deprecated) nor ModelServerConfig::model_platform.")
             if platform != "tensorflow":
-                raise ServingError("INVALID_ARGUMENT", f"Model {c.name} requests unsupported platform {platform}")
+                raise StatusError("INVALID_ARGUMENT", f"Model {c.name} requests unsupported platform {platform}")
 
     def _new_label_map(self, configs) -> dict[str, dict[str, int]]:
         labels: dict[str, dict[str, int]] = {}
@@ -345,7 +402,7 @@ class ServerCore:
                     allow = existing is None or existing == version
                 servable = model.versions.get(version) if model is not None and not model.removed else None
                 if not allow and (servable is None or servable.state != AVAILABLE):
-                    raise ServingError("FAILED_PRECONDITION", f"Request to assign label to version {version} of model "
+                    raise StatusError("FAILED_PRECONDITION", f"Request to assign label to version {version} of model "
                                        f"{c.name}, which is not currently available for inference")
                 labels.setdefault(c.name, {})[label] = version
         return labels
@@ -368,12 +425,12 @@ class ServerCore:
                     else:
                         pending.append(model)
                 if (pending or failed) and self._stopping.is_set():  # a load cut short by stop() is no failure
-                    raise ServingError("CANCELLED", "server is stopping")
+                    raise StatusError("CANCELLED", "server is stopping")
                 if not pending:
                     break
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
-                    raise ServingError("DEADLINE_EXCEEDED", "models did not become available in time: "
+                    raise StatusError("DEADLINE_EXCEEDED", "models did not become available in time: "
                                        + ", ".join(m.name for m in pending))
                 self._changed.wait(timeout=min(remaining, 1.0) if remaining is not None else 1.0)
         if failed:
@@ -383,7 +440,7 @@ class ServerCore:
                     s = model.versions[v]
                     parts.append(f"{{name: {model.name} version: {v} due to error: {s.error_code}: "
                                  f"{s.error_message}}}")
-            raise ServingError("UNKNOWN", f"{len(failed)} model(s) did not become available: {{{', '.join(parts)}}}")
+            raise StatusError("UNKNOWN", f"{len(failed)} model(s) did not become available: {{{', '.join(parts)}}}")
 
     # ------------------------------------------------------------------ manager thread
     def _run(self) -> None:
@@ -412,8 +469,8 @@ class ServerCore:
 
     def _poll(self, model: _Model) -> None:
         base = model.config.base_path
-        try:
-            on_disk = list_versions(base)
+        try:  # outside the lock: a slow or hung file system must not stall requests
+            on_disk = version_dirs(base)
         except OSError as exc:
             self._warn(model, f"File system storage path source: Could not find base path {base} for servable "
                               f"{model.name} with error {exc.strerror or exc}")
@@ -425,6 +482,7 @@ class ServerCore:
             if on_disk is None:
                 return  # an unreadable base path changes nothing
             model.aspired = aspired_versions(model.config.model_version_policy, on_disk)
+            model.dirs = on_disk
             model.polled = True
             for number, servable in model.versions.items():
                 if servable.state == END and number not in model.aspired:
@@ -441,37 +499,25 @@ class ServerCore:
         """One step of AvailabilityPreservingPolicy for ``model``; False when there is nothing to do."""
         with self._lock:
             aspired = model.aspired if not model.removed else set()
-            live = {v: s for v, s in model.versions.items() if s.state != END}
-            has_aspired = bool(aspired)
-            aspired_serving = any(s.state == AVAILABLE for v, s in live.items() if v in aspired)
-            unaspired_serving = sorted(v for v, s in live.items() if v not in aspired and s.state == AVAILABLE)
-            unloading = None
-            if unaspired_serving and (not has_aspired or aspired_serving or len(unaspired_serving) > 1):
-                unloading = model.versions[unaspired_serving[0]]
+            action = next_action(aspired, {v: s.state for v, s in model.versions.items()},
+                                 {v for v, s in model.versions.items() if s.failed})
+            if action is None:
+                return False
+            if action.kind == "unload":
+                unloading = model.versions[action.version]
                 closing = self._start_unload(unloading)
-        if unloading is not None:
+            else:
+                # A version already tried is not retried while it stays aspired (a failed one stays END).
+                # A version that left the aspired set is forgotten, so publishing it again loads it again.
+                name = model.dirs.get(action.version, str(action.version))
+                servable = _Version(model.name, action.version, os.path.join(model.config.base_path, name))
+                model.versions[action.version] = servable
+                self._changed.notify_all()
+        if action.kind == "unload":
             if closing is not None:  # outside the lock: requests must not wait for a Session to close
                 self._finish_unload(unloading, closing)
-            return True
-        with self._lock:
-            aspired = model.aspired if not model.removed else set()
-            # A version already tried is not retried while it stays aspired (a failed one stays END).
-            # A version that left the aspired set is forgotten, so publishing it again loads it again.
-            new = [v for v in aspired if v not in model.versions or
-                   (model.versions[v].state == END and not model.versions[v].failed)]
-            if not new:
-                return False
-            version = max(new)
-            path = os.path.join(model.config.base_path, str(version))
-            # Keep the directory's own spelling (e.g. 00000123) when it differs from str(version).
-            for entry in os.listdir(model.config.base_path) if os.path.isdir(model.config.base_path) else ():
-                if _VERSION_NAME.match(entry) and int(entry) == version:
-                    path = os.path.join(model.config.base_path, entry)
-                    break
-            servable = _Version(model.name, version, path)
-            model.versions[version] = servable
-            self._changed.notify_all()
-        self._load(servable)
+        else:
+            self._load(servable)
         return True
 
     def _load(self, servable: _Version) -> None:
@@ -480,7 +526,7 @@ class ServerCore:
             servable.state = LOADING
             self._changed.notify_all()
         attempts = self.options.max_num_load_retries + 1
-        error: ServingError | None = None
+        error: StatusError | None = None
         for attempt in range(attempts):
             if attempt:
                 logger.info("Retrying load of servable {name: %s version: %d} (retry %d of %d)", servable.model,
@@ -492,7 +538,7 @@ class ServerCore:
                                                run_warmup=self.options.enable_model_warmup,
                                                session_config=self.options.session_config,
                                                batch_scheduler=self._batch_scheduler)
-            except ServingError as exc:
+            except StatusError as exc:
                 error = exc
             except Exception as exc:  # anything else a broken SavedModel can raise
                 error = BundleError("UNKNOWN", f"{type(exc).__name__}: {exc}")
@@ -507,7 +553,7 @@ class ServerCore:
             logger.error("Loading servable: {name: %s version: %d} failed: %s: %s", servable.model,
                          servable.version, error.code, error.message)
         if error is None:
-            error = ServingError("CANCELLED", "server stopped during load")
+            error = StatusError("CANCELLED", "server stopped during load")
         with self._lock:
             servable.state, servable.error_code, servable.error_message = END, error.code, error.message
             self._changed.notify_all()

@@ -1,9 +1,18 @@
-"""The one error type of the local server, carrying a canonical status name.
+"""The one error type of the local server, carrying a canonical status name: TF Serving's ``Status``.
 
 TF Serving reports failures as a ``tensorflow::Status``: a canonical code plus a message. Every layer of
-the local server raises :class:`ServingError` with the same code names, and each transport maps the code
+the local server raises :class:`StatusError` with the same code names, and each transport maps the code
 in one place: REST through :data:`HTTP_STATUS` (TF Serving's ``ToHTTPStatusCode``), gRPC through the
 ``grpc.StatusCode`` of the same name.
+
+It is not the client's ``client.errors.ServingError`` tree, and is named apart from it on purpose. The
+client's is a public API for applications: one class per code (``NotFoundError`` is also a LookupError,
+``UnavailableError`` a ConnectionError), built from a message alone, raised for failures no server reported
+(a refused connection) and retried by the client's policy. This one is the server's internal carrier of a
+``tensorflow::Status`` to the transports' one mapping table; raising the client's classes in the server
+would tie the stand-in server to the client package's API and blur which side a traceback comes from.
+What the two share is the list of canonical code names, and tests/serving/test_errors.py checks that the
+two lists, and the client's reading of the HTTP statuses below, agree.
 """
 
 from __future__ import annotations
@@ -30,7 +39,7 @@ HTTP_STATUS = {
 }
 
 
-class ServingError(Exception):
+class StatusError(Exception):
     """A failed request or load: ``code`` is a canonical status name, ``message`` TF Serving's text."""
 
     def __init__(self, code: str, message: str) -> None:
@@ -45,4 +54,4 @@ class ServingError(Exception):
         return HTTP_STATUS[self.code]
 
     def __repr__(self) -> str:
-        return f"ServingError({self.code}, {self.message!r})"
+        return f"StatusError({self.code}, {self.message!r})"

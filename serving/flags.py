@@ -4,12 +4,25 @@ TF Serving parses flags with ``tensorflow::Flags`` (``--name=value``; a bool als
 bools read ``true``/``false``/``1``/``0``). This parser accepts those forms, plus ``--name value`` for
 non-bool flags. Unlike TF Serving, which prints ``unknown argument: ...`` and carries on, an unknown flag or
 a stray argument is an error here.
+
+The flags are absl.flags definitions (one ``FlagValues`` per parse, not absl's global ``FLAGS``), made from
+:class:`ServerOptions`' fields, so names, types and defaults have one source. What absl does that the
+hand-written loop did not: typed flag objects with their help text and defaults (the usage text is read
+from them), ``--name value`` and bare-bool handling, and "Missing value" for a flag at the end of the line.
+Where absl accepts more than ``tensorflow::Flags``, :func:`_check_tf_syntax` runs first and answers as TF
+Serving's "unknown argument" does: absl's ``--noNAME`` for bools, single-dash ``-name``, ``--flagfile`` and
+``--undefok``, and ``--`` (tensorflow_model_server would not start with them, so a compose file that works
+here must work there). Values go through parsers with TF's syntax instead of absl's (absl reads ``t``,
+``TRUE``, ``0x10``; TF and this module only ``true``/``false``/``1``/``0`` and decimal integers) and TF's
+"Couldn't interpret value ... for flag ..." message.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, fields
+
+from absl import flags as absl_flags
 
 _CPUS = os.cpu_count() or 1
 
@@ -116,13 +129,39 @@ _HELP = {
 _TYPES = {f.name: f.type for f in fields(ServerOptions)}
 
 
+class _TFParser(absl_flags.ArgumentParser):
+    """A value as ``tensorflow::Flags`` reads it: bool ``true|false|1|0``, int64 in decimal, string as is."""
+
+    def __init__(self, name: str, kind: str) -> None:
+        self.name, self.kind = name, kind
+
+    def flag_type(self) -> str:
+        return self.kind
+
+    def parse(self, argument):
+        if not isinstance(argument, str):  # a default
+            return argument
+        return _convert(self.name, self.kind, argument)
+
+
+def _flag_values() -> absl_flags.FlagValues:
+    """A fresh absl FlagValues with one flag per ServerOptions field (names, types, defaults, help)."""
+    values = absl_flags.FlagValues()
+    for f in fields(ServerOptions):
+        flag = absl_flags.Flag(_TFParser(f.name, f.type), absl_flags.ArgumentSerializer(), f.name, f.default,
+                               _HELP.get(f.name, ""), boolean=f.type == "bool")
+        absl_flags.DEFINE_flag(flag, flag_values=values)
+    return values
+
+
 def usage(program: str = "python -m serving") -> str:
     lines = [f"usage: {program}", "Flags:"]
-    defaults = ServerOptions.__dataclass_fields__
-    for name, kind in _TYPES.items():
-        default = defaults[name].default
+    defined = _flag_values()
+    for name in defined:
+        flag = defined[name]
+        kind, default = flag.flag_type(), flag.default
         shown = str(default).lower() if kind == "bool" else f'"{default}"' if kind == "str" else default
-        lines.append(f"\t--{name}={shown}\t{kind}\t{_HELP.get(name, '')}")
+        lines.append(f"\t--{name}={shown}\t{kind}\t{flag.help}")
     return "\n".join(lines) + "\n"
 
 
@@ -142,32 +181,35 @@ def _convert(name: str, kind: str, text: str):
                 return value
     else:
         return text
-    raise FlagError(f"Couldn't interpret value {text} for flag {name}.")
+    raise ValueError(f"Couldn't interpret value {text} for flag {name}.")
+
+
+def _check_tf_syntax(argv: list[str]) -> None:
+    """Reject, in order, what ``tensorflow::Flags`` would not take but absl would (see the module doc)."""
+    takes_next = False
+    for arg in argv:
+        if takes_next:  # the value of ``--name value``
+            takes_next = False
+            continue
+        if arg in ("--help", "-h", "--helpfull"):
+            raise FlagError("")
+        name, sep, _ = arg[2:].partition("=")
+        if not arg.startswith("--") or name not in _TYPES:
+            raise FlagError(f"unknown argument: {arg}")
+        takes_next = not sep and _TYPES[name] != "bool"
 
 
 def parse_flags(argv: list[str]) -> ServerOptions:
     """Parse ``argv`` (without the program name) into ServerOptions; FlagError on any problem."""
-    values: dict[str, object] = {}
-    args = list(argv)
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        i += 1
-        if arg in ("--help", "-h", "--helpfull"):
-            raise FlagError("")
-        if not arg.startswith("--"):
-            raise FlagError(f"unknown argument: {arg}")
-        name, sep, text = arg[2:].partition("=")
-        kind = _TYPES.get(name)
-        if kind is None:
-            raise FlagError(f"unknown argument: {arg}")
-        if not sep:
-            if kind == "bool":
-                text = "true"
-            elif i < len(args):
-                text = args[i]
-                i += 1
-            else:
-                raise FlagError(f"flag --{name} needs a value")
-        values[name] = _convert(name, kind, text)
-    return ServerOptions(**values)
+    _check_tf_syntax(argv)
+    values = _flag_values()
+    try:
+        values(["serving", *argv])
+    except absl_flags.IllegalFlagValueError as exc:  # absl wraps the parser's ValueError: report TF's text
+        cause = exc.__context__
+        raise FlagError(str(cause) if isinstance(cause, ValueError) else str(exc)) from None
+    except absl_flags.UnrecognizedFlagError as exc:
+        raise FlagError(f"unknown argument: {exc.flagvalue}") from None
+    except absl_flags.Error as exc:  # "Missing value for flag --port"
+        raise FlagError(str(exc)) from None
+    return ServerOptions(**{name: values[name].value for name in values if values[name].present})

@@ -1,7 +1,7 @@
 """gRPC transport: tensorflow-serving-api's PredictionService and ModelService servicers over a ServerCore.
 
 Only wire conversion lives here (TensorProto <-> numpy, ModelSpec -> version/label) and the mapping of a
-ServingError's canonical code to the ``grpc.StatusCode`` of the same name, as TF Serving's ``ToGRPCStatus``.
+StatusError's canonical code to the ``grpc.StatusCode`` of the same name, as TF Serving's ``ToGRPCStatus``.
 ``Classify``/``Regress``/``MultiInference`` answer as TF Serving does for signatures of the wrong kind
 (INVALID_ARGUMENT) and UNIMPLEMENTED for real classify/regress signatures (tf.Example input is not
 implemented here).
@@ -9,6 +9,7 @@ implemented here).
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -26,7 +27,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from serving.errors import ServingError
+from serving.errors import StatusError
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def tensor_to_ndarray(alias: str, proto) -> np.ndarray:
 
         return tf.make_ndarray(proto)
     except Exception as exc:
-        raise ServingError("INVALID_ARGUMENT", f"tensor parsing error: {alias}") from exc
+        raise StatusError("INVALID_ARGUMENT", f"tensor parsing error: {alias}") from exc
 
 
 _CONTENT_DTYPES: dict = {}  # numpy dtype -> TF DataType enum written as tensor_content (None: make_tensor_proto)
@@ -125,7 +126,7 @@ def _version_choice(spec) -> dict:
     return {}
 
 
-def _abort(context, error: ServingError):
+def _abort(context, error: StatusError):
     context.abort(getattr(grpc.StatusCode, error.code, grpc.StatusCode.UNKNOWN), error.message)
 
 
@@ -137,6 +138,45 @@ def _status_proto(out, code: str, message: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- services
+class _Call:
+    """What one RPC is recorded under; the handler fills in ``version`` and ``signature`` as it learns them."""
+
+    __slots__ = ("version", "signature")
+
+    def __init__(self, version, signature: str) -> None:
+        self.version, self.signature = version, signature
+
+
+def _rpc(api: str, *, signature: bool = False):
+    """Wrap a handler ``(self, request, context, call)`` in the block every RPC shares: time it, turn a
+    StatusError into the gRPC status of the same name, and record one metric (``api``, the canonical code,
+    the version the call answered from or asked for, and the signature when ``signature`` is set)."""
+
+    def wrap(handler):
+        @functools.wraps(handler)
+        def rpc(self, request, context):
+            start = time.perf_counter()
+            spec = request.model_spec
+            call = _Call(_version_choice(spec).get("version"),
+                         (spec.signature_name or "serving_default") if signature else "")
+            try:
+                response = handler(self, request, context, call)
+            except StatusError as error:
+                self._record(spec, call.version, call.signature, api, error.code, start)
+                _abort(context, error)
+            self._record(spec, call.version, call.signature, api, "OK", start)
+            return response
+
+        return rpc
+
+    return wrap
+
+
+def _require_spec(request) -> None:
+    if not request.HasField("model_spec"):
+        raise StatusError("INVALID_ARGUMENT", "Missing ModelSpec")
+
+
 class _Servicer:
     """What both services share: the core they answer from and the metrics every call is recorded in."""
 
@@ -152,101 +192,72 @@ class _Servicer:
 
 class PredictionService(_Servicer, prediction_service_pb2_grpc.PredictionServiceServicer):
 
-    def Predict(self, request, context):
-        start = time.perf_counter()
+    @_rpc("Predict", signature=True)
+    def Predict(self, request, context, call):
+        _require_spec(request)
         spec = request.model_spec
-        signature = spec.signature_name or "serving_default"
-        choice = _version_choice(spec)
-        try:
-            if not request.HasField("model_spec"):
-                raise ServingError("INVALID_ARGUMENT", "Missing ModelSpec")
-            remaining = context.time_remaining()  # the client's deadline bounds the call, as in TF Serving
-            timeout_ms = remaining * 1000.0 if remaining is not None and remaining < 1e8 else None
-            version, outputs = self._core.predict(
-                spec.name, signature_name=spec.signature_name, inputs=_LazyInputs(request.inputs),
-                output_filter=tuple(request.output_filter), timeout_ms=timeout_ms, **choice)
-        except ServingError as error:
-            self._record(spec, choice.get("version"), signature, "Predict", error.code, start)
-            _abort(context, error)
+        remaining = context.time_remaining()  # the client's deadline bounds the call, as in TF Serving
+        timeout_ms = remaining * 1000.0 if remaining is not None and remaining < 1e8 else None
+        call.version, outputs = self._core.predict(
+            spec.name, signature_name=spec.signature_name, inputs=_LazyInputs(request.inputs),
+            output_filter=tuple(request.output_filter), timeout_ms=timeout_ms, **_version_choice(spec))
         response = predict_pb2.PredictResponse()
         response.model_spec.name = spec.name
-        response.model_spec.signature_name = signature
-        response.model_spec.version.value = version
+        response.model_spec.signature_name = call.signature
+        response.model_spec.version.value = call.version
         for alias, value in outputs.items():
             ndarray_to_tensor(value, response.outputs[alias])
-        self._record(spec, version, signature, "Predict", "OK", start)
         return response
 
-    def GetModelMetadata(self, request, context):
-        start = time.perf_counter()
+    @_rpc("GetModelMetadata")
+    def GetModelMetadata(self, request, context, call):
+        _require_spec(request)
         spec = request.model_spec
-        choice = _version_choice(spec)
-        try:
-            if not request.HasField("model_spec"):
-                raise ServingError("INVALID_ARGUMENT", "Missing ModelSpec")
-            if not request.metadata_field:
-                raise ServingError("INVALID_ARGUMENT",
-                                   "GetModelMetadataRequest must specify at least one metadata_field")
-            for name in request.metadata_field:
-                if name != _SIGNATURE_DEF:
-                    raise ServingError("INVALID_ARGUMENT", f"Metadata field {name} is not supported")
-            version, signature_defs = self._core.signature_defs(spec.name, **choice)
-        except ServingError as error:
-            self._record(spec, choice.get("version"), "", "GetModelMetadata", error.code, start)
-            _abort(context, error)
+        if not request.metadata_field:
+            raise StatusError("INVALID_ARGUMENT", "GetModelMetadataRequest must specify at least one metadata_field")
+        for name in request.metadata_field:
+            if name != _SIGNATURE_DEF:
+                raise StatusError("INVALID_ARGUMENT", f"Metadata field {name} is not supported")
+        call.version, signature_defs = self._core.signature_defs(spec.name, **_version_choice(spec))
         response = get_model_metadata_pb2.GetModelMetadataResponse()
         response.model_spec.name = spec.name
-        response.model_spec.version.value = version
+        response.model_spec.version.value = call.version
         signature_map = get_model_metadata_pb2.SignatureDefMap()
         for name, signature_def in signature_defs.items():
             signature_map.signature_def[name].CopyFrom(signature_def)
         response.metadata[_SIGNATURE_DEF].Pack(signature_map)
-        self._record(spec, version, "", "GetModelMetadata", "OK", start)
         return response
 
-    def _unsupported(self, request, context, api: str, method: str):
+    def _unsupported(self, request, call, api: str, method: str):
         """Classify/Regress: TF Serving's answer for our predict signatures; real ones are not implemented."""
-        start = time.perf_counter()
         spec = request.model_spec
-        signature = spec.signature_name or "serving_default"
-        choice = _version_choice(spec)
-        try:
-            _, signature_defs = self._core.signature_defs(spec.name, **choice)
-            if signature not in signature_defs:
-                raise ServingError("FAILED_PRECONDITION", f'Serving signature key "{signature}" not found.')
-            found = signature_defs[signature].method_name
-            if found != method:
-                raise ServingError("INVALID_ARGUMENT", f"Expected {api.lower()} signature method_name to be "
-                                   f"{method}. Was: {found}")
-            raise ServingError("UNIMPLEMENTED", f"{api} over tf.Example input is not implemented by the local "
-                               "server; use Predict")
-        except ServingError as error:
-            self._record(spec, choice.get("version"), signature, api, error.code, start)
-            _abort(context, error)
+        _, signature_defs = self._core.signature_defs(spec.name, **_version_choice(spec))
+        if call.signature not in signature_defs:
+            raise StatusError("FAILED_PRECONDITION", f'Serving signature key "{call.signature}" not found.')
+        found = signature_defs[call.signature].method_name
+        if found != method:
+            raise StatusError("INVALID_ARGUMENT", f"Expected {api.lower()} signature method_name to be "
+                               f"{method}. Was: {found}")
+        raise StatusError("UNIMPLEMENTED", f"{api} over tf.Example input is not implemented by the local "
+                           "server; use Predict")
 
-    def Classify(self, request, context):
-        return self._unsupported(request, context, "Classification", "tensorflow/serving/classify")
+    @_rpc("Classification", signature=True)
+    def Classify(self, request, context, call):
+        return self._unsupported(request, call, "Classification", "tensorflow/serving/classify")
 
-    def Regress(self, request, context):
-        return self._unsupported(request, context, "Regression", "tensorflow/serving/regress")
+    @_rpc("Regression", signature=True)
+    def Regress(self, request, context, call):
+        return self._unsupported(request, call, "Regression", "tensorflow/serving/regress")
 
     def MultiInference(self, request, context):
         context.abort(grpc.StatusCode.UNIMPLEMENTED, "MultiInference is not implemented by the local server")
 
 
 class ModelService(_Servicer, model_service_pb2_grpc.ModelServiceServicer):
-    def GetModelStatus(self, request, context):
-        start = time.perf_counter()
-        spec = request.model_spec
-        choice = _version_choice(spec)
-        try:
-            if not request.HasField("model_spec"):
-                raise ServingError("INVALID_ARGUMENT", "Missing ModelSpec")
-            statuses = self._core.model_status(spec.name, **choice)
-        except ServingError as error:
-            self._record(spec, choice.get("version"), "", "GetModelStatus", error.code, start)
-            _abort(context, error)
-        self._record(spec, choice.get("version"), "", "GetModelStatus", "OK", start)
+    @_rpc("GetModelStatus")
+    def GetModelStatus(self, request, context, call):
+        _require_spec(request)
+        statuses = self._core.model_status(request.model_spec.name, **_version_choice(request.model_spec))
         response = get_model_status_pb2.GetModelStatusResponse()
         for status in statuses:
             entry = response.model_version_status.add()
@@ -260,13 +271,13 @@ class ModelService(_Servicer, model_service_pb2_grpc.ModelServiceServicer):
         config = request.config
         try:
             if config.WhichOneof("config") != "model_config_list":
-                raise ServingError("INVALID_ARGUMENT", "ServerModelConfig type not supported by "
+                raise StatusError("INVALID_ARGUMENT", "ServerModelConfig type not supported by "
                                    "HandleReloadConfigRequest. Only ModelConfigList is currently supported")
             for index, model in enumerate(config.model_config_list.config):
                 logger.info("Config entry index : %d path : %s name : %s platform : %s", index, model.base_path,
                             model.name, model.model_platform)
             self._core.reload_config(config)
-        except ServingError as error:
+        except StatusError as error:
             logger.error("ReloadConfig failed: %s", error.message)
             _status_proto(response.status, error.code, error.message)
             _abort(context, error)

@@ -14,7 +14,7 @@ infinities as ``NaN``/``Infinity``. DT_STRING outputs are JSON strings, or ``{"b
 name ends in ``_bytes``. The layout (indentation, single-line rows) is rapidjson's PrettyWriter's, as in TF
 Serving.
 
-Every error is a :class:`~serving.errors.ServingError` with TF Serving's code and message.
+Every error is a :class:`~serving.errors.StatusError` with TF Serving's code and message.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from serving.errors import ServingError
+from serving.errors import StatusError
 
 ROW = "row"
 COLUMNAR = "columnar"
@@ -58,11 +58,11 @@ def dtype_string(dtype: int) -> str:
     return _DTYPE_STRING.get(dtype, f"unknown dtype enum ({dtype})")
 
 
-def _invalid(*parts: object) -> ServingError:
-    return ServingError("INVALID_ARGUMENT", "".join(str(p) for p in parts))
+def _invalid(*parts: object) -> StatusError:
+    return StatusError("INVALID_ARGUMENT", "".join(str(p) for p in parts))
 
 
-def _status_string(error: ServingError) -> str:
+def _status_string(error: StatusError) -> str:
     """``absl::Status::ToString()``: ``INVALID_ARGUMENT: message``."""
     return f"{error.code}: {error.message}"
 
@@ -281,7 +281,7 @@ def _innermost_container(text: str, pos: int) -> str:
     return stack[-1] if stack else "{"
 
 
-def _parse_error(exc: json.JSONDecodeError, text: str) -> ServingError:
+def _parse_error(exc: json.JSONDecodeError, text: str) -> StatusError:
     message = exc.msg
     if message.startswith("Expecting ',' delimiter"):
         message = ("Missing a comma or '}' after an object member." if _innermost_container(text, exc.pos) == "{"
@@ -346,7 +346,7 @@ def b64decode(text: str) -> bytes:
         raise _invalid("Unable to base64 decode") from None
 
 
-def _type_error(value, dtype: int) -> ServingError:
+def _type_error(value, dtype: int) -> StatusError:
     return _invalid("JSON Value: ", json_value_to_string(value), " Type: ", json_type(value),
                     " is not of expected type: ", dtype_string(dtype))
 
@@ -391,7 +391,7 @@ def _convert_value(value, dtype: int):
     elif dtype == DT_UINT64:
         ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _UINT64_MAX
     else:
-        raise ServingError("UNIMPLEMENTED", f"Conversion of JSON Value: {json_value_to_string(value)} to type: "
+        raise StatusError("UNIMPLEMENTED", f"Conversion of JSON Value: {json_value_to_string(value)} to type: "
                                             f"{dtype_string(dtype)}")
     if not ok:
         raise _type_error(value, dtype)
@@ -506,7 +506,7 @@ def _from_instances(doc: Mapping, instances, dtypes: Mapping[str, int]) -> dict[
             for name, item in element.items():
                 try:
                     acc.add(item, name)
-                except ServingError as exc:
+                except StatusError as exc:
                     raise _invalid("Failed to process element: ", index, " key: ", name,
                                    " of 'instances' list. Error: ", _status_string(exc)) from None
             if set(element) != set(names):
@@ -517,7 +517,7 @@ def _from_instances(doc: Mapping, instances, dtypes: Mapping[str, int]) -> dict[
                 raise _invalid("Expecting value/list but got object at item ", index, " of input list")
             try:
                 acc.add(element, names[0])
-            except ServingError as exc:
+            except StatusError as exc:
                 raise _invalid("Failed to process element: ", index, " of 'instances' list. Error: ",
                                _status_string(exc)) from None
     return acc.tensors(len(instances))

@@ -14,15 +14,23 @@ Both transports call :meth:`Metrics.record` once per request, with TF Serving's 
 ``"GRPC"``; the REST server serves :meth:`Metrics.render` at the monitoring config's path.
 :data:`MonitoringConfig` is TF Serving's ``--monitoring_config_file`` message (the tensorflow-serving-api
 wheel does not ship its ``_pb2``).
+
+The counters and histograms are prometheus_client's ``Counter`` and ``Histogram`` in a registry of each
+:class:`Metrics` (not the process-wide default one). What the library does that the hand-written version did
+not: label-name validation, a per-child lock instead of one lock for every series (two requests of different
+models no longer contend), the bucket search and cumulative ``_bucket``/``_sum``/``_count`` samples, and a
+metric name checked against Prometheus' name rules at definition. Its text writer (``generate_latest``) is
+not used, because it cannot write TF Serving's page: it always names a counter's family and samples
+``<name>_total`` (TF Serving: ``:tensorflow:serving:request_count`` with no suffix) and writes ``# HELP``
+lines and ``_created`` series that TF Serving's exporter does not. :meth:`Metrics.render` writes the page
+from the registry's samples instead (``registry.collect()``), in TF Serving's format: ``# TYPE`` lines only,
+counts as integers, bucket limits and sums as ``%g``.
 """
 
 from __future__ import annotations
 
-import bisect
-import threading
-from dataclasses import dataclass, field
-
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 DEFAULT_PATH = "/monitoring/prometheus/metrics"
 REQUEST_COUNT = ":tensorflow:serving:request_count"
@@ -41,18 +49,8 @@ def _label_value(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
-def _labels(names: tuple[str, ...], values: tuple[str, ...]) -> str:
-    return ",".join(f'{n}="{_label_value(v)}"' for n, v in zip(names, values))
-
-
-@dataclass
-class _Histogram:
-    counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_US) + 1))
-    total: float = 0.0
-
-    def add(self, value: float) -> None:
-        self.counts[bisect.bisect_left(LATENCY_BUCKETS_US, value)] += 1
-        self.total += value
+def _labels(labels: dict[str, str]) -> str:
+    return ",".join(f'{n}="{_label_value(v)}"' for n, v in labels.items())
 
 
 _COUNT_LABELS = ("model_name", "version", "signature_name", "API", "entrypoint", "status")
@@ -63,9 +61,11 @@ class Metrics:
     """Thread-safe request counters and latency histograms keyed by model, version and signature."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts: dict[tuple[str, ...], int] = {}
-        self._latency: dict[tuple[str, ...], _Histogram] = {}
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._count = Counter(REQUEST_COUNT, "The total number of requests.", _COUNT_LABELS,
+                              registry=self.registry)
+        self._latency = Histogram(REQUEST_LATENCY, "Distribution of request latency in microseconds.",
+                                  _LATENCY_LABELS, buckets=LATENCY_BUCKETS_US, registry=self.registry)
 
     def record(self, model: str, version: int | str | None, signature: str, api: str, code: str,
                seconds: float, *, entrypoint: str = "") -> None:
@@ -73,49 +73,40 @@ class Metrics:
 
         ``version`` is the version that answered (or was asked for; None/"" when unknown).
         """
-        version_label = "" if version is None else str(version)
-        key = (model, version_label, signature or "", api, entrypoint)
-        micros = max(0.0, seconds) * 1e6
-        with self._lock:
-            count_key = key + (code,)
-            self._counts[count_key] = self._counts.get(count_key, 0) + 1
-            histogram = self._latency.get(key)
-            if histogram is None:
-                histogram = self._latency[key] = _Histogram()
-            histogram.add(micros)
+        key = (model, "" if version is None else str(version), signature or "", api, entrypoint)
+        self._count.labels(*key, code).inc()
+        self._latency.labels(*key).observe(max(0.0, seconds) * 1e6)
 
     def request_count(self, model: str, *, status: str | None = None, **labels: str) -> int:
         """Sum of requests for ``model`` (optionally one ``status``, and label=value filters such as version)."""
         wanted = {"model_name": model, **labels}
         if status is not None:
             wanted["status"] = status
-        with self._lock:
-            items = list(self._counts.items())
-        total = 0
-        for key, count in items:
-            values = dict(zip(_COUNT_LABELS, key))
-            if all(values.get(k) == str(v) for k, v in wanted.items()):
-                total += count
-        return total
+        total = 0.0
+        for family in self._count.collect():
+            for sample in family.samples:
+                if sample.name == REQUEST_COUNT + "_total" and all(
+                        sample.labels.get(k) == str(v) for k, v in wanted.items()):
+                    total += sample.value
+        return int(total)
 
     def render(self) -> str:
         """The Prometheus text page, as TF Serving's ``PrometheusExporter::GeneratePage`` writes it."""
-        with self._lock:
-            counts = sorted(self._counts.items())
-            latency = sorted((k, list(h.counts), h.total) for k, h in self._latency.items())
-        lines = [f"# TYPE {REQUEST_COUNT} counter"]
-        for key, count in counts:
-            lines.append(f"{REQUEST_COUNT}{{{_labels(_COUNT_LABELS, key)}}} {count}")
-        lines.append(f"# TYPE {REQUEST_LATENCY} histogram")
-        for key, buckets, total in latency:
-            labels = _labels(_LATENCY_LABELS, key)
-            cumulative = 0
-            for i, n in enumerate(buckets):
-                cumulative += n
-                limit = _number(LATENCY_BUCKETS_US[i]) if i < len(LATENCY_BUCKETS_US) else "+Inf"
-                lines.append(f'{REQUEST_LATENCY}_bucket{{{labels},le="{limit}"}} {cumulative}')
-            lines.append(f"{REQUEST_LATENCY}_sum{{{labels}}} {_number(total)}")
-            lines.append(f"{REQUEST_LATENCY}_count{{{labels}}} {cumulative}")
+        lines = []
+        for family in self.registry.collect():
+            lines.append(f"# TYPE {family.name} {family.type}")
+            for sample in family.samples:
+                suffix = sample.name[len(family.name):]
+                if suffix == "_created":
+                    continue
+                if suffix == "_total":  # TF Serving's counters carry no suffix
+                    suffix = ""
+                labels = dict(sample.labels)
+                if "le" in labels:  # prometheus_client spells limits as repr(); TF Serving as %g
+                    le = float(labels["le"])
+                    labels["le"] = "+Inf" if le == float("inf") else _number(le)
+                value = _number(sample.value) if suffix == "_sum" else str(int(sample.value))
+                lines.append(f"{family.name}{suffix}{{{_labels(labels)}}} {value}")
         return "\n".join(lines) + "\n"
 
 

@@ -7,9 +7,18 @@
 - Anything else: 404 with libevent's HTML error page, as ``evhttp_send_error`` answers it.
 
 Bodies sent with ``Content-Encoding: gzip`` are uncompressed, as TF Serving's ``auto_uncompress_input``.
-HTTP/1.1 with keep-alive; one thread per connection (``ThreadingHTTPServer``), Nagle off, each response
-written with a single ``send``. Request bodies are capped at ``max_body_bytes``: a larger
-``Content-Length`` (or chunked body) is answered 413 and the connection closed. TF Serving itself sets no
+HTTP/1.1 with keep-alive; one thread per connection (``socketserver.ThreadingTCPServer``), Nagle off, each
+response written with a single ``send``. Request bodies are capped at ``max_body_bytes``: a larger
+``Content-Length`` (or chunked body) is answered 413 and the connection closed.
+
+The HTTP/1.x parsing is httptools (the bindings to llhttp, Node.js's parser, that uvicorn uses), fed from
+the socket in :class:`_Handler`. It replaced a hand-written reader and does what that did not: it rejects
+a request with both ``Content-Length`` and ``Transfer-Encoding`` (the request-smuggling ambiguity; the old
+reader silently preferred chunked), a negative or non-numeric ``Content-Length``, bad chunk sizes and
+invalid header-name characters per the RFC 9112 grammar, parses chunk extensions and trailers properly, and
+answers pipelined requests in order. One difference from libevent (TF Serving) follows: llhttp rejects
+bare-LF line ends (400), which libevent and the old reader accepted. The limits (request line 414, header
+lines 431, body 413), ``Expect: 100-continue``, the deadline and the error pages stay here, on top of it. TF Serving itself sets no
 cap (libevent's default is unlimited); the cap keeps one request from exhausting the local server's memory.
 :meth:`RestServer.stop` stops accepting, closes idle keep-alive connections and waits for in-flight
 requests to finish.
@@ -17,17 +26,21 @@ requests to finish.
 
 from __future__ import annotations
 
+import collections
 import email.utils
 import heapq
-import http.server
+import http
 import itertools
 import logging
 import os
 import re
 import socket
+import socketserver
 import threading
 import time
 import zlib
+
+import httptools
 
 from serving.json_tensor import error_json
 from serving.monitoring import Metrics, prometheus_path
@@ -45,6 +58,7 @@ _HTML = "text/html; charset=ISO-8859-1"
 _MAX_DRAIN_BYTES = 1024 * 1024
 _MAX_LINE = 65536
 _MAX_HEADERS = 100
+_FRAMING_WORDS = ("Content-Length", "Transfer-Encoding", "chunk")  # in llhttp's error messages
 
 
 class _Date:
@@ -122,97 +136,179 @@ class _BodyTooLarge(Exception):
         self.size = size
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    request_version = "HTTP/1.1"
-    timeout = IDLE_TIMEOUT_S
+class _Reject(Exception):
+    """Raised in a parser callback to stop parsing and answer ``status`` with libevent's error page."""
+
+    def __init__(self, status: int):
+        super().__init__(status)
+        self.status = status
+
+
+class _Request:
+    """One request as the parser delivers it (httptools' callbacks fill it in)."""
+
+    __slots__ = ("method", "target", "version", "headers", "keep_alive", "parts", "size", "header_count",
+                 "too_large", "declared")
+
+    def __init__(self) -> None:
+        self.method, self.target, self.version = "", b"", "1.1"
+        self.headers: dict[str, str] = {}
+        self.keep_alive = True
+        self.parts: list[bytes] = []
+        self.size = self.header_count = 0
+        self.too_large = False
+        self.declared: int | None = None  # Content-Length, when given
+
+
+class _Handler(socketserver.BaseRequestHandler):
+    """One connection: bytes from the socket into httptools' parser (llhttp), requests answered in order.
+
+    httptools does the HTTP/1.x framing (request line, headers, Content-Length and chunked bodies,
+    keep-alive per version and ``Connection``, rejecting malformed or ambiguous framing); this class adds
+    what TF Serving's libevent server answers: limits on the request line (414), header lines and their
+    count (431), the body cap (413, draining a small excess so the client reads the answer), ``Expect:
+    100-continue``, and the error pages.
+    """
+
     server: "_HTTPServer"
 
     def setup(self) -> None:
-        super().setup()
+        self.connection = self.request
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.connection.settimeout(IDLE_TIMEOUT_S)
         self.idle = True
+        self.close_connection = False
+        self.command, self.path, self.request_version, self.headers = "", "", "HTTP/1.1", {}
+        self._parser = httptools.HttpRequestParser(self)
+        self._current: _Request | None = None
+        self._ready: collections.deque[_Request] = collections.deque()
         self.server.track(self, True)
 
     def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            self.server.track(self, False)
+        self.server.track(self, False)
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 (BaseHTTPRequestHandler's name)
-        logger.debug("%s - %s", self.address_string(), format % args)
-
-    def handle_one_request(self) -> None:
-        self.command = ""
+    def handle(self) -> None:
+        sock = self.connection
         try:
-            self.idle = True
-            if self.server.stopping:
-                self.close_connection = True
-                return
-            line = self.rfile.readline(_MAX_LINE + 1)
-            self.idle = False
-            if not line:
-                self.close_connection = True
-                return
-            if self._parse(line):
-                self._serve()  # every method: TF Serving answers unknown ones under /v1 with "Malformed request"
+            while not self.close_connection:
+                self.idle = self._current is None
+                if self.idle and self.server.stopping:
+                    return
+                data = sock.recv(65536)
+                self.idle = False
+                if not data:
+                    return
+                try:
+                    self._parser.feed_data(data)
+                except httptools.HttpParserUpgrade:  # libevent does not upgrade: answer what came, then close
+                    self.close_connection = True
+                except httptools.HttpParserCallbackError as exc:
+                    self._serve_ready()
+                    cause = exc.__context__
+                    if isinstance(cause, _Reject):
+                        self._bad_request(cause.status)
+                    elif isinstance(cause, _BodyTooLarge):
+                        self._too_large(cause)
+                    else:
+                        raise
+                    return
+                except httptools.HttpParserError as exc:
+                    self._serve_ready()
+                    logger.debug("malformed request from %s: %s", self.client_address, exc)
+                    if self._framing_error(exc):
+                        self.close_connection = True
+                        self._reply(400, error_json("Malformed request body framing"))
+                    else:
+                        self._bad_request(400)
+                    return
+                self._serve_ready()
         except (TimeoutError, ConnectionError, OSError) as exc:
             logger.debug("connection %s closed: %s", self.client_address, exc)
-            self.close_connection = True
         finally:
             self.idle = True
 
-    def _parse(self, line: bytes) -> bool:
-        """Request line and headers (a lean ``parse_request``); False after answering a malformed request."""
-        self.raw_requestline = line
-        self.requestline = line.decode("latin-1").rstrip("\r\n")
-        words = self.requestline.split()
-        if len(line) > _MAX_LINE or len(words) != 3 or not words[2].startswith("HTTP/1."):
-            return self._bad_request(414 if len(line) > _MAX_LINE else 400)
-        self.command, self.path, self.request_version = words
-        headers: dict[str, str] = {}
-        for _ in range(_MAX_HEADERS + 1):
-            raw = self.rfile.readline(_MAX_LINE + 1)
-            if raw in (b"\r\n", b"\n", b""):
-                break
-            name, sep, value = raw.decode("latin-1").partition(":")
-            if len(raw) > _MAX_LINE or not sep:
-                return self._bad_request(431 if len(raw) > _MAX_LINE else 400)
-            key = name.strip().lower()
-            headers[key] = f"{headers[key]}, {value.strip()}" if key in headers else value.strip()
-        else:
-            return self._bad_request(431)
-        self.headers = headers
-        connection = headers.get("connection", "").lower()
-        if self.request_version == "HTTP/1.0":
-            self.close_connection = "keep-alive" not in connection
-        else:
-            self.close_connection = "close" in connection
-        if headers.get("expect", "").lower() == "100-continue":
-            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        return True
+    def _framing_error(self, exc: Exception) -> bool:
+        """A bad body or body framing (Content-Length, Transfer-Encoding, a chunk), as opposed to a bad
+        request line or header: the former is answered in JSON, as the hand-written reader did."""
+        if self._current is None:
+            return False
+        return bool(self._current.method) or any(word in str(exc) for word in _FRAMING_WORDS)
 
-    def _bad_request(self, status: int) -> bool:
+    # ------------------------------------------------------------------ httptools callbacks
+    def on_message_begin(self) -> None:
+        self._current = _Request()
+
+    def on_url(self, url: bytes) -> None:
+        request = self._current
+        request.target += url
+        if len(request.target) > _MAX_LINE:
+            raise _Reject(414)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        request = self._current
+        request.header_count += 1
+        if len(name) + len(value) > _MAX_LINE or request.header_count > _MAX_HEADERS:
+            raise _Reject(431)
+        key, text = name.decode("latin-1").lower(), value.decode("latin-1").strip()
+        headers = request.headers
+        headers[key] = f"{headers[key]}, {text}" if key in headers else text
+
+    def on_headers_complete(self) -> None:
+        request, parser = self._current, self._parser
+        request.method = parser.get_method().decode("ascii", "replace")
+        request.version = parser.get_http_version()
+        if request.version not in ("1.0", "1.1"):
+            raise _Reject(400)
+        request.keep_alive = parser.should_keep_alive()
+        limit = self.server.max_body_bytes
+        length = request.headers.get("content-length")
+        if length is not None:
+            request.declared = int(length)  # llhttp has checked the digits
+            if request.declared > limit:
+                if request.declared > limit + _MAX_DRAIN_BYTES:
+                    raise _BodyTooLarge(request.declared)
+                request.too_large = True  # read (and drop) the body, then answer 413
+        if request.headers.get("expect", "").lower() == "100-continue":
+            self.connection.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        request = self._current
+        request.size += len(body)
+        if request.too_large:
+            return
+        if request.size > self.server.max_body_bytes:  # chunked: the size is known only as it comes
+            raise _BodyTooLarge(None)
+        request.parts.append(body)
+
+    def on_message_complete(self) -> None:
+        self._ready.append(self._current)
+        self._current = None
+
+    # ------------------------------------------------------------------ requests
+    def _serve_ready(self) -> None:
+        while self._ready and not self.close_connection:
+            request = self._ready.popleft()
+            self.command = request.method
+            self.path = request.target.decode("latin-1")
+            self.request_version = f"HTTP/{request.version}"
+            self.headers = request.headers
+            self.close_connection = not request.keep_alive
+            if request.too_large:
+                self._too_large(_BodyTooLarge(request.declared))
+                return
+            self._serve(b"".join(request.parts))  # every method: TF Serving answers unknown ones under /v1
+        if self.close_connection:
+            self._ready.clear()
+
+    def _bad_request(self, status: int) -> None:
         self.close_connection = True
         self.command = ""
         self._reply(status, _ERROR_PAGE.format(code=status, reason=_REASONS[status]), _HTML)
-        return False
 
-    # ------------------------------------------------------------------ request
-    def _read_body(self) -> bytes:
-        limit = self.server.max_body_bytes
-        if "chunked" in self.headers.get("transfer-encoding", "").lower():
-            return self._read_chunked(limit)
-        length = self.headers.get("content-length")
-        if not length:
-            return b""
-        size = int(length)  # ValueError -> 400 by the caller
-        if size < 0:
-            raise ValueError(length)
-        if size > limit:
-            raise _BodyTooLarge(size)
-        return self.rfile.read(size)
+    def _too_large(self, exc: _BodyTooLarge) -> None:
+        size = "a chunked or compressed body" if exc.size is None else f"{exc.size} bytes"
+        self.close_connection = True
+        self._reply(413, error_json(f"Request body too large: {size}; the limit is {self.server.max_body_bytes} bytes"))
 
     def _gunzip(self, body: bytes) -> bytes:
         """TF Serving uncompresses ``Content-Encoding: gzip`` bodies (auto_uncompress_input); a body that does
@@ -228,39 +324,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             raise _BodyTooLarge(None)
         return data
 
-    def _read_chunked(self, limit: int) -> bytes:
-        parts, total = [], 0
-        while True:
-            line = self.rfile.readline(1024)
-            size = int(line.split(b";", 1)[0].strip(), 16)
-            if size == 0:
-                while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
-                    pass  # trailers
-                return b"".join(parts)
-            total += size
-            if total > limit:
-                raise _BodyTooLarge(None)
-            parts.append(self.rfile.read(size))
-            self.rfile.readline(3)
-
-    def _serve(self) -> None:
+    def _serve(self, body: bytes) -> None:
         method, target = self.command, self.path
         server = self.server
-        try:
-            body = self._read_body()
-            if body and "gzip" in self.headers.get("content-encoding", "").lower():
+        if body and "gzip" in self.headers.get("content-encoding", "").lower():
+            try:
                 body = self._gunzip(body)
-        except _BodyTooLarge as exc:
-            size = "a chunked or compressed body" if exc.size is None else f"{exc.size} bytes"
-            self._drain(exc.size)
-            self.close_connection = True
-            self._reply(413, error_json(
-                f"Request body too large: {size}; the limit is {server.max_body_bytes} bytes"))
-            return
-        except ValueError:
-            self.close_connection = True
-            self._reply(400, error_json("Malformed request body framing"))
-            return
+            except _BodyTooLarge as exc:
+                self._too_large(exc)
+                return
         metrics_path = server.metrics_path
         if metrics_path is not None and target.split("?", 1)[0] == metrics_path:
             if target != metrics_path:
@@ -304,16 +376,6 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     state["answered"] = True
                     self._reply(status, text)
 
-    def _drain(self, size: int | None) -> None:
-        """Read (and drop) a too-large body when it is small enough, so the 413 reaches the client."""
-        if size is not None and size <= self.server.max_body_bytes + _MAX_DRAIN_BYTES:
-            remaining = size
-            while remaining > 0:
-                chunk = self.rfile.read(min(remaining, 65536))
-                if not chunk:
-                    break
-                remaining -= len(chunk)
-
     def _reply(self, status: int, text: str, content_type: str = "application/json") -> None:
         payload = text.encode("utf-8")
         if self.server.stopping:
@@ -329,10 +391,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         data = (head + "\r\n").encode("latin-1")
         if self.command != "HEAD":
             data += payload
-        self.wfile.write(data)
+        self.connection.sendall(data)
 
 
-class _HTTPServer(http.server.ThreadingHTTPServer):
+class _HTTPServer(socketserver.ThreadingTCPServer):
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = True

@@ -29,7 +29,7 @@ from urllib.parse import unquote
 from google.protobuf import json_format, text_format
 
 from serving import json_tensor
-from serving.errors import ServingError
+from serving.errors import StatusError
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +44,8 @@ _INT64_MAX = 2**63 - 1
 _API_NAMES = {"predict": "Predict", "classify": "Classify", "regress": "Regress"}
 
 
-def _invalid(message: str) -> ServingError:
-    return ServingError("INVALID_ARGUMENT", message)
+def _invalid(message: str) -> StatusError:
+    return StatusError("INVALID_ARGUMENT", message)
 
 
 class _Route:
@@ -82,7 +82,7 @@ def _parse_route(http_method: str, path: str) -> _Route | None:
     return _Route(model, parsed_version, parsed_label, method or "", subresource or "")
 
 
-def _signature_not_found(name: str) -> ServingError:
+def _signature_not_found(name: str) -> StatusError:
     return _invalid(f'Serving signature name: "{name}" not found in signature def')
 
 
@@ -107,7 +107,7 @@ class RestApi:
         """One request under ``/v1/``: ``(http_status, JSON body)``; never raises for a bad request."""
         try:
             return 200, self._dispatch(http_method, path, body, expired)
-        except ServingError as exc:
+        except StatusError as exc:
             return exc.http_status, json_tensor.error_json(exc.message)
         except Exception as exc:  # a bug or an unexpected library error: answer, log, stay up
             logger.exception("internal error serving %s %s", http_method, path)
@@ -135,7 +135,7 @@ class RestApi:
             if api == "GetModelStatus":
                 return self._status(route)
             return self._classify_regress(route, api, body, outcome)
-        except ServingError as exc:
+        except StatusError as exc:
             code = exc.code
             raise
         except Exception:
@@ -243,12 +243,12 @@ class RestApi:
                 raise _invalid(f"No regression inputs found in SignatureDef: {debug}")
             if "outputs" not in signature.outputs:
                 raise _invalid(f"No regression outputs found in SignatureDef: {debug}")
-        raise ServingError("UNIMPLEMENTED", f"{api} over tf.Example inputs is not implemented by the local "
+        raise StatusError("UNIMPLEMENTED", f"{api} over tf.Example inputs is not implemented by the local "
                                             "server; use :predict")
 
 
 # --------------------------------------------------------------------------- tf.Example JSON checks
-def _feature_kind_error(name: str, kind: str) -> ServingError:
+def _feature_kind_error(name: str, kind: str) -> StatusError:
     return _invalid(f"Unexpected element type in feature: {name} expecting type: {kind}")
 
 

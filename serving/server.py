@@ -20,7 +20,7 @@ import threading
 from google.protobuf import text_format
 
 from serving.core import CoreOptions, ServerCore
-from serving.errors import ServingError
+from serving.errors import StatusError
 from serving.flags import ServerOptions
 
 logger = logging.getLogger(__name__)
@@ -34,9 +34,9 @@ def read_text_proto(path: str, message=None, *, parse=None):
             text = f.read()
         return parse(text) if parse is not None else text_format.Parse(text, message)
     except OSError as exc:
-        raise ServingError("NOT_FOUND", f"{path}; {exc.strerror or exc}") from exc
+        raise StatusError("NOT_FOUND", f"{path}; {exc.strerror or exc}") from exc
     except (text_format.ParseError, UnicodeDecodeError) as exc:
-        raise ServingError("INVALID_ARGUMENT", f"Invalid protobuf file: '{path}' ({exc})") from exc
+        raise StatusError("INVALID_ARGUMENT", f"Invalid protobuf file: '{path}' ({exc})") from exc
 
 
 def single_model_config(model_name: str, model_base_path: str):
@@ -88,7 +88,7 @@ class ModelServer:
         self._poller: threading.Thread | None = None
 
     def start(self) -> None:
-        """Load the initial models, then open the ports. ServingError if the server cannot start."""
+        """Load the initial models, then open the ports. StatusError if the server cannot start."""
         options = self.options
         config = model_server_config(options)
         monitoring = self._monitoring_config()
@@ -116,7 +116,7 @@ class ModelServer:
 
     def _raise_if_stopped(self) -> None:
         if self._stopped.is_set():
-            raise ServingError("CANCELLED", "server stopped during start-up")
+            raise StatusError("CANCELLED", "server stopped during start-up")
 
     def _open_ports(self, monitoring, metrics) -> None:
         options = self.options
@@ -180,7 +180,7 @@ class ModelServer:
         while not self._stopped.wait(self.options.model_config_file_poll_wait_seconds):
             try:
                 config = read_text_proto(path, model_server_config_pb2.ModelServerConfig())
-            except ServingError as exc:
+            except StatusError as exc:
                 logger.error("Failed to read ModelServerConfig file: %s", exc.message)
                 continue
             current = self.core.config
@@ -189,7 +189,7 @@ class ModelServer:
                 continue  # unchanged: nothing to do (TF Serving re-applies it, to the same effect)
             try:
                 self.core.reload_config(config)
-            except ServingError as exc:
+            except StatusError as exc:
                 logger.error("PollFilesystemAndReloadConfig failed to ReloadConfig: %s: %s", exc.code, exc.message)
             else:
                 logger.info("Reloaded model config from %s", path)

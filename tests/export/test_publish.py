@@ -304,3 +304,71 @@ def test_publish_killed_at_every_file_system_step_leaves_old_or_new_complete_ver
         assert again.returncode == 0, again.stderr[-2000:]
         assert all(p.name.isdigit() for p in base.iterdir()), f"step {kill_at}: leftovers {list(base.iterdir())}"
         assert int(_numeric(base)[-1].name) > old
+
+
+_KILLED_AT_SECOND_RENAME = textwrap.dedent("""
+    import os, signal, sys
+    from pathlib import Path
+    from export import cli
+    def hook(event, args):
+        if event == "os.rename" and Path(os.fspath(args[1])).parent.name == "similar_movies" \\
+                and Path(os.fspath(args[1])).name.isdigit():
+            sys.stdout.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+    sys.addaudithook(hook)
+    sys.exit(cli.main(sys.argv[1:]))
+""")
+
+
+def test_an_export_killed_between_the_two_renames_leaves_two_complete_models_that_serve(tmp_path):
+    """The two models are published one after the other (two model base paths: no rename covers both). Killed
+    right after ``retrieval``'s rename, the store holds a new ``retrieval`` beside the previous
+    ``similar_movies``: each is a complete, self-contained version, and a server loads and answers both; the
+    next export publishes both anew."""
+    import requests
+
+    from serving.testing import ServerProcess
+
+    root = tmp_path / "models"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    args = [sys.executable, "-m", "export", "--data", "synthetic", "--synthetic-size", "tiny", "--preset", "seed",
+            "--epochs", "1", "--index", "brute_force", "--model-base-path", str(root)]
+    first = subprocess.run(args, cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-3000:]
+    old = {m: _numeric(root / m)[-1].name for m in ("retrieval", "similar_movies")}
+
+    # The same CLI, killed by an audit hook at the instant it would rename similar_movies' staged version.
+    killed = subprocess.run([sys.executable, "-c", _KILLED_AT_SECOND_RENAME, *args[3:]], cwd=str(ROOT), env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert "retrieval: published version" in killed.stdout
+    new = _numeric(root / "retrieval")[-1].name
+    assert int(new) > int(old["retrieval"])
+    assert _numeric(root / "similar_movies")[-1].name == old["similar_movies"]
+
+    config = tmp_path / "models.config"
+    config.write_text("model_config_list {\n" + "".join(
+        f'  config {{ name: "{m}" base_path: "{root / m}" model_platform: "tensorflow" }}\n'
+        for m in ("retrieval", "similar_movies")) + "}\n")
+    with ServerProcess(f"--model_config_file={config}", rest=True) as server:
+        base = f"http://127.0.0.1:{server.rest_port}/v1/models"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            states = {m: requests.get(f"{base}/{m}", timeout=10).json() for m in ("retrieval", "similar_movies")}
+            if all(s.get("model_version_status", [{}])[0].get("state") == "AVAILABLE" for s in states.values()):
+                break
+            time.sleep(0.5)
+        assert states["retrieval"]["model_version_status"][0]["version"] == new
+        assert states["similar_movies"]["model_version_status"][0]["version"] == old["similar_movies"]
+        for model, inputs in (("retrieval", {"user_id": ["1"]}), ("similar_movies", None)):
+            if inputs is None:
+                title = requests.post(f"{base}/retrieval:predict", json={"inputs": {"user_id": ["1"]}},
+                                      timeout=30).json()["outputs"]["movie_titles"][0][0]
+                inputs = {"movie_title": [title]}
+            answer = requests.post(f"{base}/{model}:predict", json={"inputs": inputs}, timeout=30)
+            assert answer.status_code == 200 and len(answer.json()["outputs"]["movie_titles"][0]) == 10
+
+    done = subprocess.run(args, cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert int(_numeric(root / "similar_movies")[-1].name) > int(old["similar_movies"])
+    assert int(_numeric(root / "retrieval")[-1].name) > int(new)

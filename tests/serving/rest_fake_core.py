@@ -8,7 +8,7 @@ Models:
   int32, ``l`` int64, ``b`` bool, ``s`` string) as outputs ``f_out`` ... and ``s_bytes``; ``single`` has one
   input ``x`` DT_FLOAT and one output ``y`` = 2x.
 - ``slow`` version 1: like retrieval, but each predict sleeps ``slow_seconds``.
-- ``broken`` version 1: predict raises RuntimeError (a bug, not a ServingError).
+- ``broken`` version 1: predict raises RuntimeError (a bug, not a StatusError).
 - ``flipping`` versions 1 and 2: the latest version alternates on every resolution, as if a swap happened
   between any two; version 1's ``serving_default`` input is ``user_id``, version 2's is ``user``, so a request
   parsed against one version and run on the other fails.
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from serving.errors import ServingError
+from serving.errors import StatusError
 
 K = 3
 DT_FLOAT, DT_DOUBLE, DT_INT32, DT_STRING, DT_INT64, DT_BOOL = 1, 2, 3, 7, 9, 10
@@ -102,11 +102,11 @@ class FakeCore:
             try:
                 version = self._labels[model_name][label]
             except KeyError:
-                raise ServingError("INVALID_ARGUMENT", f"Unrecognized servable version label: {label}") from None
+                raise StatusError("INVALID_ARGUMENT", f"Unrecognized servable version label: {label}") from None
         versions = self._signatures.get(model_name)
         if versions is None or (version is not None and version not in versions):
             request = f"Latest({model_name})" if version is None else f"Specific({model_name}, {version})"
-            raise ServingError("NOT_FOUND", f"Servable not found for request: {request}")
+            raise StatusError("NOT_FOUND", f"Servable not found for request: {request}")
         if model_name == "flipping" and version is None:
             return next(self._flips)
         return max(versions) if version is None else version
@@ -126,9 +126,9 @@ class FakeCore:
         name = signature_name or "serving_default"
         signature = self._signatures[model_name][v].get(name)
         if signature is None:
-            raise ServingError("FAILED_PRECONDITION", f'Serving signature key "{name}" not found.')
+            raise StatusError("FAILED_PRECONDITION", f'Serving signature key "{name}" not found.')
         if sorted(inputs) != sorted(signature.inputs):
-            raise ServingError("INVALID_ARGUMENT", f"input size does not match signature: {sorted(inputs)}")
+            raise StatusError("INVALID_ARGUMENT", f"input size does not match signature: {sorted(inputs)}")
         with self._lock:
             self.calls.append({"model": model_name, "version": v, "signature": name, "inputs": dict(inputs)})
         if model_name == "broken":
@@ -151,14 +151,14 @@ class FakeCore:
             known[v] = VersionStatus(v, "END", code, message)
         if version is not None:
             if version not in known:
-                raise ServingError("NOT_FOUND", f"Could not find version {version} of model {model_name}")
+                raise StatusError("NOT_FOUND", f"Could not find version {version} of model {model_name}")
             return [known[version]]
         if not known:
-            raise ServingError("NOT_FOUND", f"Could not find any versions of model {model_name}")
+            raise StatusError("NOT_FOUND", f"Could not find any versions of model {model_name}")
         return [known[v] for v in sorted(known, reverse=True)]
 
     def reload_config(self, config) -> None:
-        raise ServingError("UNIMPLEMENTED", "FakeCore has a fixed config")
+        raise StatusError("UNIMPLEMENTED", "FakeCore has a fixed config")
 
     def model_names(self):
         return sorted(self._signatures)

@@ -1,106 +1,31 @@
-"""Run ``python -m serving`` as a subprocess on free 127.0.0.1 ports and talk to it over gRPC."""
+"""Run ``python -m serving`` as a subprocess on free 127.0.0.1 ports (serving.testing) and talk to it over gRPC."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
 import grpc
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]
-READY_LINE = "Running gRPC ModelServer at"
-REST_READY_LINE = "Exporting HTTP/REST API at:"
+from serving import testing
+from serving.testing import READY_LINE, REST_READY_LINE, ROOT, free_port, server_env  # noqa: F401 (re-exported)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def server_env() -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
-    env["SERVING_HOST"] = "127.0.0.1"
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    return env
-
-
-class ServerProcess:
-    """A local model server subprocess; ``start()`` waits for the gRPC port's log line."""
+class ServerProcess(testing.ServerProcess):
+    """serving.testing's harness plus a gRPC channel and the calls the tests make on it."""
 
     def __init__(self, *flags: str, rest: bool = False) -> None:
-        self.port = free_port()
-        self.rest_port = free_port() if rest else 0
-        self.args = [sys.executable, "-m", "serving", f"--port={self.port}",
-                     f"--rest_api_port={self.rest_port}", *flags]
-        self.lines: list[str] = []
-        self.proc: subprocess.Popen | None = None
+        super().__init__(*flags, rest=rest)
         self._channel = None
-
-    # ------------------------------------------------------------------ process
-    def start(self, timeout: float = 120.0, *, wait_ready: bool = True) -> "ServerProcess":
-        self.proc = subprocess.Popen(self.args, cwd=str(ROOT), env=server_env(), stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True, bufsize=1)
-        threading.Thread(target=self._pump, daemon=True).start()
-        if wait_ready:
-            self.wait_for_line(READY_LINE, timeout)
-            if self.rest_port:
-                self.wait_for_line(REST_READY_LINE, timeout)
-        return self
-
-    def _pump(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    @property
-    def log(self) -> str:
-        return "\n".join(self.lines)
-
-    def wait_for_line(self, text: str, timeout: float = 60.0) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in list(self.lines):
-                if text in line:
-                    return line
-            if self.proc.poll() is not None:
-                time.sleep(0.2)  # let the pump drain
-                raise AssertionError(f"server exited ({self.proc.returncode}) before {text!r}:\n{self.log[-6000:]}")
-            time.sleep(0.05)
-        raise AssertionError(f"no {text!r} within {timeout}s:\n{self.log[-6000:]}")
-
-    def wait_exit(self, timeout: float = 60.0) -> int:
-        code = self.proc.wait(timeout)
-        time.sleep(0.2)
-        return code
 
     def stop(self) -> int | None:
         if self._channel is not None:
             self._channel.close()
             self._channel = None
-        if self.proc is None or self.proc.poll() is not None:
-            return None if self.proc is None else self.proc.returncode
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
-            raise AssertionError(f"server did not stop on SIGTERM:\n{self.log[-4000:]}")
-
-    def __enter__(self) -> "ServerProcess":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+        return super().stop()
 
     # ------------------------------------------------------------------ gRPC
     def reconnect(self) -> None:

@@ -15,7 +15,7 @@ import requests
 from google.protobuf import text_format
 
 from serving.batching import BatchingOptions, BatchScheduler, batching_parameters_class, merge_inputs
-from serving.errors import ServingError
+from serving.errors import StatusError
 
 import server_process as sp  # noqa: E402  (tests/serving is on pytest's pythonpath)
 
@@ -31,7 +31,7 @@ def test_padding_repeats_each_calls_own_first_element():
 
 
 def test_without_padding_different_shapes_fail_the_batch_with_tf_servings_message():
-    with pytest.raises(ServingError) as info:
+    with pytest.raises(StatusError) as info:
         merge_inputs([[strings([["A", "B"]])], [strings([["C"]])]], ["titles:0"], pad=False)
     assert info.value.code == "FAILED_PRECONDITION"
     assert info.value.message.startswith("Tensors with name 'titles:0' from different tasks have different shapes "
@@ -101,14 +101,14 @@ def test_allowed_batch_sizes_pad_the_batch_and_the_padding_is_dropped(scheduler_
 def test_a_call_larger_than_max_batch_size_is_refused(scheduler_of):
     scheduler = scheduler_of(max_batch_size=4)
     queue = scheduler.queue(Model(), ["x:0"])
-    with pytest.raises(ServingError) as info:
+    with pytest.raises(StatusError) as info:
         scheduler.submit(queue, [np.zeros(5)], None)
     assert (info.value.code, info.value.message) == (
         "INVALID_ARGUMENT", "Task size 5 is larger than maximum input batch size 4")
     pair = scheduler.queue(Model(), ["a:0", "b:0"])
-    with pytest.raises(ServingError, match="^Batching Run\\(\\) input tensors must have equal 0th-dimension size$"):
+    with pytest.raises(StatusError, match="^Batching Run\\(\\) input tensors must have equal 0th-dimension size$"):
         scheduler.submit(pair, [np.zeros(2), np.zeros(3)], None)
-    with pytest.raises(ServingError, match="^Batching Run\\(\\) input tensors must have at least one dimension$"):
+    with pytest.raises(StatusError, match="^Batching Run\\(\\) input tensors must have at least one dimension$"):
         scheduler.submit(pair, [np.zeros(2), np.float32(1)], None)
 
 
@@ -121,7 +121,7 @@ def test_a_call_that_finds_the_queue_full_is_unavailable(scheduler_of):
     deadline = time.monotonic() + 10
     while not queue.batches[-1] and time.monotonic() < deadline:
         time.sleep(0.01)
-    with pytest.raises(ServingError) as info:
+    with pytest.raises(StatusError) as info:
         scheduler.submit(queue, [np.zeros(2)], None)
     assert info.value.code == "UNAVAILABLE"
     assert info.value.message == ("The batch scheduling queue to which this task was submitted is full; currently "
@@ -135,7 +135,7 @@ def test_a_batch_whose_every_deadline_passed_in_the_queue_is_not_run(scheduler_o
     scheduler = scheduler_of(max_batch_size=8, num_batch_threads=1)
     model = Model()
     queue = scheduler.queue(model, ["x:0"])
-    with pytest.raises(ServingError) as info:
+    with pytest.raises(StatusError) as info:
         scheduler.submit(queue, [np.zeros(1)], time.monotonic() - 1)
     assert (info.value.code, info.value.message) == (
         "RESOURCE_EXHAUSTED", "Run() timeout exceeded while waiting in batching queue")
@@ -146,13 +146,13 @@ def test_a_model_error_reaches_every_call_of_the_batch(scheduler_of):
     scheduler = scheduler_of(max_batch_size=8, batch_timeout_micros=300_000, num_batch_threads=1)
 
     def broken(x):
-        raise ServingError("INVALID_ARGUMENT", "bad input")
+        raise StatusError("INVALID_ARGUMENT", "bad input")
 
     queue = scheduler.queue(broken, ["x:0"])
     with ThreadPoolExecutor(3) as pool:
         futures = [pool.submit(scheduler.submit, queue, [np.zeros(1)], None) for _ in range(3)]
         for future in futures:
-            with pytest.raises(ServingError, match="bad input"):
+            with pytest.raises(StatusError, match="bad input"):
                 future.result()
 
 
@@ -161,7 +161,7 @@ def test_options_take_tf_servings_defaults_and_checks():
     assert (options.max_batch_size, options.batch_timeout_micros, options.max_enqueued_batches) == (1000, 0, 10)
     params = text_format.Parse("max_batch_size { value: 8 } allowed_batch_sizes: 4 allowed_batch_sizes: 6",
                                batching_parameters_class()())
-    with pytest.raises(ServingError, match="Last entry in allowed_batch_sizes must match max_batch_size; last entry "
+    with pytest.raises(StatusError, match="Last entry in allowed_batch_sizes must match max_batch_size; last entry "
                                            "was 6; expected 8"):
         BatchingOptions.from_parameters(params)
 

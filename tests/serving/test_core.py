@@ -17,7 +17,7 @@ import pytest
 from tensorflow_serving.config import model_server_config_pb2
 
 from serving.core import CoreOptions, ServerCore, aspired_versions, list_versions
-from serving.errors import ServingError
+from serving.errors import StatusError
 
 
 
@@ -95,7 +95,7 @@ def test_request_in_flight_keeps_its_version_until_done(core, source, tmp_path):
     assert held.bundle.run("", USER)["scores"].shape == (1, tiny.K), "the held version still answers"
     c._release(held)
     assert c.wait_for_state("m", 1, ["END"], timeout=10).error_code == "OK"
-    with pytest.raises(ServingError) as err:
+    with pytest.raises(StatusError) as err:
         c.predict("m", version=1, inputs=USER)
     assert err.value.code == "NOT_FOUND"
 
@@ -143,7 +143,7 @@ def test_failing_warmup_fails_the_version(core, tmp_path):
     base.mkdir()
     tiny.build(str(base / "3"), bad_warmup=True)
     c = core()
-    with pytest.raises(ServingError) as err:
+    with pytest.raises(StatusError) as err:
         c.reload_config(_config({"name": "m", "base_path": base}))
     assert err.value.code == "UNKNOWN"
     assert "1 model(s) did not become available" in err.value.message
@@ -158,7 +158,7 @@ def test_labels_need_available_versions_unless_allowed_for_new_labels(core, sour
         tiny.publish(str(base), v, source)
     c = core()
     c.reload_config(_config({"name": "m", "base_path": base, "policy": "specific { versions: 1 }"}))
-    with pytest.raises(ServingError) as err:
+    with pytest.raises(StatusError) as err:
         c.reload_config(_config({"name": "m", "base_path": base, "policy": "specific { versions: 1 versions: 2 }",
                                  "labels": {"canary": 2}}))
     assert err.value.code == "FAILED_PRECONDITION"
@@ -181,10 +181,10 @@ def test_allow_flag_permits_new_label_but_not_moving_one_to_unavailable(core, so
                          allow_version_labels_for_unavailable_models=True))
     c.reload_config(_config({"name": "m", "base_path": base, "labels": {"stable": 1, "next": 5}}))
     assert c.labels("m") == {"stable": 1, "next": 5}
-    with pytest.raises(ServingError) as err:
+    with pytest.raises(StatusError) as err:
         c.predict("m", label="next", inputs=USER)
     assert (err.value.code, err.value.message) == ("NOT_FOUND", "Servable not found for request: Specific(m, 5)")
-    with pytest.raises(ServingError) as err:
+    with pytest.raises(StatusError) as err:
         c.reload_config(_config({"name": "m", "base_path": base, "labels": {"stable": 7}}))
     assert err.value.code == "FAILED_PRECONDITION"
 
@@ -196,7 +196,7 @@ def test_allow_flag_permits_new_label_but_not_moving_one_to_unavailable(core, so
 ])
 def test_invalid_configs_are_rejected(core, models, message):
     c = core()
-    with pytest.raises(ServingError) as err:
+    with pytest.raises(StatusError) as err:
         c.reload_config(_config(*models), wait=False)
     assert err.value.code == "INVALID_ARGUMENT"
     assert message in err.value.message
@@ -210,7 +210,7 @@ def test_model_name_never_reaches_the_filesystem(core, source, tmp_path):
     c = core()
     c.reload_config(_config({"name": "m", "base_path": base}))
     for name in ("../m", str(base), "m/1", ""):
-        with pytest.raises(ServingError) as err:
+        with pytest.raises(StatusError) as err:
             c.predict(name, inputs=USER)
         assert err.value.code in ("NOT_FOUND", "INVALID_ARGUMENT")
 
@@ -274,3 +274,70 @@ def test_unloading_closes_the_session_without_holding_the_core_lock(core, source
     c._release(held_request)  # the last request closes v2
     stopper.join(30)
     assert held == [False, False]
+
+
+# -- the pure decisions: AvailabilityPreservingPolicy's next step and the state names -------------------
+from serving.core import Action, VersionState, next_action, version_dirs  # noqa: E402
+
+A, E, L, U = VersionState.AVAILABLE, VersionState.END, VersionState.LOADING, VersionState.UNLOADING
+
+
+@pytest.mark.parametrize("aspired, states, failed, expected", [
+    ({1}, {}, set(), Action("load", 1)),                                   # first version
+    ({1, 2, 3}, {}, set(), Action("load", 3)),                             # highest new first
+    ({2}, {1: A}, set(), Action("load", 2)),                               # new before old goes
+    ({2}, {1: A, 2: L}, set(), None),                                      # old serves while new loads
+    ({2}, {1: A, 2: A}, set(), Action("unload", 1)),                       # new serves: old goes
+    ({2}, {1: A, 2: E}, {2}, None),                                        # new failed: old keeps serving
+    ({2}, {1: E, 2: E}, set(), Action("load", 2)),                         # unloaded and aspired again
+    (set(), {1: A}, set(), Action("unload", 1)),                           # nothing aspired
+    ({3}, {1: A, 2: A, 3: L}, set(), Action("unload", 1)),                 # several un-aspired serve
+    ({3}, {1: A, 2: U, 3: L}, set(), None),                                # one serving, one closing
+    ({1}, {1: A}, set(), None),                                            # steady state
+])
+def test_next_action_is_availability_preserving(aspired, states, failed, expected):
+    assert next_action(aspired, states, failed) == expected
+
+
+def test_states_are_an_enum_with_tf_serving_wire_names():
+    from tensorflow_serving.apis import get_model_status_pb2
+
+    names = [s.value for s in VersionState]
+    assert names == ["START", "LOADING", "AVAILABLE", "UNLOADING", "END"]
+    enum = get_model_status_pb2.ModelVersionStatus.State
+    assert [enum.Value(s) for s in VersionState] == [enum.Value(n) for n in names] == [10, 20, 30, 40, 50]
+    assert VersionState.AVAILABLE == "AVAILABLE" and f"{VersionState.END}" == "END"
+
+
+def test_version_dirs_keep_the_directory_spelling(tmp_path):
+    for name in ("00000123", "7", "_staging-8", "9.tmp"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "10").write_text("a file, not a version")
+    assert version_dirs(str(tmp_path)) == {123: "00000123", 7: "7"}
+
+
+def test_a_slow_listing_does_not_hold_the_lock_requests_take(core, source, tmp_path, monkeypatch):
+    """While the manager lists the base path, a request still resolves (the lock is free)."""
+    import serving.core as core_module
+
+    base = tmp_path / "m"
+    shutil.copytree(source, base / "1")
+    c = core(CoreOptions(file_system_poll_wait_seconds=0.05, max_num_load_retries=0))
+    c.reload_config(_config({"name": "m", "base_path": base}))
+    listing, release = threading.Event(), threading.Event()
+    real = core_module.version_dirs
+
+    def slow(path):
+        listing.set()
+        release.wait(10)
+        return real(path)
+
+    monkeypatch.setattr(core_module, "version_dirs", slow)
+    try:
+        assert listing.wait(10), "the manager polls"
+        start = time.monotonic()
+        version, outputs = c.predict("m", inputs=USER)
+        assert version == 1 and outputs and time.monotonic() - start < 5
+        assert [s.state for s in c.model_status("m")] == ["AVAILABLE"]
+    finally:
+        release.set()

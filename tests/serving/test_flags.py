@@ -105,3 +105,33 @@ def test_grpc_receive_size_limit_from_channel_arguments(model_store):
             server.predict("retrieval", {"user_id": [b"x" * 10000]})
         assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert server.predict("retrieval", {"user_id": [b"1"]}).outputs, "server stays up"
+
+
+@pytest.mark.parametrize("argv, message", [
+    # absl.flags would take these; tensorflow::Flags does not, so neither does the local server.
+    (["--model_base_path=/m", "--noenable_batching"], "unknown argument: --noenable_batching"),
+    (["-model_base_path=/m"], "unknown argument: -model_base_path=/m"),
+    (["--model_base_path=/m", "--flagfile=/f"], "unknown argument: --flagfile=/f"),
+    (["--model_base_path=/m", "--undefok=x"], "unknown argument: --undefok=x"),
+    (["--model_base_path=/m", "--", "--port=1"], "unknown argument: --"),
+    (["--model_base_path=/m", "--enable_batching=t"], "Couldn't interpret value t for flag enable_batching."),
+    (["--model_base_path=/m", "--enable_batching=TRUE"], "Couldn't interpret value TRUE for flag enable_batching."),
+    (["--model_base_path=/m", "--port=0x10"], "Couldn't interpret value 0x10 for flag port."),
+    (["--model_base_path=/m", "--port"], "Missing value for flag --port"),
+    (["--model_base_path=/m", "stray", "--bogus"], "unknown argument: stray"),  # the first one, in order
+])
+def test_what_absl_would_accept_but_tf_serving_does_not(argv, message):
+    with pytest.raises(FlagError) as err:
+        parse_flags(argv)
+    assert str(err.value) == message
+
+
+def test_last_value_wins_and_usage_shows_defaults():
+    from serving.flags import usage
+
+    options = parse_flags(["--model_base_path=/m", "--port=1", "--port", "2", "--enable_batching",
+                           "--enable_batching=false", "--load_retry_interval_micros=9000000000"])
+    assert (options.port, options.enable_batching, options.load_retry_interval_micros) == (2, False, 9000000000)
+    text = usage()
+    assert "\t--port=8500\tint\tTCP port to listen on for gRPC API." in text
+    assert '\t--model_name="default"\tstr\t' in text and "\t--enable_model_warmup=true\tbool\t" in text

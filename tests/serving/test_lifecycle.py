@@ -322,7 +322,7 @@ def test_stop_during_start_up_leaves_no_port_open(tmp_path, monkeypatch):
     import tiny_models as tiny
 
     from serving.core import ServerCore
-    from serving.errors import ServingError
+    from serving.errors import StatusError
     from serving.flags import ServerOptions
     from serving.server import ModelServer
 
@@ -347,7 +347,7 @@ def test_stop_during_start_up_leaves_no_port_open(tmp_path, monkeypatch):
 
     monkeypatch.setattr(ServerCore, "reload_config", reload_then_signal)
     try:
-        with pytest.raises(ServingError) as err:
+        with pytest.raises(StatusError) as err:
             server.start()
         assert err.value.code == "CANCELLED"
         assert server.grpc is None and server.rest is None

@@ -96,3 +96,22 @@ def test_prometheus_path_follows_the_monitoring_config():
     custom = text_format.Parse('prometheus_config { enable: true path: "/metrics" }', MonitoringConfig())
     assert prometheus_path(custom) == "/metrics"
     assert type(custom).DESCRIPTOR.full_name == "tensorflow.serving.MonitoringConfig"
+
+
+def test_page_is_valid_prometheus_text_with_tf_serving_spelling():
+    """prometheus_client's own parser reads the page; the names, counts and limits are TF Serving's spelling
+    (no ``_total``/``_created`` series, no HELP lines, integer counts, ``%g`` bucket limits)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    metrics = Metrics()
+    for _ in range(3):
+        metrics.record("retrieval", 1, "serving_default", "Predict", "OK", 0.00002, entrypoint="GRPC")
+    page = metrics.render()
+    families = {f.name: f for f in text_string_to_metric_families(page)}
+    assert set(families) == {REQUEST_COUNT, REQUEST_LATENCY}
+    assert [s.value for s in families[REQUEST_COUNT].samples] == [3.0]
+    assert "_total" not in page and "_created" not in page and "# HELP" not in page
+    assert f"{REQUEST_COUNT}{{" in page and page.count("\n# TYPE ") == 1
+    assert ',le="32.4"} 3' in page and ',le="18"} 0' in page  # 20 us lands in the (18, 32.4] bucket
+    assert f'{REQUEST_LATENCY}_sum{{model_name="retrieval",version="1",signature_name="serving_default",' \
+           f'API="Predict",entrypoint="GRPC"}} 60' in page

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from serving import json_tensor as jt
-from serving.errors import ServingError
+from serving.errors import StatusError
 
 DT_FLOAT, DT_DOUBLE, DT_INT32, DT_STRING, DT_INT64, DT_BOOL, DT_UINT8, DT_COMPLEX64 = 1, 2, 3, 7, 9, 10, 4, 8
 
@@ -19,8 +19,8 @@ def request(body: str, dtypes: dict[str, int]) -> jt.PredictRequest:
     return jt.predict_request_from_json(jt.parse_json(body.encode()), lambda name: dtypes)
 
 
-def error_of(body: str, dtypes: dict[str, int]) -> ServingError:
-    with pytest.raises(ServingError) as info:
+def error_of(body: str, dtypes: dict[str, int]) -> StatusError:
+    with pytest.raises(StatusError) as info:
         request(body, dtypes)
     return info.value
 
@@ -105,7 +105,7 @@ def test_columnar_plain_value_needs_a_single_input_signature():
 
 # --------------------------------------------------------------------------- request errors
 def test_empty_body_is_a_parse_error():
-    with pytest.raises(ServingError) as info:
+    with pytest.raises(StatusError) as info:
         jt.parse_json(b"")
     assert info.value.code == "INVALID_ARGUMENT"
     assert info.value.message == "JSON Parse error: The document is empty"
@@ -120,13 +120,13 @@ def test_empty_body_is_a_parse_error():
     ('{"a": "x', "Missing a closing quotation mark in string."),
 ])
 def test_parse_errors_use_rapidjson_messages(body, message):
-    with pytest.raises(ServingError) as info:
+    with pytest.raises(StatusError) as info:
         jt.parse_json(body.encode())
     assert info.value.message.startswith(f"JSON Parse error: {message} at offset: ")
 
 
 def test_top_level_must_be_an_object():
-    with pytest.raises(ServingError) as info:
+    with pytest.raises(StatusError) as info:
         jt.parse_json(b"[1, 2]")
     assert info.value.message == "JSON Value: [\n    1,\n    2\n] Is not object"
 
@@ -297,13 +297,13 @@ def test_bools_and_int64_outputs():
 
 
 def test_response_errors():
-    with pytest.raises(ServingError, match="Cannot convert empty tensor map to JSON"):
+    with pytest.raises(StatusError, match="Cannot convert empty tensor map to JSON"):
         jt.predict_response_json({}, jt.ROW)
-    with pytest.raises(ServingError, match="tensor type: complex64"):
+    with pytest.raises(StatusError, match="tensor type: complex64"):
         jt.predict_response_json({"t": np.array([1 + 2j], dtype=np.complex64)}, jt.ROW)
-    with pytest.raises(ServingError, match="has no shape information"):
+    with pytest.raises(StatusError, match="has no shape information"):
         jt.predict_response_json({"t": np.array(1, dtype=np.int32)}, jt.ROW)
-    with pytest.raises(ServingError, match="inconsistent batch size: 1 expecting: 2"):
+    with pytest.raises(StatusError, match="inconsistent batch size: 1 expecting: 2"):
         jt.predict_response_json({"int_tensor": np.zeros((2, 3)), "str_tensor": np.zeros((1, 3))}, jt.ROW)
 
 

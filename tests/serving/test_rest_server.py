@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 from http.client import HTTPConnection
 import json
+import re
 import socket
 import threading
 import time
@@ -406,6 +407,51 @@ def test_oversized_header_is_rejected(server):
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
         sock.sendall(b"GET /v1/models/retrieval HTTP/1.1\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n")
         assert sock.recv(1024).startswith(b"HTTP/1.1 431 ")
+
+
+def _exchange(server, data: bytes) -> bytes:
+    """Send ``data`` on a new connection, half-close, and read until the server closes."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+@pytest.mark.parametrize("request_bytes, status, body", [
+    # both framings at once (request smuggling): rejected, not read as chunked
+    (b"POST /v1/models/retrieval:predict HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+     b"0\r\n\r\n", 400, b'"Malformed request body framing"'),
+    (b"POST /v1/models/retrieval:predict HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400,
+     b'"Malformed request body framing"'),
+    (b"POST /v1/models/retrieval:predict HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400,
+     b'"Malformed request body framing"'),
+    (b"GET /v1/models/retrieval HTTP/2.0\r\n\r\n", 400, b"<H1>Bad Request</H1>"),
+    (b"GET /v1/models/retrieval HTTP/1.1\r\nno colon here\r\n\r\n", 400, b"<H1>Bad Request</H1>"),
+    (b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n", 414, b"<H1>Request-URI Too Long</H1>"),
+    (b"GET /v1/models/retrieval HTTP/1.1\r\n" + b"X-A: b\r\n" * 101 + b"\r\n", 431, b"Header Fields Too Large"),
+    (b"POST /v1/models/retrieval:predict HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % (MAX_BODY + 10 ** 7), 413,
+     b"Request body too large: %d bytes" % (MAX_BODY + 10 ** 7)),
+])
+def test_malformed_framing_and_limits_are_answered_and_the_connection_closed(server, session, url, request_bytes,
+                                                                             status, body):
+    answer = _exchange(server, request_bytes)
+    assert answer.startswith(b"HTTP/1.1 %d " % status), answer[:200]
+    assert b"Connection: close\r\n" in answer and body in answer
+    assert post(session, url, "/v1/models/retrieval:predict", {"instances": ["1"]}).status_code == 200
+
+
+def test_pipelined_requests_are_answered_in_order(server):
+    one = json.dumps({"instances": ["7"]}).encode()
+    requests_bytes = (b"POST /v1/models/retrieval:predict HTTP/1.1\r\nContent-Length: %d\r\n\r\n%s" % (len(one), one)
+                      + b"GET /v1/models/nope HTTP/1.1\r\n\r\n"
+                      + b"GET /v1/models/retrieval HTTP/1.1\r\nConnection: close\r\n\r\n")
+    answer = _exchange(server, requests_bytes)
+    statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", answer)
+    assert statuses == [b"200", b"404", b"200"]
+    assert answer.index(b"7-movie-0") < answer.index(b"nope")
 
 
 def test_keep_alive_reuses_one_connection(server):

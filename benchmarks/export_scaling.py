@@ -1,0 +1,156 @@
+"""The whole export (load, train, evaluate, index, validate, publish) on MovieLens-shaped synthetic data of
+growing size; prints wall time per step, time per rating and peak RSS for each size.
+
+    python benchmarks/export_scaling.py [--sizes 100k,1m] [--tune-budget 0] [--index scann]
+
+Sizes (users x movies, ratings), as the MovieLens releases: 100k (943 x 1,682), 1m (6,040 x 3,706),
+10m (69,878 x 10,677), 25m (162,541 x 62,423). Each size runs in a child process, so that its peak RSS is
+its own (``ru_maxrss`` of the child and of its validation grandchild, which loads the SavedModels afresh).
+The child times the synthetic generation ("load") and runs ``export.pipeline.run`` with the ``default``
+preset (tuning off unless ``--tune-budget`` says otherwise: tuning takes its budget at every size), timing
+each report line the pipeline prints: "train" is selection, early stopping and the refit (the manifest's
+``training.total_seconds``), "evaluate" runs until the evaluation table, "index + validate" until the last
+model is staged and validated, "publish" until the last version is published.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+SIZES = {  # users, movies, ratings
+    "100k": (943, 1_682, 100_000),
+    "1m": (6_040, 3_706, 1_000_209),
+    "10m": (69_878, 10_677, 10_000_054),
+    "25m": (162_541, 62_423, 25_000_095),
+}
+
+
+def child(size: str, tune_budget: float, index: str, store: Path) -> dict:
+    import dataclasses
+
+    import export  # noqa: F401
+    from export import pipeline
+    from export.config import DEFAULT, ExportConfig, IndexConfig
+    from export.data import load
+    from export.synthetic import SyntheticSpec
+
+    users, movies, ratings = SIZES[size]
+    start = time.perf_counter()
+    data = load("synthetic", synthetic=SyntheticSpec(users=users, movies=movies, ratings=ratings, seed=0))
+    loaded = time.perf_counter()
+    marks: list[tuple[float, str]] = []
+
+    def report(line: str) -> None:
+        marks.append((time.perf_counter(), str(line)))
+        print(line, file=sys.stderr, flush=True)
+
+    config = ExportConfig(
+        data="synthetic",
+        train=dataclasses.replace(DEFAULT, tune_budget_s=tune_budget),
+        index=IndexConfig(kind=index),
+        model_base_path=store,
+    )
+    result = pipeline.run(config, data=data, report=report)
+    end = time.perf_counter()
+
+    def last(prefix_or_part: str) -> float:
+        return max(t for t, line in marks if prefix_or_part in line)
+
+    manifest = json.loads(next(store.glob("retrieval/*/assets.extra/manifest.json")).read_text())
+    run_start = loaded
+    trained = run_start + manifest["training"]["total_seconds"]
+    evaluated = last("test top-k accuracy")  # the evaluation table
+    validated = last("staged and validated")
+    published = last("published version")
+    steps = {
+        "load": loaded - start,
+        "train": trained - run_start,
+        "evaluate": evaluated - trained,
+        "index + validate": validated - evaluated,
+        "publish": published - validated,
+    }
+    return {
+        "size": size,
+        "ratings": ratings,
+        "users": users,
+        "movies": movies,
+        "seconds": end - start,
+        "steps": {k: round(v, 1) for k, v in steps.items()},
+        "best_epoch": manifest["training"]["validation"]["best_epoch"],
+        "loss": manifest["training"]["parameters"]["loss"],
+        "top_100_exclude_seen": result.metrics["model_exclude_seen"]["top_100"],
+        "recall": result.recall,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--sizes", default="100k,1m", help=f"comma-separated, of {', '.join(SIZES)}")
+    p.add_argument("--tune-budget", type=float, default=0.0)
+    p.add_argument("--index", default="scann")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--store", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child, args.tune_budget, args.index, Path(args.store))))
+        return
+    sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
+    unknown = [s for s in sizes if s not in SIZES]
+    if unknown:
+        p.error(f"unknown sizes {unknown}; choose from {', '.join(SIZES)}")
+    rows = []
+    for size in sizes:
+        with tempfile.TemporaryDirectory() as store:
+            before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    size,
+                    "--store",
+                    store,
+                    "--tune-budget",
+                    str(args.tune_budget),
+                    "--index",
+                    args.index,
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            if proc.returncode != 0:
+                sys.exit(f"export_scaling: the {size} export failed (exit {proc.returncode}); its output is above")
+            peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB, the largest child so far
+            row = json.loads(proc.stdout.strip().splitlines()[-1])
+            row["peak_rss_gib"] = round(peak / 2**20, 2) if peak > before else None  # None: not a new maximum
+            rows.append(row)
+            steps = ", ".join(f"{k} {v:.0f} s" for k, v in row["steps"].items())
+            print(
+                f"{size}: {row['ratings']:,} ratings, {row['seconds']:.0f} s ({steps}); "
+                f"{1e6 * row['seconds'] / row['ratings']:.0f} us/rating; peak RSS "
+                f"{row['peak_rss_gib'] if row['peak_rss_gib'] is not None else '<= previous'} GiB; "
+                f"loss {row['loss']}, best epoch {row['best_epoch']}, seen-excluded top-100 "
+                f"{row['top_100_exclude_seen']:.3f}",
+                flush=True,
+            )
+    if len(rows) >= 2:
+        first, last = rows[0], rows[-1]
+        ratio = (last["seconds"] / last["ratings"]) / (first["seconds"] / first["ratings"])
+        print(f"time per rating, {last['size']} / {first['size']}: {ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()
