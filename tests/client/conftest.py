@@ -15,6 +15,7 @@ import pytest
 import client_fakes as fakes  # tests/client is on pytest's pythonpath
 from client import Client
 from client.settings import Endpoint
+from client.transports.base import Transport
 from client.transports.grpc import GrpcTransport
 from client.transports.rest import RestTransport
 
@@ -37,7 +38,7 @@ def make_fake_client():
         options.setdefault("sleep", lambda s: None)
         if kind == "rest":
             endpoint = Endpoint.parse("http://fake:8501")
-            transport = RestTransport(endpoint, adapter=fakes.FakeAdapter(server))
+            transport: Transport = RestTransport(endpoint, adapter=fakes.FakeAdapter(server))
         else:
             endpoint = Endpoint.parse("grpc://fake:8500")
             transport = GrpcTransport(endpoint, channel=fakes.FakeChannel(server))
