@@ -27,15 +27,15 @@ import tempfile
 import time
 from pathlib import Path
 
+import grpc
+import requests
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import grpc  # noqa: E402
-import requests  # noqa: E402
-
-import client  # noqa: E402
-from client.protos import predict_pb2  # noqa: E402
-from serving.testing import ServerProcess  # noqa: E402
+import client  # noqa: E402 - this checkout's packages: importable once ROOT is on sys.path (above)
+from client.protos import predict_pb2, types_pb2  # noqa: E402 - the same
+from serving.testing import ServerProcess  # noqa: E402 - the same
 
 USER = "42"
 
@@ -43,9 +43,28 @@ USER = "42"
 def export_store(work: Path) -> Path:
     store = work / "models"
     env = dict(os.environ, PYTHONPATH=str(ROOT), TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.run([sys.executable, "-m", "export", "--data", "synthetic", "--synthetic-size", "tiny",
-                           "--epochs", "1", "--index", "brute_force", "--model-base-path", str(store)],
-                          cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "export",
+            "--data",
+            "synthetic",
+            "--synthetic-size",
+            "tiny",
+            "--epochs",
+            "1",
+            "--index",
+            "brute_force",
+            "--model-base-path",
+            str(store),
+        ],
+        cwd=str(ROOT),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"export failed:\n{proc.stderr[-3000:]}")
     return store
@@ -61,12 +80,14 @@ def contenders(rest_url: str, grpc_url: str):
     body = json.dumps({"inputs": {"user_id": [USER]}}).encode()
     session = requests.Session()
     channel = grpc.insecure_channel(grpc_url.removeprefix("grpc://"))
-    predict = channel.unary_unary("/tensorflow.serving.PredictionService/Predict",  # what a generated stub does
-                                  request_serializer=predict_pb2.PredictRequest.SerializeToString,
-                                  response_deserializer=predict_pb2.PredictResponse.FromString)
+    predict = channel.unary_unary(
+        "/tensorflow.serving.PredictionService/Predict",  # what a generated stub does
+        request_serializer=predict_pb2.PredictRequest.SerializeToString,
+        response_deserializer=predict_pb2.PredictResponse.FromString,
+    )
     request = predict_pb2.PredictRequest()
     request.model_spec.name = "retrieval"
-    request.inputs["user_id"].dtype = 7
+    request.inputs["user_id"].dtype = types_pb2.DT_STRING
     request.inputs["user_id"].tensor_shape.dim.add(size=1)
     request.inputs["user_id"].string_val.append(USER.encode())
     rest_client, grpc_client = client.connect(rest_url), client.connect(grpc_url)
@@ -90,7 +111,8 @@ def contenders(rest_url: str, grpc_url: str):
     }
     # same answer both ways, or the comparison means nothing
     assert [h.title for h in rest_client.recommend(USER)] == [
-        t.decode() for t in predict(request, timeout=10).outputs["movie_titles"].string_val]
+        t.decode() for t in predict(request, timeout=10).outputs["movie_titles"].string_val
+    ]
     return calls, [session.close, channel.close, rest_client.close, grpc_client.close]
 
 
@@ -109,7 +131,7 @@ def main() -> int:
             for call in calls.values():  # warm up connections and the model
                 for _ in range(20):
                     call()
-            samples = {name: [] for name in calls}
+            samples: dict[str, list[float]] = {name: [] for name in calls}
             per_round = max(1, args.calls // args.rounds)
             for _ in range(args.rounds):
                 for name, call in calls.items():
@@ -126,8 +148,11 @@ def main() -> int:
     for name, us in med.items():
         print(f"  {name:28} {us:8.0f} us")
     print("client overhead:")
-    for ours, raw in (("REST client.recommend", "REST raw Session.post"), ("REST client.recommend", "REST raw requests.post"),
-                      ("gRPC client.recommend", "gRPC raw stub.Predict")):
+    for ours, raw in (
+        ("REST client.recommend", "REST raw Session.post"),
+        ("REST client.recommend", "REST raw requests.post"),
+        ("gRPC client.recommend", "gRPC raw stub.Predict"),
+    ):
         print(f"  {ours} vs {raw:24} {med[ours] - med[raw]:+7.0f} us  ({med[ours] / med[raw]:.2f}x)")
     return 0
 

@@ -39,13 +39,13 @@ SIZES = {  # users, movies, ratings
 
 
 def child(size: str, tune_budget: float, index: str, store: Path) -> dict:
+    import dataclasses
+
     import export  # noqa: F401
     from export import pipeline
     from export.config import DEFAULT, ExportConfig, IndexConfig
     from export.data import load
     from export.synthetic import SyntheticSpec
-
-    import dataclasses
 
     users, movies, ratings = SIZES[size]
     start = time.perf_counter()
@@ -57,8 +57,12 @@ def child(size: str, tune_budget: float, index: str, store: Path) -> dict:
         marks.append((time.perf_counter(), str(line)))
         print(line, file=sys.stderr, flush=True)
 
-    config = ExportConfig(data="synthetic", train=dataclasses.replace(DEFAULT, tune_budget_s=tune_budget),
-                          index=IndexConfig(kind=index), model_base_path=store)
+    config = ExportConfig(
+        data="synthetic",
+        train=dataclasses.replace(DEFAULT, tune_budget_s=tune_budget),
+        index=IndexConfig(kind=index),
+        model_base_path=store,
+    )
     result = pipeline.run(config, data=data, report=report)
     end = time.perf_counter()
 
@@ -71,14 +75,25 @@ def child(size: str, tune_budget: float, index: str, store: Path) -> dict:
     evaluated = last("test top-k accuracy")  # the evaluation table
     validated = last("staged and validated")
     published = last("published version")
-    steps = {"load": loaded - start, "train": trained - run_start, "evaluate": evaluated - trained,
-             "index + validate": validated - evaluated, "publish": published - validated}
-    return {"size": size, "ratings": ratings, "users": users, "movies": movies, "seconds": end - start,
-            "steps": {k: round(v, 1) for k, v in steps.items()},
-            "best_epoch": manifest["training"]["validation"]["best_epoch"],
-            "loss": manifest["training"]["parameters"]["loss"],
-            "top_100_exclude_seen": result.metrics["model_exclude_seen"]["top_100"],
-            "recall": result.recall}
+    steps = {
+        "load": loaded - start,
+        "train": trained - run_start,
+        "evaluate": evaluated - trained,
+        "index + validate": validated - evaluated,
+        "publish": published - validated,
+    }
+    return {
+        "size": size,
+        "ratings": ratings,
+        "users": users,
+        "movies": movies,
+        "seconds": end - start,
+        "steps": {k: round(v, 1) for k, v in steps.items()},
+        "best_epoch": manifest["training"]["validation"]["best_epoch"],
+        "loss": manifest["training"]["parameters"]["loss"],
+        "top_100_exclude_seen": result.metrics["model_exclude_seen"]["top_100"],
+        "recall": result.recall,
+    }
 
 
 def main() -> None:
@@ -100,9 +115,22 @@ def main() -> None:
     for size in sizes:
         with tempfile.TemporaryDirectory() as store:
             before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-            proc = subprocess.run([sys.executable, __file__, "--child", size, "--store", store,
-                                   "--tune-budget", str(args.tune_budget), "--index", args.index],
-                                  stdout=subprocess.PIPE, text=True)
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    size,
+                    "--store",
+                    store,
+                    "--tune-budget",
+                    str(args.tune_budget),
+                    "--index",
+                    args.index,
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
             if proc.returncode != 0:
                 sys.exit(f"export_scaling: the {size} export failed (exit {proc.returncode}); its output is above")
             peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB, the largest child so far
@@ -110,11 +138,14 @@ def main() -> None:
             row["peak_rss_gib"] = round(peak / 2**20, 2) if peak > before else None  # None: not a new maximum
             rows.append(row)
             steps = ", ".join(f"{k} {v:.0f} s" for k, v in row["steps"].items())
-            print(f"{size}: {row['ratings']:,} ratings, {row['seconds']:.0f} s ({steps}); "
-                  f"{1e6 * row['seconds'] / row['ratings']:.0f} us/rating; peak RSS "
-                  f"{row['peak_rss_gib'] if row['peak_rss_gib'] is not None else '<= previous'} GiB; "
-                  f"loss {row['loss']}, best epoch {row['best_epoch']}, seen-excluded top-100 "
-                  f"{row['top_100_exclude_seen']:.3f}", flush=True)
+            print(
+                f"{size}: {row['ratings']:,} ratings, {row['seconds']:.0f} s ({steps}); "
+                f"{1e6 * row['seconds'] / row['ratings']:.0f} us/rating; peak RSS "
+                f"{row['peak_rss_gib'] if row['peak_rss_gib'] is not None else '<= previous'} GiB; "
+                f"loss {row['loss']}, best epoch {row['best_epoch']}, seen-excluded top-100 "
+                f"{row['top_100_exclude_seen']:.3f}",
+                flush=True,
+            )
     if len(rows) >= 2:
         first, last = rows[0], rows[-1]
         ratio = (last["seconds"] / last["ratings"]) / (first["seconds"] / first["ratings"])

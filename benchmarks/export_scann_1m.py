@@ -35,7 +35,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def child(args) -> None:
     import numpy as np
 
-    import export  # noqa: F401
+    import export  # noqa: F401 - sets TF_USE_LEGACY_KERAS before TensorFlow loads (export/__init__.py)
     from export import index as index_lib
     from export import servable, validate, warmup
     from export.config import IndexConfig
@@ -53,8 +53,9 @@ def child(args) -> None:
     candidates = np.hstack([embeddings, bias, pop]).astype(np.float32)
     users = np.array([str(i) for i in range(1, args.users + 1)], dtype=object)
     queries = np.zeros((args.users + 1, args.dim + 2), np.float32)
-    queries[1:, :args.dim] = centers[rng.integers(0, len(centers), size=args.users)] + \
-        0.5 * rng.normal(size=(args.users, args.dim))
+    queries[1:, : args.dim] = centers[rng.integers(0, len(centers), size=args.users)] + 0.5 * rng.normal(
+        size=(args.users, args.dim)
+    )
     queries[1:, args.dim] = 1.0
     queries[0, args.dim + 1] = 1.0
     titles = np.array([f"Movie {i:07d} (2000)" for i in range(args.candidates)], dtype=object)
@@ -62,8 +63,13 @@ def child(args) -> None:
     timings["make_vectors_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    config = IndexConfig(kind="scann", k=10, num_leaves=args.num_leaves, num_leaves_to_search=args.leaves_to_search,
-                         num_reordering_candidates=args.reorder or None)  # 0 = off, as the CLI's --scann-reorder
+    config = IndexConfig(
+        kind="scann",
+        k=10,
+        num_leaves=args.num_leaves,
+        num_leaves_to_search=args.leaves_to_search,
+        num_reordering_candidates=args.reorder or None,
+    )  # 0 = off, as the CLI's --scann-reorder
     layer, params = index_lib.build(config, candidates, name="retrieval_index")
     module = servable.Retrieval(vectors, layer, params)
     timings["build_index_s"] = time.perf_counter() - t
@@ -78,12 +84,21 @@ def child(args) -> None:
     timings["save_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    report = validate.validate("retrieval", out, module, vectors, requests, k=10, recall_threshold=0.95,
-                               tolerance=1e-3, timeout_s=1800)
+    report = validate.validate(
+        "retrieval", out, module, vectors, requests, k=10, recall_threshold=0.95, tolerance=1e-3, timeout_s=1800
+    )
     timings["validate_s"] = time.perf_counter() - t
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    print(json.dumps({**timings, "recall_at_10": report["recall_at_10"], "saved_model_bytes": size,
-                      "index": {k: v for k, v in vars(params).items()}}))
+    print(
+        json.dumps(
+            {
+                **timings,
+                "recall_at_10": report["recall_at_10"],
+                "saved_model_bytes": size,
+                "index": dict(vars(params)),
+            }
+        )
+    )
 
 
 def _index_defaults():
@@ -110,9 +125,25 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="scann-1m-") as tmp:
         out = Path(tmp) / "staged"
-        cmd = [sys.executable, __file__, "--child", "--out", str(out), "--candidates", str(args.candidates),
-               "--dim", str(args.dim), "--users", str(args.users), "--num-leaves", str(args.num_leaves),
-               "--leaves-to-search", str(args.leaves_to_search), "--reorder", str(args.reorder)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            "--out",
+            str(out),
+            "--candidates",
+            str(args.candidates),
+            "--dim",
+            str(args.dim),
+            "--users",
+            str(args.users),
+            "--num-leaves",
+            str(args.num_leaves),
+            "--leaves-to-search",
+            str(args.leaves_to_search),
+            "--reorder",
+            str(args.reorder),
+        ]
         start = time.perf_counter()
         proc = subprocess.run(cmd, cwd=str(ROOT), capture_output=True, text=True)
         total = time.perf_counter() - start

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 
 def tutorial(ratings_arrays: dict, movie_titles: np.ndarray, train_idx: np.ndarray, epochs: int) -> float:
@@ -35,12 +35,18 @@ def tutorial(ratings_arrays: dict, movie_titles: np.ndarray, train_idx: np.ndarr
     unique_movie_titles = np.unique(np.concatenate(list(movies.batch(1_000))))
     unique_user_ids = np.unique(ratings_arrays["user_id"])
     embedding_dimension = 32
-    user_model = tf.keras.Sequential([
-        tf.keras.layers.StringLookup(vocabulary=unique_user_ids, mask_token=None),
-        tf.keras.layers.Embedding(len(unique_user_ids) + 1, embedding_dimension)])
-    movie_model = tf.keras.Sequential([
-        tf.keras.layers.StringLookup(vocabulary=unique_movie_titles, mask_token=None),
-        tf.keras.layers.Embedding(len(unique_movie_titles) + 1, embedding_dimension)])
+    user_model = tf.keras.Sequential(
+        [
+            tf.keras.layers.StringLookup(vocabulary=unique_user_ids, mask_token=None),
+            tf.keras.layers.Embedding(len(unique_user_ids) + 1, embedding_dimension),
+        ]
+    )
+    movie_model = tf.keras.Sequential(
+        [
+            tf.keras.layers.StringLookup(vocabulary=unique_movie_titles, mask_token=None),
+            tf.keras.layers.Embedding(len(unique_movie_titles) + 1, embedding_dimension),
+        ]
+    )
     metrics = tfrs.metrics.FactorizedTopK(candidates=movies.batch(128).map(movie_model))
     task = tfrs.tasks.Retrieval(metrics=metrics)
 
@@ -82,14 +88,16 @@ def main() -> int:
 
     import tensorflow as tf
 
-    import export  # noqa: F401
+    import export  # noqa: F401 - sets TF_USE_LEGACY_KERAS before TensorFlow loads (export/__init__.py)
     from export.data import load, split
     from export.synthetic import SyntheticSpec
 
     data = load("synthetic", synthetic=SyntheticSpec(ratings=args.ratings))
     train_idx, _ = split(data.ratings)
-    arrays = {"user_id": np.asarray(data.ratings.user_id).astype(str),
-              "movie_title": np.asarray(data.ratings.movie_title).astype(str)}
+    arrays = {
+        "user_id": np.asarray(data.ratings.user_id).astype(str),
+        "movie_title": np.asarray(data.ratings.movie_title).astype(str),
+    }
     titles = np.asarray(data.movies.movie_title).astype(str)
 
     tf.random.set_seed(42)

@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -60,7 +61,7 @@ def measure(kind: str, vectors, tuning_rows, test_keys, threshold: float, folder
 
     start = time.perf_counter()
     layer, params = index_lib.build(IndexConfig(kind=kind, k=10), vectors.candidates, name=f"{kind}_index")
-    tuning = {}
+    tuning: dict[str, Any] = {}
     if kind == "scann":
         params, tuning = index_lib.tune(layer, params, vectors.candidates, vectors.queries[tuning_rows], threshold)
     build_s = time.perf_counter() - start
@@ -79,14 +80,25 @@ def measure(kind: str, vectors, tuning_rows, test_keys, threshold: float, folder
     finally:
         bundle.close()
     _, exact = exact_top_k(vectors.query_rows(test_keys), vectors.candidates, 10)
-    recall = float(np.mean([len(set(f) & set(vectors.titles[e].tolist())) / 10 for f, e in zip(found, exact)]))
+    recall = float(
+        np.mean([len(set(f) & set(vectors.titles[e].tolist())) / 10 for f, e in zip(found, exact, strict=True)])
+    )
     warm = times[5:] or times
     chosen = tuning.get("chosen", {})
-    return {"kind": kind, "build_s": build_s, "size_mb": size / 2**20, "p50": float(np.percentile(warm, 50)),
-            "p99": float(np.percentile(warm, 99)), "recall": recall,
-            "settings": (f"{params.num_leaves_to_search}/{params.num_leaves} leaves, re-order "
-                         f"{params.num_reordering_candidates}" if kind == "scann" else "exact"),
-            "tuned_recall": chosen.get("recall_at_10")}
+    return {
+        "kind": kind,
+        "build_s": build_s,
+        "size_mb": size / 2**20,
+        "p50": float(np.percentile(warm, 50)),
+        "p99": float(np.percentile(warm, 99)),
+        "recall": recall,
+        "settings": (
+            f"{params.num_leaves_to_search}/{params.num_leaves} leaves, re-order {params.num_reordering_candidates}"
+            if kind == "scann"
+            else "exact"
+        ),
+        "tuned_recall": chosen.get("recall_at_10"),
+    }
 
 
 def main() -> None:
@@ -99,11 +111,13 @@ def main() -> None:
 
     import numpy as np
 
-    import export  # noqa: F401
+    import export  # noqa: F401 - sets TF_USE_LEGACY_KERAS before TensorFlow loads (export/__init__.py)
 
     sizes = [int(s) for s in args.sizes.split(",")]
-    print(f"{'candidates':>11} {'index':<12} {'build s':>8} {'MiB':>7} {'p50 ms':>8} {'p99 ms':>8} "
-          f"{'recall@10':>9}  settings")
+    print(
+        f"{'candidates':>11} {'index':<12} {'build s':>8} {'MiB':>7} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'recall@10':>9}  settings"
+    )
     results = {}
     for n in sizes:
         users = 400 + args.queries
@@ -114,8 +128,11 @@ def main() -> None:
             for kind in ("brute_force", "scann"):
                 r = measure(kind, vectors, tuning_rows, test_keys, args.recall_threshold, Path(tmp))
                 results[(n, kind)] = r
-                print(f"{n:>11,} {kind:<12} {r['build_s']:>8.1f} {r['size_mb']:>7.1f} {r['p50']:>8.3f} "
-                      f"{r['p99']:>8.3f} {r['recall']:>9.4f}  {r['settings']}", flush=True)
+                print(
+                    f"{n:>11,} {kind:<12} {r['build_s']:>8.1f} {r['size_mb']:>7.1f} {r['p50']:>8.3f} "
+                    f"{r['p99']:>8.3f} {r['recall']:>9.4f}  {r['settings']}",
+                    flush=True,
+                )
                 shutil.rmtree(Path(tmp) / kind, ignore_errors=True)
         speedup = results[(n, "brute_force")]["p50"] / results[(n, "scann")]["p50"]
         print(f"{n:>11,} ScaNN vs BruteForce p50: {speedup:.1f}x", flush=True)

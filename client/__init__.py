@@ -15,5 +15,17 @@ from client.results import Hit, ModelMetadata, Signature, TensorSpec, VersionSta
 from client.settings import URL_ENV, Retry, Settings
 from client.tensors import Tensor
 
-__all__ = ["Client", "connect", "Hit", "ModelMetadata", "Signature", "TensorSpec", "VersionStatus", "Retry",
-           "Settings", "Tensor", "URL_ENV", *_errors_all]
+__all__ = [
+    "Client",
+    "connect",
+    "Hit",
+    "ModelMetadata",
+    "Signature",
+    "TensorSpec",
+    "VersionStatus",
+    "Retry",
+    "Settings",
+    "Tensor",
+    "URL_ENV",
+    *_errors_all,
+]

@@ -14,7 +14,7 @@ from typing import Any
 
 from client.client import Client
 from client.errors import ServingError
-from client.settings import URL_ENV, DEFAULT_URL
+from client.settings import DEFAULT_URL, URL_ENV
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,9 +47,10 @@ def run(args: argparse.Namespace) -> Any:
     with Client(args.url, timeout=args.timeout) as client:
         if args.command == "recommend":
             exclude = None if args.exclude is None else [list(args.exclude) for _ in args.user_ids]
-            return dict(zip(args.user_ids, client.recommend(args.user_ids, args.k, exclude, args.version, args.label)))
+            hits = client.recommend(args.user_ids, args.k, exclude, args.version, args.label)
+            return dict(zip(args.user_ids, hits, strict=True))
         if args.command == "similar":
-            return dict(zip(args.titles, client.similar(args.titles, args.k, args.version, args.label)))
+            return dict(zip(args.titles, client.similar(args.titles, args.k, args.version, args.label), strict=True))
         if args.command == "status":
             return client.status(args.model, args.version, args.label)
         return client.metadata(args.model, args.version, args.label)
@@ -65,7 +66,8 @@ def render(result: Any) -> str:
     if isinstance(result, list):  # VersionStatus
         rows = [("VERSION", "STATE", "STATUS")] + [
             (str(v.version), v.state, v.error_code + (f": {v.error_message}" if v.error_message else ""))
-            for v in result]
+            for v in result
+        ]
         widths = [max(len(r[i]) for r in rows) for i in range(2)]
         return "\n".join(f"{a:<{widths[0]}}  {b:<{widths[1]}}  {c}" for a, b, c in rows)
     lines = [f"model {result.name} version {result.version}"]

@@ -7,10 +7,16 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar, overload
+from typing import Any, TypeGuard, TypeVar, overload
 
-from client.errors import (DeadlineExceededError, FailedPreconditionError, InternalError, InvalidArgumentError,
-                           NotFoundError, UnavailableError)
+from client.errors import (
+    DeadlineExceededError,
+    FailedPreconditionError,
+    InternalError,
+    InvalidArgumentError,
+    NotFoundError,
+    UnavailableError,
+)
 from client.results import Hit, ModelMetadata, VersionStatus
 from client.settings import ModelRef, Retry, Settings, _check_timeout, default_url
 from client.tensors import Tensor
@@ -28,14 +34,23 @@ class Client:
 
     ``url``: ``http://host:8501`` (REST) or ``grpc://host:8500`` (gRPC); default ``$RETRIEVAL_URL``, else
     ``http://localhost:8501``. Several replicas: a list of URLs, or one string of comma-separated URLs; calls
-    then go round robin and fail over on UNAVAILABLE (:class:`client.transports.multi.RoundRobinTransport`). ``timeout`` is each call's deadline in seconds, retries included (a call may
-    override it with ``timeout=``). ``transport`` replaces the one the URL would choose (tests plug fakes here).
+    then go round robin and fail over on UNAVAILABLE (:class:`client.transports.multi.RoundRobinTransport`).
+    ``timeout`` is each call's deadline in seconds, retries included (a call may override it with ``timeout=``).
+    ``transport`` replaces the one the URL would choose (tests plug fakes here).
     """
 
-    def __init__(self, url: str | None = None, *, timeout: float = 10.0, retry: Retry | None = None,
-                 retrieval_model: str = "retrieval", similar_model: str = "similar_movies",
-                 transport: Transport | None = None, sleep: Callable[[float], None] = time.sleep) -> None:
-        if isinstance(url, (list, tuple)):
+    def __init__(
+        self,
+        url: str | Sequence[str] | None = None,
+        *,
+        timeout: float = 10.0,
+        retry: Retry | None = None,
+        retrieval_model: str = "retrieval",
+        similar_model: str = "similar_movies",
+        transport: Transport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if url is not None and not isinstance(url, str):  # several replicas
             url = ",".join(url)
         self.settings = Settings(url or default_url(), timeout, retry or Retry(), retrieval_model, similar_model)
         if transport is None:
@@ -59,16 +74,42 @@ class Client:
         return f"Client({self.settings.url!r})"
 
     # -- the domain calls ----------------------------------------------------------------------------------
+    # A str is also a Sequence[str]: overloads match in order, so one id gets the first (what the
+    # implementation does too); mypy's overlap check cannot see the order.
     @overload
-    def recommend(self, user_ids: str | int, k: int | None = ..., exclude: Sequence[str] | None = ...,
-                  version: int | None = ..., label: str | None = ..., *, timeout: float | None = ...) -> list[Hit]: ...
+    def recommend(  # type: ignore[overload-overlap]
+        self,
+        user_ids: str | int,
+        k: int | None = ...,
+        exclude: Sequence[str] | None = ...,
+        version: int | None = ...,
+        label: str | None = ...,
+        *,
+        timeout: float | None = ...,
+    ) -> list[Hit]: ...
 
     @overload
-    def recommend(self, user_ids: Sequence[str | int], k: int | None = ...,
-                  exclude: Sequence[Sequence[str]] | None = ..., version: int | None = ...,
-                  label: str | None = ..., *, timeout: float | None = ...) -> list[list[Hit]]: ...
+    def recommend(
+        self,
+        user_ids: Sequence[str | int],
+        k: int | None = ...,
+        exclude: Sequence[Sequence[str]] | None = ...,
+        version: int | None = ...,
+        label: str | None = ...,
+        *,
+        timeout: float | None = ...,
+    ) -> list[list[Hit]]: ...
 
-    def recommend(self, user_ids, k=None, exclude=None, version=None, label=None, *, timeout=None):
+    def recommend(
+        self,
+        user_ids: str | int | Sequence[str | int],
+        k: int | None = None,
+        exclude: Sequence[str] | Sequence[Sequence[str]] | None = None,
+        version: int | None = None,
+        label: str | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> list[Hit] | list[list[Hit]]:
         """Movies for a user (a str or int id: a list of hits) or for several (a list: one list per user).
 
         ``exclude``: titles never to return (a list for one user, a list of lists for several), answered by
@@ -80,11 +121,15 @@ class Client:
         inputs: dict[str, Any] = {"user_id": ids}
         signature = "serving_default"
         if exclude is not None:
-            rows = [_titles(exclude, "exclude")] if single else [
-                _titles(row, f"exclude[{i}]") for i, row in enumerate(_sequence(exclude, "exclude"))]
+            rows = (
+                [_titles(exclude, "exclude")]
+                if single
+                else [_titles(row, f"exclude[{i}]") for i, row in enumerate(_sequence(exclude, "exclude"))]
+            )
             if len(rows) != len(ids):
                 raise InvalidArgumentError(
-                    f"exclude needs one list of titles per user id ({len(rows)} lists for {len(ids)} ids)")
+                    f"exclude needs one list of titles per user id ({len(rows)} lists for {len(ids)} ids)"
+                )
             # Rows padded with "" (no title), and a leading "" column: TF Serving's batching pads a request
             # to the widest request of its batch with the request's *first* element (batching_util.cc),
             # which must therefore be "" or other users' rows would exclude the first user's first title.
@@ -95,26 +140,57 @@ class Client:
         return hits[0] if single else hits
 
     @overload
-    def similar(self, titles: str, k: int | None = ..., version: int | None = ..., label: str | None = ...,
-                *, timeout: float | None = ...) -> list[Hit]: ...
+    def similar(  # type: ignore[overload-overlap]  # the first match wins for a str, as for recommend
+        self,
+        titles: str,
+        k: int | None = ...,
+        version: int | None = ...,
+        label: str | None = ...,
+        *,
+        timeout: float | None = ...,
+    ) -> list[Hit]: ...
 
     @overload
-    def similar(self, titles: Sequence[str], k: int | None = ..., version: int | None = ...,
-                label: str | None = ..., *, timeout: float | None = ...) -> list[list[Hit]]: ...
+    def similar(
+        self,
+        titles: Sequence[str],
+        k: int | None = ...,
+        version: int | None = ...,
+        label: str | None = ...,
+        *,
+        timeout: float | None = ...,
+    ) -> list[list[Hit]]: ...
 
-    def similar(self, titles, k=None, version=None, label=None, *, timeout=None):
+    def similar(
+        self,
+        titles: str | Sequence[str],
+        k: int | None = None,
+        version: int | None = None,
+        label: str | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> list[Hit] | list[list[Hit]]:
         """Movies like a title (a str: a list of hits) or like each of several (a list: one list each)."""
         single = isinstance(titles, str)
         keys = [titles] if single else _titles(titles, "titles")
         _check_k(k)
-        hits = self._hits(self.settings.similar_model, {"movie_title": keys}, "serving_default", k, version,
-                          label, timeout)
+        hits = self._hits(
+            self.settings.similar_model, {"movie_title": keys}, "serving_default", k, version, label, timeout
+        )
         return hits[0] if single else hits
 
     # -- TF Serving's calls --------------------------------------------------------------------------------
-    def predict(self, model_name: str, inputs: Mapping[str, Any], signature_name: str | None = None,
-                version: int | None = None, label: str | None = None,
-                output_filter: Sequence[str] | None = None, *, timeout: float | None = None) -> dict[str, Any]:
+    def predict(
+        self,
+        model_name: str,
+        inputs: Mapping[str, Any],
+        signature_name: str | None = None,
+        version: int | None = None,
+        label: str | None = None,
+        output_filter: Sequence[str] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
         """Any model and signature: ``inputs`` name -> nested lists (or :class:`client.Tensor`); returns
         output name -> nested lists, strings as str (outputs named ``*_bytes`` as bytes)."""
         model = ModelRef(model_name, version, label, signature_name)
@@ -125,14 +201,26 @@ class Client:
             output_filter = _titles(output_filter, "output_filter")
         return self._call(lambda t: self._transport.predict(model, tensors, output_filter, t), timeout, model)
 
-    def status(self, model_name: str | None = None, version: int | None = None, label: str | None = None, *,
-               timeout: float | None = None) -> list[VersionStatus]:
+    def status(
+        self,
+        model_name: str | None = None,
+        version: int | None = None,
+        label: str | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> list[VersionStatus]:
         """The versions of a model (default: the retrieval model), newest first."""
         model = ModelRef(model_name or self.settings.retrieval_model, version, label)
         return self._call(lambda t: self._transport.status(model, t), timeout, model)
 
-    def metadata(self, model_name: str | None = None, version: int | None = None, label: str | None = None, *,
-                 timeout: float | None = None) -> ModelMetadata:
+    def metadata(
+        self,
+        model_name: str | None = None,
+        version: int | None = None,
+        label: str | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> ModelMetadata:
         """The signatures of a model's version (default: the retrieval model's latest)."""
         model = ModelRef(model_name or self.settings.retrieval_model, version, label)
         return self._call(lambda t: self._transport.metadata(model, t), timeout, model)
@@ -144,14 +232,22 @@ class Client:
         """
         _check_timeout(timeout)
         self._check_open()
-        names = list(model_names) if model_names is not None else [
-            self.settings.retrieval_model, self.settings.similar_model]
+        names = (
+            list(model_names)
+            if model_names is not None
+            else [self.settings.retrieval_model, self.settings.similar_model]
+        )
         deadline = time.monotonic() + timeout
         delay, last_log, waiting = 0.05, 0.0, ""
         while True:
             try:
-                missing = [n for n in names if not any(
-                    v.state == "AVAILABLE" for v in self._transport.status(ModelRef(n), _left(deadline, 5.0)))]
+                missing = [
+                    n
+                    for n in names
+                    if not any(
+                        v.state == "AVAILABLE" for v in self._transport.status(ModelRef(n), _left(deadline, 5.0))
+                    )
+                ]
                 if not missing:
                     return
                 waiting = f"no AVAILABLE version of {', '.join(missing)} yet"
@@ -176,7 +272,7 @@ class Client:
     def __enter__(self) -> Client:
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     # -- internals -----------------------------------------------------------------------------------------
@@ -199,30 +295,47 @@ class Client:
                 self._sleep(delay)
                 if time.monotonic() >= deadline:  # the sleep overran: no attempt with a timeout <= 0
                     raise DeadlineExceededError(
-                        f"deadline of {timeout:.3g} s passed while retrying {model}: {exc.message}") from exc
+                        f"deadline of {timeout:.3g} s passed while retrying {model}: {exc.message}"
+                    ) from exc
 
     def _check_open(self) -> None:
         if self._closed:
             raise FailedPreconditionError(f"{self!r} is closed; make a new client")
 
-    def _hits(self, model_name: str, inputs: dict[str, list], signature: str, k: int | None,
-              version: int | None, label: str | None, timeout: float | None) -> list[list[Hit]]:
+    def _hits(
+        self,
+        model_name: str,
+        inputs: dict[str, list[Any]],
+        signature: str,
+        k: int | None,
+        version: int | None,
+        label: str | None,
+        timeout: float | None,
+    ) -> list[list[Hit]]:
         if not inputs[next(iter(inputs))]:
             return []
         outputs = self.predict(model_name, inputs, signature, version, label, [TITLES, SCORES], timeout=timeout)
         model = ModelRef(model_name, version, label, signature)
         titles, scores = outputs.get(TITLES), outputs.get(SCORES)
         rows = len(inputs[next(iter(inputs))])
-        if not (_matrix(titles, rows) and _matrix(scores, rows) and all(
-                len(t) == len(s) for t, s in zip(titles, scores))):
+        if not (
+            _matrix(titles, rows)
+            and _matrix(scores, rows)
+            and all(len(t) == len(s) for t, s in zip(titles, scores, strict=True))
+        ):
             raise InternalError(
-                f"{model} must answer '{TITLES}' and '{SCORES}' of shape [{rows}, K]; got {sorted(outputs)}")
+                f"{model} must answer '{TITLES}' and '{SCORES}' of shape [{rows}, K]; got {sorted(outputs)}"
+            )
         width = len(titles[0]) if rows else 0
         if k is not None and k > width:
             raise InvalidArgumentError(
                 f"k={k} is above K={width}, the number of results {model} was exported with; "
-                f"ask for k <= {width} (or export with a larger K)")
-        return [[Hit(str(t), _f32(s)) for t, s in zip(trow[:k], srow[:k])] for trow, srow in zip(titles, scores)]
+                f"ask for k <= {width} (or export with a larger K)"
+            )
+        return [
+            [Hit(str(t), _f32(s)) for t, s in zip(trow[:k], srow[:k], strict=True)]
+            for trow, srow in zip(titles, scores, strict=True)
+        ]
 
 
 def connect(url: str | None = None, **options: Any) -> Client:
@@ -239,7 +352,7 @@ def _check_k(k: int | None) -> None:
         raise InvalidArgumentError(f"k must be a positive int (got {k!r})")
 
 
-def _sequence(value: Any, what: str) -> list:
+def _sequence(value: Any, what: str) -> list[Any]:
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
         raise InvalidArgumentError(f"{what} must be a list (got {type(value).__name__}: {value!r})")
     return list(value)
@@ -259,7 +372,7 @@ def _titles(value: Any, what: str) -> list[str]:
     return items
 
 
-def _matrix(value: Any, rows: int) -> bool:
+def _matrix(value: Any, rows: int) -> TypeGuard[list[list[Any]]]:
     return isinstance(value, list) and len(value) == rows and all(isinstance(r, list) for r in value)
 
 

@@ -31,10 +31,25 @@ ABORTED. Only UNAVAILABLE is retried (see ``client.settings.Retry``).
 from __future__ import annotations
 
 __all__ = [
-    "ServingError", "CancelledError", "UnknownError", "InvalidArgumentError", "DeadlineExceededError",
-    "NotFoundError", "AlreadyExistsError", "PermissionDeniedError", "ResourceExhaustedError",
-    "FailedPreconditionError", "AbortedError", "OutOfRangeError", "UnimplementedError", "InternalError",
-    "UnavailableError", "DataLossError", "UnauthenticatedError", "CODES", "error_for",
+    "CODES",
+    "AbortedError",
+    "AlreadyExistsError",
+    "CancelledError",
+    "DataLossError",
+    "DeadlineExceededError",
+    "FailedPreconditionError",
+    "InternalError",
+    "InvalidArgumentError",
+    "NotFoundError",
+    "OutOfRangeError",
+    "PermissionDeniedError",
+    "ResourceExhaustedError",
+    "ServingError",
+    "UnauthenticatedError",
+    "UnavailableError",
+    "UnimplementedError",
+    "UnknownError",
+    "error_for",
 ]
 
 
@@ -118,9 +133,21 @@ class UnauthenticatedError(ServingError):
 CODES: dict[str, type[ServingError]] = {
     cls.code: cls
     for cls in (
-        CancelledError, UnknownError, InvalidArgumentError, DeadlineExceededError, NotFoundError,
-        AlreadyExistsError, PermissionDeniedError, ResourceExhaustedError, FailedPreconditionError,
-        AbortedError, OutOfRangeError, UnimplementedError, InternalError, UnavailableError, DataLossError,
+        CancelledError,
+        UnknownError,
+        InvalidArgumentError,
+        DeadlineExceededError,
+        NotFoundError,
+        AlreadyExistsError,
+        PermissionDeniedError,
+        ResourceExhaustedError,
+        FailedPreconditionError,
+        AbortedError,
+        OutOfRangeError,
+        UnimplementedError,
+        InternalError,
+        UnavailableError,
+        DataLossError,
         UnauthenticatedError,
     )
 }

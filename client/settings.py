@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -36,11 +37,12 @@ class Retry:
             raise InvalidArgumentError(f"Retry.attempts must be an int in [1, 20] (got {self.attempts!r})")
         if not 0 <= self.backoff <= self.max_backoff:
             raise InvalidArgumentError(
-                f"Retry needs 0 <= backoff <= max_backoff (got {self.backoff!r}, {self.max_backoff!r})")
+                f"Retry needs 0 <= backoff <= max_backoff (got {self.backoff!r}, {self.max_backoff!r})"
+            )
         if self.multiplier < 1:
             raise InvalidArgumentError(f"Retry.multiplier must be >= 1 (got {self.multiplier!r})")
 
-    def delays(self):
+    def delays(self) -> Iterator[float]:
         """The waits between attempts: ``attempts - 1`` of them."""
         delay = self.backoff
         for _ in range(self.attempts - 1):
@@ -60,13 +62,13 @@ class Endpoint:
     @classmethod
     def parse(cls, url: str) -> Endpoint:
         if not isinstance(url, str) or "://" not in url:
-            raise InvalidArgumentError(
-                f"server URL must look like http://host:8501 or grpc://host:8500 (got {url!r})")
+            raise InvalidArgumentError(f"server URL must look like http://host:8501 or grpc://host:8500 (got {url!r})")
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
         if scheme not in DEFAULT_PORTS:
             raise InvalidArgumentError(
-                f"unsupported URL scheme {parts.scheme!r} in {url!r}; use http://, https:// or grpc://")
+                f"unsupported URL scheme {parts.scheme!r} in {url!r}; use http://, https:// or grpc://"
+            )
         try:
             port = parts.port or DEFAULT_PORTS[scheme]
         except ValueError as exc:
@@ -137,9 +139,11 @@ class ModelRef:
             raise InvalidArgumentError(f"model_name must be a non-empty string (got {self.name!r})")
         if self.version is not None and self.label is not None:
             raise InvalidArgumentError(
-                f"pass a version or a label, not both (got version={self.version!r}, label={self.label!r})")
+                f"pass a version or a label, not both (got version={self.version!r}, label={self.label!r})"
+            )
         if self.version is not None and (
-                isinstance(self.version, bool) or not isinstance(self.version, int) or self.version < 0):
+            isinstance(self.version, bool) or not isinstance(self.version, int) or self.version < 0
+        ):
             raise InvalidArgumentError(f"version must be a non-negative int (got {self.version!r})")
         if self.label is not None and (not isinstance(self.label, str) or not self.label):
             raise InvalidArgumentError(f"label must be a non-empty string (got {self.label!r})")
@@ -147,6 +151,7 @@ class ModelRef:
             raise InvalidArgumentError(f"signature_name must be a string (got {self.signature_name!r})")
 
     def __str__(self) -> str:
-        where = f" version {self.version}" if self.version is not None else (
-            f" label {self.label!r}" if self.label else "")
+        where = (
+            f" version {self.version}" if self.version is not None else (f" label {self.label!r}" if self.label else "")
+        )
         return f"model {self.name!r}{where}"

@@ -1,11 +1,31 @@
 #!/usr/bin/env bash
-# Sets up everything the tests need on a fresh machine, then runs the whole test suite.
-# Extra arguments go to pytest (e.g. scripts/test.sh tests/client -x).
+# Sets up everything the tests need on a fresh machine, runs the linters (scripts/lint.sh), then the whole
+# test suite. Extra arguments go to pytest (e.g. scripts/test.sh tests/client -x).
+#   --fast     the edit-test lane: no slow, engine or root tests (pytest -m "not slow and not engine and not root"),
+#              and no reinstall unless pyproject.toml changed
+#   --no-lint  skip the linters
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh all,test
+fast=0 lint=1 args=()
+for arg in "$@"; do
+  case "$arg" in
+    --fast) fast=1 ;;
+    --no-lint) lint=0 ;;
+    *) args+=("$arg") ;;
+  esac
+done
+# The fast lane reinstalls only when pyproject.toml changed since the last setup (a pip pass costs ~7 s here).
+if [ "$fast" = 0 ] || [ ! -x .venv/bin/python ] || [ ! .venv/setup.log -nt pyproject.toml ]; then
+  scripts/setup.sh all,test
+fi
 # checkov and kubernetes-validate for tests/deploy, in .venv-policy (their pins clash with tensorflow's).
 scripts/setup-policy.sh
+if [ "$lint" = 1 ]; then
+  scripts/lint.sh
+fi
+if [ "$fast" = 1 ]; then
+  args=(-m "not slow and not engine and not root" "${args[@]}")
+fi
 # Debian's Docker engine (docker.io: dockerd, which the container tests start as root when no engine answers),
 # docker-compose 1.29 (what those tests run the compose files with), debootstrap (the stand-in for the Python
 # base image when no registry is reachable); iproute2 and util-linux (ip, unshare, nsenter) for the
@@ -30,4 +50,4 @@ if ! command -v kubectl >/dev/null 2>&1; then
   echo "scripts/test.sh: kubectl is missing (tests/deploy renders deploy/k8s with kubectl kustomize)" >&2
   exit 1
 fi
-exec .venv/bin/python -m pytest "$@"
+exec .venv/bin/python -m pytest "${args[@]}"

@@ -23,11 +23,16 @@ def test_readme_gives_the_demo_and_test_commands_and_ci_runs_the_test_command():
 
 def test_demo_command_trains_publishes_serves_and_recommends_for_user_42_offline(tmp_path):
     store = tmp_path / "models"
-    env = dict(os.environ, MODEL_STORE=str(store), GRPC_PORT=str(free_port()), REST_PORT=str(free_port()),
-               EXPORT_ARGS="--synthetic-size tiny --epochs 1", SERVING_HOST="127.0.0.1")
+    env = dict(
+        os.environ,
+        MODEL_STORE=str(store),
+        GRPC_PORT=str(free_port()),
+        REST_PORT=str(free_port()),
+        EXPORT_ARGS="--synthetic-size tiny --epochs 1",
+        SERVING_HOST="127.0.0.1",
+    )
     env.pop("MOVIELENS", None)
-    done = subprocess.run(["bash", "scripts/demo.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=900)
+    done = subprocess.run(["bash", "scripts/demo.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     # No network here: tfds fails, and the fallback to synthetic data is loud and recorded.
     assert "SYNTHETIC" in done.stderr

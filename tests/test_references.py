@@ -28,7 +28,6 @@ import subprocess
 from pathlib import Path
 from urllib.parse import unquote
 
-
 ROOT = Path(__file__).resolve().parents[1]
 
 SUFFIXES = (".md", ".py", ".yml", ".yaml", ".sh", ".config", ".toml")
@@ -50,8 +49,13 @@ _PATTERN_CHARS = "*\\{<"
 def text_files(root: Path = ROOT) -> list[str]:
     """Repository-relative paths of the files git knows (tracked or untracked-not-ignored) that exist.
     The tests run in a checkout (CI clones the repository), so git's list is always there."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                            cwd=root, capture_output=True, text=True, check=True).stdout
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return sorted({p for p in listed.split("\0") if p and (root / p).is_file()})
 
 
@@ -83,8 +87,9 @@ class _Checker:
     def __init__(self, files: list[str]) -> None:
         self.universe = _universe(files) | {""}
         tops = sorted({f.split("/", 1)[0] for f in files if "/" in f})
-        self.top_path = (re.compile(r"(?<![\w./<>$~@:-])((?:%s)/[\w./-]*)" % "|".join(map(re.escape, tops)))
-                         if tops else None)
+        self.top_path = (
+            re.compile(r"(?<![\w./<>$~@:-])((?:{})/[\w./-]*)".format("|".join(map(re.escape, tops)))) if tops else None
+        )
 
     def exists(self, *candidates: str | None) -> bool:
         return any(c is not None and c in self.universe for c in candidates)
@@ -106,8 +111,9 @@ class _Checker:
                 if not target or target.startswith(("#", "//")) or _SCHEME.match(target):
                     continue
                 path = unquote(target.split("#", 1)[0].split("?", 1)[0])
-                if path and not self.exists(_normal(path.lstrip("/") if path.startswith("/")
-                                                    else os.path.join(folder, path))):
+                if path and not self.exists(
+                    _normal(path.lstrip("/") if path.startswith("/") else os.path.join(folder, path))
+                ):
                     out.setdefault(target, "link to a missing file")
         text = _URL.sub(" ", line)
         for m in _ABSOLUTE.finditer(text):
@@ -121,7 +127,7 @@ class _Checker:
                 out.setdefault(m.group(1), "missing document")
         for m in self.top_path.finditer(text) if self.top_path is not None else ():
             target = m.group(1).rstrip(".")
-            after = text[m.end():m.end() + 1]
+            after = text[m.end() : m.end() + 1]
             pattern = bool(after) and after in _PATTERN_CHARS
             if not (self.is_prefix(target) if pattern else here_or_root(target)):
                 out.setdefault(target, "missing path")
@@ -152,14 +158,16 @@ def test_every_referenced_path_is_in_the_repository():
 
 def test_the_scan_reports_each_kind_of_missing_reference_and_accepts_real_ones(tmp_path):
     files = {
-        "README.md": "\n".join([
-            "[ok](docs/guide.md) [ok](docs/guide.md#part) [ok](export/) [web](https://example.com/x.md)",
-            "[mail](mailto:a@b.c) [anchor](#layout) ![img](docs/missing.png)",
-            "[gone](docs/gone.md)",
-            f"see {SHARED_EXAMPLE} and {NOTES_EXAMPLE}",
-            "`cd /work/main && pytest`",
-            "[def]: docs/nothing.txt",
-        ]),
+        "README.md": "\n".join(
+            [
+                "[ok](docs/guide.md) [ok](docs/guide.md#part) [ok](export/) [web](https://example.com/x.md)",
+                "[mail](mailto:a@b.c) [anchor](#layout) ![img](docs/missing.png)",
+                "[gone](docs/gone.md)",
+                f"see {SHARED_EXAMPLE} and {NOTES_EXAMPLE}",
+                "`cd /work/main && pytest`",
+                "[def]: docs/nothing.txt",
+            ]
+        ),
         "docs/guide.md": "[up](../README.md) [bad](../export/nope.py) see guide.md, ../README.md and OTHER.md\n",
         "export/code.py": '"""See docs/guide.md, export/code.py, tests/test_*.py and export/missing.py."""\n',
         "tests/test_x.py": "import re\nre.search(r'export/code\\.py', '')\n",

@@ -1,10 +1,12 @@
-"""Regenerate the ``*_pb2.py`` modules of this folder from its ``.proto`` files.
+"""Regenerate the ``*_pb2.py`` modules of this folder, and their ``*_pb2.pyi`` stubs, from its ``.proto`` files.
 
     python -m client.protos.compile           # rewrite the generated modules in place
     python -m client.protos.compile --check   # exit 1 if they differ from what would be generated
 
 Reproducible: protoc from ``grpcio-tools`` (pin in the ``test`` extra), the ``.proto`` files under their
-``client/protos/`` path (so that their file names never collide with TensorFlow's), and two rewrites:
+``client/protos/`` path (so that their file names never collide with TensorFlow's), and two rewrites of the
+modules (the ``*_pb2.pyi`` type stubs beside them, protoc's ``--pyi_out``, are kept as protoc writes them:
+they give mypy and editors the message classes, which the modules only build at import time):
 
 - the modules register into the private pool of :mod:`client.protos._pool` instead of protobuf's default pool;
 - protoc's gencode guard goes (``ValidateProtobufRuntimeVersion``: it refuses a protobuf runtime older than
@@ -41,7 +43,15 @@ def _protoc(out_dir: Path) -> None:
 
     include = Path(grpc_tools.__file__).parent / "_proto"
     protos = sorted(p.relative_to(ROOT).as_posix() for p in HERE.glob("*.proto"))
-    args = [sys.executable, "-m", "grpc_tools.protoc", f"-I{ROOT}", f"-I{include}", f"--python_out={out_dir}"]
+    args = [
+        sys.executable,
+        "-m",
+        "grpc_tools.protoc",
+        f"-I{ROOT}",
+        f"-I{include}",
+        f"--python_out={out_dir}",
+        f"--pyi_out={out_dir}",
+    ]
     done = subprocess.run(args + protos, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"protoc failed on {protos}: {done.stderr.strip()}")
@@ -62,11 +72,13 @@ def generate() -> dict[str, str]:
     with tempfile.TemporaryDirectory() as tmp:
         _protoc(Path(tmp))
         out = Path(tmp) / "client" / "protos"
-        return {path.name: _rewrite(path.name, path.read_text()) for path in sorted(out.glob("*_pb2.py"))}
+        modules = {path.name: _rewrite(path.name, path.read_text()) for path in sorted(out.glob("*_pb2.py"))}
+        stubs = {path.name: path.read_text() for path in sorted(out.glob("*_pb2.pyi"))}
+        return {**modules, **stubs}
 
 
 def _existing() -> dict[str, str]:
-    return {p.name: p.read_text() for p in sorted(HERE.glob("*_pb2*.py"))}
+    return {p.name: p.read_text() for p in sorted(HERE.glob("*_pb2*.py*"))}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,8 +17,9 @@ class Transport(Protocol):
     ``timeout`` is the seconds left for this attempt; retries and deadlines belong to the client.
     """
 
-    def predict(self, model: ModelRef, inputs: Mapping[str, Tensor], output_filter: Sequence[str] | None,
-                timeout: float) -> dict[str, Any]:
+    def predict(
+        self, model: ModelRef, inputs: Mapping[str, Tensor], output_filter: Sequence[str] | None, timeout: float
+    ) -> dict[str, Any]:
         """Output name -> nested lists (strings as str, ``*_bytes`` outputs as bytes)."""
 
     def status(self, model: ModelRef, timeout: float) -> list[VersionStatus]:

@@ -10,27 +10,45 @@ from __future__ import annotations
 
 import logging
 import struct
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
 from client.errors import InvalidArgumentError, UnknownError, error_for
-from client.protos import get_model_metadata_pb2, get_model_status_pb2, predict_pb2, tensor_pb2, types_pb2
+from client.protos import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    meta_graph_pb2,
+    model_pb2,
+    predict_pb2,
+    tensor_pb2,
+    types_pb2,
+)
 from client.protos.error_codes_pb2 import Code
 from client.results import ModelMetadata, Signature, TensorSpec, VersionStatus
 from client.settings import Endpoint, ModelRef
 from client.tensors import Tensor, nest
 
 log = logging.getLogger(__name__)
+M = TypeVar("M", bound=Message)
 
 _SIGNATURE_DEF_MAP = "type.googleapis.com/tensorflow.serving.SignatureDefMap"
 # dtype -> (TensorProto field for values, struct format of tensor_content)
 _FIELDS = {
-    "DT_FLOAT": ("float_val", "f"), "DT_DOUBLE": ("double_val", "d"), "DT_INT32": ("int_val", "i"),
-    "DT_INT16": ("int_val", "h"), "DT_INT8": ("int_val", "b"), "DT_UINT8": ("int_val", "B"),
-    "DT_UINT16": ("int_val", "H"), "DT_INT64": ("int64_val", "q"), "DT_UINT32": ("uint32_val", "I"),
-    "DT_UINT64": ("uint64_val", "Q"), "DT_BOOL": ("bool_val", "?"), "DT_STRING": ("string_val", None),
+    "DT_FLOAT": ("float_val", "f"),
+    "DT_DOUBLE": ("double_val", "d"),
+    "DT_INT32": ("int_val", "i"),
+    "DT_INT16": ("int_val", "h"),
+    "DT_INT8": ("int_val", "b"),
+    "DT_UINT8": ("int_val", "B"),
+    "DT_UINT16": ("int_val", "H"),
+    "DT_INT64": ("int64_val", "q"),
+    "DT_UINT32": ("uint32_val", "I"),
+    "DT_UINT64": ("uint64_val", "Q"),
+    "DT_BOOL": ("bool_val", "?"),
+    "DT_STRING": ("string_val", None),
 }
 _DEFAULT_OPTIONS = (
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
@@ -41,27 +59,39 @@ _DEFAULT_OPTIONS = (
 def _method(channel: Any, path: str, request_type: Any, response_type: Any) -> Any:
     """A unary method of TF Serving's services by its path (``channel.unary_unary``: the calling API of every
     grpcio, unlike generated stubs, which need the grpcio of their generator)."""
-    return channel.unary_unary(f"/tensorflow.serving.{path}", request_serializer=request_type.SerializeToString,
-                               response_deserializer=response_type.FromString)
+    return channel.unary_unary(
+        f"/tensorflow.serving.{path}",
+        request_serializer=request_type.SerializeToString,
+        response_deserializer=response_type.FromString,
+    )
 
 
 class GrpcTransport:
     def __init__(self, endpoint: Endpoint, *, channel: Any = None) -> None:
         self.endpoint = endpoint
-        self._channel = channel if channel is not None else grpc.insecure_channel(
-            endpoint.netloc, options=_DEFAULT_OPTIONS)
-        self._predict_rpc = _method(self._channel, "PredictionService/Predict", predict_pb2.PredictRequest,
-                                    predict_pb2.PredictResponse)
-        self._metadata_rpc = _method(self._channel, "PredictionService/GetModelMetadata",
-                                     get_model_metadata_pb2.GetModelMetadataRequest,
-                                     get_model_metadata_pb2.GetModelMetadataResponse)
-        self._status_rpc = _method(self._channel, "ModelService/GetModelStatus",
-                                   get_model_status_pb2.GetModelStatusRequest,
-                                   get_model_status_pb2.GetModelStatusResponse)
+        self._channel = (
+            channel if channel is not None else grpc.insecure_channel(endpoint.netloc, options=_DEFAULT_OPTIONS)
+        )
+        self._predict_rpc = _method(
+            self._channel, "PredictionService/Predict", predict_pb2.PredictRequest, predict_pb2.PredictResponse
+        )
+        self._metadata_rpc = _method(
+            self._channel,
+            "PredictionService/GetModelMetadata",
+            get_model_metadata_pb2.GetModelMetadataRequest,
+            get_model_metadata_pb2.GetModelMetadataResponse,
+        )
+        self._status_rpc = _method(
+            self._channel,
+            "ModelService/GetModelStatus",
+            get_model_status_pb2.GetModelStatusRequest,
+            get_model_status_pb2.GetModelStatusResponse,
+        )
 
     # -- the Transport interface -------------------------------------------------------------------------
-    def predict(self, model: ModelRef, inputs: Mapping[str, Tensor], output_filter: Sequence[str] | None,
-                timeout: float) -> dict[str, Any]:
+    def predict(
+        self, model: ModelRef, inputs: Mapping[str, Tensor], output_filter: Sequence[str] | None, timeout: float
+    ) -> dict[str, Any]:
         request = predict_pb2.PredictRequest(output_filter=list(output_filter or ()))
         _fill_spec(request.model_spec, model)
         for name, tensor in inputs.items():
@@ -77,9 +107,14 @@ class GrpcTransport:
         _fill_spec(request.model_spec, model)
         response = self._call(self._status_rpc, request, timeout)
         versions = [
-            VersionStatus(v.version, get_model_status_pb2.ModelVersionStatus.State.Name(v.state),
-                          _code_name(v.status.error_code), v.status.error_message)
-            for v in response.model_version_status]
+            VersionStatus(
+                v.version,
+                get_model_status_pb2.ModelVersionStatus.State.Name(v.state),
+                _code_name(v.status.error_code),
+                v.status.error_message,
+            )
+            for v in response.model_version_status
+        ]
         return sorted(versions, key=lambda v: v.version, reverse=True)
 
     def metadata(self, model: ModelRef, timeout: float) -> ModelMetadata:
@@ -87,20 +122,23 @@ class GrpcTransport:
         _fill_spec(request.model_spec, model)
         response = self._call(self._metadata_rpc, request, timeout)
         # ``in`` then ``[]``, not ``.get``: Map.get on message values crashes protobuf's upb before 4.25
-        packed = response.metadata["signature_def"] if "signature_def" in response.metadata else None
+        packed = response.metadata["signature_def"] if "signature_def" in response.metadata else None  # noqa: SIM401
         if packed is None or packed.type_url != _SIGNATURE_DEF_MAP:
-            raise UnknownError(f"metadata of {model} holds no {_SIGNATURE_DEF_MAP} "
-                               f"(got {packed.type_url if packed is not None else 'nothing'})")
+            raise UnknownError(
+                f"metadata of {model} holds no {_SIGNATURE_DEF_MAP} "
+                f"(got {packed.type_url if packed is not None else 'nothing'})"
+            )
         defs = get_model_metadata_pb2.SignatureDefMap.FromString(packed.value).signature_def
         signatures = {
-            name: Signature(name, _specs(d.inputs), _specs(d.outputs), d.method_name) for name, d in defs.items()}
+            name: Signature(name, _specs(d.inputs), _specs(d.outputs), d.method_name) for name, d in defs.items()
+        }
         return ModelMetadata(response.model_spec.name or model.name, response.model_spec.version.value, signatures)
 
     def close(self) -> None:
         self._channel.close()
 
     # -- the one place where gRPC errors are mapped ------------------------------------------------------
-    def _call(self, method, request, timeout: float):
+    def _call(self, method: Callable[..., M], request: Message, timeout: float) -> M:
         try:
             return method(request, timeout=timeout)
         except grpc.RpcError as exc:
@@ -113,7 +151,7 @@ class GrpcTransport:
             raise error_for(name, f"{message} ({self.endpoint})" if name == "UNAVAILABLE" else message) from exc
 
 
-def _fill_spec(spec, model: ModelRef) -> None:
+def _fill_spec(spec: model_pb2.ModelSpec, model: ModelRef) -> None:
     spec.name = model.name
     if model.version is not None:
         spec.version.value = model.version
@@ -125,11 +163,11 @@ def _fill_spec(spec, model: ModelRef) -> None:
 
 def to_proto(tensor: Tensor, proto: tensor_pb2.TensorProto) -> tensor_pb2.TensorProto:
     """Fill ``proto`` with a :class:`Tensor` (values in the dtype's repeated field, as TF's AsProtoField)."""
-    proto.dtype = types_pb2.DataType.Value(tensor.dtype)
+    proto.dtype = types_pb2.DataType.Value(tensor.dtype)  # type: ignore[assignment]  # stubs: Value() -> int, not the enum
     for size in tensor.shape:
         proto.tensor_shape.dim.add(size=size)
     field, _ = _FIELDS[tensor.dtype]
-    values = tensor.values
+    values: Sequence[Any] = tensor.values
     try:
         if tensor.dtype == "DT_STRING":
             values = [v.encode("utf-8") if isinstance(v, str) else v for v in values]
@@ -152,8 +190,7 @@ def from_proto(proto: tensor_pb2.TensorProto, name: str = "") -> Any:
         size *= dim
     field, fmt = _FIELDS[dtype]
     if proto.tensor_content and fmt:
-        values = list(struct.unpack(f"<{len(proto.tensor_content) // struct.calcsize(fmt)}{fmt}",
-                                    proto.tensor_content))
+        values = list(struct.unpack(f"<{len(proto.tensor_content) // struct.calcsize(fmt)}{fmt}", proto.tensor_content))
     else:
         values = list(getattr(proto, field))
     if len(values) != size:  # TF fills a short field with its last value (or the default).
@@ -175,7 +212,7 @@ def _code_name(code: int) -> str:
     return Code.Name(code) if code in Code.values() else str(code)
 
 
-def _specs(tensors) -> dict[str, TensorSpec]:
+def _specs(tensors: Mapping[str, meta_graph_pb2.TensorInfo]) -> dict[str, TensorSpec]:
     out = {}
     for alias, info in tensors.items():
         dtype = types_pb2.DataType.Name(info.dtype) if info.dtype in types_pb2.DataType.values() else str(info.dtype)

@@ -25,8 +25,13 @@ T = TypeVar("T")
 
 
 class RoundRobinTransport:
-    def __init__(self, transports: Sequence[Transport], *, eject_seconds: float = 1.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        transports: Sequence[Transport],
+        *,
+        eject_seconds: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if not transports:
             raise ValueError("RoundRobinTransport needs at least one transport")
         self.transports = list(transports)
@@ -65,8 +70,9 @@ class RoundRobinTransport:
         raise last
 
     # -- the Transport interface -------------------------------------------------------------------------
-    def predict(self, model: ModelRef, inputs: Mapping[str, Tensor], output_filter: Sequence[str] | None,
-                timeout: float) -> dict[str, Any]:
+    def predict(
+        self, model: ModelRef, inputs: Mapping[str, Tensor], output_filter: Sequence[str] | None, timeout: float
+    ) -> dict[str, Any]:
         return self._call(lambda t, left: t.predict(model, inputs, output_filter, left), timeout)
 
     def status(self, model: ModelRef, timeout: float) -> list[VersionStatus]:

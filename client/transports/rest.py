@@ -20,8 +20,7 @@ from urllib.parse import quote
 import requests
 from requests.adapters import BaseAdapter, HTTPAdapter
 
-from client.errors import (DeadlineExceededError, InvalidArgumentError, UnavailableError, UnknownError,
-                           error_for)
+from client.errors import DeadlineExceededError, InvalidArgumentError, UnavailableError, UnknownError, error_for
 from client.results import ModelMetadata, Signature, TensorSpec, VersionStatus
 from client.settings import Endpoint, ModelRef
 from client.tensors import Tensor
@@ -30,9 +29,18 @@ log = logging.getLogger(__name__)
 
 # The inverse of TF Serving's ToHTTPStatusCode, taking the first code of each shared status.
 HTTP_CODES = {
-    400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
-    409: "ABORTED", 429: "RESOURCE_EXHAUSTED", 499: "CANCELLED", 500: "INTERNAL", 501: "UNIMPLEMENTED",
-    502: "UNAVAILABLE", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED",
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ABORTED",
+    429: "RESOURCE_EXHAUSTED",
+    499: "CANCELLED",
+    500: "INTERNAL",
+    501: "UNIMPLEMENTED",
+    502: "UNAVAILABLE",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
 }
 _ERRNO = re.compile(r"\[Errno -?\d+\] [^'\")]+")
 
@@ -47,12 +55,13 @@ class RestTransport:
         adapter = adapter or HTTPAdapter(pool_connections=1, pool_maxsize=pool_maxsize, max_retries=0)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
-        self._output_names: dict[tuple, str] = {}
+        self._output_names: dict[tuple[str, int | None, str | None, str], str] = {}
         self._lock = threading.Lock()
 
     # -- the Transport interface -------------------------------------------------------------------------
-    def predict(self, model: ModelRef, inputs: Mapping[str, Tensor], output_filter: Sequence[str] | None,
-                timeout: float) -> dict[str, Any]:
+    def predict(
+        self, model: ModelRef, inputs: Mapping[str, Tensor], output_filter: Sequence[str] | None, timeout: float
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {"inputs": {name: _to_json(t.nested()) for name, t in inputs.items()}}
         if model.signature_name:
             body["signature_name"] = model.signature_name
@@ -69,7 +78,8 @@ class RestTransport:
             if missing:
                 raise InvalidArgumentError(
                     f"output tensor alias not found in signature outputs: {', '.join(missing)} "
-                    f"(outputs of {model}: {', '.join(sorted(outputs))})")
+                    f"(outputs of {model}: {', '.join(sorted(outputs))})"
+                )
             outputs = {name: outputs[name] for name in output_filter}
         return outputs
 
@@ -77,9 +87,14 @@ class RestTransport:
         reply = self._send("GET", self._url(model), None, timeout)
         try:
             versions = [
-                VersionStatus(int(v["version"]), v["state"], v.get("status", {}).get("error_code", "OK"),
-                              v.get("status", {}).get("error_message", ""))
-                for v in reply["model_version_status"]]
+                VersionStatus(
+                    int(v["version"]),
+                    v["state"],
+                    v.get("status", {}).get("error_code", "OK"),
+                    v.get("status", {}).get("error_message", ""),
+                )
+                for v in reply["model_version_status"]
+            ]
         except (KeyError, TypeError, ValueError) as exc:
             raise UnknownError(f"unexpected status response from {self.endpoint}: {_snippet(reply)}") from exc
         return sorted(versions, key=lambda v: v.version, reverse=True)
@@ -90,9 +105,11 @@ class RestTransport:
             spec = reply["model_spec"]
             defs = reply["metadata"]["signature_def"]["signature_def"]
             signatures = {
-                name: Signature(name, _specs(d.get("inputs", {})), _specs(d.get("outputs", {})),
-                                d.get("method_name", ""))
-                for name, d in defs.items()}
+                name: Signature(
+                    name, _specs(d.get("inputs", {})), _specs(d.get("outputs", {})), d.get("method_name", "")
+                )
+                for name, d in defs.items()
+            }
             return ModelMetadata(spec["name"], int(spec.get("version") or 0), signatures)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise UnknownError(f"unexpected metadata response from {self.endpoint}: {_snippet(reply)}") from exc
@@ -117,7 +134,8 @@ class RestTransport:
             except ValueError as exc:
                 raise UnknownError(
                     f"{method} {url}: HTTP {response.status_code} with a body that is not JSON: "
-                    f"{_snippet(response.text)}") from exc
+                    f"{_snippet(response.text)}"
+                ) from exc
         code = HTTP_CODES.get(response.status_code, "UNKNOWN")
         raise error_for(code, _error_message(response))
 
@@ -137,8 +155,9 @@ class RestTransport:
                 return self._output_names[key]
         signature = self.metadata(model, timeout).signatures.get(key[3])
         if signature is None or len(signature.outputs) != 1:
-            raise UnknownError(f"{model} answered one unnamed output, but its signature {key[3]!r} does not "
-                               "have exactly one output")
+            raise UnknownError(
+                f"{model} answered one unnamed output, but its signature {key[3]!r} does not have exactly one output"
+            )
         name = next(iter(signature.outputs))
         with self._lock:
             self._output_names[key] = name
@@ -151,8 +170,9 @@ def _error_message(response: requests.Response) -> str:
         payload = response.json()
     except ValueError:
         payload = None
-    if isinstance(payload, dict) and isinstance(payload.get("error"), str):
-        return payload["error"]
+    error = payload.get("error") if isinstance(payload, dict) else None
+    if isinstance(error, str):
+        return error
     text = _snippet(response.text) if response.text else "(empty body)"
     return f"HTTP {response.status_code} {response.reason or ''}".rstrip() + f" from {response.url}: {text}"
 
@@ -163,7 +183,7 @@ def _reason(exc: Exception) -> str:
 
 
 def _snippet(value: Any, limit: int = 200) -> str:
-    text = value if isinstance(value, str) else json.dumps(value)[:limit + 1]
+    text = value if isinstance(value, str) else json.dumps(value)[: limit + 1]
     text = " ".join(text.split())
     return text if len(text) <= limit else text[:limit] + "..."
 
@@ -187,10 +207,12 @@ def _from_json(value: Any) -> Any:
     return value
 
 
-def _specs(tensors: dict) -> dict[str, TensorSpec]:
+def _specs(tensors: dict[str, Any]) -> dict[str, TensorSpec]:
     out = {}
     for alias, info in tensors.items():
         shape_json = info.get("tensor_shape", {})
-        shape = None if shape_json.get("unknown_rank") else tuple(int(d.get("size", 0)) for d in shape_json.get("dim", []))
+        shape = (
+            None if shape_json.get("unknown_rank") else tuple(int(d.get("size", 0)) for d in shape_json.get("dim", []))
+        )
         out[alias] = TensorSpec(info.get("name", ""), info.get("dtype", "DT_INVALID"), shape)
     return out

@@ -13,6 +13,7 @@ import http
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 from urllib.parse import unquote, urlsplit
 
 import grpc
@@ -23,10 +24,24 @@ from client.protos import get_model_metadata_pb2, get_model_status_pb2, predict_
 from server_process import ServerProcess, versions, write_config  # tests/serving's helpers
 
 # TF Serving's ToHTTPStatusCode (tensorflow_serving/model_servers/http_server.cc), written out independently.
-TF_HTTP_STATUS = {"CANCELLED": 500, "UNKNOWN": 500, "INVALID_ARGUMENT": 400, "DEADLINE_EXCEEDED": 504,
-                  "NOT_FOUND": 404, "ALREADY_EXISTS": 409, "PERMISSION_DENIED": 403, "RESOURCE_EXHAUSTED": 429,
-                  "FAILED_PRECONDITION": 400, "ABORTED": 409, "OUT_OF_RANGE": 400, "UNIMPLEMENTED": 501,
-                  "INTERNAL": 500, "UNAVAILABLE": 503, "DATA_LOSS": 500, "UNAUTHENTICATED": 401}
+TF_HTTP_STATUS = {
+    "CANCELLED": 500,
+    "UNKNOWN": 500,
+    "INVALID_ARGUMENT": 400,
+    "DEADLINE_EXCEEDED": 504,
+    "NOT_FOUND": 404,
+    "ALREADY_EXISTS": 409,
+    "PERMISSION_DENIED": 403,
+    "RESOURCE_EXHAUSTED": 429,
+    "FAILED_PRECONDITION": 400,
+    "ABORTED": 409,
+    "OUT_OF_RANGE": 400,
+    "UNIMPLEMENTED": 501,
+    "INTERNAL": 500,
+    "UNAVAILABLE": 503,
+    "DATA_LOSS": 500,
+    "UNAUTHENTICATED": 401,
+}
 CATALOG = [f"Movie {i}" for i in range(12)]
 K = 5
 
@@ -49,12 +64,23 @@ class FakeRpcError(grpc.RpcError, grpc.Call):
         return self._details
 
     # the rest of grpc.Call, unused
-    def initial_metadata(self): return None  # noqa: E704
-    def trailing_metadata(self): return None  # noqa: E704
-    def is_active(self): return False  # noqa: E704
-    def time_remaining(self): return None  # noqa: E704
-    def cancel(self): return False  # noqa: E704
-    def add_callback(self, callback): return False  # noqa: E704
+    def initial_metadata(self):
+        return None
+
+    def trailing_metadata(self):
+        return None
+
+    def is_active(self):
+        return False
+
+    def time_remaining(self):
+        return None
+
+    def cancel(self):
+        return False
+
+    def add_callback(self, callback):
+        return False
 
 
 class Status(Exception):
@@ -67,7 +93,7 @@ class FakeServer:
     """retrieval: user u's ranking is CATALOG rotated by int(u); similar_movies: the catalog after the title.
     Versions 7 (label "stable") and 9 (latest, label "canary"); outputs are [batch, K] like the contract's."""
 
-    versions = {7: "stable", 9: "canary"}
+    versions: ClassVar[dict[int, str]] = {7: "stable", 9: "canary"}
 
     def __init__(self) -> None:
         self.calls: list[tuple] = []
@@ -104,11 +130,11 @@ class FakeServer:
             keys = inputs["movie_title"]
             excluded = [[key] for key in keys]
         elif signature not in ("serving_default", "exclude_seen"):
-            raise Status("FAILED_PRECONDITION", f"Serving signature name: \"{signature}\" not found in signature def")
+            raise Status("FAILED_PRECONDITION", f'Serving signature name: "{signature}" not found in signature def')
         else:
             raise Status("INVALID_ARGUMENT", f"bad inputs {sorted(inputs)} for {name}/{signature}")
         titles, scores = [], []
-        for key, skip in zip(keys, excluded):
+        for key, skip in zip(keys, excluded, strict=True):
             start = CATALOG.index(key) + 1 if key in CATALOG else (int(key) if key.isdigit() else 0)
             ranking = [CATALOG[(start + i) % len(CATALOG)] for i in range(len(CATALOG))]
             row = [t for t in ranking if t not in skip][:K]
@@ -124,10 +150,18 @@ class FakeServer:
     def signatures(self):
         def spec(name, dtype, *dims):
             return {"name": name, "dtype": dtype, "shape": dims}
-        out = {"movie_titles": spec("out_titles:0", "DT_STRING", -1, K), "scores": spec("out_scores:0", "DT_FLOAT", -1, K)}
-        return {"serving_default": ({"user_id": spec("in_user:0", "DT_STRING", -1)}, out),
-                "exclude_seen": ({"user_id": spec("in_user:0", "DT_STRING", -1),
-                                  "exclude_titles": spec("in_ex:0", "DT_STRING", -1, -1)}, out)}
+
+        out = {
+            "movie_titles": spec("out_titles:0", "DT_STRING", -1, K),
+            "scores": spec("out_scores:0", "DT_FLOAT", -1, K),
+        }
+        return {
+            "serving_default": ({"user_id": spec("in_user:0", "DT_STRING", -1)}, out),
+            "exclude_seen": (
+                {"user_id": spec("in_user:0", "DT_STRING", -1), "exclude_titles": spec("in_ex:0", "DT_STRING", -1, -1)},
+                out,
+            ),
+        }
 
     def metadata(self, name, version, label):
         self.calls.append(("metadata", name, version, label))
@@ -153,13 +187,14 @@ class FakeAdapter(BaseAdapter):
             body = self._route(request)
             return self._response(request, 200, json.dumps(body).encode(), "application/json")
         except Status as exc:
-            return self._response(request, TF_HTTP_STATUS[exc.code], json.dumps({"error": exc.message}).encode(),
-                                  "application/json")
+            return self._response(
+                request, TF_HTTP_STATUS[exc.code], json.dumps({"error": exc.message}).encode(), "application/json"
+            )
 
     def _route(self, request):
         path = urlsplit(request.url).path
         assert path.startswith("/v1/models/"), path
-        rest, _, verb = path[len("/v1/models/"):].partition(":")
+        rest, _, verb = path[len("/v1/models/") :].partition(":")
         parts = [unquote(p) for p in rest.split("/")]
         suffix = parts.pop() if parts[-1] == "metadata" else None
         name, version, label = parts[0], None, None
@@ -171,13 +206,27 @@ class FakeAdapter(BaseAdapter):
             return {"outputs": outputs}
         if suffix == "metadata":
             used, sigs = self.server.metadata(name, version, label)
-            return {"model_spec": {"name": name, "signature_name": "", "version": str(used)},
-                    "metadata": {"signature_def": {"signature_def": {
-                        sig: {"inputs": _json_infos(ins), "outputs": _json_infos(outs),
-                              "method_name": "tensorflow/serving/predict"} for sig, (ins, outs) in sigs.items()}}}}
-        return {"model_version_status": [
-            {"version": str(v), "state": s, "status": {"error_code": "OK", "error_message": ""}}
-            for v, s in sorted(self.server.status(name, version, label), reverse=True)]}
+            return {
+                "model_spec": {"name": name, "signature_name": "", "version": str(used)},
+                "metadata": {
+                    "signature_def": {
+                        "signature_def": {
+                            sig: {
+                                "inputs": _json_infos(ins),
+                                "outputs": _json_infos(outs),
+                                "method_name": "tensorflow/serving/predict",
+                            }
+                            for sig, (ins, outs) in sigs.items()
+                        }
+                    }
+                },
+            }
+        return {
+            "model_version_status": [
+                {"version": str(v), "state": s, "status": {"error_code": "OK", "error_message": ""}}
+                for v, s in sorted(self.server.status(name, version, label), reverse=True)
+            ]
+        }
 
     @staticmethod
     def _response(request, status, body, content_type):
@@ -198,17 +247,34 @@ def grpc_test_server(service: str, method: str, handler, request_type, response_
     from concurrent import futures
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers))
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(f"tensorflow.serving.{service}", {
-        method: grpc.unary_unary_rpc_method_handler(handler, request_deserializer=request_type.FromString,
-                                                    response_serializer=response_type.SerializeToString)}),))
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                f"tensorflow.serving.{service}",
+                {
+                    method: grpc.unary_unary_rpc_method_handler(
+                        handler,
+                        request_deserializer=request_type.FromString,
+                        response_serializer=response_type.SerializeToString,
+                    )
+                },
+            ),
+        )
+    )
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     return server, port
 
 
 def _json_infos(infos):
-    return {alias: {"name": i["name"], "dtype": i["dtype"], "tensor_shape": {
-        "dim": [{"size": str(d), "name": ""} for d in i["shape"]], "unknown_rank": False}} for alias, i in infos.items()}
+    return {
+        alias: {
+            "name": i["name"],
+            "dtype": i["dtype"],
+            "tensor_shape": {"dim": [{"size": str(d), "name": ""} for d in i["shape"]], "unknown_rank": False},
+        }
+        for alias, i in infos.items()
+    }
 
 
 # -- gRPC: a channel whose callables run the FakeServer -------------------------------------------------
@@ -231,6 +297,7 @@ class FakeChannel:
                 return response_deserializer(self._route(method, raw).SerializeToString())
             except Status as exc:
                 raise FakeRpcError(getattr(grpc.StatusCode, exc.code), exc.message) from None
+
         return call
 
     def _route(self, method, raw):
@@ -248,8 +315,7 @@ class FakeChannel:
                 t.tensor_shape.dim.add(size=len(rows))
                 t.tensor_shape.dim.add(size=K)
                 flat = [v for row in rows for v in row]
-                (t.string_val if dtype == 7 else t.float_val).extend(
-                    [v.encode() for v in flat] if dtype == 7 else flat)
+                (t.string_val if dtype == 7 else t.float_val).extend([v.encode() for v in flat] if dtype == 7 else flat)
             return resp
         if method == "/tensorflow.serving.PredictionService/GetModelMetadata":
             req = get_model_metadata_pb2.GetModelMetadataRequest.FromString(raw)
@@ -275,7 +341,9 @@ class FakeChannel:
             req = get_model_status_pb2.GetModelStatusRequest.FromString(raw)
             resp = get_model_status_pb2.GetModelStatusResponse()
             for v, state in self.server.status(*_spec(req.model_spec)):
-                resp.model_version_status.add(version=v, state=get_model_status_pb2.ModelVersionStatus.State.Value(state))
+                resp.model_version_status.add(
+                    version=v, state=get_model_status_pb2.ModelVersionStatus.State.Value(state)
+                )
             return resp
         raise FakeRpcError(grpc.StatusCode.UNIMPLEMENTED, f"Method not found: {method}")
 
@@ -285,7 +353,11 @@ class FakeChannel:
 
 def _spec(spec):
     choice = spec.WhichOneof("version_choice")
-    return spec.name, spec.version.value if choice == "version" else None, spec.version_label if choice == "version_label" else None
+    return (
+        spec.name,
+        spec.version.value if choice == "version" else None,
+        spec.version_label if choice == "version_label" else None,
+    )
 
 
 def _nested(t: tensor_pb2.TensorProto):
@@ -294,7 +366,7 @@ def _nested(t: tensor_pb2.TensorProto):
     if len(dims) == 1:
         return flat
     width = dims[1]
-    return [flat[i * width:(i + 1) * width] for i in range(dims[0])]
+    return [flat[i * width : (i + 1) * width] for i in range(dims[0])]
 
 
 # -- the real local server: tests/serving's helpers (also on pytest's pythonpath) -------------------------
@@ -315,9 +387,14 @@ def latest_version(base_path: Path) -> int:
 def start_local_server(store: Path, work: Path, *, labels=(), extra_flags=(), timeout: float = 180.0):
     """``python -m serving`` serving retrieval and similar_movies of ``store`` from a models.config;
     each name in ``labels`` labels each model's latest version. Returns (ServerProcess, LocalServer)."""
-    models = [{"name": name, "base_path": (store / name).resolve(),
-               "labels": {label: latest_version(store / name) for label in labels}}
-              for name in ("retrieval", "similar_movies")]
+    models = [
+        {
+            "name": name,
+            "base_path": (store / name).resolve(),
+            "labels": {label: latest_version(store / name) for label in labels},
+        }
+        for name in ("retrieval", "similar_movies")
+    ]
     config = write_config(work / "models.config", models)
     if labels:  # as with TF Serving: labels in the first config name versions that are still loading
         extra_flags = ("--allow_version_labels_for_unavailable_models", *extra_flags)

@@ -1,24 +1,23 @@
 """Fixtures of the client tests (the fakes themselves live in client_fakes.py).
 
-    fake_server        a FakeServer: two tiny in-memory models behind TF Serving's semantics
-    transport_kind     "rest" / "grpc" (parametrized: tests that take it run once per transport)
-    make_fake_client   (kind, server, **client_options) -> Client whose transport talks to the FakeServer
-                       through requests' adapter seam (REST) or a fake grpc channel (gRPC); no sockets
-    local_server       module fixture: ``python -m serving`` on free ports serving both models of the
-                       shared ``brute_force_store``; has ``rest_url`` / ``grpc_url`` / ``url(kind)``
+fake_server        a FakeServer: two tiny in-memory models behind TF Serving's semantics
+transport_kind     "rest" / "grpc" (parametrized: tests that take it run once per transport)
+make_fake_client   (kind, server, **client_options) -> Client whose transport talks to the FakeServer
+                   through requests' adapter seam (REST) or a fake grpc channel (gRPC); no sockets
+local_server       module fixture: ``python -m serving`` on free ports serving both models of the
+                   shared ``brute_force_store``; has ``rest_url`` / ``grpc_url`` / ``url(kind)``
 """
 
 from __future__ import annotations
 
-
 import pytest
 
 import client_fakes as fakes  # tests/client is on pytest's pythonpath
-
-from client import Client  # noqa: E402
-from client.settings import Endpoint  # noqa: E402
-from client.transports.grpc import GrpcTransport  # noqa: E402
-from client.transports.rest import RestTransport  # noqa: E402
+from client import Client
+from client.settings import Endpoint
+from client.transports.base import Transport
+from client.transports.grpc import GrpcTransport
+from client.transports.rest import RestTransport
 
 
 @pytest.fixture
@@ -39,7 +38,7 @@ def make_fake_client():
         options.setdefault("sleep", lambda s: None)
         if kind == "rest":
             endpoint = Endpoint.parse("http://fake:8501")
-            transport = RestTransport(endpoint, adapter=fakes.FakeAdapter(server))
+            transport: Transport = RestTransport(endpoint, adapter=fakes.FakeAdapter(server))
         else:
             endpoint = Endpoint.parse("grpc://fake:8500")
             transport = GrpcTransport(endpoint, channel=fakes.FakeChannel(server))
@@ -54,8 +53,9 @@ def make_fake_client():
 
 @pytest.fixture(scope="module")
 def local_server(brute_force_store, tmp_path_factory):
-    proc, server = fakes.start_local_server(brute_force_store, tmp_path_factory.mktemp("client_server"),
-                                               labels=["stable"])
+    proc, server = fakes.start_local_server(
+        brute_force_store, tmp_path_factory.mktemp("client_server"), labels=["stable"]
+    )
     try:
         yield server
     finally:

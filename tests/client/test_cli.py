@@ -13,8 +13,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "client", *args], capture_output=True, text=True, timeout=60,
-                          cwd=str(ROOT), env=dict(os.environ, PYTHONPATH=str(ROOT), **(env or {})))
+    return subprocess.run(
+        [sys.executable, "-m", "client", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=str(ROOT),
+        env=dict(os.environ, PYTHONPATH=str(ROOT), **(env or {})),
+    )
 
 
 def test_a_refused_connection_is_one_line_and_exit_1():
@@ -35,7 +41,8 @@ def test_the_url_comes_from_the_environment_when_not_given():
 def test_a_bad_url_is_one_line_and_exit_1():
     proc = run_cli("metadata", "--url", "ftp://host")
     assert proc.returncode == 1 and proc.stderr.strip() == (
-        "error: INVALID_ARGUMENT: unsupported URL scheme 'ftp' in 'ftp://host'; use http://, https:// or grpc://")
+        "error: INVALID_ARGUMENT: unsupported URL scheme 'ftp' in 'ftp://host'; use http://, https:// or grpc://"
+    )
 
 
 def test_usage_errors_exit_2():

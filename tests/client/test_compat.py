@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # (protobuf, grpcio): the floor of the client extra, then one release of each later protobuf major.
 VERSIONS = [("4.25.0", "1.49.1"), ("5.29.5", "1.60.1"), ("6.33.1", "1.70.0")]
 
-SCRIPT = r'''
+SCRIPT = r"""
 import json, sys
 import google.protobuf, grpc, client
 from client import Client, NotFoundError, InvalidArgumentError
@@ -42,7 +42,7 @@ for kind, url in zip(("rest", "grpc"), sys.argv[1:]):
                 row[name] = type(exc).__name__
         out[kind] = row
 print(json.dumps(out))
-'''
+"""
 
 
 def _venv(protobuf: str, grpcio: str) -> Path:
@@ -50,9 +50,23 @@ def _venv(protobuf: str, grpcio: str) -> Path:
     python = where / "bin" / "python"
     if not (where / "ready").exists():
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(where)], check=True, timeout=300)
-        done = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                               f"protobuf=={protobuf}", f"grpcio=={grpcio}", "requests"],
-                              capture_output=True, text=True, timeout=900, check=False)
+        done = subprocess.run(
+            [
+                str(python),
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                f"protobuf=={protobuf}",
+                f"grpcio=={grpcio}",
+                "requests",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
         assert done.returncode == 0, f"pip could not install protobuf {protobuf} / grpcio {grpcio}:\n{done.stderr}"
         (where / "ready").write_text("")
     return python
@@ -61,8 +75,15 @@ def _venv(protobuf: str, grpcio: str) -> Path:
 def _answers(python: Path, server) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     env["PYTHONPATH"] = str(ROOT)
-    done = subprocess.run([str(python), "-c", SCRIPT, server.rest_url, server.grpc_url], cwd=str(ROOT), env=env,
-                          capture_output=True, text=True, timeout=300, check=False)
+    done = subprocess.run(
+        [str(python), "-c", SCRIPT, server.rest_url, server.grpc_url],
+        cwd=str(ROOT),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, f"{python}: exit {done.returncode}\n{done.stderr[-4000:]}"
     return json.loads(done.stdout)
 

@@ -5,23 +5,24 @@ from __future__ import annotations
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-import grpc
+from typing import ClassVar
 
 from client import Client
 from client.protos import get_model_status_pb2
+from client_fakes import grpc_test_server
 
-from client_fakes import grpc_test_server  # noqa: E402  (tests/client is on pytest's pythonpath)
-
-STATUS = {"model_version_status": [{"version": "3", "state": "AVAILABLE",
-                                    "status": {"error_code": "OK", "error_message": ""}}]}
+STATUS = {
+    "model_version_status": [
+        {"version": "3", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+    ]
+}
 
 
 class _StatusHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as TF Serving
-    peers: set = set()
+    peers: ClassVar[set[tuple[str, int]]] = set()
 
-    def do_GET(self):  # noqa: N802 - http.server's name
+    def do_GET(self):
         type(self).peers.add(self.client_address)
         body = json.dumps(STATUS).encode()
         self.send_response(200)
@@ -49,19 +50,28 @@ def test_rest_calls_reuse_one_pooled_connection():
 
 class _Models:
     def __init__(self) -> None:
-        self.peers = set()
+        self.peers: set[str] = set()
 
-    def GetModelStatus(self, request, context):  # noqa: N802 - the service's name
+    def GetModelStatus(self, request, context):
         self.peers.add(context.peer())
-        return get_model_status_pb2.GetModelStatusResponse(model_version_status=[
-            get_model_status_pb2.ModelVersionStatus(version=3, state=get_model_status_pb2.ModelVersionStatus.AVAILABLE)])
+        return get_model_status_pb2.GetModelStatusResponse(
+            model_version_status=[
+                get_model_status_pb2.ModelVersionStatus(
+                    version=3, state=get_model_status_pb2.ModelVersionStatus.AVAILABLE
+                )
+            ]
+        )
 
 
 def test_grpc_calls_share_one_channel_even_from_threads():
     models = _Models()
-    server, port = grpc_test_server("ModelService", "GetModelStatus", models.GetModelStatus,
-                                    get_model_status_pb2.GetModelStatusRequest,
-                                    get_model_status_pb2.GetModelStatusResponse)
+    server, port = grpc_test_server(
+        "ModelService",
+        "GetModelStatus",
+        models.GetModelStatus,
+        get_model_status_pb2.GetModelStatusRequest,
+        get_model_status_pb2.GetModelStatusResponse,
+    )
     try:
         with Client(f"grpc://127.0.0.1:{port}") as c:
             threads = [threading.Thread(target=lambda: [c.status() for _ in range(10)]) for _ in range(4)]

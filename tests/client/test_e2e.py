@@ -10,12 +10,12 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import client
 from client import Client
-
 from client_fakes import latest_version
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,7 +54,8 @@ class _Recording:
     """A transport that keeps the inputs the client sends."""
 
     def __init__(self, inner) -> None:
-        self.inner, self.sent = inner, []
+        self.inner = inner
+        self.sent: list[dict[str, Any]] = []
 
     def predict(self, model, inputs, output_filter, timeout):
         self.sent.append(dict(inputs))
@@ -82,11 +83,10 @@ def test_exclusions_survive_tf_servings_batch_padding(local_server, transport_ki
             assert [titles(row) for row in spied.recommend(["1", "2"], exclude=exclude)] == expected
         sent = recording.sent[-1]["exclude_titles"]
         width = sent.shape[1]
-        rows = [list(sent.values[i * width:(i + 1) * width]) for i in range(sent.shape[0])]
+        rows = [list(sent.values[i * width : (i + 1) * width]) for i in range(sent.shape[0])]
 
         def served(rows):
-            out = c.predict("retrieval", {"user_id": ["1", "2"], "exclude_titles": rows},
-                            signature_name="exclude_seen")
+            out = c.predict("retrieval", {"user_id": ["1", "2"], "exclude_titles": rows}, signature_name="exclude_seen")
             return out["movie_titles"]
 
         assert served(_pad_as_tf_serving_batching_does(rows, width + 3)) == expected
@@ -109,7 +109,7 @@ def test_excluded_titles_never_come_back_and_the_rest_moves_up(c):
     hits = c.recommend("7", exclude=seen)
 
     assert not set(seen) & set(titles(hits))
-    assert titles(hits)[:K - 2] == titles(base)[2:]
+    assert titles(hits)[: K - 2] == titles(base)[2:]
     batch = c.recommend(["7", "8"], exclude=[seen, []])
     assert titles(batch[0]) == titles(hits) and titles(batch[1]) == titles(c.recommend("8", exclude=[]))
 
@@ -119,14 +119,17 @@ def test_similar_never_lists_the_movie_itself(c):
     hits = c.similar(title)
     assert len(hits) == K and title not in titles(hits)
     assert [titles(row) for row in c.similar([title, hits[0].title], k=4)] == [
-        titles(hits[:4]), titles(c.similar(hits[0].title, k=4))]
+        titles(hits[:4]),
+        titles(c.similar(hits[0].title, k=4)),
+    ]
 
 
 def test_status_shows_the_published_version_available(c, local_server):
     for model in ("retrieval", "similar_movies"):
         versions = c.status(model)
         assert [(v.version, v.state, v.error_code) for v in versions] == [
-            (latest_version(local_server.store / model), "AVAILABLE", "OK")]
+            (latest_version(local_server.store / model), "AVAILABLE", "OK")
+        ]
 
 
 def test_metadata_shows_the_contracts_signatures(c, local_server):
@@ -135,10 +138,14 @@ def test_metadata_shows_the_contracts_signatures(c, local_server):
     default, exclude = meta.signatures["serving_default"], meta.signatures["exclude_seen"]
     assert {a: (s.dtype, s.shape) for a, s in default.inputs.items()} == {"user_id": ("DT_STRING", (-1,))}
     assert {a: (s.dtype, s.shape) for a, s in exclude.inputs.items()} == {
-        "user_id": ("DT_STRING", (-1,)), "exclude_titles": ("DT_STRING", (-1, -1))}
+        "user_id": ("DT_STRING", (-1,)),
+        "exclude_titles": ("DT_STRING", (-1, -1)),
+    }
     for sig in (default, exclude):
         assert {a: (s.dtype, s.shape) for a, s in sig.outputs.items()} == {
-            "movie_titles": ("DT_STRING", (-1, K)), "scores": ("DT_FLOAT", (-1, K))}
+            "movie_titles": ("DT_STRING", (-1, K)),
+            "scores": ("DT_FLOAT", (-1, K)),
+        }
     similar = c.metadata("similar_movies").signatures["serving_default"]
     assert set(similar.inputs) == {"movie_title"}
 
@@ -167,8 +174,12 @@ def test_unknown_servables_are_named_errors(c):
 
 
 def test_predict_reaches_any_signature_and_filters_outputs(c):
-    out = c.predict("retrieval", {"user_id": ["3", "4"], "exclude_titles": [["", ""], ["", ""]]},
-                    signature_name="exclude_seen", output_filter=["movie_titles"])
+    out = c.predict(
+        "retrieval",
+        {"user_id": ["3", "4"], "exclude_titles": [["", ""], ["", ""]]},
+        signature_name="exclude_seen",
+        output_filter=["movie_titles"],
+    )
     assert list(out) == ["movie_titles"] and [len(r) for r in out["movie_titles"]] == [K, K]
     assert out["movie_titles"][0] == titles(c.recommend("3", exclude=[]))  # the same signature
     with pytest.raises(client.InvalidArgumentError, match="nope"):
@@ -195,16 +206,26 @@ def test_one_client_serves_many_threads(c):
 
 def test_both_transports_give_identical_answers(local_server):
     with Client(local_server.rest_url) as rest, Client(local_server.grpc_url) as rpc:
-        for call in (lambda x: x.recommend(["10", "11"]), lambda x: x.recommend("12", exclude=["x"]),
-                     lambda x: x.similar(x.recommend("13")[0].title), lambda x: x.status("similar_movies"),
-                     lambda x: x.metadata("retrieval")):
+        for call in (
+            lambda x: x.recommend(["10", "11"]),
+            lambda x: x.recommend("12", exclude=["x"]),
+            lambda x: x.similar(x.recommend("13")[0].title),
+            lambda x: x.status("similar_movies"),
+            lambda x: x.metadata("retrieval"),
+        ):
             assert call(rest) == call(rpc)
 
 
 # -- the CLI and the README, as a user runs them ----------------------------------------------------------
 def run_cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "client", *args], capture_output=True, text=True, timeout=60,
-                          cwd=str(ROOT), env=dict(os.environ, PYTHONPATH=str(ROOT), **(env or {})))
+    return subprocess.run(
+        [sys.executable, "-m", "client", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=str(ROOT),
+        env=dict(os.environ, PYTHONPATH=str(ROOT), **(env or {})),
+    )
 
 
 def test_cli_prints_a_table_or_json(local_server, transport_kind, c):
@@ -217,9 +238,13 @@ def test_cli_prints_a_table_or_json(local_server, transport_kind, c):
     assert table.returncode == 0 and table.stdout.splitlines()[0] == "42:"
     assert [line.split(None, 2)[2] for line in table.stdout.splitlines()[1:]] == titles(expected)
     assert as_json.returncode == 0
-    assert [h["title"] for h in json.loads(as_json.stdout)["42"]] == titles(c.recommend("42", k=5, exclude=[expected[0].title]))
+    assert [h["title"] for h in json.loads(as_json.stdout)["42"]] == titles(
+        c.recommend("42", k=5, exclude=[expected[0].title])
+    )
     similar = run_cli("similar", expected[0].title, "-k", "3", "--json", env={"RETRIEVAL_URL": url})
-    assert [h["title"] for h in json.loads(similar.stdout)[expected[0].title]] == titles(c.similar(expected[0].title, k=3))
+    assert [h["title"] for h in json.loads(similar.stdout)[expected[0].title]] == titles(
+        c.similar(expected[0].title, k=3)
+    )
     status = run_cli("status", "--model", "similar_movies", "--url", url)
     assert status.returncode == 0 and re.search(r"^\d+\s+AVAILABLE\s+OK$", status.stdout, re.M)
     meta = run_cli("metadata", "--url", url)
@@ -228,8 +253,10 @@ def test_cli_prints_a_table_or_json(local_server, transport_kind, c):
 
 def test_cli_failures_exit_non_zero_with_one_line(local_server, transport_kind):
     url = local_server.url(transport_kind)
-    for args, text in ((["status", "--model", "nope"], "error: NOT_FOUND: Could not find any versions of model nope"),
-                       (["recommend", "1", "-k", "99"], "error: INVALID_ARGUMENT: k=99 is above K=10")):
+    for args, text in (
+        (["status", "--model", "nope"], "error: NOT_FOUND: Could not find any versions of model nope"),
+        (["recommend", "1", "-k", "99"], "error: INVALID_ARGUMENT: k=99 is above K=10"),
+    ):
         proc = run_cli(*args, "--url", url)
         assert proc.returncode == 1 and proc.stdout == ""
         assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith(text)
@@ -239,8 +266,13 @@ def test_the_readme_example_runs(local_server):
     readme = (ROOT / "client" / "README.md").read_text()
     example = re.search(r"```python\n(.*?)```", readme, re.S).group(1)
     assert len(example.strip().splitlines()) == 3
-    proc = subprocess.run([sys.executable, "-c", example.replace("http://localhost:8501", local_server.rest_url)],
-                          capture_output=True, text=True, timeout=60, cwd=str(ROOT),
-                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    proc = subprocess.run(
+        [sys.executable, "-c", example.replace("http://localhost:8501", local_server.rest_url)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=str(ROOT),
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
     assert proc.returncode == 0, proc.stderr
     assert len(proc.stdout.strip().splitlines()) == 5

@@ -13,15 +13,19 @@ import requests
 import client
 from client import Client, Retry, errors
 from client.protos import predict_pb2
-
-from client_fakes import FakeRpcError, RawHttp, grpc_test_server  # noqa: E402  (tests/client/conftest.py)
-from server_process import free_port  # noqa: E402
+from client_fakes import FakeRpcError, RawHttp, grpc_test_server
+from server_process import free_port
 
 NON_OK = [code for code in grpc.StatusCode if code is not grpc.StatusCode.OK]
 # What a REST client can know from TF Serving's HTTP status (ToHTTPStatusCode folds some codes together).
-REST_SEES = {"CANCELLED": "INTERNAL", "UNKNOWN": "INTERNAL", "DATA_LOSS": "INTERNAL",
-             "FAILED_PRECONDITION": "INVALID_ARGUMENT", "OUT_OF_RANGE": "INVALID_ARGUMENT",
-             "ALREADY_EXISTS": "ABORTED"}
+REST_SEES = {
+    "CANCELLED": "INTERNAL",
+    "UNKNOWN": "INTERNAL",
+    "DATA_LOSS": "INTERNAL",
+    "FAILED_PRECONDITION": "INVALID_ARGUMENT",
+    "OUT_OF_RANGE": "INVALID_ARGUMENT",
+    "ALREADY_EXISTS": "ABORTED",
+}
 
 
 def test_the_tree_has_one_class_per_canonical_code():
@@ -72,9 +76,20 @@ def test_tf_serving_error_json_maps_by_http_status(code, fake_server, make_fake_
     assert info.value.message == f"the server's text for {code}"
 
 
-@pytest.mark.parametrize("code", ["NOT_FOUND", "INVALID_ARGUMENT", "UNAVAILABLE", "DEADLINE_EXCEEDED",
-                                  "RESOURCE_EXHAUSTED", "UNIMPLEMENTED", "PERMISSION_DENIED", "UNAUTHENTICATED",
-                                  "INTERNAL"])
+@pytest.mark.parametrize(
+    "code",
+    [
+        "NOT_FOUND",
+        "INVALID_ARGUMENT",
+        "UNAVAILABLE",
+        "DEADLINE_EXCEEDED",
+        "RESOURCE_EXHAUSTED",
+        "UNIMPLEMENTED",
+        "PERMISSION_DENIED",
+        "UNAUTHENTICATED",
+        "INTERNAL",
+    ],
+)
 def test_a_server_error_raises_the_same_class_on_both_transports(code, transport_kind, fake_server, make_fake_client):
     fake_server.fail_next((code, "why"))
     c = make_fake_client(transport_kind, fake_server, retry=Retry(attempts=1))
@@ -92,14 +107,18 @@ def test_server_errors_of_the_fake_models_match_over_both_transports(transport_k
         c.similar("Movie 1", label="beta")
 
 
-@pytest.mark.parametrize("raw, expected, text", [
-    (RawHttp(502, b"<html><body>Bad Gateway</body></html>"), client.UnavailableError, "Bad Gateway"),
-    (RawHttp(404, b""), client.NotFoundError, "(empty body)"),
-    (RawHttp(418, b"short and stout", "text/plain"), client.UnknownError, "short and stout"),
-    (RawHttp(500, b'{"message": "not TF Serving\'s shape"}', "application/json"), client.InternalError, "shape"),
-])
-def test_a_non_json_or_foreign_error_body_keeps_the_status_and_the_text(raw, expected, text, fake_server,
-                                                                         make_fake_client):
+@pytest.mark.parametrize(
+    "raw, expected, text",
+    [
+        (RawHttp(502, b"<html><body>Bad Gateway</body></html>"), client.UnavailableError, "Bad Gateway"),
+        (RawHttp(404, b""), client.NotFoundError, "(empty body)"),
+        (RawHttp(418, b"short and stout", "text/plain"), client.UnknownError, "short and stout"),
+        (RawHttp(500, b'{"message": "not TF Serving\'s shape"}', "application/json"), client.InternalError, "shape"),
+    ],
+)
+def test_a_non_json_or_foreign_error_body_keeps_the_status_and_the_text(
+    raw, expected, text, fake_server, make_fake_client
+):
     fake_server.fail_next(raw)
     c = make_fake_client("rest", fake_server, retry=Retry(attempts=1))
     with pytest.raises(expected) as info:
@@ -113,12 +132,15 @@ def test_a_success_with_a_body_that_is_not_json_is_unknown(fake_server, make_fak
         make_fake_client("rest", fake_server).recommend("1")
 
 
-@pytest.mark.parametrize("exc, expected", [
-    (requests.ConnectionError("[Errno 111] Connection refused"), client.UnavailableError),
-    (requests.ReadTimeout("read timed out"), client.DeadlineExceededError),
-    (requests.ConnectTimeout("connect timed out"), client.DeadlineExceededError),
-    (requests.exceptions.InvalidHeader("bad header"), client.UnknownError),
-])
+@pytest.mark.parametrize(
+    "exc, expected",
+    [
+        (requests.ConnectionError("[Errno 111] Connection refused"), client.UnavailableError),
+        (requests.ReadTimeout("read timed out"), client.DeadlineExceededError),
+        (requests.ConnectTimeout("connect timed out"), client.DeadlineExceededError),
+        (requests.exceptions.InvalidHeader("bad header"), client.UnknownError),
+    ],
+)
 def test_requests_exceptions_map_to_named_errors(exc, expected, fake_server, make_fake_client):
     fake_server.fail_next(exc)
     with pytest.raises(expected) as info:
@@ -143,7 +165,7 @@ def test_a_rest_server_that_never_answers_exceeds_the_deadline():
         listener.listen(8)
         with Client(f"http://127.0.0.1:{listener.getsockname()[1]}", timeout=0.3) as c:
             started = time.monotonic()
-            with pytest.raises(client.DeadlineExceededError, match="within 0.3 s"):
+            with pytest.raises(client.DeadlineExceededError, match=r"within 0\.3 s"):
                 c.status()
             assert time.monotonic() - started < 2
 
@@ -159,8 +181,14 @@ class _SlowPredictions:
 
 def test_a_grpc_server_that_answers_late_exceeds_the_deadline():
     release = threading.Event()
-    server, port = grpc_test_server("PredictionService", "Predict", _SlowPredictions(release).Predict,
-                                    predict_pb2.PredictRequest, predict_pb2.PredictResponse, workers=2)
+    server, port = grpc_test_server(
+        "PredictionService",
+        "Predict",
+        _SlowPredictions(release).Predict,
+        predict_pb2.PredictRequest,
+        predict_pb2.PredictResponse,
+        workers=2,
+    )
     try:
         with Client(f"grpc://127.0.0.1:{port}", timeout=0.3) as c:
             started = time.monotonic()
@@ -183,8 +211,9 @@ def test_each_attempt_gets_what_is_left_of_the_call_deadline(transport_kind, fak
 def test_unavailable_is_retried_with_backoff_then_succeeds(transport_kind, fake_server, make_fake_client):
     sleeps = []
     fake_server.fail_next(("UNAVAILABLE", "starting"), ("UNAVAILABLE", "still starting"))
-    c = make_fake_client(transport_kind, fake_server, sleep=sleeps.append,
-                         retry=Retry(attempts=3, backoff=0.1, multiplier=2.0))
+    c = make_fake_client(
+        transport_kind, fake_server, sleep=sleeps.append, retry=Retry(attempts=3, backoff=0.1, multiplier=2.0)
+    )
 
     hits = c.recommend("1")
 
@@ -200,7 +229,9 @@ def test_unavailable_retries_are_bounded(transport_kind, fake_server, make_fake_
     assert len(fake_server.timeouts) == 3 and len(sleeps) == 2
 
 
-@pytest.mark.parametrize("code", ["NOT_FOUND", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "INTERNAL", "RESOURCE_EXHAUSTED"])
+@pytest.mark.parametrize(
+    "code", ["NOT_FOUND", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "INTERNAL", "RESOURCE_EXHAUSTED"]
+)
 def test_other_errors_are_never_retried(code, transport_kind, fake_server, make_fake_client):
     sleeps = []
     fake_server.fail_next((code, "no"))
@@ -213,8 +244,13 @@ def test_other_errors_are_never_retried(code, transport_kind, fake_server, make_
 def test_retries_never_wait_past_the_deadline(transport_kind, fake_server, make_fake_client):
     sleeps = []
     fake_server.fail_next(*[("UNAVAILABLE", "down")] * 3)
-    c = make_fake_client(transport_kind, fake_server, sleep=sleeps.append, timeout=0.5,
-                         retry=Retry(attempts=10, backoff=1.0, max_backoff=1.0))
+    c = make_fake_client(
+        transport_kind,
+        fake_server,
+        sleep=sleeps.append,
+        timeout=0.5,
+        retry=Retry(attempts=10, backoff=1.0, max_backoff=1.0),
+    )
     with pytest.raises(client.UnavailableError):
         c.recommend("1")
     assert sleeps == [] and len(fake_server.timeouts) == 1
@@ -223,35 +259,46 @@ def test_retries_never_wait_past_the_deadline(transport_kind, fake_server, make_
 def test_wait_until_available_gives_up_at_its_timeout_naming_the_reason():
     with Client(f"grpc://127.0.0.1:{free_port()}") as c:
         started = time.monotonic()
-        with pytest.raises(client.DeadlineExceededError, match="not ready after 0.5 s: .*UNAVAILABLE"):
+        with pytest.raises(client.DeadlineExceededError, match=r"not ready after 0\.5 s: .*UNAVAILABLE"):
             c.wait_until_available(timeout=0.5)
         assert time.monotonic() - started < 3
 
 
-@pytest.mark.parametrize("options, text", [
-    (dict(url="ftp://host:1"), "unsupported URL scheme"),
-    (dict(url="localhost:8501"), "must look like http://host:8501"),
-    (dict(url="http://h:1", timeout=0), "timeout must be a positive"),
-    (dict(url="http://h:1", retrieval_model=""), "retrieval_model"),
-])
+@pytest.mark.parametrize(
+    "options, text",
+    [
+        (dict(url="ftp://host:1"), "unsupported URL scheme"),
+        (dict(url="localhost:8501"), "must look like http://host:8501"),
+        (dict(url="http://h:1", timeout=0), "timeout must be a positive"),
+        (dict(url="http://h:1", retrieval_model=""), "retrieval_model"),
+    ],
+)
 def test_bad_settings_are_invalid_arguments(options, text):
     with pytest.raises(client.InvalidArgumentError, match=text):
         Client(**options)
 
 
-@pytest.mark.parametrize("kwargs, text", [
-    (dict(attempts=0), "attempts"), (dict(backoff=3.0, max_backoff=2.0), "backoff"), (dict(multiplier=0.5), "multiplier")])
+@pytest.mark.parametrize(
+    "kwargs, text",
+    [
+        (dict(attempts=0), "attempts"),
+        (dict(backoff=3.0, max_backoff=2.0), "backoff"),
+        (dict(multiplier=0.5), "multiplier"),
+    ],
+)
 def test_bad_retry_policies_are_rejected(kwargs, text):
     with pytest.raises(client.InvalidArgumentError, match=text):
         Retry(**kwargs)
 
 
-def test_a_retry_whose_backoff_overran_the_deadline_is_deadline_exceeded_not_sent(transport_kind, fake_server,
-                                                                                  make_fake_client):
+def test_a_retry_whose_backoff_overran_the_deadline_is_deadline_exceeded_not_sent(
+    transport_kind, fake_server, make_fake_client
+):
     fake_server.fail_next(("UNAVAILABLE", "starting"))
-    c = make_fake_client(transport_kind, fake_server, timeout=1.0, sleep=lambda s: time.sleep(1.05),
-                         retry=Retry(attempts=3, backoff=0.1))
-    with pytest.raises(client.DeadlineExceededError, match="while retrying.*starting") as info:
+    c = make_fake_client(
+        transport_kind, fake_server, timeout=1.0, sleep=lambda s: time.sleep(1.05), retry=Retry(attempts=3, backoff=0.1)
+    )
+    with pytest.raises(client.DeadlineExceededError, match=r"while retrying.*starting") as info:
         c.recommend("1")
     assert isinstance(info.value.__cause__, client.UnavailableError)
     assert len(fake_server.timeouts) == 1  # no second attempt with a timeout <= 0 (requests: a bare ValueError)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 HEAVY = ("tensorflow", "tensorflow_serving", "tf_keras", "keras", "numpy", "scann")
-PROBE = r'''
+PROBE = r"""
 import json, sys
 stages = {}
 def loaded():
@@ -29,12 +29,18 @@ with client.connect("grpc://127.0.0.1:1") as rpc:
 from client import cli  # the CLI too
 stages["all"] = loaded()
 print(json.dumps(stages))
-'''
+"""
 
 
 def test_importing_and_using_the_client_never_loads_tensorflow():
-    proc = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=120,
-                          cwd=str(ROOT), env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=str(ROOT),
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
     assert proc.returncode == 0, proc.stderr
     stages = json.loads(proc.stdout)
     assert stages["import"] == []  # not even requests or grpc yet

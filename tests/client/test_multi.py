@@ -26,10 +26,19 @@ def make(n: int = 3, **options):
     servers = [fakes.FakeServer() for _ in range(n)]
     clock = Clock()
     transport = RoundRobinTransport(
-        [GrpcTransport(Endpoint.parse(f"grpc://fake{i}:8500"), channel=fakes.FakeChannel(s))
-         for i, s in enumerate(servers)], clock=clock, **options)
-    c = Client(",".join(f"grpc://fake{i}:8500" for i in range(n)), transport=transport, sleep=lambda s: None,
-               retry=Retry(attempts=3, backoff=0.01))
+        [
+            GrpcTransport(Endpoint.parse(f"grpc://fake{i}:8500"), channel=fakes.FakeChannel(s))
+            for i, s in enumerate(servers)
+        ],
+        clock=clock,
+        **options,
+    )
+    c = Client(
+        ",".join(f"grpc://fake{i}:8500" for i in range(n)),
+        transport=transport,
+        sleep=lambda s: None,
+        retry=Retry(attempts=3, backoff=0.01),
+    )
     return servers, transport, clock, c
 
 
@@ -68,13 +77,13 @@ def test_other_errors_are_the_server_s_answer_and_do_not_fail_over():
 
 
 def test_all_endpoints_unavailable_reaches_the_client_s_retry_then_raises():
-    servers, transport, _, c = make(n=2)
+    servers, _, _, c = make(n=2)
     for s in servers:
         s.fail_next(*[("UNAVAILABLE", "connection refused")] * 3)
     with pytest.raises(UnavailableError):
         c.recommend("1")
     assert [predicts(s) for s in servers] == [3, 3]  # 3 client attempts x every endpoint
-    servers, transport, _, c = make(n=2)
+    servers, _, _, c = make(n=2)
     for s in servers:
         s.fail_next(("UNAVAILABLE", "connection refused"))
     assert len(c.recommend("1")) == fakes.K  # the client's second attempt finds both again
@@ -84,7 +93,7 @@ def test_urls_as_a_list_or_comma_separated_string(monkeypatch):
     urls = ["grpc://a:8500", "grpc://b:8500", "http://c:8501"]
     assert Settings(",".join(urls)).endpoints == tuple(Endpoint.parse(u) for u in urls)
     assert Settings(" , ".join(urls)).endpoint == Endpoint.parse(urls[0])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="server URL must look like"):
         Settings("grpc://a:8500,nonsense")
     with Client(urls) as c:
         assert isinstance(c._transport, RoundRobinTransport) and len(c._transport.transports) == 3

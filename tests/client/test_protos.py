@@ -25,8 +25,14 @@ MESSAGES = {
     "PredictRequest": ("client.protos.predict_pb2", "tensorflow_serving.apis.predict_pb2"),
     "PredictResponse": ("client.protos.predict_pb2", "tensorflow_serving.apis.predict_pb2"),
     "SignatureDefMap": ("client.protos.get_model_metadata_pb2", "tensorflow_serving.apis.get_model_metadata_pb2"),
-    "GetModelMetadataRequest": ("client.protos.get_model_metadata_pb2", "tensorflow_serving.apis.get_model_metadata_pb2"),
-    "GetModelMetadataResponse": ("client.protos.get_model_metadata_pb2", "tensorflow_serving.apis.get_model_metadata_pb2"),
+    "GetModelMetadataRequest": (
+        "client.protos.get_model_metadata_pb2",
+        "tensorflow_serving.apis.get_model_metadata_pb2",
+    ),
+    "GetModelMetadataResponse": (
+        "client.protos.get_model_metadata_pb2",
+        "tensorflow_serving.apis.get_model_metadata_pb2",
+    ),
     "GetModelStatusRequest": ("client.protos.get_model_status_pb2", "tensorflow_serving.apis.get_model_status_pb2"),
     "ModelVersionStatus": ("client.protos.get_model_status_pb2", "tensorflow_serving.apis.get_model_status_pb2"),
     "GetModelStatusResponse": ("client.protos.get_model_status_pb2", "tensorflow_serving.apis.get_model_status_pb2"),
@@ -36,30 +42,34 @@ MESSAGES = {
     "TensorInfo": ("client.protos.meta_graph_pb2", "tensorflow.core.protobuf.meta_graph_pb2"),
     "SignatureDef": ("client.protos.meta_graph_pb2", "tensorflow.core.protobuf.meta_graph_pb2"),
 }
-TENSOR = ('dtype: DT_STRING tensor_shape { dim { size: 2 } dim { size: 1 name: "k" } } '
-          'string_val: "Star Wars (1977)" string_val: "\\303\\251"')
-SIGNATURE = ('inputs { key: "user_id" value { name: "serving_default_user_id:0" dtype: DT_STRING '
-             'tensor_shape { dim { size: -1 } } } } outputs { key: "scores" value { name: "out:1" dtype: DT_FLOAT '
-             'tensor_shape { dim { size: -1 } dim { size: 10 } } } } method_name: "tensorflow/serving/predict" '
-             'defaults { key: "k" value { dtype: DT_INT32 int_val: 10 } }')
+TENSOR = (
+    'dtype: DT_STRING tensor_shape { dim { size: 2 } dim { size: 1 name: "k" } } '
+    'string_val: "Star Wars (1977)" string_val: "\\303\\251"'
+)
+SIGNATURE = (
+    'inputs { key: "user_id" value { name: "serving_default_user_id:0" dtype: DT_STRING '
+    'tensor_shape { dim { size: -1 } } } } outputs { key: "scores" value { name: "out:1" dtype: DT_FLOAT '
+    'tensor_shape { dim { size: -1 } dim { size: 10 } } } } method_name: "tensorflow/serving/predict" '
+    'defaults { key: "k" value { dtype: DT_INT32 int_val: 10 } }'
+)
 SPEC = 'name: "retrieval" version { value: 1795907701 } signature_name: "exclude_seen"'
 SAMPLES = {
     "ModelSpec": 'name: "retrieval" version_label: "canary" signature_name: "serving_default"',
     "PredictRequest": f'model_spec {{ {SPEC} }} inputs {{ key: "user_id" value {{ {TENSOR} }} }} '
-                      'inputs { key: "n" value { dtype: DT_INT64 int64_val: -5 int64_val: 9 } } '
-                      'output_filter: "scores" output_filter: "movie_titles"',
+    'inputs { key: "n" value { dtype: DT_INT64 int64_val: -5 int64_val: 9 } } '
+    'output_filter: "scores" output_filter: "movie_titles"',
     "PredictResponse": f'model_spec {{ {SPEC} }} outputs {{ key: "scores" value {{ dtype: DT_FLOAT '
-                       'tensor_shape { dim { size: 1 } dim { size: 3 } } float_val: 0.5 float_val: 0.25 '
-                       'float_val: -1.5 } } outputs { key: "raw" value { dtype: DT_DOUBLE double_val: 0.1 '
-                       'tensor_content: "\\000\\001" bool_val: true half_val: 3 int_val: 4 uint32_val: 5 '
-                       'uint64_val: 6 scomplex_val: 1.0 dcomplex_val: 2.0 float8_val: "\\001" version_number: 2 } }',
+    "tensor_shape { dim { size: 1 } dim { size: 3 } } float_val: 0.5 float_val: 0.25 "
+    'float_val: -1.5 } } outputs { key: "raw" value { dtype: DT_DOUBLE double_val: 0.1 '
+    'tensor_content: "\\000\\001" bool_val: true half_val: 3 int_val: 4 uint32_val: 5 '
+    'uint64_val: 6 scomplex_val: 1.0 dcomplex_val: 2.0 float8_val: "\\001" version_number: 2 } }',
     "SignatureDefMap": f'signature_def {{ key: "serving_default" value {{ {SIGNATURE} }} }}',
     "GetModelMetadataRequest": f'model_spec {{ {SPEC} }} metadata_field: "signature_def"',
-    "GetModelMetadataResponse": f'model_spec {{ {SPEC} }}',  # + metadata["signature_def"], packed below
+    "GetModelMetadataResponse": f"model_spec {{ {SPEC} }}",  # + metadata["signature_def"], packed below
     "GetModelStatusRequest": 'model_spec { name: "similar_movies" version { value: 3 } }',
     "ModelVersionStatus": 'version: 3 state: AVAILABLE status { error_code: NOT_FOUND error_message: "gone" }',
-    "GetModelStatusResponse": 'model_version_status { version: 4 state: LOADING } model_version_status { '
-                              'version: 3 state: UNLOADING status { error_code: UNAVAILABLE error_message: "x" } }',
+    "GetModelStatusResponse": "model_version_status { version: 4 state: LOADING } model_version_status { "
+    'version: 3 state: UNLOADING status { error_code: UNAVAILABLE error_message: "x" } }',
     "StatusProto": 'error_code: FAILED_PRECONDITION error_message: "Serving signature key \\"zz\\" not found."',
     "TensorProto": TENSOR,
     "TensorShapeProto": 'dim { size: -1 name: "batch" } dim { size: 10 } unknown_rank: false',
@@ -68,7 +78,7 @@ SAMPLES = {
 }
 
 # Runs in a subprocess: build every sample with one side's classes, or parse the other side's bytes.
-SCRIPT = r'''
+SCRIPT = r"""
 import importlib, json, sys
 from google.protobuf import text_format
 side, messages, samples, given = json.loads(sys.stdin.read())
@@ -91,12 +101,19 @@ for name, text in samples.items():
     out[name] = entry
 out["_tensorflow_loaded"] = "tensorflow" in sys.modules
 print(json.dumps(out))
-'''
+"""
 
 
 def _side(side: str, given: dict | None = None) -> dict:
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], input=json.dumps([side, MESSAGES, SAMPLES, given]),
-                          capture_output=True, text=True, env=ENV, cwd=str(ROOT), timeout=240)
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT],
+        input=json.dumps([side, MESSAGES, SAMPLES, given]),
+        capture_output=True,
+        text=True,
+        env=ENV,
+        cwd=str(ROOT),
+        timeout=240,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -134,11 +151,17 @@ def test_our_bytes_parse_with_tensorflow_serving_api_and_back(name, wire):
 
 
 def test_service_paths_are_tensorflow_servings():
-    ours = {f"/{s.full_name}/{m.name}" for module in (prediction_service_pb2, model_service_pb2)
-            for s in module.DESCRIPTOR.services_by_name.values() for m in s.methods}
-    assert ours == {"/tensorflow.serving.PredictionService/Predict",
-                    "/tensorflow.serving.PredictionService/GetModelMetadata",
-                    "/tensorflow.serving.ModelService/GetModelStatus"}
+    ours = {
+        f"/{s.full_name}/{m.name}"
+        for module in (prediction_service_pb2, model_service_pb2)
+        for s in module.DESCRIPTOR.services_by_name.values()
+        for m in s.methods
+    }
+    assert ours == {
+        "/tensorflow.serving.PredictionService/Predict",
+        "/tensorflow.serving.PredictionService/GetModelMetadata",
+        "/tensorflow.serving.ModelService/GetModelStatus",
+    }
 
     class Channel:  # records what the transport asks grpcio for
         def __init__(self):
@@ -150,13 +173,24 @@ def test_service_paths_are_tensorflow_servings():
     channel = Channel()
     GrpcTransport(Endpoint.parse("grpc://localhost:8500"), channel=channel)
     assert set(channel.methods) == ours
-    responses = {f"/{s.full_name}/{m.name}": m.output_type.full_name
-                 for module in (prediction_service_pb2, model_service_pb2)
-                 for s in module.DESCRIPTOR.services_by_name.values() for m in s.methods}
+    responses = {
+        f"/{s.full_name}/{m.name}": m.output_type.full_name
+        for module in (prediction_service_pb2, model_service_pb2)
+        for s in module.DESCRIPTOR.services_by_name.values()
+        for m in s.methods
+    }
     assert {path: response.DESCRIPTOR.full_name for path, response in channel.methods.items()} == responses
     # tensorflow-serving-api's own stubs (read as text: prediction_service_pb2 does not import under protobuf 7)
-    proc = subprocess.run([sys.executable, "-c", "import importlib.util as u; print(u.find_spec('tensorflow_serving').submodule_search_locations[0])"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import importlib.util as u; print(u.find_spec('tensorflow_serving').submodule_search_locations[0])",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     apis = Path(proc.stdout.strip()) / "apis"
     theirs = (apis / "prediction_service_pb2_grpc.py").read_text() + (apis / "model_service_pb2_grpc.py").read_text()
     for path in ours:
@@ -166,12 +200,12 @@ def test_service_paths_are_tensorflow_servings():
 def test_regenerating_the_modules_changes_nothing():
     pytest.importorskip("grpc_tools", reason="grpcio-tools is in the test extra")
     wanted = protos_compile.generate()
-    have = {p.name: p.read_text() for p in (ROOT / "client" / "protos").glob("*_pb2*.py")}
+    have = {p.name: p.read_text() for p in (ROOT / "client" / "protos").glob("*_pb2*.py*")}
     assert wanted == have, "run: python -m client.protos.compile"
     assert all("_pool.POOL.AddSerializedFile(" in text for name, text in wanted.items() if name.endswith("_pb2.py"))
 
 
-COEXIST = r'''
+COEXIST = r"""
 import sys
 first = sys.argv[1]
 if first == "tf":
@@ -194,11 +228,12 @@ assert tf.make_ndarray(parsed.inputs["user_id"]).tolist() == [b"42"], parsed
 back = ours.PredictRequest.FromString(parsed.SerializeToString())
 assert back == request and type(back) is not type(parsed)
 print("ok", first)
-'''
+"""
 
 
 @pytest.mark.parametrize("first", ["tf", "client"])
 def test_tensorflow_and_the_client_share_one_process_in_either_order(first):
-    proc = subprocess.run([sys.executable, "-c", COEXIST, first], capture_output=True, text=True, env=ENV,
-                          cwd=str(ROOT), timeout=240)
+    proc = subprocess.run(
+        [sys.executable, "-c", COEXIST, first], capture_output=True, text=True, env=ENV, cwd=str(ROOT), timeout=240
+    )
     assert proc.returncode == 0 and proc.stdout.strip().endswith(f"ok {first}"), proc.stderr[-4000:]

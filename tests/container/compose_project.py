@@ -40,8 +40,15 @@ class ComposeProject:
     ``implementation``: "compose-v1.29" (Debian's docker-compose, the default) or "compose-v2" (the Go
     ``docker compose`` that most users run; container_support.py)."""
 
-    def __init__(self, engine: Engine, root: Path, name: str, compose_file: str,
-                 implementation: str = "compose-v1.29", **variables: str) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        root: Path,
+        name: str,
+        compose_file: str,
+        implementation: str = "compose-v1.29",
+        **variables: str,
+    ) -> None:
         self.engine, self.root, self.name, self.file = engine, Path(root), name, compose_file
         self.implementation = implementation
         self.grpc_port, self.rest_port = free_port(), free_port()
@@ -51,16 +58,25 @@ class ComposeProject:
     def models(self) -> Path:
         return self.root / "models"
 
-    def compose(self, *args: str, timeout: float = 900, check: bool = True, **variables: str
-                ) -> subprocess.CompletedProcess:
-        env = compose_env(DOCKER_HOST=self.engine.host, COMPOSE_PROJECT_NAME=self.name,
-                          **{**self.variables, **variables})
-        result = subprocess.run([*IMPLEMENTATIONS[self.implementation](), "-f", self.file, *args],
-                                cwd=str(self.root), env=env,
-                                capture_output=True, text=True, timeout=timeout)
+    def compose(
+        self, *args: str, timeout: float = 900, check: bool = True, **variables: str
+    ) -> subprocess.CompletedProcess:
+        env = compose_env(
+            DOCKER_HOST=self.engine.host, COMPOSE_PROJECT_NAME=self.name, **{**self.variables, **variables}
+        )
+        result = subprocess.run(
+            [*IMPLEMENTATIONS[self.implementation](), "-f", self.file, *args],
+            cwd=str(self.root),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         if check and result.returncode != 0:
-            raise AssertionError(f"{self.implementation} -f {self.file} {' '.join(args)} failed ({result.returncode}):\n"
-                                 f"{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
+            raise AssertionError(
+                f"{self.implementation} -f {self.file} {' '.join(args)} failed ({result.returncode}):\n"
+                f"{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+            )
         return result
 
     def containers(self, service: str | None = None) -> list:
@@ -71,8 +87,9 @@ class ComposeProject:
         return self.engine.docker("ps", "-aq", *filters).stdout.split()
 
     def networks(self) -> list:
-        return self.engine.docker("network", "ls", "-q", "--filter",
-                                  f"label=com.docker.compose.project={self.name}").stdout.split()
+        return self.engine.docker(
+            "network", "ls", "-q", "--filter", f"label=com.docker.compose.project={self.name}"
+        ).stdout.split()
 
     def inspect(self, container: str) -> dict:
         return json.loads(self.engine.docker("inspect", container).stdout)[0]
@@ -109,8 +126,9 @@ class ComposeProject:
                 return state
             assert state["Status"] == "running", f"{service} is {state['Status']}:\n{self.logs(service)[-4000:]}"
             assert health != "unhealthy", f"{service} unhealthy: {state['Health']['Log'][-1:]}"
-            assert time.monotonic() < deadline, (f"{service} not healthy after {timeout:.0f} s ({health}):\n"
-                                                 f"{self.logs(service)[-4000:]}")
+            assert time.monotonic() < deadline, (
+                f"{service} not healthy after {timeout:.0f} s ({health}):\n{self.logs(service)[-4000:]}"
+            )
             time.sleep(1)
 
     def down(self) -> subprocess.CompletedProcess:
@@ -124,5 +142,8 @@ def versions(base: Path) -> list:
 
 def tree_digest(root: Path) -> dict:
     """path -> (size, mtime_ns) of every file under ``root``: equal digests mean nothing was touched."""
-    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }

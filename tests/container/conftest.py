@@ -6,7 +6,6 @@ namespaces and tfs_protos by name.
 
 from __future__ import annotations
 
-
 import pytest
 
 import container_support

@@ -1,4 +1,5 @@
-"""Helpers for the container checks (imported by tests/container/test_*.py): the compose implementations, .env, and the resolved compose config.
+"""Helpers for the container checks (imported by tests/container/test_*.py): the compose implementations,
+.env, and the resolved compose config.
 
 Two real compose implementations validate the files (`config` parses, validates against the compose
 schema and interpolates variables, all without a Docker engine):
@@ -20,12 +21,30 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
-COMPOSE_FILES = {"scann": "docker-compose.yml", "stock": "docker-compose.stock.yml", "local": "docker-compose.local.yml"}
+COMPOSE_FILES = {
+    "scann": "docker-compose.yml",
+    "stock": "docker-compose.stock.yml",
+    "local": "docker-compose.local.yml",
+}
 # Variables a user may set; cleared so that the checks see .env and the files' own defaults.
-COMPOSE_VARIABLES = ("TENSORFLOW_VERSION", "TF_SERVING_VERSION", "SCANN_VERSION", "SCANN_GIT_COMMIT",
-                     "PYTHON_VERSION", "BIND_ADDRESS", "GRPC_PORT", "REST_PORT", "EXPORT_DATA", "EXPORT_PRESET",
-                     "EXPORT_INDEX", "EXPORT_K", "MOVIELENS_DIR", "COMPOSE_FILE", "COMPOSE_PROFILES",
-                     "COMPOSE_PROJECT_NAME")
+COMPOSE_VARIABLES = (
+    "TENSORFLOW_VERSION",
+    "TF_SERVING_VERSION",
+    "SCANN_VERSION",
+    "SCANN_GIT_COMMIT",
+    "PYTHON_VERSION",
+    "BIND_ADDRESS",
+    "GRPC_PORT",
+    "REST_PORT",
+    "EXPORT_DATA",
+    "EXPORT_PRESET",
+    "EXPORT_INDEX",
+    "EXPORT_K",
+    "MOVIELENS_DIR",
+    "COMPOSE_FILE",
+    "COMPOSE_PROFILES",
+    "COMPOSE_PROJECT_NAME",
+)
 
 
 def read_env_file(path: Path = ROOT / ".env") -> dict:
@@ -68,8 +87,7 @@ def compose_env(**overrides) -> dict:
 
 def run_compose(implementation: str, args, env=None, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     command = IMPLEMENTATIONS[implementation]() + list(args)
-    return subprocess.run(command, cwd=str(cwd), env=env or compose_env(), capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(command, cwd=str(cwd), env=env or compose_env(), capture_output=True, text=True, timeout=120)
 
 
 def resolved_config(implementation: str, compose_file: str, **env) -> dict:

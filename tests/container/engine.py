@@ -34,7 +34,7 @@ class EngineUnavailable(RuntimeError):
 
 @dataclass
 class Engine:
-    host: str                      # the DOCKER_HOST value that reaches it
+    host: str  # the DOCKER_HOST value that reaches it
     started_pid: int | None = None  # set when this module started dockerd (and must stop it)
     log: Path | None = None
     notes: list = field(default_factory=list)
@@ -45,8 +45,9 @@ class Engine:
         return env
 
     def docker(self, *args, timeout: float = 120, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
-        result = subprocess.run([docker_cli(), *args], env=self.env(), capture_output=True, text=True,
-                                timeout=timeout, **kwargs)
+        result = subprocess.run(
+            [docker_cli(), *args], env=self.env(), capture_output=True, text=True, timeout=timeout, **kwargs
+        )
         if check and result.returncode != 0:
             raise AssertionError(f"docker {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-4000:]}")
         return result
@@ -88,8 +89,13 @@ def docker_cli() -> str:
 
 def reachable(host: str) -> bool:
     try:
-        result = subprocess.run([docker_cli(), "version", "--format", "{{.Server.Version}}"],
-                                env=dict(os.environ, DOCKER_HOST=host), capture_output=True, text=True, timeout=20)
+        result = subprocess.run(
+            [docker_cli(), "version", "--format", "{{.Server.Version}}"],
+            env=dict(os.environ, DOCKER_HOST=host),
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
     except (subprocess.TimeoutExpired, EngineUnavailable):
         return False
     return result.returncode == 0 and bool(result.stdout.strip())
@@ -102,8 +108,11 @@ def candidate_hosts() -> list:
 
 
 def install_debian_packages() -> None:
-    missing = [p for p, binary in zip(DEBIAN_PACKAGES, ("dockerd", "docker-compose", "debootstrap"))
-               if not shutil.which(binary, path="/usr/sbin:/usr/bin:/sbin:/bin:/usr/local/bin")]
+    missing = [
+        p
+        for p, binary in zip(DEBIAN_PACKAGES, ("dockerd", "docker-compose", "debootstrap"), strict=True)
+        if not shutil.which(binary, path="/usr/sbin:/usr/bin:/sbin:/bin:/usr/local/bin")
+    ]
     if not missing:
         return
     if os.geteuid() != 0 or not shutil.which("apt-get"):
@@ -117,10 +126,14 @@ def install_debian_packages() -> None:
 
 def start_dockerd(timeout: float = 90) -> Engine:
     if os.geteuid() != 0:
-        raise EngineUnavailable("no Docker engine is reachable and starting dockerd needs root; "
-                                "start one and set DOCKER_HOST, or run the tests as root")
+        raise EngineUnavailable(
+            "no Docker engine is reachable and starting dockerd needs root; "
+            "start one and set DOCKER_HOST, or run the tests as root"
+        )
     install_debian_packages()
     dockerd = shutil.which("dockerd", path="/usr/sbin:/usr/bin:/usr/local/bin")
+    if dockerd is None:
+        raise EngineUnavailable("no Docker engine is reachable and dockerd is not installed (Debian: docker.io)")
     STATE_DIR.mkdir(parents=True, exist_ok=True)
     socket, pidfile, log = STATE_DIR / "docker.sock", STATE_DIR / "pid", STATE_DIR / "dockerd.log"
     if pidfile.exists():  # a dead engine's leftovers; a live one would have answered on its socket
@@ -128,13 +141,27 @@ def start_dockerd(timeout: float = 90) -> Engine:
         if old.isdigit() and _alive(int(old)):
             raise EngineUnavailable(f"dockerd (pid {old}, {pidfile}) runs but does not answer on {socket}")
         pidfile.unlink()
-    command = [dockerd, "--host", f"unix://{socket}", "--data-root", str(STATE_DIR / "root"),
-               "--exec-root", str(STATE_DIR / "exec"), "--pidfile", str(pidfile),
-               "--exec-opt", "native.cgroupdriver=cgroupfs",
-               "--default-ulimit", "nofile=1024:1024", "--default-ulimit", "nproc=1000:1000"]
+    command = [
+        dockerd,
+        "--host",
+        f"unix://{socket}",
+        "--data-root",
+        str(STATE_DIR / "root"),
+        "--exec-root",
+        str(STATE_DIR / "exec"),
+        "--pidfile",
+        str(pidfile),
+        "--exec-opt",
+        "native.cgroupdriver=cgroupfs",
+        "--default-ulimit",
+        "nofile=1024:1024",
+        "--default-ulimit",
+        "nproc=1000:1000",
+    ]
     with open(log, "ab") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
     host = f"unix://{socket}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -174,8 +201,14 @@ def ensure_python_base(engine: Engine, image: str = "python:3.11-slim-bookworm",
         how = "built as a stand-in from Debian packages (debootstrap)"
         build_python_rootfs(tarball, suite)
     with open(tarball, "rb") as data:
-        result = subprocess.run([docker_cli(), "import", "--change", 'CMD ["python3"]', "-", image], stdin=data,
-                                env=engine.env(), capture_output=True, text=True, timeout=600)
+        result = subprocess.run(
+            [docker_cli(), "import", "--change", 'CMD ["python3"]', "-", image],
+            stdin=data,
+            env=engine.env(),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
     if result.returncode != 0:
         raise EngineUnavailable(f"docker import {image} failed:\n{result.stderr[-2000:]}")
     return f"{image}: {how} ({tarball})"
@@ -184,16 +217,24 @@ def ensure_python_base(engine: Engine, image: str = "python:3.11-slim-bookworm",
 def build_python_rootfs(tarball: Path, suite: str) -> None:
     """A minbase Debian with python3, venv and pip, as close to python:*-slim as packages allow, tarred."""
     if os.geteuid() != 0:
-        raise EngineUnavailable("the base image cannot be pulled and building a stand-in with debootstrap "
-                                "needs root")
+        raise EngineUnavailable("the base image cannot be pulled and building a stand-in with debootstrap needs root")
     install_debian_packages()
     tarball.parent.mkdir(parents=True, exist_ok=True)
     work = tarball.parent / "rootfs.tmp"
     if work.exists():
         shutil.rmtree(work)
-    result = subprocess.run(["debootstrap", "--variant=minbase",
-                             "--include=python3,python3-venv,python3-pip,ca-certificates", suite, str(work)],
-                            capture_output=True, text=True, timeout=1200)
+    result = subprocess.run(
+        [
+            "debootstrap",
+            "--variant=minbase",
+            "--include=python3,python3-venv,python3-pip,ca-certificates",
+            suite,
+            str(work),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     if result.returncode != 0:
         raise EngineUnavailable(f"debootstrap failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
     # pip may install into the system Python (as in the real image); `python` is the interpreter's name there.

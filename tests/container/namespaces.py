@@ -9,6 +9,7 @@ gRPC clients) inside the same namespaces. Needs root (as the session and CI run)
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
@@ -43,8 +44,13 @@ class Namespaced:
 
     def run(self, command, timeout: float = 30, env=None, mount: bool = True) -> subprocess.CompletedProcess:
         namespaces = ["-n", "-m"] if mount else ["-n"]
-        return subprocess.run(["nsenter", "-t", str(self.pid), *namespaces, "--", *command], capture_output=True,
-                              text=True, timeout=timeout, env=env)
+        return subprocess.run(
+            ["nsenter", "-t", str(self.pid), *namespaces, "--", *command],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+        )
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -61,10 +67,8 @@ class Namespaced:
                 self.process.kill()
                 self.process.wait(timeout=10)
         for path in reversed(self.created_mountpoints):
-            try:
+            with contextlib.suppress(OSError):
                 path.rmdir()
-            except OSError:
-                pass
 
 
 def start(command, *, binds=(), workdir: Path, log: Path, env=None) -> Namespaced:
@@ -81,12 +85,13 @@ def start(command, *, binds=(), workdir: Path, log: Path, env=None) -> Namespace
         arguments += [str(host), str(target), "ro" if read_only else "rw"]
     environment = dict(env if env is not None else os.environ)
     environment["NS_WORKDIR"] = str(workdir)
-    handle = open(log, "wb")
-    try:
-        process = subprocess.Popen(["unshare", "--mount", "--net", "bash", "-c", SETUP, "ns-setup", *arguments, "--",
-                                    *command], stdout=handle, stderr=subprocess.STDOUT, env=environment)
-    finally:
-        handle.close()
+    with open(log, "wb") as handle:  # the child keeps its own copy of the descriptor
+        process = subprocess.Popen(
+            ["unshare", "--mount", "--net", "bash", "-c", SETUP, "ns-setup", *arguments, "--", *command],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env=environment,
+        )
     return Namespaced(process=process, log=log, created_mountpoints=created)
 
 

@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from container_support import (COMPOSE_FILES, HERE, IMPLEMENTATIONS, ROOT, compose_env, resolved_config,  # noqa: F401
-                      run_compose)
+from container_support import COMPOSE_FILES, HERE, IMPLEMENTATIONS, ROOT, resolved_config, run_compose
 
-SERVER_FLAGS = {line.strip() for line in (HERE / "tensorflow_model_server_flags.txt").read_text().splitlines()
-                if line.strip() and not line.startswith("#")}
+SERVER_FLAGS = {
+    line.strip()
+    for line in (HERE / "tensorflow_model_server_flags.txt").read_text().splitlines()
+    if line.strip() and not line.startswith("#")
+}
 
 
 def service(config: dict, name: str) -> dict:
@@ -27,7 +29,9 @@ def published(ports) -> set:
         if isinstance(port, dict):
             out.add((port.get("host_ip"), str(port["published"]), str(port["target"])))
         else:
-            host_ip, host_port, target = re.fullmatch(r"(.+):(\d+):(\d+)(?:/tcp)?", port).groups()
+            match = re.fullmatch(r"(.+):(\d+):(\d+)(?:/tcp)?", port)
+            assert match, port
+            host_ip, host_port, target = match.groups()
             out.add((host_ip, host_port, target))
     return out
 
@@ -69,8 +73,7 @@ def test_compose_file_is_valid_and_serving_waits_for_a_successful_export(impleme
 @pytest.mark.parametrize("implementation", sorted(IMPLEMENTATIONS))
 def test_bind_address_variable_exposes_the_ports(implementation):
     config = resolved_config(implementation, COMPOSE_FILES["scann"], BIND_ADDRESS="0.0.0.0", REST_PORT="9501")
-    assert published(service(config, "serving")["ports"]) == {("0.0.0.0", "8500", "8500"),
-                                                              ("0.0.0.0", "9501", "8501")}
+    assert published(service(config, "serving")["ports"]) == {("0.0.0.0", "8500", "8500"), ("0.0.0.0", "9501", "8501")}
 
 
 @pytest.mark.parametrize("implementation", sorted(IMPLEMENTATIONS))
@@ -86,13 +89,15 @@ def test_scann_variant_builds_serving_from_serving_dockerfile(scann_config, env_
     serving = service(scann_config, "serving")
     assert Path(serving["build"]["context"]) == ROOT / "serving"
     assert serving["build"].get("dockerfile", "Dockerfile") == "Dockerfile"
-    assert serving["build"]["args"] == {key: env_file[key]
-                                        for key in ("TF_SERVING_VERSION", "SCANN_VERSION", "SCANN_GIT_COMMIT")}
+    assert serving["build"]["args"] == {
+        key: env_file[key] for key in ("TF_SERVING_VERSION", "SCANN_VERSION", "SCANN_GIT_COMMIT")
+    }
     export = service(scann_config, "export")
     assert Path(export["build"]["context"]) == ROOT
     assert export["build"]["dockerfile"] == "export/Dockerfile"
-    assert export["build"]["args"] == {key: env_file[key]
-                                       for key in ("PYTHON_VERSION", "TENSORFLOW_VERSION", "SCANN_VERSION")}
+    assert export["build"]["args"] == {
+        key: env_file[key] for key in ("PYTHON_VERSION", "TENSORFLOW_VERSION", "SCANN_VERSION")
+    }
     assert "--index=scann" in export["command"]
     assert "--model-base-path=/models" in export["command"]
 
@@ -107,18 +112,21 @@ def test_stock_variant_is_the_same_server_on_the_stock_image_with_brute_force_ex
         assert plain[key] == built[key], key
     export_args = service(stock, "export")["command"]
     assert "--index=brute_force" in export_args
-    assert [a for a in export_args if not a.startswith("--index")] == \
-        [a for a in service(scann_config, "export")["command"] if not a.startswith("--index")]
+    assert [a for a in export_args if not a.startswith("--index")] == [
+        a for a in service(scann_config, "export")["command"] if not a.startswith("--index")
+    ]
 
 
 def test_local_variant_is_the_same_server_and_export_with_the_local_server_image(scann_config, env_file):
     local = resolved_config("compose-v2", COMPOSE_FILES["local"])
     built, ours = service(scann_config, "serving"), service(local, "serving")
-    assert ours["image"] == (f"retrieval-bundle/serving-local:tf{env_file['TENSORFLOW_VERSION']}"
-                             f"-scann{env_file['SCANN_VERSION']}")
+    assert ours["image"] == (
+        f"retrieval-bundle/serving-local:tf{env_file['TENSORFLOW_VERSION']}-scann{env_file['SCANN_VERSION']}"
+    )
     assert Path(ours["build"]["context"]) == ROOT and ours["build"]["dockerfile"] == "serving/Dockerfile.local"
-    assert ours["build"]["args"] == {key: env_file[key]
-                                     for key in ("PYTHON_VERSION", "TENSORFLOW_VERSION", "SCANN_VERSION")}
+    assert ours["build"]["args"] == {
+        key: env_file[key] for key in ("PYTHON_VERSION", "TENSORFLOW_VERSION", "SCANN_VERSION")
+    }
     for key in ("entrypoint", "command", "healthcheck", "ports", "volumes", "restart", "depends_on"):
         assert ours[key] == built[key], key
     assert service(local, "export") == service(scann_config, "export")
@@ -133,8 +141,15 @@ def test_every_server_flag_is_one_tensorflow_model_server_accepts(scann_config):
         names.append(match.group(1))
     assert set(names) <= SERVER_FLAGS, sorted(set(names) - SERVER_FLAGS)
     assert len(names) == len(set(names)), "a flag is given twice"
-    for required in ("port", "rest_api_port", "model_config_file", "model_config_file_poll_wait_seconds",
-                     "monitoring_config_file", "enable_batching", "batching_parameters_file"):
+    for required in (
+        "port",
+        "rest_api_port",
+        "model_config_file",
+        "model_config_file_poll_wait_seconds",
+        "monitoring_config_file",
+        "enable_batching",
+        "batching_parameters_file",
+    ):
         assert required in names
 
 

@@ -48,8 +48,12 @@ def test_rollback_and_label_examples_in_models_config_are_valid_configs(tfs_prot
     examples = commented_examples((SERVING / "models.config").read_text())
     assert len(examples) == 2
 
-    rollback, canary = (text_format.Parse(f"model_config_list {{ {block} }}", tfs_protos.model_server_config())
-                        .model_config_list.config[0] for block in examples)
+    rollback, canary = (
+        text_format.Parse(
+            f"model_config_list {{ {block} }}", tfs_protos.model_server_config()
+        ).model_config_list.config[0]
+        for block in examples
+    )
     assert list(rollback.model_version_policy.specific.versions) == [3]
     assert list(canary.model_version_policy.specific.versions) == [3, 4]
     assert dict(canary.version_labels) == {"stable": 3, "canary": 4}

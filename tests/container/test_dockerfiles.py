@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 import re
 import shutil
 import subprocess
 import sys
-import tomllib
 from importlib import metadata
 from pathlib import Path
 
 import pytest
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10 (supported too): the same parser from PyPI, in the test extra
+    import tomli as tomllib
 
 from container_support import ROOT
 
@@ -26,8 +31,9 @@ def hadolint() -> str:
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES)
 def test_dockerfile_passes_hadolint(dockerfile):
-    result = subprocess.run([hadolint(), "--no-color", dockerfile], cwd=ROOT, capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        [hadolint(), "--no-color", dockerfile], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -44,8 +50,10 @@ def stages(dockerfile: str) -> list:
 
 
 def test_serving_image_is_built_on_the_devel_image_and_runs_on_the_stock_runtime():
-    assert stages("serving/Dockerfile") == [("tensorflow/serving:${TF_SERVING_VERSION}-devel", "build"),
-                                            ("tensorflow/serving:${TF_SERVING_VERSION}", "")]
+    assert stages("serving/Dockerfile") == [
+        ("tensorflow/serving:${TF_SERVING_VERSION}-devel", "build"),
+        ("tensorflow/serving:${TF_SERVING_VERSION}", ""),
+    ]
     text = (ROOT / "serving/Dockerfile").read_text()
     assert "COPY --from=build /usr/local/bin/tensorflow_model_server /usr/bin/tensorflow_model_server" in text
     assert "tensorflow_serving/model_servers:tensorflow_model_server" in text
@@ -61,25 +69,29 @@ def supported_ops_sed() -> list:
     return ["sed", "-i", match.group(1)]
 
 
-@pytest.mark.parametrize("build_file", [
-    # tensorflow/serving 2.8's model_servers/BUILD (the line google-research's serving.patch edits)
-    'SUPPORTED_TENSORFLOW_OPS = if_v2([]) + if_not_v2([\n    "@org_tensorflow//tensorflow/contrib:contrib_kernels",\n'
-    ']) + [\n    "@org_tensorflow_text//tensorflow_text:ops_lib",\n]\n',
-    # a plain list, as in later releases
-    'SUPPORTED_TENSORFLOW_OPS = [\n    "@org_tensorflow_text//tensorflow_text:ops_lib",\n]\n',
-])
+@pytest.mark.parametrize(
+    "build_file",
+    [
+        # tensorflow/serving 2.8's model_servers/BUILD (the line google-research's serving.patch edits)
+        "SUPPORTED_TENSORFLOW_OPS = if_v2([]) + if_not_v2([\n"
+        '    "@org_tensorflow//tensorflow/contrib:contrib_kernels",\n'
+        ']) + [\n    "@org_tensorflow_text//tensorflow_text:ops_lib",\n]\n',
+        # a plain list, as in later releases
+        'SUPPORTED_TENSORFLOW_OPS = [\n    "@org_tensorflow_text//tensorflow_text:ops_lib",\n]\n',
+    ],
+)
 def test_dockerfile_sed_adds_scann_ops_to_the_server_op_list(tmp_path, build_file):
     path = tmp_path / "BUILD"
     path.write_text("load('//x:y.bzl', 'if_v2', 'if_not_v2')\n" + build_file)
-    subprocess.run(supported_ops_sed() + [str(path)], check=True, timeout=30)
+    subprocess.run([*supported_ops_sed(), str(path)], check=True, timeout=30)
     text = path.read_text()
     assert text.count("@com_google_scann//scann/scann_ops/cc:scann_ops_static") == 1
     module = ast.parse(text)  # still a valid Starlark/Python expression
     assert any(isinstance(node, ast.Assign) for node in module.body)
 
 
-def imported_top_level_modules(package: Path) -> set:
-    names = set()
+def imported_top_level_modules(package: Path) -> set[str]:
+    names: set[str] = set()
     for path in package.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
             if isinstance(node, ast.Import):
@@ -103,10 +115,8 @@ def requirement_closure(extras) -> set:
         if name in seen:
             continue
         seen.add(name)
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             todo.extend(metadata.requires(name) or [])
-        except metadata.PackageNotFoundError:
-            pass
     return seen
 
 
@@ -140,7 +150,7 @@ def run_instruction(dockerfile: str, starts_with: str) -> str:
         command.append(line.rstrip().removesuffix("\\"))
         if not line.rstrip().endswith("\\"):
             break
-    return "".join(command)[len("RUN "):]
+    return "".join(command)[len("RUN ") :]
 
 
 def github_archive(tmp_path: Path, commit: str, version: str) -> Path:
@@ -161,13 +171,19 @@ def test_scann_source_step_keeps_only_scann_and_checks_its_version(tmp_path, arc
     commit = "634a79fb5b4b23237a81eac028d27b5d34a5dba4"
     tarball = github_archive(tmp_path, commit, archived_version)
     command = run_instruction("serving/Dockerfile", "curl").replace(
-        "https://github.com/google-research/google-research/archive/", f"file://{tmp_path}/")
+        "https://github.com/google-research/google-research/archive/", f"file://{tmp_path}/"
+    )
     assert f"file://{tmp_path}/" in command
     work = tmp_path / "scann-src"
     work.mkdir()
-    result = subprocess.run(["bash", "-o", "pipefail", "-c", command], cwd=work, capture_output=True, text=True,
-                            timeout=60, env={"PATH": "/usr/bin:/bin", "SCANN_GIT_COMMIT": commit,
-                                             "SCANN_VERSION": "1.4.2"})
+    result = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", command],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "SCANN_GIT_COMMIT": commit, "SCANN_VERSION": "1.4.2"},
+    )
     assert (result.returncode == 0) is ok, result.stderr
     assert sorted(p.name for p in work.iterdir()) == ["scann"]
     assert (work / "scann" / "scann" / "BUILD.bazel").is_file()
@@ -182,8 +198,9 @@ def test_scripts_that_run_in_containers_or_shells_keep_lf_endings_in_any_checkou
     scripts = [p for p in tracked if (ROOT / p).is_file() and (ROOT / p).read_bytes()[:2] == b"#!"]
     scripts += [p for p in tracked if Path(p).name.startswith("Dockerfile") or p.endswith((".yml", ".config"))]
     assert "serving/healthcheck.sh" in scripts and ".ci/run" in scripts
-    attrs = subprocess.run(["git", "check-attr", "eol", "--", *scripts], cwd=ROOT, capture_output=True, text=True,
-                           check=True).stdout.splitlines()
+    attrs = subprocess.run(
+        ["git", "check-attr", "eol", "--", *scripts], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
     not_lf = [line for line in attrs if not line.endswith(": eol: lf")]
     assert not not_lf, f"add these to .gitattributes with eol=lf: {not_lf}"
 
@@ -191,7 +208,7 @@ def test_scripts_that_run_in_containers_or_shells_keep_lf_endings_in_any_checkou
 def shared_layers(dockerfile: str) -> str:
     text = (ROOT / dockerfile).read_text()
     start, end = text.index("# --- shared layers"), text.index("# --- end of the shared layers")
-    return text[text.rindex("FROM ", 0, start):end]
+    return text[text.rindex("FROM ", 0, start) : end]
 
 
 def test_export_and_local_serving_images_share_their_base_and_dependency_layers():

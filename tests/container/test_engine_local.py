@@ -29,8 +29,14 @@ HEALTHY_TIMEOUT_S = 240
 def project(engine, tmp_path_factory):
     root = checkout_copy(tmp_path_factory.mktemp("compose-local") / "bundle")
     # EXPORT_TUNE_BUDGET: 30 s of tuning instead of the default preset's 300 (CI time).
-    project = ComposeProject(engine, root, f"rbtest{time.monotonic_ns() % 10**8}", COMPOSE_FILE,
-                             EXPORT_DATA="synthetic", EXPORT_TUNE_BUDGET="30")
+    project = ComposeProject(
+        engine,
+        root,
+        f"rbtest{time.monotonic_ns() % 10**8}",
+        COMPOSE_FILE,
+        EXPORT_DATA="synthetic",
+        EXPORT_TUNE_BUDGET="30",
+    )
     yield project
     project.down()
 
@@ -46,8 +52,10 @@ def started(project):
 def rest_and_grpc(project):
     import client
 
-    return (client.connect(f"http://127.0.0.1:{project.rest_port}", timeout=30),
-            client.connect(f"grpc://127.0.0.1:{project.grpc_port}", timeout=30))
+    return (
+        client.connect(f"http://127.0.0.1:{project.rest_port}", timeout=30),
+        client.connect(f"grpc://127.0.0.1:{project.grpc_port}", timeout=30),
+    )
 
 
 def titles(hits) -> list:
@@ -64,7 +72,7 @@ def test_both_images_build_and_share_their_dependency_layer(started, engine):
         info = engine.docker("image", "inspect", image, "--format", "{{json .RootFS.Layers}}").stdout
         layers[service] = yaml.safe_load(info)
     # The base plus the dependency layer (TensorFlow, ScaNN, ...) are the same layers, not rebuilt twice.
-    shared = [a for a, b in zip(layers["export"], layers["serving"]) if a == b]
+    shared = [a for a, b in zip(layers["export"], layers["serving"], strict=False) if a == b]
     assert len(shared) >= 3, layers
     size = int(engine.docker("image", "inspect", images["serving"], "--format", "{{.Size}}").stdout)
     assert size > 10**9  # TensorFlow is in it
@@ -105,8 +113,7 @@ def test_client_on_the_host_gets_the_models_answers_over_rest_and_grpc(started):
     assert titles(over_rest) == titles(over_grpc) and len(over_rest) == 5
     assert titles(similar_rest) == titles(similar_grpc) and over_rest[0].title not in titles(similar_rest)
     for model in MODELS:
-        assert [(s.version, s.state) for s in statuses[model]] == [(versions(started.models / model)[0],
-                                                                      "AVAILABLE")]
+        assert [(s.version, s.state) for s in statuses[model]] == [(versions(started.models / model)[0], "AVAILABLE")]
     # The same answer as the published SavedModel gives in this process.
     version = started.models / "retrieval" / str(versions(started.models / "retrieval")[0])
     bundle = SavedModelBundle.load(str(version), run_warmup=False)
@@ -150,11 +157,11 @@ class Load:
         while not self.stopping.is_set():
             try:
                 self.answers.append((time.monotonic(), tuple(titles(c.recommend(USER, k=5)))))
-            except Exception as exc:  # noqa: BLE001 - every failure counts, whatever it is
+            except Exception as exc:
                 self.failures.append(repr(exc))
             time.sleep(0.005)
 
-    def __enter__(self) -> "Load":
+    def __enter__(self) -> Load:
         for thread in self.threads:
             thread.start()
         return self
@@ -186,14 +193,25 @@ def test_run_export_under_load_moves_answers_to_the_new_version_with_no_failed_r
     with Load(started) as load:
         time.sleep(2)
         # Another recipe (the seed preset, one epoch), so the new version's answers differ from the old one's.
-        started.compose("run", "--rm", "export", "--data=synthetic", "--preset=seed", "--epochs=1",
-                        "--model-config-file=/models-config/models.config", timeout=EXPORT_TIMEOUT_S)
+        started.compose(
+            "run",
+            "--rm",
+            "export",
+            "--data=synthetic",
+            "--preset=seed",
+            "--epochs=1",
+            "--model-config-file=/models-config/models.config",
+            timeout=EXPORT_TIMEOUT_S,
+        )
         new_version = versions(started.models / "retrieval")[-1]
         assert new_version > old_version
         with rest_and_grpc(started)[0] as probe:
             # TF Serving lists an unloaded version as END; only the new one may be AVAILABLE.
-            wait_for(lambda: [s.version for s in probe.status() if s.state == "AVAILABLE"] == [new_version],
-                     60, f"version {new_version} alone AVAILABLE")
+            wait_for(
+                lambda: [s.version for s in probe.status() if s.state == "AVAILABLE"] == [new_version],
+                60,
+                f"version {new_version} alone AVAILABLE",
+            )
             new_answer = tuple(titles(probe.recommend(USER, k=5)))
         switched = time.monotonic()
         time.sleep(3)
@@ -204,8 +222,11 @@ def test_run_export_under_load_moves_answers_to_the_new_version_with_no_failed_r
     assert old_answer in seen and new_answer in seen
     assert all(answer == new_answer for at, answer in load.answers if at > switched)
     assert len(load.answers) > 100
-    say(request.config, f"rollover under load: {len(load.answers)} requests (REST + gRPC), "
-                        f"{len(load.failures)} failed, version {old_version} -> {new_version}")
+    say(
+        request.config,
+        f"rollover under load: {len(load.answers)} requests (REST + gRPC), "
+        f"{len(load.failures)} failed, version {old_version} -> {new_version}",
+    )
 
 
 def test_a_corrupt_version_never_replaces_the_good_one_and_status_shows_it(started):
@@ -220,8 +241,11 @@ def test_a_corrupt_version_never_replaces_the_good_one_and_status_shows_it(start
         (staging / "saved_model.pb").write_bytes(b"this is not a SavedModel")
         staging.rename(base / str(good + 1))  # appears whole, as the export publishes
         # 1 s polls, a first try and two retries 5 s apart (the compose file's flags), then END.
-        failed = wait_for(lambda: [s for s in rest.status() if s.version == good + 1 and s.state == "END"], 60,
-                          f"version {good + 1} to fail loading")
+        failed = wait_for(
+            lambda: [s for s in rest.status() if s.version == good + 1 and s.state == "END"],
+            60,
+            f"version {good + 1} to fail loading",
+        )
         assert failed[0].error_code != "OK" and failed[0].error_message
         states = {s.version: s.state for s in grpc.status()}
         assert states[good] == "AVAILABLE", states

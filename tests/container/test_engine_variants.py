@@ -33,11 +33,18 @@ def project_name(tag: str) -> str:
     return f"rb{tag}{time.monotonic_ns() % 10**7}"
 
 
-@pytest.mark.parametrize("compose_file, index", [("docker-compose.yml", "scann"),
-                                                  ("docker-compose.stock.yml", "brute_force")])
+@pytest.mark.parametrize(
+    "compose_file, index", [("docker-compose.yml", "scann"), ("docker-compose.stock.yml", "brute_force")]
+)
 def test_export_service_runs_for_real_and_publishes_its_index(engine, bundle, compose_file, index, request):
-    project = ComposeProject(engine, bundle, project_name(index.replace("_", "")), compose_file,
-                             EXPORT_DATA="synthetic", EXPORT_PRESET="seed")
+    project = ComposeProject(
+        engine,
+        bundle,
+        project_name(index.replace("_", "")),
+        compose_file,
+        EXPORT_DATA="synthetic",
+        EXPORT_PRESET="seed",
+    )
     before = {model: versions(bundle / "models" / model) for model in ("retrieval", "similar_movies")}
     try:
         # `up export`: the export service alone, with the command line `up` gives it (the image is the
@@ -49,23 +56,30 @@ def test_export_service_runs_for_real_and_publishes_its_index(engine, bundle, co
         for model in ("retrieval", "similar_movies"):
             new = sorted(set(versions(bundle / "models" / model)) - set(before[model]))
             assert len(new) == 1, (model, new)
-            manifest = json.loads((bundle / "models" / model / str(new[0]) / "assets.extra" / "manifest.json")
-                                  .read_text())
+            manifest = json.loads(
+                (bundle / "models" / model / str(new[0]) / "assets.extra" / "manifest.json").read_text()
+            )
             assert manifest["index"]["kind"] == index
             assert manifest["training"]["parameters"]["preset"] == "seed"  # EXPORT_PRESET reached the job
             assert manifest["data"]["source"]["kind"] == "synthetic"
         # What the serving container needs from a registry: the stock image itself, or the devel image the
         # ScaNN build starts from.
         serving = yaml_config(project)["services"]["serving"]
-        needed = (f"tensorflow/serving:{serving['build']['args']['TF_SERVING_VERSION']}-devel"
-                  if "build" in serving else serving["image"])
+        needed = (
+            f"tensorflow/serving:{serving['build']['args']['TF_SERVING_VERSION']}-devel"
+            if "build" in serving
+            else serving["image"]
+        )
         pulled = engine.docker("pull", needed, check=False, timeout=120)
         if pulled.returncode == 0:
             say(request.config, f"{compose_file}: {needed} could be pulled (its serving is not run by these tests)")
         else:
             reason = (pulled.stderr.strip().splitlines() or ["no message"])[-1]
-            say(request.config, f"NOT RUN HERE: {compose_file}'s serving container needs {needed}, which "
-                                f"cannot be pulled on this machine ({reason[:140]})")
+            say(
+                request.config,
+                f"NOT RUN HERE: {compose_file}'s serving container needs {needed}, which "
+                f"cannot be pulled on this machine ({reason[:140]})",
+            )
     finally:
         project.down()
 
@@ -77,8 +91,9 @@ def yaml_config(project: ComposeProject) -> dict:
 
 
 def test_bad_data_fails_the_export_with_one_line_and_serving_never_starts(engine, bundle):
-    project = ComposeProject(engine, bundle, project_name("baddata"), "docker-compose.local.yml",
-                             EXPORT_DATA="/data/no-such-folder")
+    project = ComposeProject(
+        engine, bundle, project_name("baddata"), "docker-compose.local.yml", EXPORT_DATA="/data/no-such-folder"
+    )
     before = {model: versions(bundle / "models" / model) for model in ("retrieval", "similar_movies")}
     try:
         project.compose("build", timeout=1800)
@@ -102,14 +117,23 @@ def test_docker_compose_v2_runs_the_local_variant_too(engine, bundle):
     """The Go `docker compose` users run (v2.40, BuildKit builds through the engine), not only 1.29."""
     import client
 
-    project = ComposeProject(engine, bundle, project_name("v2"), "docker-compose.local.yml",
-                             implementation="compose-v2", EXPORT_DATA="synthetic", EXPORT_TUNE_BUDGET="0")
+    project = ComposeProject(
+        engine,
+        bundle,
+        project_name("v2"),
+        "docker-compose.local.yml",
+        implementation="compose-v2",
+        EXPORT_DATA="synthetic",
+        EXPORT_TUNE_BUDGET="0",
+    )
     try:
         project.compose("up", "-d", "--build", timeout=1800)
         assert project.wait_exited("export", EXPORT_TIMEOUT_S)["ExitCode"] == 0, project.logs("export")[-4000:]
         project.wait_healthy("serving", 240)
-        with client.connect(f"http://127.0.0.1:{project.rest_port}", timeout=30) as rest, \
-                client.connect(f"grpc://127.0.0.1:{project.grpc_port}", timeout=30) as grpc:
+        with (
+            client.connect(f"http://127.0.0.1:{project.rest_port}", timeout=30) as rest,
+            client.connect(f"grpc://127.0.0.1:{project.grpc_port}", timeout=30) as grpc,
+        ):
             assert [h.title for h in rest.recommend("42", k=5)] == [h.title for h in grpc.recommend("42", k=5)]
     finally:
         project.down()

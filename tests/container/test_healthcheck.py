@@ -39,9 +39,15 @@ HTTPServer(("127.0.0.1", 8501), Handler).serve_forever()
 
 def status(*states) -> list:
     """A 200 GET /v1/models/<name> answer with one entry per (version, state), newest first."""
-    return [200, {"model_version_status": [
-        {"version": str(version), "state": state, "status": {"error_code": "OK", "error_message": ""}}
-        for version, state in states]}]
+    return [
+        200,
+        {
+            "model_version_status": [
+                {"version": str(version), "state": state, "status": {"error_code": "OK", "error_message": ""}}
+                for version, state in states
+            ]
+        },
+    ]
 
 
 AVAILABLE = status((2, "AVAILABLE"))
@@ -50,14 +56,30 @@ NOT_FOUND = [404, {"error": "Servable not found for request: Latest(similar_movi
 CASES = {
     "both models available": ({"retrieval": AVAILABLE, "similar_movies": AVAILABLE}, 0),
     "new version loading while the old one serves": (
-        {"retrieval": status((3, "LOADING"), (2, "AVAILABLE")), "similar_movies": AVAILABLE}, 0),
+        {"retrieval": status((3, "LOADING"), (2, "AVAILABLE")), "similar_movies": AVAILABLE},
+        0,
+    ),
     "one model not found": ({"retrieval": AVAILABLE, "similar_movies": NOT_FOUND}, 1),
     "both models still loading": ({"retrieval": status((2, "LOADING")), "similar_movies": status((2, "LOADING"))}, 1),
     "model unloaded": ({"retrieval": AVAILABLE, "similar_movies": status((2, "END"))}, 1),
     "AVAILABLE only in an error message": (
-        {"retrieval": AVAILABLE,
-         "similar_movies": [200, {"model_version_status": [{"version": "2", "state": "LOADING", "status": {
-             "error_code": "UNKNOWN", "error_message": "\"state\": \"AVAILABLE\" was expected"}}]}]}, 1),
+        {
+            "retrieval": AVAILABLE,
+            "similar_movies": [
+                200,
+                {
+                    "model_version_status": [
+                        {
+                            "version": "2",
+                            "state": "LOADING",
+                            "status": {"error_code": "UNKNOWN", "error_message": '"state": "AVAILABLE" was expected'},
+                        }
+                    ]
+                },
+            ],
+        },
+        1,
+    ),
     "server error": ({"retrieval": [500, {"error": "internal"}], "similar_movies": AVAILABLE}, 1),
 }
 
@@ -68,12 +90,18 @@ def fake_tf_serving(tmp_path):
 
     def start(answers: dict) -> namespaces.Namespaced:
         paths = {f"/v1/models/{name}": answer for name, answer in answers.items()}
-        server = namespaces.start([sys.executable, "-c", FAKE_SERVER, json.dumps(paths)], workdir=tmp_path,
-                                  log=tmp_path / f"fake-{len(started)}.log")
+        server = namespaces.start(
+            [sys.executable, "-c", FAKE_SERVER, json.dumps(paths)],
+            workdir=tmp_path,
+            log=tmp_path / f"fake-{len(started)}.log",
+        )
         started.append(server)
         listening = namespaces.wait_until(
             lambda: server.run(["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/8501"], mount=False).returncode == 0,
-            timeout=30, interval=0.1, alive=server.alive)
+            timeout=30,
+            interval=0.1,
+            alive=server.alive,
+        )
         assert listening, f"fake TF Serving did not start:\n{server.log_text()}"
         return server
 
@@ -94,8 +122,12 @@ def test_healthcheck_is_healthy_only_when_every_model_has_an_available_version(f
 
 
 def test_healthcheck_is_unhealthy_when_nothing_listens(tmp_path):
-    result = subprocess.run(["unshare", "--net", "bash", "-c", 'ip link set lo up; exec bash "$0"', str(HEALTHCHECK)],
-                            capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        ["unshare", "--net", "bash", "-c", 'ip link set lo up; exec bash "$0"', str(HEALTHCHECK)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 1
     assert "nothing listens on REST port 8501" in result.stdout
 

@@ -14,7 +14,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 OPS_OF_SAVED_MODEL = r"""
 import json, sys
 from tensorflow.core.protobuf import saved_model_pb2
@@ -41,8 +40,13 @@ PYTHON_ONLY_OPS = {"PyFunc", "PyFuncStateless", "EagerPyFunc"}
 def op_reports(saved_model_pbs) -> dict:
     """{saved_model.pb path: {"ops": [...], "unregistered": [...]}} from one fresh interpreter."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    result = subprocess.run([sys.executable, "-c", OPS_OF_SAVED_MODEL, *map(str, saved_model_pbs)],
-                            capture_output=True, text=True, timeout=180, env=env)
+    result = subprocess.run(
+        [sys.executable, "-c", OPS_OF_SAVED_MODEL, *map(str, saved_model_pbs)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return {Path(k): v for k, v in json.loads(result.stdout.strip().splitlines()[-1]).items()}
 

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import re
-import tomllib
+import sys
 from importlib import metadata
 
 import pytest
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10 (supported too): the same parser from PyPI, in the test extra
+    import tomli as tomllib
 
 from container_support import ROOT
 
 
 def pins(extra: str) -> dict:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    out = {}
+    out: dict[str, str] = {}
     for requirement in project["optional-dependencies"][extra]:
         match = re.fullmatch(r"([A-Za-z0-9_.\-]+)(?:\[[a-z,]+\])?==([^;\s]+)", requirement.strip())
         if match:
@@ -23,7 +28,7 @@ def pins(extra: str) -> dict:
 
 def arg_defaults(dockerfile: str) -> dict:
     """ARG NAME=default lines of a Dockerfile (every stage); a name given two defaults is an error."""
-    out = {}
+    out: dict[str, str] = {}
     for name, value in re.findall(r"^ARG\s+([A-Z_]+)=(\S+)", (ROOT / dockerfile).read_text(), flags=re.M):
         value = value.strip('"')
         assert out.setdefault(name, value) == value, f"{dockerfile}: ARG {name} has two defaults"
@@ -42,15 +47,20 @@ def test_serving_api_pin_matches_tf_serving_version(env_file):
 
 
 def test_tf_serving_and_tensorflow_are_the_same_release(env_file):
-    major_minor = lambda v: v.split(".")[:2]  # noqa: E731
+    def major_minor(version: str) -> list[str]:
+        return version.split(".")[:2]
+
     assert major_minor(env_file["TF_SERVING_VERSION"]) == major_minor(env_file["TENSORFLOW_VERSION"])
 
 
-@pytest.mark.parametrize("dockerfile, names", [
-    ("serving/Dockerfile", ("TF_SERVING_VERSION", "SCANN_VERSION", "SCANN_GIT_COMMIT")),
-    ("export/Dockerfile", ("PYTHON_VERSION", "TENSORFLOW_VERSION", "SCANN_VERSION")),
-    ("serving/Dockerfile.local", ("PYTHON_VERSION", "TENSORFLOW_VERSION", "SCANN_VERSION")),
-])
+@pytest.mark.parametrize(
+    "dockerfile, names",
+    [
+        ("serving/Dockerfile", ("TF_SERVING_VERSION", "SCANN_VERSION", "SCANN_GIT_COMMIT")),
+        ("export/Dockerfile", ("PYTHON_VERSION", "TENSORFLOW_VERSION", "SCANN_VERSION")),
+        ("serving/Dockerfile.local", ("PYTHON_VERSION", "TENSORFLOW_VERSION", "SCANN_VERSION")),
+    ],
+)
 def test_dockerfile_defaults_match_env_file(env_file, dockerfile, names):
     defaults = arg_defaults(dockerfile)
     for name in names:

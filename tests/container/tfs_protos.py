@@ -43,7 +43,7 @@ def _descriptor_set(*modules) -> descriptor_pb2.FileDescriptorSet:
     return files
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _pool() -> descriptor_pool.DescriptorPool:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from google.protobuf import wrappers_pb2
@@ -54,10 +54,20 @@ def _pool() -> descriptor_pool.DescriptorPool:
         imports.write_bytes(_descriptor_set(config_pb2, named_tensor_pb2, wrappers_pb2).SerializeToString())
         compiled = Path(tmp, "compiled.pb")
         result = subprocess.run(
-            [sys.executable, "-m", "grpc_tools.protoc", f"--proto_path={PROTO_ROOT}",
-             f"--descriptor_set_in={imports}", "--include_imports", f"--descriptor_set_out={compiled}",
-             MONITORING_PROTO, SESSION_BUNDLE_PROTO],
-            capture_output=True, text=True, timeout=120,
+            [
+                sys.executable,
+                "-m",
+                "grpc_tools.protoc",
+                f"--proto_path={PROTO_ROOT}",
+                f"--descriptor_set_in={imports}",
+                "--include_imports",
+                f"--descriptor_set_out={compiled}",
+                MONITORING_PROTO,
+                SESSION_BUNDLE_PROTO,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         if result.returncode != 0:
             raise RuntimeError(f"protoc failed on {PROTO_ROOT}: {result.stderr}")

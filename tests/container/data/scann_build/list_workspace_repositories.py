@@ -29,11 +29,13 @@ TENSORFLOW_WORKSPACE_FILES = tuple(f"tensorflow/workspace{n}.bzl" for n in range
 # Repositories whose .bzl files live in TensorFlow's own tree (TensorFlow vendors XLA, and XLA vendors TSL).
 TENSORFLOW_TREE_REPOS = {
     "org_tensorflow": "",
-    "local_xla": "third_party/xla", "xla": "third_party/xla",
-    "local_tsl": "third_party/xla/third_party/tsl", "tsl": "third_party/xla/third_party/tsl",
+    "local_xla": "third_party/xla",
+    "xla": "third_party/xla",
+    "local_tsl": "third_party/xla/third_party/tsl",
+    "tsl": "third_party/xla/third_party/tsl",
 }
 BUILD_FILE = re.compile(r"(^|/)(BUILD(\.bazel)?|WORKSPACE(\.bazel)?|[^/]*\.bzl|[^/]*\.BUILD)$")
-REPO_REFERENCE = re.compile(r'''["']@@?([A-Za-z0-9_.~+-]+)//''')
+REPO_REFERENCE = re.compile(r"""["']@@?([A-Za-z0-9_.~+-]+)//""")
 LOAD_LABEL = re.compile(r"@?@?([A-Za-z0-9_.~+-]*)//([^:]*):(.+)")
 
 
@@ -111,12 +113,12 @@ def main(argv: list) -> int:
     if "--tensorflow" in args:
         index = args.index("--tensorflow")
         tensorflow = Path(args[index + 1])
-        del args[index:index + 2]
+        del args[index : index + 2]
     if len(args) != 1:
         print(__doc__, file=sys.stderr)
         return 2
     serving = Path(args[0])
-    rows = {name: "referenced" for name in referenced_names(serving)}
+    rows = dict.fromkeys(referenced_names(serving), "referenced")
     if tensorflow:
         rows.update((name, "tensorflow") for name in tensorflow_names(serving, tensorflow))
     rows.update((name, "defined") for name in defined_names(serving))
