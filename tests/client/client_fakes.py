@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import http
 import json
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -400,3 +403,18 @@ def start_local_server(store: Path, work: Path, *, labels=(), extra_flags=(), ti
         extra_flags = ("--allow_version_labels_for_unavailable_models", *extra_flags)
     proc = ServerProcess(f"--model_config_file={config}", *extra_flags, rest=True).start(timeout)
     return proc, LocalServer(f"http://127.0.0.1:{proc.rest_port}", f"grpc://127.0.0.1:{proc.port}", store)
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``python -m client *args`` from the repository root, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "client", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=str(ROOT),
+        env=dict(os.environ, PYTHONPATH=str(ROOT), **(env or {})),
+    )

@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
+from client_fakes import run_cli
 from server_process import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def run_cli(*args, env=None):
-    return subprocess.run(
-        [sys.executable, "-m", "client", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=str(ROOT),
-        env=dict(os.environ, PYTHONPATH=str(ROOT), **(env or {})),
-    )
 
 
 def test_a_refused_connection_is_one_line_and_exit_1():

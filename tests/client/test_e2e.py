@@ -16,7 +16,7 @@ import pytest
 
 import client
 from client import Client
-from client_fakes import latest_version
+from client_fakes import latest_version, run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 K = 10
@@ -217,15 +217,6 @@ def test_both_transports_give_identical_answers(local_server):
 
 
 # -- the CLI and the README, as a user runs them ----------------------------------------------------------
-def run_cli(*args, env=None):
-    return subprocess.run(
-        [sys.executable, "-m", "client", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=str(ROOT),
-        env=dict(os.environ, PYTHONPATH=str(ROOT), **(env or {})),
-    )
 
 
 def test_cli_prints_a_table_or_json(local_server, transport_kind, c):
