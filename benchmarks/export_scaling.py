@@ -1,14 +1,15 @@
 """The whole export (load, train, evaluate, index, validate, publish) on MovieLens-shaped synthetic data of
 growing size; prints wall time per step, time per rating and peak RSS for each size.
 
-    python benchmarks/export_scaling.py [--sizes 100k,1m] [--tune-budget 0] [--index scann]
+    python benchmarks/export_scaling.py [--sizes 100k,1m] [--tune-budget 0] [--index scann] [--max-epochs N]
 
 Sizes (users x movies, ratings), as the MovieLens releases: 100k (943 x 1,682), 1m (6,040 x 3,706),
 10m (69,878 x 10,677), 25m (162,541 x 62,423). Each size runs in a child process, so that its peak RSS is
 its own (``ru_maxrss`` of the child and of its validation grandchild, which loads the SavedModels afresh).
 The child times the synthetic generation ("load") and runs ``export.pipeline.run`` with the ``default``
 preset (tuning off unless ``--tune-budget`` says otherwise: tuning takes its budget at every size), timing
-each report line the pipeline prints: "train" is selection, early stopping and the refit (the manifest's
+each report line the pipeline prints (``--max-epochs`` caps the preset's 40, so that sizes compare at the same
+number of passes over their data): "train" is selection, early stopping and the refit (the manifest's
 ``training.total_seconds``), "evaluate" runs until the evaluation table, "index + validate" until the last
 model is staged and validated, "publish" until the last version is published.
 """
@@ -30,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+DEFAULT_EPOCHS = 40  # the default preset's (export/config.py), without importing TensorFlow here
 SIZES = {  # users, movies, ratings
     "100k": (943, 1_682, 100_000),
     "1m": (6_040, 3_706, 1_000_209),
@@ -38,7 +40,7 @@ SIZES = {  # users, movies, ratings
 }
 
 
-def child(size: str, tune_budget: float, index: str, store: Path) -> dict:
+def child(size: str, tune_budget: float, index: str, store: Path, max_epochs: int) -> dict:
     import dataclasses
 
     import export  # noqa: F401
@@ -59,7 +61,7 @@ def child(size: str, tune_budget: float, index: str, store: Path) -> dict:
 
     config = ExportConfig(
         data="synthetic",
-        train=dataclasses.replace(DEFAULT, tune_budget_s=tune_budget),
+        train=dataclasses.replace(DEFAULT, tune_budget_s=tune_budget, epochs=max_epochs),
         index=IndexConfig(kind=index),
         model_base_path=store,
     )
@@ -101,11 +103,12 @@ def main() -> None:
     p.add_argument("--sizes", default="100k,1m", help=f"comma-separated, of {', '.join(SIZES)}")
     p.add_argument("--tune-budget", type=float, default=0.0)
     p.add_argument("--index", default="scann")
+    p.add_argument("--max-epochs", type=int, default=DEFAULT_EPOCHS, help="most epochs (default: the preset's 40)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--store", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        print(json.dumps(child(args.child, args.tune_budget, args.index, Path(args.store))))
+        print(json.dumps(child(args.child, args.tune_budget, args.index, Path(args.store), args.max_epochs)))
         return
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     unknown = [s for s in sizes if s not in SIZES]
@@ -127,6 +130,8 @@ def main() -> None:
                     str(args.tune_budget),
                     "--index",
                     args.index,
+                    "--max-epochs",
+                    str(args.max_epochs),
                 ],
                 stdout=subprocess.PIPE,
                 text=True,
