@@ -14,12 +14,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-import export  # noqa: F401
-
 import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+import export  # noqa: F401
 from export.config import IndexConfig
 
 logger = logging.getLogger(__name__)
@@ -63,14 +62,24 @@ def effective(config: IndexConfig, candidates: int) -> EffectiveIndex:
     wanted = config.num_leaves if config.num_leaves is not None else int(round(np.sqrt(candidates)))
     leaves = max(1, min(wanted, candidates // MIN_POINTS_PER_LEAF))
     return EffectiveIndex(
-        kind="scann", k=config.k, candidates=candidates, num_leaves=leaves,
+        kind="scann",
+        k=config.k,
+        candidates=candidates,
+        num_leaves=leaves,
         num_leaves_to_search=max(1, min(config.num_leaves_to_search, leaves)),
-        training_iterations=config.training_iterations, dimensions_per_block=config.dimensions_per_block,
-        num_reordering_candidates=(min(max(config.num_reordering_candidates, config.k), candidates)
-                                   if config.num_reordering_candidates else None))
+        training_iterations=config.training_iterations,
+        dimensions_per_block=config.dimensions_per_block,
+        num_reordering_candidates=(
+            min(max(config.num_reordering_candidates, config.k), candidates)
+            if config.num_reordering_candidates
+            else None
+        ),
+    )
 
 
-def build(config: IndexConfig, candidates: np.ndarray, name: str) -> tuple[tfrs.layers.factorized_top_k.TopK, EffectiveIndex]:
+def build(
+    config: IndexConfig, candidates: np.ndarray, name: str
+) -> tuple[tfrs.layers.factorized_top_k.TopK, EffectiveIndex]:
     """Index ``candidates`` [N, d] with the configured kind; returns the layer and its effective parameters."""
     n = candidates.shape[0]
     params = effective(config, n)
@@ -82,10 +91,15 @@ def build(config: IndexConfig, candidates: np.ndarray, name: str) -> tuple[tfrs.
         return layer, params
     logger.info("building ScaNN index over %d candidates (%d leaves)", n, params.num_leaves)
     layer = tfrs.layers.factorized_top_k.ScaNN(
-        k=config.k, distance_measure="dot_product", num_leaves=params.num_leaves,
-        num_leaves_to_search=params.num_leaves_to_search, training_iterations=params.training_iterations,
+        k=config.k,
+        distance_measure="dot_product",
+        num_leaves=params.num_leaves,
+        num_leaves_to_search=params.num_leaves_to_search,
+        training_iterations=params.training_iterations,
         dimensions_per_block=params.dimensions_per_block,
-        num_reordering_candidates=params.num_reordering_candidates, name=name)
+        num_reordering_candidates=params.num_reordering_candidates,
+        name=name,
+    )
     layer.index(vectors)
     return layer, params
 
@@ -106,14 +120,23 @@ def search(layer, params: EffectiveIndex, queries: tf.Tensor, k) -> tuple[tf.Ten
         # Re-score as many candidates per wanted result as for K (reorder / K of them), capped at N.
         per_k = (k + params.k - 1) // params.k
         pre_reorder = tf.minimum(tf.maximum(k, params.num_reordering_candidates * per_k), params.candidates)
-    searcher = scann_ops.searcher_from_module(layer._serialized_searcher)  # noqa: SLF001 (TFRS keeps it private)
-    result = searcher.search_batched_parallel(queries, final_num_neighbors=k,
-                                              pre_reorder_num_neighbors=pre_reorder, leaves_to_search=leaves)
+    searcher = scann_ops.searcher_from_module(layer._serialized_searcher)
+    result = searcher.search_batched_parallel(
+        queries, final_num_neighbors=k, pre_reorder_num_neighbors=pre_reorder, leaves_to_search=leaves
+    )
     return result.distances, tf.cast(result.indices, tf.int32)
 
 
-def tune(layer, params: EffectiveIndex, candidates: np.ndarray, queries: np.ndarray, recall_threshold: float,
-         sample: int = 200, timed: int = 30, seed: int = 0) -> tuple[EffectiveIndex, dict]:
+def tune(
+    layer,
+    params: EffectiveIndex,
+    candidates: np.ndarray,
+    queries: np.ndarray,
+    recall_threshold: float,
+    sample: int = 200,
+    timed: int = 30,
+    seed: int = 0,
+) -> tuple[EffectiveIndex, dict]:
     """The fastest (leaves to search, re-ordering) whose recall@10 against exact search on ``sample`` of
     ``queries`` (chosen at random) reaches ``recall_threshold`` + ``RECALL_MARGIN``; both are search-time settings of the built
     index, so nothing is rebuilt. For each number of leaves (ascending) the smallest re-ordering that reaches
@@ -134,8 +157,9 @@ def tune(layer, params: EffectiveIndex, candidates: np.ndarray, queries: np.ndar
     k = min(10, params.k)
     _, exact = exact_top_k(queries[rows], candidates, k)
     target = min(1.0, recall_threshold + RECALL_MARGIN)
-    leaves_options = sorted({max(1, min(params.num_leaves, int(round(params.num_leaves * f))))
-                             for f in _LEAF_FRACTIONS})
+    leaves_options = sorted(
+        {max(1, min(params.num_leaves, int(round(params.num_leaves * f)))) for f in _LEAF_FRACTIONS}
+    )
     reorder_options = sorted({min(max(r, params.k), params.candidates) for r in _REORDER})
 
     def recall(setting: EffectiveIndex) -> float:
@@ -146,7 +170,7 @@ def tune(layer, params: EffectiveIndex, candidates: np.ndarray, queries: np.ndar
     def p50_ms(setting: EffectiveIndex) -> float:
         times = []
         for i in range(min(timed, len(rows))):
-            one = held_out[i:i + 1]
+            one = held_out[i : i + 1]
             start = time.perf_counter()
             search(layer, setting, one, params.k)
             times.append((time.perf_counter() - start) * 1000)
@@ -167,13 +191,22 @@ def tune(layer, params: EffectiveIndex, candidates: np.ndarray, queries: np.ndar
     if timed_ok:
         # The fastest; among settings within 10 % of it (timing noise on small indexes), the best recall.
         fastest = min(t["p50_ms"] for t in timed_ok)
-        chosen = max((t for t in timed_ok if t["p50_ms"] <= 1.1 * fastest),
-                     key=lambda t: (t["recall_at_10"], -t["p50_ms"]))
+        chosen = max(
+            (t for t in timed_ok if t["p50_ms"] <= 1.1 * fastest), key=lambda t: (t["recall_at_10"], -t["p50_ms"])
+        )
     else:
         chosen = max(tried, key=lambda t: (t["recall_at_10"], -t["leaves_to_search"], -t["reorder"]))
-    tuned = dataclasses.replace(params, num_leaves_to_search=chosen["leaves_to_search"],
-                                num_reordering_candidates=chosen["reorder"])
-    logger.info("ScaNN search settings for %d candidates: %d of %d leaves, re-order %d (recall@%d %.4f%s)",
-                params.candidates, tuned.num_leaves_to_search, tuned.num_leaves, tuned.num_reordering_candidates,
-                k, chosen["recall_at_10"], f", p50 {chosen['p50_ms']} ms" if "p50_ms" in chosen else "")
-    return tuned, {"target_recall": target, "queries": int(len(rows)), "tried": tried, "chosen": chosen}
+    tuned = dataclasses.replace(
+        params, num_leaves_to_search=chosen["leaves_to_search"], num_reordering_candidates=chosen["reorder"]
+    )
+    logger.info(
+        "ScaNN search settings for %d candidates: %d of %d leaves, re-order %d (recall@%d %.4f%s)",
+        params.candidates,
+        tuned.num_leaves_to_search,
+        tuned.num_leaves,
+        tuned.num_reordering_candidates,
+        k,
+        chosen["recall_at_10"],
+        f", p50 {chosen['p50_ms']} ms" if "p50_ms" in chosen else "",
+    )
+    return tuned, {"target_recall": target, "queries": len(rows), "tried": tried, "chosen": chosen}

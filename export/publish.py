@@ -87,7 +87,7 @@ def clean_stale(base: Path) -> list[Path]:
     for child in base.iterdir():
         if not child.name.startswith(STAGING_PREFIX):
             continue
-        owner = child.name[len(STAGING_PREFIX):].split("-", 1)[0]
+        owner = child.name[len(STAGING_PREFIX) :].split("-", 1)[0]
         pid = int(owner) if owner.isdigit() else None
         if pid is not None and _pid_alive(pid) and (pid != os.getpid() or child.name in _made_here):
             continue  # this or another export is building it right now
@@ -181,7 +181,7 @@ def prune(base: Path, keep: int, protected: set[int] = frozenset()) -> list[int]
     existing = versions(base)
     if not existing:
         return []
-    kept = set(existing[-max(keep, 1):]) | {existing[-1]} | set(protected)
+    kept = set(existing[-max(keep, 1) :]) | {existing[-1]} | set(protected)
     removed = []
     for v in existing:
         if v in kept:

@@ -53,7 +53,7 @@ IDLE_TIMEOUT_S = 300
 _V1_PATH = re.compile(r"/v1/.*", re.I | re.S)
 _REASONS = {s.value: s.phrase for s in http.HTTPStatus}
 # libevent's evhttp_send_error page.
-_ERROR_PAGE = ("<HTML><HEAD>\n<TITLE>{code} {reason}</TITLE>\n</HEAD><BODY>\n<H1>{reason}</H1>\n</BODY></HTML>\n")
+_ERROR_PAGE = "<HTML><HEAD>\n<TITLE>{code} {reason}</TITLE>\n</HEAD><BODY>\n<H1>{reason}</H1>\n</BODY></HTML>\n"
 _HTML = "text/html; charset=ISO-8859-1"
 _MAX_DRAIN_BYTES = 1024 * 1024
 _MAX_LINE = 65536
@@ -147,8 +147,18 @@ class _Reject(Exception):
 class _Request:
     """One request as the parser delivers it (httptools' callbacks fill it in)."""
 
-    __slots__ = ("method", "target", "version", "headers", "keep_alive", "parts", "size", "header_count",
-                 "too_large", "declared")
+    __slots__ = (
+        "declared",
+        "header_count",
+        "headers",
+        "keep_alive",
+        "method",
+        "parts",
+        "size",
+        "target",
+        "too_large",
+        "version",
+    )
 
     def __init__(self) -> None:
         self.method, self.target, self.version = "", b"", "1.1"
@@ -170,7 +180,7 @@ class _Handler(socketserver.BaseRequestHandler):
     100-continue``, and the error pages.
     """
 
-    server: "_HTTPServer"
+    server: _HTTPServer
 
     def setup(self) -> None:
         self.connection = self.request
@@ -380,10 +390,12 @@ class _Handler(socketserver.BaseRequestHandler):
         payload = text.encode("utf-8")
         if self.server.stopping:
             self.close_connection = True
-        head = (f"HTTP/1.1 {status} {_REASONS.get(status, '')}\r\n"
-                f"Content-Type: {content_type}\r\n"
-                f"Date: {_Date.now()}\r\n"
-                f"Content-Length: {len(payload)}\r\n")
+        head = (
+            f"HTTP/1.1 {status} {_REASONS.get(status, '')}\r\n"
+            f"Content-Type: {content_type}\r\n"
+            f"Date: {_Date.now()}\r\n"
+            f"Content-Length: {len(payload)}\r\n"
+        )
         if self.close_connection:
             head += "Connection: close\r\n"
         elif self.request_version == "HTTP/1.0":
@@ -400,8 +412,16 @@ class _HTTPServer(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, address, api: RestApi, metrics: Metrics, metrics_path: str | None, max_body_bytes: int,
-                 timeout_s: float | None, num_threads: int):
+    def __init__(
+        self,
+        address,
+        api: RestApi,
+        metrics: Metrics,
+        metrics_path: str | None,
+        max_body_bytes: int,
+        timeout_s: float | None,
+        num_threads: int,
+    ):
         self.api = api
         self.timeout_s = timeout_s
         self.workers = threading.BoundedSemaphore(num_threads)
@@ -455,9 +475,18 @@ class RestServer:
     once (others wait, as in TF Serving's handler pool; default 4 per CPU).
     """
 
-    def __init__(self, core, *, host: str = "0.0.0.0", port: int = 8501, timeout_ms: int = 30000,
-                 monitoring_config=None, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, metrics: Metrics | None = None,
-                 num_threads: int | None = None):
+    def __init__(
+        self,
+        core,
+        *,
+        host: str = "0.0.0.0",
+        port: int = 8501,
+        timeout_ms: int = 30000,
+        monitoring_config=None,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        metrics: Metrics | None = None,
+        num_threads: int | None = None,
+    ):
         if max_body_bytes <= 0:
             raise ValueError(f"max_body_bytes must be positive (got {max_body_bytes})")
         if not 0 <= port <= 65535:
@@ -482,13 +511,21 @@ class RestServer:
             raise RuntimeError("RestServer is not started")
         return self._httpd.server_address[1]
 
-    def start(self) -> "RestServer":
+    def start(self) -> RestServer:
         if self._httpd is not None:
             raise RuntimeError("RestServer already started")
-        self._httpd = _HTTPServer((self.host, self._requested_port), self.api, self.metrics, self.metrics_path,
-                                  self.max_body_bytes, self.timeout_s, self.num_threads)
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name="rest-accept", daemon=True)
+        self._httpd = _HTTPServer(
+            (self.host, self._requested_port),
+            self.api,
+            self.metrics,
+            self.metrics_path,
+            self.max_body_bytes,
+            self.timeout_s,
+            self.num_threads,
+        )
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2}, name="rest-accept", daemon=True
+        )
         self._thread.start()
         logger.debug("REST server listening on %s:%d", self.host, self.port)
         return self
@@ -509,7 +546,7 @@ class RestServer:
             self._thread.join(timeout=1.0)
         self._httpd = None
 
-    def __enter__(self) -> "RestServer":
+    def __enter__(self) -> RestServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

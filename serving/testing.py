@@ -57,8 +57,14 @@ class ServerProcess:
         self.root = Path(root)
         self.port = free_port()
         self.rest_port = free_port() if rest else 0
-        self.args = [sys.executable, "-m", "serving", f"--port={self.port}",
-                     f"--rest_api_port={self.rest_port}", *flags]
+        self.args = [
+            sys.executable,
+            "-m",
+            "serving",
+            f"--port={self.port}",
+            f"--rest_api_port={self.rest_port}",
+            *flags,
+        ]
         self.lines: list[str] = []
         self.proc: subprocess.Popen | None = None
 
@@ -66,9 +72,16 @@ class ServerProcess:
     def pid(self) -> int:
         return self.proc.pid
 
-    def start(self, timeout: float = 120.0, *, wait_ready: bool = True) -> "ServerProcess":
-        self.proc = subprocess.Popen(self.args, cwd=str(self.root), env=server_env(self.root), stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True, bufsize=1)
+    def start(self, timeout: float = 120.0, *, wait_ready: bool = True) -> ServerProcess:
+        self.proc = subprocess.Popen(
+            self.args,
+            cwd=str(self.root),
+            env=server_env(self.root),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+        )
         threading.Thread(target=self._pump, daemon=True).start()
         if wait_ready:
             try:
@@ -118,7 +131,7 @@ class ServerProcess:
             self.proc.wait(10)
             raise ServerFailed(f"server did not stop on SIGTERM:\n{self.log[-4000:]}") from None
 
-    def __enter__(self) -> "ServerProcess":
+    def __enter__(self) -> ServerProcess:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -29,4 +29,9 @@ def test_only_canonical_error_codes(code):
 
 def test_status_error_carries_code_message_and_http_status():
     error = StatusError("RESOURCE_EXHAUSTED", "too big")
-    assert (error.code, error.message, str(error), error.http_status) == ("RESOURCE_EXHAUSTED", "too big", "too big", 429)
+    assert (error.code, error.message, str(error), error.http_status) == (
+        "RESOURCE_EXHAUSTED",
+        "too big",
+        "too big",
+        429,
+    )
