@@ -37,7 +37,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--data",
         default="tfds",
-        help="tfds (MovieLens 100K) | tfds:1m, tfds:20m, tfds:25m, tfds:latest-small | synthetic | a GroupLens folder or zip (ml-100k, ml-1m, ml-10m, ml-20m, ml-25m, "
+        help="tfds (MovieLens 100K) | tfds:1m, tfds:20m, tfds:25m, tfds:latest-small | synthetic | "
+        "a GroupLens folder or zip (ml-100k, ml-1m, ml-10m, ml-20m, ml-25m, "
         "ml-latest) | your own interactions, FILE.csv/.tsv/.parquet (default tfds)",
     )
     p.add_argument("--user-column", default="user_id", help="your file's user column (default user_id)")

@@ -24,7 +24,7 @@ def history(user_keys: np.ndarray, titles: np.ndarray, users: np.ndarray, items:
     row = {u: i + 1 for i, u in enumerate(user_keys.tolist())}
     column = {t: i for i, t in enumerate(titles.tolist())}
     out = np.zeros((len(user_keys) + 1, len(titles)), dtype=bool)
-    for u, t in zip(users.tolist(), items.tolist()):
+    for u, t in zip(users.tolist(), items.tolist(), strict=True):
         if u in row and t in column:
             out[row[u], column[t]] = True
     return out

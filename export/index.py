@@ -5,8 +5,9 @@ maps rows to titles itself (it needs the rows to mask exclusions and invalid slo
 
 ``search`` takes ``k`` as a tensor. For ScaNN it widens the search with k: ``leaves_to_search`` and
 ``pre_reorder_num_neighbors`` grow in proportion to k / K (both capped by the index size), so a query
-asking for K + hundreds of exclusions still reaches enough points and re-scores them exactly (``tfrs.layers.factorized_top_k.ScaNN.call`` passes only
-``final_num_neighbors``; the widened call goes to the same serialized searcher).
+asking for K + hundreds of exclusions still reaches enough points and re-scores them exactly
+(``tfrs.layers.factorized_top_k.ScaNN.call`` passes only ``final_num_neighbors``; the widened call goes to
+the same serialized searcher).
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def effective(config: IndexConfig, candidates: int) -> EffectiveIndex:
     clamped so that a leaf holds at least ``MIN_POINTS_PER_LEAF`` points."""
     if kind_for(config, candidates) == "brute_force":
         return EffectiveIndex("brute_force", config.k, candidates)
-    wanted = config.num_leaves if config.num_leaves is not None else int(round(np.sqrt(candidates)))
+    wanted = config.num_leaves if config.num_leaves is not None else round(np.sqrt(candidates))
     leaves = max(1, min(wanted, candidates // MIN_POINTS_PER_LEAF))
     return EffectiveIndex(
         kind="scann",
@@ -138,9 +139,9 @@ def tune(
     seed: int = 0,
 ) -> tuple[EffectiveIndex, dict]:
     """The fastest (leaves to search, re-ordering) whose recall@10 against exact search on ``sample`` of
-    ``queries`` (chosen at random) reaches ``recall_threshold`` + ``RECALL_MARGIN``; both are search-time settings of the built
-    index, so nothing is rebuilt. For each number of leaves (ascending) the smallest re-ordering that reaches
-    the recall is kept, and those settings are timed at batch 1 (median of ``timed`` queries); the fastest
+    ``queries`` (chosen at random) reaches ``recall_threshold`` + ``RECALL_MARGIN``; both are search-time settings
+    of the built index, so nothing is rebuilt. For each number of leaves (ascending) the smallest re-ordering
+    that reaches the recall is kept, and those settings are timed at batch 1 (median of ``timed`` queries); the fastest
     wins, or among those within 10 % of it (noise, on a small index) the one with the best recall. If none
     reaches it, the setting with the highest recall is returned (validation then refuses to publish and
     says which flags to raise). Returns the chosen parameters and what was tried (the manifest records it).
@@ -157,15 +158,15 @@ def tune(
     k = min(10, params.k)
     _, exact = exact_top_k(queries[rows], candidates, k)
     target = min(1.0, recall_threshold + RECALL_MARGIN)
-    leaves_options = sorted(
-        {max(1, min(params.num_leaves, int(round(params.num_leaves * f)))) for f in _LEAF_FRACTIONS}
-    )
+    leaves_options = sorted({max(1, min(params.num_leaves, round(params.num_leaves * f))) for f in _LEAF_FRACTIONS})
     reorder_options = sorted({min(max(r, params.k), params.candidates) for r in _REORDER})
 
     def recall(setting: EffectiveIndex) -> float:
         _, found = search(layer, setting, held_out, k)
         found = found.numpy()
-        return float(np.mean([len(set(f[:k].tolist()) & set(e.tolist())) / k for f, e in zip(found, exact)]))
+        return float(
+            np.mean([len(set(f[:k].tolist()) & set(e.tolist())) / k for f, e in zip(found, exact, strict=True)])
+        )
 
     def p50_ms(setting: EffectiveIndex) -> float:
         times = []

@@ -31,7 +31,7 @@ def one_hot_table(keys: np.ndarray, values: np.ndarray, vocabulary: np.ndarray) 
     """Rows aligned with ``[OOV] + vocabulary``: the one-hot encoding of each id's categorical value."""
     categories = sorted(set(values.tolist()))
     position = {c: i for i, c in enumerate(categories)}
-    by_key = dict(zip(keys.tolist(), values.tolist()))
+    by_key = dict(zip(keys.tolist(), values.tolist(), strict=True))
     table = np.zeros((len(vocabulary) + 1, len(categories)), dtype=np.float32)
     for row, key in enumerate(vocabulary.tolist(), start=1):
         if key in by_key:

@@ -40,7 +40,7 @@ def copy_order(version_dir: Path) -> list[str]:
     if LAST not in files:
         raise ObjectStoreError(f"{version_dir} holds no {LAST}: not a SavedModel version")
     files.remove(LAST)
-    return files + [LAST]
+    return [*files, LAST]
 
 
 def remote_versions(base: str) -> list[int]:

@@ -49,7 +49,7 @@ def load_data(config: ExportConfig, seed: int = 0):
 
 def _seen(users: np.ndarray, titles: np.ndarray) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
-    for u, t in zip(users.tolist(), titles.tolist()):
+    for u, t in zip(users.tolist(), titles.tolist(), strict=True):
         out.setdefault(u, []).append(t)
     return out
 

@@ -109,7 +109,7 @@ def staging_dir(base: Path) -> Path:
 
 def fsync_tree(path: Path) -> None:
     """fsync every file and directory under ``path`` (and ``path`` itself)."""
-    for root, dirs, files in os.walk(path):
+    for root, _dirs, files in os.walk(path):
         for name in files:
             fd = os.open(os.path.join(root, name), os.O_RDONLY)
             try:

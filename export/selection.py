@@ -10,10 +10,10 @@ With ``TrainConfig.validation_fraction > 0`` (the ``default`` preset):
 3. with ``ease_rank > 0``, EASE's rank-r factors (export/ease.py) are fitted on the fitting part too, and each
    of ``BLENDS`` (towers alone, EASE alone, weighted sums of both) is scored on validation for the
    ``exclude_seen`` signature, by the mean of its seen-excluded top-10 and top-100 hit rates (a blend chosen on
-   top-10 alone lost to EASE at top-100 on the test part of synthetic data). ``serving_default`` always keeps the towers alone: EASE ranks a user's seen
-   titles high, which costs the plain signature's hit rates (measured on synthetic data: top-100 without
-   exclusion 0.47 -> 0.44 for a blend that wins seen-excluded top-10), so the blend serves only where seen
-   titles are excluded;
+   top-10 alone lost to EASE at top-100 on the test part of synthetic data). ``serving_default`` always keeps
+   the towers alone: EASE ranks a user's seen titles high, which costs the plain signature's hit rates
+   (measured on synthetic data: top-100 without exclusion 0.47 -> 0.44 for a blend that wins seen-excluded
+   top-10), so the blend serves only where seen titles are excluded;
 4. the towers are refitted on the whole training part with the chosen settings for the best epoch count and,
    if the chosen candidate uses EASE, EASE is refitted there too.
 

@@ -350,7 +350,7 @@ def _movies(rng: np.random.Generator, spec: SyntheticSpec, centers: np.ndarray) 
     # A few ids are re-entries of an earlier movie: same title, same genres and taste (MovieLens has ~1%).
     n_duplicates = max(1, round(n / 100)) if n >= 2 else 0
     chosen = rng.choice(n, size=2 * n_duplicates, replace=False)
-    for original, copy in zip(chosen[:n_duplicates], chosen[n_duplicates:]):
+    for original, copy in zip(chosen[:n_duplicates], chosen[n_duplicates:], strict=True):
         title[copy], group[copy], genres[copy] = title[original], group[original], genres[original]
 
     vector = centers[group] + rng.normal(0.0, 0.35 / np.sqrt(_LATENT_DIM), size=(n, _LATENT_DIM))

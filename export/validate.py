@@ -6,8 +6,8 @@ the model's own signatures are answered there and compared with the in-memory mo
 
 - identical top-K titles (ties within ``score_tolerance`` may swap) and scores within the tolerance;
 - every row holds K titles (an ``exclude_seen`` row fewer only when its exclusions leave fewer than K of
-  the catalogue: the servable's documented "" slots); ``exclude_seen`` never returns an excluded title; ``similar_movies`` never
-  returns the query; unknown keys get an answer;
+  the catalogue: the servable's documented "" slots); ``exclude_seen`` never returns an excluded title;
+  ``similar_movies`` never returns the query; unknown keys get an answer;
 - recall@10 of the served top-K against exact search over the same vectors >= the threshold.
 
 Any failure raises ``ValidationError`` whose message says what differed; the child's stderr is logged.
@@ -66,13 +66,13 @@ def retrieval_requests(
         else [users[i] for i in sorted(rng.choice(len(users), size=_RECALL_QUERIES, replace=False))]
     )
     heavy = max(users, key=lambda u: len(seen.get(u, [])))
-    excl_users = picked[:8] + [heavy]
+    excl_users = [*picked[:8], heavy]
     exclusions = [sorted(set(seen.get(u, []))) for u in excl_users]
     # An unknown user gets the popular movies; excluding the top ones must still yield K others.
     excl_users.append(UNKNOWN_USER)
     exclusions.append(popular)
     return [
-        {"signature_name": "serving_default", "inputs": {"user_id": picked + [UNKNOWN_USER]}, "purpose": "compare"},
+        {"signature_name": "serving_default", "inputs": {"user_id": [*picked, UNKNOWN_USER]}, "purpose": "compare"},
         {
             "signature_name": "exclude_seen",
             "inputs": {"user_id": excl_users, "exclude_titles": _pad(exclusions)},
@@ -103,7 +103,7 @@ def similar_requests(vectors, sample: int, rng: np.random.Generator) -> list[dic
     return [
         {
             "signature_name": "serving_default",
-            "inputs": {"movie_title": picked + [UNKNOWN_TITLE]},
+            "inputs": {"movie_title": [*picked, UNKNOWN_TITLE]},
             "purpose": "compare",
         },
         {"signature_name": "serving_default", "inputs": {"movie_title": recall_titles}, "purpose": "recall"},
@@ -222,7 +222,7 @@ def compare(
     staged answers break the contract. ``catalogue`` (all candidate titles) lets ``exclude_seen`` rows that
     exclude all but fewer than K titles hold "" slots; without it every row must hold K titles."""
     problems = []
-    for request, exp, act in zip(requests, expected, actual):
+    for request, exp, act in zip(requests, expected, actual, strict=True):
         signature = request["signature_name"]
         keys = next(iter(request["inputs"].values()))
         if act["movie_titles"].shape != (len(keys), k):
@@ -266,7 +266,8 @@ def recall_at(vectors, keys: list[str], served_titles: np.ndarray, k: int, exclu
     exclude = [{title_index[key]} if key in title_index else set() for key in keys] if exclude_self else None
     _, exact = exact_top_k(vectors.query_rows(keys), vectors.candidates, k, exclude)
     exact_titles = vectors.titles[exact]
-    hits = [len(set(s[:k].tolist()) & set(e.tolist())) / k for s, e in zip(served_titles, exact_titles)]
+    # strict=False: a served answer with the wrong number of rows is reported by compare(), not raised here.
+    hits = [len(set(s[:k].tolist()) & set(e.tolist())) / k for s, e in zip(served_titles, exact_titles, strict=False)]
     return float(np.mean(hits)) if hits else 1.0
 
 
@@ -293,7 +294,7 @@ def validate(
     )
     recall_k = min(10, k)
     recalls = {}
-    for request, act in zip(requests, actual):
+    for request, act in zip(requests, actual, strict=True):
         if request["purpose"] in ("recall", "recall_exclude_seen"):
             keys = request["inputs"]["user_id" if "user_id" in request["inputs"] else "movie_title"]
             against = exclude_vectors if request["purpose"] == "recall_exclude_seen" else vectors

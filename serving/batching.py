@@ -288,7 +288,7 @@ class BatchScheduler:
                 for task in tasks:
                     task.error = ("INTERNAL", f"{type(exc).__name__}: {exc}")
             else:
-                for task, out in zip(tasks, outputs):
+                for task, out in zip(tasks, outputs, strict=True):
                     task.outputs = out
             for task in tasks:
                 task.done.set()

@@ -117,7 +117,7 @@ def _shape_compatible(shape: Sequence[int], proto_shape) -> bool:
     dims = [d.size for d in proto_shape.dim]
     if len(dims) != len(shape):
         return False
-    return all(d < 0 or d == s for d, s in zip(dims, shape))
+    return all(d < 0 or d == s for d, s in zip(dims, shape, strict=True))
 
 
 def _format_shape(shape: Iterable[int]) -> str:
@@ -272,13 +272,15 @@ class SavedModelBundle:
         if self._scheduler is not None and set(aliases) == set(signature.outputs):
             # batched: TF Serving batches calls that fetch all of a signature's outputs
             everything = tuple(signature.outputs)
-            outputs = dict(zip(everything, self._scheduler.submit(self._queue(name, signature), feeds, deadline)))
+            outputs = dict(
+                zip(everything, self._scheduler.submit(self._queue(name, signature), feeds, deadline), strict=True)
+            )
             values = [outputs[a] for a in aliases]
         else:
             values = _call(self._callable(name, signature, aliases), feeds)
         if deadline is not None and time.monotonic() > deadline:
             raise BundleError("DEADLINE_EXCEEDED", _DEADLINE_MESSAGE)
-        return dict(zip(aliases, values))
+        return dict(zip(aliases, values, strict=True))
 
     def _queue(self, name: str, signature):
         queue = self._queues.get(name)

@@ -101,7 +101,7 @@ def format_decimal(value: float, *, float32: bool = True) -> str:
         return "NaN"
     if math.isinf(value):
         return "-Infinity" if value < 0 else "Infinity"
-    text = "%g" % value
+    text = f"{value:g}"
     back = float(np.float32(float(text))) if float32 else float(text)
     if back != value:
         text = ("%.9g" if float32 else "%.17g") % value
@@ -114,7 +114,7 @@ def _format_decimals(array: np.ndarray, float32: bool) -> list[str]:
     """``format_decimal`` over a whole array, with the round-trip test vectorized."""
     flat = array.ravel()
     values = flat.tolist()
-    texts = ["%g" % v for v in values]
+    texts = [f"{v:g}" for v in values]
     finite = np.isfinite(flat)
     if finite.all():
         back = np.array(texts, dtype=np.float64)
@@ -411,7 +411,7 @@ def _convert_value(value, dtype: int):
         if not isinstance(value, str):
             raise _type_error(value, dtype)
         return value.encode("utf-8")
-    if dtype == DT_FLOAT or dtype == DT_DOUBLE:
+    if dtype in (DT_FLOAT, DT_DOUBLE):
         if not _is_number(value):
             raise _type_error(value, dtype)
         single = dtype == DT_FLOAT

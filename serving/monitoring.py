@@ -42,7 +42,7 @@ LATENCY_BUCKETS_US = tuple(10.0 * 1.8**i for i in range(33))
 
 def _number(value: float) -> str:
     """``absl::StrCat(double)``: six significant digits, as printf's ``%g``."""
-    return "%g" % value
+    return f"{value:g}"
 
 
 def _label_value(value: str) -> str:

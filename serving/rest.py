@@ -18,8 +18,9 @@ reader silently preferred chunked), a negative or non-numeric ``Content-Length``
 invalid header-name characters per the RFC 9112 grammar, parses chunk extensions and trailers properly, and
 answers pipelined requests in order. One difference from libevent (TF Serving) follows: llhttp rejects
 bare-LF line ends (400), which libevent and the old reader accepted. The limits (request line 414, header
-lines 431, body 413), ``Expect: 100-continue``, the deadline and the error pages stay here, on top of it. TF Serving itself sets no
-cap (libevent's default is unlimited); the cap keeps one request from exhausting the local server's memory.
+lines 431, body 413), ``Expect: 100-continue``, the deadline and the error pages stay here, on top of it. TF
+Serving itself sets no cap (libevent's default is unlimited); the cap keeps one request from exhausting the
+local server's memory.
 :meth:`RestServer.stop` stops accepting, closes idle keep-alive connections and waits for in-flight
 requests to finish.
 """
@@ -27,6 +28,7 @@ requests to finish.
 from __future__ import annotations
 
 import collections
+import contextlib
 import email.utils
 import heapq
 import http
@@ -446,10 +448,8 @@ class _HTTPServer(socketserver.ThreadingTCPServer):
             handlers = list(self._handlers)
         for handler in handlers:
             if handler.idle:
-                try:
+                with contextlib.suppress(OSError):
                     handler.connection.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     def wait_handlers(self, timeout: float) -> bool:
         """Wait for every connection to end, closing the ones that go idle (their request answered)."""

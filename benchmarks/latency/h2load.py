@@ -98,7 +98,7 @@ def h2load(
         for header in headers:
             command += ["-H", header]
         cpu_before = cpu()
-        done = subprocess.run(command + [url], check=False, capture_output=True, text=True, timeout=600)
+        done = subprocess.run([*command, url], check=False, capture_output=True, text=True, timeout=600)
         cpu_after = cpu()
         lines = log.read_text().splitlines() if log.exists() else []
     report = _H2LOAD_REQUESTS.search(done.stdout)

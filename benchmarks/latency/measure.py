@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import threading
@@ -91,10 +92,8 @@ def measure(make_client, clients: int, requests_per_client: int, warmup: int = 2
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
     for t in threads:
         t.start()
-    try:
+    with contextlib.suppress(threading.BrokenBarrierError):
         barrier.wait()
-    except threading.BrokenBarrierError:
-        pass
     start = time.perf_counter()
     for t in threads:
         t.join()

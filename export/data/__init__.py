@@ -68,9 +68,9 @@ def load(
     download_timeout: float = 10.0,
     columns=None,
 ) -> MovieLensData:
-    """Load MovieLens from ``source``: "synthetic", "tfds" (or "tfds:SIZE"), a GroupLens folder or zip (ml-100k, or the later
-    releases: export/data/tables.py), or your own interactions file (CSV/TSV/Parquet; ``columns``, a
-    ``tables.Columns``, says where its columns are).
+    """Load MovieLens from ``source``: "synthetic", "tfds" (or "tfds:SIZE"), a GroupLens folder or zip
+    (ml-100k, or the later releases: export/data/tables.py), or your own interactions file (CSV/TSV/Parquet;
+    ``columns``, a ``tables.Columns``, says where its columns are).
 
     synthetic: the spec for "synthetic" (default SyntheticSpec(): ML-100K's sizes, seed 0).
     data_dir, download, download_timeout: for "tfds" only: where TFDS keeps prepared data sets (TFDS'

@@ -129,7 +129,7 @@ def _parse_users(content: bytes) -> dict[str, tuple[int, str, str, str]]:
 
 
 def _parse_ratings(content: bytes, movies: Movies, users: dict[str, tuple[int, str, str, str]]) -> Ratings:
-    titles = dict(zip(movies.movie_id, movies.movie_title))
+    titles = dict(zip(movies.movie_id, movies.movie_title, strict=True))
     user_ids, movie_ids, values, stamps = [], [], [], []
     for number, (user_id, movie_id, rating, timestamp) in _rows("u.data", content, "\t", 4):
         if movie_id not in titles:
@@ -147,7 +147,7 @@ def _parse_ratings(content: bytes, movies: Movies, users: dict[str, tuple[int, s
         movie_ids.append(movie_id)
     if not user_ids:
         raise DataError("u.data holds no ratings")
-    ages, genders, occupations, zip_codes = zip(*(users[u] for u in user_ids))
+    ages, genders, occupations, zip_codes = zip(*(users[u] for u in user_ids), strict=True)
     return Ratings(
         user_id=np.array(user_ids, dtype=object),
         movie_id=np.array(movie_ids, dtype=object),

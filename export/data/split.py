@@ -30,7 +30,7 @@ KINDS = ("random", "time")
 
 def train_size(n: int, train_fraction: float) -> int:
     """How many of ``n`` rows go to train: round(n * train_fraction) (80,000 of 100,000)."""
-    return int(round(n * train_fraction))
+    return round(n * train_fraction)
 
 
 def split(
@@ -92,7 +92,7 @@ def validation_split(
         starts = np.flatnonzero(np.r_[True, sorted_users[1:] != sorted_users[:-1]])
         counts = np.diff(np.r_[starts, len(order)])
         held = np.zeros(len(train_idx), dtype=bool)
-        for start, count in zip(starts.tolist(), counts.tolist()):
+        for start, count in zip(starts.tolist(), counts.tolist(), strict=True):
             take = int(count * fraction)
             if take:
                 held[order[start + count - take : start + count]] = True

@@ -190,7 +190,8 @@ def _unique_titles(ids: np.ndarray, titles: np.ndarray) -> np.ndarray:
     for title in titles.tolist():
         counts[title] = counts.get(title, 0) + 1
     return np.array(
-        [t if counts[t] == 1 else f"{t} [{i}]" for i, t in zip(ids.tolist(), titles.tolist())], dtype=object
+        [t if counts[t] == 1 else f"{t} [{i}]" for i, t in zip(ids.tolist(), titles.tolist(), strict=True)],
+        dtype=object,
     )
 
 
@@ -227,7 +228,7 @@ def load_own(path: str, columns: Columns = Columns()) -> MovieLensData:
         ids = np.array(sorted(set(items.tolist())), dtype=object)
         names = ids.copy()
     shown = _unique_titles(ids, names)
-    title_of = dict(zip(ids.tolist(), shown.tolist()))
+    title_of = dict(zip(ids.tolist(), shown.tolist(), strict=True))
     ratings = _ratings(users, items, np.array([title_of[i] for i in items.tolist()], dtype=object), times)
     movies = Movies(movie_id=ids, movie_title=shown, movie_genres=[() for _ in ids])
     digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
@@ -324,6 +325,7 @@ def load_release(path: str, files: dict[str, bytes]) -> MovieLensData:
                     users.column("age").to_pylist(),
                     codes,
                     users.column("zip").to_pylist(),
+                    strict=True,
                 )
             }
     else:
@@ -336,7 +338,7 @@ def load_release(path: str, files: dict[str, bytes]) -> MovieLensData:
     movies = movies.cast(pa.schema([("item", pa.string()), ("title", pa.string()), ("genres", pa.string())]))
     ids = np.array(movies.column("item").to_pylist(), dtype=object)
     titles = np.array(movies.column("title").to_pylist(), dtype=object)
-    title_of = dict(zip(ids.tolist(), titles.tolist()))
+    title_of = dict(zip(ids.tolist(), titles.tolist(), strict=True))
     items = np.array(ratings.column("item").to_pylist(), dtype=object)
     unknown = sorted(set(items.tolist()) - set(title_of))
     if unknown:

@@ -190,7 +190,7 @@ def test_local_overlay_never_pulls_and_binds_a_hostpath_volume():
     pvc = find(docs, "PersistentVolumeClaim", "models")
     assert pv["spec"]["hostPath"]["path"] and pvc["spec"]["volumeName"] == pv["metadata"]["name"]
     assert pvc["spec"]["storageClassName"] == pv["spec"]["storageClassName"] == ""
-    pods = [pod_spec(find(docs, "Deployment", "tf-serving"))] + export_pods("local")
+    pods = [pod_spec(find(docs, "Deployment", "tf-serving")), *export_pods("local")]
     assert all(c["imagePullPolicy"] == "IfNotPresent" for p in pods for c in p["containers"])
 
 

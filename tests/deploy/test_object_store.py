@@ -95,7 +95,7 @@ def test_control_saved_model_pb_first_is_loaded_half_copied(core_on_store):
     source, base, start = core_on_store
     core = start(retries=0)
     order = object_store.copy_order(source)
-    for relative in [order[-1]] + order[:-1]:  # the wrong order
+    for relative in [order[-1], *order[:-1]]:  # the wrong order
         target = base / "2" / relative
         tf.io.gfile.makedirs(str(target.parent))
         tf.io.gfile.copy(str(source / relative), str(target), overwrite=True)

@@ -104,7 +104,7 @@ def watch(servers, version: int, timeout: float = 90.0) -> list[dict]:
     t0 = time.monotonic()
     seen = [{} for _ in servers]
     while time.monotonic() - t0 < timeout:
-        for s, record in zip(servers, seen):
+        for s, record in zip(servers, seen, strict=True):
             for line in list(s.lines[-200:]):
                 for name, text in marks.items():
                     if text in line and name not in record:

@@ -101,7 +101,7 @@ def write_zip(path, prefix: str = "ml-100k/", files: dict[str, bytes] | None = N
 
 def _rows(ratings: Ratings) -> list[tuple]:
     columns = ratings.columns()
-    return sorted(zip(*(columns[name].tolist() for name in columns)))
+    return sorted(zip(*(columns[name].tolist() for name in columns), strict=True))
 
 
 # ---------------------------------------------------------------- GroupLens
@@ -164,7 +164,7 @@ def test_grouplens_titles_are_latin1_decoded_and_duplicates_kept(tmp_path):
 def test_grouplens_ages_are_bucketized_as_tfds_does(tmp_path):
     ratings = load(write_folder(tmp_path / "ml-100k")).ratings
 
-    age_by_user = dict(zip(ratings.user_id, ratings.user_age))
+    age_by_user = dict(zip(ratings.user_id, ratings.user_age, strict=True))
     # raw ages 24, 53, 17, 18, 56 -> the largest bucket <= age, 1 below 18
     assert age_by_user == {"1": 18, "2": 50, "3": 1, "4": 18, "5": 56}
     assert set(age_by_user.values()) <= set(AGE_BUCKETS)
@@ -267,9 +267,11 @@ def test_tfds_download_gives_up_when_the_host_never_answers(tmp_path):
         raise TimeoutError("timed out")
 
     started = time.monotonic()
-    with mock.patch("export.data.tfds.socket.create_connection", silent_host):
-        with pytest.raises(DataError, match="did not answer within 1 s.*--data synthetic"):
-            load("tfds", data_dir=tmp_path, download_timeout=1.0)
+    with (
+        mock.patch("export.data.tfds.socket.create_connection", silent_host),
+        pytest.raises(DataError, match=r"did not answer within 1 s.*--data synthetic"),
+    ):
+        load("tfds", data_dir=tmp_path, download_timeout=1.0)
     assert time.monotonic() - started < 15
 
 
@@ -294,7 +296,7 @@ def test_tfds_loads_offline_from_a_prepared_data_dir_same_as_grouplens(tmp_path)
     assert from_tfds.source["kind"] == "tfds"
     assert _rows(from_tfds.ratings) == _rows(from_files.ratings)
     assert "Café au Lait (1993)" in from_tfds.ratings.movie_title.tolist()
-    by_id = lambda movies: sorted(zip(movies.movie_id, movies.movie_title, movies.movie_genres))  # noqa: E731
+    by_id = lambda movies: sorted(zip(movies.movie_id, movies.movie_title, movies.movie_genres, strict=True))  # noqa: E731
     assert by_id(from_tfds.movies) == by_id(from_files.movies)
 
 
@@ -382,7 +384,7 @@ def test_ratings_reject_columns_of_different_lengths():
 
 
 def test_movies_reject_genre_ids_outside_the_19():
-    with pytest.raises(DataError, match="outside 0..18"):
+    with pytest.raises(DataError, match=r"outside 0..18"):
         Movies(
             movie_id=np.array(["1"], dtype=object),
             movie_title=np.array(["A (1990)"], dtype=object),
@@ -445,6 +447,7 @@ def test_tfds_every_movielens_size_loads_offline_once_prepared(tmp_path):
             one_m.ratings.user_rating,
             one_m.ratings.user_gender,
             one_m.ratings.user_age,
+            strict=True,
         )
     )
     assert rows == [
@@ -453,7 +456,7 @@ def test_tfds_every_movielens_size_loads_offline_once_prepared(tmp_path):
         ("2", "Heat (1995)", 4.0, "M", 56),
     ]
     assert one_m.source["datasets"][0].startswith("movielens/1m-ratings:")
-    genres = dict(zip(small.movies.movie_title, small.movies.movie_genres))
+    genres = dict(zip(small.movies.movie_title, small.movies.movie_genres, strict=True))
     assert genres["Avatar (2009)"] == (GENRES.index("Action"),)  # IMAX dropped
     assert genres["Planet Earth (2006)"] == (GENRES.index("Unknown"),)
     assert sorted(small.ratings.user_rating.tolist()) == [3.5, 4.0] and set(small.ratings.user_gender) == {""}

@@ -72,6 +72,6 @@ def test_similar_movies_excludes_the_query_itself(kind):
     layer, params = index_lib.build(IndexConfig(kind=kind, k=K), vec.candidates, name="sim")
     module = servable.SimilarMovies(vec, layer, params)
     out = module.serving_default(tf.constant(titles.tolist()))["movie_titles"].numpy().astype(str)
-    for query, row in zip(titles.tolist(), out):
+    for query, row in zip(titles.tolist(), out, strict=True):
         assert query not in set(row)
         assert "" not in set(row)

@@ -56,7 +56,7 @@ def test_a_tower_with_side_features_adds_their_projection_to_the_id_embedding():
 
 def test_users_without_training_ratings_are_unknown_users():
     data = _data()
-    train_idx, test_idx = split(data.ratings, kind="time")
+    train_idx, _test_idx = split(data.ratings, kind="time")
     users, _ = vocabularies(data, train_idx)
     train_users = set(np.asarray(data.ratings.user_id)[train_idx].astype(str).tolist())
     assert set(users.tolist()) == train_users

@@ -144,7 +144,7 @@ def test_exclude_seen_never_returns_an_excluded_title_even_for_a_heavy_user(stor
                 {"user_id": _b(["3", "5"]), "exclude_titles": np.array([_b([""]), _b([""])], dtype=object)},
             )["movie_titles"]
         )
-        heavy = [t for t in catalogue[: len(catalogue) - 2 * K]]  # all but 2K titles excluded
+        heavy = list(catalogue[: len(catalogue) - 2 * K])  # all but 2K titles excluded
         light = list(plain[1][:3])  # its own best three
         rows = [heavy, light + [""] * (len(heavy) - len(light))]  # padded with ""
         out = bundle.run(
@@ -169,7 +169,7 @@ def test_similar_movies_never_returns_the_query(store, catalogue):
         bundle.close()
     titles = _text(out["movie_titles"])
     assert titles.shape == (len(catalogue), K)
-    for query, row in zip(catalogue, titles):
+    for query, row in zip(catalogue, titles, strict=True):
         assert query not in set(row)
         assert len(set(row)) == K
 
@@ -180,7 +180,7 @@ def test_unknown_keys_get_the_most_popular_movies(store, tiny_data):
     data = tiny_data
     train_idx, _ = split(data.ratings, kind="random")
     titles, counts = np.unique(np.asarray(data.ratings.movie_title)[train_idx].astype(str), return_counts=True)
-    count_of = dict(zip(titles.tolist(), counts.tolist()))
+    count_of = dict(zip(titles.tolist(), counts.tolist(), strict=True))
     kth = sorted(counts.tolist(), reverse=True)[K - 1]
 
     retrieval, similar = _load(store, "retrieval"), _load(store, "similar_movies")

@@ -27,7 +27,7 @@ def trained_tiny():
     users = np.asarray(data.ratings.user_id).astype(str).astype(object)
     pop = popularity(trained.movie_titles, titles[train_idx])
     seen: dict[str, list[str]] = {}
-    for u, t in zip(users[train_idx].tolist(), titles[train_idx].tolist()):
+    for u, t in zip(users[train_idx].tolist(), titles[train_idx].tolist(), strict=True):
         seen.setdefault(u, []).append(t)
     return trained, pop, seen
 
@@ -54,7 +54,7 @@ def test_fresh_process_answers_equal_the_in_memory_model(tmp_path, trained_tiny,
     actual = validate.in_fresh_process(tmp_path, requests, timeout_s=120)
 
     assert len(actual) == len(requests)
-    for exp, act in zip(expected, actual):
+    for exp, act in zip(expected, actual, strict=True):
         assert act["movie_titles"].shape == exp["movie_titles"].shape
         assert (act["movie_titles"] == exp["movie_titles"]).all()
         np.testing.assert_allclose(act["scores"], exp["scores"], rtol=1e-5, atol=1e-5)

@@ -46,7 +46,7 @@ def test_time_validation_split_holds_out_each_users_latest_training_ratings(data
 
 def test_a_validation_split_with_no_ratings_is_one_clear_error(data):
     train_idx, _ = split(data.ratings, kind="time")
-    with pytest.raises(DataError, match="leaves 0 for validation.*raise it, or use 0"):
+    with pytest.raises(DataError, match=r"leaves 0 for validation.*raise it, or use 0"):
         validation_split(data.ratings, train_idx, "time", 0.001)
     with pytest.raises(ConfigError, match="--validation-fraction must be in"):
         dataclasses.replace(DEFAULT, validation_fraction=0.7)

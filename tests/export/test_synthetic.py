@@ -125,7 +125,7 @@ def test_each_pair_is_rated_once_and_every_user_rates_at_least_20(which, request
     data = request.getfixturevalue(which)
     ratings = data.ratings
 
-    assert len(set(zip(ratings.user_id, ratings.movie_id))) == len(ratings)
+    assert len(set(zip(ratings.user_id, ratings.movie_id, strict=True))) == len(ratings)
     assert min(collections.Counter(ratings.user_id).values()) >= 20
     assert not np.all(ratings.user_id[:-1] <= ratings.user_id[1:])  # rows are not grouped by user
 
@@ -135,7 +135,7 @@ def test_small_and_full_matrices_are_generated_exactly(users, movies, ratings):
     data = generate(SyntheticSpec(users=users, movies=movies, ratings=ratings, clusters=3, seed=2))
 
     assert len(data.ratings) == ratings
-    assert len(set(zip(data.ratings.user_id, data.ratings.movie_id))) == ratings
+    assert len(set(zip(data.ratings.user_id, data.ratings.movie_id, strict=True))) == ratings
     assert len(set(data.ratings.user_id)) == users
 
 
@@ -151,8 +151,8 @@ def test_features_use_movielens_vocabularies_and_ranges(full):
     assert 3.2 < ratings.user_rating.mean() < 3.9  # ML-100K: 3.53
     assert all(re.fullmatch(r".+ \((19[2-9]\d)\)", t) for t in movies.movie_title)
     assert all(genres and all(1 <= g < len(GENRES) for g in genres) for genres in movies.movie_genres)
-    title_of = dict(zip(movies.movie_id, movies.movie_title))
-    assert all(title_of[m] == t for m, t in zip(ratings.movie_id, ratings.movie_title))
+    title_of = dict(zip(movies.movie_id, movies.movie_title, strict=True))
+    assert all(title_of[m] == t for m, t in zip(ratings.movie_id, ratings.movie_title, strict=True))
     # dtypes of the interface
     assert (ratings.user_rating.dtype, ratings.timestamp.dtype, ratings.user_age.dtype) == (
         np.float32,
@@ -278,7 +278,7 @@ def test_feature_signal_sets_how_much_demographics_tell_about_taste():
     """Occupations' genre profiles differ more from the average profile when the features carry signal."""
 
     def spread_between_occupations(data: MovieLensData) -> float:
-        user, movie, _ = _index(data)
+        _user, movie, _ = _index(data)
         genres = data.movies.genre_multi_hot().astype(np.float64)[movie]
         occupation = np.asarray(data.ratings.user_occupation)
         overall = genres.mean(axis=0)

@@ -90,7 +90,7 @@ def test_a_bad_file_is_one_line_naming_the_file_the_column_or_row_and_the_fix(tm
 
 def test_a_file_that_is_not_utf8_says_so(tmp_path):
     write(tmp_path / "events.csv", "user_id,item_id\nu1,Café\n", encoding="latin-1")
-    with pytest.raises(DataError, match="events.csv: column 'item_id' is not valid UTF-8 text; re-save"):
+    with pytest.raises(DataError, match=r"events.csv: column 'item_id' is not valid UTF-8 text; re-save"):
         load(str(tmp_path / "events.csv"))
 
 
@@ -134,7 +134,7 @@ def test_ml_25m_csv_files_in_a_folder_are_detected_and_read(tmp_path):
 def test_a_release_whose_ratings_name_unknown_movies_is_one_clear_line(tmp_path):
     write(tmp_path / "movies.csv", "movieId,title,genres\n1,A,Drama\n")
     write(tmp_path / "ratings.csv", "userId,movieId,rating,timestamp\n1,9,4.0,1\n")
-    with pytest.raises(DataError, match="movie id.*the movies file lacks, e.g. '9'"):
+    with pytest.raises(DataError, match=r"movie id.*the movies file lacks, e.g. '9'"):
         load(str(tmp_path))
 
 

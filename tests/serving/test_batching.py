@@ -108,9 +108,9 @@ def test_a_call_larger_than_max_batch_size_is_refused(scheduler_of):
         "Task size 5 is larger than maximum input batch size 4",
     )
     pair = scheduler.queue(Model(), ["a:0", "b:0"])
-    with pytest.raises(StatusError, match="^Batching Run\\(\\) input tensors must have equal 0th-dimension size$"):
+    with pytest.raises(StatusError, match=r"^Batching Run\(\) input tensors must have equal 0th-dimension size$"):
         scheduler.submit(pair, [np.zeros(2), np.zeros(3)], None)
-    with pytest.raises(StatusError, match="^Batching Run\\(\\) input tensors must have at least one dimension$"):
+    with pytest.raises(StatusError, match=r"^Batching Run\(\) input tensors must have at least one dimension$"):
         scheduler.submit(pair, [np.zeros(2), np.float32(1)], None)
 
 

@@ -23,7 +23,7 @@ def test_client_reads_every_http_status_the_server_writes_back_to_a_code_that_ma
 
 @pytest.mark.parametrize("code", ["OK", "NOT_A_CODE", "not_found"])
 def test_only_canonical_error_codes(code):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not a canonical error code"):
         StatusError(code, "x")
 
 

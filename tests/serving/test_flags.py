@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 
@@ -65,7 +66,7 @@ def test_bad_command_lines_are_errors(argv, message):
 
 
 def test_options_are_frozen():
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         ServerOptions(model_base_path="/m").port = 1  # type: ignore[misc]
 
 

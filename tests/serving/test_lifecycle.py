@@ -112,7 +112,7 @@ def test_corrupt_version_leaves_previous_serving_and_status_shows_its_error(stor
             time.sleep(1.5)  # more polls: v3 is not retried, v2 is not unloaded
         assert load.errors == []
         assert set(load.versions) == {v2}
-        state, code, message = states[v3]
+        _state, code, message = states[v3]
         assert code != 0 and message, "v3's status carries its load error"
         assert server.states("retrieval")[v2][0] == "AVAILABLE"
         assert server.predict("retrieval", USER).model_spec.version.value == v2
@@ -206,8 +206,8 @@ def test_label_at_start_needs_allow_flag_as_in_tf_serving(store, tmp_path):
     try:
         assert server.wait_exit(120) != 0
         assert (
-            "Request to assign label to version %d of model retrieval, which is not currently available for "
-            "inference" % v1
+            f"Request to assign label to version {v1} of model retrieval, which is not currently available for "
+            "inference"
         ) in server.log
     finally:
         server.stop()
@@ -375,7 +375,7 @@ def test_stop_during_start_up_leaves_no_port_open(tmp_path, monkeypatch):
         assert err.value.code == "CANCELLED"
         assert server.grpc is None and server.rest is None
         for port in ports:
-            with pytest.raises(OSError):
+            with pytest.raises(OSError):  # noqa: PT011  refused or reset: any socket error means the port is closed
                 socket.create_connection(("127.0.0.1", port), timeout=2).close()
     finally:
         if server.grpc is not None:

@@ -193,7 +193,7 @@ def test_status_without_model_name(session, url):
     assert_error(session.get(url + "/v1/models"), 400, "Missing model name in request.")
 
 
-# --------------------------------------------------------------------------- unknown model / version / label / signature
+# ---------------------------------------------------------------------- unknown model / version / label / signature
 def test_unknown_model_is_not_found(session, url):
     assert_error(
         post(session, url, "/v1/models/nope:predict", {"instances": ["1"]}),
@@ -697,7 +697,7 @@ def test_stop_finishes_in_flight_requests_and_closes_idle_connections():
     assert result["response"].status_code == 200
     assert result["response"].headers.get("Connection") == "close"
     assert time.perf_counter() - start < 5
-    with pytest.raises(OSError):
+    with pytest.raises(OSError):  # noqa: PT011  requests' ConnectionError or a reset: the listener is closed
         requests.get(base + "/v1/models/retrieval", timeout=2)
     idle.close()
 
