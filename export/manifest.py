@@ -13,7 +13,7 @@ _LIBRARIES = ("tensorflow", "tf-keras", "tensorflow-recommenders", "scann", "ten
 
 
 def library_versions() -> dict:
-    out = {}
+    out: dict[str, str | None] = {}
     for name in _LIBRARIES:
         try:
             out[name] = metadata.version(name)

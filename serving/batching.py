@@ -241,6 +241,7 @@ class BatchScheduler:
         task.done.wait()
         if task.error is not None:
             raise StatusError(*task.error)
+        assert task.outputs is not None  # the batch thread sets one of error and outputs before done
         return task.outputs
 
     def stop(self) -> None:

@@ -31,14 +31,18 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from serving.bundle import BundleError, SavedModelBundle
 from serving.errors import StatusError
+
+if TYPE_CHECKING:
+    from serving.batching import BatchingOptions
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +87,7 @@ class CoreOptions:
     load_retry_interval_micros: int = 60 * 1000 * 1000
     saved_model_tags: tuple[str, ...] = ("serve",)
     session_config: object = None  # tf.compat.v1.ConfigProto or None
-    batching: object = None  # serving.batching.BatchingOptions (--enable_batching) or None
+    batching: BatchingOptions | None = None  # --enable_batching
 
     def __post_init__(self) -> None:
         if self.max_num_load_retries < 0:
@@ -115,7 +119,7 @@ class _Version:
 
 @dataclass
 class _Model:
-    config: object  # model_server_config_pb2.ModelConfig
+    config: Any  # model_server_config_pb2.ModelConfig (tensorflow_serving ships no type hints)
     versions: dict[int, _Version] = field(default_factory=dict)
     aspired: set[int] = field(default_factory=set)
     dirs: dict[int, str] = field(default_factory=dict)  # version -> its directory's name, from the last poll
@@ -147,7 +151,7 @@ def list_versions(base_path: str) -> list[int]:
     return sorted(version_dirs(base_path))
 
 
-def aspired_versions(policy, on_disk: Sequence[int]) -> set[int]:
+def aspired_versions(policy, on_disk: Iterable[int]) -> set[int]:
     """Apply a ``FileSystemStoragePathSourceConfig.ServableVersionPolicy`` to the versions found."""
     choice = policy.WhichOneof("policy_choice")
     on_disk = sorted(on_disk)
@@ -167,7 +171,9 @@ class Action:
     version: int
 
 
-def next_action(aspired: set[int], states: Mapping[int, VersionState], failed: set[int] = frozenset()) -> Action | None:
+def next_action(
+    aspired: set[int], states: Mapping[int, VersionState], failed: frozenset[int] | set[int] = frozenset()
+) -> Action | None:
     """One step of TF Serving's ``AvailabilityPreservingPolicy``, as a pure function.
 
     ``states`` holds the state of every version the manager knows; ``failed`` the END versions whose load
@@ -237,6 +243,7 @@ class ServerCore:
         and then runs it sees one version even if a swap happens in between."""
         held = self._acquire(model_name, version, label)
         try:
+            assert held.bundle is not None  # _acquire returns AVAILABLE versions only: loaded
             yield Servable(held.version, held.bundle)
         finally:
             self._release(held)
@@ -360,22 +367,22 @@ class ServerCore:
                         model.removed = True
                         model.aspired = set()
                 for name, model_config in wanted.items():
-                    model = self._models.get(name)
-                    if model is None:
+                    known = self._models.get(name)
+                    if known is None:
                         logger.info("Adding model: %s", name)
                         self._models[name] = _Model(model_config)
                         new_names.append(name)
-                    elif model.removed:  # keep the versions still live: one not yet unloaded must not leak
+                    elif known.removed:  # keep the versions still live: one not yet unloaded must not leak
                         logger.info("Adding model: %s", name)
-                        model.config, model.removed, model.polled = model_config, False, False
-                        model.versions = {v: s for v, s in model.versions.items() if s.state != END}
+                        known.config, known.removed, known.polled = model_config, False, False
+                        known.versions = {v: s for v, s in known.versions.items() if s.state != END}
                         new_names.append(name)
-                    elif model.config.SerializeToString(deterministic=True) != model_config.SerializeToString(
+                    elif known.config.SerializeToString(deterministic=True) != model_config.SerializeToString(
                         deterministic=True
                     ):
                         logger.info("Updating model: %s", name)
-                        model.config = model_config
-                        model.polled = False
+                        known.config = model_config
+                        known.polled = False
                 self._labels = labels
                 self._config = config
             self._wake.set()

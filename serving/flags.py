@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, fields
+from typing import Any, cast
 
 from absl import flags as absl_flags
 
@@ -79,9 +80,9 @@ class ServerOptions:
             )
         self.channel_arguments()  # validates the syntax
 
-    def channel_arguments(self) -> tuple[tuple[str, object], ...]:
+    def channel_arguments(self) -> tuple[tuple[str, int | str], ...]:
         """``--grpc_channel_arguments=k=v,k2=v2`` as grpc options (ints where they parse, as TF Serving)."""
-        result = []
+        result: list[tuple[str, int | str]] = []
         for item in filter(None, self.grpc_channel_arguments.split(",")):
             key, sep, value = item.partition("=")
             if not sep or not key:
@@ -149,7 +150,7 @@ def _flag_values() -> absl_flags.FlagValues:
     values = absl_flags.FlagValues()
     for f in fields(ServerOptions):
         flag = absl_flags.Flag(
-            _TFParser(f.name, f.type),
+            _TFParser(f.name, cast(str, f.type)),  # a string: annotations are postponed (__future__)
             absl_flags.ArgumentSerializer(),
             f.name,
             f.default,
@@ -218,4 +219,5 @@ def parse_flags(argv: list[str]) -> ServerOptions:
         raise FlagError(f"unknown argument: {exc.flagvalue}") from None
     except absl_flags.Error as exc:  # "Missing value for flag --port"
         raise FlagError(str(exc)) from None
-    return ServerOptions(**{name: values[name].value for name in values if values[name].present})
+    given: dict[str, Any] = {name: values[name].value for name in values if values[name].present}
+    return ServerOptions(**given)

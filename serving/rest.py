@@ -190,7 +190,8 @@ class _Handler(socketserver.BaseRequestHandler):
         self.connection.settimeout(IDLE_TIMEOUT_S)
         self.idle = True
         self.close_connection = False
-        self.command, self.path, self.request_version, self.headers = "", "", "HTTP/1.1", {}
+        self.command, self.path, self.request_version = "", "", "HTTP/1.1"
+        self.headers: dict[str, str] = {}
         self._parser = httptools.HttpRequestParser(self)
         self._current: _Request | None = None
         self._ready: collections.deque[_Request] = collections.deque()
@@ -247,17 +248,23 @@ class _Handler(socketserver.BaseRequestHandler):
         return bool(self._current.method) or any(word in str(exc) for word in _FRAMING_WORDS)
 
     # ------------------------------------------------------------------ httptools callbacks
+    def _parsing(self) -> _Request:
+        """The request being parsed: llhttp calls on_message_begin before the other callbacks."""
+        request = self._current
+        assert request is not None
+        return request
+
     def on_message_begin(self) -> None:
         self._current = _Request()
 
     def on_url(self, url: bytes) -> None:
-        request = self._current
+        request = self._parsing()
         request.target += url
         if len(request.target) > _MAX_LINE:
             raise _Reject(414)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        request = self._current
+        request = self._parsing()
         request.header_count += 1
         if len(name) + len(value) > _MAX_LINE or request.header_count > _MAX_HEADERS:
             raise _Reject(431)
@@ -266,7 +273,7 @@ class _Handler(socketserver.BaseRequestHandler):
         headers[key] = f"{headers[key]}, {text}" if key in headers else text
 
     def on_headers_complete(self) -> None:
-        request, parser = self._current, self._parser
+        request, parser = self._parsing(), self._parser
         request.method = parser.get_method().decode("ascii", "replace")
         request.version = parser.get_http_version()
         if request.version not in ("1.0", "1.1"):
@@ -284,7 +291,7 @@ class _Handler(socketserver.BaseRequestHandler):
             self.connection.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
-        request = self._current
+        request = self._parsing()
         request.size += len(body)
         if request.too_large:
             return
@@ -293,7 +300,7 @@ class _Handler(socketserver.BaseRequestHandler):
         request.parts.append(body)
 
     def on_message_complete(self) -> None:
-        self._ready.append(self._current)
+        self._ready.append(self._parsing())
         self._current = None
 
     # ------------------------------------------------------------------ requests

@@ -24,6 +24,7 @@ import logging
 import re
 import time
 from collections.abc import Mapping
+from typing import Any
 from urllib.parse import unquote
 
 from google.protobuf import json_format, text_format
@@ -164,7 +165,8 @@ class RestApi:
     def _predict(self, route: _Route, body: bytes, outcome: dict) -> str:
         doc = json_tensor.parse_json(body)
         with contextlib.ExitStack() as stack:
-            held = []  # the version, resolved once (when the parser first needs the signature) and kept to the run
+            # the version, resolved once (when the parser first needs the signature) and kept to the run
+            held: list[Any] = []
 
             def servable():
                 if not held:
@@ -220,7 +222,7 @@ class RestApi:
         signature_map = get_model_metadata_pb2.SignatureDefMap()
         for name, signature in signatures.items():
             signature_map.signature_def[name].CopyFrom(signature)
-        options = dict(
+        options: dict[str, Any] = dict(
             always_print_fields_with_no_presence=True, preserving_proto_field_name=True, indent=1, ensure_ascii=False
         )
         # ToJsonString(GetModelMetadataResponse) in http_rest_api_util.cc concatenates the two parts.

@@ -16,12 +16,17 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from typing import TYPE_CHECKING
 
 from google.protobuf import text_format
 
 from serving.core import CoreOptions, ServerCore
 from serving.errors import StatusError
 from serving.flags import ServerOptions
+
+if TYPE_CHECKING:
+    from serving.grpc_service import GrpcServer
+    from serving.rest import RestServer
 
 logger = logging.getLogger(__name__)
 
@@ -85,8 +90,8 @@ class ModelServer:
         self.options = options
         self.host = os.environ.get("SERVING_HOST", "0.0.0.0")
         self.core: ServerCore | None = None
-        self.grpc = None
-        self.rest = None
+        self.grpc: GrpcServer | None = None
+        self.rest: RestServer | None = None
         self._stopped = threading.Event()  # set when stopping begins: ends the config poll loop
         self._finished = threading.Event()  # set when stopping is complete: releases wait()
         self._lifecycle = threading.Lock()  # start() publishes the core and opens ports under it; stop() begins
@@ -133,7 +138,7 @@ class ModelServer:
 
             channel_arguments = dict(options.channel_arguments())
             max_receive = int(channel_arguments.pop("grpc.max_receive_message_length", 2**31 - 1))
-            self.grpc = GrpcServer(
+            self.grpc = grpc_server = GrpcServer(
                 self.core,
                 host=self.host,
                 port=options.port,
@@ -142,8 +147,8 @@ class ModelServer:
                 channel_arguments=tuple(channel_arguments.items()),
                 metrics=metrics,
             )
-            self.grpc.start()
-            logger.info("Running gRPC ModelServer at %s:%d ...", self.host, self.grpc.port)
+            grpc_server.start()
+            logger.info("Running gRPC ModelServer at %s:%d ...", self.host, grpc_server.port)
         if options.rest_api_port:
             if options.rest_api_port == options.port:
                 logger.error(
@@ -151,9 +156,9 @@ class ModelServer:
                     "for HTTP/REST API. Skipped exporting HTTP/REST API."
                 )
             else:
-                self.rest = self._start_rest(monitoring, metrics)
+                self.rest = rest = self._start_rest(monitoring, metrics)
                 shown = "localhost" if self.host == "0.0.0.0" else self.host
-                logger.info("Exporting HTTP/REST API at:%s:%d ...", shown, self.rest.port)
+                logger.info("Exporting HTTP/REST API at:%s:%d ...", shown, rest.port)
 
     def _monitoring_config(self):
         if not self.options.monitoring_config_file:
@@ -195,6 +200,8 @@ class ModelServer:
         """Re-read the config file each period; the file's config wins over one set by gRPC, as TF Serving."""
         from tensorflow_serving.config import model_server_config_pb2
 
+        core = self.core
+        assert core is not None  # the poller starts after the core (_open_ports)
         path = self.options.model_config_file
         while not self._stopped.wait(self.options.model_config_file_poll_wait_seconds):
             try:
@@ -202,13 +209,13 @@ class ModelServer:
             except StatusError as exc:
                 logger.error("Failed to read ModelServerConfig file: %s", exc.message)
                 continue
-            current = self.core.config
+            current = core.config
             if current is not None and config.SerializeToString(deterministic=True) == current.SerializeToString(
                 deterministic=True
             ):
                 continue  # unchanged: nothing to do (TF Serving re-applies it, to the same effect)
             try:
-                self.core.reload_config(config)
+                core.reload_config(config)
             except StatusError as exc:
                 logger.error("PollFilesystemAndReloadConfig failed to ReloadConfig: %s: %s", exc.code, exc.message)
             else:

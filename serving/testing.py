@@ -66,11 +66,17 @@ class ServerProcess:
             *flags,
         ]
         self.lines: list[str] = []
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen[str] | None = None
+
+    @property
+    def _started(self) -> subprocess.Popen[str]:
+        """The server's process; only after start()."""
+        assert self.proc is not None, "start() the server first"
+        return self.proc
 
     @property
     def pid(self) -> int:
-        return self.proc.pid
+        return self._started.pid
 
     def start(self, timeout: float = 120.0, *, wait_ready: bool = True) -> ServerProcess:
         self.proc = subprocess.Popen(
@@ -94,7 +100,9 @@ class ServerProcess:
         return self
 
     def _pump(self) -> None:
-        for line in self.proc.stdout:
+        stdout = self._started.stdout
+        assert stdout is not None  # stdout=subprocess.PIPE
+        for line in stdout:
             self.lines.append(line.rstrip("\n"))
 
     @property
@@ -108,14 +116,14 @@ class ServerProcess:
             for line in list(self.lines):
                 if text in line:
                     return line
-            if self.proc.poll() is not None:
+            if self._started.poll() is not None:
                 time.sleep(0.2)  # let the pump drain
-                raise ServerFailed(f"server exited ({self.proc.returncode}) before {text!r}:\n{self.log[-6000:]}")
+                raise ServerFailed(f"server exited ({self._started.returncode}) before {text!r}:\n{self.log[-6000:]}")
             time.sleep(0.05)
         raise ServerFailed(f"no {text!r} within {timeout}s:\n{self.log[-6000:]}")
 
     def wait_exit(self, timeout: float = 60.0) -> int:
-        code = self.proc.wait(timeout)
+        code = self._started.wait(timeout)
         time.sleep(0.2)
         return code
 

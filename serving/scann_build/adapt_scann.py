@@ -33,6 +33,7 @@ import ast
 import re
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 # Whole labels rewritten one for one; any other label of these repositories is an error.
 LABEL_REWRITES = {
@@ -97,7 +98,7 @@ class AdaptError(Exception):
     """What stops the adaptation; its text is the single line printed."""
 
 
-def fail(message: str):
+def fail(message: str) -> NoReturn:
     raise AdaptError(message)
 
 
@@ -287,9 +288,12 @@ def adapt(root: Path, workspace_scann: Path) -> set:
     # local_repository() wants a workspace marker file at the repository root.
     (root / "WORKSPACE").touch()
 
-    externals = set()
+    externals: set[str] = set()
     for path in files:
-        externals.update(LABEL.fullmatch(label).group(1) for _, label in LABEL_LITERAL.findall(path.read_text()))
+        for _, label in LABEL_LITERAL.findall(path.read_text()):
+            match = LABEL.fullmatch(label)
+            assert match is not None, label  # every label passed map_label above, which needs this match
+            externals.add(match.group(1))
     return externals
 
 
