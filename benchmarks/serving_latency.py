@@ -102,9 +102,9 @@ def run(
         ports = {
             "REST": server.rest_port,
             "gRPC": server.grpc_port,
-            "gRPC floor": canned and canned.port,
-            "REST baseline": old and old.rest_port,
-            "gRPC baseline": old and old.grpc_port,
+            "gRPC floor": canned.port if canned is not None else None,
+            "REST baseline": old.rest_port if old is not None else None,
+            "gRPC baseline": old.grpc_port if old is not None else None,
         }
         cpus = {
             "REST": server.cpu,
@@ -114,7 +114,7 @@ def run(
             "gRPC baseline": old and old.cpu,
         }
         targets = {}
-        counts = {}
+        counts: dict[str, ServerCounts | CannedCounts] = {}
         if "h2load" in generators:
             targets = h2load_targets(server.rest_port, server.grpc_port)
             counts = {"REST": ServerCounts(server, "REST"), "gRPC": ServerCounts(server, "GRPC")}
@@ -133,9 +133,11 @@ def run(
                 kind = name.removesuffix(" h2load")
                 return h2load_checked(targets[kind], clients, per_client * clients, cpus[kind], counts[kind])
             kind = "REST" if name.startswith("REST") else "gRPC"
+            port = ports[name]
+            assert port is not None  # names holds only the transports whose server runs
             if processes is None:
-                return measure(lambda: CLIENTS[kind](ports[name]), clients, per_client, cpu=cpus[name])
-            return processes.measure(kind, ports[name], clients, per_client, cpu=cpus[name])
+                return measure(lambda: CLIENTS[kind](port), clients, per_client, cpu=cpus[name])
+            return processes.measure(kind, port, clients, per_client, cpu=cpus[name])
 
         for clients in (1, 8):
             per_client = max(20, requests // clients)
@@ -196,7 +198,7 @@ def main(argv=None) -> int:
         "say) in the same rounds: the 'REST baseline' and 'gRPC baseline' rows",
     )
     args = parser.parse_args(argv)
-    generators = ("python", "h2load") if args.load_generator == "both" else (args.load_generator,)
+    generators: tuple[str, ...] = ("python", "h2load") if args.load_generator == "both" else (args.load_generator,)
     if "h2load" in generators and H2LOAD is None:
         print(H2LOAD_MISSING, flush=True)
         generators = tuple(g for g in generators if g != "h2load")

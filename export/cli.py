@@ -228,7 +228,7 @@ def config_from_args(args: argparse.Namespace) -> ExportConfig:
     )
 
 
-def _fail(message: str, code: int) -> int:
+def _fail(message: str | BaseException, code: int) -> int:
     line = " ".join(str(message).split())
     print(f"export: error: {line}", file=sys.stderr)
     return code

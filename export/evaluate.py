@@ -24,6 +24,9 @@ test ratings a sample of test users is evaluated, with confidence intervals (``e
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 
 from export import ease
@@ -118,7 +121,7 @@ def evaluate(
         return mask
 
     pop_scores = pop.astype(np.float32)[None, :]
-    scorers = {
+    scorers: dict[str, Callable[..., Any]] = {
         "model": lambda r: vectors.queries[r] @ vectors.candidates.T,
         "popularity": lambda r: np.broadcast_to(pop_scores, (len(r), n)),
     }

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -158,7 +159,9 @@ def tune(
     k = min(10, params.k)
     _, exact = exact_top_k(queries[rows], candidates, k)
     target = min(1.0, recall_threshold + RECALL_MARGIN)
-    leaves_options = sorted({max(1, min(params.num_leaves, round(params.num_leaves * f))) for f in _LEAF_FRACTIONS})
+    num_leaves = params.num_leaves
+    assert num_leaves is not None  # effective() sets it for every ScaNN index
+    leaves_options = sorted({max(1, min(num_leaves, round(num_leaves * f))) for f in _LEAF_FRACTIONS})
     reorder_options = sorted({min(max(r, params.k), params.candidates) for r in _REORDER})
 
     def recall(setting: EffectiveIndex) -> float:
@@ -177,7 +180,7 @@ def tune(
             times.append((time.perf_counter() - start) * 1000)
         return float(np.median(times))
 
-    tried = []
+    tried: list[dict[str, Any]] = []
     for leaves in leaves_options:
         for reorder in reorder_options:
             setting = dataclasses.replace(params, num_leaves_to_search=leaves, num_reordering_candidates=reorder)

@@ -80,7 +80,7 @@ def clean_stale(base: Path) -> list[Path]:
 
     A leftover named with this process's own pid that this process did not create comes from an earlier
     process that had the same pid (``python -m export`` is PID 1 in every run of its container)."""
-    removed = []
+    removed: list[Path] = []
     base = Path(base)
     if not base.is_dir():
         return removed
@@ -173,7 +173,7 @@ def pinned_versions(model_config_file: Path | None, model_name: str) -> set[int]
     return pinned
 
 
-def prune(base: Path, keep: int, protected: set[int] = frozenset()) -> list[int]:
+def prune(base: Path, keep: int, protected: frozenset[int] | set[int] = frozenset()) -> list[int]:
     """Remove all but the newest ``keep`` versions, never the newest nor a ``protected`` one.
 
     A version is first renamed to a non-numeric name (so a server never sees half a deleted version),

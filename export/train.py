@@ -65,7 +65,7 @@ def side_features(config: TrainConfig, data, users: np.ndarray, titles: np.ndarr
     movie_side = None
     if "movie_genres" in config.movie_features:
         multi_hot = np.asarray(data.movies.genre_multi_hot(), dtype=np.float32)
-        first = {}
+        first: dict[str, int] = {}
         for i, title in enumerate(np.asarray(data.movies.movie_title).tolist()):
             first.setdefault(title, i)
         movie_side = np.zeros((len(titles) + 1, multi_hot.shape[1]), dtype=np.float32)

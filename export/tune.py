@@ -102,7 +102,9 @@ def search(
         config = _suggest(trial, base, losses)
         began = time.perf_counter()
         trained = train(config, data, fit_idx, verbose=0, validation=score, metric=metric, report=lambda line: None)
-        value = float(criterion(trained)) if criterion is not score else float(trained.validation["best"])
+        validation = trained.validation
+        assert validation is not None  # train() records it when given validation=
+        value = float(criterion(trained)) if criterion is not score else float(validation["best"])
         models[trial.number] = trained
         values[trial.number] = value
         # Only the best model so far is kept in memory (the earliest of equals).
@@ -113,16 +115,16 @@ def search(
             {
                 "number": trial.number,
                 "params": dict(trial.params),
-                metric: round(float(trained.validation["best"]), 6),
+                metric: round(float(validation["best"]), 6),
                 criterion_name: round(value, 6),
-                "best_epoch": trained.validation["best_epoch"],
+                "best_epoch": validation["best_epoch"],
                 "seconds": round(time.perf_counter() - began, 2),
             }
         )
         report(
             f"tune trial {trial.number}: dim {config.embedding_dimension}, l2 {config.l2:.2g}, "
             f"lr {config.learning_rate:.2g}, {config.loss}, user tower {config.user_tower}: validation "
-            f"{criterion_name} {value:.4f} (epoch {trained.validation['best_epoch']}, "
+            f"{criterion_name} {value:.4f} (epoch {validation['best_epoch']}, "
             f"{time.perf_counter() - began:.0f} s)"
         )
         return value

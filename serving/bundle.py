@@ -141,7 +141,7 @@ class SavedModelBundle:
     @classmethod
     def load(
         cls,
-        export_dir: str,
+        export_dir: str | os.PathLike[str],
         *,
         tags: Sequence[str] = ("serve",),
         run_warmup: bool = True,

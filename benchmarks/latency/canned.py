@@ -90,6 +90,7 @@ class CannedServer:
             raise
 
     def cpu(self) -> float | None:
+        assert self.proc.pid is not None  # started in __init__
         return cpu_seconds(self.proc.pid)
 
     def calls(self) -> int:

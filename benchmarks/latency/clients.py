@@ -55,12 +55,12 @@ def rest_client(port: int):
 
 def predict_request(user: str):
     """The ``PredictRequest`` for one user, built with client/'s own protos (no TensorFlow import)."""
-    from client.protos import predict_pb2
+    from client.protos import predict_pb2, types_pb2
 
     request = predict_pb2.PredictRequest()
     request.model_spec.name = "retrieval"
     tensor = request.inputs["user_id"]
-    tensor.dtype = 7  # DT_STRING
+    tensor.dtype = types_pb2.DT_STRING
     tensor.tensor_shape.dim.add(size=1)
     tensor.string_val.append(user.encode())
     return request

@@ -79,6 +79,7 @@ def h2load(
     with tempfile.TemporaryDirectory(prefix="serving_latency-h2load-") as tmp:
         data, log = Path(tmp, "body"), Path(tmp, "requests.log")
         data.write_bytes(body)
+        assert H2LOAD is not None, H2LOAD_MISSING  # callers check it first
         command = [
             H2LOAD,
             "-n",

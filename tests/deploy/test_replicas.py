@@ -26,7 +26,8 @@ class Load:
     def __init__(self, c: client.Client, threads: int = 2, max_requests: int = 20000, pause: float = 0.01) -> None:
         self.pause = pause  # between a thread's requests: load that leaves the 2 shared cores some room
         self.client, self.max_requests = c, max_requests
-        self.ok, self.errors = 0, []
+        self.ok = 0
+        self.errors: list[str] = []
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
@@ -102,7 +103,7 @@ def watch(servers, version: int, timeout: float = 90.0) -> list[dict]:
         "END": f"Loading servable: {{name: retrieval version: {version}}} failed",
     }
     t0 = time.monotonic()
-    seen = [{} for _ in servers]
+    seen: list[dict[str, float]] = [{} for _ in servers]
     while time.monotonic() - t0 < timeout:
         for s, record in zip(servers, seen, strict=True):
             for line in list(s.lines[-200:]):

@@ -116,4 +116,4 @@ def test_invalid_index_and_export_settings_are_rejected_on_construction():
         ExportConfig(data="synthetic", train=SEED, keep=0)
     assert isinstance(SEED, TrainConfig)
     with pytest.raises(dataclasses.FrozenInstanceError):
-        SEED.epochs = 5  # type: ignore[misc]
+        SEED.epochs = 5

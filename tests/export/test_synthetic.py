@@ -74,7 +74,7 @@ def test_invalid_specs_are_refused_on_construction(kwargs, message):
 
 def test_spec_is_frozen():
     with pytest.raises(AttributeError):
-        SyntheticSpec().seed = 3  # type: ignore[misc]
+        SyntheticSpec().seed = 3
 
 
 # ---------------------------------------------------------------- reproducibility

@@ -67,7 +67,7 @@ def test_bad_command_lines_are_errors(argv, message):
 
 def test_options_are_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
-        ServerOptions(model_base_path="/m").port = 1  # type: ignore[misc]
+        ServerOptions(model_base_path="/m").port = 1
 
 
 def _run(*args, timeout=120):
