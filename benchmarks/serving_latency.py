@@ -43,7 +43,6 @@ runs. The machine's other load shows in the figures: run it on a quiet machine a
 absolute times.
 """
 
-
 from __future__ import annotations
 
 import argparse
@@ -67,8 +66,16 @@ from latency.report import TRANSPORTS, generator_of, print_table  # noqa: E402
 from latency.server import Server  # noqa: E402
 
 
-def run(candidates: int, work_dir: Path, requests: int, rounds: int, client_threads: bool,
-        generators: tuple[str, ...], floor: bool, baseline: Path | None = None) -> list[dict]:
+def run(
+    candidates: int,
+    work_dir: Path,
+    requests: int,
+    rounds: int,
+    client_threads: bool,
+    generators: tuple[str, ...],
+    floor: bool,
+    baseline: Path | None = None,
+) -> list[dict]:
     from serving.bundle import SavedModelBundle
 
     base = work_dir / f"n{candidates}"
@@ -87,14 +94,27 @@ def run(candidates: int, work_dir: Path, requests: int, rounds: int, client_thre
         if floor:  # one real answer, through the Python client path, for the canned server to send back
             real = grpc_client(server.grpc_port)(FIXED_USER)
             canned = CannedServer(real.SerializeToString())
-            print(f"canned gRPC server (grpcio sync server, {canned.workers} worker threads, no TensorFlow) on "
-                  f"port {canned.port}", flush=True)
-        ports = {"REST": server.rest_port, "gRPC": server.grpc_port, "gRPC floor": canned and canned.port,
-                 "REST baseline": old and old.rest_port, "gRPC baseline": old and old.grpc_port}
-        cpus = {"REST": server.cpu, "gRPC": server.cpu, "gRPC floor": canned and canned.cpu,
-                "REST baseline": old and old.cpu, "gRPC baseline": old and old.cpu}
+            print(
+                f"canned gRPC server (grpcio sync server, {canned.workers} worker threads, no TensorFlow) on "
+                f"port {canned.port}",
+                flush=True,
+            )
+        ports = {
+            "REST": server.rest_port,
+            "gRPC": server.grpc_port,
+            "gRPC floor": canned.port if canned is not None else None,
+            "REST baseline": old.rest_port if old is not None else None,
+            "gRPC baseline": old.grpc_port if old is not None else None,
+        }
+        cpus = {
+            "REST": server.cpu,
+            "gRPC": server.cpu,
+            "gRPC floor": canned and canned.cpu,
+            "REST baseline": old and old.cpu,
+            "gRPC baseline": old and old.cpu,
+        }
         targets = {}
-        counts = {}
+        counts: dict[str, ServerCounts | CannedCounts] = {}
         if "h2load" in generators:
             targets = h2load_targets(server.rest_port, server.grpc_port)
             counts = {"REST": ServerCounts(server, "REST"), "gRPC": ServerCounts(server, "GRPC")}
@@ -113,9 +133,11 @@ def run(candidates: int, work_dir: Path, requests: int, rounds: int, client_thre
                 kind = name.removesuffix(" h2load")
                 return h2load_checked(targets[kind], clients, per_client * clients, cpus[kind], counts[kind])
             kind = "REST" if name.startswith("REST") else "gRPC"
+            port = ports[name]
+            assert port is not None  # names holds only the transports whose server runs
             if processes is None:
-                return measure(lambda: CLIENTS[kind](ports[name]), clients, per_client, cpu=cpus[name])
-            return processes.measure(kind, ports[name], clients, per_client, cpu=cpus[name])
+                return measure(lambda: CLIENTS[kind](port), clients, per_client, cpu=cpus[name])
+            return processes.measure(kind, port, clients, per_client, cpu=cpus[name])
 
         for clients in (1, 8):
             per_client = max(20, requests // clients)
@@ -125,11 +147,17 @@ def run(candidates: int, work_dir: Path, requests: int, rounds: int, client_thre
                     results.append(measure_transport(name, clients, per_client))
             for name, results in pooled.items():
                 cpu = [r["srv_cpu"] for r in results if r["srv_cpu"] is not None]
-                rows.append({"candidates": candidates, "transport": name, "clients": clients,
-                             "p50": statistics.median(r["p50"] for r in results),
-                             "p99": statistics.median(r["p99"] for r in results),
-                             "rps": statistics.median(r["rps"] for r in results),
-                             "srv_cpu": statistics.median(cpu) if cpu else None})
+                rows.append(
+                    {
+                        "candidates": candidates,
+                        "transport": name,
+                        "clients": clients,
+                        "p50": statistics.median(r["p50"] for r in results),
+                        "p99": statistics.median(r["p99"] for r in results),
+                        "rps": statistics.median(r["rps"] for r in results),
+                        "srv_cpu": statistics.median(cpu) if cpu else None,
+                    }
+                )
     finally:
         if canned is not None:
             canned.stop()
@@ -149,25 +177,45 @@ def main(argv=None) -> int:
     parser.add_argument("--requests", type=int, default=400, help="measured requests per round and setting")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per setting (medians reported)")
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/serving_latency"), help="built models")
-    parser.add_argument("--client-threads", action="store_true",
-                        help="run the Python REST/gRPC clients as threads of this process (the old method: "
-                             "measures the clients' own GIL contention too) instead of one process per client")
-    parser.add_argument("--load-generator", choices=("python", "h2load", "both"), default="both",
-                        help="who sends the REST/gRPC requests: the Python clients, h2load, or both (default)")
-    parser.add_argument("--no-floor", action="store_true",
-                        help="skip the canned grpcio server (the 'gRPC floor' rows)")
-    parser.add_argument("--baseline", type=Path, metavar="CHECKOUT",
-                        help="also measure the server of another checkout of this project (a `git worktree` of main, "
-                             "say) in the same rounds: the 'REST baseline' and 'gRPC baseline' rows")
+    parser.add_argument(
+        "--client-threads",
+        action="store_true",
+        help="run the Python REST/gRPC clients as threads of this process (the old method: "
+        "measures the clients' own GIL contention too) instead of one process per client",
+    )
+    parser.add_argument(
+        "--load-generator",
+        choices=("python", "h2load", "both"),
+        default="both",
+        help="who sends the REST/gRPC requests: the Python clients, h2load, or both (default)",
+    )
+    parser.add_argument("--no-floor", action="store_true", help="skip the canned grpcio server (the 'gRPC floor' rows)")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="CHECKOUT",
+        help="also measure the server of another checkout of this project (a `git worktree` of main, "
+        "say) in the same rounds: the 'REST baseline' and 'gRPC baseline' rows",
+    )
     args = parser.parse_args(argv)
-    generators = ("python", "h2load") if args.load_generator == "both" else (args.load_generator,)
+    generators: tuple[str, ...] = ("python", "h2load") if args.load_generator == "both" else (args.load_generator,)
     if "h2load" in generators and H2LOAD is None:
         print(H2LOAD_MISSING, flush=True)
         generators = tuple(g for g in generators if g != "h2load")
     rows = []
     for size in args.sizes:
-        rows.extend(run(size, args.work_dir, args.requests, args.rounds, args.client_threads, generators,
-                        not args.no_floor, args.baseline))
+        rows.extend(
+            run(
+                size,
+                args.work_dir,
+                args.requests,
+                args.rounds,
+                args.client_threads,
+                generators,
+                not args.no_floor,
+                args.baseline,
+            )
+        )
     print()
     print_table(rows)
     return 0

@@ -80,8 +80,10 @@ class TrainConfig:
         _check(self.loss in LOSSES, f"loss must be one of {LOSSES} (got {self.loss!r})")
         _check(self.temperature >= 0, f"temperature must be >= 0 (got {self.temperature})")
         _check(self.weight_decay >= 0, f"weight_decay must be >= 0 (got {self.weight_decay})")
-        _check(self.weight_decay == 0 or self.optimizer == "adam",
-               f"weight_decay needs the adam optimizer (AdamW); got {self.optimizer!r}")
+        _check(
+            self.weight_decay == 0 or self.optimizer == "adam",
+            f"weight_decay needs the adam optimizer (AdamW); got {self.optimizer!r}",
+        )
         _check(self.user_tower in USER_TOWERS, f"user_tower must be one of {USER_TOWERS} (got {self.user_tower!r})")
         _check(self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS} (got {self.optimizer!r})")
         _check(self.learning_rate > 0, f"learning_rate must be > 0 (got {self.learning_rate})")
@@ -89,17 +91,25 @@ class TrainConfig:
         _check(self.batch_size > 0, f"batch_size must be > 0 (got {self.batch_size})")
         _check(self.epochs >= 1, f"--epochs must be >= 1 (got {self.epochs})")
         _check(self.shuffle_buffer >= 1, f"shuffle_buffer must be >= 1 (got {self.shuffle_buffer})")
-        _check(self.validation_fraction == 0.0 or 0.0 < self.validation_fraction < 0.5,
-               f"--validation-fraction must be in (0, 0.5), or 0 for none (got {self.validation_fraction})")
+        _check(
+            self.validation_fraction == 0.0 or 0.0 < self.validation_fraction < 0.5,
+            f"--validation-fraction must be in (0, 0.5), or 0 for none (got {self.validation_fraction})",
+        )
         _check(self.patience >= 1, f"--patience must be >= 1 (got {self.patience})")
         _check(self.ease_rank >= 0, f"--ease-rank must be >= 0 (got {self.ease_rank})")
-        _check(self.ease_rank == 0 or self.validation_fraction > 0,
-               "--ease-rank needs a validation split to choose on: set --validation-fraction > 0")
-        _check(self.tune_budget_s == 0 or self.tune_budget_s >= MIN_TUNE_BUDGET_S,
-               f"--tune-budget {self.tune_budget_s:g} s is too small for one trial (at least "
-               f"{MIN_TUNE_BUDGET_S:g} s); raise it, or use 0 to skip tuning")
-        _check(self.tune_budget_s == 0 or self.validation_fraction > 0,
-               "--tune needs a validation split to choose on: set --validation-fraction > 0")
+        _check(
+            self.ease_rank == 0 or self.validation_fraction > 0,
+            "--ease-rank needs a validation split to choose on: set --validation-fraction > 0",
+        )
+        _check(
+            self.tune_budget_s == 0 or self.tune_budget_s >= MIN_TUNE_BUDGET_S,
+            f"--tune-budget {self.tune_budget_s:g} s is too small for one trial (at least "
+            f"{MIN_TUNE_BUDGET_S:g} s); raise it, or use 0 to skip tuning",
+        )
+        _check(
+            self.tune_budget_s == 0 or self.validation_fraction > 0,
+            "--tune needs a validation split to choose on: set --validation-fraction > 0",
+        )
         _check(self.tune_trials >= 1, f"--tune-trials must be >= 1 (got {self.tune_trials})")
         unknown = set(self.user_features) - set(USER_FEATURES)
         _check(not unknown, f"unknown user features {sorted(unknown)}; known: {USER_FEATURES}")
@@ -168,7 +178,7 @@ class IndexConfig:
 
     kind: str = "scann"
     k: int = 10
-    num_leaves: int | None = None   # None: about sqrt(candidates)
+    num_leaves: int | None = None  # None: about sqrt(candidates)
     num_leaves_to_search: int = 20
     # Let the export choose leaves to search and re-ordering by measuring recall and latency on held-out
     # queries (export/index.py tune); the two fields above and below are then only the starting point.
@@ -180,8 +190,9 @@ class IndexConfig:
     def __post_init__(self) -> None:
         _check(self.kind in INDEX_KINDS, f"--index must be one of {INDEX_KINDS} (got {self.kind!r})")
         _check(self.k >= 1, f"--k must be >= 1 (got {self.k})")
-        _check(self.num_leaves is None or self.num_leaves >= 1,
-               f"--scann-num-leaves must be >= 1 (got {self.num_leaves})")
+        _check(
+            self.num_leaves is None or self.num_leaves >= 1, f"--scann-num-leaves must be >= 1 (got {self.num_leaves})"
+        )
         _check(
             1 <= self.num_leaves_to_search <= (self.num_leaves or self.num_leaves_to_search),
             f"--scann-leaves-to-search must be in [1, num_leaves={self.num_leaves}] (got {self.num_leaves_to_search})",
@@ -218,8 +229,8 @@ class ExportConfig:
     validation_timeout_s: float = 300.0
     score_tolerance: float = 1e-3
     data_columns: dict = field(default_factory=dict)  # export.data.tables.Columns fields, for your own files
-    ease_lambda: float = 500.0          # EASE's L2 weight (the evaluation's baseline)
-    baseline_max_items: int = 10_000    # above this many titles EASE and item-kNN are skipped (memory)
+    ease_lambda: float = 500.0  # EASE's L2 weight (the evaluation's baseline)
+    baseline_max_items: int = 10_000  # above this many titles EASE and item-kNN are skipped (memory)
 
     def __post_init__(self) -> None:
         _check(bool(self.data), "--data must be tfds, synthetic, a GroupLens folder/zip or your own CSV/Parquet file")
@@ -227,10 +238,15 @@ class ExportConfig:
         unknown = [m for m in self.models if m not in MODEL_NAMES]
         _check(not unknown, f"unknown model(s) {unknown}; choose from {','.join(MODEL_NAMES)}")
         _check(self.split in SPLIT_KINDS, f"--split must be one of {SPLIT_KINDS} (got {self.split!r})")
-        _check(self.synthetic_size in ("tiny", "movielens"), f"--synthetic-size must be tiny or movielens (got {self.synthetic_size!r})")
+        _check(
+            self.synthetic_size in ("tiny", "movielens"),
+            f"--synthetic-size must be tiny or movielens (got {self.synthetic_size!r})",
+        )
         _check(self.keep >= 1, f"--keep must be >= 1 (got {self.keep})")
         _check(self.ease_lambda > 0, f"--ease-lambda must be > 0 (got {self.ease_lambda})")
         _check(self.baseline_max_items >= 0, f"--baseline-max-items must be >= 0 (got {self.baseline_max_items})")
-        _check(0.0 <= self.recall_threshold <= 1.0, f"--recall-threshold must be in [0, 1] (got {self.recall_threshold})")
+        _check(
+            0.0 <= self.recall_threshold <= 1.0, f"--recall-threshold must be in [0, 1] (got {self.recall_threshold})"
+        )
         _check(self.validation_users >= 1, "validation_users must be >= 1")
         _check(self.validation_timeout_s > 0, "validation_timeout_s must be > 0")

@@ -24,7 +24,7 @@ def history(user_keys: np.ndarray, titles: np.ndarray, users: np.ndarray, items:
     row = {u: i + 1 for i, u in enumerate(user_keys.tolist())}
     column = {t: i for i, t in enumerate(titles.tolist())}
     out = np.zeros((len(user_keys) + 1, len(titles)), dtype=bool)
-    for u, t in zip(users.tolist(), items.tolist()):
+    for u, t in zip(users.tolist(), items.tolist(), strict=True):
         if u in row and t in column:
             out[row[u], column[t]] = True
     return out
@@ -44,15 +44,16 @@ def weights(history: np.ndarray, lam: float = LAMBDA) -> np.ndarray:
 def fits(users: int, titles: int, max_items: int, max_cells: int = 200_000_000) -> str | None:
     """None if EASE fits in memory for this catalogue, else the reason it is skipped (one line)."""
     if titles > max_items:
-        return (f"{titles:,} titles > {max_items:,} (EASE needs a {titles:,} x {titles:,} matrix, "
-                f"{titles * titles * 8 / 2**30:.1f} GiB in float64)")
+        return (
+            f"{titles:,} titles > {max_items:,} (EASE needs a {titles:,} x {titles:,} matrix, "
+            f"{titles * titles * 8 / 2**30:.1f} GiB in float64)"
+        )
     if users * titles > max_cells:
         return f"{users:,} users x {titles:,} titles > {max_cells:,} scores"
     return None
 
 
-def factors(history: np.ndarray, lam: float = LAMBDA, rank: int = RANK, seed: int = 0
-            ) -> tuple[np.ndarray, np.ndarray]:
+def factors(history: np.ndarray, lam: float = LAMBDA, rank: int = RANK, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(query factors [users, r], candidate factors [titles, r]) with query . candidate ~ EASE's scores."""
     scores = history.astype(np.float32) @ weights(history, lam)
     rank = max(1, min(rank, *scores.shape))
@@ -60,8 +61,9 @@ def factors(history: np.ndarray, lam: float = LAMBDA, rank: int = RANK, seed: in
     return (u * s).astype(np.float32), vt.T.astype(np.float32)
 
 
-def randomized_svd(matrix: np.ndarray, rank: int, oversample: int = 10, power_iterations: int = 4,
-                   seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def randomized_svd(
+    matrix: np.ndarray, rank: int, oversample: int = 10, power_iterations: int = 4, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The ``rank`` leading singular triplets of ``matrix`` (randomised range finder with power iterations)."""
     rng = np.random.default_rng(seed)
     width = min(rank + oversample, min(matrix.shape))

@@ -24,6 +24,9 @@ test ratings a sample of test users is evaluated, with confidence intervals (``e
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 
 from export import ease
@@ -59,10 +62,21 @@ def _ranks(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return higher + tied_before
 
 
-def evaluate(vectors, pop: np.ndarray, train_users: np.ndarray, train_titles: np.ndarray,
-             test_users: np.ndarray, test_titles: np.ndarray, ks=KS, *, ease_lambda: float = EASE_LAMBDA,
-             max_items: int = MAX_ITEMS, exclude_vectors=None, max_ratings: int = MAX_RATINGS,
-             seed: int = 0) -> dict:
+def evaluate(
+    vectors,
+    pop: np.ndarray,
+    train_users: np.ndarray,
+    train_titles: np.ndarray,
+    test_users: np.ndarray,
+    test_titles: np.ndarray,
+    ks=KS,
+    *,
+    ease_lambda: float = EASE_LAMBDA,
+    max_items: int = MAX_ITEMS,
+    exclude_vectors=None,
+    max_ratings: int = MAX_RATINGS,
+    seed: int = 0,
+) -> dict:
     """Hit rates for each row of ``ROWS`` and each k, the number of test ratings counted, what the baselines
     were (or why they were skipped) and how the model compares with each. ``exclude_vectors`` (same users and
     titles) score ``model_exclude_seen`` when the served ``exclude_seen`` signature has vectors of its own.
@@ -77,15 +91,19 @@ def evaluate(vectors, pop: np.ndarray, train_users: np.ndarray, train_titles: np
     keep = np.array([t in title_index for t in test_titles.tolist()], dtype=bool)
     targets = np.array([title_index[t] for t in np.asarray(test_titles)[keep].tolist()], dtype=np.int64)
     rows = np.array([user_row.get(u, 0) for u in np.asarray(test_users)[keep].tolist()], dtype=np.int64)
-    sample = {"ratings": int(len(targets)), "of_ratings": int(len(targets)), "users": int(len(np.unique(rows))),
-              "of_users": int(len(np.unique(rows)))}
+    sample = {
+        "ratings": len(targets),
+        "of_ratings": len(targets),
+        "users": len(np.unique(rows)),
+        "of_users": len(np.unique(rows)),
+    }
     if len(targets) > max_ratings:
         order = np.random.default_rng(seed).permutation(np.unique(rows))
         counts = np.bincount(rows, minlength=len(vectors.query_keys) + 1)[order]
-        chosen = order[:int(np.searchsorted(np.cumsum(counts), max_ratings)) + 1]
+        chosen = order[: int(np.searchsorted(np.cumsum(counts), max_ratings)) + 1]
         picked = np.isin(rows, chosen)
         targets, rows = targets[picked], rows[picked]
-        sample.update(ratings=int(len(targets)), users=int(len(chosen)))
+        sample.update(ratings=len(targets), users=len(chosen))
 
     # Each query row's training titles, as sorted index arrays (never a users x titles matrix).
     pairs_rows = np.array([user_row.get(u, 0) for u in train_users.tolist()], dtype=np.int64)
@@ -99,12 +117,14 @@ def evaluate(vectors, pop: np.ndarray, train_users: np.ndarray, train_titles: np
     def seen_mask(r: np.ndarray) -> np.ndarray:
         mask = np.zeros((len(r), n), dtype=bool)
         for i, row in enumerate(r.tolist()):
-            mask[i, pairs_titles[bounds[row]:bounds[row + 1]]] = True
+            mask[i, pairs_titles[bounds[row] : bounds[row + 1]]] = True
         return mask
 
     pop_scores = pop.astype(np.float32)[None, :]
-    scorers = {"model": lambda r: vectors.queries[r] @ vectors.candidates.T,
-               "popularity": lambda r: np.broadcast_to(pop_scores, (len(r), n))}
+    scorers: dict[str, Callable[..., Any]] = {
+        "model": lambda r: vectors.queries[r] @ vectors.candidates.T,
+        "popularity": lambda r: np.broadcast_to(pop_scores, (len(r), n)),
+    }
     excluding = {}  # scorers whose seen-excluded row scores with other vectors
     if exclude_vectors is not None:
         excluding["model"] = lambda r: exclude_vectors.queries[r] @ exclude_vectors.candidates.T
@@ -121,8 +141,11 @@ def evaluate(vectors, pop: np.ndarray, train_users: np.ndarray, train_titles: np
     else:
         baselines["ease"] = baselines["item_knn"] = {"skipped": f"skipped: {skipped}"}
 
-    ranks = {f"{name}{suffix}": np.empty(len(targets), dtype=np.int64)
-             for name in scorers for suffix in ("", "_exclude_seen")}
+    ranks = {
+        f"{name}{suffix}": np.empty(len(targets), dtype=np.int64)
+        for name in scorers
+        for suffix in ("", "_exclude_seen")
+    }
     for start in range(0, len(targets), _CHUNK):
         sl = slice(start, start + _CHUNK)
         t, r = targets[sl], rows[sl]
@@ -135,12 +158,18 @@ def evaluate(vectors, pop: np.ndarray, train_users: np.ndarray, train_titles: np
                 scores = excluding[name](r)
             ranks[f"{name}_exclude_seen"][sl] = _ranks(np.where(mask, -np.inf, scores), t)
 
-    metrics: dict = {name: {f"top_{k}": float(np.mean(ranks[name] < k)) if len(targets) else 0.0 for k in ks}
-                     for name in ROWS if name in ranks}
+    metrics: dict = {
+        name: {f"top_{k}": float(np.mean(ranks[name] < k)) if len(targets) else 0.0 for k in ks}
+        for name in ROWS
+        if name in ranks
+    }
     counted = max(len(targets), 1)
-    metrics["ci95"] = {name: {key: round(1.96 * float(np.sqrt(p * (1 - p) / counted)), 6)
-                              for key, p in metrics[name].items()} for name in ROWS if name in ranks}
-    metrics["test_ratings"] = int(len(targets))
+    metrics["ci95"] = {
+        name: {key: round(1.96 * float(np.sqrt(p * (1 - p) / counted)), 6) for key, p in metrics[name].items()}
+        for name in ROWS
+        if name in ranks
+    }
+    metrics["test_ratings"] = len(targets)
     metrics["sample"] = sample
     metrics["baselines"] = baselines
     metrics["comparison"] = compare(metrics)
@@ -156,8 +185,10 @@ def compare(metrics: dict) -> dict:
         theirs = metrics.get(f"{name}_exclude_seen")
         if theirs is None or any(c not in model for c in COMPARED):
             continue
-        out[name] = {"beats": all(model[c] >= theirs[c] for c in COMPARED),
-                     **{f"{c}_exclude_seen": [model[c], theirs[c]] for c in COMPARED}}
+        out[name] = {
+            "beats": all(model[c] >= theirs[c] for c in COMPARED),
+            **{f"{c}_exclude_seen": [model[c], theirs[c]] for c in COMPARED},
+        }
     return out
 
 
@@ -167,10 +198,13 @@ def verdict(metrics: dict) -> list:
     for name in BASELINES:
         if name in metrics.get("comparison", {}):
             row = metrics["comparison"][name]
-            figures = ", ".join(f"{c.replace('_', '-')} {row[c + '_exclude_seen'][0]:.4f} vs "
-                                f"{row[c + '_exclude_seen'][1]:.4f}" for c in COMPARED)
-            lines.append(f"model vs {name}: {'beats it' if row['beats'] else 'DOES NOT BEAT IT'} "
-                         f"(seen excluded: {figures})")
+            figures = ", ".join(
+                f"{c.replace('_', '-')} {row[c + '_exclude_seen'][0]:.4f} vs {row[c + '_exclude_seen'][1]:.4f}"
+                for c in COMPARED
+            )
+            lines.append(
+                f"model vs {name}: {'beats it' if row['beats'] else 'DOES NOT BEAT IT'} (seen excluded: {figures})"
+            )
         elif "skipped" in metrics.get("baselines", {}).get(name, {}):
             lines.append(f"model vs {name}: {metrics['baselines'][name]['skipped']}")
     return lines
@@ -185,9 +219,13 @@ def table(metrics: dict, ks=KS) -> str:
             lines.append(f"{name:<26}" + "".join(f"{metrics[name][f'top_{k}']:>9.4f}" for k in ks))
     sample = metrics.get("sample", {})
     widest = max((w for row in metrics.get("ci95", {}).values() for w in row.values()), default=0.0)
-    of = (f", a random sample of {sample['users']:,} of {sample['of_users']:,} test users"
-          if sample and sample["ratings"] < sample["of_ratings"] else "")
-    lines.append(f"({metrics['test_ratings']} test ratings{of}; 95% confidence interval of each rate: "
-                 f"within ±{widest:.4f})")
+    of = (
+        f", a random sample of {sample['users']:,} of {sample['of_users']:,} test users"
+        if sample and sample["ratings"] < sample["of_ratings"]
+        else ""
+    )
+    lines.append(
+        f"({metrics['test_ratings']} test ratings{of}; 95% confidence interval of each rate: within ±{widest:.4f})"
+    )
     lines += verdict(metrics)
     return "\n".join(lines)

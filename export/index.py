@@ -5,21 +5,22 @@ maps rows to titles itself (it needs the rows to mask exclusions and invalid slo
 
 ``search`` takes ``k`` as a tensor. For ScaNN it widens the search with k: ``leaves_to_search`` and
 ``pre_reorder_num_neighbors`` grow in proportion to k / K (both capped by the index size), so a query
-asking for K + hundreds of exclusions still reaches enough points and re-scores them exactly (``tfrs.layers.factorized_top_k.ScaNN.call`` passes only
-``final_num_neighbors``; the widened call goes to the same serialized searcher).
+asking for K + hundreds of exclusions still reaches enough points and re-scores them exactly
+(``tfrs.layers.factorized_top_k.ScaNN.call`` passes only ``final_num_neighbors``; the widened call goes to
+the same serialized searcher).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-
-import export  # noqa: F401
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+import export  # noqa: F401
 from export.config import IndexConfig
 
 logger = logging.getLogger(__name__)
@@ -60,17 +61,27 @@ def effective(config: IndexConfig, candidates: int) -> EffectiveIndex:
     clamped so that a leaf holds at least ``MIN_POINTS_PER_LEAF`` points."""
     if kind_for(config, candidates) == "brute_force":
         return EffectiveIndex("brute_force", config.k, candidates)
-    wanted = config.num_leaves if config.num_leaves is not None else int(round(np.sqrt(candidates)))
+    wanted = config.num_leaves if config.num_leaves is not None else round(np.sqrt(candidates))
     leaves = max(1, min(wanted, candidates // MIN_POINTS_PER_LEAF))
     return EffectiveIndex(
-        kind="scann", k=config.k, candidates=candidates, num_leaves=leaves,
+        kind="scann",
+        k=config.k,
+        candidates=candidates,
+        num_leaves=leaves,
         num_leaves_to_search=max(1, min(config.num_leaves_to_search, leaves)),
-        training_iterations=config.training_iterations, dimensions_per_block=config.dimensions_per_block,
-        num_reordering_candidates=(min(max(config.num_reordering_candidates, config.k), candidates)
-                                   if config.num_reordering_candidates else None))
+        training_iterations=config.training_iterations,
+        dimensions_per_block=config.dimensions_per_block,
+        num_reordering_candidates=(
+            min(max(config.num_reordering_candidates, config.k), candidates)
+            if config.num_reordering_candidates
+            else None
+        ),
+    )
 
 
-def build(config: IndexConfig, candidates: np.ndarray, name: str) -> tuple[tfrs.layers.factorized_top_k.TopK, EffectiveIndex]:
+def build(
+    config: IndexConfig, candidates: np.ndarray, name: str
+) -> tuple[tfrs.layers.factorized_top_k.TopK, EffectiveIndex]:
     """Index ``candidates`` [N, d] with the configured kind; returns the layer and its effective parameters."""
     n = candidates.shape[0]
     params = effective(config, n)
@@ -82,10 +93,15 @@ def build(config: IndexConfig, candidates: np.ndarray, name: str) -> tuple[tfrs.
         return layer, params
     logger.info("building ScaNN index over %d candidates (%d leaves)", n, params.num_leaves)
     layer = tfrs.layers.factorized_top_k.ScaNN(
-        k=config.k, distance_measure="dot_product", num_leaves=params.num_leaves,
-        num_leaves_to_search=params.num_leaves_to_search, training_iterations=params.training_iterations,
+        k=config.k,
+        distance_measure="dot_product",
+        num_leaves=params.num_leaves,
+        num_leaves_to_search=params.num_leaves_to_search,
+        training_iterations=params.training_iterations,
         dimensions_per_block=params.dimensions_per_block,
-        num_reordering_candidates=params.num_reordering_candidates, name=name)
+        num_reordering_candidates=params.num_reordering_candidates,
+        name=name,
+    )
     layer.index(vectors)
     return layer, params
 
@@ -106,18 +122,27 @@ def search(layer, params: EffectiveIndex, queries: tf.Tensor, k) -> tuple[tf.Ten
         # Re-score as many candidates per wanted result as for K (reorder / K of them), capped at N.
         per_k = (k + params.k - 1) // params.k
         pre_reorder = tf.minimum(tf.maximum(k, params.num_reordering_candidates * per_k), params.candidates)
-    searcher = scann_ops.searcher_from_module(layer._serialized_searcher)  # noqa: SLF001 (TFRS keeps it private)
-    result = searcher.search_batched_parallel(queries, final_num_neighbors=k,
-                                              pre_reorder_num_neighbors=pre_reorder, leaves_to_search=leaves)
+    searcher = scann_ops.searcher_from_module(layer._serialized_searcher)
+    result = searcher.search_batched_parallel(
+        queries, final_num_neighbors=k, pre_reorder_num_neighbors=pre_reorder, leaves_to_search=leaves
+    )
     return result.distances, tf.cast(result.indices, tf.int32)
 
 
-def tune(layer, params: EffectiveIndex, candidates: np.ndarray, queries: np.ndarray, recall_threshold: float,
-         sample: int = 200, timed: int = 30, seed: int = 0) -> tuple[EffectiveIndex, dict]:
+def tune(
+    layer,
+    params: EffectiveIndex,
+    candidates: np.ndarray,
+    queries: np.ndarray,
+    recall_threshold: float,
+    sample: int = 200,
+    timed: int = 30,
+    seed: int = 0,
+) -> tuple[EffectiveIndex, dict]:
     """The fastest (leaves to search, re-ordering) whose recall@10 against exact search on ``sample`` of
-    ``queries`` (chosen at random) reaches ``recall_threshold`` + ``RECALL_MARGIN``; both are search-time settings of the built
-    index, so nothing is rebuilt. For each number of leaves (ascending) the smallest re-ordering that reaches
-    the recall is kept, and those settings are timed at batch 1 (median of ``timed`` queries); the fastest
+    ``queries`` (chosen at random) reaches ``recall_threshold`` + ``RECALL_MARGIN``; both are search-time settings
+    of the built index, so nothing is rebuilt. For each number of leaves (ascending) the smallest re-ordering
+    that reaches the recall is kept, and those settings are timed at batch 1 (median of ``timed`` queries); the fastest
     wins, or among those within 10 % of it (noise, on a small index) the one with the best recall. If none
     reaches it, the setting with the highest recall is returned (validation then refuses to publish and
     says which flags to raise). Returns the chosen parameters and what was tried (the manifest records it).
@@ -134,25 +159,28 @@ def tune(layer, params: EffectiveIndex, candidates: np.ndarray, queries: np.ndar
     k = min(10, params.k)
     _, exact = exact_top_k(queries[rows], candidates, k)
     target = min(1.0, recall_threshold + RECALL_MARGIN)
-    leaves_options = sorted({max(1, min(params.num_leaves, int(round(params.num_leaves * f))))
-                             for f in _LEAF_FRACTIONS})
+    num_leaves = params.num_leaves
+    assert num_leaves is not None  # effective() sets it for every ScaNN index
+    leaves_options = sorted({max(1, min(num_leaves, round(num_leaves * f))) for f in _LEAF_FRACTIONS})
     reorder_options = sorted({min(max(r, params.k), params.candidates) for r in _REORDER})
 
     def recall(setting: EffectiveIndex) -> float:
         _, found = search(layer, setting, held_out, k)
         found = found.numpy()
-        return float(np.mean([len(set(f[:k].tolist()) & set(e.tolist())) / k for f, e in zip(found, exact)]))
+        return float(
+            np.mean([len(set(f[:k].tolist()) & set(e.tolist())) / k for f, e in zip(found, exact, strict=True)])
+        )
 
     def p50_ms(setting: EffectiveIndex) -> float:
         times = []
         for i in range(min(timed, len(rows))):
-            one = held_out[i:i + 1]
+            one = held_out[i : i + 1]
             start = time.perf_counter()
             search(layer, setting, one, params.k)
             times.append((time.perf_counter() - start) * 1000)
         return float(np.median(times))
 
-    tried = []
+    tried: list[dict[str, Any]] = []
     for leaves in leaves_options:
         for reorder in reorder_options:
             setting = dataclasses.replace(params, num_leaves_to_search=leaves, num_reordering_candidates=reorder)
@@ -167,13 +195,22 @@ def tune(layer, params: EffectiveIndex, candidates: np.ndarray, queries: np.ndar
     if timed_ok:
         # The fastest; among settings within 10 % of it (timing noise on small indexes), the best recall.
         fastest = min(t["p50_ms"] for t in timed_ok)
-        chosen = max((t for t in timed_ok if t["p50_ms"] <= 1.1 * fastest),
-                     key=lambda t: (t["recall_at_10"], -t["p50_ms"]))
+        chosen = max(
+            (t for t in timed_ok if t["p50_ms"] <= 1.1 * fastest), key=lambda t: (t["recall_at_10"], -t["p50_ms"])
+        )
     else:
         chosen = max(tried, key=lambda t: (t["recall_at_10"], -t["leaves_to_search"], -t["reorder"]))
-    tuned = dataclasses.replace(params, num_leaves_to_search=chosen["leaves_to_search"],
-                                num_reordering_candidates=chosen["reorder"])
-    logger.info("ScaNN search settings for %d candidates: %d of %d leaves, re-order %d (recall@%d %.4f%s)",
-                params.candidates, tuned.num_leaves_to_search, tuned.num_leaves, tuned.num_reordering_candidates,
-                k, chosen["recall_at_10"], f", p50 {chosen['p50_ms']} ms" if "p50_ms" in chosen else "")
-    return tuned, {"target_recall": target, "queries": int(len(rows)), "tried": tried, "chosen": chosen}
+    tuned = dataclasses.replace(
+        params, num_leaves_to_search=chosen["leaves_to_search"], num_reordering_candidates=chosen["reorder"]
+    )
+    logger.info(
+        "ScaNN search settings for %d candidates: %d of %d leaves, re-order %d (recall@%d %.4f%s)",
+        params.candidates,
+        tuned.num_leaves_to_search,
+        tuned.num_leaves,
+        tuned.num_reordering_candidates,
+        k,
+        chosen["recall_at_10"],
+        f", p50 {chosen['p50_ms']} ms" if "p50_ms" in chosen else "",
+    )
+    return tuned, {"target_recall": target, "queries": len(rows), "tried": tried, "chosen": chosen}

@@ -13,7 +13,7 @@ _LIBRARIES = ("tensorflow", "tf-keras", "tensorflow-recommenders", "scann", "ten
 
 
 def library_versions() -> dict:
-    out = {}
+    out: dict[str, str | None] = {}
     for name in _LIBRARIES:
         try:
             out[name] = metadata.version(name)
@@ -22,8 +22,20 @@ def library_versions() -> dict:
     return out
 
 
-def build(*, model_name: str, version: int | None, source: dict, counts: dict, split: str,
-          train_config, training: dict, metrics: dict, index: dict, recall_at_10: float | None, k: int) -> dict:
+def build(
+    *,
+    model_name: str,
+    version: int | None,
+    source: dict,
+    counts: dict,
+    split: str,
+    train_config,
+    training: dict,
+    metrics: dict,
+    index: dict,
+    recall_at_10: float | None,
+    k: int,
+) -> dict:
     return {
         "model_name": model_name,
         "version": version,

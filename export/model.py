@@ -19,12 +19,11 @@ similarity over a temperature (``temperature``: unit vectors, the user's scaled 
 
 from __future__ import annotations
 
-import export  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
-
 import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+import export  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
 from export.config import TrainConfig
 
 
@@ -32,7 +31,7 @@ def one_hot_table(keys: np.ndarray, values: np.ndarray, vocabulary: np.ndarray) 
     """Rows aligned with ``[OOV] + vocabulary``: the one-hot encoding of each id's categorical value."""
     categories = sorted(set(values.tolist()))
     position = {c: i for i, c in enumerate(categories)}
-    by_key = dict(zip(keys.tolist(), values.tolist()))
+    by_key = dict(zip(keys.tolist(), values.tolist(), strict=True))
     table = np.zeros((len(vocabulary) + 1, len(categories)), dtype=np.float32)
     for row, key in enumerate(vocabulary.tolist(), start=1):
         if key in by_key:
@@ -57,10 +56,18 @@ class Tower(tf.keras.Model):
     export and baked into the query table, so serving still takes only the id.
     """
 
-    def __init__(self, vocabulary: np.ndarray, dimension: int, l2: float = 0.0,
-                 side: np.ndarray | None = None, name: str | None = None,
-                 history: tf.RaggedTensor | None = None, history_items: int = 0, ids: bool = True,
-                 lazy_l2: bool = False):
+    def __init__(
+        self,
+        vocabulary: np.ndarray,
+        dimension: int,
+        l2: float = 0.0,
+        side: np.ndarray | None = None,
+        name: str | None = None,
+        history: tf.RaggedTensor | None = None,
+        history_items: int = 0,
+        ids: bool = True,
+        lazy_l2: bool = False,
+    ):
         super().__init__(name=name)
         regularizer = tf.keras.regularizers.l2(l2) if l2 > 0 else None
         self.vocabulary = np.asarray(vocabulary, dtype=object)
@@ -71,17 +78,18 @@ class Tower(tf.keras.Model):
         # synthetic 1M-rating set (6,040 users, each in 1 of ~6 batches) the user vectors collapsed and the
         # validation hit rate stayed at popularity's from the first epoch.
         self.l2, self.lazy_l2 = l2, lazy_l2
-        self.embedding = tf.keras.layers.Embedding(len(self.vocabulary) + 1, dimension,
-                                                   embeddings_regularizer=None if lazy_l2 else regularizer)
+        self.embedding = tf.keras.layers.Embedding(
+            len(self.vocabulary) + 1, dimension, embeddings_regularizer=None if lazy_l2 else regularizer
+        )
         self.side = None
         if side is not None and side.shape[1] > 0:
             self.side = tf.constant(side, dtype=tf.float32)
-            self.side_projection = tf.keras.layers.Dense(dimension, use_bias=False,
-                                                         kernel_regularizer=regularizer)
+            self.side_projection = tf.keras.layers.Dense(dimension, use_bias=False, kernel_regularizer=regularizer)
         self.history, self.ids = history, ids
         if history is not None:
-            self.history_embedding = tf.keras.layers.Embedding(history_items + 1, dimension,
-                                                               embeddings_regularizer=regularizer)
+            self.history_embedding = tf.keras.layers.Embedding(
+                history_items + 1, dimension, embeddings_regularizer=regularizer
+            )
             self.history_embedding.build((None,))  # its table is read directly below
 
     def embed_indices(self, indices: tf.Tensor, leave_out: tf.Tensor | None = None) -> tf.Tensor:
@@ -94,8 +102,9 @@ class Tower(tf.keras.Model):
             items = tf.gather(self.history, indices)
             count = tf.cast(items.row_lengths(), tf.float32)
             # A sparse lookup-and-sum: 4x faster than summing a ragged lookup here (forward and gradient).
-            total = tf.nn.embedding_lookup_sparse(self.history_embedding.embeddings, items.to_sparse(), None,
-                                                  combiner="sum")
+            total = tf.nn.embedding_lookup_sparse(
+                self.history_embedding.embeddings, items.to_sparse(), None, combiner="sum"
+            )
             total = tf.pad(total, [[0, tf.shape(indices)[0] - tf.shape(total)[0]], [0, 0]])
             if leave_out is not None:
                 # Only items really in the bag are left out: a target is always in its user's training items.
@@ -121,9 +130,16 @@ class Tower(tf.keras.Model):
 class TwoTower(tfrs.Model):
     """User tower x movie tower, trained with the configured loss."""
 
-    def __init__(self, config: TrainConfig, user_ids: np.ndarray, movie_titles: np.ndarray,
-                 user_side: np.ndarray | None = None, movie_side: np.ndarray | None = None,
-                 history: tf.RaggedTensor | None = None, candidate_probability: np.ndarray | None = None):
+    def __init__(
+        self,
+        config: TrainConfig,
+        user_ids: np.ndarray,
+        movie_titles: np.ndarray,
+        user_side: np.ndarray | None = None,
+        movie_side: np.ndarray | None = None,
+        history: tf.RaggedTensor | None = None,
+        candidate_probability: np.ndarray | None = None,
+    ):
         super().__init__()
         self.config = config
         # log-Q correction of in-batch negatives (Yi et al., "Sampling-bias-corrected neural modeling for large
@@ -134,14 +150,25 @@ class TwoTower(tfrs.Model):
         d = config.embedding_dimension
         # Users: L2 on the batch's rows. Movies: on the whole table for the full softmax (every row is in every
         # step's logits), on the batch's rows for the in-batch softmax.
-        self.user_model = Tower(user_ids, d, config.l2, user_side, name="user_model", history=history,
-                                history_items=len(movie_titles), ids=config.user_tower != "history", lazy_l2=True)
-        self.movie_model = Tower(movie_titles, d, config.l2, movie_side, name="movie_model",
-                                 lazy_l2=config.loss == "in_batch_softmax")
+        self.user_model = Tower(
+            user_ids,
+            d,
+            config.l2,
+            user_side,
+            name="user_model",
+            history=history,
+            history_items=len(movie_titles),
+            ids=config.user_tower != "history",
+            lazy_l2=True,
+        )
+        self.movie_model = Tower(
+            movie_titles, d, config.l2, movie_side, name="movie_model", lazy_l2=config.loss == "in_batch_softmax"
+        )
         self.movie_bias = None
         if config.movie_bias:
-            self.movie_bias = tf.keras.layers.Embedding(len(movie_titles) + 1, 1, embeddings_initializer="zeros",
-                                                        name="movie_bias")
+            self.movie_bias = tf.keras.layers.Embedding(
+                len(movie_titles) + 1, 1, embeddings_initializer="zeros", name="movie_bias"
+            )
         if config.loss == "in_batch_softmax":
             self.task = tfrs.tasks.Retrieval()
         else:
@@ -175,8 +202,10 @@ class TwoTower(tfrs.Model):
             probability = None
             if self.candidate_probability is not None:
                 probability = tf.gather(self.candidate_probability, movie_rows)
-            return self.task(queries, candidates, candidate_sampling_probability=probability,
-                             compute_metrics=False) + penalty
+            return (
+                self.task(queries, candidates, candidate_sampling_probability=probability, compute_metrics=False)
+                + penalty
+            )
         # Full softmax over every catalogue row (row 0, the unknown title, is never a label).
         all_rows = tf.range(len(self.movie_model.vocabulary) + 1)
         logits = tf.matmul(queries, self.candidate_vectors(all_rows), transpose_b=True)

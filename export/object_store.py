@@ -40,7 +40,7 @@ def copy_order(version_dir: Path) -> list[str]:
     if LAST not in files:
         raise ObjectStoreError(f"{version_dir} holds no {LAST}: not a SavedModel version")
     files.remove(LAST)
-    return files + [LAST]
+    return [*files, LAST]
 
 
 def remote_versions(base: str) -> list[int]:
@@ -52,8 +52,7 @@ def remote_versions(base: str) -> list[int]:
     return sorted(int(name.rstrip("/")) for name in tf.io.gfile.listdir(base) if name.rstrip("/").isdigit())
 
 
-def copy_version(version_dir: Path, destination: str,
-                 after_file: Callable[[str], None] | None = None) -> list[str]:
+def copy_version(version_dir: Path, destination: str, after_file: Callable[[str], None] | None = None) -> list[str]:
     """Copy one version folder to ``destination`` (``.../<model>/<version>``) file by file, in
     :func:`copy_order`. ``after_file(relative_path)`` is called after each file (tests observe the server
     there). Returns the files in the order copied."""

@@ -12,10 +12,9 @@ import shutil
 import time
 from pathlib import Path
 
-import export  # noqa: F401
-
 import numpy as np
 
+import export  # noqa: F401
 from export import evaluate as evaluation
 from export import index as index_lib
 from export import manifest, publish, selection, servable, validate, warmup
@@ -28,11 +27,11 @@ logger = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class Result:
-    root: Path               # the store: a model's version is at root / name / str(version)
-    published: dict          # model name -> version
+    root: Path  # the store: a model's version is at root / name / str(version)
+    published: dict  # model name -> version
     metrics: dict
-    recall: dict             # model name -> recall@10
-    pruned: dict             # model name -> removed versions
+    recall: dict  # model name -> recall@10
+    pruned: dict  # model name -> removed versions
 
 
 def load_data(config: ExportConfig, seed: int = 0):
@@ -50,7 +49,7 @@ def load_data(config: ExportConfig, seed: int = 0):
 
 def _seen(users: np.ndarray, titles: np.ndarray) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
-    for u, t in zip(users.tolist(), titles.tolist()):
+    for u, t in zip(users.tolist(), titles.tolist(), strict=True):
         out.setdefault(u, []).append(t)
     return out
 
@@ -60,8 +59,7 @@ def _index(config: ExportConfig, vectors, name: str):
     layer, params = index_lib.build(config.index, vectors.candidates, name=name)
     tuning: dict = {}
     if config.index.autotune and params.kind == "scann":
-        params, tuning = index_lib.tune(layer, params, vectors.candidates, vectors.queries[1:],
-                                        config.recall_threshold)
+        params, tuning = index_lib.tune(layer, params, vectors.candidates, vectors.queries[1:], config.recall_threshold)
     return layer, params, tuning
 
 
@@ -81,8 +79,10 @@ def run(config: ExportConfig, *, data=None, synthetic_seed: int = 0, report=prin
     ratings = data.ratings
     users_all = np.asarray(ratings.user_id).astype(str).astype(object)
     titles_all = np.asarray(ratings.movie_title).astype(str).astype(object)
-    report(f"data: {data.source.get('kind')} - {len(ratings)} ratings, {len(train_idx)} train / {len(test_idx)} "
-           f"test ({config.split} split)")
+    report(
+        f"data: {data.source.get('kind')} - {len(ratings)} ratings, {len(train_idx)} train / {len(test_idx)} "
+        f"test ({config.split} split)"
+    )
 
     start = time.perf_counter()
     fitted = selection.fit(config, data, train_idx, report)
@@ -93,16 +93,29 @@ def run(config: ExportConfig, *, data=None, synthetic_seed: int = 0, report=prin
     # exclude_seen's own vectors when validation chose a blend with EASE for it (export/selection.py)
     exclude_vectors = None if fitted.blend is None else retrieval_vectors(trained, pop, fitted.blend)
 
-    metrics = evaluation.evaluate(vectors["retrieval"], pop, users_all[train_idx], titles_all[train_idx],
-                                  users_all[test_idx], titles_all[test_idx], ease_lambda=config.ease_lambda,
-                                  max_items=config.baseline_max_items, exclude_vectors=exclude_vectors)
+    metrics = evaluation.evaluate(
+        vectors["retrieval"],
+        pop,
+        users_all[train_idx],
+        titles_all[train_idx],
+        users_all[test_idx],
+        titles_all[test_idx],
+        ease_lambda=config.ease_lambda,
+        max_items=config.baseline_max_items,
+        exclude_vectors=exclude_vectors,
+    )
     report(evaluation.table(metrics))
 
     seen = _seen(users_all[train_idx], titles_all[train_idx])
     popular = vectors["retrieval"].titles[np.argsort(-pop, kind="stable")[:20]].tolist()
-    counts = {"users": int(len(trained.user_ids)), "movies": int(len(data.movies)),
-              "titles": int(len(trained.movie_titles)), "ratings": int(len(ratings)),
-              "train": int(len(train_idx)), "test": int(len(test_idx))}
+    counts = {
+        "users": len(trained.user_ids),
+        "movies": len(data.movies),
+        "titles": len(trained.movie_titles),
+        "ratings": len(ratings),
+        "train": len(train_idx),
+        "test": len(test_idx),
+    }
     rng = np.random.default_rng(0)
 
     staged: dict[str, Path] = {}
@@ -116,12 +129,14 @@ def run(config: ExportConfig, *, data=None, synthetic_seed: int = 0, report=prin
             extra = excl_tuning = None
             if name == "retrieval":
                 if exclude_vectors is not None:
-                    excl_layer, excl_params, excl_tuning = _index(config, exclude_vectors,
-                                                                  "retrieval_exclude_seen_index")
+                    excl_layer, excl_params, excl_tuning = _index(
+                        config, exclude_vectors, "retrieval_exclude_seen_index"
+                    )
                     extra = (exclude_vectors, excl_layer, excl_params)
                 module = servable.Retrieval(vec, layer, params, exclude=extra)
-                requests = validate.retrieval_requests(vec, seen, config.validation_users, rng, popular,
-                                                       exclude_index=extra is not None)
+                requests = validate.retrieval_requests(
+                    vec, seen, config.validation_users, rng, popular, exclude_index=extra is not None
+                )
             else:
                 module = servable.SimilarMovies(vec, layer, params)
                 requests = validate.similar_requests(vec, config.validation_users, rng)
@@ -130,25 +145,54 @@ def run(config: ExportConfig, *, data=None, synthetic_seed: int = 0, report=prin
             servable.save(module, path)
             warmup.write(path, warmup.requests(name, module.signatures(), validate.warmup_inputs(requests)))
             index_seconds = time.perf_counter() - start
-            checks = validate.validate(name, path, module, vec, requests, k=config.index.k,
-                                       recall_threshold=config.recall_threshold, tolerance=config.score_tolerance,
-                                       timeout_s=config.validation_timeout_s,
-                                       exclude_vectors=None if extra is None else extra[0])
+            checks = validate.validate(
+                name,
+                path,
+                module,
+                vec,
+                requests,
+                k=config.index.k,
+                recall_threshold=config.recall_threshold,
+                tolerance=config.score_tolerance,
+                timeout_s=config.validation_timeout_s,
+                exclude_vectors=None if extra is None else extra[0],
+            )
             recall[name] = checks["recall_at_10"]
             manifests[name] = manifest.build(
-                model_name=name, version=None, source=data.source, counts=counts, split=config.split,
+                model_name=name,
+                version=None,
+                source=data.source,
+                counts=counts,
+                split=config.split,
                 train_config=trained.config,  # the refit's: tuned settings, best epoch count
-                training={"seconds": round(trained.seconds, 2), "history": trained.history,
-                          "total_seconds": round(fit_seconds, 2), "validation": fitted.validation},
-                metrics=metrics, index={**dataclasses.asdict(params), "requested": config.index.as_dict(),
-                                        "build_and_save_seconds": round(index_seconds, 2),
-                                        "recall_k": checks["recall_k"],
-                                        "recall_by_signature": checks["recall_by_signature"],
-                                        **({"tuning": tuning} if tuning else {}),
-                                        **({"exclude_seen": {**dataclasses.asdict(extra[2]),
-                                                             **({"tuning": excl_tuning} if excl_tuning else {})}}
-                                           if extra else {})},
-                recall_at_10=checks["recall_at_10"], k=config.index.k)
+                training={
+                    "seconds": round(trained.seconds, 2),
+                    "history": trained.history,
+                    "total_seconds": round(fit_seconds, 2),
+                    "validation": fitted.validation,
+                },
+                metrics=metrics,
+                index={
+                    **dataclasses.asdict(params),
+                    "requested": config.index.as_dict(),
+                    "build_and_save_seconds": round(index_seconds, 2),
+                    "recall_k": checks["recall_k"],
+                    "recall_by_signature": checks["recall_by_signature"],
+                    **({"tuning": tuning} if tuning else {}),
+                    **(
+                        {
+                            "exclude_seen": {
+                                **dataclasses.asdict(extra[2]),
+                                **({"tuning": excl_tuning} if excl_tuning else {}),
+                            }
+                        }
+                        if extra
+                        else {}
+                    ),
+                },
+                recall_at_10=checks["recall_at_10"],
+                k=config.index.k,
+            )
             manifest.write(path, manifests[name])
             plots.write(path, name, metrics, fitted.validation, tuning)
             report(f"{name}: staged and validated (recall@{checks['recall_k']} vs exact: {recall[name]:.4f})")
@@ -166,8 +210,10 @@ def run(config: ExportConfig, *, data=None, synthetic_seed: int = 0, report=prin
             published[name] = version
             protected = set(pinned[name]) | ({before[-1]} if before else set())
             pruned[name] = publish.prune(bases[name], config.keep, protected)
-            report(f"{name}: published version {version} at {bases[name] / str(version)}"
-                   + (f" (pruned {pruned[name]})" if pruned[name] else ""))
+            report(
+                f"{name}: published version {version} at {bases[name] / str(version)}"
+                + (f" (pruned {pruned[name]})" if pruned[name] else "")
+            )
             report(f"{name}: report {bases[name] / str(version) / 'assets.extra' / plots.REPORT_FILE}")
     finally:
         for path in staged.values():

@@ -80,14 +80,14 @@ def clean_stale(base: Path) -> list[Path]:
 
     A leftover named with this process's own pid that this process did not create comes from an earlier
     process that had the same pid (``python -m export`` is PID 1 in every run of its container)."""
-    removed = []
+    removed: list[Path] = []
     base = Path(base)
     if not base.is_dir():
         return removed
     for child in base.iterdir():
         if not child.name.startswith(STAGING_PREFIX):
             continue
-        owner = child.name[len(STAGING_PREFIX):].split("-", 1)[0]
+        owner = child.name[len(STAGING_PREFIX) :].split("-", 1)[0]
         pid = int(owner) if owner.isdigit() else None
         if pid is not None and _pid_alive(pid) and (pid != os.getpid() or child.name in _made_here):
             continue  # this or another export is building it right now
@@ -109,7 +109,7 @@ def staging_dir(base: Path) -> Path:
 
 def fsync_tree(path: Path) -> None:
     """fsync every file and directory under ``path`` (and ``path`` itself)."""
-    for root, dirs, files in os.walk(path):
+    for root, _dirs, files in os.walk(path):
         for name in files:
             fd = os.open(os.path.join(root, name), os.O_RDONLY)
             try:
@@ -173,7 +173,7 @@ def pinned_versions(model_config_file: Path | None, model_name: str) -> set[int]
     return pinned
 
 
-def prune(base: Path, keep: int, protected: set[int] = frozenset()) -> list[int]:
+def prune(base: Path, keep: int, protected: frozenset[int] | set[int] = frozenset()) -> list[int]:
     """Remove all but the newest ``keep`` versions, never the newest nor a ``protected`` one.
 
     A version is first renamed to a non-numeric name (so a server never sees half a deleted version),
@@ -181,7 +181,7 @@ def prune(base: Path, keep: int, protected: set[int] = frozenset()) -> list[int]
     existing = versions(base)
     if not existing:
         return []
-    kept = set(existing[-max(keep, 1):]) | {existing[-1]} | set(protected)
+    kept = set(existing[-max(keep, 1) :]) | {existing[-1]} | set(protected)
     removed = []
     for v in existing:
         if v in kept:

@@ -16,8 +16,9 @@ REPORT_FILE = "report.png"
 _COLOURS = {"model": "#1f77b4", "popularity": "#7f7f7f", "ease": "#d62728", "item_knn": "#2ca02c"}
 
 
-def write(saved_model_dir: Path, model_name: str, metrics: dict, validation: dict | None,
-          index_tuning: dict | None = None) -> Path:
+def write(
+    saved_model_dir: Path, model_name: str, metrics: dict, validation: dict | None, index_tuning: dict | None = None
+) -> Path:
     """Draws the report into the version's assets.extra (every model's version gets the same evaluation:
     the export evaluates the user -> movies model); returns its path."""
     import matplotlib
@@ -35,8 +36,15 @@ def write(saved_model_dir: Path, model_name: str, metrics: dict, validation: dic
             if not row:
                 continue
             ks = sorted(int(key.split("_")[1]) for key in row)
-            hits.plot(ks, [row[f"top_{k}"] for k in ks], style, marker="o", markersize=3,
-                      color=_COLOURS.get(name), label=f"{name}{', seen excluded' if suffix else ''}")
+            hits.plot(
+                ks,
+                [row[f"top_{k}"] for k in ks],
+                style,
+                marker="o",
+                markersize=3,
+                color=_COLOURS.get(name),
+                label=f"{name}{', seen excluded' if suffix else ''}",
+            )
     hits.set_xscale("log")
     hits.set_xlabel("k")
     hits.set_ylabel("test hit rate at k")
@@ -62,18 +70,42 @@ def write(saved_model_dir: Path, model_name: str, metrics: dict, validation: dic
         curve.grid(True, alpha=0.3)
     else:
         curve.axis("off")
-        curve.text(0.5, 0.5, "trained without a validation split\n(--validation-fraction 0)", ha="center",
-                   va="center", fontsize=11)
+        curve.text(
+            0.5,
+            0.5,
+            "trained without a validation split\n(--validation-fraction 0)",
+            ha="center",
+            va="center",
+            fontsize=11,
+        )
     if index_tuning and index_tuning.get("tried"):
         tried, chosen = index_tuning["tried"], index_tuning["chosen"]
-        frontier.scatter([t["leaves_to_search"] for t in tried], [t["recall_at_10"] for t in tried], s=12,
-                         c=[t["reorder"] for t in tried], cmap="viridis", label="tried (colour: re-order)")
+        frontier.scatter(
+            [t["leaves_to_search"] for t in tried],
+            [t["recall_at_10"] for t in tried],
+            s=12,
+            c=[t["reorder"] for t in tried],
+            cmap="viridis",
+            label="tried (colour: re-order)",
+        )
         for t in tried:
             if "p50_ms" in t:
-                frontier.annotate(f"{t['p50_ms']:.2f} ms", (t["leaves_to_search"], t["recall_at_10"]), fontsize=7,
-                                  xytext=(3, -9), textcoords="offset points")
-        frontier.scatter([chosen["leaves_to_search"]], [chosen["recall_at_10"]], s=80, facecolors="none",
-                         edgecolors="#ff7f0e", linewidths=2, label=f"chosen (re-order {chosen['reorder']})")
+                frontier.annotate(
+                    f"{t['p50_ms']:.2f} ms",
+                    (t["leaves_to_search"], t["recall_at_10"]),
+                    fontsize=7,
+                    xytext=(3, -9),
+                    textcoords="offset points",
+                )
+        frontier.scatter(
+            [chosen["leaves_to_search"]],
+            [chosen["recall_at_10"]],
+            s=80,
+            facecolors="none",
+            edgecolors="#ff7f0e",
+            linewidths=2,
+            label=f"chosen (re-order {chosen['reorder']})",
+        )
         frontier.axhline(index_tuning["target_recall"], color="#7f7f7f", linestyle=":", label="recall needed")
         frontier.set_xscale("log")
         frontier.set_xlabel("leaves searched")
@@ -83,8 +115,9 @@ def write(saved_model_dir: Path, model_name: str, metrics: dict, validation: dic
         frontier.grid(True, alpha=0.3)
     else:
         frontier.axis("off")
-        frontier.text(0.5, 0.5, "index not tuned\n(BruteForce, or search settings given)", ha="center",
-                      va="center", fontsize=11)
+        frontier.text(
+            0.5, 0.5, "index not tuned\n(BruteForce, or search settings given)", ha="center", va="center", fontsize=11
+        )
     figure.tight_layout()
     path = Path(saved_model_dir) / "assets.extra" / REPORT_FILE
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -10,10 +10,10 @@ With ``TrainConfig.validation_fraction > 0`` (the ``default`` preset):
 3. with ``ease_rank > 0``, EASE's rank-r factors (export/ease.py) are fitted on the fitting part too, and each
    of ``BLENDS`` (towers alone, EASE alone, weighted sums of both) is scored on validation for the
    ``exclude_seen`` signature, by the mean of its seen-excluded top-10 and top-100 hit rates (a blend chosen on
-   top-10 alone lost to EASE at top-100 on the test part of synthetic data). ``serving_default`` always keeps the towers alone: EASE ranks a user's seen
-   titles high, which costs the plain signature's hit rates (measured on synthetic data: top-100 without
-   exclusion 0.47 -> 0.44 for a blend that wins seen-excluded top-10), so the blend serves only where seen
-   titles are excluded;
+   top-10 alone lost to EASE at top-100 on the test part of synthetic data). ``serving_default`` always keeps
+   the towers alone: EASE ranks a user's seen titles high, which costs the plain signature's hit rates
+   (measured on synthetic data: top-100 without exclusion 0.47 -> 0.44 for a blend that wins seen-excluded
+   top-10), so the blend serves only where seen titles are excluded;
 4. the towers are refitted on the whole training part with the chosen settings for the best epoch count and,
    if the chosen candidate uses EASE, EASE is refitted there too.
 
@@ -46,12 +46,18 @@ BLENDS = ((1.0, 0.0), (1.0, 0.25), (1.0, 0.5), (1.0, 1.0), (1.0, 2.0), (0.0, 1.0
 @dataclasses.dataclass(frozen=True)
 class Fitted:
     trained: Trained
-    blend: Blend | None      # exclude_seen's blend with EASE (None: the towers alone, as serving_default)
+    blend: Blend | None  # exclude_seen's blend with EASE (None: the towers alone, as serving_default)
     validation: dict | None  # for the manifest's training.validation
 
 
-def blend_for(trained: Trained, pop: np.ndarray, factors: tuple[np.ndarray, np.ndarray], tower: float,
-              weight: float, sample: int = 256) -> Blend:
+def blend_for(
+    trained: Trained,
+    pop: np.ndarray,
+    factors: tuple[np.ndarray, np.ndarray],
+    tower: float,
+    weight: float,
+    sample: int = 256,
+) -> Blend:
     """EASE's factors scaled so that ``weight`` 1 gives them the same score spread as the towers."""
     user_factors, item_factors = factors
     rows = np.arange(1, min(len(trained.user_ids), sample) + 1)
@@ -80,16 +86,19 @@ def fit(config, data, train_idx: np.ndarray, report=print) -> Fitted:
     users = np.asarray(data.ratings.user_id).astype(str).astype(object)
     titles = np.asarray(data.ratings.movie_title).astype(str).astype(object)
     fit_users, fit_titles, val_users, val_titles = users[fit_idx], titles[fit_idx], users[val_idx], titles[val_idx]
-    report(f"validation: {len(val_idx)} of {len(train_idx)} training ratings held out ({config.split}); "
-           f"{len(fit_idx)} to fit")
+    report(
+        f"validation: {len(val_idx)} of {len(train_idx)} training ratings held out ({config.split}); "
+        f"{len(fit_idx)} to fit"
+    )
 
     def rates(trained: Trained, blend: Blend | None = None, ks=(10,)) -> dict:
         """Seen-excluded hit rates on the validation part (with ``blend``: of exclude_seen's blended vectors)."""
         pop = popularity(trained.movie_titles, fit_titles)
         towers = retrieval_vectors(trained, pop)
         excluding = None if blend is None else retrieval_vectors(trained, pop, blend)
-        metrics = evaluation.evaluate(towers, pop, fit_users, fit_titles, val_users, val_titles, ks=ks,
-                                      max_items=0, exclude_vectors=excluding)
+        metrics = evaluation.evaluate(
+            towers, pop, fit_users, fit_titles, val_users, val_titles, ks=ks, max_items=0, exclude_vectors=excluding
+        )
         return metrics["model_exclude_seen"]
 
     def score(trained: Trained) -> float:
@@ -101,13 +110,23 @@ def fit(config, data, train_idx: np.ndarray, report=print) -> Fitted:
 
     tuning = None
     if tc.tune_budget_s > 0:
-        first, tuning = tune.search(tc, data, fit_idx, score, METRIC, tc.tune_budget_s, tc.tune_trials, report,
-                                    criterion=criterion, criterion_name=BLEND_CRITERION)
+        first, tuning = tune.search(
+            tc,
+            data,
+            fit_idx,
+            score,
+            METRIC,
+            tc.tune_budget_s,
+            tc.tune_trials,
+            report,
+            criterion=criterion,
+            criterion_name=BLEND_CRITERION,
+        )
         tc = dataclasses.replace(first.config, epochs=tc.epochs)
     else:
         first = train(tc, data, fit_idx, validation=score, metric=METRIC, report=report)
     summary = dict(first.validation or {})
-    summary.update(fraction=tc.validation_fraction, ratings=int(len(val_idx)))
+    summary.update(fraction=tc.validation_fraction, ratings=len(val_idx))
     if tuning is not None:
         summary["tuning"] = tuning
     best_epoch = summary["best_epoch"]
@@ -121,17 +140,33 @@ def fit(config, data, train_idx: np.ndarray, report=print) -> Fitted:
         for tower, weight in BLENDS:
             blend = None if weight == 0 else blend_for(first, pop, factors, tower, weight)
             got = rates(first, blend, ks=BLEND_KS)
-            trials.append({"tower": tower, "ease": weight, **{f"{METRIC_ROW}_{k}": round(v, 6) for k, v in got.items()},
-                           BLEND_CRITERION: round(sum(got.values()) / len(got), 6)})
+            trials.append(
+                {
+                    "tower": tower,
+                    "ease": weight,
+                    **{f"{METRIC_ROW}_{k}": round(v, 6) for k, v in got.items()},
+                    BLEND_CRITERION: round(sum(got.values()) / len(got), 6),
+                }
+            )
         # The first best wins ties: the towers alone come first.
         best = max(trials, key=lambda t: t[BLEND_CRITERION])
         chosen = (best["tower"], best["ease"])
-        summary["blends"] = {"ease_lambda": config.ease_lambda, "ease_rank": tc.ease_rank, "trials": trials,
-                             "criterion": BLEND_CRITERION, "signature": "exclude_seen",
-                             "chosen": {"tower": chosen[0], "ease": chosen[1]}}
-        report("validation seen-excluded top-10 / top-100 for exclude_seen: " + ", ".join(
-            f"{_name(t['tower'], t['ease'])} {t[f'{METRIC_ROW}_top_10']:.4f} / {t[f'{METRIC_ROW}_top_100']:.4f}"
-            for t in trials) + f" -> {_name(*chosen)}")
+        summary["blends"] = {
+            "ease_lambda": config.ease_lambda,
+            "ease_rank": tc.ease_rank,
+            "trials": trials,
+            "criterion": BLEND_CRITERION,
+            "signature": "exclude_seen",
+            "chosen": {"tower": chosen[0], "ease": chosen[1]},
+        }
+        report(
+            "validation seen-excluded top-10 / top-100 for exclude_seen: "
+            + ", ".join(
+                f"{_name(t['tower'], t['ease'])} {t[f'{METRIC_ROW}_top_10']:.4f} / {t[f'{METRIC_ROW}_top_100']:.4f}"
+                for t in trials
+            )
+            + f" -> {_name(*chosen)}"
+        )
     elif tc.ease_rank:
         summary["blends"] = {"skipped": skipped}
         report(f"validation: EASE factors skipped: {skipped}")

@@ -21,10 +21,9 @@ score -inf (documented; it cannot happen while the catalogue has K more titles t
 
 from __future__ import annotations
 
-import export  # noqa: F401
-
 import tensorflow as tf
 
+import export  # noqa: F401
 from export import index as index_lib
 
 NAMESPACE_WHITELIST = ["Scann"]
@@ -50,12 +49,16 @@ class _Servable(tf.Module):
         n = tf.shape(self.titles)[0]
         width = tf.shape(excluded)[1]
         wanted = tf.minimum(self.k + width, n)
-        scores, rows = index_lib.search(self.index if index is None else index,
-                                        self.params if params is None else params, queries, wanted)
+        scores, rows = index_lib.search(
+            self.index if index is None else index, self.params if params is None else params, queries, wanted
+        )
         valid = rows >= 0
         titles = tf.gather(self.titles, tf.maximum(rows, 0))
-        hit = tf.reduce_any(tf.equal(titles[:, :, tf.newaxis], excluded[:, tf.newaxis, :])
-                            & tf.not_equal(excluded, "")[:, tf.newaxis, :], axis=-1)
+        hit = tf.reduce_any(
+            tf.equal(titles[:, :, tf.newaxis], excluded[:, tf.newaxis, :])
+            & tf.not_equal(excluded, "")[:, tf.newaxis, :],
+            axis=-1,
+        )
         keep = valid & ~hit
         masked = tf.where(keep, scores, tf.fill(tf.shape(scores), float("-inf")))
         # Pad so that top_k always has K columns, even if the index returned fewer.
@@ -69,8 +72,10 @@ class _Servable(tf.Module):
 
     def _outputs(self, titles: tf.Tensor, scores: tf.Tensor) -> dict:
         """The signature outputs, with their static shape [-1, K] (it shows in the SignatureDef)."""
-        return {"movie_titles": tf.ensure_shape(titles, [None, self.k]),
-                "scores": tf.ensure_shape(scores, [None, self.k])}
+        return {
+            "movie_titles": tf.ensure_shape(titles, [None, self.k]),
+            "scores": tf.ensure_shape(scores, [None, self.k]),
+        }
 
     def _top_k(self, queries: tf.Tensor) -> dict:
         scores, rows = index_lib.search(self.index, self.params, queries, self.k)
@@ -87,8 +92,9 @@ class Retrieval(_Servable):
         self.exclude_table = self.exclude_index = self.exclude_params = None
         if exclude is not None:
             exclude_vectors, self.exclude_index, self.exclude_params = exclude
-            if list(exclude_vectors.titles) != list(vectors.titles) or \
-                    list(exclude_vectors.query_keys) != list(vectors.query_keys):
+            if list(exclude_vectors.titles) != list(vectors.titles) or list(exclude_vectors.query_keys) != list(
+                vectors.query_keys
+            ):
                 raise ValueError("exclude_seen's vectors must have the same users and titles as serving_default's")
             self.exclude_table = tf.Variable(exclude_vectors.queries, trainable=False, name="exclude_query_table")
 
@@ -96,11 +102,16 @@ class Retrieval(_Servable):
     def serving_default(self, user_id):
         return self._top_k(self._queries(user_id))
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="user_id"),
-                                  tf.TensorSpec([None, None], tf.string, name="exclude_titles")])
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None], tf.string, name="user_id"),
+            tf.TensorSpec([None, None], tf.string, name="exclude_titles"),
+        ]
+    )
     def exclude_seen(self, user_id, exclude_titles):
-        return self._top_k_excluding(self._queries(user_id, self.exclude_table), exclude_titles,
-                                     self.exclude_index, self.exclude_params)
+        return self._top_k_excluding(
+            self._queries(user_id, self.exclude_table), exclude_titles, self.exclude_index, self.exclude_params
+        )
 
     def signatures(self) -> dict:
         return {"serving_default": self.serving_default, "exclude_seen": self.exclude_seen}
@@ -122,5 +133,9 @@ class SimilarMovies(_Servable):
 
 def save(module: _Servable, path) -> None:
     """``tf.saved_model.save`` with the named signatures; ScaNN's ops live in the ``Scann`` namespace."""
-    tf.saved_model.save(module, str(path), signatures=module.signatures(),
-                        options=tf.saved_model.SaveOptions(namespace_whitelist=NAMESPACE_WHITELIST))
+    tf.saved_model.save(
+        module,
+        str(path),
+        signatures=module.signatures(),
+        options=tf.saved_model.SaveOptions(namespace_whitelist=NAMESPACE_WHITELIST),
+    )

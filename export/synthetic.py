@@ -35,7 +35,14 @@ from typing import Any
 import numpy as np
 
 from export.data.records import (
-    GENRES, OCCUPATIONS, DataError, MovieLensData, Movies, Ratings, bucketize_age, describe,
+    GENRES,
+    OCCUPATIONS,
+    DataError,
+    MovieLensData,
+    Movies,
+    Ratings,
+    bucketize_age,
+    describe,
 )
 
 logger = logging.getLogger(__name__)
@@ -53,17 +60,98 @@ _LATENT_DIM = 16
 _CELL_BUDGET = 4_000_000  # users * movies scores held at once
 
 _ADJECTIVES = (
-    "Blue", "Silent", "Wild", "Last", "Broken", "Golden", "Dark", "Lost", "Midnight", "Crimson", "Lonely",
-    "Secret", "Frozen", "Hidden", "Little", "Great", "Burning", "Electric", "Quiet", "Fallen", "Savage",
-    "Sweet", "Bitter", "Endless", "Final", "Northern", "Eternal", "Hollow", "Iron", "Velvet", "Wicked",
-    "Happy", "Strange", "Distant", "Dangerous", "Brave", "Perfect", "Restless", "Crazy", "Naïve",
+    "Blue",
+    "Silent",
+    "Wild",
+    "Last",
+    "Broken",
+    "Golden",
+    "Dark",
+    "Lost",
+    "Midnight",
+    "Crimson",
+    "Lonely",
+    "Secret",
+    "Frozen",
+    "Hidden",
+    "Little",
+    "Great",
+    "Burning",
+    "Electric",
+    "Quiet",
+    "Fallen",
+    "Savage",
+    "Sweet",
+    "Bitter",
+    "Endless",
+    "Final",
+    "Northern",
+    "Eternal",
+    "Hollow",
+    "Iron",
+    "Velvet",
+    "Wicked",
+    "Happy",
+    "Strange",
+    "Distant",
+    "Dangerous",
+    "Brave",
+    "Perfect",
+    "Restless",
+    "Crazy",
+    "Naïve",
 )
 _NOUNS = (
-    "River", "Summer", "Heart", "City", "Road", "Kingdom", "Dream", "Shadow", "Star", "Garden", "Storm",
-    "Mountain", "Night", "Island", "Promise", "Stranger", "Game", "Wedding", "Winter", "Journey", "Mirror",
-    "Harbor", "Empire", "Secret", "Horizon", "Ocean", "Train", "Circus", "Machine", "Forest", "Detective",
-    "Cowboy", "Angel", "Outlaw", "Planet", "Voyage", "Fortune", "Melody", "Castle", "Café", "Señor",
-    "Affair", "Legend", "Rebel", "Witness", "Dragon", "Spy", "Ghost", "Hero", "Valley",
+    "River",
+    "Summer",
+    "Heart",
+    "City",
+    "Road",
+    "Kingdom",
+    "Dream",
+    "Shadow",
+    "Star",
+    "Garden",
+    "Storm",
+    "Mountain",
+    "Night",
+    "Island",
+    "Promise",
+    "Stranger",
+    "Game",
+    "Wedding",
+    "Winter",
+    "Journey",
+    "Mirror",
+    "Harbor",
+    "Empire",
+    "Secret",
+    "Horizon",
+    "Ocean",
+    "Train",
+    "Circus",
+    "Machine",
+    "Forest",
+    "Detective",
+    "Cowboy",
+    "Angel",
+    "Outlaw",
+    "Planet",
+    "Voyage",
+    "Fortune",
+    "Melody",
+    "Castle",
+    "Café",
+    "Señor",
+    "Affair",
+    "Legend",
+    "Rebel",
+    "Witness",
+    "Dragon",
+    "Spy",
+    "Ghost",
+    "Hero",
+    "Valley",
 )
 _PATTERNS = ("{adj} {noun}", "The {adj} {noun}", "{noun} of the {noun2}", "{adj} {noun} II")
 
@@ -78,9 +166,9 @@ class SyntheticSpec:
     seed: int = 0
     clusters: int = 8
     # Realism knobs (defaults chosen so that the real MovieLens 100K's ordering of models holds; see the doc):
-    interests: int = 3            # most taste clusters one user has (each user has 1..interests)
-    noise: float = 0.1            # share of each user's movies picked by popularity alone, not taste
-    feature_signal: float = 0.2   # how strongly demographics steer a user's first taste cluster
+    interests: int = 3  # most taste clusters one user has (each user has 1..interests)
+    noise: float = 0.1  # share of each user's movies picked by popularity alone, not taste
+    feature_signal: float = 0.2  # how strongly demographics steer a user's first taste cluster
 
     def __post_init__(self) -> None:
         for name in ("users", "movies", "ratings", "clusters"):
@@ -91,19 +179,26 @@ class SyntheticSpec:
             raise DataError(f"SyntheticSpec.interests must be a positive int (got {self.interests!r})")
         for name in ("noise", "feature_signal"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= (
-                    1 if name == "noise" else 10):
-                raise DataError(f"SyntheticSpec.{name} must be a number in [0, {1 if name == 'noise' else 10}] "
-                                f"(got {value!r})")
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not 0 <= value <= (1 if name == "noise" else 10)
+            ):
+                raise DataError(
+                    f"SyntheticSpec.{name} must be a number in [0, {1 if name == 'noise' else 10}] (got {value!r})"
+                )
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
             raise DataError(f"SyntheticSpec.seed must be a non-negative int (got {self.seed!r})")
         if self.ratings > self.users * self.movies:
             raise DataError(
                 f"SyntheticSpec.ratings must be <= users * movies = {self.users * self.movies} "
-                f"(got {self.ratings}): each (user, movie) pair is rated at most once")
+                f"(got {self.ratings}): each (user, movie) pair is rated at most once"
+            )
         if self.ratings < self.users:
-            raise DataError(f"SyntheticSpec.ratings must be >= users = {self.users} (got {self.ratings}): "
-                             "every user rates at least one movie")
+            raise DataError(
+                f"SyntheticSpec.ratings must be >= users = {self.users} (got {self.ratings}): "
+                "every user rates at least one movie"
+            )
         if self.movies > MAX_MOVIES:
             raise DataError(f"SyntheticSpec.movies must be <= {MAX_MOVIES} (got {self.movies})")
         if self.clusters > self.movies:
@@ -131,8 +226,13 @@ def generate(spec: SyntheticSpec = SyntheticSpec()) -> MovieLensData:
 
     affinity = _taste(users["vector"][user_index], users["weight"][user_index], movies["vector"][movie_index])
     affinity = (affinity - affinity.mean()) / (affinity.std() + 1e-9)
-    score = (3.6 + 0.75 * affinity + movies["quality"][movie_index] + users["bias"][user_index]
-             + rng.normal(0.0, 0.75, size=len(user_index)))
+    score = (
+        3.6
+        + 0.75 * affinity
+        + movies["quality"][movie_index]
+        + users["bias"][user_index]
+        + rng.normal(0.0, 0.75, size=len(user_index))
+    )
     user_rating = np.clip(np.rint(score), 1, 5).astype(np.float32)
 
     start, span = users["active_from"][user_index], users["active_span"][user_index]
@@ -153,8 +253,9 @@ def generate(spec: SyntheticSpec = SyntheticSpec()) -> MovieLensData:
     )
     catalogue = Movies(movie_id=movies["id"], movie_title=movies["title"], movie_genres=movies["genres"])
     source = describe("synthetic", ratings, catalogue, seed=spec.seed, spec=dataclasses.asdict(spec))
-    logger.info("synthetic data: %d ratings, %d users, %d movies (seed %d)",
-                spec.ratings, spec.users, spec.movies, spec.seed)
+    logger.info(
+        "synthetic data: %d ratings, %d users, %d movies (seed %d)", spec.ratings, spec.users, spec.movies, spec.seed
+    )
     return MovieLensData(ratings=ratings, movies=catalogue, source=source)
 
 
@@ -192,9 +293,11 @@ def _users(rng: np.random.Generator, spec: SyntheticSpec, centers: np.ndarray) -
     # further interests are drawn at random, each with its own weight (Dirichlet) and its own vector.
     age_bucket = np.searchsorted(np.unique(age), age)
     signal = spec.feature_signal
-    logits = (rng.normal(0.0, signal, size=(7, spec.clusters))[age_bucket]
-              + rng.normal(0.0, signal, size=(len(OCCUPATIONS), spec.clusters))[occupation]
-              + rng.normal(0.0, 0.5 * signal, size=(2, spec.clusters))[male.astype(int)])
+    logits = (
+        rng.normal(0.0, signal, size=(7, spec.clusters))[age_bucket]
+        + rng.normal(0.0, signal, size=(len(OCCUPATIONS), spec.clusters))[occupation]
+        + rng.normal(0.0, 0.5 * signal, size=(2, spec.clusters))[male.astype(int)]
+    )
     cluster = _sample_rows(rng, logits)
     k = min(spec.interests, spec.clusters)
     clusters = np.concatenate([cluster[:, None], rng.integers(spec.clusters, size=(n, k - 1))], axis=1)
@@ -230,8 +333,7 @@ def _movies(rng: np.random.Generator, spec: SyntheticSpec, centers: np.ndarray) 
     group = rng.integers(spec.clusters, size=n)
     # Two signature genres per group (never "Unknown", id 0), spread over the 18 real genres.
     genre_order = rng.permutation(np.arange(1, len(GENRES)))
-    signature = np.stack([genre_order[(2 * np.arange(spec.clusters) + j) % len(genre_order)]
-                          for j in range(2)], axis=1)
+    signature = np.stack([genre_order[(2 * np.arange(spec.clusters) + j) % len(genre_order)] for j in range(2)], axis=1)
     first = rng.integers(2, size=n)
     with_second = rng.random(n) < 0.4
     extra = np.where(rng.random(n) < 0.3, rng.integers(1, len(GENRES), size=n), 0)
@@ -248,7 +350,7 @@ def _movies(rng: np.random.Generator, spec: SyntheticSpec, centers: np.ndarray) 
     # A few ids are re-entries of an earlier movie: same title, same genres and taste (MovieLens has ~1%).
     n_duplicates = max(1, round(n / 100)) if n >= 2 else 0
     chosen = rng.choice(n, size=2 * n_duplicates, replace=False)
-    for original, copy in zip(chosen[:n_duplicates], chosen[n_duplicates:]):
+    for original, copy in zip(chosen[:n_duplicates], chosen[n_duplicates:], strict=True):
         title[copy], group[copy], genres[copy] = title[original], group[original], genres[original]
 
     vector = centers[group] + rng.normal(0.0, 0.35 / np.sqrt(_LATENT_DIM), size=(n, _LATENT_DIM))
@@ -273,8 +375,7 @@ def _titles(rng: np.random.Generator, n: int) -> np.ndarray:
     year = 1998 - np.clip(np.rint(rng.exponential(7.0, size=n)), 0, 78).astype(int)
     titles, seen = [], set()
     for i in range(n):
-        text = _PATTERNS[pattern[i]].format(adj=_ADJECTIVES[adjective[i]], noun=_NOUNS[noun[i]],
-                                            noun2=_NOUNS[other[i]])
+        text = _PATTERNS[pattern[i]].format(adj=_ADJECTIVES[adjective[i]], noun=_NOUNS[noun[i]], noun2=_NOUNS[other[i]])
         title, sequel = f"{text} ({year[i]})", 1
         while title in seen:  # words and year drawn twice: try earlier years, then number it
             sequel += 1
@@ -307,8 +408,9 @@ def _ratings_per_user(rng: np.random.Generator, spec: SyntheticSpec) -> np.ndarr
     return counts
 
 
-def _choices(rng: np.random.Generator, spec: SyntheticSpec, users: dict[str, Any],
-             movies: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+def _choices(
+    rng: np.random.Generator, spec: SyntheticSpec, users: dict[str, Any], movies: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray]:
     """(user, movie) index pairs, each user's movies drawn without replacement.
 
     A share ``spec.noise`` of each user's movies (binomial) is picked by popularity alone; the rest by
@@ -334,6 +436,12 @@ def _choices(rng: np.random.Generator, spec: SyntheticSpec, users: dict[str, Any
         by_popularity = np.where(taken, -np.inf, log_popularity + rng.gumbel(size=logits.shape))
         extra = np.argsort(-by_popularity, axis=1)
         movie_parts.append(np.concatenate([ranked[columns < by_taste], extra[columns < noisy[start:stop, None]]]))
-        user_parts.append(np.concatenate([np.repeat(np.arange(start, stop), by_taste[:, 0]),
-                                          np.repeat(np.arange(start, stop), noisy[start:stop])]))
+        user_parts.append(
+            np.concatenate(
+                [
+                    np.repeat(np.arange(start, stop), by_taste[:, 0]),
+                    np.repeat(np.arange(start, stop), noisy[start:stop]),
+                ]
+            )
+        )
     return np.concatenate(user_parts), np.concatenate(movie_parts)

@@ -11,13 +11,12 @@ import dataclasses
 import logging
 import sys
 import time
-from typing import Callable
-
-import export  # noqa: F401
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
 
+import export  # noqa: F401
 from export.config import TrainConfig
 from export.model import TwoTower, history_rows, make_optimizer, one_hot_table
 
@@ -29,11 +28,11 @@ class Trained:
     """A fitted model's embeddings. Row 0 of the user/movie arrays is the unknown id's."""
 
     config: TrainConfig
-    user_ids: np.ndarray          # [U] str, the user vocabulary (sorted unique ids of all ratings)
-    movie_titles: np.ndarray      # [M] str, the catalogue (sorted unique titles of the movies table)
-    user_vectors: np.ndarray      # [U + 1, D] float32
-    movie_vectors: np.ndarray     # [M + 1, D] float32
-    movie_bias: np.ndarray        # [M + 1] float32 (zeros without a bias)
+    user_ids: np.ndarray  # [U] str, the user vocabulary (sorted unique ids of all ratings)
+    movie_titles: np.ndarray  # [M] str, the catalogue (sorted unique titles of the movies table)
+    user_vectors: np.ndarray  # [U + 1, D] float32
+    movie_vectors: np.ndarray  # [M + 1, D] float32
+    movie_bias: np.ndarray  # [M + 1] float32 (zeros without a bias)
     history: dict
     seconds: float
     validation: dict | None = None  # with early stopping: metric, curve, best_epoch (see train())
@@ -58,13 +57,15 @@ def side_features(config: TrainConfig, data, users: np.ndarray, titles: np.ndarr
     user_side = None
     if config.user_features:
         ratings = data.ratings
-        parts = [one_hot_table(np.asarray(ratings.user_id), np.asarray(getattr(ratings, f)).astype(str), users)
-                 for f in config.user_features]
+        parts = [
+            one_hot_table(np.asarray(ratings.user_id), np.asarray(getattr(ratings, f)).astype(str), users)
+            for f in config.user_features
+        ]
         user_side = np.concatenate(parts, axis=1)
     movie_side = None
     if "movie_genres" in config.movie_features:
         multi_hot = np.asarray(data.movies.genre_multi_hot(), dtype=np.float32)
-        first = {}
+        first: dict[str, int] = {}
         for i, title in enumerate(np.asarray(data.movies.movie_title).tolist()):
             first.setdefault(title, i)
         movie_side = np.zeros((len(titles) + 1, multi_hot.shape[1]), dtype=np.float32)
@@ -125,13 +126,25 @@ class EarlyStopping(tf.keras.callbacks.Callback):
             self.model.set_weights(self.best_weights)
 
     def summary(self) -> dict:
-        return {"metric": self.metric, "curve": [round(v, 6) for v in self.curve], "best_epoch": self.best_epoch,
-                "best": round(self.curve[self.best_epoch - 1], 6) if self.curve else None,
-                "patience": self.config.patience, "max_epochs": self.config.epochs}
+        return {
+            "metric": self.metric,
+            "curve": [round(v, 6) for v in self.curve],
+            "best_epoch": self.best_epoch,
+            "best": round(self.curve[self.best_epoch - 1], 6) if self.curve else None,
+            "patience": self.config.patience,
+            "max_epochs": self.config.epochs,
+        }
 
 
-def train(config: TrainConfig, data, train_idx: np.ndarray, verbose: int | None = None,
-          validation: Callable[[Trained], float] | None = None, metric: str = "", report=print) -> Trained:
+def train(
+    config: TrainConfig,
+    data,
+    train_idx: np.ndarray,
+    verbose: int | None = None,
+    validation: Callable[[Trained], float] | None = None,
+    metric: str = "",
+    report=print,
+) -> Trained:
     """Fit the preset's model on ``train_idx``; the global seed is set first (``tf.random.set_seed``).
 
     With ``validation`` (a score of the embeddings on held-out ratings, higher is better), training stops
@@ -160,6 +173,13 @@ def embeddings(model: TwoTower, config: TrainConfig, history: dict | None = None
     movie_rows = tf.range(len(titles) + 1)
     movie_vectors = model.candidate_vectors(movie_rows).numpy().astype(np.float32)
     movie_bias = model.bias_of(movie_rows).numpy().astype(np.float32)
-    return Trained(config=config, user_ids=users, movie_titles=titles, user_vectors=user_vectors,
-                   movie_vectors=movie_vectors, movie_bias=movie_bias,
-                   history={k: [float(x) for x in v] for k, v in (history or {}).items()}, seconds=seconds)
+    return Trained(
+        config=config,
+        user_ids=users,
+        movie_titles=titles,
+        user_vectors=user_vectors,
+        movie_vectors=movie_vectors,
+        movie_bias=movie_bias,
+        history={k: [float(x) for x in v] for k, v in (history or {}).items()},
+        seconds=seconds,
+    )

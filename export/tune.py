@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from export.config import TrainConfig
 from export.train import Trained, train
@@ -41,8 +41,10 @@ def affordable(config: TrainConfig, titles: int, report=print) -> TrainConfig:
     softmax costs a titles-wide matrix product per batch, so the in-batch softmax with the log-Q correction
     is used instead (and said)."""
     if config.loss == "full_softmax" and titles > FULL_SOFTMAX_UP_TO:
-        report(f"loss: in-batch softmax with log-Q correction ({titles} titles > {FULL_SOFTMAX_UP_TO}: "
-               "a full softmax over them would cost a catalogue-wide product per batch)")
+        report(
+            f"loss: in-batch softmax with log-Q correction ({titles} titles > {FULL_SOFTMAX_UP_TO}: "
+            "a full softmax over them would cost a catalogue-wide product per batch)"
+        )
         return dataclasses.replace(config, loss="in_batch_softmax", log_q=True)
     return config
 
@@ -58,9 +60,18 @@ def _suggest(trial, base: TrainConfig, losses: tuple[str, ...]) -> TrainConfig:
     )
 
 
-def search(base: TrainConfig, data, fit_idx, score: Callable[[Trained], float], metric: str, budget_s: float,
-           max_trials: int, report=print, criterion: Callable[[Trained], float] | None = None,
-           criterion_name: str = "") -> tuple[Trained, dict]:
+def search(
+    base: TrainConfig,
+    data,
+    fit_idx,
+    score: Callable[[Trained], float],
+    metric: str,
+    budget_s: float,
+    max_trials: int,
+    report=print,
+    criterion: Callable[[Trained], float] | None = None,
+    criterion_name: str = "",
+) -> tuple[Trained, dict]:
     """(the best trial's model, a summary of every trial) over ``fit_idx``.
 
     Each trial stops early on ``score`` (``metric``); trials are ranked by ``criterion`` of their best epoch
@@ -72,8 +83,13 @@ def search(base: TrainConfig, data, fit_idx, score: Callable[[Trained], float], 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("optuna").setLevel(logging.WARNING)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=base.seed))
-    first = {"embedding_dimension": base.embedding_dimension, "l2": base.l2,
-             "learning_rate": base.learning_rate, "loss": base.loss, "user_tower": base.user_tower}
+    first = {
+        "embedding_dimension": base.embedding_dimension,
+        "l2": base.l2,
+        "learning_rate": base.learning_rate,
+        "loss": base.loss,
+        "user_tower": base.user_tower,
+    }
     losses = losses_for(len(data.movies))
     if base.loss in losses and base.embedding_dimension in DIMENSIONS and base.user_tower in USER_TOWERS:
         study.enqueue_trial(first)  # the preset's own settings first
@@ -86,29 +102,48 @@ def search(base: TrainConfig, data, fit_idx, score: Callable[[Trained], float], 
         config = _suggest(trial, base, losses)
         began = time.perf_counter()
         trained = train(config, data, fit_idx, verbose=0, validation=score, metric=metric, report=lambda line: None)
-        value = float(criterion(trained)) if criterion is not score else float(trained.validation["best"])
+        validation = trained.validation
+        assert validation is not None  # train() records it when given validation=
+        value = float(criterion(trained)) if criterion is not score else float(validation["best"])
         models[trial.number] = trained
         values[trial.number] = value
         # Only the best model so far is kept in memory (the earliest of equals).
         best = max(models, key=lambda n: (values[n], -n))
         for number in [n for n in models if n != best]:
             del models[number]
-        trials.append({"number": trial.number, "params": dict(trial.params),
-                       metric: round(float(trained.validation["best"]), 6), criterion_name: round(value, 6),
-                       "best_epoch": trained.validation["best_epoch"],
-                       "seconds": round(time.perf_counter() - began, 2)})
-        report(f"tune trial {trial.number}: dim {config.embedding_dimension}, l2 {config.l2:.2g}, "
-               f"lr {config.learning_rate:.2g}, {config.loss}, user tower {config.user_tower}: validation "
-               f"{criterion_name} {value:.4f} (epoch {trained.validation['best_epoch']}, "
-               f"{time.perf_counter() - began:.0f} s)")
+        trials.append(
+            {
+                "number": trial.number,
+                "params": dict(trial.params),
+                metric: round(float(validation["best"]), 6),
+                criterion_name: round(value, 6),
+                "best_epoch": validation["best_epoch"],
+                "seconds": round(time.perf_counter() - began, 2),
+            }
+        )
+        report(
+            f"tune trial {trial.number}: dim {config.embedding_dimension}, l2 {config.l2:.2g}, "
+            f"lr {config.learning_rate:.2g}, {config.loss}, user tower {config.user_tower}: validation "
+            f"{criterion_name} {value:.4f} (epoch {validation['best_epoch']}, "
+            f"{time.perf_counter() - began:.0f} s)"
+        )
         return value
 
     study.optimize(objective, n_trials=max_trials, timeout=budget_s, gc_after_trial=True)
     [number] = models  # the best trial's (the earliest of equals: the preset's own settings win ties)
     best = next(t for t in trials if t["number"] == number)
-    summary = {"budget_s": budget_s, "max_trials": max_trials, "seconds": round(time.perf_counter() - start, 2),
-               "sampler": "optuna TPE", "losses": list(losses), "criterion": criterion_name, "trials": trials,
-               "best": best}
-    report(f"tune: {len(trials)} trials in {summary['seconds']:.0f} s; best trial {number} "
-           f"({criterion_name} {best[criterion_name]:.4f})")
+    summary = {
+        "budget_s": budget_s,
+        "max_trials": max_trials,
+        "seconds": round(time.perf_counter() - start, 2),
+        "sampler": "optuna TPE",
+        "losses": list(losses),
+        "criterion": criterion_name,
+        "trials": trials,
+        "best": best,
+    }
+    report(
+        f"tune: {len(trials)} trials in {summary['seconds']:.0f} s; best trial {number} "
+        f"({criterion_name} {best[criterion_name]:.4f})"
+    )
     return models[number], summary

@@ -6,8 +6,8 @@ the model's own signatures are answered there and compared with the in-memory mo
 
 - identical top-K titles (ties within ``score_tolerance`` may swap) and scores within the tolerance;
 - every row holds K titles (an ``exclude_seen`` row fewer only when its exclusions leave fewer than K of
-  the catalogue: the servable's documented "" slots); ``exclude_seen`` never returns an excluded title; ``similar_movies`` never
-  returns the query; unknown keys get an answer;
+  the catalogue: the servable's documented "" slots); ``exclude_seen`` never returns an excluded title;
+  ``similar_movies`` never returns the query; unknown keys get an answer;
 - recall@10 of the served top-K against exact search over the same vectors >= the threshold.
 
 Any failure raises ``ValidationError`` whose message says what differed; the child's stderr is logged.
@@ -23,10 +23,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-import export  # noqa: F401
-
 import numpy as np
 
+import export  # noqa: F401
 from export.vectors import exact_top_k
 
 logger = logging.getLogger(__name__)
@@ -49,37 +48,64 @@ def _pad(rows: list[list[str]]) -> list[list[str]]:
     return [r + [""] * (width - len(r)) for r in rows]
 
 
-def retrieval_requests(vectors, seen: dict[str, list[str]], sample: int, rng: np.random.Generator,
-                       popular: list[str], exclude_index: bool = False) -> list[dict]:
+def retrieval_requests(
+    vectors,
+    seen: dict[str, list[str]],
+    sample: int,
+    rng: np.random.Generator,
+    popular: list[str],
+    exclude_index: bool = False,
+) -> list[dict]:
     """The requests that check a staged retrieval model; ``exclude_index``: exclude_seen has an index of its
     own, whose recall is checked too (with nothing excluded)."""
     users = vectors.query_keys.tolist()
     picked = [users[i] for i in sorted(rng.choice(len(users), size=min(sample, len(users)), replace=False))]
-    recall_users = users if len(users) <= _RECALL_QUERIES else \
-        [users[i] for i in sorted(rng.choice(len(users), size=_RECALL_QUERIES, replace=False))]
+    recall_users = (
+        users
+        if len(users) <= _RECALL_QUERIES
+        else [users[i] for i in sorted(rng.choice(len(users), size=_RECALL_QUERIES, replace=False))]
+    )
     heavy = max(users, key=lambda u: len(seen.get(u, [])))
-    excl_users = picked[:8] + [heavy]
+    excl_users = [*picked[:8], heavy]
     exclusions = [sorted(set(seen.get(u, []))) for u in excl_users]
     # An unknown user gets the popular movies; excluding the top ones must still yield K others.
     excl_users.append(UNKNOWN_USER)
     exclusions.append(popular)
     return [
-        {"signature_name": "serving_default", "inputs": {"user_id": picked + [UNKNOWN_USER]}, "purpose": "compare"},
-        {"signature_name": "exclude_seen", "inputs": {"user_id": excl_users, "exclude_titles": _pad(exclusions)},
-         "purpose": "compare"},
+        {"signature_name": "serving_default", "inputs": {"user_id": [*picked, UNKNOWN_USER]}, "purpose": "compare"},
+        {
+            "signature_name": "exclude_seen",
+            "inputs": {"user_id": excl_users, "exclude_titles": _pad(exclusions)},
+            "purpose": "compare",
+        },
         {"signature_name": "serving_default", "inputs": {"user_id": recall_users}, "purpose": "recall"},
-    ] + ([{"signature_name": "exclude_seen", "inputs": {"user_id": recall_users,
-                                                        "exclude_titles": [[""] for _ in recall_users]},
-           "purpose": "recall_exclude_seen"}] if exclude_index else [])
+    ] + (
+        [
+            {
+                "signature_name": "exclude_seen",
+                "inputs": {"user_id": recall_users, "exclude_titles": [[""] for _ in recall_users]},
+                "purpose": "recall_exclude_seen",
+            }
+        ]
+        if exclude_index
+        else []
+    )
 
 
 def similar_requests(vectors, sample: int, rng: np.random.Generator) -> list[dict]:
     titles = vectors.query_keys.tolist()
     picked = [titles[i] for i in sorted(rng.choice(len(titles), size=min(sample, len(titles)), replace=False))]
-    recall_titles = titles if len(titles) <= _RECALL_QUERIES else \
-        [titles[i] for i in sorted(rng.choice(len(titles), size=_RECALL_QUERIES, replace=False))]
+    recall_titles = (
+        titles
+        if len(titles) <= _RECALL_QUERIES
+        else [titles[i] for i in sorted(rng.choice(len(titles), size=_RECALL_QUERIES, replace=False))]
+    )
     return [
-        {"signature_name": "serving_default", "inputs": {"movie_title": picked + [UNKNOWN_TITLE]}, "purpose": "compare"},
+        {
+            "signature_name": "serving_default",
+            "inputs": {"movie_title": [*picked, UNKNOWN_TITLE]},
+            "purpose": "compare",
+        },
         {"signature_name": "serving_default", "inputs": {"movie_title": recall_titles}, "purpose": "recall"},
     ]
 
@@ -90,8 +116,10 @@ def warmup_inputs(requests: list[dict], per_signature: int = 3) -> dict[str, lis
     for request in requests:
         if request["purpose"] != "compare":
             continue
-        inputs = {name: np.array(value[:per_signature] + value[-1:], dtype=object)
-                  for name, value in request["inputs"].items()}
+        inputs = {
+            name: np.array(value[:per_signature] + value[-1:], dtype=object)
+            for name, value in request["inputs"].items()
+        }
         out.setdefault(request["signature_name"], []).append(inputs)
     return out
 
@@ -107,8 +135,12 @@ def in_memory(module, requests: list[dict]) -> list[dict]:
     for request in requests:
         inputs = {k: tf.constant(np.array(v, dtype=object).astype(str)) for k, v in request["inputs"].items()}
         out = signatures[request["signature_name"]](**inputs)
-        answers.append({"movie_titles": np.vectorize(lambda b: b.decode("utf-8"), otypes=[object])(
-            out["movie_titles"].numpy()), "scores": out["scores"].numpy()})
+        answers.append(
+            {
+                "movie_titles": np.vectorize(lambda b: b.decode("utf-8"), otypes=[object])(out["movie_titles"].numpy()),
+                "scores": out["scores"].numpy(),
+            }
+        )
     return answers
 
 
@@ -116,14 +148,21 @@ def in_fresh_process(saved_model: Path, requests: list[dict], timeout_s: float) 
     """Answers of the staged SavedModel loaded by serving.bundle in a fresh Python process."""
     with tempfile.TemporaryDirectory(prefix="export-validate-") as tmp:
         req_path, out_path = Path(tmp) / "requests.json", Path(tmp) / "answers.json"
-        req_path.write_text(json.dumps([{k: r[k] for k in ("signature_name", "inputs")} for r in requests]),
-                            encoding="utf-8")
+        req_path.write_text(
+            json.dumps([{k: r[k] for k in ("signature_name", "inputs")} for r in requests]), encoding="utf-8"
+        )
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(_ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
         env["EXPORT_VALIDATE_PARENT_PID"] = str(os.getpid())  # the child exits if this process dies
         # Absolute: the child runs in the package root, not in the caller's working directory.
-        cmd = [sys.executable, "-m", "export.validate_child", str(Path(saved_model).resolve()), str(req_path),
-               str(out_path)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "export.validate_child",
+            str(Path(saved_model).resolve()),
+            str(req_path),
+            str(out_path),
+        ]
         try:
             proc = subprocess.run(cmd, cwd=str(_ROOT), env=env, capture_output=True, text=True, timeout=timeout_s)
         except subprocess.TimeoutExpired as exc:
@@ -132,11 +171,15 @@ def in_fresh_process(saved_model: Path, requests: list[dict], timeout_s: float) 
         if proc.returncode != 0:
             _dump(proc.stderr)
             last = [line for line in (proc.stderr or "").strip().splitlines() if line.strip()]
-            raise ValidationError(f"the staged SavedModel failed to load or answer in a fresh process: "
-                                  f"{last[-1] if last else 'exit code ' + str(proc.returncode)}")
+            raise ValidationError(
+                f"the staged SavedModel failed to load or answer in a fresh process: "
+                f"{last[-1] if last else 'exit code ' + str(proc.returncode)}"
+            )
         raw = json.loads(out_path.read_text(encoding="utf-8"))
-    return [{"movie_titles": np.array(a["movie_titles"], dtype=object),
-             "scores": np.array(a["scores"], dtype=np.float32)} for a in raw]
+    return [
+        {"movie_titles": np.array(a["movie_titles"], dtype=object), "scores": np.array(a["scores"], dtype=np.float32)}
+        for a in raw
+    ]
 
 
 def _dump(stderr) -> None:
@@ -152,7 +195,9 @@ def _rows_differ(exp_t, exp_s, act_t, act_s, tol: float) -> str | None:
     if exp_t.shape != act_t.shape:
         return f"shape {act_t.shape} != expected {exp_t.shape}"
     finite = np.isfinite(exp_s)
-    if not np.array_equal(finite, np.isfinite(act_s)) or not np.allclose(exp_s[finite], act_s[finite], atol=tol, rtol=tol):
+    if not np.array_equal(finite, np.isfinite(act_s)) or not np.allclose(
+        exp_s[finite], act_s[finite], atol=tol, rtol=tol
+    ):
         return f"scores {np.round(act_s, 4).tolist()} != expected {np.round(exp_s, 4).tolist()}"
     for j in np.flatnonzero(exp_t != act_t):
         tied = np.abs(exp_s - exp_s[j]) <= tol
@@ -170,22 +215,25 @@ def _titles_owed(k: int, catalogue: frozenset[str] | None, excluded) -> int:
     return min(k, len(catalogue - set(excluded)))
 
 
-def compare(model_name: str, requests, expected, actual, k: int, tol: float,
-            catalogue: frozenset[str] | None = None) -> list[str]:
+def compare(
+    model_name: str, requests, expected, actual, k: int, tol: float, catalogue: frozenset[str] | None = None
+) -> list[str]:
     """What differs between the staged (``actual``) and in-memory (``expected``) answers, and where the
     staged answers break the contract. ``catalogue`` (all candidate titles) lets ``exclude_seen`` rows that
     exclude all but fewer than K titles hold "" slots; without it every row must hold K titles."""
     problems = []
-    for request, exp, act in zip(requests, expected, actual):
+    for request, exp, act in zip(requests, expected, actual, strict=True):
         signature = request["signature_name"]
         keys = next(iter(request["inputs"].values()))
         if act["movie_titles"].shape != (len(keys), k):
-            problems.append(f"{model_name}/{signature}: output shape {act['movie_titles'].shape}, "
-                            f"expected {(len(keys), k)}")
+            problems.append(
+                f"{model_name}/{signature}: output shape {act['movie_titles'].shape}, expected {(len(keys), k)}"
+            )
             continue
         for row, key in enumerate(keys):
-            why = _rows_differ(exp["movie_titles"][row], exp["scores"][row], act["movie_titles"][row],
-                               act["scores"][row], tol)
+            why = _rows_differ(
+                exp["movie_titles"][row], exp["scores"][row], act["movie_titles"][row], act["scores"][row], tol
+            )
             if why:
                 problems.append(f"{model_name}/{signature} for {key!r}: staged model differs from in-memory: {why}")
                 break
@@ -199,8 +247,10 @@ def compare(model_name: str, requests, expected, actual, k: int, tol: float,
             for row, excluded in enumerate(request["inputs"]["exclude_titles"]):
                 leaked = set(titles[row].tolist()) & (set(excluded) - {""})
                 if leaked:
-                    problems.append(f"{model_name}/exclude_seen returned excluded titles {sorted(leaked)[:3]} "
-                                    f"for user {keys[row]!r}")
+                    problems.append(
+                        f"{model_name}/exclude_seen returned excluded titles {sorted(leaked)[:3]} "
+                        f"for user {keys[row]!r}"
+                    )
                     break
         if model_name == "similar_movies":
             for row, key in enumerate(keys):
@@ -216,36 +266,55 @@ def recall_at(vectors, keys: list[str], served_titles: np.ndarray, k: int, exclu
     exclude = [{title_index[key]} if key in title_index else set() for key in keys] if exclude_self else None
     _, exact = exact_top_k(vectors.query_rows(keys), vectors.candidates, k, exclude)
     exact_titles = vectors.titles[exact]
-    hits = [len(set(s[:k].tolist()) & set(e.tolist())) / k for s, e in zip(served_titles, exact_titles)]
+    # strict=False: a served answer with the wrong number of rows is reported by compare(), not raised here.
+    hits = [len(set(s[:k].tolist()) & set(e.tolist())) / k for s, e in zip(served_titles, exact_titles, strict=False)]
     return float(np.mean(hits)) if hits else 1.0
 
 
-def validate(model_name: str, staged: Path, module, vectors, requests: list[dict], *, k: int,
-             recall_threshold: float, tolerance: float, timeout_s: float, exclude_vectors=None) -> dict:
+def validate(
+    model_name: str,
+    staged: Path,
+    module,
+    vectors,
+    requests: list[dict],
+    *,
+    k: int,
+    recall_threshold: float,
+    tolerance: float,
+    timeout_s: float,
+    exclude_vectors=None,
+) -> dict:
     """Run every check; return {"recall_at_10": ...} or raise ValidationError naming what differed.
     ``exclude_vectors``: those of exclude_seen's own index (its recall is checked against them)."""
     logger.info("validating %s in a fresh process", model_name)
     expected = in_memory(module, requests)
     actual = in_fresh_process(staged, requests, timeout_s)
-    problems = compare(model_name, requests, expected, actual, k, tolerance,
-                       catalogue=frozenset(vectors.titles.tolist()))
+    problems = compare(
+        model_name, requests, expected, actual, k, tolerance, catalogue=frozenset(vectors.titles.tolist())
+    )
     recall_k = min(10, k)
     recalls = {}
-    for request, act in zip(requests, actual):
+    for request, act in zip(requests, actual, strict=True):
         if request["purpose"] in ("recall", "recall_exclude_seen"):
             keys = request["inputs"]["user_id" if "user_id" in request["inputs"] else "movie_title"]
             against = exclude_vectors if request["purpose"] == "recall_exclude_seen" else vectors
-            recalls[request["signature_name"]] = recall_at(against, keys, act["movie_titles"], recall_k,
-                                                           model_name == "similar_movies")
+            recalls[request["signature_name"]] = recall_at(
+                against, keys, act["movie_titles"], recall_k, model_name == "similar_movies"
+            )
     for signature, value in recalls.items():
         if value < recall_threshold:
             where = "" if signature == "serving_default" else f" ({signature}'s index)"
-            problems.append(f"{model_name}: recall@{recall_k} against exact search is {value:.4f} < threshold "
-                            f"{recall_threshold}{where} (raise --scann-leaves-to-search or --scann-reorder, or "
-                            f"use --index brute_force)")
+            problems.append(
+                f"{model_name}: recall@{recall_k} against exact search is {value:.4f} < threshold "
+                f"{recall_threshold}{where} (raise --scann-leaves-to-search or --scann-reorder, or "
+                f"use --index brute_force)"
+            )
     recall = min(recalls.values()) if recalls else None
     if problems:
         raise ValidationError("; ".join(problems))
     logger.info("%s validated: recall@%d = %.4f", model_name, recall_k, recall if recall is not None else float("nan"))
-    return {"recall_at_10": recall, "recall_k": recall_k,
-            "recall_by_signature": {name: round(value, 6) for name, value in recalls.items()}}
+    return {
+        "recall_at_10": recall,
+        "recall_k": recall_k,
+        "recall_by_signature": {name: round(value, 6) for name, value in recalls.items()},
+    }

@@ -18,9 +18,9 @@ import os
 import signal
 import sys
 
-import export  # noqa: F401
-
 import numpy as np
+
+import export  # noqa: F401
 
 
 def _to_array(value) -> np.ndarray:
@@ -30,8 +30,13 @@ def _to_array(value) -> np.ndarray:
 
 def _to_json(array: np.ndarray):
     if array.dtype == object:
-        return np.vectorize(lambda b: b.decode("utf-8", "replace") if isinstance(b, bytes) else str(b),
-                            otypes=[object])(array).tolist() if array.size else array.tolist()
+        return (
+            np.vectorize(lambda b: b.decode("utf-8", "replace") if isinstance(b, bytes) else str(b), otypes=[object])(
+                array
+            ).tolist()
+            if array.size
+            else array.tolist()
+        )
     return array.astype(float).tolist()
 
 

@@ -31,10 +31,10 @@ import numpy as np
 class IndexVectors:
     """What one model serves: query rows (row 0 = unknown key) and candidate rows (one per title)."""
 
-    query_keys: np.ndarray      # [Q] str: user ids or titles; lookup index i + 1 -> query row i + 1
-    queries: np.ndarray         # [Q + 1, d] float32
-    titles: np.ndarray          # [N] str: the candidates' identifiers
-    candidates: np.ndarray      # [N, d] float32
+    query_keys: np.ndarray  # [Q] str: user ids or titles; lookup index i + 1 -> query row i + 1
+    queries: np.ndarray  # [Q + 1, d] float32
+    titles: np.ndarray  # [N] str: the candidates' identifiers
+    candidates: np.ndarray  # [N, d] float32
 
     def query_rows(self, keys) -> np.ndarray:
         """Query vectors for raw keys, unknown keys -> row 0 (what the SavedModel's lookup does)."""
@@ -58,9 +58,9 @@ def popularity(titles: np.ndarray, train_titles: np.ndarray) -> np.ndarray:
 class Blend:
     """Extra factors appended to the towers' vectors: score = tower * towers' score + ease_user . ease_item."""
 
-    tower: float                 # a: the towers' weight (0: EASE alone)
-    user_factors: np.ndarray     # [U + 1, r] aligned with trained.user_ids (row 0, unknown: zeros), weight in
-    item_factors: np.ndarray     # [N, r] aligned with trained.movie_titles
+    tower: float  # a: the towers' weight (0: EASE alone)
+    user_factors: np.ndarray  # [U + 1, r] aligned with trained.user_ids (row 0, unknown: zeros), weight in
+    item_factors: np.ndarray  # [N, r] aligned with trained.movie_titles
 
 
 def retrieval_vectors(trained, pop: np.ndarray, blend: Blend | None = None) -> IndexVectors:
@@ -73,7 +73,7 @@ def retrieval_vectors(trained, pop: np.ndarray, blend: Blend | None = None) -> I
     queries[0, d + 1] = 1.0
     parts = [trained.movie_vectors[1:], trained.movie_bias[1:, None], pop[:, None]]
     if blend is not None:
-        queries[1:, d + 2:] = blend.user_factors[1:]
+        queries[1:, d + 2 :] = blend.user_factors[1:]
         parts.append(blend.item_factors)
     candidates = np.concatenate(parts, axis=1).astype(np.float32)
     return IndexVectors(trained.user_ids, queries, trained.movie_titles, candidates)
@@ -91,8 +91,13 @@ def similar_vectors(trained, pop: np.ndarray) -> IndexVectors:
     return IndexVectors(trained.movie_titles, queries, trained.movie_titles, candidates)
 
 
-def exact_top_k(queries: np.ndarray, candidates: np.ndarray, k: int,
-                exclude: list[set[int]] | None = None, chunk_cells: int = 1 << 25) -> tuple[np.ndarray, np.ndarray]:
+def exact_top_k(
+    queries: np.ndarray,
+    candidates: np.ndarray,
+    k: int,
+    exclude: list[set[int]] | None = None,
+    chunk_cells: int = 1 << 25,
+) -> tuple[np.ndarray, np.ndarray]:
     """Exact (scores, indices) of the k best candidates per query, best first; ties by lower index.
 
     Queries are scored in chunks of about ``chunk_cells`` scores (128 MiB), so 1000 queries over 1M
@@ -101,9 +106,9 @@ def exact_top_k(queries: np.ndarray, candidates: np.ndarray, k: int,
     step = max(1, chunk_cells // max(1, candidates.shape[0]))
     out_scores, out_indices = [], []
     for start in range(0, len(queries), step):
-        scores = queries[start:start + step] @ candidates.T
+        scores = queries[start : start + step] @ candidates.T
         if exclude is not None:
-            for row, columns in enumerate(exclude[start:start + step]):
+            for row, columns in enumerate(exclude[start : start + step]):
                 if columns:
                     scores[row, list(columns)] = -np.inf
         part = np.argpartition(-scores, k - 1, axis=1)[:, :k]

@@ -7,11 +7,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import export  # noqa: F401
-
 import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+import export  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
@@ -28,15 +28,16 @@ def requests(model_name: str, signatures: dict, inputs_per_signature: dict[str, 
         spec = {t.name: t for t in signatures[signature_name].input_signature}
         for batch in batches:
             if set(batch) != set(spec):
-                raise ValueError(f"warmup inputs {sorted(batch)} do not match signature "
-                                 f"{signature_name!r} inputs {sorted(spec)}")
+                raise ValueError(
+                    f"warmup inputs {sorted(batch)} do not match signature {signature_name!r} inputs {sorted(spec)}"
+                )
             request = predict_pb2.PredictRequest(
-                model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature_name))
+                model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature_name)
+            )
             for name, value in batch.items():
                 tensor = tf.constant(np.asarray(value), dtype=spec[name].dtype)
                 request.inputs[name].CopyFrom(tf.make_tensor_proto(tensor))
-            logs.append(prediction_log_pb2.PredictionLog(
-                predict_log=prediction_log_pb2.PredictLog(request=request)))
+            logs.append(prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request)))
     if len(logs) > MAX_RECORDS:
         raise ValueError(f"{len(logs)} warmup records; TF Serving accepts at most {MAX_RECORDS}")
     return logs

@@ -9,8 +9,8 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
-from serving.errors import StatusError  # noqa: E402
-from serving.flags import FlagError, parse_flags, usage  # noqa: E402
+from serving.errors import StatusError
+from serving.flags import FlagError, parse_flags, usage
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,9 +26,12 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"TensorFlow ModelServer: local stand-in (serving/)\nTensorFlow Library: {tf.__version__}")
         return 0
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s.%(msecs)03d: %(levelname).1s %(name)s] %(message)s",
-                        datefmt="%Y-%m-%d %H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s.%(msecs)03d: %(levelname).1s %(name)s] %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S",
+    )
     from serving.server import ModelServer
 
     server = ModelServer(options)

@@ -75,12 +75,17 @@ def batching_parameters_class():
     wrappers = descriptor_pb2.FileDescriptorProto()
     wrappers_pb2.DESCRIPTOR.CopyToProto(wrappers)
     pool.Add(wrappers)
-    file = descriptor_pb2.FileDescriptorProto(name="tensorflow_serving/servables/tensorflow/session_bundle_config.proto",
-                                              package="tensorflow.serving", syntax="proto3",
-                                              dependency=["google/protobuf/wrappers.proto"])
+    file = descriptor_pb2.FileDescriptorProto(
+        name="tensorflow_serving/servables/tensorflow/session_bundle_config.proto",
+        package="tensorflow.serving",
+        syntax="proto3",
+        dependency=["google/protobuf/wrappers.proto"],
+    )
     message = file.message_type.add(name="BatchingParameters")
-    labels = {"optional": descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL,
-              "repeated": descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED}
+    labels = {
+        "optional": descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL,
+        "repeated": descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED,
+    }
     for name, number, label, kind in _FIELDS:
         field = message.field.add(name=name, number=number, label=labels[label], json_name=name)
         if isinstance(kind, str):
@@ -130,8 +135,11 @@ class BatchingOptions:
         if self.batch_timeout_micros < 0:
             raise StatusError("INVALID_ARGUMENT", "batching parameters: batch_timeout_micros must not be negative")
         if self.allowed_batch_sizes and self.allowed_batch_sizes[-1] != self.max_batch_size:
-            raise StatusError("INVALID_ARGUMENT", "Last entry in allowed_batch_sizes must match max_batch_size; "
-                               f"last entry was {self.allowed_batch_sizes[-1]}; expected {self.max_batch_size}")
+            raise StatusError(
+                "INVALID_ARGUMENT",
+                "Last entry in allowed_batch_sizes must match max_batch_size; "
+                f"last entry was {self.allowed_batch_sizes[-1]}; expected {self.max_batch_size}",
+            )
 
     @classmethod
     def from_parameters(cls, params) -> BatchingOptions:
@@ -140,10 +148,14 @@ class BatchingOptions:
         def value(name: str):
             return getattr(params, name).value if params.HasField(name) else getattr(defaults, name)
 
-        return cls(max_batch_size=value("max_batch_size"), batch_timeout_micros=value("batch_timeout_micros"),
-                   max_enqueued_batches=value("max_enqueued_batches"), num_batch_threads=value("num_batch_threads"),
-                   allowed_batch_sizes=tuple(params.allowed_batch_sizes),
-                   pad_variable_length_inputs=params.pad_variable_length_inputs)
+        return cls(
+            max_batch_size=value("max_batch_size"),
+            batch_timeout_micros=value("batch_timeout_micros"),
+            max_enqueued_batches=value("max_enqueued_batches"),
+            num_batch_threads=value("num_batch_threads"),
+            allowed_batch_sizes=tuple(params.allowed_batch_sizes),
+            pad_variable_length_inputs=params.pad_variable_length_inputs,
+        )
 
 
 class _Task:
@@ -176,8 +188,10 @@ class BatchScheduler:
         self._cond = threading.Condition()
         self._queues: list[_Queue] = []
         self._stopped = False
-        self._threads = [threading.Thread(target=self._work, name=f"batch-{i}", daemon=True)
-                         for i in range(options.num_batch_threads)]
+        self._threads = [
+            threading.Thread(target=self._work, name=f"batch-{i}", daemon=True)
+            for i in range(options.num_batch_threads)
+        ]
         for thread in self._threads:
             thread.start()
 
@@ -213,9 +227,12 @@ class BatchScheduler:
                 raise StatusError("UNAVAILABLE", "the batch scheduler is stopped")
             if queue.open_size() + size > limit:
                 if len(queue.batches) >= self.options.max_enqueued_batches:
-                    raise StatusError("UNAVAILABLE", "The batch scheduling queue to which this task was submitted "
-                                       f"is full; currently {len(queue.batches)} batches enqueued and "
-                                       f"max_enqueued_batches is {self.options.max_enqueued_batches}")
+                    raise StatusError(
+                        "UNAVAILABLE",
+                        "The batch scheduling queue to which this task was submitted "
+                        f"is full; currently {len(queue.batches)} batches enqueued and "
+                        f"max_enqueued_batches is {self.options.max_enqueued_batches}",
+                    )
                 queue.batches.append([])
             if not queue.batches[-1]:
                 queue.open_since = time.monotonic()
@@ -224,6 +241,7 @@ class BatchScheduler:
         task.done.wait()
         if task.error is not None:
             raise StatusError(*task.error)
+        assert task.outputs is not None  # the batch thread sets one of error and outputs before done
         return task.outputs
 
     def stop(self) -> None:
@@ -271,7 +289,7 @@ class BatchScheduler:
                 for task in tasks:
                     task.error = ("INTERNAL", f"{type(exc).__name__}: {exc}")
             else:
-                for task, out in zip(tasks, outputs):
+                for task, out in zip(tasks, outputs, strict=True):
                     task.outputs = out
             for task in tasks:
                 task.done.set()
@@ -282,17 +300,24 @@ class BatchScheduler:
             raise StatusError("RESOURCE_EXHAUSTED", "Run() timeout exceeded while waiting in batching queue")
         total = sum(t.size for t in tasks)
         padded_total = next((s for s in self.options.allowed_batch_sizes if s >= total), total)
-        merged = merge_inputs([t.feeds for t in tasks], queue.input_names,
-                              pad=self.options.pad_variable_length_inputs, padding_rows=padded_total - total)
+        merged = merge_inputs(
+            [t.feeds for t in tasks],
+            queue.input_names,
+            pad=self.options.pad_variable_length_inputs,
+            padding_rows=padded_total - total,
+        )
         combined = queue.run(*merged)
         bounds = np.cumsum([0] + [t.size for t in tasks])
         for tensor in combined:
             if np.ndim(tensor) == 0:
                 raise StatusError("FAILED_PRECONDITION", "Batched output tensor has 0 dimensions")
             if np.shape(tensor)[0] != padded_total:
-                raise StatusError("FAILED_PRECONDITION", "Batched output tensor's 0th dimension does not equal the "
-                                   "sum of the 0th dimension sizes of the input tensors")
-        return [[tensor[bounds[i]:bounds[i + 1]] for tensor in combined] for i in range(len(tasks))]
+                raise StatusError(
+                    "FAILED_PRECONDITION",
+                    "Batched output tensor's 0th dimension does not equal the "
+                    "sum of the 0th dimension sizes of the input tensors",
+                )
+        return [[tensor[bounds[i] : bounds[i + 1]] for tensor in combined] for i in range(len(tasks))]
 
 
 def pad_to(tensor: np.ndarray, shape: Sequence[int]) -> np.ndarray:
@@ -307,19 +332,24 @@ def pad_to(tensor: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     return padded
 
 
-def merge_inputs(calls: Sequence[Sequence[np.ndarray]], names: Sequence[str], *, pad: bool,
-                 padding_rows: int = 0) -> list[np.ndarray]:
+def merge_inputs(
+    calls: Sequence[Sequence[np.ndarray]], names: Sequence[str], *, pad: bool, padding_rows: int = 0
+) -> list[np.ndarray]:
     """BatchingSession::MergeInputTensors: each input (``names[i]``) of the calls concatenated along the 0th
     dimension, after padding (``pad``) and followed by ``padding_rows`` copies of the last call's first row."""
     merged = []
     for index, name in enumerate(names):
         tensors = [call[index] for call in calls]
         if len({t.ndim for t in tensors}) != 1 or (
-                not pad and any(t.shape[1:] != tensors[0].shape[1:] for t in tensors)):
-            raise StatusError("FAILED_PRECONDITION", f"Tensors with name '{name}' from different tasks have "
-                               "different shapes and padding is turned off.Set pad_variable_length_inputs to true, "
-                               "or ensure that all tensors with the same namehave equal dimensions starting with "
-                               "the first dim.")
+            not pad and any(t.shape[1:] != tensors[0].shape[1:] for t in tensors)
+        ):
+            raise StatusError(
+                "FAILED_PRECONDITION",
+                f"Tensors with name '{name}' from different tasks have "
+                "different shapes and padding is turned off.Set pad_variable_length_inputs to true, "
+                "or ensure that all tensors with the same namehave equal dimensions starting with "
+                "the first dim.",
+            )
         if pad:
             biggest = np.max([t.shape for t in tensors], axis=0)
             tensors = [pad_to(t, biggest) for t in tensors]

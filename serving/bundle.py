@@ -36,10 +36,22 @@ _SIGNATURE_METHODS = (
 )
 # tensorflow/core/protobuf/error_codes.proto
 _CODE_NAMES = {
-    1: "CANCELLED", 2: "UNKNOWN", 3: "INVALID_ARGUMENT", 4: "DEADLINE_EXCEEDED", 5: "NOT_FOUND",
-    6: "ALREADY_EXISTS", 7: "PERMISSION_DENIED", 8: "RESOURCE_EXHAUSTED", 9: "FAILED_PRECONDITION",
-    10: "ABORTED", 11: "OUT_OF_RANGE", 12: "UNIMPLEMENTED", 13: "INTERNAL", 14: "UNAVAILABLE",
-    15: "DATA_LOSS", 16: "UNAUTHENTICATED",
+    1: "CANCELLED",
+    2: "UNKNOWN",
+    3: "INVALID_ARGUMENT",
+    4: "DEADLINE_EXCEEDED",
+    5: "NOT_FOUND",
+    6: "ALREADY_EXISTS",
+    7: "PERMISSION_DENIED",
+    8: "RESOURCE_EXHAUSTED",
+    9: "FAILED_PRECONDITION",
+    10: "ABORTED",
+    11: "OUT_OF_RANGE",
+    12: "UNIMPLEMENTED",
+    13: "INTERNAL",
+    14: "UNAVAILABLE",
+    15: "DATA_LOSS",
+    16: "UNAUTHENTICATED",
 }
 
 _DEADLINE_MESSAGE = "Timed out waiting for notification"  # DirectSession's DEADLINE_EXCEEDED message
@@ -61,10 +73,11 @@ def register_scann_ops() -> bool:
         import tensorflow as tf
 
         try:
-            import scann  # noqa: F401  (only to locate the package)
+            import scann
         except ImportError:
-            logger.warning("scann is not installed: SavedModels using Scann>* ops will fail to load "
-                           "(pip install scann)")
+            logger.warning(
+                "scann is not installed: SavedModels using Scann>* ops will fail to load (pip install scann)"
+            )
             return False
         library = os.path.join(os.path.dirname(scann.__file__), "scann_ops", "cc", "_scann_ops.so")
         tf.load_op_library(library)
@@ -83,7 +96,7 @@ def _dtype_name(enum: int) -> str:
     """TF's ``DataTypeString``: DT_FLOAT -> "float", DT_STRING -> "string"."""
     from tensorflow.core.framework import types_pb2
 
-    return types_pb2.DataType.Name(enum)[len("DT_"):].lower()
+    return types_pb2.DataType.Name(enum)[len("DT_") :].lower()
 
 
 def _dtype_of(array: np.ndarray) -> int:
@@ -104,7 +117,7 @@ def _shape_compatible(shape: Sequence[int], proto_shape) -> bool:
     dims = [d.size for d in proto_shape.dim]
     if len(dims) != len(shape):
         return False
-    return all(d < 0 or d == s for d, s in zip(dims, shape))
+    return all(d < 0 or d == s for d, s in zip(dims, shape, strict=True))
 
 
 def _format_shape(shape: Iterable[int]) -> str:
@@ -126,8 +139,15 @@ class SavedModelBundle:
         self._closed = False
 
     @classmethod
-    def load(cls, export_dir: str, *, tags: Sequence[str] = ("serve",), run_warmup: bool = True,
-             session_config=None, batch_scheduler=None) -> "SavedModelBundle":
+    def load(
+        cls,
+        export_dir: str | os.PathLike[str],
+        *,
+        tags: Sequence[str] = ("serve",),
+        run_warmup: bool = True,
+        session_config=None,
+        batch_scheduler=None,
+    ) -> SavedModelBundle:
         """Load ``export_dir`` by tag set; replay its warmup records when ``run_warmup``. With a
         ``batch_scheduler`` (``--enable_batching``), calls are batched as TF Serving's BatchingSession does."""
         import tensorflow as tf
@@ -146,8 +166,10 @@ class SavedModelBundle:
             raise _error_from_tf(exc) from exc
         except (RuntimeError, ValueError, OSError, KeyError) as exc:  # e.g. no such tag set, bad pb
             session.close()
-            raise BundleError("INVALID_ARGUMENT" if isinstance(exc, (RuntimeError, ValueError)) else "NOT_FOUND",
-                              f"Failed to load SavedModel at {export_dir}: {exc}") from exc
+            raise BundleError(
+                "INVALID_ARGUMENT" if isinstance(exc, (RuntimeError, ValueError)) else "NOT_FOUND",
+                f"Failed to load SavedModel at {export_dir}: {exc}",
+            ) from exc
         graph.finalize()
         bundle = cls(export_dir, session, meta_graph_def, batch_scheduler)
         if run_warmup:
@@ -157,8 +179,9 @@ class SavedModelBundle:
                 bundle.close()
                 raise
             if n:
-                logger.info("Finished reading warmup data for model at %s. Number of warmup records read: %d.",
-                            export_dir, n)
+                logger.info(
+                    "Finished reading warmup data for model at %s. Number of warmup records read: %d.", export_dir, n
+                )
         return bundle
 
     # ------------------------------------------------------------------ warmup
@@ -181,8 +204,9 @@ class SavedModelBundle:
                 try:
                     log.ParseFromString(record)
                 except Exception as exc:  # google.protobuf.message.DecodeError
-                    raise BundleError("INVALID_ARGUMENT",
-                                      f"Failed to parse warmup record: {record[:64]!r} from {path}") from exc
+                    raise BundleError(
+                        "INVALID_ARGUMENT", f"Failed to parse warmup record: {record[:64]!r} from {path}"
+                    ) from exc
                 kind = log.WhichOneof("log_type")
                 if kind != "predict_log":
                     raise BundleError("UNIMPLEMENTED", f"Unsupported log_type for warmup: {kind} ({path})")
@@ -191,11 +215,14 @@ class SavedModelBundle:
                 self.run(request.model_spec.signature_name, inputs, output_filter=list(request.output_filter))
                 count += 1
                 if count > MAX_WARMUP_RECORDS:
-                    raise BundleError("INVALID_ARGUMENT", "Number of warmup records exceeds the maximum "
-                                      f"({MAX_WARMUP_RECORDS}) at {path}")
+                    raise BundleError(
+                        "INVALID_ARGUMENT",
+                        f"Number of warmup records exceeds the maximum ({MAX_WARMUP_RECORDS}) at {path}",
+                    )
         except tf.errors.DataLossError as exc:
-            raise BundleError("DATA_LOSS", f"{exc.message}. Please verify your warmup data is in TFRecord "
-                              "format.") from exc
+            raise BundleError(
+                "DATA_LOSS", f"{exc.message}. Please verify your warmup data is in TFRecord format."
+            ) from exc
         except tf.errors.OpError as exc:
             raise _error_from_tf(exc) from exc
         return count
@@ -208,8 +235,14 @@ class SavedModelBundle:
         except KeyError:
             raise BundleError("FAILED_PRECONDITION", f'Serving signature key "{name}" not found.') from None
 
-    def run(self, signature_name: str, inputs: Mapping[str, np.ndarray],
-            output_filter: Sequence[str] | None = None, *, timeout_ms: float | None = None) -> dict[str, np.ndarray]:
+    def run(
+        self,
+        signature_name: str,
+        inputs: Mapping[str, np.ndarray],
+        output_filter: Sequence[str] | None = None,
+        *,
+        timeout_ms: float | None = None,
+    ) -> dict[str, np.ndarray]:
         """Run a signature: ``inputs`` by input alias; returns outputs by alias (all, or ``output_filter``).
 
         ``timeout_ms`` (None: no deadline) is the time left for this call, as TF Serving takes it from the gRPC
@@ -222,8 +255,13 @@ class SavedModelBundle:
             raise BundleError("UNAVAILABLE", f"SavedModel at {self.export_dir} is unloaded")
         name, signature = self.signature(signature_name)
         if signature.method_name not in _SIGNATURE_METHODS:
-            raise BundleError("INTERNAL", "Expected prediction signature method_name to be one of {"
-                              + ", ".join(_SIGNATURE_METHODS) + "}. Was: " + signature.method_name)
+            raise BundleError(
+                "INTERNAL",
+                "Expected prediction signature method_name to be one of {"
+                + ", ".join(_SIGNATURE_METHODS)
+                + "}. Was: "
+                + signature.method_name,
+            )
         feeds = self._check_inputs(signature, inputs)
         aliases = self._check_outputs(signature, output_filter)
         deadline = None
@@ -234,13 +272,15 @@ class SavedModelBundle:
         if self._scheduler is not None and set(aliases) == set(signature.outputs):
             # batched: TF Serving batches calls that fetch all of a signature's outputs
             everything = tuple(signature.outputs)
-            outputs = dict(zip(everything, self._scheduler.submit(self._queue(name, signature), feeds, deadline)))
+            outputs = dict(
+                zip(everything, self._scheduler.submit(self._queue(name, signature), feeds, deadline), strict=True)
+            )
             values = [outputs[a] for a in aliases]
         else:
             values = _call(self._callable(name, signature, aliases), feeds)
         if deadline is not None and time.monotonic() > deadline:
             raise BundleError("DEADLINE_EXCEEDED", _DEADLINE_MESSAGE)
-        return dict(zip(aliases, values))
+        return dict(zip(aliases, values, strict=True))
 
     def _queue(self, name: str, signature):
         queue = self._queues.get(name)
@@ -264,7 +304,8 @@ class SavedModelBundle:
                 "INVALID_ARGUMENT",
                 f"input size does not match signature: {len(sent)}!={len(expected)} len({{{','.join(sent)}}}) "
                 f"!= len({{{','.join(expected)}}}). Sent extra: {{{','.join(extra)}}}. "
-                f"Missing but required: {{{','.join(missing)}}}.")
+                f"Missing but required: {{{','.join(missing)}}}.",
+            )
         feeds = []
         for index, alias in enumerate(expected):
             info = signature.inputs[alias]
@@ -273,23 +314,30 @@ class SavedModelBundle:
                     "INVALID_ARGUMENT",
                     f"Signature input alias: {alias}(feed name: {info.name}) not found in request and no default "
                     f"value provided. Inputs expected to be in the request {{{','.join(sent)}}}, or default input "
-                    f"alias set: ")
+                    f"alias set: ",
+                )
             value = inputs[alias]
             if not isinstance(value, np.ndarray):
                 value = np.asarray(value, dtype=object if _is_text(value) else None)
             got = _dtype_of(value)
             if got != info.dtype:
-                raise BundleError("INVALID_ARGUMENT", f"Expects arg[{index}] to be {_dtype_name(info.dtype)} but "
-                                  f"{_dtype_name(got)} is provided")
+                raise BundleError(
+                    "INVALID_ARGUMENT",
+                    f"Expects arg[{index}] to be {_dtype_name(info.dtype)} but {_dtype_name(got)} is provided",
+                )
             if not _shape_compatible(value.shape, info.tensor_shape):
                 raise BundleError(
                     "INVALID_ARGUMENT",
                     f"input tensor alias: {alias} has shape {_format_shape(value.shape)}, incompatible with the "
-                    f"signature's shape {_format_shape(d.size for d in info.tensor_shape.dim)}")
+                    f"signature's shape {_format_shape(d.size for d in info.tensor_shape.dim)}",
+                )
             feeds.append(value)
         if len(set(sent) & set(expected)) != len(sent):
-            raise BundleError("INVALID_ARGUMENT", "Inputs contains invalid name. Used request inputs: "
-                              f"{','.join(a for a in expected if a in inputs)}, request input: {','.join(sent)}")
+            raise BundleError(
+                "INVALID_ARGUMENT",
+                "Inputs contains invalid name. Used request inputs: "
+                f"{','.join(a for a in expected if a in inputs)}, request input: {','.join(sent)}",
+            )
         return feeds
 
     @staticmethod
@@ -299,8 +347,11 @@ class SavedModelBundle:
         seen: list[str] = []
         for alias in output_filter:
             if alias not in signature.outputs:
-                raise BundleError("INVALID_ARGUMENT", f"output tensor alias not found in signature: {alias} Outputs "
-                                  f"expected to be in the set {{{','.join(sorted(signature.outputs))}}}.")
+                raise BundleError(
+                    "INVALID_ARGUMENT",
+                    f"output tensor alias not found in signature: {alias} Outputs "
+                    f"expected to be in the set {{{','.join(sorted(signature.outputs))}}}.",
+                )
             if alias in seen:
                 raise BundleError("INVALID_ARGUMENT", f"duplicate output tensor alias: {alias}")
             seen.append(alias)
@@ -328,9 +379,10 @@ class SavedModelBundle:
 
                     options = config_pb2.CallableOptions(
                         feed=[signature.inputs[a].name for a in sorted(signature.inputs)],
-                        fetch=[signature.outputs[a].name for a in aliases])
+                        fetch=[signature.outputs[a].name for a in aliases],
+                    )
                     options.run_options.inter_op_thread_pool = -1
-                    run = self._session._make_callable_from_options(options)  # noqa: SLF001
+                    run = self._session._make_callable_from_options(options)
                     self._callables[key] = run
         return run
 

@@ -31,14 +31,18 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from serving.bundle import BundleError, SavedModelBundle
 from serving.errors import StatusError
+
+if TYPE_CHECKING:
+    from serving.batching import BatchingOptions
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +87,7 @@ class CoreOptions:
     load_retry_interval_micros: int = 60 * 1000 * 1000
     saved_model_tags: tuple[str, ...] = ("serve",)
     session_config: object = None  # tf.compat.v1.ConfigProto or None
-    batching: object = None  # serving.batching.BatchingOptions (--enable_batching) or None
+    batching: BatchingOptions | None = None  # --enable_batching
 
     def __post_init__(self) -> None:
         if self.max_num_load_retries < 0:
@@ -115,7 +119,7 @@ class _Version:
 
 @dataclass
 class _Model:
-    config: object  # model_server_config_pb2.ModelConfig
+    config: Any  # model_server_config_pb2.ModelConfig (tensorflow_serving ships no type hints)
     versions: dict[int, _Version] = field(default_factory=dict)
     aspired: set[int] = field(default_factory=set)
     dirs: dict[int, str] = field(default_factory=dict)  # version -> its directory's name, from the last poll
@@ -147,7 +151,7 @@ def list_versions(base_path: str) -> list[int]:
     return sorted(version_dirs(base_path))
 
 
-def aspired_versions(policy, on_disk: Sequence[int]) -> set[int]:
+def aspired_versions(policy, on_disk: Iterable[int]) -> set[int]:
     """Apply a ``FileSystemStoragePathSourceConfig.ServableVersionPolicy`` to the versions found."""
     choice = policy.WhichOneof("policy_choice")
     on_disk = sorted(on_disk)
@@ -167,7 +171,9 @@ class Action:
     version: int
 
 
-def next_action(aspired: set[int], states: Mapping[int, VersionState], failed: set[int] = frozenset()) -> Action | None:
+def next_action(
+    aspired: set[int], states: Mapping[int, VersionState], failed: frozenset[int] | set[int] = frozenset()
+) -> Action | None:
     """One step of TF Serving's ``AvailabilityPreservingPolicy``, as a pure function.
 
     ``states`` holds the state of every version the manager knows; ``failed`` the END versions whose load
@@ -197,8 +203,14 @@ class Servable:
     def signature_defs(self) -> dict:
         return self.bundle.signature_defs
 
-    def run(self, signature_name: str, inputs: Mapping[str, np.ndarray], *, output_filter: Sequence[str] = (),
-            timeout_ms: float | None = None) -> dict[str, np.ndarray]:
+    def run(
+        self,
+        signature_name: str,
+        inputs: Mapping[str, np.ndarray],
+        *,
+        output_filter: Sequence[str] = (),
+        timeout_ms: float | None = None,
+    ) -> dict[str, np.ndarray]:
         return self.bundle.run(signature_name, inputs, output_filter=list(output_filter), timeout_ms=timeout_ms)
 
 
@@ -226,30 +238,40 @@ class ServerCore:
 
     # ------------------------------------------------------------------ requests
     @contextlib.contextmanager
-    def servable(self, model_name: str, *, version: int | None = None,
-                 label: str | None = None) -> Iterator[Servable]:
+    def servable(self, model_name: str, *, version: int | None = None, label: str | None = None) -> Iterator[Servable]:
         """The resolved version, held (not unloaded) until the block ends: a request that reads the signature
         and then runs it sees one version even if a swap happens in between."""
         held = self._acquire(model_name, version, label)
         try:
+            assert held.bundle is not None  # _acquire returns AVAILABLE versions only: loaded
             yield Servable(held.version, held.bundle)
         finally:
             self._release(held)
 
-    def predict(self, model_name: str, *, version: int | None = None, label: str | None = None,
-                signature_name: str = "", inputs: Mapping[str, np.ndarray],
-                output_filter: Sequence[str] = (), timeout_ms: float | None = None) -> tuple[int, dict[str, np.ndarray]]:
+    def predict(
+        self,
+        model_name: str,
+        *,
+        version: int | None = None,
+        label: str | None = None,
+        signature_name: str = "",
+        inputs: Mapping[str, np.ndarray],
+        output_filter: Sequence[str] = (),
+        timeout_ms: float | None = None,
+    ) -> tuple[int, dict[str, np.ndarray]]:
         """Run a signature on the resolved version; ``timeout_ms`` is the time left (see SavedModelBundle.run)."""
         with self.servable(model_name, version=version, label=label) as held:
             return held.version, held.run(signature_name, inputs, output_filter=output_filter, timeout_ms=timeout_ms)
 
-    def signature_defs(self, model_name: str, *, version: int | None = None,
-                       label: str | None = None) -> tuple[int, dict]:
+    def signature_defs(
+        self, model_name: str, *, version: int | None = None, label: str | None = None
+    ) -> tuple[int, dict]:
         with self.servable(model_name, version=version, label=label) as held:
             return held.version, dict(held.signature_defs)
 
-    def model_status(self, model_name: str, *, version: int | None = None,
-                     label: str | None = None) -> list[VersionStatus]:
+    def model_status(
+        self, model_name: str, *, version: int | None = None, label: str | None = None
+    ) -> list[VersionStatus]:
         with self._lock:
             if label is not None:
                 version = self._label_version(model_name, label)
@@ -328,8 +350,11 @@ class ServerCore:
                 logger.info("Taking no action for empty config.")
                 return
             if case != "model_config_list":
-                raise StatusError("FAILED_PRECONDITION", "Cannot transition to requested config. It is only legal "
-                                   "to transition from one ModelConfigList to another.")
+                raise StatusError(
+                    "FAILED_PRECONDITION",
+                    "Cannot transition to requested config. It is only legal "
+                    "to transition from one ModelConfigList to another.",
+                )
             configs = list(config.model_config_list.config)
             self._validate(configs)
             with self._lock:
@@ -342,21 +367,22 @@ class ServerCore:
                         model.removed = True
                         model.aspired = set()
                 for name, model_config in wanted.items():
-                    model = self._models.get(name)
-                    if model is None:
+                    known = self._models.get(name)
+                    if known is None:
                         logger.info("Adding model: %s", name)
                         self._models[name] = _Model(model_config)
                         new_names.append(name)
-                    elif model.removed:  # keep the versions still live: one not yet unloaded must not leak
+                    elif known.removed:  # keep the versions still live: one not yet unloaded must not leak
                         logger.info("Adding model: %s", name)
-                        model.config, model.removed, model.polled = model_config, False, False
-                        model.versions = {v: s for v, s in model.versions.items() if s.state != END}
+                        known.config, known.removed, known.polled = model_config, False, False
+                        known.versions = {v: s for v, s in known.versions.items() if s.state != END}
                         new_names.append(name)
-                    elif model.config.SerializeToString(deterministic=True) != \
-                            model_config.SerializeToString(deterministic=True):
+                    elif known.config.SerializeToString(deterministic=True) != model_config.SerializeToString(
+                        deterministic=True
+                    ):
                         logger.info("Updating model: %s", name)
-                        model.config = model_config
-                        model.polled = False
+                        known.config = model_config
+                        known.polled = False
                 self._labels = labels
                 self._config = config
             self._wake.set()
@@ -374,20 +400,31 @@ class ServerCore:
                 raise StatusError("INVALID_ARGUMENT", "A model config has an empty name")
         for c in configs:
             if not os.path.isabs(c.base_path) and "://" not in c.base_path:
-                raise StatusError("INVALID_ARGUMENT", f"Expected model {c.name} to have an absolute path or URI; got "
-                                   f"base_path()={c.base_path}")
+                raise StatusError(
+                    "INVALID_ARGUMENT",
+                    f"Expected model {c.name} to have an absolute path or URI; got base_path()={c.base_path}",
+                )
             if "://" in c.base_path:
-                raise StatusError("UNIMPLEMENTED", f"Model {c.name}: only local file system base paths are "
-                                   f"supported by this server (got {c.base_path})")
+                raise StatusError(
+                    "UNIMPLEMENTED",
+                    f"Model {c.name}: only local file system base paths are "
+                    f"supported by this server (got {c.base_path})",
+                )
             platform = c.model_platform
             if c.model_type:  # deprecated ModelType enum: 1 = TENSORFLOW
                 if platform:
-                    raise StatusError("INVALID_ARGUMENT", "Illegal setting both ModelServerConfig::model_type "
-                                       "(deprecated) and ModelServerConfig::model_platform.")
+                    raise StatusError(
+                        "INVALID_ARGUMENT",
+                        "Illegal setting both ModelServerConfig::model_type "
+                        "(deprecated) and ModelServerConfig::model_platform.",
+                    )
                 platform = "tensorflow" if c.model_type == 1 else ""
             if not platform:
-                raise StatusError("INVALID_ARGUMENT", "Illegal setting neither ModelServerConfig::model_type "
-                                   "(deprecated) nor ModelServerConfig::model_platform.")
+                raise StatusError(
+                    "INVALID_ARGUMENT",
+                    "Illegal setting neither ModelServerConfig::model_type "
+                    "(deprecated) nor ModelServerConfig::model_platform.",
+                )
             if platform != "tensorflow":
                 raise StatusError("INVALID_ARGUMENT", f"Model {c.name} requests unsupported platform {platform}")
 
@@ -402,8 +439,11 @@ class ServerCore:
                     allow = existing is None or existing == version
                 servable = model.versions.get(version) if model is not None and not model.removed else None
                 if not allow and (servable is None or servable.state != AVAILABLE):
-                    raise StatusError("FAILED_PRECONDITION", f"Request to assign label to version {version} of model "
-                                       f"{c.name}, which is not currently available for inference")
+                    raise StatusError(
+                        "FAILED_PRECONDITION",
+                        f"Request to assign label to version {version} of model "
+                        f"{c.name}, which is not currently available for inference",
+                    )
                 labels.setdefault(c.name, {})[label] = version
         return labels
 
@@ -419,8 +459,11 @@ class ServerCore:
                     states = [v.state for v in model.versions.values() if v.version in model.aspired]
                     if any(s == AVAILABLE for s in states):
                         continue
-                    if model.polled and model.aspired and all(
-                            model.versions.get(v) is not None and model.versions[v].failed for v in model.aspired):
+                    if (
+                        model.polled
+                        and model.aspired
+                        and all(model.versions.get(v) is not None and model.versions[v].failed for v in model.aspired)
+                    ):
                         failed.append(model)
                     else:
                         pending.append(model)
@@ -430,16 +473,17 @@ class ServerCore:
                     break
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
-                    raise StatusError("DEADLINE_EXCEEDED", "models did not become available in time: "
-                                       + ", ".join(m.name for m in pending))
+                    raise StatusError(
+                        "DEADLINE_EXCEEDED",
+                        "models did not become available in time: " + ", ".join(m.name for m in pending),
+                    )
                 self._changed.wait(timeout=min(remaining, 1.0) if remaining is not None else 1.0)
         if failed:
             parts = []
             for model in failed:
                 for v in sorted(model.aspired, reverse=True):
                     s = model.versions[v]
-                    parts.append(f"{{name: {model.name} version: {v} due to error: {s.error_code}: "
-                                 f"{s.error_message}}}")
+                    parts.append(f"{{name: {model.name} version: {v} due to error: {s.error_code}: {s.error_message}}}")
             raise StatusError("UNKNOWN", f"{len(failed)} model(s) did not become available: {{{', '.join(parts)}}}")
 
     # ------------------------------------------------------------------ manager thread
@@ -472,12 +516,18 @@ class ServerCore:
         try:  # outside the lock: a slow or hung file system must not stall requests
             on_disk = version_dirs(base)
         except OSError as exc:
-            self._warn(model, f"File system storage path source: Could not find base path {base} for servable "
-                              f"{model.name} with error {exc.strerror or exc}")
+            self._warn(
+                model,
+                f"File system storage path source: Could not find base path {base} for servable "
+                f"{model.name} with error {exc.strerror or exc}",
+            )
             on_disk = None
         if on_disk is not None and not on_disk:
-            self._warn(model, f"No versions of servable {model.name} found under base path {base}. Did you forget "
-                              "to name your leaf directory as a number (eg. '/1/')?")
+            self._warn(
+                model,
+                f"No versions of servable {model.name} found under base path {base}. Did you forget "
+                "to name your leaf directory as a number (eg. '/1/')?",
+            )
         with self._lock:
             if on_disk is None:
                 return  # an unreadable base path changes nothing
@@ -499,8 +549,11 @@ class ServerCore:
         """One step of AvailabilityPreservingPolicy for ``model``; False when there is nothing to do."""
         with self._lock:
             aspired = model.aspired if not model.removed else set()
-            action = next_action(aspired, {v: s.state for v, s in model.versions.items()},
-                                 {v for v, s in model.versions.items() if s.failed})
+            action = next_action(
+                aspired,
+                {v: s.state for v, s in model.versions.items()},
+                {v for v, s in model.versions.items() if s.failed},
+            )
             if action is None:
                 return False
             if action.kind == "unload":
@@ -529,15 +582,23 @@ class ServerCore:
         error: StatusError | None = None
         for attempt in range(attempts):
             if attempt:
-                logger.info("Retrying load of servable {name: %s version: %d} (retry %d of %d)", servable.model,
-                            servable.version, attempt, attempts - 1)
+                logger.info(
+                    "Retrying load of servable {name: %s version: %d} (retry %d of %d)",
+                    servable.model,
+                    servable.version,
+                    attempt,
+                    attempts - 1,
+                )
                 if self._stopping.wait(self.options.load_retry_interval_micros / 1e6):
                     break
             try:
-                bundle = SavedModelBundle.load(servable.path, tags=self.options.saved_model_tags,
-                                               run_warmup=self.options.enable_model_warmup,
-                                               session_config=self.options.session_config,
-                                               batch_scheduler=self._batch_scheduler)
+                bundle = SavedModelBundle.load(
+                    servable.path,
+                    tags=self.options.saved_model_tags,
+                    run_warmup=self.options.enable_model_warmup,
+                    session_config=self.options.session_config,
+                    batch_scheduler=self._batch_scheduler,
+                )
             except StatusError as exc:
                 error = exc
             except Exception as exc:  # anything else a broken SavedModel can raise
@@ -547,11 +608,17 @@ class ServerCore:
                     servable.bundle, servable.state = bundle, AVAILABLE
                     servable.error_code, servable.error_message = "OK", ""
                     self._changed.notify_all()
-                logger.info("Successfully loaded servable version {name: %s version: %d}", servable.model,
-                            servable.version)
+                logger.info(
+                    "Successfully loaded servable version {name: %s version: %d}", servable.model, servable.version
+                )
                 return
-            logger.error("Loading servable: {name: %s version: %d} failed: %s: %s", servable.model,
-                         servable.version, error.code, error.message)
+            logger.error(
+                "Loading servable: {name: %s version: %d} failed: %s: %s",
+                servable.model,
+                servable.version,
+                error.code,
+                error.message,
+            )
         if error is None:
             error = StatusError("CANCELLED", "server stopped during load")
         with self._lock:
@@ -598,8 +665,12 @@ class ServerCore:
         self._wake.set()
         self._thread.join(timeout=30)
         with self._lock:
-            closing = [(servable, self._start_unload(servable)) for model in self._models.values()
-                       for servable in model.versions.values() if servable.state == AVAILABLE]
+            closing = [
+                (servable, self._start_unload(servable))
+                for model in self._models.values()
+                for servable in model.versions.values()
+                if servable.state == AVAILABLE
+            ]
         for servable, bundle in closing:
             if bundle is not None:
                 self._finish_unload(servable, bundle)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, fields
+from typing import Any, cast
 
 from absl import flags as absl_flags
 
@@ -74,13 +75,14 @@ class ServerOptions:
         if not self.model_base_path and not self.model_config_file:
             raise FlagError("Both server_options.model_base_path and server_options.model_config_file are empty!")
         if self.batching_parameters_file and not self.enable_batching:
-            raise FlagError("server_options.batching_parameters_file is set without setting "
-                            "server_options.enable_batching to true.")
+            raise FlagError(
+                "server_options.batching_parameters_file is set without setting server_options.enable_batching to true."
+            )
         self.channel_arguments()  # validates the syntax
 
-    def channel_arguments(self) -> tuple[tuple[str, object], ...]:
+    def channel_arguments(self) -> tuple[tuple[str, int | str], ...]:
         """``--grpc_channel_arguments=k=v,k2=v2`` as grpc options (ints where they parse, as TF Serving)."""
-        result = []
+        result: list[tuple[str, int | str]] = []
         for item in filter(None, self.grpc_channel_arguments.split(",")):
             key, sep, value = item.partition("=")
             if not sep or not key:
@@ -95,32 +97,31 @@ class ServerOptions:
 _HELP = {
     "port": "TCP port to listen on for gRPC API. Disabled if port set to zero.",
     "rest_api_port": "Port to listen on for HTTP/REST API. If set to zero HTTP/REST API will not be exported. "
-                     "This port must be different than the one specified in --port.",
+    "This port must be different than the one specified in --port.",
     "rest_api_num_threads": "Number of threads for HTTP/REST API processing.",
     "rest_api_timeout_in_ms": "Timeout for HTTP/REST API calls.",
     "model_name": "name of model (ignored if --model_config_file flag is set)",
     "model_base_path": "path to export (ignored if --model_config_file flag is set, otherwise required)",
     "model_config_file": "If non-empty, read an ascii ModelServerConfig protobuf from the supplied file name, and "
-                         "serve the models in that file.",
+    "serve the models in that file.",
     "model_config_file_poll_wait_seconds": "Interval in seconds between each poll of the filesystem for "
-                                           "model_config_file. If unset or set to zero, poll will be done exactly "
-                                           "once and not periodically.",
+    "model_config_file. If unset or set to zero, poll will be done exactly "
+    "once and not periodically.",
     "file_system_poll_wait_seconds": "Interval in seconds between each poll of the filesystem for new model "
-                                     "version. If set to zero poll will be exactly done once and not periodically.",
+    "version. If set to zero poll will be exactly done once and not periodically.",
     "monitoring_config_file": "If non-empty, read an ascii MonitoringConfig protobuf from the supplied file name",
     "enable_batching": "enable batching",
-    "batching_parameters_file": "If non-empty, read an ascii BatchingParameters protobuf from the supplied file "
-                                "name.",
+    "batching_parameters_file": "If non-empty, read an ascii BatchingParameters protobuf from the supplied file name.",
     "enable_model_warmup": "Enables model warmup, which replays assets.extra/tf_serving_warmup_requests at load.",
     "allow_version_labels_for_unavailable_models": "If true, allows assigning unused version labels to models "
-                                                   "that are not available yet.",
+    "that are not available yet.",
     "max_num_load_retries": "maximum number of times it retries loading a model after the first failure, "
-                            "before giving up. If set to 0, a load is attempted only once.",
+    "before giving up. If set to 0, a load is attempted only once.",
     "load_retry_interval_micros": "The interval, in microseconds, between each servable load retry.",
     "saved_model_tags": "Comma-separated set of tags corresponding to the meta graph def to load from SavedModel.",
     "grpc_max_threads": "Max grpc server threads to handle grpc messages.",
     "grpc_channel_arguments": "A comma separated list of arguments to be passed to the grpc server. "
-                              "(e.g. grpc.max_receive_message_length=1048576)",
+    "(e.g. grpc.max_receive_message_length=1048576)",
     "tensorflow_session_parallelism": "Number of threads to use for running a Tensorflow session.",
     "tensorflow_intra_op_parallelism": "Number of threads to use to parallelize the execution of an individual op.",
     "tensorflow_inter_op_parallelism": "Controls the number of operators that can be executed simultaneously.",
@@ -148,8 +149,14 @@ def _flag_values() -> absl_flags.FlagValues:
     """A fresh absl FlagValues with one flag per ServerOptions field (names, types, defaults, help)."""
     values = absl_flags.FlagValues()
     for f in fields(ServerOptions):
-        flag = absl_flags.Flag(_TFParser(f.name, f.type), absl_flags.ArgumentSerializer(), f.name, f.default,
-                               _HELP.get(f.name, ""), boolean=f.type == "bool")
+        flag = absl_flags.Flag(
+            _TFParser(f.name, cast(str, f.type)),  # a string: annotations are postponed (__future__)
+            absl_flags.ArgumentSerializer(),
+            f.name,
+            f.default,
+            _HELP.get(f.name, ""),
+            boolean=f.type == "bool",
+        )
         absl_flags.DEFINE_flag(flag, flag_values=values)
     return values
 
@@ -212,4 +219,5 @@ def parse_flags(argv: list[str]) -> ServerOptions:
         raise FlagError(f"unknown argument: {exc.flagvalue}") from None
     except absl_flags.Error as exc:  # "Missing value for flag --port"
         raise FlagError(str(exc)) from None
-    return ServerOptions(**{name: values[name].value for name in values if values[name].present})
+    given: dict[str, Any] = {name: values[name].value for name in values if values[name].present}
+    return ServerOptions(**given)

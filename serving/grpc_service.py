@@ -141,7 +141,7 @@ def _status_proto(out, code: str, message: str) -> None:
 class _Call:
     """What one RPC is recorded under; the handler fills in ``version`` and ``signature`` as it learns them."""
 
-    __slots__ = ("version", "signature")
+    __slots__ = ("signature", "version")
 
     def __init__(self, version, signature: str) -> None:
         self.version, self.signature = version, signature
@@ -157,8 +157,9 @@ def _rpc(api: str, *, signature: bool = False):
         def rpc(self, request, context):
             start = time.perf_counter()
             spec = request.model_spec
-            call = _Call(_version_choice(spec).get("version"),
-                         (spec.signature_name or "serving_default") if signature else "")
+            call = _Call(
+                _version_choice(spec).get("version"), (spec.signature_name or "serving_default") if signature else ""
+            )
             try:
                 response = handler(self, request, context, call)
             except StatusError as error:
@@ -186,12 +187,12 @@ class _Servicer:
 
     def _record(self, spec, version, signature, api, code, start) -> None:
         if self._metrics is not None:
-            self._metrics.record(spec.name, version, signature, api, code, time.perf_counter() - start,
-                                 entrypoint="GRPC")
+            self._metrics.record(
+                spec.name, version, signature, api, code, time.perf_counter() - start, entrypoint="GRPC"
+            )
 
 
 class PredictionService(_Servicer, prediction_service_pb2_grpc.PredictionServiceServicer):
-
     @_rpc("Predict", signature=True)
     def Predict(self, request, context, call):
         _require_spec(request)
@@ -199,8 +200,13 @@ class PredictionService(_Servicer, prediction_service_pb2_grpc.PredictionService
         remaining = context.time_remaining()  # the client's deadline bounds the call, as in TF Serving
         timeout_ms = remaining * 1000.0 if remaining is not None and remaining < 1e8 else None
         call.version, outputs = self._core.predict(
-            spec.name, signature_name=spec.signature_name, inputs=_LazyInputs(request.inputs),
-            output_filter=tuple(request.output_filter), timeout_ms=timeout_ms, **_version_choice(spec))
+            spec.name,
+            signature_name=spec.signature_name,
+            inputs=_LazyInputs(request.inputs),
+            output_filter=tuple(request.output_filter),
+            timeout_ms=timeout_ms,
+            **_version_choice(spec),
+        )
         response = predict_pb2.PredictResponse()
         response.model_spec.name = spec.name
         response.model_spec.signature_name = call.signature
@@ -236,10 +242,12 @@ class PredictionService(_Servicer, prediction_service_pb2_grpc.PredictionService
             raise StatusError("FAILED_PRECONDITION", f'Serving signature key "{call.signature}" not found.')
         found = signature_defs[call.signature].method_name
         if found != method:
-            raise StatusError("INVALID_ARGUMENT", f"Expected {api.lower()} signature method_name to be "
-                               f"{method}. Was: {found}")
-        raise StatusError("UNIMPLEMENTED", f"{api} over tf.Example input is not implemented by the local "
-                           "server; use Predict")
+            raise StatusError(
+                "INVALID_ARGUMENT", f"Expected {api.lower()} signature method_name to be {method}. Was: {found}"
+            )
+        raise StatusError(
+            "UNIMPLEMENTED", f"{api} over tf.Example input is not implemented by the local server; use Predict"
+        )
 
     @_rpc("Classification", signature=True)
     def Classify(self, request, context, call):
@@ -271,11 +279,19 @@ class ModelService(_Servicer, model_service_pb2_grpc.ModelServiceServicer):
         config = request.config
         try:
             if config.WhichOneof("config") != "model_config_list":
-                raise StatusError("INVALID_ARGUMENT", "ServerModelConfig type not supported by "
-                                   "HandleReloadConfigRequest. Only ModelConfigList is currently supported")
+                raise StatusError(
+                    "INVALID_ARGUMENT",
+                    "ServerModelConfig type not supported by "
+                    "HandleReloadConfigRequest. Only ModelConfigList is currently supported",
+                )
             for index, model in enumerate(config.model_config_list.config):
-                logger.info("Config entry index : %d path : %s name : %s platform : %s", index, model.base_path,
-                            model.name, model.model_platform)
+                logger.info(
+                    "Config entry index : %d path : %s name : %s platform : %s",
+                    index,
+                    model.base_path,
+                    model.name,
+                    model.model_platform,
+                )
             self._core.reload_config(config)
         except StatusError as error:
             logger.error("ReloadConfig failed: %s", error.message)
@@ -288,20 +304,34 @@ class ModelService(_Servicer, model_service_pb2_grpc.ModelServiceServicer):
 def server_options(max_receive_bytes: int = 2**31 - 1, channel_arguments: tuple = ()) -> list[tuple]:
     """The options :class:`GrpcServer` gives ``grpc.server`` (message limits, no port sharing, then the
     ``--grpc_channel_arguments``)."""
-    return [("grpc.max_receive_message_length", max_receive_bytes), ("grpc.max_send_message_length", 2**31 - 1),
-            ("grpc.so_reuseport", 0), *channel_arguments]
+    return [
+        ("grpc.max_receive_message_length", max_receive_bytes),
+        ("grpc.max_send_message_length", 2**31 - 1),
+        ("grpc.so_reuseport", 0),
+        *channel_arguments,
+    ]
 
 
 class GrpcServer:
     """The gRPC server of the local model server: both services on ``host:port`` (port 0 = any free port)."""
 
-    def __init__(self, core, *, host: str = "0.0.0.0", port: int = 8500, max_workers: int = 8,
-                 max_receive_bytes: int = 2**31 - 1, channel_arguments: tuple = (), metrics=None) -> None:
+    def __init__(
+        self,
+        core,
+        *,
+        host: str = "0.0.0.0",
+        port: int = 8500,
+        max_workers: int = 8,
+        max_receive_bytes: int = 2**31 - 1,
+        channel_arguments: tuple = (),
+        metrics=None,
+    ) -> None:
         options = server_options(max_receive_bytes, channel_arguments)
         self._executor = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc")
         self._server = grpc.server(self._executor, options=options)
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionService(core, metrics), self._server)
+            PredictionService(core, metrics), self._server
+        )
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(core, metrics), self._server)
         self._address = f"{host}:{port}"
         self.port = port

@@ -37,14 +37,41 @@ COLUMNAR = "columnar"
 DT_FLOAT, DT_DOUBLE, DT_INT32, DT_UINT8, DT_INT16, DT_INT8, DT_STRING = 1, 2, 3, 4, 5, 6, 7
 DT_INT64, DT_BOOL, DT_UINT32, DT_UINT64 = 9, 10, 22, 23
 _DTYPE_STRING = {  # DataTypeString()
-    1: "float", 2: "double", 3: "int32", 4: "uint8", 5: "int16", 6: "int8", 7: "string", 8: "complex64",
-    9: "int64", 10: "bool", 11: "qint8", 12: "quint8", 13: "qint32", 14: "bfloat16", 15: "qint16",
-    16: "quint16", 17: "uint16", 18: "complex128", 19: "half", 20: "resource", 21: "variant", 22: "uint32",
+    1: "float",
+    2: "double",
+    3: "int32",
+    4: "uint8",
+    5: "int16",
+    6: "int8",
+    7: "string",
+    8: "complex64",
+    9: "int64",
+    10: "bool",
+    11: "qint8",
+    12: "quint8",
+    13: "qint32",
+    14: "bfloat16",
+    15: "qint16",
+    16: "quint16",
+    17: "uint16",
+    18: "complex128",
+    19: "half",
+    20: "resource",
+    21: "variant",
+    22: "uint32",
     23: "uint64",
 }
 _NUMPY = {
-    DT_FLOAT: np.float32, DT_DOUBLE: np.float64, DT_INT32: np.int32, DT_UINT8: np.uint8, DT_INT16: np.int16,
-    DT_INT8: np.int8, DT_INT64: np.int64, DT_BOOL: np.bool_, DT_UINT32: np.uint32, DT_UINT64: np.uint64,
+    DT_FLOAT: np.float32,
+    DT_DOUBLE: np.float64,
+    DT_INT32: np.int32,
+    DT_UINT8: np.uint8,
+    DT_INT16: np.int16,
+    DT_INT8: np.int8,
+    DT_INT64: np.int64,
+    DT_BOOL: np.bool_,
+    DT_UINT32: np.uint32,
+    DT_UINT64: np.uint64,
 }
 _INT32 = (-(2**31), 2**31 - 1)
 _INT64 = (-(2**63), 2**63 - 1)
@@ -74,7 +101,7 @@ def format_decimal(value: float, *, float32: bool = True) -> str:
         return "NaN"
     if math.isinf(value):
         return "-Infinity" if value < 0 else "Infinity"
-    text = "%g" % value
+    text = f"{value:g}"
     back = float(np.float32(float(text))) if float32 else float(text)
     if back != value:
         text = ("%.9g" if float32 else "%.17g") % value
@@ -87,7 +114,7 @@ def _format_decimals(array: np.ndarray, float32: bool) -> list[str]:
     """``format_decimal`` over a whole array, with the round-trip test vectorized."""
     flat = array.ravel()
     values = flat.tolist()
-    texts = ["%g" % v for v in values]
+    texts = [f"{v:g}" for v in values]
     finite = np.isfinite(flat)
     if finite.all():
         back = np.array(texts, dtype=np.float64)
@@ -284,8 +311,11 @@ def _innermost_container(text: str, pos: int) -> str:
 def _parse_error(exc: json.JSONDecodeError, text: str) -> StatusError:
     message = exc.msg
     if message.startswith("Expecting ',' delimiter"):
-        message = ("Missing a comma or '}' after an object member." if _innermost_container(text, exc.pos) == "{"
-                   else "Missing a comma or ']' after an array element.")
+        message = (
+            "Missing a comma or '}' after an object member."
+            if _innermost_container(text, exc.pos) == "{"
+            else "Missing a comma or ']' after an array element."
+        )
     else:
         for prefix, rapidjson_message in _RAPIDJSON_MESSAGES:
             if message.startswith(prefix):
@@ -325,8 +355,11 @@ def signature_name(doc: Mapping) -> str:
         return ""
     value = doc["signature_name"]
     if not isinstance(value, str):
-        raise _invalid("JSON Value: ", json_value_to_string(doc),
-                       " not formatted correctly. 'signature_name' key must be a string value.")
+        raise _invalid(
+            "JSON Value: ",
+            json_value_to_string(doc),
+            " not formatted correctly. 'signature_name' key must be a string value.",
+        )
     return value
 
 
@@ -347,8 +380,14 @@ def b64decode(text: str) -> bytes:
 
 
 def _type_error(value, dtype: int) -> StatusError:
-    return _invalid("JSON Value: ", json_value_to_string(value), " Type: ", json_type(value),
-                    " is not of expected type: ", dtype_string(dtype))
+    return _invalid(
+        "JSON Value: ",
+        json_value_to_string(value),
+        " Type: ",
+        json_type(value),
+        " is not of expected type: ",
+        dtype_string(dtype),
+    )
 
 
 def _is_number(value) -> bool:
@@ -372,13 +411,18 @@ def _convert_value(value, dtype: int):
         if not isinstance(value, str):
             raise _type_error(value, dtype)
         return value.encode("utf-8")
-    if dtype == DT_FLOAT or dtype == DT_DOUBLE:
+    if dtype in (DT_FLOAT, DT_DOUBLE):
         if not _is_number(value):
             raise _type_error(value, dtype)
         single = dtype == DT_FLOAT
         if not _lossless(value, 2**24 - 1 if single else 2**53 - 1, FLOAT32_MAX if single else _FLOAT64_MAX):
-            raise _invalid("Cannot convert JSON value: ", json_value_to_string(value), " to ",
-                           "float" if single else "double", " without loss of precision.")
+            raise _invalid(
+                "Cannot convert JSON value: ",
+                json_value_to_string(value),
+                " to ",
+                "float" if single else "double",
+                " without loss of precision.",
+            )
         return float(value)
     if dtype in (DT_INT32, DT_INT16, DT_INT8, DT_UINT8):
         ok = isinstance(value, int) and not isinstance(value, bool) and _INT32[0] <= value <= _INT32[1]
@@ -391,8 +435,9 @@ def _convert_value(value, dtype: int):
     elif dtype == DT_UINT64:
         ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _UINT64_MAX
     else:
-        raise StatusError("UNIMPLEMENTED", f"Conversion of JSON Value: {json_value_to_string(value)} to type: "
-                                            f"{dtype_string(dtype)}")
+        raise StatusError(
+            "UNIMPLEMENTED", f"Conversion of JSON Value: {json_value_to_string(value)} to type: {dtype_string(dtype)}"
+        )
     if not ok:
         raise _type_error(value, dtype)
     return value
@@ -414,14 +459,19 @@ def _fill(value, level: int, shape: list[int], dtype: int, out: list) -> None:
     rank = len(shape)
     if not isinstance(value, list):
         if level != rank:
-            raise _invalid("JSON Value: ", json_value_to_string(value), " found at incorrect level: ", level + 1,
-                           " in the JSON DOM. Expected at level: ", rank)
+            raise _invalid(
+                "JSON Value: ",
+                json_value_to_string(value),
+                " found at incorrect level: ",
+                level + 1,
+                " in the JSON DOM. Expected at level: ",
+                rank,
+            )
         if isinstance(value, dict):
             if dtype != DT_STRING:
                 raise _type_error(value, dtype)
             if not is_b64(value):
-                raise _invalid("JSON Value: ", json_value_to_string(value),
-                               " not formatted correctly for base64 data")
+                raise _invalid("JSON Value: ", json_value_to_string(value), " not formatted correctly for base64 data")
             out.append(b64decode(value["b64"]))
         else:
             out.append(_convert_value(value, dtype))
@@ -429,8 +479,9 @@ def _fill(value, level: int, shape: list[int], dtype: int, out: list) -> None:
     if level >= rank:
         raise _invalid("Encountered list at unexpected level: ", level, " expected < ", rank)
     if len(value) != shape[level]:
-        raise _invalid("Encountered list at unexpected size: ", len(value), " at level: ", level,
-                       " expected size: ", shape[level])
+        raise _invalid(
+            "Encountered list at unexpected size: ", len(value), " at level: ", level, " expected size: ", shape[level]
+        )
     if level == rank - 1 and dtype == DT_STRING and all(type(v) is str for v in value):
         out.extend(v.encode("utf-8") for v in value)  # fast path for the common list of strings
         return
@@ -474,13 +525,13 @@ class _Instances:
         if self.sizes[name] != len(leaves):
             raise _invalid("Expecting tensor size: ", self.sizes[name], " but got: ", len(leaves))
         if self.shapes[name] != shape:
-            raise _invalid("Expecting shape ", _shape_string(self.shapes[name]), " but got: ",
-                           _shape_string(shape))
+            raise _invalid("Expecting shape ", _shape_string(self.shapes[name]), " but got: ", _shape_string(shape))
         self.values[name].extend(leaves)
 
     def tensors(self, count: int) -> dict[str, np.ndarray]:
-        return {name: _to_array(self.values[name], [count] + self.shapes[name], self.dtypes[name])
-                for name in self.values}
+        return {
+            name: _to_array(self.values[name], [count] + self.shapes[name], self.dtypes[name]) for name in self.values
+        }
 
 
 def _from_instances(doc: Mapping, instances, dtypes: Mapping[str, int]) -> dict[str, np.ndarray]:
@@ -491,8 +542,10 @@ def _from_instances(doc: Mapping, instances, dtypes: Mapping[str, int]) -> dict[
         raise _invalid("JSON Value: ", json_value_to_string(doc), " No values in 'instances' array")
     names = sorted(dtypes)
     if not isinstance(instances[0], dict) and len(dtypes) > 1:
-        raise _invalid("instances is a plain list, but expecting list of objects as multiple input tensors "
-                       "required as per tensorinfo_map")
+        raise _invalid(
+            "instances is a plain list, but expecting list of objects as multiple input tensors "
+            "required as per tensorinfo_map"
+        )
 
     def is_element_object(value) -> bool:
         return isinstance(value, dict) and not is_b64(value)
@@ -507,19 +560,32 @@ def _from_instances(doc: Mapping, instances, dtypes: Mapping[str, int]) -> dict[
                 try:
                     acc.add(item, name)
                 except StatusError as exc:
-                    raise _invalid("Failed to process element: ", index, " key: ", name,
-                                   " of 'instances' list. Error: ", _status_string(exc)) from None
+                    raise _invalid(
+                        "Failed to process element: ",
+                        index,
+                        " key: ",
+                        name,
+                        " of 'instances' list. Error: ",
+                        _status_string(exc),
+                    ) from None
             if set(element) != set(names):
-                raise _invalid("Failed to process element: ", index, " of 'instances' list. JSON object: ",
-                               json_value_to_string(element), " must only have keys: ", ",".join(names))
+                raise _invalid(
+                    "Failed to process element: ",
+                    index,
+                    " of 'instances' list. JSON object: ",
+                    json_value_to_string(element),
+                    " must only have keys: ",
+                    ",".join(names),
+                )
         else:
             if is_element_object(element):
                 raise _invalid("Expecting value/list but got object at item ", index, " of input list")
             try:
                 acc.add(element, names[0])
             except StatusError as exc:
-                raise _invalid("Failed to process element: ", index, " of 'instances' list. Error: ",
-                               _status_string(exc)) from None
+                raise _invalid(
+                    "Failed to process element: ", index, " of 'instances' list. Error: ", _status_string(exc)
+                ) from None
     return acc.tensors(len(instances))
 
 
@@ -535,8 +601,10 @@ def _from_inputs(value, dtypes: Mapping[str, int]) -> dict[str, np.ndarray]:
     names = sorted(dtypes)
     if not isinstance(value, dict) or is_b64(value):
         if len(dtypes) > 1:
-            raise _invalid("inputs is a plain value/list, but expecting an object as multiple input tensors "
-                           "required as per tensorinfo_map")
+            raise _invalid(
+                "inputs is a plain value/list, but expecting an object as multiple input tensors "
+                "required as per tensorinfo_map"
+            )
         return {names[0]: _column(value, dtypes[names[0]])}
     tensors = {}
     for name in names:
@@ -564,8 +632,11 @@ def predict_request_from_json(doc: Mapping, input_dtypes: Callable[[str], Mappin
     has_instances = "instances" in doc
     has_inputs = "inputs" in doc
     if has_instances and has_inputs:
-        raise _invalid("JSON Value: ", json_value_to_string(doc),
-                       " Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist ")
+        raise _invalid(
+            "JSON Value: ",
+            json_value_to_string(doc),
+            " Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist ",
+        )
     if has_instances:
         return PredictRequest(name, _from_instances(doc, doc["instances"], dtypes), ROW)
     if has_inputs:
@@ -603,7 +674,7 @@ def _write_tensor(writer: _PrettyWriter, tokens: list[str], shape: tuple[int, ..
         writer.raw(tokens[offset])
         return offset + 1
     if dim == len(shape) - 1:
-        writer.leaf_array(tokens[offset:offset + shape[dim]])
+        writer.leaf_array(tokens[offset : offset + shape[dim]])
         return offset + shape[dim]
     writer.start_array()
     for _ in range(shape[dim]):
@@ -630,8 +701,7 @@ def predict_response_json(outputs: Mapping[str, np.ndarray], request_format: str
             if shape[0] < 1:
                 raise _invalid("Tensor name: ", name, " has invalid batch size: ", shape[0])
             if batch and batch != shape[0]:
-                raise _invalid("Tensor name: ", name, " has inconsistent batch size: ", shape[0],
-                               " expecting: ", batch)
+                raise _invalid("Tensor name: ", name, " has inconsistent batch size: ", shape[0], " expecting: ", batch)
             batch = shape[0]
         tokens = {n: _tokens(n, arrays[n]) for n in names}
         offsets = dict.fromkeys(names, 0)

@@ -42,7 +42,7 @@ LATENCY_BUCKETS_US = tuple(10.0 * 1.8**i for i in range(33))
 
 def _number(value: float) -> str:
     """``absl::StrCat(double)``: six significant digits, as printf's ``%g``."""
-    return "%g" % value
+    return f"{value:g}"
 
 
 def _label_value(value: str) -> str:
@@ -62,13 +62,26 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self._count = Counter(REQUEST_COUNT, "The total number of requests.", _COUNT_LABELS,
-                              registry=self.registry)
-        self._latency = Histogram(REQUEST_LATENCY, "Distribution of request latency in microseconds.",
-                                  _LATENCY_LABELS, buckets=LATENCY_BUCKETS_US, registry=self.registry)
+        self._count = Counter(REQUEST_COUNT, "The total number of requests.", _COUNT_LABELS, registry=self.registry)
+        self._latency = Histogram(
+            REQUEST_LATENCY,
+            "Distribution of request latency in microseconds.",
+            _LATENCY_LABELS,
+            buckets=LATENCY_BUCKETS_US,
+            registry=self.registry,
+        )
 
-    def record(self, model: str, version: int | str | None, signature: str, api: str, code: str,
-               seconds: float, *, entrypoint: str = "") -> None:
+    def record(
+        self,
+        model: str,
+        version: int | str | None,
+        signature: str,
+        api: str,
+        code: str,
+        seconds: float,
+        *,
+        entrypoint: str = "",
+    ) -> None:
         """Count one request that ended with canonical ``code`` ("OK", "NOT_FOUND", ...) after ``seconds``.
 
         ``version`` is the version that answered (or was asked for; None/"" when unknown).
@@ -86,7 +99,8 @@ class Metrics:
         for family in self._count.collect():
             for sample in family.samples:
                 if sample.name == REQUEST_COUNT + "_total" and all(
-                        sample.labels.get(k) == str(v) for k, v in wanted.items()):
+                    sample.labels.get(k) == str(v) for k, v in wanted.items()
+                ):
                     total += sample.value
         return int(total)
 
@@ -96,7 +110,7 @@ class Metrics:
         for family in self.registry.collect():
             lines.append(f"# TYPE {family.name} {family.type}")
             for sample in family.samples:
-                suffix = sample.name[len(family.name):]
+                suffix = sample.name[len(family.name) :]
                 if suffix == "_created":
                     continue
                 if suffix == "_total":  # TF Serving's counters carry no suffix
@@ -126,15 +140,22 @@ def _monitoring_config_class():
     try:
         descriptor = pool.FindMessageTypeByName("tensorflow.serving.MonitoringConfig")
     except KeyError:
-        proto = descriptor_pb2.FileDescriptorProto(name="tensorflow_serving/config/monitoring_config.proto",
-                                                   package="tensorflow.serving", syntax="proto3")
+        proto = descriptor_pb2.FileDescriptorProto(
+            name="tensorflow_serving/config/monitoring_config.proto", package="tensorflow.serving", syntax="proto3"
+        )
         F = descriptor_pb2.FieldDescriptorProto
         prometheus = proto.message_type.add(name="PrometheusConfig")
         prometheus.field.add(name="enable", number=1, type=F.TYPE_BOOL, label=F.LABEL_OPTIONAL, json_name="enable")
         prometheus.field.add(name="path", number=2, type=F.TYPE_STRING, label=F.LABEL_OPTIONAL, json_name="path")
         monitoring = proto.message_type.add(name="MonitoringConfig")
-        monitoring.field.add(name="prometheus_config", number=1, type=F.TYPE_MESSAGE, label=F.LABEL_OPTIONAL,
-                             type_name=".tensorflow.serving.PrometheusConfig", json_name="prometheusConfig")
+        monitoring.field.add(
+            name="prometheus_config",
+            number=1,
+            type=F.TYPE_MESSAGE,
+            label=F.LABEL_OPTIONAL,
+            type_name=".tensorflow.serving.PrometheusConfig",
+            json_name="prometheusConfig",
+        )
         pool.Add(proto)
         descriptor = pool.FindMessageTypeByName("tensorflow.serving.MonitoringConfig")
     return message_factory.GetMessageClass(descriptor)

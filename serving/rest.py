@@ -18,8 +18,9 @@ reader silently preferred chunked), a negative or non-numeric ``Content-Length``
 invalid header-name characters per the RFC 9112 grammar, parses chunk extensions and trailers properly, and
 answers pipelined requests in order. One difference from libevent (TF Serving) follows: llhttp rejects
 bare-LF line ends (400), which libevent and the old reader accepted. The limits (request line 414, header
-lines 431, body 413), ``Expect: 100-continue``, the deadline and the error pages stay here, on top of it. TF Serving itself sets no
-cap (libevent's default is unlimited); the cap keeps one request from exhausting the local server's memory.
+lines 431, body 413), ``Expect: 100-continue``, the deadline and the error pages stay here, on top of it. TF
+Serving itself sets no cap (libevent's default is unlimited); the cap keeps one request from exhausting the
+local server's memory.
 :meth:`RestServer.stop` stops accepting, closes idle keep-alive connections and waits for in-flight
 requests to finish.
 """
@@ -27,6 +28,7 @@ requests to finish.
 from __future__ import annotations
 
 import collections
+import contextlib
 import email.utils
 import heapq
 import http
@@ -53,7 +55,7 @@ IDLE_TIMEOUT_S = 300
 _V1_PATH = re.compile(r"/v1/.*", re.I | re.S)
 _REASONS = {s.value: s.phrase for s in http.HTTPStatus}
 # libevent's evhttp_send_error page.
-_ERROR_PAGE = ("<HTML><HEAD>\n<TITLE>{code} {reason}</TITLE>\n</HEAD><BODY>\n<H1>{reason}</H1>\n</BODY></HTML>\n")
+_ERROR_PAGE = "<HTML><HEAD>\n<TITLE>{code} {reason}</TITLE>\n</HEAD><BODY>\n<H1>{reason}</H1>\n</BODY></HTML>\n"
 _HTML = "text/html; charset=ISO-8859-1"
 _MAX_DRAIN_BYTES = 1024 * 1024
 _MAX_LINE = 65536
@@ -147,8 +149,18 @@ class _Reject(Exception):
 class _Request:
     """One request as the parser delivers it (httptools' callbacks fill it in)."""
 
-    __slots__ = ("method", "target", "version", "headers", "keep_alive", "parts", "size", "header_count",
-                 "too_large", "declared")
+    __slots__ = (
+        "declared",
+        "header_count",
+        "headers",
+        "keep_alive",
+        "method",
+        "parts",
+        "size",
+        "target",
+        "too_large",
+        "version",
+    )
 
     def __init__(self) -> None:
         self.method, self.target, self.version = "", b"", "1.1"
@@ -170,7 +182,7 @@ class _Handler(socketserver.BaseRequestHandler):
     100-continue``, and the error pages.
     """
 
-    server: "_HTTPServer"
+    server: _HTTPServer
 
     def setup(self) -> None:
         self.connection = self.request
@@ -178,7 +190,8 @@ class _Handler(socketserver.BaseRequestHandler):
         self.connection.settimeout(IDLE_TIMEOUT_S)
         self.idle = True
         self.close_connection = False
-        self.command, self.path, self.request_version, self.headers = "", "", "HTTP/1.1", {}
+        self.command, self.path, self.request_version = "", "", "HTTP/1.1"
+        self.headers: dict[str, str] = {}
         self._parser = httptools.HttpRequestParser(self)
         self._current: _Request | None = None
         self._ready: collections.deque[_Request] = collections.deque()
@@ -235,17 +248,23 @@ class _Handler(socketserver.BaseRequestHandler):
         return bool(self._current.method) or any(word in str(exc) for word in _FRAMING_WORDS)
 
     # ------------------------------------------------------------------ httptools callbacks
+    def _parsing(self) -> _Request:
+        """The request being parsed: llhttp calls on_message_begin before the other callbacks."""
+        request = self._current
+        assert request is not None
+        return request
+
     def on_message_begin(self) -> None:
         self._current = _Request()
 
     def on_url(self, url: bytes) -> None:
-        request = self._current
+        request = self._parsing()
         request.target += url
         if len(request.target) > _MAX_LINE:
             raise _Reject(414)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        request = self._current
+        request = self._parsing()
         request.header_count += 1
         if len(name) + len(value) > _MAX_LINE or request.header_count > _MAX_HEADERS:
             raise _Reject(431)
@@ -254,7 +273,7 @@ class _Handler(socketserver.BaseRequestHandler):
         headers[key] = f"{headers[key]}, {text}" if key in headers else text
 
     def on_headers_complete(self) -> None:
-        request, parser = self._current, self._parser
+        request, parser = self._parsing(), self._parser
         request.method = parser.get_method().decode("ascii", "replace")
         request.version = parser.get_http_version()
         if request.version not in ("1.0", "1.1"):
@@ -272,7 +291,7 @@ class _Handler(socketserver.BaseRequestHandler):
             self.connection.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
-        request = self._current
+        request = self._parsing()
         request.size += len(body)
         if request.too_large:
             return
@@ -281,7 +300,7 @@ class _Handler(socketserver.BaseRequestHandler):
         request.parts.append(body)
 
     def on_message_complete(self) -> None:
-        self._ready.append(self._current)
+        self._ready.append(self._parsing())
         self._current = None
 
     # ------------------------------------------------------------------ requests
@@ -380,10 +399,12 @@ class _Handler(socketserver.BaseRequestHandler):
         payload = text.encode("utf-8")
         if self.server.stopping:
             self.close_connection = True
-        head = (f"HTTP/1.1 {status} {_REASONS.get(status, '')}\r\n"
-                f"Content-Type: {content_type}\r\n"
-                f"Date: {_Date.now()}\r\n"
-                f"Content-Length: {len(payload)}\r\n")
+        head = (
+            f"HTTP/1.1 {status} {_REASONS.get(status, '')}\r\n"
+            f"Content-Type: {content_type}\r\n"
+            f"Date: {_Date.now()}\r\n"
+            f"Content-Length: {len(payload)}\r\n"
+        )
         if self.close_connection:
             head += "Connection: close\r\n"
         elif self.request_version == "HTTP/1.0":
@@ -400,8 +421,16 @@ class _HTTPServer(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, address, api: RestApi, metrics: Metrics, metrics_path: str | None, max_body_bytes: int,
-                 timeout_s: float | None, num_threads: int):
+    def __init__(
+        self,
+        address,
+        api: RestApi,
+        metrics: Metrics,
+        metrics_path: str | None,
+        max_body_bytes: int,
+        timeout_s: float | None,
+        num_threads: int,
+    ):
         self.api = api
         self.timeout_s = timeout_s
         self.workers = threading.BoundedSemaphore(num_threads)
@@ -426,10 +455,8 @@ class _HTTPServer(socketserver.ThreadingTCPServer):
             handlers = list(self._handlers)
         for handler in handlers:
             if handler.idle:
-                try:
+                with contextlib.suppress(OSError):
                     handler.connection.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     def wait_handlers(self, timeout: float) -> bool:
         """Wait for every connection to end, closing the ones that go idle (their request answered)."""
@@ -455,9 +482,18 @@ class RestServer:
     once (others wait, as in TF Serving's handler pool; default 4 per CPU).
     """
 
-    def __init__(self, core, *, host: str = "0.0.0.0", port: int = 8501, timeout_ms: int = 30000,
-                 monitoring_config=None, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, metrics: Metrics | None = None,
-                 num_threads: int | None = None):
+    def __init__(
+        self,
+        core,
+        *,
+        host: str = "0.0.0.0",
+        port: int = 8501,
+        timeout_ms: int = 30000,
+        monitoring_config=None,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        metrics: Metrics | None = None,
+        num_threads: int | None = None,
+    ):
         if max_body_bytes <= 0:
             raise ValueError(f"max_body_bytes must be positive (got {max_body_bytes})")
         if not 0 <= port <= 65535:
@@ -482,13 +518,21 @@ class RestServer:
             raise RuntimeError("RestServer is not started")
         return self._httpd.server_address[1]
 
-    def start(self) -> "RestServer":
+    def start(self) -> RestServer:
         if self._httpd is not None:
             raise RuntimeError("RestServer already started")
-        self._httpd = _HTTPServer((self.host, self._requested_port), self.api, self.metrics, self.metrics_path,
-                                  self.max_body_bytes, self.timeout_s, self.num_threads)
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name="rest-accept", daemon=True)
+        self._httpd = _HTTPServer(
+            (self.host, self._requested_port),
+            self.api,
+            self.metrics,
+            self.metrics_path,
+            self.max_body_bytes,
+            self.timeout_s,
+            self.num_threads,
+        )
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2}, name="rest-accept", daemon=True
+        )
         self._thread.start()
         logger.debug("REST server listening on %s:%d", self.host, self.port)
         return self
@@ -509,7 +553,7 @@ class RestServer:
             self._thread.join(timeout=1.0)
         self._httpd = None
 
-    def __enter__(self) -> "RestServer":
+    def __enter__(self) -> RestServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -24,6 +24,7 @@ import logging
 import re
 import time
 from collections.abc import Mapping
+from typing import Any
 from urllib.parse import unquote
 
 from google.protobuf import json_format, text_format
@@ -37,9 +38,11 @@ DEFAULT_SIGNATURE = "serving_default"
 ENTRYPOINT = "REST"
 
 _PREDICTION_PATH = re.compile(
-    r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)", re.I)
+    r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)", re.I
+)
 _STATUS_PATH = re.compile(
-    r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?", re.I)
+    r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?", re.I
+)
 _INT64_MAX = 2**63 - 1
 _API_NAMES = {"predict": "Predict", "classify": "Classify", "regress": "Regress"}
 
@@ -49,7 +52,7 @@ def _invalid(message: str) -> StatusError:
 
 
 class _Route:
-    __slots__ = ("model", "version", "label", "method", "subresource")
+    __slots__ = ("label", "method", "model", "subresource", "version")
 
     def __init__(self, model: str, version: int | None, label: str | None, method: str, subresource: str):
         self.model, self.version, self.label = model, version, label
@@ -145,8 +148,15 @@ class RestApi:
             if expired():
                 code = "DEADLINE_EXCEEDED"
             if self.metrics is not None and route.model:
-                self.metrics.record(route.model, outcome["version"], outcome["signature"], api, code,
-                                    time.perf_counter() - start, entrypoint=ENTRYPOINT)
+                self.metrics.record(
+                    route.model,
+                    outcome["version"],
+                    outcome["signature"],
+                    api,
+                    code,
+                    time.perf_counter() - start,
+                    entrypoint=ENTRYPOINT,
+                )
 
     def _spec(self, route: _Route) -> dict:
         return {"version": route.version, "label": route.label}
@@ -155,7 +165,8 @@ class RestApi:
     def _predict(self, route: _Route, body: bytes, outcome: dict) -> str:
         doc = json_tensor.parse_json(body)
         with contextlib.ExitStack() as stack:
-            held = []  # the version, resolved once (when the parser first needs the signature) and kept to the run
+            # the version, resolved once (when the parser first needs the signature) and kept to the run
+            held: list[Any] = []
 
             def servable():
                 if not held:
@@ -190,8 +201,13 @@ class RestApi:
             entry.state = get_model_status_pb2.ModelVersionStatus.State.Value(status.state)
             entry.status.error_code = error_codes_pb2.Code.Value(status.error_code or "OK")
             entry.status.error_message = status.error_message or ""
-        return json_format.MessageToJson(response, always_print_fields_with_no_presence=True,
-                                         preserving_proto_field_name=True, indent=1, ensure_ascii=False)
+        return json_format.MessageToJson(
+            response,
+            always_print_fields_with_no_presence=True,
+            preserving_proto_field_name=True,
+            indent=1,
+            ensure_ascii=False,
+        )
 
     def _metadata(self, route: _Route, outcome: dict) -> str:
         if not route.model:
@@ -206,12 +222,14 @@ class RestApi:
         signature_map = get_model_metadata_pb2.SignatureDefMap()
         for name, signature in signatures.items():
             signature_map.signature_def[name].CopyFrom(signature)
-        options = dict(always_print_fields_with_no_presence=True, preserving_proto_field_name=True, indent=1,
-                       ensure_ascii=False)
+        options: dict[str, Any] = dict(
+            always_print_fields_with_no_presence=True, preserving_proto_field_name=True, indent=1, ensure_ascii=False
+        )
         # ToJsonString(GetModelMetadataResponse) in http_rest_api_util.cc concatenates the two parts.
-        return ("{\n\"model_spec\":" + json_format.MessageToJson(spec, **options) + ",\n"
-                "\"metadata\": {\"signature_def\": " + json_format.MessageToJson(signature_map, **options)
-                + "}\n}\n")
+        return (
+            '{\n"model_spec":' + json_format.MessageToJson(spec, **options) + ",\n"
+            '"metadata": {"signature_def": ' + json_format.MessageToJson(signature_map, **options) + "}\n}\n"
+        )
 
     # ------------------------------------------------------------------ classify / regress
     def _classify_regress(self, route: _Route, api: str, body: bytes, outcome: dict) -> str:
@@ -234,8 +252,10 @@ class RestApi:
             if "inputs" not in signature.inputs:
                 raise _invalid(f"No classification inputs found in SignatureDef: {debug}")
             if "classes" not in signature.outputs and "scores" not in signature.outputs:
-                raise _invalid('Expected classification signature outputs to contain at least one of "classes" '
-                               f'or "scores". Signature was: {debug}')
+                raise _invalid(
+                    'Expected classification signature outputs to contain at least one of "classes" '
+                    f'or "scores". Signature was: {debug}'
+                )
         else:
             if len(signature.outputs) != 1:
                 raise _invalid("Expected one output Tensor.")
@@ -243,8 +263,9 @@ class RestApi:
                 raise _invalid(f"No regression inputs found in SignatureDef: {debug}")
             if "outputs" not in signature.outputs:
                 raise _invalid(f"No regression outputs found in SignatureDef: {debug}")
-        raise StatusError("UNIMPLEMENTED", f"{api} over tf.Example inputs is not implemented by the local "
-                                            "server; use :predict")
+        raise StatusError(
+            "UNIMPLEMENTED", f"{api} over tf.Example inputs is not implemented by the local server; use :predict"
+        )
 
 
 # --------------------------------------------------------------------------- tf.Example JSON checks
@@ -263,8 +284,10 @@ def _check_feature_value(value, name: str, kind: list) -> None:
     elif isinstance(value, float):
         wanted = "float"
         if abs(value) > json_tensor.FLOAT32_MAX and value == value and abs(value) != float("inf"):
-            raise _invalid(f"Cannot convert JSON value: {json_tensor.json_value_to_string(value)} to float "
-                           "without loss of precision.")
+            raise _invalid(
+                f"Cannot convert JSON value: {json_tensor.json_value_to_string(value)} to float "
+                "without loss of precision."
+            )
     else:
         if value > 2**63 - 1:
             raise _invalid(f"Feature: {name} has uint64 element. Only int64 is supported.")
@@ -291,12 +314,15 @@ def _check_examples(doc: Mapping) -> None:
     if "context" in doc:
         _check_example(doc["context"])
     if "examples" not in doc:
-        raise _invalid(f"JSON Value: {json_tensor.json_value_to_string(doc)} When method is classify, key "
-                       "'examples' is expected and was not found")
+        raise _invalid(
+            f"JSON Value: {json_tensor.json_value_to_string(doc)} When method is classify, key "
+            "'examples' is expected and was not found"
+        )
     examples = doc["examples"]
     if not isinstance(examples, list):
-        raise _invalid(f"JSON Value: {json_tensor.json_value_to_string(doc)} Expecting 'examples' value to be "
-                       "an list/array")
+        raise _invalid(
+            f"JSON Value: {json_tensor.json_value_to_string(doc)} Expecting 'examples' value to be an list/array"
+        )
     if not examples:
         raise _invalid(f"JSON Value: {json_tensor.json_value_to_string(doc)} 'examples' value is an empty array")
     for example in examples:

@@ -16,12 +16,17 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from typing import TYPE_CHECKING
 
 from google.protobuf import text_format
 
 from serving.core import CoreOptions, ServerCore
 from serving.errors import StatusError
 from serving.flags import ServerOptions
+
+if TYPE_CHECKING:
+    from serving.grpc_service import GrpcServer
+    from serving.rest import RestServer
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +62,11 @@ def model_server_config(options: ServerOptions):
 
     if options.model_config_file:
         return read_text_proto(options.model_config_file, model_server_config_pb2.ModelServerConfig())
-    logger.info("Building single TensorFlow model file config:  model_name: %s model_base_path: %s",
-                options.model_name, options.model_base_path)
+    logger.info(
+        "Building single TensorFlow model file config:  model_name: %s model_base_path: %s",
+        options.model_name,
+        options.model_base_path,
+    )
     return single_model_config(options.model_name, options.model_base_path)
 
 
@@ -66,10 +74,12 @@ def session_config(options: ServerOptions):
     import tensorflow as tf
 
     config = tf.compat.v1.ConfigProto()
-    config.intra_op_parallelism_threads = (options.tensorflow_intra_op_parallelism
-                                           or options.tensorflow_session_parallelism)
-    config.inter_op_parallelism_threads = (options.tensorflow_inter_op_parallelism
-                                           or options.tensorflow_session_parallelism)
+    config.intra_op_parallelism_threads = (
+        options.tensorflow_intra_op_parallelism or options.tensorflow_session_parallelism
+    )
+    config.inter_op_parallelism_threads = (
+        options.tensorflow_inter_op_parallelism or options.tensorflow_session_parallelism
+    )
     return config
 
 
@@ -80,8 +90,8 @@ class ModelServer:
         self.options = options
         self.host = os.environ.get("SERVING_HOST", "0.0.0.0")
         self.core: ServerCore | None = None
-        self.grpc = None
-        self.rest = None
+        self.grpc: GrpcServer | None = None
+        self.rest: RestServer | None = None
         self._stopped = threading.Event()  # set when stopping begins: ends the config poll loop
         self._finished = threading.Event()  # set when stopping is complete: releases wait()
         self._lifecycle = threading.Lock()  # start() publishes the core and opens ports under it; stop() begins
@@ -128,19 +138,27 @@ class ModelServer:
 
             channel_arguments = dict(options.channel_arguments())
             max_receive = int(channel_arguments.pop("grpc.max_receive_message_length", 2**31 - 1))
-            self.grpc = GrpcServer(self.core, host=self.host, port=options.port, max_workers=options.grpc_max_threads,
-                                   max_receive_bytes=max_receive, channel_arguments=tuple(channel_arguments.items()),
-                                   metrics=metrics)
-            self.grpc.start()
-            logger.info("Running gRPC ModelServer at %s:%d ...", self.host, self.grpc.port)
+            self.grpc = grpc_server = GrpcServer(
+                self.core,
+                host=self.host,
+                port=options.port,
+                max_workers=options.grpc_max_threads,
+                max_receive_bytes=max_receive,
+                channel_arguments=tuple(channel_arguments.items()),
+                metrics=metrics,
+            )
+            grpc_server.start()
+            logger.info("Running gRPC ModelServer at %s:%d ...", self.host, grpc_server.port)
         if options.rest_api_port:
             if options.rest_api_port == options.port:
-                logger.error("server_options.http_port cannot be same as grpc_port. Please use a different port "
-                             "for HTTP/REST API. Skipped exporting HTTP/REST API.")
+                logger.error(
+                    "server_options.http_port cannot be same as grpc_port. Please use a different port "
+                    "for HTTP/REST API. Skipped exporting HTTP/REST API."
+                )
             else:
-                self.rest = self._start_rest(monitoring, metrics)
+                self.rest = rest = self._start_rest(monitoring, metrics)
                 shown = "localhost" if self.host == "0.0.0.0" else self.host
-                logger.info("Exporting HTTP/REST API at:%s:%d ...", shown, self.rest.port)
+                logger.info("Exporting HTTP/REST API at:%s:%d ...", shown, rest.port)
 
     def _monitoring_config(self):
         if not self.options.monitoring_config_file:
@@ -168,14 +186,22 @@ class ModelServer:
     def _start_rest(self, monitoring, metrics):
         from serving.rest import RestServer
 
-        return RestServer(self.core, host=self.host, port=self.options.rest_api_port,
-                          timeout_ms=self.options.rest_api_timeout_in_ms, monitoring_config=monitoring,
-                          metrics=metrics, num_threads=self.options.rest_api_num_threads).start()
+        return RestServer(
+            self.core,
+            host=self.host,
+            port=self.options.rest_api_port,
+            timeout_ms=self.options.rest_api_timeout_in_ms,
+            monitoring_config=monitoring,
+            metrics=metrics,
+            num_threads=self.options.rest_api_num_threads,
+        ).start()
 
     def _poll_config(self) -> None:
         """Re-read the config file each period; the file's config wins over one set by gRPC, as TF Serving."""
         from tensorflow_serving.config import model_server_config_pb2
 
+        core = self.core
+        assert core is not None  # the poller starts after the core (_open_ports)
         path = self.options.model_config_file
         while not self._stopped.wait(self.options.model_config_file_poll_wait_seconds):
             try:
@@ -183,12 +209,13 @@ class ModelServer:
             except StatusError as exc:
                 logger.error("Failed to read ModelServerConfig file: %s", exc.message)
                 continue
-            current = self.core.config
-            if current is not None and config.SerializeToString(deterministic=True) == \
-                    current.SerializeToString(deterministic=True):
+            current = core.config
+            if current is not None and config.SerializeToString(deterministic=True) == current.SerializeToString(
+                deterministic=True
+            ):
                 continue  # unchanged: nothing to do (TF Serving re-applies it, to the same effect)
             try:
-                self.core.reload_config(config)
+                core.reload_config(config)
             except StatusError as exc:
                 logger.error("PollFilesystemAndReloadConfig failed to ReloadConfig: %s: %s", exc.code, exc.message)
             else:

@@ -57,18 +57,37 @@ class ServerProcess:
         self.root = Path(root)
         self.port = free_port()
         self.rest_port = free_port() if rest else 0
-        self.args = [sys.executable, "-m", "serving", f"--port={self.port}",
-                     f"--rest_api_port={self.rest_port}", *flags]
+        self.args = [
+            sys.executable,
+            "-m",
+            "serving",
+            f"--port={self.port}",
+            f"--rest_api_port={self.rest_port}",
+            *flags,
+        ]
         self.lines: list[str] = []
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen[str] | None = None
+
+    @property
+    def _started(self) -> subprocess.Popen[str]:
+        """The server's process; only after start()."""
+        assert self.proc is not None, "start() the server first"
+        return self.proc
 
     @property
     def pid(self) -> int:
-        return self.proc.pid
+        return self._started.pid
 
-    def start(self, timeout: float = 120.0, *, wait_ready: bool = True) -> "ServerProcess":
-        self.proc = subprocess.Popen(self.args, cwd=str(self.root), env=server_env(self.root), stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True, bufsize=1)
+    def start(self, timeout: float = 120.0, *, wait_ready: bool = True) -> ServerProcess:
+        self.proc = subprocess.Popen(
+            self.args,
+            cwd=str(self.root),
+            env=server_env(self.root),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+        )
         threading.Thread(target=self._pump, daemon=True).start()
         if wait_ready:
             try:
@@ -81,7 +100,9 @@ class ServerProcess:
         return self
 
     def _pump(self) -> None:
-        for line in self.proc.stdout:
+        stdout = self._started.stdout
+        assert stdout is not None  # stdout=subprocess.PIPE
+        for line in stdout:
             self.lines.append(line.rstrip("\n"))
 
     @property
@@ -95,14 +116,14 @@ class ServerProcess:
             for line in list(self.lines):
                 if text in line:
                     return line
-            if self.proc.poll() is not None:
+            if self._started.poll() is not None:
                 time.sleep(0.2)  # let the pump drain
-                raise ServerFailed(f"server exited ({self.proc.returncode}) before {text!r}:\n{self.log[-6000:]}")
+                raise ServerFailed(f"server exited ({self._started.returncode}) before {text!r}:\n{self.log[-6000:]}")
             time.sleep(0.05)
         raise ServerFailed(f"no {text!r} within {timeout}s:\n{self.log[-6000:]}")
 
     def wait_exit(self, timeout: float = 60.0) -> int:
-        code = self.proc.wait(timeout)
+        code = self._started.wait(timeout)
         time.sleep(0.2)
         return code
 
@@ -118,7 +139,7 @@ class ServerProcess:
             self.proc.wait(10)
             raise ServerFailed(f"server did not stop on SIGTERM:\n{self.log[-4000:]}") from None
 
-    def __enter__(self) -> "ServerProcess":
+    def __enter__(self) -> ServerProcess:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -33,8 +33,11 @@ def _canned_server(conn, response_bytes: bytes, workers: int, options: list) -> 
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=options)
     # registered as tensorflow_serving's generated add_PredictionServiceServicer_to_server does for the server
-    handler = grpc.unary_unary_rpc_method_handler(predict, request_deserializer=predict_pb2.PredictRequest.FromString,
-                                                  response_serializer=predict_pb2.PredictResponse.SerializeToString)
+    handler = grpc.unary_unary_rpc_method_handler(
+        predict,
+        request_deserializer=predict_pb2.PredictRequest.FromString,
+        response_serializer=predict_pb2.PredictResponse.SerializeToString,
+    )
     service, method = PREDICT_PATH.strip("/").split("/")
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, {method: handler}),))
     port = server.add_insecure_port("127.0.0.1:0")
@@ -65,8 +68,9 @@ class CannedServer:
         self.workers = defaults["grpc_max_threads"]  # what serving.grpc_service.GrpcServer gets by default
         context = multiprocessing.get_context("spawn")
         self._conn, child = context.Pipe()
-        self.proc = context.Process(target=_canned_server, daemon=True,
-                                    args=(child, response_bytes, self.workers, server_options()))
+        self.proc = context.Process(
+            target=_canned_server, daemon=True, args=(child, response_bytes, self.workers, server_options())
+        )
         self.proc.start()
         child.close()  # only the child holds its end now: its exit shows here as EOFError
         try:
@@ -86,6 +90,7 @@ class CannedServer:
             raise
 
     def cpu(self) -> float | None:
+        assert self.proc.pid is not None  # started in __init__
         return cpu_seconds(self.proc.pid)
 
     def calls(self) -> int:

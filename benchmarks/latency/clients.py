@@ -10,7 +10,7 @@ import time
 import numpy as np
 
 from latency.measure import cpu_per_request, no_cpu, summary
-from latency.model import K, USERS
+from latency.model import USERS, K
 
 PREDICT_PATH = "/tensorflow.serving.PredictionService/Predict"
 
@@ -19,6 +19,7 @@ def in_process_client(bundle):
     def call(user: str) -> None:
         out = bundle.run("serving_default", {"user_id": np.array([user.encode()], dtype=object)})
         assert out["movie_titles"].shape == (1, K)
+
     return call
 
 
@@ -32,8 +33,10 @@ def rest_client(port: int):
     sock = socket.create_connection(("127.0.0.1", port))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     reader = sock.makefile("rb")
-    head = (b"POST /v1/models/retrieval:predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n")
+    head = (
+        b"POST /v1/models/retrieval:predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+    )
 
     def call(user: str) -> None:
         body = rest_body(user)
@@ -46,17 +49,18 @@ def rest_client(port: int):
                 length = int(value)
         answer = json.loads(reader.read(length))
         assert status.startswith(b"HTTP/1.1 200") and len(answer["predictions"][0]["movie_titles"]) == K, answer
+
     return call
 
 
 def predict_request(user: str):
     """The ``PredictRequest`` for one user, built with client/'s own protos (no TensorFlow import)."""
-    from client.protos import predict_pb2
+    from client.protos import predict_pb2, types_pb2
 
     request = predict_pb2.PredictRequest()
     request.model_spec.name = "retrieval"
     tensor = request.inputs["user_id"]
-    tensor.dtype = 7  # DT_STRING
+    tensor.dtype = types_pb2.DT_STRING
     tensor.tensor_shape.dim.add(size=1)
     tensor.string_val.append(user.encode())
     return request
@@ -71,13 +75,17 @@ def grpc_client(port: int):
     from client.protos import predict_pb2
 
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    predict = channel.unary_unary(PREDICT_PATH, request_serializer=predict_pb2.PredictRequest.SerializeToString,
-                                  response_deserializer=predict_pb2.PredictResponse.FromString)
+    predict = channel.unary_unary(
+        PREDICT_PATH,
+        request_serializer=predict_pb2.PredictRequest.SerializeToString,
+        response_deserializer=predict_pb2.PredictResponse.FromString,
+    )
 
     def call(user: str):
         response = predict(predict_request(user), timeout=30)
         assert len(response.outputs["movie_titles"].string_val) == K
         return response
+
     return call
 
 
@@ -95,7 +103,7 @@ def _client_process(conn) -> None:
             users = [str(u) for u in rng.integers(1, USERS + 1, size=requests + warmup)]
             for user in users[:warmup]:
                 call(user)
-        except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises it
+        except Exception as exc:
             conn.send(("error", repr(exc)))
             continue
         conn.send(("ready", None))
@@ -106,7 +114,7 @@ def _client_process(conn) -> None:
                 start = time.perf_counter()
                 call(user)
                 mine.append(time.perf_counter() - start)
-        except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises it
+        except Exception as exc:
             conn.send(("error", repr(exc)))
             continue
         conn.send(("done", mine))
@@ -128,8 +136,9 @@ class ClientProcesses:
             self._conns.append(parent)
             self._procs.append(proc)
 
-    def measure(self, transport: str, port: int, clients: int, requests_per_client: int, warmup: int = 20,
-                cpu=no_cpu) -> dict:
+    def measure(
+        self, transport: str, port: int, clients: int, requests_per_client: int, warmup: int = 20, cpu=no_cpu
+    ) -> dict:
         """As :func:`measure`; ``cpu()`` (the server's CPU seconds) is read just before "go" and at the end."""
         conns = self._conns[:clients]
         for i, conn in enumerate(conns):

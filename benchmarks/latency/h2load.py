@@ -23,11 +23,14 @@ if TYPE_CHECKING:
 
 H2LOAD = shutil.which("h2load")
 
-H2LOAD_MISSING = ("h2load not found: install it with `apt-get install -y nghttp2-client` (Debian/Ubuntu); "
-                  "skipping the h2load rows")
+H2LOAD_MISSING = (
+    "h2load not found: install it with `apt-get install -y nghttp2-client` (Debian/Ubuntu); skipping the h2load rows"
+)
 
-_H2LOAD_REQUESTS = re.compile(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
-                              r"(\d+) errored, (\d+) timeout")
+_H2LOAD_REQUESTS = re.compile(
+    r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+    r"(\d+) errored, (\d+) timeout"
+)
 
 
 def grpc_frame(message: bytes) -> bytes:
@@ -39,17 +42,25 @@ def h2load_targets(rest_port: int | None, grpc_port: int | None) -> dict[str, tu
     """``{transport: (url, body, headers, http1)}`` for the h2load rows, all for ``FIXED_USER``."""
     targets = {}
     if rest_port is not None:
-        targets["REST"] = (f"http://127.0.0.1:{rest_port}/v1/models/retrieval:predict", rest_body(FIXED_USER),
-                           ["content-type: application/json"], True)
+        targets["REST"] = (
+            f"http://127.0.0.1:{rest_port}/v1/models/retrieval:predict",
+            rest_body(FIXED_USER),
+            ["content-type: application/json"],
+            True,
+        )
     if grpc_port is not None:
-        targets["gRPC"] = (f"http://127.0.0.1:{grpc_port}{PREDICT_PATH}",
-                           grpc_frame(predict_request(FIXED_USER).SerializeToString()),
-                           ["content-type: application/grpc", "te: trailers"], False)
+        targets["gRPC"] = (
+            f"http://127.0.0.1:{grpc_port}{PREDICT_PATH}",
+            grpc_frame(predict_request(FIXED_USER).SerializeToString()),
+            ["content-type: application/grpc", "te: trailers"],
+            False,
+        )
     return targets
 
 
-def h2load(target: tuple[str, bytes, list[str], bool], connections: int, requests: int, warmup: int = 20,
-           cpu=no_cpu) -> dict:
+def h2load(
+    target: tuple[str, bytes, list[str], bool], connections: int, requests: int, warmup: int = 20, cpu=no_cpu
+) -> dict:
     """One h2load run over ``connections`` connections, one request in flight on each: ``warmup`` requests per
     connection, then ``requests`` measured ones.
 
@@ -68,14 +79,27 @@ def h2load(target: tuple[str, bytes, list[str], bool], connections: int, request
     with tempfile.TemporaryDirectory(prefix="serving_latency-h2load-") as tmp:
         data, log = Path(tmp, "body"), Path(tmp, "requests.log")
         data.write_bytes(body)
-        command = [H2LOAD, "-n", str(total), "-c", str(connections), "-m", "1", "-t", "1", "-d", str(data),
-                   f"--log-file={log}"]
+        assert H2LOAD is not None, H2LOAD_MISSING  # callers check it first
+        command = [
+            H2LOAD,
+            "-n",
+            str(total),
+            "-c",
+            str(connections),
+            "-m",
+            "1",
+            "-t",
+            "1",
+            "-d",
+            str(data),
+            f"--log-file={log}",
+        ]
         if http1:
             command.append("--h1")
         for header in headers:
             command += ["-H", header]
         cpu_before = cpu()
-        done = subprocess.run(command + [url], check=False, capture_output=True, text=True, timeout=600)
+        done = subprocess.run([*command, url], check=False, capture_output=True, text=True, timeout=600)
         cpu_after = cpu()
         lines = log.read_text().splitlines() if log.exists() else []
     report = _H2LOAD_REQUESTS.search(done.stdout)
@@ -87,9 +111,8 @@ def h2load(target: tuple[str, bytes, list[str], bool], connections: int, request
     entries = sorted(tuple(int(x) for x in line.split("\t")[:3]) for line in lines)
     bad = [e for e in entries if e[1] != 200]
     if len(entries) != total or bad:
-        raise RuntimeError(f"h2load logged {len(entries)} requests (sent {total}), {len(bad)} not HTTP 200: "
-                           f"{bad[:5]}")
-    measured = entries[warmup * connections:]
+        raise RuntimeError(f"h2load logged {len(entries)} requests (sent {total}), {len(bad)} not HTTP 200: {bad[:5]}")
+    measured = entries[warmup * connections :]
     span_us = max(s + d for s, _, d in measured) - measured[0][0]
     result = summary([d / 1e6 for _, _, d in measured], span_us / 1e6, cpu_per_request(cpu_before, cpu_after, total))
     return {**result, "sent": total}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import threading
@@ -51,8 +52,13 @@ def cpu_per_request(cpu_before, cpu_after, requests: int) -> float | None:
 
 def summary(latencies: list[float], wall: float, srv_cpu: float | None = None) -> dict:
     latencies.sort()
-    return {"p50": statistics.median(latencies), "p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
-            "rps": len(latencies) / wall, "n": len(latencies), "srv_cpu": srv_cpu}
+    return {
+        "p50": statistics.median(latencies),
+        "p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+        "rps": len(latencies) / wall,
+        "n": len(latencies),
+        "srv_cpu": srv_cpu,
+    }
 
 
 def measure(make_client, clients: int, requests_per_client: int, warmup: int = 20, cpu=no_cpu) -> dict:
@@ -79,17 +85,15 @@ def measure(make_client, clients: int, requests_per_client: int, warmup: int = 2
                 mine.append(time.perf_counter() - start)
             with lock:
                 latencies.extend(mine)
-        except BaseException as exc:  # noqa: BLE001 - re-raised by measure() once the threads are joined
+        except BaseException as exc:
             errors.append(exc)
             barrier.abort()
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
     for t in threads:
         t.start()
-    try:
+    with contextlib.suppress(threading.BrokenBarrierError):
         barrier.wait()
-    except threading.BrokenBarrierError:
-        pass
     start = time.perf_counter()
     for t in threads:
         t.join()

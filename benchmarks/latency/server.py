@@ -29,8 +29,11 @@ class Server(ServerProcess):
         fd, self._monitoring = tempfile.mkstemp(prefix="serving_latency-", suffix=".config")
         with os.fdopen(fd, "w") as f:
             f.write(MONITORING_CONFIG)
-        flags = ("--model_name=retrieval", f"--model_base_path={base_path}",
-                 f"--monitoring_config_file={self._monitoring}")
+        flags = (
+            "--model_name=retrieval",
+            f"--model_base_path={base_path}",
+            f"--monitoring_config_file={self._monitoring}",
+        )
         super().__init__(*flags, rest=True, **({"root": root} if root is not None else {}))
         self.grpc_port = self.port
         self.start(wait_ready=False)
@@ -53,7 +56,7 @@ class Server(ServerProcess):
         for line in text.splitlines():
             if not line.startswith(REQUEST_COUNT + "{"):
                 continue
-            labels, _, value = line[len(REQUEST_COUNT) + 1:].rpartition("} ")
+            labels, _, value = line[len(REQUEST_COUNT) + 1 :].rpartition("} ")
             found = dict(_LABEL.findall(labels))
             counts[found.get("API", ""), found.get("entrypoint", ""), found.get("status", "")] += int(float(value))
         return counts
@@ -71,5 +74,7 @@ def check_requests(before: Counter, after: Counter, entrypoint: str, sent: int) 
     grown = after[("Predict", entrypoint, "OK")] - before[("Predict", entrypoint, "OK")]
     errors = {key: after[key] - before[key] for key in after if key[2] != "OK" and after[key] != before[key]}
     if grown != sent or errors:
-        raise RuntimeError(f"the server's request_count disagrees with h2load: {sent} {entrypoint} Predict calls "
-                           f"sent, OK count grew by {grown}; non-OK counts grown: {errors or 'none'}")
+        raise RuntimeError(
+            f"the server's request_count disagrees with h2load: {sent} {entrypoint} Predict calls "
+            f"sent, OK count grew by {grown}; non-OK counts grown: {errors or 'none'}"
+        )

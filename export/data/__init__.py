@@ -17,7 +17,14 @@ import os
 from typing import TYPE_CHECKING
 
 from export.data.records import (
-    AGE_BUCKETS, GENRES, OCCUPATIONS, DataError, MovieLensData, Movies, Ratings, bucketize_age,
+    AGE_BUCKETS,
+    GENRES,
+    OCCUPATIONS,
+    DataError,
+    MovieLensData,
+    Movies,
+    Ratings,
+    bucketize_age,
 )
 from export.data.split import split, validation_split
 
@@ -25,8 +32,18 @@ if TYPE_CHECKING:
     from export.synthetic import SyntheticSpec
 
 __all__ = [
-    "AGE_BUCKETS", "GENRES", "OCCUPATIONS", "DataError", "MovieLensData", "Movies", "Ratings",
-    "SyntheticSpec", "bucketize_age", "load", "split", "validation_split",
+    "AGE_BUCKETS",
+    "GENRES",
+    "OCCUPATIONS",
+    "DataError",
+    "MovieLensData",
+    "Movies",
+    "Ratings",
+    "SyntheticSpec",
+    "bucketize_age",
+    "load",
+    "split",
+    "validation_split",
 ]
 
 logger = logging.getLogger(__name__)
@@ -42,12 +59,18 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def load(source: str | os.PathLike = "tfds", *, synthetic: SyntheticSpec | None = None,
-         data_dir: str | os.PathLike | None = None, download: bool = True, download_timeout: float = 10.0,
-         columns=None) -> MovieLensData:
-    """Load MovieLens from ``source``: "synthetic", "tfds" (or "tfds:SIZE"), a GroupLens folder or zip (ml-100k, or the later
-    releases: export/data/tables.py), or your own interactions file (CSV/TSV/Parquet; ``columns``, a
-    ``tables.Columns``, says where its columns are).
+def load(
+    source: str | os.PathLike = "tfds",
+    *,
+    synthetic: SyntheticSpec | None = None,
+    data_dir: str | os.PathLike | None = None,
+    download: bool = True,
+    download_timeout: float = 10.0,
+    columns=None,
+) -> MovieLensData:
+    """Load MovieLens from ``source``: "synthetic", "tfds" (or "tfds:SIZE"), a GroupLens folder or zip
+    (ml-100k, or the later releases: export/data/tables.py), or your own interactions file (CSV/TSV/Parquet;
+    ``columns``, a ``tables.Columns``, says where its columns are).
 
     synthetic: the spec for "synthetic" (default SyntheticSpec(): ML-100K's sizes, seed 0).
     data_dir, download, download_timeout: for "tfds" only: where TFDS keeps prepared data sets (TFDS'

@@ -43,20 +43,24 @@ def load_grouplens(path: str | os.PathLike) -> MovieLensData:
 
 def _read_files(path: str) -> dict[str, bytes]:
     if not os.path.exists(path):
-        raise DataError(f"no such MovieLens folder or zip: {path} (sources: 'tfds', 'synthetic', or an "
-                        "ml-100k folder or zip from https://grouplens.org/datasets/movielens/100k/)")
+        raise DataError(
+            f"no such MovieLens folder or zip: {path} (sources: 'tfds', 'synthetic', or an "
+            "ml-100k folder or zip from https://grouplens.org/datasets/movielens/100k/)"
+        )
     if os.path.isdir(path):
         folder = os.path.join(path, FOLDER) if os.path.isfile(os.path.join(path, FOLDER, "u.data")) else path
-        return _collect(path, lambda name: os.path.isfile(os.path.join(folder, name)),
-                        lambda name: _read_bytes(os.path.join(folder, name)))
+        return _collect(
+            path,
+            lambda name: os.path.isfile(os.path.join(folder, name)),
+            lambda name: _read_bytes(os.path.join(folder, name)),
+        )
     if not zipfile.is_zipfile(path):
         raise DataError(f"{path} is neither a folder nor a zip file; pass an ml-100k folder or ml-100k.zip")
     try:
         with zipfile.ZipFile(path) as archive:
             names = set(archive.namelist())
             prefix = f"{FOLDER}/" if f"{FOLDER}/u.data" in names else ""
-            return _collect(path, lambda name: prefix + name in names,
-                            lambda name: archive.read(prefix + name))
+            return _collect(path, lambda name: prefix + name in names, lambda name: archive.read(prefix + name))
     except (zipfile.BadZipFile, OSError) as exc:
         raise DataError(f"cannot read zip {path}: {exc}") from exc
 
@@ -64,8 +68,10 @@ def _read_files(path: str) -> dict[str, bytes]:
 def _collect(path: str, exists: Callable[[str], bool], read: Callable[[str], bytes]) -> dict[str, bytes]:
     missing = [name for name in REQUIRED if not exists(name)]
     if missing:
-        raise DataError(f"{path} has no {', '.join(missing)} (looked at the top level and in {FOLDER}/); "
-                        "pass an ml-100k folder or ml-100k.zip")
+        raise DataError(
+            f"{path} has no {', '.join(missing)} (looked at the top level and in {FOLDER}/); "
+            "pass an ml-100k folder or ml-100k.zip"
+        )
     return {name: read(name) for name in REQUIRED}
 
 
@@ -85,8 +91,10 @@ def _rows(name: str, content: bytes, separator: str, width: int | None):
             continue
         fields = line.split(separator)
         if width is not None and len(fields) != width:
-            raise DataError(f"{name} line {number}: expected {width} {separator!r}-separated fields, "
-                            f"got {len(fields)}: {line[:80]!r}")
+            raise DataError(
+                f"{name} line {number}: expected {width} {separator!r}-separated fields, "
+                f"got {len(fields)}: {line[:80]!r}"
+            )
         yield number, fields
 
 
@@ -104,8 +112,7 @@ def _parse_movies(content: bytes) -> Movies:
         genres.append(tuple(i for i, flag in enumerate(flags) if flag == "1"))
     if not ids:
         raise DataError("u.item holds no movies")
-    return Movies(movie_id=np.array(ids, dtype=object), movie_title=np.array(titles, dtype=object),
-                  movie_genres=genres)
+    return Movies(movie_id=np.array(ids, dtype=object), movie_title=np.array(titles, dtype=object), movie_genres=genres)
 
 
 def _parse_users(content: bytes) -> dict[str, tuple[int, str, str, str]]:
@@ -122,7 +129,7 @@ def _parse_users(content: bytes) -> dict[str, tuple[int, str, str, str]]:
 
 
 def _parse_ratings(content: bytes, movies: Movies, users: dict[str, tuple[int, str, str, str]]) -> Ratings:
-    titles = dict(zip(movies.movie_id, movies.movie_title))
+    titles = dict(zip(movies.movie_id, movies.movie_title, strict=True))
     user_ids, movie_ids, values, stamps = [], [], [], []
     for number, (user_id, movie_id, rating, timestamp) in _rows("u.data", content, "\t", 4):
         if movie_id not in titles:
@@ -133,13 +140,14 @@ def _parse_ratings(content: bytes, movies: Movies, users: dict[str, tuple[int, s
             values.append(float(rating))
             stamps.append(int(timestamp))
         except ValueError:
-            raise DataError(f"u.data line {number}: rating and timestamp must be numbers, "
-                            f"got {rating!r}, {timestamp!r}") from None
+            raise DataError(
+                f"u.data line {number}: rating and timestamp must be numbers, got {rating!r}, {timestamp!r}"
+            ) from None
         user_ids.append(user_id)
         movie_ids.append(movie_id)
     if not user_ids:
         raise DataError("u.data holds no ratings")
-    ages, genders, occupations, zip_codes = zip(*(users[u] for u in user_ids))
+    ages, genders, occupations, zip_codes = zip(*(users[u] for u in user_ids), strict=True)
     return Ratings(
         user_id=np.array(user_ids, dtype=object),
         movie_id=np.array(movie_ids, dtype=object),

@@ -16,8 +16,24 @@ from typing import Any
 import numpy as np
 
 GENRES = (
-    "Unknown", "Action", "Adventure", "Animation", "Children", "Comedy", "Crime", "Documentary", "Drama",
-    "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War",
+    "Unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
     "Western",
 )
 AGE_BUCKETS = (1, 18, 25, 35, 45, 50, 56)
@@ -30,10 +46,30 @@ def genre_positions(labels) -> tuple[int, ...]:
     position = {genre: i for i, genre in enumerate(GENRES)}
     found = (position.get(GENRE_ALIASES.get(label, label)) for label in labels)
     return tuple(sorted({p for p in found if p is not None}))
+
+
 OCCUPATIONS = (
-    "administrator", "artist", "doctor", "educator", "engineer", "entertainment", "executive",
-    "healthcare", "homemaker", "lawyer", "librarian", "marketing", "none", "other", "programmer",
-    "retired", "salesman", "scientist", "student", "technician", "writer",
+    "administrator",
+    "artist",
+    "doctor",
+    "educator",
+    "engineer",
+    "entertainment",
+    "executive",
+    "healthcare",
+    "homemaker",
+    "lawyer",
+    "librarian",
+    "marketing",
+    "none",
+    "other",
+    "programmer",
+    "retired",
+    "salesman",
+    "scientist",
+    "student",
+    "technician",
+    "writer",
 )
 
 
@@ -126,7 +162,8 @@ class Movies:
         if not len(self.movie_id) == len(self.movie_title) == len(genres):
             raise DataError(
                 f"Movies columns differ in length: movie_id {len(self.movie_id)}, "
-                f"movie_title {len(self.movie_title)}, movie_genres {len(genres)}")
+                f"movie_title {len(self.movie_title)}, movie_genres {len(genres)}"
+            )
         if any(not 0 <= g < len(GENRES) for row in genres for g in row):
             raise DataError(f"movie_genres holds an id outside 0..{len(GENRES) - 1}")
 
@@ -150,8 +187,9 @@ class MovieLensData:
     source: dict[str, Any]
 
 
-def describe(kind: str, ratings: Ratings, movies: Movies, *, path: str | None = None,
-             seed: int | None = None, **extra: Any) -> dict[str, Any]:
+def describe(
+    kind: str, ratings: Ratings, movies: Movies, *, path: str | None = None, seed: int | None = None, **extra: Any
+) -> dict[str, Any]:
     """The ``source`` dict of MovieLensData: kind, path, seed, sizes (+ any extra JSON-ready keys)."""
     sizes = {
         "ratings": len(ratings),

@@ -30,11 +30,12 @@ KINDS = ("random", "time")
 
 def train_size(n: int, train_fraction: float) -> int:
     """How many of ``n`` rows go to train: round(n * train_fraction) (80,000 of 100,000)."""
-    return int(round(n * train_fraction))
+    return round(n * train_fraction)
 
 
-def split(ratings: Ratings, kind: str = "random", seed: int = 42,
-          train_fraction: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
+def split(
+    ratings: Ratings, kind: str = "random", seed: int = 42, train_fraction: float = 0.8
+) -> tuple[np.ndarray, np.ndarray]:
     """(train_idx, test_idx): int64 row indices into ``ratings``, disjoint, together every row once."""
     if kind not in KINDS:
         raise DataError(f"unknown split kind {kind!r}; use one of {', '.join(KINDS)}")
@@ -63,8 +64,9 @@ def shuffled_order(n: int, seed: int) -> np.ndarray:
     return rows.batch(n).get_single_element().numpy().astype(np.int64)
 
 
-def validation_split(ratings: Ratings, train_idx: np.ndarray, kind: str = "random", fraction: float = 0.1,
-                     seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def validation_split(
+    ratings: Ratings, train_idx: np.ndarray, kind: str = "random", fraction: float = 0.1, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """(fit_idx, validation_idx): a validation part carved out of ``train_idx`` (never out of the test part).
 
     "random" (with the seed's random split): a random ``fraction`` of the training ratings. "time": each
@@ -80,7 +82,7 @@ def validation_split(ratings: Ratings, train_idx: np.ndarray, kind: str = "rando
     if kind == "random":
         order = np.random.default_rng(seed).permutation(len(train_idx))
         held = np.zeros(len(train_idx), dtype=bool)
-        held[order[:int(len(train_idx) * fraction)]] = True
+        held[order[: int(len(train_idx) * fraction)]] = True
     else:
         users = np.asarray(ratings.user_id)[train_idx].astype(str)
         times = np.asarray(ratings.timestamp)[train_idx]
@@ -90,13 +92,15 @@ def validation_split(ratings: Ratings, train_idx: np.ndarray, kind: str = "rando
         starts = np.flatnonzero(np.r_[True, sorted_users[1:] != sorted_users[:-1]])
         counts = np.diff(np.r_[starts, len(order)])
         held = np.zeros(len(train_idx), dtype=bool)
-        for start, count in zip(starts.tolist(), counts.tolist()):
+        for start, count in zip(starts.tolist(), counts.tolist(), strict=True):
             take = int(count * fraction)
             if take:
-                held[order[start + count - take:start + count]] = True
+                held[order[start + count - take : start + count]] = True
     fit_idx, validation_idx = train_idx[~held], train_idx[held]
     if len(validation_idx) == 0 or len(fit_idx) == 0:
-        raise DataError(f"--validation-fraction {fraction} of {len(train_idx)} training ratings ({kind} split) "
-                        f"leaves {len(validation_idx)} for validation and {len(fit_idx)} to fit: raise it, "
-                        f"or use 0 to train without validation")
+        raise DataError(
+            f"--validation-fraction {fraction} of {len(train_idx)} training ratings ({kind} split) "
+            f"leaves {len(validation_idx)} for validation and {len(fit_idx)} to fit: raise it, "
+            f"or use 0 to train without validation"
+        )
     return fit_idx, validation_idx

@@ -37,10 +37,29 @@ from export.data.records import DataError, MovieLensData, Movies, Ratings, descr
 logger = logging.getLogger(__name__)
 
 OWN_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq")
-ML1M_OCCUPATIONS = ("other", "academic/educator", "artist", "clerical/admin", "college/grad student",
-                    "customer service", "doctor/health care", "executive/managerial", "farmer", "homemaker",
-                    "K-12 student", "lawyer", "programmer", "retired", "sales/marketing", "scientist",
-                    "self-employed", "technician/engineer", "tradesman/craftsman", "unemployed", "writer")
+ML1M_OCCUPATIONS = (
+    "other",
+    "academic/educator",
+    "artist",
+    "clerical/admin",
+    "college/grad student",
+    "customer service",
+    "doctor/health care",
+    "executive/managerial",
+    "farmer",
+    "homemaker",
+    "K-12 student",
+    "lawyer",
+    "programmer",
+    "retired",
+    "sales/marketing",
+    "scientist",
+    "self-employed",
+    "technician/engineer",
+    "tradesman/craftsman",
+    "unemployed",
+    "writer",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,8 +91,9 @@ def _table(path: str, data: bytes | None = None, delimiter: str | None = None):
         if suffix in (".parquet", ".pq"):
             return pq.read_table(source)
         parse = pacsv.ParseOptions(delimiter=delimiter or ("\t" if suffix == ".tsv" else ","))
-        return pacsv.read_csv(source, parse_options=parse,
-                              convert_options=pacsv.ConvertOptions(strings_can_be_null=False))
+        return pacsv.read_csv(
+            source, parse_options=parse, convert_options=pacsv.ConvertOptions(strings_can_be_null=False)
+        )
     except pa.ArrowInvalid as exc:
         message = str(exc).splitlines()[0]
         if "UTF8" in message or "utf8" in message.lower() or "UTF-8" in message:
@@ -87,8 +107,9 @@ def _table(path: str, data: bytes | None = None, delimiter: str | None = None):
 
 def _strings(table, name: str, path: str, flag: str) -> np.ndarray:
     if name not in table.column_names:
-        raise DataError(f"{path}: no column {name!r} (columns: {', '.join(table.column_names)}); "
-                        f"name the right one with {flag}")
+        raise DataError(
+            f"{path}: no column {name!r} (columns: {', '.join(table.column_names)}); name the right one with {flag}"
+        )
     import pyarrow as pa
 
     column = table.column(name)
@@ -107,8 +128,9 @@ def _times(table, name: str, path: str) -> np.ndarray:
     column = table.column(name)
     kind = column.type
     if pa.types.is_timestamp(kind) or pa.types.is_date(kind):
-        return np.asarray(pc.cast(pc.cast(column, pa.timestamp("s")), pa.int64()).to_numpy(zero_copy_only=False),
-                          dtype=np.int64)
+        return np.asarray(
+            pc.cast(pc.cast(column, pa.timestamp("s")), pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64
+        )
     if pa.types.is_integer(kind):
         return np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.int64)
     if pa.types.is_floating(kind):
@@ -122,25 +144,44 @@ def _times(table, name: str, path: str) -> np.ndarray:
         try:
             int(value)
         except (TypeError, ValueError):
-            raise DataError(f"{path}: row {row + 2}, column {name!r}: {value!r} is not a number; the time column "
-                            f"holds integer seconds (or a Parquet timestamp), or pass --time-column for "
-                            f"another") from None
+            raise DataError(
+                f"{path}: row {row + 2}, column {name!r}: {value!r} is not a number; the time column "
+                f"holds integer seconds (or a Parquet timestamp), or pass --time-column for "
+                f"another"
+            ) from None
     return np.array([int(v) for v in values], dtype=np.int64)
 
 
-def _ratings(users: np.ndarray, items: np.ndarray, titles: np.ndarray, times: np.ndarray,
-             values: np.ndarray | None = None, user_table: dict | None = None) -> Ratings:
+def _ratings(
+    users: np.ndarray,
+    items: np.ndarray,
+    titles: np.ndarray,
+    times: np.ndarray,
+    values: np.ndarray | None = None,
+    user_table: dict | None = None,
+) -> Ratings:
     n = len(users)
-    ages, genders, occupations, zips = (np.ones(n, np.int32), np.full(n, "", object), np.full(n, "", object),
-                                        np.full(n, "", object))
+    ages, genders, occupations, zips = (
+        np.ones(n, np.int32),
+        np.full(n, "", object),
+        np.full(n, "", object),
+        np.full(n, "", object),
+    )
     if user_table:
         rows = [user_table.get(u, (1, "", "", "")) for u in users.tolist()]
         ages = np.array([r[0] for r in rows], np.int32)
         genders, occupations, zips = (np.array([r[i] for r in rows], dtype=object) for i in (1, 2, 3))
-    return Ratings(user_id=users, movie_id=items, movie_title=titles,
-                   user_rating=np.ones(n, np.float32) if values is None else values.astype(np.float32),
-                   timestamp=times, user_age=ages, user_gender=genders, user_occupation=occupations,
-                   user_zip_code=zips)
+    return Ratings(
+        user_id=users,
+        movie_id=items,
+        movie_title=titles,
+        user_rating=np.ones(n, np.float32) if values is None else values.astype(np.float32),
+        timestamp=times,
+        user_age=ages,
+        user_gender=genders,
+        user_occupation=occupations,
+        user_zip_code=zips,
+    )
 
 
 def _unique_titles(ids: np.ndarray, titles: np.ndarray) -> np.ndarray:
@@ -148,8 +189,10 @@ def _unique_titles(ids: np.ndarray, titles: np.ndarray) -> np.ndarray:
     counts: dict[str, int] = {}
     for title in titles.tolist():
         counts[title] = counts.get(title, 0) + 1
-    return np.array([t if counts[t] == 1 else f"{t} [{i}]" for i, t in zip(ids.tolist(), titles.tolist())],
-                    dtype=object)
+    return np.array(
+        [t if counts[t] == 1 else f"{t} [{i}]" for i, t in zip(ids.tolist(), titles.tolist(), strict=True)],
+        dtype=object,
+    )
 
 
 def load_own(path: str, columns: Columns = Columns()) -> MovieLensData:
@@ -162,8 +205,10 @@ def load_own(path: str, columns: Columns = Columns()) -> MovieLensData:
     if columns.time and columns.time in table.column_names:
         times = _times(table, columns.time, path)
     elif columns.time_given:
-        raise DataError(f"{path}: no column {columns.time!r} (columns: {', '.join(table.column_names)}); "
-                        f"name the right one with --time-column")
+        raise DataError(
+            f"{path}: no column {columns.time!r} (columns: {', '.join(table.column_names)}); "
+            f"name the right one with --time-column"
+        )
     else:
         times = np.arange(len(users), dtype=np.int64)  # the row order is the time order
     if columns.items_file:
@@ -175,18 +220,21 @@ def load_own(path: str, columns: Columns = Columns()) -> MovieLensData:
             raise DataError(f"{columns.items_file}: item id {dup!r} appears twice; one row per item")
         missing = sorted(set(items.tolist()) - set(ids.tolist()))
         if missing:
-            raise DataError(f"{columns.items_file} lacks {len(missing)} item id(s) that {path} uses, e.g. "
-                            f"{', '.join(map(repr, missing[:3]))}; add them to the catalogue or drop those rows")
+            raise DataError(
+                f"{columns.items_file} lacks {len(missing)} item id(s) that {path} uses, e.g. "
+                f"{', '.join(map(repr, missing[:3]))}; add them to the catalogue or drop those rows"
+            )
     else:
         ids = np.array(sorted(set(items.tolist())), dtype=object)
         names = ids.copy()
     shown = _unique_titles(ids, names)
-    title_of = dict(zip(ids.tolist(), shown.tolist()))
+    title_of = dict(zip(ids.tolist(), shown.tolist(), strict=True))
     ratings = _ratings(users, items, np.array([title_of[i] for i in items.tolist()], dtype=object), times)
     movies = Movies(movie_id=ids, movie_title=shown, movie_genres=[() for _ in ids])
     digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    source = describe("own", ratings, movies, path=os.path.abspath(path), sha256=digest,
-                      columns=dataclasses.asdict(columns))
+    source = describe(
+        "own", ratings, movies, path=os.path.abspath(path), sha256=digest, columns=dataclasses.asdict(columns)
+    )
     logger.info("own interactions from %s: %d rows, %d items", path, len(ratings), len(movies))
     return MovieLensData(ratings=ratings, movies=movies, source=source)
 
@@ -198,6 +246,7 @@ RELEASES = {"ratings.dat": ("movies.dat", "users.dat"), "ratings.csv": ("movies.
 
 def find_release(path: str) -> dict[str, bytes] | None:
     """The release files of a GroupLens folder or zip (top level or one folder down), or None if it is none."""
+
     def pick(names: list[str]) -> str | None:
         for ratings in RELEASES:
             for prefix in sorted({os.path.dirname(n) for n in names}, key=len):
@@ -243,10 +292,12 @@ def _dat(content: bytes, name: str, columns: list[str]):
 
     text = content.decode("ISO-8859-1").replace("::", "\x1f").encode("utf-8")
     try:
-        return pacsv.read_csv(io.BytesIO(text), read_options=pacsv.ReadOptions(column_names=columns),
-                              parse_options=pacsv.ParseOptions(delimiter="\x1f", quote_char=False),
-                              convert_options=pacsv.ConvertOptions(
-                                  column_types={c: pa.string() for c in columns if c != "timestamp"}))
+        return pacsv.read_csv(
+            io.BytesIO(text),
+            read_options=pacsv.ReadOptions(column_names=columns),
+            parse_options=pacsv.ParseOptions(delimiter="\x1f", quote_char=False),
+            convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in columns if c != "timestamp"}),
+        )
     except pa.ArrowInvalid as exc:
         raise DataError(f"{name}: {str(exc).splitlines()[0]}") from None
 
@@ -266,30 +317,46 @@ def load_release(path: str, files: dict[str, bytes]) -> MovieLensData:
         if "users.dat" in files:
             users = _dat(files["users.dat"], "users.dat", ["user", "gender", "age", "occupation", "zip"])
             codes = users.column("occupation").to_pylist()
-            user_table = {u: (int(a), g, ML1M_OCCUPATIONS[int(o)] if o.isdigit() and int(o) < 21 else o, z)
-                          for u, g, a, o, z in zip(users.column("user").to_pylist(), users.column("gender").to_pylist(),
-                                                   users.column("age").to_pylist(), codes,
-                                                   users.column("zip").to_pylist())}
+            user_table = {
+                u: (int(a), g, ML1M_OCCUPATIONS[int(o)] if o.isdigit() and int(o) < 21 else o, z)
+                for u, g, a, o, z in zip(
+                    users.column("user").to_pylist(),
+                    users.column("gender").to_pylist(),
+                    users.column("age").to_pylist(),
+                    codes,
+                    users.column("zip").to_pylist(),
+                    strict=True,
+                )
+            }
     else:
         ratings = _table("ratings.csv", files["ratings.csv"]).rename_columns(["user", "item", "rating", "timestamp"])
         movies = _table("movies.csv", files["movies.csv"]).rename_columns(["item", "title", "genres"])
         kind, user_table = "grouplens-csv", None
-    ratings = ratings.cast(pa.schema([("user", pa.string()), ("item", pa.string()), ("rating", pa.float32()),
-                                      ("timestamp", pa.int64())]))
+    ratings = ratings.cast(
+        pa.schema([("user", pa.string()), ("item", pa.string()), ("rating", pa.float32()), ("timestamp", pa.int64())])
+    )
     movies = movies.cast(pa.schema([("item", pa.string()), ("title", pa.string()), ("genres", pa.string())]))
     ids = np.array(movies.column("item").to_pylist(), dtype=object)
     titles = np.array(movies.column("title").to_pylist(), dtype=object)
-    title_of = dict(zip(ids.tolist(), titles.tolist()))
+    title_of = dict(zip(ids.tolist(), titles.tolist(), strict=True))
     items = np.array(ratings.column("item").to_pylist(), dtype=object)
     unknown = sorted(set(items.tolist()) - set(title_of))
     if unknown:
-        raise DataError(f"{path}: the ratings use {len(unknown)} movie id(s) the movies file lacks, e.g. "
-                        f"{', '.join(map(repr, unknown[:3]))}; the release is incomplete: download it again")
-    data = _ratings(np.array(ratings.column("user").to_pylist(), dtype=object), items,
-                    np.array([title_of[i] for i in items.tolist()], dtype=object),
-                    ratings.column("timestamp").to_numpy(), ratings.column("rating").to_numpy(), user_table)
-    catalogue = Movies(movie_id=ids, movie_title=titles,
-                       movie_genres=[_genres(g) for g in movies.column("genres").to_pylist()])
+        raise DataError(
+            f"{path}: the ratings use {len(unknown)} movie id(s) the movies file lacks, e.g. "
+            f"{', '.join(map(repr, unknown[:3]))}; the release is incomplete: download it again"
+        )
+    data = _ratings(
+        np.array(ratings.column("user").to_pylist(), dtype=object),
+        items,
+        np.array([title_of[i] for i in items.tolist()], dtype=object),
+        ratings.column("timestamp").to_numpy(),
+        ratings.column("rating").to_numpy(),
+        user_table,
+    )
+    catalogue = Movies(
+        movie_id=ids, movie_title=titles, movie_genres=[_genres(g) for g in movies.column("genres").to_pylist()]
+    )
     digest = hashlib.sha256(files.get("ratings.dat") or files["ratings.csv"]).hexdigest()
     source = describe(kind, data, catalogue, path=os.path.abspath(path), ratings_sha256=digest)
     logger.info("GroupLens release from %s: %d ratings, %d movies", path, len(data), len(catalogue))

@@ -51,28 +51,37 @@ _RATING_FEATURES = {
 def names(size: str = "100k") -> tuple[str, str]:
     """tfds' ratings and movies data set names of a MovieLens size; DataError naming the sizes if unknown."""
     if size not in SIZES:
-        raise DataError(f"--data tfds:{size}: unknown MovieLens size; tfds has {', '.join(SIZES)} "
-                        f"(e.g. --data tfds:1m)")
+        raise DataError(
+            f"--data tfds:{size}: unknown MovieLens size; tfds has {', '.join(SIZES)} (e.g. --data tfds:1m)"
+        )
     return f"movielens/{size}-ratings", f"movielens/{size}-movies"
 
 
-def load_tfds(data_dir: str | os.PathLike | None = None, download: bool = True,
-              timeout: float = 10.0, size: str = "100k") -> MovieLensData:
+def load_tfds(
+    data_dir: str | os.PathLike | None = None, download: bool = True, timeout: float = 10.0, size: str = "100k"
+) -> MovieLensData:
     """Ratings and movies from TFDS; prepares them first (download) if needed and allowed."""
     ratings_name, movies_name = names(size)
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     try:
         import tensorflow_datasets as tfds
     except ImportError as exc:
-        raise DataError(f"tensorflow-datasets is not installed ({exc}); pip install "
-                        f"'retrieval-serving-bundle[export]', or {OFFLINE_HINT}") from exc
+        raise DataError(
+            f"tensorflow-datasets is not installed ({exc}); pip install "
+            f"'retrieval-serving-bundle[export]', or {OFFLINE_HINT}"
+        ) from exc
     data_dir = os.fspath(data_dir) if data_dir is not None else None
     ratings_builder = _prepared(tfds, ratings_name, data_dir, download, timeout)
     movies_builder = _prepared(tfds, movies_name, data_dir, download, timeout)
     ratings = _ratings(tfds, ratings_builder)
     movies = _movies(tfds, movies_builder)
-    source = describe("tfds", ratings, movies, path=os.fspath(ratings_builder.data_dir_root),
-                      datasets=[f"{ratings_name}:{ratings_builder.version}", f"{movies_name}:{movies_builder.version}"])
+    source = describe(
+        "tfds",
+        ratings,
+        movies,
+        path=os.fspath(ratings_builder.data_dir_root),
+        datasets=[f"{ratings_name}:{ratings_builder.version}", f"{movies_name}:{movies_builder.version}"],
+    )
     logger.info("tfds data: %d ratings, %d movies", len(ratings), len(movies))
     return MovieLensData(ratings=ratings, movies=movies, source=source)
 
@@ -162,5 +171,4 @@ def _movies(tfds: Any, builder: Any) -> Movies:
         ids.append(row["movie_id"].decode("utf-8"))
         titles.append(row["movie_title"].decode("utf-8"))
         genres.append(genre_positions(labels_of[int(label)] for label in row["movie_genres"]))
-    return Movies(movie_id=np.array(ids, dtype=object), movie_title=np.array(titles, dtype=object),
-                  movie_genres=genres)
+    return Movies(movie_id=np.array(ids, dtype=object), movie_title=np.array(titles, dtype=object), movie_genres=genres)

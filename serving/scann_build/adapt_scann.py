@@ -33,6 +33,7 @@ import ast
 import re
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 # Whole labels rewritten one for one; any other label of these repositories is an error.
 LABEL_REWRITES = {
@@ -49,8 +50,17 @@ LABEL_MAPPED_REPOS = {"local_config_tf", "eigen"}
 # Repositories renamed, whatever the target.
 REPO_RENAMES = {"com_google_highway": "scann_com_google_highway"}
 # Repositories TF Serving 2.20's workspace defines under the names ScaNN uses (cnpy: WORKSPACE.scann).
-KEPT_REPOS = {"bazel_tools", "cnpy", "com_google_absl", "com_google_googletest", "com_google_protobuf",
-              "platforms", "rules_cc", "rules_python", "zlib"}
+KEPT_REPOS = {
+    "bazel_tools",
+    "cnpy",
+    "com_google_absl",
+    "com_google_googletest",
+    "com_google_protobuf",
+    "platforms",
+    "rules_cc",
+    "rules_python",
+    "zlib",
+}
 # Names the rewritten labels use: accepted as they are, so that the script can run twice on a tree.
 ADAPTED_REPOS = {"org_tensorflow", "eigen_archive", *REPO_RENAMES.values()}
 # pybind11_bazel's rules, dropped with the load() that brings them.
@@ -62,7 +72,7 @@ HANDLED_REPOS = LABEL_MAPPED_REPOS | set(REPO_RENAMES) | KEPT_REPOS | {DROPPED_R
 
 OPS_BUILD = Path("scann", "scann_ops", "cc", "BUILD.bazel")
 OPS_TARGETS = ("scann_ops", "scann_ops_kernels")
-STATIC_OPS_RULE = '''
+STATIC_OPS_RULE = """
 # Added by serving/scann_build/adapt_scann.py: the ops and kernels, linked statically into
 # tensorflow_model_server (added to SUPPORTED_TENSORFLOW_OPS in tensorflow_serving/model_servers/BUILD).
 # Both deps are alwayslink, which is what keeps their op and kernel registrations in the binary.
@@ -74,10 +84,10 @@ cc_library(
         ":scann_ops_kernels",
     ],
 )
-'''
+"""
 
 # A label in a string literal: "@repo//pkg:target", "@repo" or canonical "@@repo//...".
-LABEL_LITERAL = re.compile(r'''(["'])(@@?[^"'\s]*)\1''')
+LABEL_LITERAL = re.compile(r"""(["'])(@@?[^"'\s]*)\1""")
 LABEL = re.compile(r"@@?([A-Za-z0-9_.~+-]*)(//[^\s]*)?")
 # The innermost [...] lists, where a label twice is an error.
 LIST_LITERAL = re.compile(r"\[([^\[\]]*)\]")
@@ -88,7 +98,7 @@ class AdaptError(Exception):
     """What stops the adaptation; its text is the single line printed."""
 
 
-def fail(message: str):
+def fail(message: str) -> NoReturn:
     raise AdaptError(message)
 
 
@@ -98,7 +108,7 @@ def call_end(text: str, open_paren: int) -> int:
     while i < len(text):
         c = text[i]
         if c in "\"'":
-            quote = text[i:i + 3] if text[i:i + 3] in ('"""', "'''") else c
+            quote = text[i : i + 3] if text[i : i + 3] in ('"""', "'''") else c
             end = text.find(quote, i + len(quote))
             if end < 0:
                 fail(f"unterminated string at offset {i}")
@@ -121,7 +131,7 @@ def drop_calls(text: str, function: str, first_arg_prefix: str = "") -> str:
     for match in re.finditer(rf"^{re.escape(function)}\(", text, flags=re.M):
         if match.start() < pos or not text.startswith(first_arg_prefix, match.end()):
             continue
-        out.append(text[pos:match.start()])
+        out.append(text[pos : match.start()])
         pos = call_end(text, match.end() - 1)
         if text.startswith("\n", pos):
             pos += 1
@@ -215,8 +225,10 @@ def check_module(root: Path, workspace_scann: Path):
     repos = module_dependencies(module_bazel)
     unknown = sorted(set(repos) - HANDLED_REPOS)
     if unknown:
-        fail(f"{module_bazel} brings {', '.join('@' + name for name in unknown)}, which adapt_scann.py "
-             "does not map to TF Serving's workspace")
+        fail(
+            f"{module_bazel} brings {', '.join('@' + name for name in unknown)}, which adapt_scann.py "
+            "does not map to TF Serving's workspace"
+        )
     defined = calls_by_name(workspace_scann.read_text(), str(workspace_scann))
     if "com_google_highway" in repos:
         highway = defined.get(REPO_RENAMES["com_google_highway"], {}).get("strip_prefix", "")
@@ -240,8 +252,11 @@ def check_ops_build(text: str, path: Path):
 def adapt(root: Path, workspace_scann: Path) -> set:
     """Adapt the ScaNN workspace folder ``root`` in place; returns the external repositories now used."""
     check_module(root, workspace_scann)
-    files = sorted(p for p in (root / "scann").rglob("*")
-                   if p.is_file() and (p.name in ("BUILD", "BUILD.bazel") or p.suffix == ".bzl"))
+    files = sorted(
+        p
+        for p in (root / "scann").rglob("*")
+        if p.is_file() and (p.name in ("BUILD", "BUILD.bazel") or p.suffix == ".bzl")
+    )
     if not files:
         fail(f"no BUILD files under {root / 'scann'}; is this ScaNN's workspace folder?")
 
@@ -250,8 +265,9 @@ def adapt(root: Path, workspace_scann: Path) -> set:
         text = path.read_text()
         new_text, unknown = adapt_text(text)
         problems += [f"{path.relative_to(root)}: no mapping for {label}" for label in sorted(set(unknown))]
-        problems += [f"{path.relative_to(root)}: {label} twice in one list"
-                     for label in sorted(set(duplicated_labels(new_text)))]
+        problems += [
+            f"{path.relative_to(root)}: {label} twice in one list" for label in sorted(set(duplicated_labels(new_text)))
+        ]
         if new_text != text:
             adapted[path] = new_text
     if problems:
@@ -264,8 +280,7 @@ def adapt(root: Path, workspace_scann: Path) -> set:
     check_ops_build(ops_text, ops_build)
     if 'name = "scann_ops_static"' not in ops_text:
         if not adapted:
-            fail("nothing to adapt (no @local_config_tf, @eigen, Highway or pybind11 label); "
-                 "ScaNN's layout changed")
+            fail("nothing to adapt (no @local_config_tf, @eigen, Highway or pybind11 label); ScaNN's layout changed")
         adapted[ops_build] = ops_text.rstrip("\n") + "\n" + STATIC_OPS_RULE
 
     for path, text in adapted.items():
@@ -273,10 +288,12 @@ def adapt(root: Path, workspace_scann: Path) -> set:
     # local_repository() wants a workspace marker file at the repository root.
     (root / "WORKSPACE").touch()
 
-    externals = set()
+    externals: set[str] = set()
     for path in files:
-        externals.update(LABEL.fullmatch(label).group(1)
-                         for _, label in LABEL_LITERAL.findall(path.read_text()))
+        for _, label in LABEL_LITERAL.findall(path.read_text()):
+            match = LABEL.fullmatch(label)
+            assert match is not None, label  # every label passed map_label above, which needs this match
+            externals.add(match.group(1))
     return externals
 
 

@@ -21,10 +21,11 @@ def kubectl() -> str:
     return path
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def render_text(overlay: str) -> str:
-    result = subprocess.run([kubectl(), "kustomize", str(K8S / "overlays" / overlay)], capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [kubectl(), "kustomize", str(K8S / "overlays" / overlay)], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout
 

@@ -40,8 +40,9 @@ def test_rendered_pod_command_and_configs_serve_and_its_probes_tell_ready(model_
     assert probe == [moved(a) for a in c["startupProbe"]["exec"]["command"]]
 
     def ready() -> subprocess.CompletedProcess:
-        return subprocess.run(probe, env=env, capture_output=True, text=True,
-                              timeout=c["readinessProbe"]["timeoutSeconds"])
+        return subprocess.run(
+            probe, env=env, capture_output=True, text=True, timeout=c["readinessProbe"]["timeoutSeconds"]
+        )
 
     server.start(wait_ready=False)
     try:

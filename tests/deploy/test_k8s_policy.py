@@ -21,11 +21,17 @@ CRDS = {("serving.kserve.io/v1beta1", "InferenceService")}  # not in Kubernetes'
 def test_overlay_renders(overlay):
     kinds = {d["kind"] for d in render(overlay)}
     assert {"Namespace", "ConfigMap", "Job", "CronJob", "NetworkPolicy"} <= kinds
-    serving = {"InferenceService"} if overlay == "kserve" else {"Deployment", "Service", "PodDisruptionBudget",
-                                                                 "HorizontalPodAutoscaler"}
+    serving = (
+        {"InferenceService"}
+        if overlay == "kserve"
+        else {"Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler"}
+    )
     assert serving <= kinds
-    assert all(d["metadata"].get("namespace") == "retrieval" for d in render(overlay)
-               if d["kind"] not in ("Namespace", "PersistentVolume"))
+    assert all(
+        d["metadata"].get("namespace") == "retrieval"
+        for d in render(overlay)
+        if d["kind"] not in ("Namespace", "PersistentVolume")
+    )
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
@@ -34,8 +40,12 @@ def test_overlay_validates_against_kubernetes_schemas(overlay, version, tmp_path
     docs = [d for d in render(overlay) if (d["apiVersion"], d["kind"]) not in CRDS]
     path = tmp_path / f"{overlay}.yaml"
     path.write_text(yaml.safe_dump_all(docs))
-    result = subprocess.run([policy_tool("kubernetes-validate"), "-k", version, "--strict", "--quiet", str(path)],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [policy_tool("kubernetes-validate"), "-k", version, "--strict", "--quiet", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "WARN" not in result.stdout + result.stderr  # e.g. "Couldn't find schema": nothing left unchecked
 
@@ -45,8 +55,12 @@ def test_schema_validation_does_fail_on_a_wrong_field(tmp_path):
     deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavaliable"] = 0  # misspelt
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(deployment))
-    result = subprocess.run([policy_tool("kubernetes-validate"), "-k", "1.32.0", "--strict", str(path)],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [policy_tool("kubernetes-validate"), "-k", "1.32.0", "--strict", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode != 0 and "maxUnavaliable" in result.stdout + result.stderr
 
 
@@ -55,16 +69,26 @@ def test_inference_services_have_the_kserve_fields_the_overlay_relies_on():
     assert sorted(d["metadata"]["name"] for d in services) == ["retrieval", "similar-movies"]
     for isvc in services:
         predictor = isvc["spec"]["predictor"]
-        assert set(predictor) <= {"minReplicas", "maxReplicas", "serviceAccountName", "securityContext",
-                                  "tensorflow", "volumes"}
+        assert set(predictor) <= {
+            "minReplicas",
+            "maxReplicas",
+            "serviceAccountName",
+            "securityContext",
+            "tensorflow",
+            "volumes",
+        }
         assert predictor["tensorflow"]["storageUri"].startswith("pvc://models/")
         assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "RawDeployment"
 
 
 def checkov(path) -> dict:
     # --skip-download: no call to Prisma Cloud for guidelines (offline; the checks are all local)
-    result = subprocess.run([policy_tool("checkov"), "-f", str(path), "--framework", "kubernetes", "--skip-download",
-                             "--output", "json"], capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [policy_tool("checkov"), "-f", str(path), "--framework", "kubernetes", "--skip-download", "--output", "json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     report = json.loads(result.stdout) if result.stdout.strip() else {}
     report = report[0] if isinstance(report, list) else report
     return {"rc": result.returncode, "report": report, "stderr": result.stderr}

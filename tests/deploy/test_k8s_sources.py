@@ -12,7 +12,8 @@ import yaml
 from k8s_support import K8S, OVERLAYS, ROOT, container, find, pod_spec, render
 
 COMPOSE_SERVING = yaml.safe_load((ROOT / "serving" / "compose.serving.yml").read_text())["services"][
-    "tensorflow-model-server"]
+    "tensorflow-model-server"
+]
 COMPOSE_EXPORT = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["export"]
 CONFIGS = ["models.config", "monitoring.config", "batching.config", "healthcheck.sh"]
 SERVING_OVERLAYS = [o for o in OVERLAYS if o != "kserve"]
@@ -26,7 +27,8 @@ def compose_default(arg: str) -> str:
 @pytest.mark.parametrize("name", CONFIGS)
 def test_config_copies_are_identical_to_serving(name):
     assert (K8S / "config" / name).read_bytes() == (ROOT / "serving" / name).read_bytes(), (
-        f"deploy/k8s/config/{name} differs from serving/{name}: run deploy/k8s/sync-config.sh")
+        f"deploy/k8s/config/{name} differs from serving/{name}: run deploy/k8s/sync-config.sh"
+    )
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -71,7 +73,7 @@ def test_serving_ports_mounts_and_probes_match_compose(overlay):
     # compose's timing: every 10 s, 10 s to answer, unready after 3 failures
     timing = COMPOSE_SERVING["healthcheck"]
     probe = c["readinessProbe"]
-    assert f'{probe["periodSeconds"]}s' == timing["interval"] and f'{probe["timeoutSeconds"]}s' == timing["timeout"]
+    assert f"{probe['periodSeconds']}s" == timing["interval"] and f"{probe['timeoutSeconds']}s" == timing["timeout"]
     assert probe["failureThreshold"] == timing["retries"]
     startup = c["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= int(timing["start_period"].rstrip("s"))
@@ -150,8 +152,9 @@ def test_gcs_models_config_is_serving_s_with_bucket_paths():
 
 
 def test_images_carry_the_tags_compose_builds():
-    env = dict(line.split("=", 1) for line in (ROOT / ".env").read_text().splitlines()
-               if line and not line.startswith("#"))
+    env = dict(
+        line.split("=", 1) for line in (ROOT / ".env").read_text().splitlines() if line and not line.startswith("#")
+    )
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
 
     def tag(image: str) -> str:
@@ -187,7 +190,7 @@ def test_local_overlay_never_pulls_and_binds_a_hostpath_volume():
     pvc = find(docs, "PersistentVolumeClaim", "models")
     assert pv["spec"]["hostPath"]["path"] and pvc["spec"]["volumeName"] == pv["metadata"]["name"]
     assert pvc["spec"]["storageClassName"] == pv["spec"]["storageClassName"] == ""
-    pods = [pod_spec(find(docs, "Deployment", "tf-serving"))] + export_pods("local")
+    pods = [pod_spec(find(docs, "Deployment", "tf-serving")), *export_pods("local")]
     assert all(c["imagePullPolicy"] == "IfNotPresent" for p in pods for c in p["containers"])
 
 

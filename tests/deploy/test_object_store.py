@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import shutil
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,15 +23,23 @@ def core_on_store(model_store, tmp_path):
     from serving.core import CoreOptions, ServerCore
 
     base = tmp_path / "models" / "retrieval"
-    source = model_store / "retrieval" / str(max(int(p.name) for p in (model_store / "retrieval").iterdir()
-                                                 if p.name.isdigit()))
+    source = (
+        model_store
+        / "retrieval"
+        / str(max(int(p.name) for p in (model_store / "retrieval").iterdir() if p.name.isdigit()))
+    )
     shutil.copytree(source, base / "1")
 
     def start(retries: int) -> ServerCore:
-        core = ServerCore(CoreOptions(file_system_poll_wait_seconds=0.05, max_num_load_retries=retries,
-                                      load_retry_interval_micros=50_000))
-        config = text_format.Parse(f'model_config_list {{ config {{ name: "retrieval" base_path: "{base}" '
-                                   'model_platform: "tensorflow" } }', model_server_config_pb2.ModelServerConfig())
+        core = ServerCore(
+            CoreOptions(
+                file_system_poll_wait_seconds=0.05, max_num_load_retries=retries, load_retry_interval_micros=50_000
+            )
+        )
+        config = text_format.Parse(
+            f'model_config_list {{ config {{ name: "retrieval" base_path: "{base}" model_platform: "tensorflow" }} }}',
+            model_server_config_pb2.ModelServerConfig(),
+        )
         core.reload_config(config)
         started.append(core)
         return core
@@ -88,7 +95,7 @@ def test_control_saved_model_pb_first_is_loaded_half_copied(core_on_store):
     source, base, start = core_on_store
     core = start(retries=0)
     order = object_store.copy_order(source)
-    for relative in [order[-1]] + order[:-1]:  # the wrong order
+    for relative in [order[-1], *order[:-1]]:  # the wrong order
         target = base / "2" / relative
         tf.io.gfile.makedirs(str(target.parent))
         tf.io.gfile.copy(str(source / relative), str(target), overwrite=True)

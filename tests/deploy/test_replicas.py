@@ -26,7 +26,8 @@ class Load:
     def __init__(self, c: client.Client, threads: int = 2, max_requests: int = 20000, pause: float = 0.01) -> None:
         self.pause = pause  # between a thread's requests: load that leaves the 2 shared cores some room
         self.client, self.max_requests = c, max_requests
-        self.ok, self.errors = 0, []
+        self.ok = 0
+        self.errors: list[str] = []
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
@@ -39,11 +40,11 @@ class Load:
                 with self._lock:
                     self.ok += 1
                 time.sleep(self.pause)
-            except Exception as exc:  # noqa: BLE001 - every failure counts
+            except Exception as exc:
                 with self._lock:
                     self.errors.append(repr(exc))
 
-    def __enter__(self) -> "Load":
+    def __enter__(self) -> Load:
         for t in self._threads:
             t.start()
         return self
@@ -59,15 +60,24 @@ def replicas(model_store, tmp_path):
     store = tmp_path / "models"
     shutil.copytree(model_store, store)
     base = store / "retrieval"
-    servers = [sp.ServerProcess("--model_name=retrieval", f"--model_base_path={base}",
-                                f"--file_system_poll_wait_seconds={POLL_S:g}", "--max_num_load_retries=0")
-               for _ in range(3)]
+    servers = [
+        sp.ServerProcess(
+            "--model_name=retrieval",
+            f"--model_base_path={base}",
+            f"--file_system_poll_wait_seconds={POLL_S:g}",
+            "--max_num_load_retries=0",
+        )
+        for _ in range(3)
+    ]
     for s in servers:
         s.start(wait_ready=False)
     for s in servers:
         s.wait_for_line(sp.READY_LINE, 180)
-    rr = client.Client([f"grpc://127.0.0.1:{s.port}" for s in servers], timeout=20.0,
-                       retry=client.Retry(attempts=6, backoff=0.05, max_backoff=0.5))
+    rr = client.Client(
+        [f"grpc://127.0.0.1:{s.port}" for s in servers],
+        timeout=20.0,
+        retry=client.Retry(attempts=6, backoff=0.05, max_backoff=0.5),
+    )
     rr.wait_until_available(120, ["retrieval"])
     yield base, servers, rr
     rr.close()
@@ -79,7 +89,7 @@ def replicas(model_store, tmp_path):
 def state(server, version: int) -> str | None:
     try:
         return server.states("retrieval").get(version, ("",))[0] or None
-    except Exception:  # noqa: BLE001 - a stopped server has no state
+    except Exception:
         return None
 
 
@@ -87,13 +97,15 @@ def watch(servers, version: int, timeout: float = 90.0) -> list[dict]:
     """When each replica logged that it began loading ``version`` (LOADING), loaded it (AVAILABLE) or gave
     up (END), in seconds from now; read from the servers' logs every 10 ms (a status RPC can be slow to
     answer while the same process loads a model)."""
-    marks = {"LOADING": f"Loading servable version {{name: retrieval version: {version}}}",
-             "AVAILABLE": f"Successfully loaded servable version {{name: retrieval version: {version}}}",
-             "END": f"Loading servable: {{name: retrieval version: {version}}} failed"}
+    marks = {
+        "LOADING": f"Loading servable version {{name: retrieval version: {version}}}",
+        "AVAILABLE": f"Successfully loaded servable version {{name: retrieval version: {version}}}",
+        "END": f"Loading servable: {{name: retrieval version: {version}}} failed",
+    }
     t0 = time.monotonic()
-    seen = [{} for _ in servers]
+    seen: list[dict[str, float]] = [{} for _ in servers]
     while time.monotonic() - t0 < timeout:
-        for s, record in zip(servers, seen):
+        for s, record in zip(servers, seen, strict=True):
             for line in list(s.lines[-200:]):
                 for name, text in marks.items():
                     if text in line and name not in record:
@@ -161,11 +173,15 @@ def test_publish_corrupt_and_kill_mid_load_under_load(replicas):
     assert failovers > 0, "no request met the killed replica: the failover was not exercised"
     print(f"\nreplicas: 3, poll interval {POLL_S:g}s, {load.ok} requests, 0 failed")
     for i, (detect, available) in enumerate(rollover):
-        print(f"  replica {i}: v2 picked up {detect:.2f}s after publishing, AVAILABLE at {available:.2f}s "
-              f"(load {available - detect:.2f}s)")
+        print(
+            f"  replica {i}: v2 picked up {detect:.2f}s after publishing, AVAILABLE at {available:.2f}s "
+            f"(load {available - detect:.2f}s)"
+        )
     print("  corrupt v3: END on all 3 replicas, v2 kept serving")
-    print(f"  replica 0 killed mid-load: {failovers} calls failed over, "
-          f"{requests_after_kill} requests answered after the kill, 0 failed; v4 AVAILABLE on the other two")
+    print(
+        f"  replica 0 killed mid-load: {failovers} calls failed over, "
+        f"{requests_after_kill} requests answered after the kill, 0 failed; v4 AVAILABLE on the other two"
+    )
     assert requests_after_kill > 0 and time.monotonic() > killed_at
 
 

@@ -13,24 +13,27 @@ def _error_line(proc) -> str:
     return errors[0]
 
 
-@pytest.mark.parametrize("args, reason", [
-    (["--preset", "huge"], "unknown preset 'huge'"),
-    (["--index", "annoy"], "--index must be one of"),
-    (["--k", "0"], "--k must be >= 1"),
-    (["--epochs", "0"], "--epochs must be >= 1"),
-    (["--keep", "0"], "--keep must be >= 1"),
-    (["--split", "weekly"], "--split must be one of"),
-    (["--models", "retrieval,ranking"], "unknown model(s) ['ranking']"),
-    (["--recall-threshold", "1.5"], "--recall-threshold must be in [0, 1]"),
-    (["--data", "/no/such/ml-100k"], "no such file or folder"),
-    (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
-    (["--validation-fraction", "0.6"], "--validation-fraction must be in (0, 0.5)"),
-    (["--preset", "seed", "--ease-rank", "8"], "--ease-rank needs a validation split"),
-    (["--patience", "0"], "--patience must be >= 1"),
-    (["--ease-lambda", "0"], "--ease-lambda must be > 0"),
-    (["--tune-budget", "5"], "--tune-budget 5 s is too small for one trial"),
-    (["--preset", "seed", "--tune"], "--tune needs a validation split"),
-])
+@pytest.mark.parametrize(
+    "args, reason",
+    [
+        (["--preset", "huge"], "unknown preset 'huge'"),
+        (["--index", "annoy"], "--index must be one of"),
+        (["--k", "0"], "--k must be >= 1"),
+        (["--epochs", "0"], "--epochs must be >= 1"),
+        (["--keep", "0"], "--keep must be >= 1"),
+        (["--split", "weekly"], "--split must be one of"),
+        (["--models", "retrieval,ranking"], "unknown model(s) ['ranking']"),
+        (["--recall-threshold", "1.5"], "--recall-threshold must be in [0, 1]"),
+        (["--data", "/no/such/ml-100k"], "no such file or folder"),
+        (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+        (["--validation-fraction", "0.6"], "--validation-fraction must be in (0, 0.5)"),
+        (["--preset", "seed", "--ease-rank", "8"], "--ease-rank needs a validation split"),
+        (["--patience", "0"], "--patience must be >= 1"),
+        (["--ease-lambda", "0"], "--ease-lambda must be > 0"),
+        (["--tune-budget", "5"], "--tune-budget 5 s is too small for one trial"),
+        (["--preset", "seed", "--tune"], "--tune needs a validation split"),
+    ],
+)
 def test_bad_settings_exit_2_with_exactly_one_line(args, reason, tmp_path, export_cli):
     proc = export_cli(["--data", "synthetic", "--model-base-path", tmp_path / "models", *args], timeout=120)
     assert proc.returncode == 2
@@ -59,9 +62,28 @@ def test_bad_data_folder_exits_1_with_one_line(tmp_path, export_cli):
 
 def test_failed_validation_publishes_nothing_and_says_what_differed(tmp_path, export_cli):
     root = tmp_path / "models"
-    proc = export_cli(["--data", "synthetic", "--synthetic-size", "tiny", "--preset", "seed", "--epochs", "1",
-                       "--model-base-path", root, "--scann-num-leaves", "9", "--scann-leaves-to-search", "1",
-                       "--scann-reorder", "0", "--recall-threshold", "0.99"])
+    proc = export_cli(
+        [
+            "--data",
+            "synthetic",
+            "--synthetic-size",
+            "tiny",
+            "--preset",
+            "seed",
+            "--epochs",
+            "1",
+            "--model-base-path",
+            root,
+            "--scann-num-leaves",
+            "9",
+            "--scann-leaves-to-search",
+            "1",
+            "--scann-reorder",
+            "0",
+            "--recall-threshold",
+            "0.99",
+        ]
+    )
     assert proc.returncode == 1
     line = _error_line(proc)
     assert "recall@10 against exact search is" in line and "< threshold 0.99" in line
@@ -71,11 +93,35 @@ def test_failed_validation_publishes_nothing_and_says_what_differed(tmp_path, ex
 
 def test_successful_export_prints_the_evaluation_table_and_published_versions(tmp_path, export_cli):
     root = tmp_path / "models"
-    proc = export_cli(["--data", "synthetic", "--synthetic-size", "tiny", "--preset", "seed", "--epochs", "1",
-                       "--index", "brute_force", "--k", "5", "--model-base-path", root])
+    proc = export_cli(
+        [
+            "--data",
+            "synthetic",
+            "--synthetic-size",
+            "tiny",
+            "--preset",
+            "seed",
+            "--epochs",
+            "1",
+            "--index",
+            "brute_force",
+            "--k",
+            "5",
+            "--model-base-path",
+            root,
+        ]
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for row in ("model ", "model_exclude_seen", "popularity ", "popularity_exclude_seen", "ease ",
-                "ease_exclude_seen", "item_knn ", "item_knn_exclude_seen"):
+    for row in (
+        "model ",
+        "model_exclude_seen",
+        "popularity ",
+        "popularity_exclude_seen",
+        "ease ",
+        "ease_exclude_seen",
+        "item_knn ",
+        "item_knn_exclude_seen",
+    ):
         assert any(line.startswith(row) for line in proc.stdout.splitlines()), proc.stdout
     assert "top-100" in proc.stdout
     # The run's last lines say whether the published model beats each baseline.
@@ -90,8 +136,24 @@ def test_k_near_the_catalogue_size_publishes_although_some_exclusions_leave_fewe
     # ~148 titles, K=140: the unknown user's validation row excludes the 20 most popular, leaving 128 titles,
     # so its last slots are "" (documented); that is not a validation failure.
     root = tmp_path / "models"
-    proc = export_cli(["--data", "synthetic", "--synthetic-size", "tiny", "--preset", "seed", "--epochs", "1",
-                       "--index", "brute_force", "--k", "140", "--model-base-path", root])
+    proc = export_cli(
+        [
+            "--data",
+            "synthetic",
+            "--synthetic-size",
+            "tiny",
+            "--preset",
+            "seed",
+            "--epochs",
+            "1",
+            "--index",
+            "brute_force",
+            "--k",
+            "140",
+            "--model-base-path",
+            root,
+        ]
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     for model in ("retrieval", "similar_movies"):
         assert [p for p in (root / model).iterdir() if p.name.isdigit()]
@@ -106,17 +168,48 @@ def test_a_relative_model_base_path_is_taken_from_the_working_directory(tmp_path
 
     root = Path(__file__).resolve().parents[2]
     env = dict(os.environ, PYTHONPATH=str(root), TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.run([sys.executable, "-m", "export", "--data", "synthetic", "--synthetic-size", "tiny",
-                           "--epochs", "1", "--tune-budget", "0", "--models", "retrieval"], cwd=str(tmp_path), env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "export",
+            "--data",
+            "synthetic",
+            "--synthetic-size",
+            "tiny",
+            "--epochs",
+            "1",
+            "--tune-budget",
+            "0",
+            "--models",
+            "retrieval",
+        ],
+        cwd=str(tmp_path),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     published = [p for p in (tmp_path / "models" / "retrieval").iterdir() if p.name.isdigit()]
     assert len(published) == 1 and (published[0] / "saved_model.pb").is_file()
 
 
 def test_an_empty_validation_split_is_one_line_before_any_training(tmp_path, export_cli):
-    proc = export_cli(["--data", "synthetic", "--synthetic-size", "tiny", "--split", "time",
-                       "--validation-fraction", "0.001", "--model-base-path", tmp_path / "models"])
+    proc = export_cli(
+        [
+            "--data",
+            "synthetic",
+            "--synthetic-size",
+            "tiny",
+            "--split",
+            "time",
+            "--validation-fraction",
+            "0.001",
+            "--model-base-path",
+            tmp_path / "models",
+        ]
+    )
     assert proc.returncode == 1
     assert "leaves 0 for validation" in _error_line(proc)
     assert "Epoch" not in proc.stdout and "epoch" not in proc.stdout
@@ -126,8 +219,26 @@ def test_default_preset_records_its_validation_in_the_manifest(tmp_path, export_
     import json
 
     root = tmp_path / "models"
-    proc = export_cli(["--data", "synthetic", "--synthetic-size", "tiny", "--epochs", "3", "--ease-rank", "8",
-                       "--tune-budget", "30", "--tune-trials", "3", "--models", "retrieval", "--model-base-path", root])
+    proc = export_cli(
+        [
+            "--data",
+            "synthetic",
+            "--synthetic-size",
+            "tiny",
+            "--epochs",
+            "3",
+            "--ease-rank",
+            "8",
+            "--tune-budget",
+            "30",
+            "--tune-trials",
+            "3",
+            "--models",
+            "retrieval",
+            "--model-base-path",
+            root,
+        ]
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     [version] = [p for p in (root / "retrieval").iterdir() if p.name.isdigit()]
     training = json.loads((version / "assets.extra" / "manifest.json").read_text())["training"]
@@ -140,8 +251,9 @@ def test_default_preset_records_its_validation_in_the_manifest(tmp_path, export_
     manifest = json.loads((version / "assets.extra" / "manifest.json").read_text())
     blended = validation["blends"]["chosen"]["ease"] > 0
     assert ("exclude_seen" in manifest["index"]) == blended
-    assert sorted(manifest["index"]["recall_by_signature"]) == (["exclude_seen", "serving_default"] if blended
-                                                                 else ["serving_default"])
+    assert sorted(manifest["index"]["recall_by_signature"]) == (
+        ["exclude_seen", "serving_default"] if blended else ["serving_default"]
+    )
     # The report: a PNG (1600 x 420) in assets.extra, its path printed.
     png = version / "assets.extra" / "report.png"
     header = png.read_bytes()[:24]
@@ -150,8 +262,13 @@ def test_default_preset_records_its_validation_in_the_manifest(tmp_path, export_
     assert f"retrieval: report {png}" in proc.stdout
     tuning = validation["tuning"]
     assert [t["number"] for t in tuning["trials"]] == [0, 1, 2]
-    assert tuning["trials"][0]["params"] == {"embedding_dimension": 64, "l2": 1e-4, "learning_rate": 3e-3,
-                                             "loss": "full_softmax", "user_tower": "id"}  # the preset's first
+    assert tuning["trials"][0]["params"] == {
+        "embedding_dimension": 64,
+        "l2": 1e-4,
+        "learning_rate": 3e-3,
+        "loss": "full_softmax",
+        "user_tower": "id",
+    }  # the preset's first
     assert tuning["criterion"] == "mean_top_10_top_100_exclude_seen"
     best = max(tuning["trials"], key=lambda t: (t[tuning["criterion"]], -t["number"]))
     assert tuning["best"]["number"] == best["number"]
@@ -164,5 +281,6 @@ def test_an_unknown_tfds_size_is_one_line_before_anything_runs(tmp_path, export_
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "export: error: --data tfds:2m: unknown MovieLens size; tfds has 100k, 1m, 20m, 25m, latest-small "
-        "(e.g. --data tfds:1m)"]
+        "(e.g. --data tfds:1m)"
+    ]
     assert not (tmp_path / "models").exists()

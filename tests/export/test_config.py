@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 import export  # noqa: F401
-
 from export.config import DEFAULT, SEED, ConfigError, ExportConfig, IndexConfig, TrainConfig, preset
 
 
@@ -56,8 +55,8 @@ def test_seed_training_pipeline_is_shuffle_100000_batch_8192_cache():
     assert sizes == [8192, 16_000 - 8192]
     ops = [type(d).__name__ for d in _lineage(ds)]
     assert ops[:3] == ["CacheDataset", "_BatchDataset", "_ShuffleDataset"]
-    assert int(_lineage(ds)[1]._batch_size) == 8192  # noqa: SLF001
-    assert int(_lineage(ds)[2]._buffer_size) == 100_000  # noqa: SLF001
+    assert int(_lineage(ds)[1]._batch_size) == 8192
+    assert int(_lineage(ds)[2]._buffer_size) == 100_000
 
 
 def _lineage(ds):
@@ -89,15 +88,18 @@ def test_default_preset_is_full_softmax_with_bias_d64_and_l2():
     assert DEFAULT.l2 > 0 and DEFAULT.epochs >= 10
 
 
-@pytest.mark.parametrize("change, message", [
-    (dict(embedding_dimension=0), "embedding_dimension"),
-    (dict(loss="hinge"), "loss must be one of"),
-    (dict(epochs=0), "--epochs must be >= 1"),
-    (dict(user_features=("shoe_size",)), "unknown user features"),
-    (dict(user_tower="graph"), "user_tower must be one of"),
-    (dict(temperature=-0.1), "temperature must be >= 0"),
-    (dict(weight_decay=0.01), "weight_decay needs the adam optimizer"),  # SEED uses Adagrad
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(embedding_dimension=0), "embedding_dimension"),
+        (dict(loss="hinge"), "loss must be one of"),
+        (dict(epochs=0), "--epochs must be >= 1"),
+        (dict(user_features=("shoe_size",)), "unknown user features"),
+        (dict(user_tower="graph"), "user_tower must be one of"),
+        (dict(temperature=-0.1), "temperature must be >= 0"),
+        (dict(weight_decay=0.01), "weight_decay needs the adam optimizer"),  # SEED uses Adagrad
+    ],
+)
 def test_invalid_train_settings_are_rejected_on_construction(change, message):
     with pytest.raises(ConfigError, match=message):
         dataclasses.replace(SEED, **change)
@@ -114,4 +116,4 @@ def test_invalid_index_and_export_settings_are_rejected_on_construction():
         ExportConfig(data="synthetic", train=SEED, keep=0)
     assert isinstance(SEED, TrainConfig)
     with pytest.raises(dataclasses.FrozenInstanceError):
-        SEED.epochs = 5  # type: ignore[misc]
+        SEED.epochs = 5

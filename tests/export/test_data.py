@@ -11,7 +11,15 @@ import numpy as np
 import pytest
 
 from export.data import (
-    AGE_BUCKETS, GENRES, DataError, MovieLensData, Movies, Ratings, SyntheticSpec, load, split,
+    AGE_BUCKETS,
+    GENRES,
+    DataError,
+    MovieLensData,
+    Movies,
+    Ratings,
+    SyntheticSpec,
+    load,
+    split,
 )
 
 # ---------------------------------------------------------------- a tiny ml-100k, written as GroupLens does
@@ -27,36 +35,54 @@ def _flags(*names: str) -> str:
 
 
 # u.item: latin-1, a duplicate title under two ids, an "unknown" movie as ML-100K has.
-U_ITEM = "\n".join([
-    f"1|Toy Story (1995)|01-Jan-1995||http://us.imdb.com/M/title-exact?Toy%20Story%20(1995)|"
-    f"{_flags('Animation', 'Children', 'Comedy')}",
-    f"2|Café au Lait (1993)|01-Jan-1993||http://us.imdb.com/M/title-exact?Caf%E9%20au%20Lait|"
-    f"{_flags('Comedy')}",
-    f"3|Chasing Amy (1997)|01-Jan-1997||http://us.imdb.com/M/title-exact?Chasing+Amy+(1997)|"
-    f"{_flags('Drama', 'Romance')}",
-    f"4|Chasing Amy (1997)|01-Jan-1997||http://us.imdb.com/M/title-exact?Chasing+Amy+(1997)|"
-    f"{_flags('Drama', 'Romance')}",
-    f"5|unknown|||http://us.imdb.com/M/title-exact?unknown|{_flags('Unknown')}",
-]) + "\n"
-U_USER = "\n".join([
-    "1|24|M|technician|85711",
-    "2|53|F|other|94043",
-    "3|17|M|student|55105",
-    "4|18|F|writer|T8H1N",
-    "5|56|M|retired|15213",
-]) + "\n"
+U_ITEM = (
+    "\n".join(
+        [
+            f"1|Toy Story (1995)|01-Jan-1995||http://us.imdb.com/M/title-exact?Toy%20Story%20(1995)|"
+            f"{_flags('Animation', 'Children', 'Comedy')}",
+            f"2|Café au Lait (1993)|01-Jan-1993||http://us.imdb.com/M/title-exact?Caf%E9%20au%20Lait|"
+            f"{_flags('Comedy')}",
+            f"3|Chasing Amy (1997)|01-Jan-1997||http://us.imdb.com/M/title-exact?Chasing+Amy+(1997)|"
+            f"{_flags('Drama', 'Romance')}",
+            f"4|Chasing Amy (1997)|01-Jan-1997||http://us.imdb.com/M/title-exact?Chasing+Amy+(1997)|"
+            f"{_flags('Drama', 'Romance')}",
+            f"5|unknown|||http://us.imdb.com/M/title-exact?unknown|{_flags('Unknown')}",
+        ]
+    )
+    + "\n"
+)
+U_USER = (
+    "\n".join(
+        [
+            "1|24|M|technician|85711",
+            "2|53|F|other|94043",
+            "3|17|M|student|55105",
+            "4|18|F|writer|T8H1N",
+            "5|56|M|retired|15213",
+        ]
+    )
+    + "\n"
+)
 # (user, item, rating, timestamp) in line order: not sorted by anything.
 U_DATA_ROWS = [
-    ("3", "2", 4, 881250949), ("1", "1", 5, 874965758), ("2", "4", 3, 876893171), ("5", "3", 1, 878542960),
-    ("4", "1", 2, 886397596), ("1", "2", 4, 884182806), ("2", "5", 5, 881171488), ("3", "3", 3, 891628467),
-    ("5", "1", 4, 886324817), ("4", "4", 2, 883603013), ("1", "3", 3, 875072484), ("2", "1", 5, 891400000),
+    ("3", "2", 4, 881250949),
+    ("1", "1", 5, 874965758),
+    ("2", "4", 3, 876893171),
+    ("5", "3", 1, 878542960),
+    ("4", "1", 2, 886397596),
+    ("1", "2", 4, 884182806),
+    ("2", "5", 5, 881171488),
+    ("3", "3", 3, 891628467),
+    ("5", "1", 4, 886324817),
+    ("4", "4", 2, 883603013),
+    ("1", "3", 3, 875072484),
+    ("2", "1", 5, 891400000),
 ]
 U_DATA = "".join(f"{u}\t{m}\t{r}\t{t}\n" for u, m, r, t in U_DATA_ROWS)
 
 
 def _files(u_data: str = U_DATA, u_item: str = U_ITEM, u_user: str = U_USER) -> dict[str, bytes]:
-    return {"u.data": u_data.encode("latin-1"), "u.item": u_item.encode("latin-1"),
-            "u.user": u_user.encode("latin-1")}
+    return {"u.data": u_data.encode("latin-1"), "u.item": u_item.encode("latin-1"), "u.user": u_user.encode("latin-1")}
 
 
 def write_folder(root, files: dict[str, bytes] | None = None):
@@ -75,10 +101,11 @@ def write_zip(path, prefix: str = "ml-100k/", files: dict[str, bytes] | None = N
 
 def _rows(ratings: Ratings) -> list[tuple]:
     columns = ratings.columns()
-    return sorted(zip(*(columns[name].tolist() for name in columns)))
+    return sorted(zip(*(columns[name].tolist() for name in columns), strict=True))
 
 
 # ---------------------------------------------------------------- GroupLens
+
 
 def test_grouplens_folder_keeps_u_data_line_order_and_joins_features(tmp_path):
     data = load(write_folder(tmp_path / "ml-100k"))
@@ -91,11 +118,22 @@ def test_grouplens_folder_keeps_u_data_line_order_and_joins_features(tmp_path):
     assert ratings.user_rating.tolist() == [float(r) for _, _, r, _ in U_DATA_ROWS]
     assert ratings.timestamp.tolist() == [t for _, _, _, t in U_DATA_ROWS]
     assert (ratings.user_rating.dtype, ratings.timestamp.dtype, ratings.user_age.dtype) == (
-        np.float32, np.int64, np.int32)
+        np.float32,
+        np.int64,
+        np.int32,
+    )
     first = {name: column[0] for name, column in ratings.columns().items()}
-    assert first == {"user_id": "3", "movie_id": "2", "movie_title": "Café au Lait (1993)", "user_rating": 4.0,
-                     "timestamp": 881250949, "user_age": 1, "user_gender": "M", "user_occupation": "student",
-                     "user_zip_code": "55105"}
+    assert first == {
+        "user_id": "3",
+        "movie_id": "2",
+        "movie_title": "Café au Lait (1993)",
+        "user_rating": 4.0,
+        "timestamp": 881250949,
+        "user_age": 1,
+        "user_gender": "M",
+        "user_occupation": "student",
+        "user_zip_code": "55105",
+    }
     assert data.source["kind"] == "grouplens"
     assert data.source["sizes"] == {"ratings": 12, "movies": 5, "users": 5}
     assert data.source["path"] == str(tmp_path / "ml-100k")
@@ -106,7 +144,12 @@ def test_grouplens_titles_are_latin1_decoded_and_duplicates_kept(tmp_path):
 
     assert movies.movie_id.tolist() == ["1", "2", "3", "4", "5"]
     assert movies.movie_title.tolist() == [
-        "Toy Story (1995)", "Café au Lait (1993)", "Chasing Amy (1997)", "Chasing Amy (1997)", "unknown"]
+        "Toy Story (1995)",
+        "Café au Lait (1993)",
+        "Chasing Amy (1997)",
+        "Chasing Amy (1997)",
+        "unknown",
+    ]
     assert movies.movie_genres == [
         (GENRES.index("Animation"), GENRES.index("Children"), GENRES.index("Comedy")),
         (GENRES.index("Comedy"),),
@@ -121,7 +164,7 @@ def test_grouplens_titles_are_latin1_decoded_and_duplicates_kept(tmp_path):
 def test_grouplens_ages_are_bucketized_as_tfds_does(tmp_path):
     ratings = load(write_folder(tmp_path / "ml-100k")).ratings
 
-    age_by_user = dict(zip(ratings.user_id, ratings.user_age))
+    age_by_user = dict(zip(ratings.user_id, ratings.user_age, strict=True))
     # raw ages 24, 53, 17, 18, 56 -> the largest bucket <= age, 1 below 18
     assert age_by_user == {"1": 18, "2": 50, "3": 1, "4": 18, "5": 56}
     assert set(age_by_user.values()) <= set(AGE_BUCKETS)
@@ -166,16 +209,21 @@ def test_a_file_that_is_neither_folder_nor_zip_is_a_data_error(tmp_path):
         load(path)
 
 
-@pytest.mark.parametrize("files, message", [
-    (_files(u_data=U_DATA + "1\t2\t3\n"), r"u\.data line 13: expected 4 '\\t'-separated fields, got 3"),
-    (_files(u_data="1\t2\tfive\t874965758\n"), r"u\.data line 1: rating and timestamp must be numbers"),
-    (_files(u_data="1\t99\t5\t874965758\n"), r"u\.data line 1: item id '99' is not in u\.item"),
-    (_files(u_data="1\t1\t4\t874965758\n42\t1\t5\t874965758\n"), r"u\.data line 2: user id '42' is not in u\.user"),
-    (_files(u_item=U_ITEM.replace("2|Café au Lait (1993)|", "2|Café au Lait (1993)")),
-     r"u\.item line 2: expected 24 '\|'-separated fields, got 23"),
-    (_files(u_user="1|old|M|technician|85711\n"), r"u\.user line 1: age must be an integer"),
-    (_files(u_user=U_USER + "6|30|X|writer|12345\n"), r"u\.user line 6: gender must be M or F"),
-])
+@pytest.mark.parametrize(
+    "files, message",
+    [
+        (_files(u_data=U_DATA + "1\t2\t3\n"), r"u\.data line 13: expected 4 '\\t'-separated fields, got 3"),
+        (_files(u_data="1\t2\tfive\t874965758\n"), r"u\.data line 1: rating and timestamp must be numbers"),
+        (_files(u_data="1\t99\t5\t874965758\n"), r"u\.data line 1: item id '99' is not in u\.item"),
+        (_files(u_data="1\t1\t4\t874965758\n42\t1\t5\t874965758\n"), r"u\.data line 2: user id '42' is not in u\.user"),
+        (
+            _files(u_item=U_ITEM.replace("2|Café au Lait (1993)|", "2|Café au Lait (1993)")),
+            r"u\.item line 2: expected 24 '\|'-separated fields, got 23",
+        ),
+        (_files(u_user="1|old|M|technician|85711\n"), r"u\.user line 1: age must be an integer"),
+        (_files(u_user=U_USER + "6|30|X|writer|12345\n"), r"u\.user line 6: gender must be M or F"),
+    ],
+)
 def test_malformed_lines_name_file_and_line(tmp_path, files, message):
     with pytest.raises(DataError, match=message):
         load(write_folder(tmp_path / "ml-100k", files))
@@ -186,6 +234,7 @@ def test_data_error_is_a_value_error():
 
 
 # ---------------------------------------------------------------- tfds
+
 
 def _network_reachable(host: str = "files.grouplens.org") -> bool:
     try:
@@ -218,9 +267,11 @@ def test_tfds_download_gives_up_when_the_host_never_answers(tmp_path):
         raise TimeoutError("timed out")
 
     started = time.monotonic()
-    with mock.patch("export.data.tfds.socket.create_connection", silent_host):
-        with pytest.raises(DataError, match="did not answer within 1 s.*--data synthetic"):
-            load("tfds", data_dir=tmp_path, download_timeout=1.0)
+    with (
+        mock.patch("export.data.tfds.socket.create_connection", silent_host),
+        pytest.raises(DataError, match=r"did not answer within 1 s.*--data synthetic"),
+    ):
+        load("tfds", data_dir=tmp_path, download_timeout=1.0)
     assert time.monotonic() - started < 15
 
 
@@ -232,8 +283,9 @@ def test_tfds_loads_offline_from_a_prepared_data_dir_same_as_grouplens(tmp_path)
     write_folder(tmp_path / "extracted" / "ml-100k")
     data_dir = tmp_path / "tfds"
     config = tfds.download.DownloadConfig(try_download_gcs=False)
-    with mock.patch.object(tfds.download.DownloadManager, "download_and_extract",
-                           return_value=str(tmp_path / "extracted")):
+    with mock.patch.object(
+        tfds.download.DownloadManager, "download_and_extract", return_value=str(tmp_path / "extracted")
+    ):
         for name in ("movielens/100k-ratings", "movielens/100k-movies"):
             tfds.builder(name, data_dir=str(data_dir)).download_and_prepare(download_config=config)
 
@@ -244,11 +296,12 @@ def test_tfds_loads_offline_from_a_prepared_data_dir_same_as_grouplens(tmp_path)
     assert from_tfds.source["kind"] == "tfds"
     assert _rows(from_tfds.ratings) == _rows(from_files.ratings)
     assert "Café au Lait (1993)" in from_tfds.ratings.movie_title.tolist()
-    by_id = lambda movies: sorted(zip(movies.movie_id, movies.movie_title, movies.movie_genres))  # noqa: E731
+    by_id = lambda movies: sorted(zip(movies.movie_id, movies.movie_title, movies.movie_genres, strict=True))  # noqa: E731
     assert by_id(from_tfds.movies) == by_id(from_files.movies)
 
 
 # ---------------------------------------------------------------- split
+
 
 def test_random_split_is_the_seed_tutorials_split():
     import tensorflow as tf
@@ -258,8 +311,9 @@ def test_random_split_is_the_seed_tutorials_split():
 
     # The tutorial, literally, over the same rows in source order.
     tf.random.set_seed(42)
-    rows = tf.data.Dataset.from_tensor_slices({"user_id": ratings.user_id.astype(str),
-                                               "movie_title": ratings.movie_title.astype(str)})
+    rows = tf.data.Dataset.from_tensor_slices(
+        {"user_id": ratings.user_id.astype(str), "movie_title": ratings.movie_title.astype(str)}
+    )
     shuffled = rows.shuffle(100_000, seed=42, reshuffle_each_iteration=False)
     train = shuffled.take(80_000)
     test = shuffled.skip(80_000).take(20_000)
@@ -288,9 +342,17 @@ def test_random_split_is_deterministic_and_partitions_rows():
 def _ratings_at(timestamps: list[int]) -> Ratings:
     n = len(timestamps)
     text = np.array([str(i) for i in range(n)], dtype=object)
-    return Ratings(user_id=text, movie_id=text, movie_title=text, user_rating=np.ones(n),
-                   timestamp=np.array(timestamps), user_age=np.full(n, 25), user_gender=np.full(n, "F", object),
-                   user_occupation=np.full(n, "writer", object), user_zip_code=text)
+    return Ratings(
+        user_id=text,
+        movie_id=text,
+        movie_title=text,
+        user_rating=np.ones(n),
+        timestamp=np.array(timestamps),
+        user_age=np.full(n, 25),
+        user_gender=np.full(n, "F", object),
+        user_occupation=np.full(n, "writer", object),
+        user_zip_code=text,
+    )
 
 
 def test_time_split_trains_on_the_earliest_and_breaks_ties_by_source_order():
@@ -303,11 +365,14 @@ def test_time_split_trains_on_the_earliest_and_breaks_ties_by_source_order():
     assert ratings.timestamp[train_idx].max() <= ratings.timestamp[test_idx].min()
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"kind": "by-user"}, "unknown split kind"),
-    ({"train_fraction": 1.0}, "train_fraction"),
-    ({"train_fraction": 0.0}, "train_fraction"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"kind": "by-user"}, "unknown split kind"),
+        ({"train_fraction": 1.0}, "train_fraction"),
+        ({"train_fraction": 0.0}, "train_fraction"),
+    ],
+)
 def test_bad_split_arguments_are_data_errors(kwargs, message):
     with pytest.raises(DataError, match=message):
         split(_ratings_at([1, 2, 3]), **kwargs)
@@ -319,9 +384,12 @@ def test_ratings_reject_columns_of_different_lengths():
 
 
 def test_movies_reject_genre_ids_outside_the_19():
-    with pytest.raises(DataError, match="outside 0..18"):
-        Movies(movie_id=np.array(["1"], dtype=object), movie_title=np.array(["A (1990)"], dtype=object),
-               movie_genres=[(19,)])
+    with pytest.raises(DataError, match=r"outside 0..18"):
+        Movies(
+            movie_id=np.array(["1"], dtype=object),
+            movie_title=np.array(["A (1990)"], dtype=object),
+            movie_genres=[(19,)],
+        )
 
 
 def test_ratings_take_selects_rows_in_order():
@@ -348,32 +416,47 @@ def test_tfds_every_movielens_size_loads_offline_once_prepared(tmp_path):
     extracted = tmp_path / "extracted"
     (extracted / "ml-1m").mkdir(parents=True)
     (extracted / "ml-1m" / "movies.dat").write_bytes(
-        "1::Toy Story (1995)::Animation|Children's|Comedy\n2::Heat (1995)::Action|Crime|Thriller\n".encode("latin-1"))
+        "1::Toy Story (1995)::Animation|Children's|Comedy\n2::Heat (1995)::Action|Crime|Thriller\n".encode("latin-1")
+    )
     (extracted / "ml-1m" / "ratings.dat").write_text("1::1::5::978300760\n1::2::3::978302109\n2::2::4::978301968\n")
     (extracted / "ml-1m" / "users.dat").write_text("1::F::1::10::48067\n2::M::56::16::70072\n")
     (extracted / "ml-latest-small").mkdir()
     (extracted / "ml-latest-small" / "movies.csv").write_text(
         'movieId,title,genres\n1,"American President, The (1995)",Comedy|Drama|Romance\n'
-        "2,Planet Earth (2006),(no genres listed)\n3,Avatar (2009),Action|IMAX\n")
+        "2,Planet Earth (2006),(no genres listed)\n3,Avatar (2009),Action|IMAX\n"
+    )
     (extracted / "ml-latest-small" / "ratings.csv").write_text(
-        "userId,movieId,rating,timestamp\n1,1,4.0,1147880044\n2,3,3.5,1147868817\n")
+        "userId,movieId,rating,timestamp\n1,1,4.0,1147880044\n2,3,3.5,1147868817\n"
+    )
     data_dir = tmp_path / "tfds"
     config = tfds.download.DownloadConfig(try_download_gcs=False)
     with mock.patch.object(tfds.download.DownloadManager, "download_and_extract", return_value=str(extracted)):
         for size in ("1m", "latest-small"):
             for table in ("ratings", "movies"):
                 tfds.builder(f"movielens/{size}-{table}", data_dir=str(data_dir)).download_and_prepare(
-                    download_config=config)
+                    download_config=config
+                )
 
     with mock.patch("export.data.tfds.socket.create_connection", side_effect=AssertionError("no network use")):
         one_m = load("tfds:1m", data_dir=data_dir, download=False)
         small = load("tfds:latest-small", data_dir=data_dir, download=False)
-    rows = sorted(zip(one_m.ratings.user_id, one_m.ratings.movie_title, one_m.ratings.user_rating,
-                      one_m.ratings.user_gender, one_m.ratings.user_age))
-    assert rows == [("1", "Heat (1995)", 3.0, "F", 1), ("1", "Toy Story (1995)", 5.0, "F", 1),
-                    ("2", "Heat (1995)", 4.0, "M", 56)]
+    rows = sorted(
+        zip(
+            one_m.ratings.user_id,
+            one_m.ratings.movie_title,
+            one_m.ratings.user_rating,
+            one_m.ratings.user_gender,
+            one_m.ratings.user_age,
+            strict=True,
+        )
+    )
+    assert rows == [
+        ("1", "Heat (1995)", 3.0, "F", 1),
+        ("1", "Toy Story (1995)", 5.0, "F", 1),
+        ("2", "Heat (1995)", 4.0, "M", 56),
+    ]
     assert one_m.source["datasets"][0].startswith("movielens/1m-ratings:")
-    genres = dict(zip(small.movies.movie_title, small.movies.movie_genres))
+    genres = dict(zip(small.movies.movie_title, small.movies.movie_genres, strict=True))
     assert genres["Avatar (2009)"] == (GENRES.index("Action"),)  # IMAX dropped
     assert genres["Planet Earth (2006)"] == (GENRES.index("Unknown"),)
     assert sorted(small.ratings.user_rating.tolist()) == [3.5, 4.0] and set(small.ratings.user_gender) == {""}

@@ -15,8 +15,9 @@ def _vectors():
     # u1 prefers A > B > C, u2 prefers C > B > A; row 0 is the unknown user.
     queries = np.array([[0.0], [1.0], [-1.0]], dtype=np.float32)
     candidates = np.array([[3.0], [2.0], [1.0]], dtype=np.float32)
-    return IndexVectors(np.array(["u1", "u2"], dtype=object), queries, np.array(["A", "B", "C"], dtype=object),
-                        candidates)
+    return IndexVectors(
+        np.array(["u1", "u2"], dtype=object), queries, np.array(["A", "B", "C"], dtype=object), candidates
+    )
 
 
 def _arr(*values):
@@ -26,8 +27,15 @@ def _arr(*values):
 def test_hits_are_ranks_among_the_whole_catalogue_with_and_without_seen_movies():
     vec = _vectors()
     pop = popularity(vec.titles, _arr("A"))
-    metrics = evaluate(vec, pop, train_users=_arr("u1"), train_titles=_arr("A"),
-                       test_users=_arr("u1", "u2"), test_titles=_arr("B", "A"), ks=(1, 2, 3))
+    metrics = evaluate(
+        vec,
+        pop,
+        train_users=_arr("u1"),
+        train_titles=_arr("A"),
+        test_users=_arr("u1", "u2"),
+        test_titles=_arr("B", "A"),
+        ks=(1, 2, 3),
+    )
     assert metrics["test_ratings"] == 2
     # (u1, B): rank 1 (A above); without seen A: rank 0. (u2, A): rank 2 either way (u2 saw nothing).
     assert metrics["model"] == {"top_1": 0.0, "top_2": 0.5, "top_3": 1.0}
@@ -38,16 +46,16 @@ def test_hits_are_ranks_among_the_whole_catalogue_with_and_without_seen_movies()
 
 
 def test_ties_rank_a_later_catalogue_entry_below_an_earlier_one():
-    vec = IndexVectors(_arr("u"), np.array([[0.0], [1.0]], np.float32), _arr("A", "B"),
-                       np.array([[1.0], [1.0]], np.float32))
+    vec = IndexVectors(
+        _arr("u"), np.array([[0.0], [1.0]], np.float32), _arr("A", "B"), np.array([[1.0], [1.0]], np.float32)
+    )
     metrics = evaluate(vec, np.zeros(2, np.float32), _arr(), _arr(), _arr("u", "u"), _arr("A", "B"), ks=(1,))
     assert metrics["model"]["top_1"] == 0.5
 
 
 def test_the_true_movie_is_never_excluded_even_if_seen_in_training():
     vec = _vectors()
-    metrics = evaluate(vec, np.zeros(3, np.float32), _arr("u2", "u2"), _arr("C", "B"), _arr("u2"), _arr("B"),
-                       ks=(1,))
+    metrics = evaluate(vec, np.zeros(3, np.float32), _arr("u2", "u2"), _arr("C", "B"), _arr("u2"), _arr("B"), ks=(1,))
     assert metrics["model_exclude_seen"]["top_1"] == 1.0  # C removed, B kept although seen
 
 
@@ -55,17 +63,23 @@ def test_table_has_one_row_per_metric_row():
     vec = _vectors()
     text = table(evaluate(vec, np.zeros(3, np.float32), _arr(), _arr(), _arr("u1"), _arr("A")))
     assert [line.split()[0] for line in text.splitlines()[2:6]] == [
-        "model", "model_exclude_seen", "popularity", "popularity_exclude_seen"]
+        "model",
+        "model_exclude_seen",
+        "popularity",
+        "popularity_exclude_seen",
+    ]
     assert "top-100" in text.splitlines()[0]
 
 
 def _trained():
     rng = np.random.default_rng(0)
     return types.SimpleNamespace(
-        user_ids=_arr("1", "2", "3"), movie_titles=_arr("A", "B", "C", "D"),
+        user_ids=_arr("1", "2", "3"),
+        movie_titles=_arr("A", "B", "C", "D"),
         user_vectors=rng.normal(size=(4, 5)).astype(np.float32),
         movie_vectors=rng.normal(size=(5, 5)).astype(np.float32),
-        movie_bias=rng.normal(size=5).astype(np.float32))
+        movie_bias=rng.normal(size=5).astype(np.float32),
+    )
 
 
 def test_known_users_score_embedding_plus_bias_and_unknown_users_score_popularity():
@@ -115,13 +129,17 @@ def test_item_knn_is_cosine_between_title_columns():
     x = np.array([[1, 1, 0], [1, 0, 1], [0, 1, 0]], dtype=bool)
     s = item_knn_weights(x)
     # columns: A=(1,1,0), B=(1,0,1), C=(0,1,0): cos(A,B)=1/2, cos(A,C)=1/sqrt2, cos(B,C)=0
-    assert np.allclose(s, [[0, 0.5, 2 ** -0.5], [0.5, 0, 0], [2 ** -0.5, 0, 0]], atol=1e-6)
+    assert np.allclose(s, [[0, 0.5, 2**-0.5], [0.5, 0, 0], [2**-0.5, 0, 0]], atol=1e-6)
 
 
 def test_baselines_rank_by_history_and_the_comparison_says_who_wins():
     # u1 and u2 both watched A and B; u3 watched A: EASE and item-kNN put B first for u3, the model puts C first.
-    vec = IndexVectors(_arr("u1", "u2", "u3"), np.array([[0.0], [0.0], [0.0], [1.0]], np.float32),
-                       _arr("A", "B", "C"), np.array([[0.0], [0.0], [1.0]], np.float32))
+    vec = IndexVectors(
+        _arr("u1", "u2", "u3"),
+        np.array([[0.0], [0.0], [0.0], [1.0]], np.float32),
+        _arr("A", "B", "C"),
+        np.array([[0.0], [0.0], [1.0]], np.float32),
+    )
     train_users, train_titles = _arr("u1", "u1", "u2", "u2", "u3"), _arr("A", "B", "A", "B", "A")
     pop = popularity(vec.titles, train_titles)
     metrics = evaluate(vec, pop, train_users, train_titles, _arr("u3"), _arr("B"), ks=(1, 10, 100), ease_lambda=0.5)
@@ -136,14 +154,19 @@ def test_baselines_rank_by_history_and_the_comparison_says_who_wins():
 def test_comparison_fails_when_the_model_is_behind_in_a_seen_excluded_column():
     from export.evaluate import compare, verdict
 
-    metrics = {"model_exclude_seen": {"top_10": 0.20, "top_100": 0.70},
-               "popularity_exclude_seen": {"top_10": 0.10, "top_100": 0.40},
-               "ease_exclude_seen": {"top_10": 0.25, "top_100": 0.60},
-               "baselines": {"item_knn": {"skipped": "skipped: too big"}}}
+    metrics = {
+        "model_exclude_seen": {"top_10": 0.20, "top_100": 0.70},
+        "popularity_exclude_seen": {"top_10": 0.10, "top_100": 0.40},
+        "ease_exclude_seen": {"top_10": 0.25, "top_100": 0.60},
+        "baselines": {"item_knn": {"skipped": "skipped: too big"}},
+    }
     metrics["comparison"] = compare(metrics)
     assert metrics["comparison"]["popularity"]["beats"] is True
-    assert metrics["comparison"]["ease"] == {"beats": False, "top_10_exclude_seen": [0.20, 0.25],
-                                             "top_100_exclude_seen": [0.70, 0.60]}
+    assert metrics["comparison"]["ease"] == {
+        "beats": False,
+        "top_10_exclude_seen": [0.20, 0.25],
+        "top_100_exclude_seen": [0.70, 0.60],
+    }
     lines = verdict(metrics)
     assert lines[0].startswith("model vs popularity: beats it")
     assert lines[1].startswith("model vs ease: DOES NOT BEAT IT") and "top-10 0.2000 vs 0.2500" in lines[1]
@@ -163,9 +186,10 @@ def test_above_the_cap_a_sample_of_users_is_evaluated_whole_and_the_interval_rep
     rng = np.random.default_rng(0)
     users = np.array([f"u{i}" for i in range(50)], dtype=object)
     titles = np.array([f"t{i}" for i in range(30)], dtype=object)
-    vec = IndexVectors(users, rng.standard_normal((51, 4)).astype(np.float32), titles,
-                       rng.standard_normal((30, 4)).astype(np.float32))
-    test_users = np.repeat(users, 4)            # 200 test ratings, 4 per user
+    vec = IndexVectors(
+        users, rng.standard_normal((51, 4)).astype(np.float32), titles, rng.standard_normal((30, 4)).astype(np.float32)
+    )
+    test_users = np.repeat(users, 4)  # 200 test ratings, 4 per user
     test_titles = titles[rng.integers(0, 30, 200)]
     pop = popularity(titles, titles[:5])
     full = evaluate(vec, pop, _arr(), _arr(), test_users, test_titles, ks=(10,), max_items=0)

@@ -7,7 +7,6 @@ import pytest
 import tensorflow as tf
 
 import export  # noqa: F401
-
 from export import index as index_lib
 from export import servable
 from export.config import IndexConfig
@@ -57,7 +56,7 @@ def test_exclusions_wider_than_the_catalogue_minus_k_leave_empty_slots_not_exclu
     excluded = vectors.titles[: N - 3].tolist()
     out = module.exclude_seen(tf.constant(["1"]), tf.constant([excluded]))
     titles = out["movie_titles"].numpy().astype(str)[0]
-    assert sorted(t for t in titles if t) == sorted(vectors.titles[N - 3:].tolist())
+    assert sorted(t for t in titles if t) == sorted(vectors.titles[N - 3 :].tolist())
     assert list(titles[3:]) == [""] * (K - 3)
     assert np.all(np.isneginf(out["scores"].numpy()[0][3:]))
 
@@ -73,6 +72,6 @@ def test_similar_movies_excludes_the_query_itself(kind):
     layer, params = index_lib.build(IndexConfig(kind=kind, k=K), vec.candidates, name="sim")
     module = servable.SimilarMovies(vec, layer, params)
     out = module.serving_default(tf.constant(titles.tolist()))["movie_titles"].numpy().astype(str)
-    for query, row in zip(titles.tolist(), out):
+    for query, row in zip(titles.tolist(), out, strict=True):
         assert query not in set(row)
         assert "" not in set(row)

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 import export  # noqa: F401
-
 from export import index as index_lib
 from export.cli import config_from_args, parser
 from export.config import IndexConfig
@@ -51,5 +50,5 @@ def test_tuned_settings_reach_the_recall_on_other_queries_and_search_fewer_leave
 
     _, found = index_lib.search(layer, tuned, tf.constant(queries[300:]), 10)
     _, exact = exact_top_k(queries[300:], candidates, 10)
-    recall = np.mean([len(set(f.tolist()) & set(e.tolist())) / 10 for f, e in zip(found.numpy(), exact)])
+    recall = np.mean([len(set(f.tolist()) & set(e.tolist())) / 10 for f, e in zip(found.numpy(), exact, strict=True)])
     assert recall >= 0.95

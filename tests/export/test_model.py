@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 import export  # noqa: F401
-
 from export.config import DEFAULT
 from export.data import load, split
 from export.synthetic import SyntheticSpec
@@ -21,8 +20,9 @@ def _data():
 
 def test_side_feature_tables_align_with_the_vocabulary_and_leave_the_unknown_row_empty():
     data = _data()
-    config = dataclasses.replace(DEFAULT, user_features=("user_gender", "user_occupation"),
-                                 movie_features=("movie_genres",))
+    config = dataclasses.replace(
+        DEFAULT, user_features=("user_gender", "user_occupation"), movie_features=("movie_genres",)
+    )
     users, titles = vocabularies(data)
     user_side, movie_side = side_features(config, data, users, titles)
     assert user_side.shape[0] == len(users) + 1 and movie_side.shape == (len(titles) + 1, 19)
@@ -56,7 +56,7 @@ def test_a_tower_with_side_features_adds_their_projection_to_the_id_embedding():
 
 def test_users_without_training_ratings_are_unknown_users():
     data = _data()
-    train_idx, test_idx = split(data.ratings, kind="time")
+    train_idx, _test_idx = split(data.ratings, kind="time")
     users, _ = vocabularies(data, train_idx)
     train_users = set(np.asarray(data.ratings.user_id)[train_idx].astype(str).tolist())
     assert set(users.tolist()) == train_users
@@ -90,8 +90,12 @@ def test_a_bag_of_items_user_tower_averages_the_training_items_and_leaves_the_ta
     np.testing.assert_allclose(trained_on, own + bag[1:].mean(axis=0), rtol=1e-5, atol=1e-6)
     # "history" alone: no id embedding, and the trained vectors are what is served.
     only = build_model(dataclasses.replace(config, user_tower="history"), data, train_idx).user_model
-    np.testing.assert_allclose(only.embed_indices(tf.constant([row])).numpy()[0],
-                               only.history_embedding(tf.constant(mine)).numpy().mean(axis=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        only.embed_indices(tf.constant([row])).numpy()[0],
+        only.history_embedding(tf.constant(mine)).numpy().mean(axis=0),
+        rtol=1e-5,
+        atol=1e-6,
+    )
     trained = train(config, data, train_idx, verbose=0)
     assert trained.user_vectors.shape == (len(trained.user_ids) + 1, config.embedding_dimension)
 

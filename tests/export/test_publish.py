@@ -72,8 +72,9 @@ def test_publish_never_overwrites_an_existing_version(tmp_path):
     assert not staged.exists()
 
 
-def test_versions_increase_across_exports_and_pruning_keeps_newest_previous_and_pinned(tmp_path, model_store,
-                                                                                      make_model_store):
+def test_versions_increase_across_exports_and_pruning_keeps_newest_previous_and_pinned(
+    tmp_path, model_store, make_model_store
+):
     root = tmp_path / "models"
     shutil.copytree(model_store, root)
     base = root / "retrieval"
@@ -81,13 +82,15 @@ def test_versions_increase_across_exports_and_pruning_keeps_newest_previous_and_
     for old in (1, 2, 3):  # older versions, complete copies
         shutil.copytree(served, base / str(old))
     config = tmp_path / "models.config"
-    config.write_text(textwrap.dedent(f"""
+    config.write_text(
+        textwrap.dedent(f"""
         model_config_list {{
           config {{ name: "retrieval" base_path: "{base}" model_platform: "tensorflow"
                    model_version_policy {{ latest {{ num_versions: 1 }} }}
                    version_labels {{ key: "stable" value: 2 }} }}
-          config {{ name: "similar_movies" base_path: "{root / 'similar_movies'}" model_platform: "tensorflow" }}
-        }}"""))
+          config {{ name: "similar_movies" base_path: "{root / "similar_movies"}" model_platform: "tensorflow" }}
+        }}""")
+    )
 
     make_model_store(root, extra_args=["--keep", "1", "--model-config-file", config, "--models", "retrieval"])
 
@@ -119,14 +122,16 @@ def test_prune_never_removes_the_newest_or_a_protected_version(tmp_path):
 
 def test_pinned_versions_come_from_labels_and_specific_policies(tmp_path):
     config = tmp_path / "models.config"
-    config.write_text(textwrap.dedent("""
+    config.write_text(
+        textwrap.dedent("""
         model_config_list {
           config { name: "retrieval" base_path: "/models/retrieval" model_platform: "tensorflow"
                    model_version_policy { specific { versions: 7 versions: 9 } }
                    version_labels { key: "stable" value: 7 } version_labels { key: "canary" value: 11 } }
           config { name: "similar_movies" base_path: "/models/similar_movies" model_platform: "tensorflow"
                    version_labels { key: "stable" value: 3 } }
-        }"""))
+        }""")
+    )
     assert publish.pinned_versions(config, "retrieval") == {7, 9, 11}
     assert publish.pinned_versions(config, "similar_movies") == {3}
     assert publish.pinned_versions(None, "retrieval") == set()
@@ -206,8 +211,13 @@ def test_publish_killed_at_random_points_leaves_no_partial_numeric_version(tmp_p
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     seen: set[int] = set()
     for _ in range(12):
-        proc = subprocess.Popen([sys.executable, "-c", _PUBLISH_LOOP, str(source), str(base)], cwd=str(ROOT),
-                                env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _PUBLISH_LOOP, str(source), str(base)],
+            cwd=str(ROOT),
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
         assert proc.stdout.readline().strip() == b"ready"
         time.sleep(rng.uniform(0.0, 0.4))
         proc.send_signal(signal.SIGKILL)
@@ -226,8 +236,23 @@ def test_export_killed_at_random_points_publishes_nothing_partial(tmp_path):
     root = tmp_path / "models"
     rng = random.Random()
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    args = [sys.executable, "-m", "export", "--data", "synthetic", "--synthetic-size", "tiny", "--preset", "seed",
-            "--epochs", "1", "--index", "brute_force", "--model-base-path", str(root)]
+    args = [
+        sys.executable,
+        "-m",
+        "export",
+        "--data",
+        "synthetic",
+        "--synthetic-size",
+        "tiny",
+        "--preset",
+        "seed",
+        "--epochs",
+        "1",
+        "--index",
+        "brute_force",
+        "--model-base-path",
+        str(root),
+    ]
     for delay in (rng.uniform(2.0, 10.0),):  # the publish-loop test above covers many more kill points
         proc = subprocess.Popen(args, cwd=str(ROOT), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(delay)
@@ -251,7 +276,8 @@ def test_export_killed_at_random_points_publishes_nothing_partial(tmp_path):
 # A deterministic companion to the random kills above: the same publish, killed at EVERY file-system step
 # it takes (counted by a Python audit hook: open for writing, mkdir, rename, remove, rmtree, ...), so no
 # point between "staging begins" and "pruning ends" goes untested.
-_PUBLISH_ONCE_KILLED_AT = textwrap.dedent("""
+_PUBLISH_ONCE_KILLED_AT = (
+    textwrap.dedent("""
     import json, os, shutil, signal, sys
     from pathlib import Path
     from export import publish
@@ -267,7 +293,10 @@ _PUBLISH_ONCE_KILLED_AT = textwrap.dedent("""
             if steps == kill_at:
                 os.kill(os.getpid(), signal.SIGKILL)
     sys.addaudithook(hook)
-""") + _PUBLISH_ONCE + "print(steps, flush=True)\n"
+""")
+    + _PUBLISH_ONCE
+    + "print(steps, flush=True)\n"
+)
 
 
 def test_publish_killed_at_every_file_system_step_leaves_old_or_new_complete_version(tmp_path, model_store):
@@ -275,8 +304,14 @@ def test_publish_killed_at_every_file_system_step_leaves_old_or_new_complete_ver
     env = dict(os.environ, PYTHONPATH=str(ROOT))
 
     def run(base: Path, kill_at: int) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-c", _PUBLISH_ONCE_KILLED_AT, str(source), str(base), str(kill_at)],
-                              cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-c", _PUBLISH_ONCE_KILLED_AT, str(source), str(base), str(kill_at)],
+            cwd=str(ROOT),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     def fresh_base(name: str) -> tuple[Path, int]:
         base = tmp_path / name / "retrieval"
@@ -331,15 +366,36 @@ def test_an_export_killed_between_the_two_renames_leaves_two_complete_models_tha
 
     root = tmp_path / "models"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    args = [sys.executable, "-m", "export", "--data", "synthetic", "--synthetic-size", "tiny", "--preset", "seed",
-            "--epochs", "1", "--index", "brute_force", "--model-base-path", str(root)]
+    args = [
+        sys.executable,
+        "-m",
+        "export",
+        "--data",
+        "synthetic",
+        "--synthetic-size",
+        "tiny",
+        "--preset",
+        "seed",
+        "--epochs",
+        "1",
+        "--index",
+        "brute_force",
+        "--model-base-path",
+        str(root),
+    ]
     first = subprocess.run(args, cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr[-3000:]
     old = {m: _numeric(root / m)[-1].name for m in ("retrieval", "similar_movies")}
 
     # The same CLI, killed by an audit hook at the instant it would rename similar_movies' staged version.
-    killed = subprocess.run([sys.executable, "-c", _KILLED_AT_SECOND_RENAME, *args[3:]], cwd=str(ROOT), env=env,
-                            capture_output=True, text=True, timeout=300)
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILLED_AT_SECOND_RENAME, *args[3:]],
+        cwd=str(ROOT),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     assert "retrieval: published version" in killed.stdout
     new = _numeric(root / "retrieval")[-1].name
@@ -347,9 +403,14 @@ def test_an_export_killed_between_the_two_renames_leaves_two_complete_models_tha
     assert _numeric(root / "similar_movies")[-1].name == old["similar_movies"]
 
     config = tmp_path / "models.config"
-    config.write_text("model_config_list {\n" + "".join(
-        f'  config {{ name: "{m}" base_path: "{root / m}" model_platform: "tensorflow" }}\n'
-        for m in ("retrieval", "similar_movies")) + "}\n")
+    config.write_text(
+        "model_config_list {\n"
+        + "".join(
+            f'  config {{ name: "{m}" base_path: "{root / m}" model_platform: "tensorflow" }}\n'
+            for m in ("retrieval", "similar_movies")
+        )
+        + "}\n"
+    )
     with ServerProcess(f"--model_config_file={config}", rest=True) as server:
         base = f"http://127.0.0.1:{server.rest_port}/v1/models"
         deadline = time.monotonic() + 120
@@ -362,8 +423,9 @@ def test_an_export_killed_between_the_two_renames_leaves_two_complete_models_tha
         assert states["similar_movies"]["model_version_status"][0]["version"] == old["similar_movies"]
         for model, inputs in (("retrieval", {"user_id": ["1"]}), ("similar_movies", None)):
             if inputs is None:
-                title = requests.post(f"{base}/retrieval:predict", json={"inputs": {"user_id": ["1"]}},
-                                      timeout=30).json()["outputs"]["movie_titles"][0][0]
+                title = requests.post(
+                    f"{base}/retrieval:predict", json={"inputs": {"user_id": ["1"]}}, timeout=30
+                ).json()["outputs"]["movie_titles"][0][0]
                 inputs = {"movie_title": [title]}
             answer = requests.post(f"{base}/{model}:predict", json={"inputs": inputs}, timeout=30)
             assert answer.status_code == 200 and len(answer.json()["outputs"]["movie_titles"][0]) == 10

@@ -54,8 +54,13 @@ def catalogue(tiny_data) -> list[str]:
 def test_store_layout_and_manifest_follow_the_contract(store, catalogue):
     for model in ("retrieval", "similar_movies"):
         version = _version_dir(store, model)
-        for name in ("saved_model.pb", "variables", "fingerprint.pb", "assets.extra/tf_serving_warmup_requests",
-                     "assets.extra/manifest.json"):
+        for name in (
+            "saved_model.pb",
+            "variables",
+            "fingerprint.pb",
+            "assets.extra/tf_serving_warmup_requests",
+            "assets.extra/manifest.json",
+        ):
             assert (version / name).exists(), name
         manifest = json.loads((version / "assets.extra" / "manifest.json").read_text())
         assert manifest["model_name"] == model
@@ -105,7 +110,10 @@ def test_warmup_records_are_prediction_logs_for_every_signature(store):
     import tensorflow as tf
     from tensorflow_serving.apis import prediction_log_pb2
 
-    for model, signatures in (("retrieval", {"serving_default", "exclude_seen"}), ("similar_movies", {"serving_default"})):
+    for model, signatures in (
+        ("retrieval", {"serving_default", "exclude_seen"}),
+        ("similar_movies", {"serving_default"}),
+    ):
         path = _version_dir(store, model) / "assets.extra" / "tf_serving_warmup_requests"
         logs = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in tf.data.TFRecordDataset(str(path))]
         assert 0 < len(logs) <= 1000
@@ -130,14 +138,18 @@ def test_exclude_seen_never_returns_an_excluded_title_even_for_a_heavy_user(stor
     bundle = _load(store, "retrieval")
     try:
         # exclude_seen's own ranking with nothing excluded (it may blend EASE in; serving_default does not).
-        plain = _text(bundle.run("exclude_seen", {"user_id": _b(["3", "5"]),
-                                                  "exclude_titles": np.array([_b([""]), _b([""])], dtype=object)}
-                                 )["movie_titles"])
-        heavy = [t for t in catalogue[: len(catalogue) - 2 * K]]  # all but 2K titles excluded
-        light = list(plain[1][:3])                                  # its own best three
-        rows = [heavy, light + [""] * (len(heavy) - len(light))]    # padded with ""
-        out = bundle.run("exclude_seen", {"user_id": _b(["3", "5"]),
-                                          "exclude_titles": np.array([_b(r) for r in rows], dtype=object)})
+        plain = _text(
+            bundle.run(
+                "exclude_seen",
+                {"user_id": _b(["3", "5"]), "exclude_titles": np.array([_b([""]), _b([""])], dtype=object)},
+            )["movie_titles"]
+        )
+        heavy = list(catalogue[: len(catalogue) - 2 * K])  # all but 2K titles excluded
+        light = list(plain[1][:3])  # its own best three
+        rows = [heavy, light + [""] * (len(heavy) - len(light))]  # padded with ""
+        out = bundle.run(
+            "exclude_seen", {"user_id": _b(["3", "5"]), "exclude_titles": np.array([_b(r) for r in rows], dtype=object)}
+        )
     finally:
         bundle.close()
     titles = _text(out["movie_titles"])
@@ -157,7 +169,7 @@ def test_similar_movies_never_returns_the_query(store, catalogue):
         bundle.close()
     titles = _text(out["movie_titles"])
     assert titles.shape == (len(catalogue), K)
-    for query, row in zip(catalogue, titles):
+    for query, row in zip(catalogue, titles, strict=True):
         assert query not in set(row)
         assert len(set(row)) == K
 
@@ -168,7 +180,7 @@ def test_unknown_keys_get_the_most_popular_movies(store, tiny_data):
     data = tiny_data
     train_idx, _ = split(data.ratings, kind="random")
     titles, counts = np.unique(np.asarray(data.ratings.movie_title)[train_idx].astype(str), return_counts=True)
-    count_of = dict(zip(titles.tolist(), counts.tolist()))
+    count_of = dict(zip(titles.tolist(), counts.tolist(), strict=True))
     kth = sorted(counts.tolist(), reverse=True)[K - 1]
 
     retrieval, similar = _load(store, "retrieval"), _load(store, "similar_movies")

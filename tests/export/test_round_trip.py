@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 import export  # noqa: F401
-
 from export import index as index_lib
 from export import servable, validate, warmup
 from export.config import DEFAULT, IndexConfig
@@ -28,7 +27,7 @@ def trained_tiny():
     users = np.asarray(data.ratings.user_id).astype(str).astype(object)
     pop = popularity(trained.movie_titles, titles[train_idx])
     seen: dict[str, list[str]] = {}
-    for u, t in zip(users[train_idx].tolist(), titles[train_idx].tolist()):
+    for u, t in zip(users[train_idx].tolist(), titles[train_idx].tolist(), strict=True):
         seen.setdefault(u, []).append(t)
     return trained, pop, seen
 
@@ -55,7 +54,7 @@ def test_fresh_process_answers_equal_the_in_memory_model(tmp_path, trained_tiny,
     actual = validate.in_fresh_process(tmp_path, requests, timeout_s=120)
 
     assert len(actual) == len(requests)
-    for exp, act in zip(expected, actual):
+    for exp, act in zip(expected, actual, strict=True):
         assert act["movie_titles"].shape == exp["movie_titles"].shape
         assert (act["movie_titles"] == exp["movie_titles"]).all()
         np.testing.assert_allclose(act["scores"], exp["scores"], rtol=1e-5, atol=1e-5)
@@ -63,8 +62,12 @@ def test_fresh_process_answers_equal_the_in_memory_model(tmp_path, trained_tiny,
     assert validate.compare(model, requests, expected, actual, k=5, tol=1e-4) == []
     recall_request = next(i for i, r in enumerate(requests) if r["purpose"] == "recall")
     keys = next(iter(requests[recall_request]["inputs"].values()))
-    assert validate.recall_at(vectors, keys, actual[recall_request]["movie_titles"], 5,
-                              exclude_self=model == "similar_movies") >= 0.95
+    assert (
+        validate.recall_at(
+            vectors, keys, actual[recall_request]["movie_titles"], 5, exclude_self=model == "similar_movies"
+        )
+        >= 0.95
+    )
 
 
 def test_validation_fails_and_says_what_differed_when_the_staged_model_differs(tmp_path, trained_tiny):
@@ -82,28 +85,45 @@ def test_validation_fails_and_says_what_differed_when_the_staged_model_differs(t
     requests = validate.retrieval_requests(vectors, seen, 8, np.random.default_rng(0), [])
 
     with pytest.raises(validate.ValidationError, match="staged model differs from in-memory"):
-        validate.validate("retrieval", tmp_path, in_memory, vectors, requests, k=5, recall_threshold=0.0,
-                          tolerance=1e-4, timeout_s=120)
+        validate.validate(
+            "retrieval",
+            tmp_path,
+            in_memory,
+            vectors,
+            requests,
+            k=5,
+            recall_threshold=0.0,
+            tolerance=1e-4,
+            timeout_s=120,
+        )
 
 
 def test_validation_reports_a_staged_model_that_cannot_load(tmp_path):
     (tmp_path / "saved_model.pb").write_bytes(b"not a SavedModel")
     with pytest.raises(validate.ValidationError, match="failed to load or answer in a fresh process"):
-        validate.in_fresh_process(tmp_path, [{"signature_name": "serving_default",
-                                              "inputs": {"user_id": ["1"]}}], timeout_s=120)
+        validate.in_fresh_process(
+            tmp_path, [{"signature_name": "serving_default", "inputs": {"user_id": ["1"]}}], timeout_s=120
+        )
 
 
 def test_compare_lets_exclude_seen_rows_hold_empty_slots_only_when_exclusions_leave_fewer_than_k():
     catalogue = frozenset(["A", "B", "C", "D", "E"])
     inf = float("-inf")
-    request = {"signature_name": "exclude_seen", "purpose": "compare",
-               "inputs": {"user_id": ["1", "2"], "exclude_titles": [["A", "B", "C"], ["A", "", ""]]}}
+    request = {
+        "signature_name": "exclude_seen",
+        "purpose": "compare",
+        "inputs": {"user_id": ["1", "2"], "exclude_titles": [["A", "B", "C"], ["A", "", ""]]},
+    }
     # Row "1" excludes 3 of 5 titles: with K=4 only 2 can be returned, the rest are "" (documented).
-    full = {"movie_titles": np.array([["D", "E", "", ""], ["B", "C", "D", "E"]], dtype=object),
-            "scores": np.array([[2.0, 1.0, inf, inf], [4.0, 3.0, 2.0, 1.0]], dtype=np.float32)}
+    full = {
+        "movie_titles": np.array([["D", "E", "", ""], ["B", "C", "D", "E"]], dtype=object),
+        "scores": np.array([[2.0, 1.0, inf, inf], [4.0, 3.0, 2.0, 1.0]], dtype=np.float32),
+    }
     assert validate.compare("retrieval", [request], [full], [full], k=4, tol=1e-4, catalogue=catalogue) == []
     # Row "2" excludes one title: it owes K=4, so an empty slot there is a problem (the same in both answers).
-    short = {"movie_titles": np.array([["D", "E", "", ""], ["B", "C", "D", ""]], dtype=object),
-             "scores": np.array([[2.0, 1.0, inf, inf], [4.0, 3.0, 2.0, inf]], dtype=np.float32)}
+    short = {
+        "movie_titles": np.array([["D", "E", "", ""], ["B", "C", "D", ""]], dtype=object),
+        "scores": np.array([[2.0, 1.0, inf, inf], [4.0, 3.0, 2.0, inf]], dtype=np.float32),
+    }
     problems = validate.compare("retrieval", [request], [short], [short], k=4, tol=1e-4, catalogue=catalogue)
     assert problems == ["retrieval/exclude_seen: the row for '2' holds fewer than K=4 titles"]

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 import export  # noqa: F401
-
 from export import ease, selection
 from export.config import DEFAULT, SEED, ConfigError, ExportConfig
 from export.data import DataError, load, split, validation_split
@@ -47,7 +46,7 @@ def test_time_validation_split_holds_out_each_users_latest_training_ratings(data
 
 def test_a_validation_split_with_no_ratings_is_one_clear_error(data):
     train_idx, _ = split(data.ratings, kind="time")
-    with pytest.raises(DataError, match="leaves 0 for validation.*raise it, or use 0"):
+    with pytest.raises(DataError, match=r"leaves 0 for validation.*raise it, or use 0"):
         validation_split(data.ratings, train_idx, "time", 0.001)
     with pytest.raises(ConfigError, match="--validation-fraction must be in"):
         dataclasses.replace(DEFAULT, validation_fraction=0.7)
@@ -110,7 +109,8 @@ def test_fit_chooses_on_validation_and_refits_on_the_whole_training_part(data):
     assert [(t["tower"], t["ease"]) for t in trials] == list(selection.BLENDS)
     for t in trials:  # chosen on the mean of both seen-excluded columns
         assert t[selection.BLEND_CRITERION] == pytest.approx(
-            (t["exclude_seen_top_10"] + t["exclude_seen_top_100"]) / 2, abs=2e-6)
+            (t["exclude_seen_top_10"] + t["exclude_seen_top_100"]) / 2, abs=2e-6
+        )
     best = max(trials, key=lambda t: t[selection.BLEND_CRITERION])
     assert summary["blends"]["chosen"] == {"tower": best["tower"], "ease": best["ease"]}
     assert (fitted.blend is None) == (best["ease"] == 0)
@@ -141,8 +141,12 @@ def test_exclude_seen_can_score_with_vectors_of_its_own():
     assert default == [["A", "B"]]  # u1 = [1, 0] on the plain vectors
     assert excluding.numpy().astype(str).tolist() == [["C", "A"]]  # u1 = [0, 1] on its own, D excluded
     with pytest.raises(ValueError, match="same users and titles"):
-        servable.Retrieval(plain, layer, params, exclude=(IndexVectors(keys[:1], other.queries[:2], titles,
-                                                                       candidates), other_layer, other_params))
+        servable.Retrieval(
+            plain,
+            layer,
+            params,
+            exclude=(IndexVectors(keys[:1], other.queries[:2], titles, candidates), other_layer, other_params),
+        )
 
 
 def test_a_catalogue_too_large_for_a_full_softmax_trains_in_batch_with_log_q(monkeypatch, data):

@@ -24,11 +24,12 @@ def tiny() -> MovieLensData:
 
 
 def _same(a: MovieLensData, b: MovieLensData) -> bool:
-    same_ratings = all(np.array_equal(column, getattr(b.ratings, name))
-                       for name, column in a.ratings.columns().items())
-    same_movies = (np.array_equal(a.movies.movie_id, b.movies.movie_id)
-                   and np.array_equal(a.movies.movie_title, b.movies.movie_title)
-                   and a.movies.movie_genres == b.movies.movie_genres)
+    same_ratings = all(np.array_equal(column, getattr(b.ratings, name)) for name, column in a.ratings.columns().items())
+    same_movies = (
+        np.array_equal(a.movies.movie_id, b.movies.movie_id)
+        and np.array_equal(a.movies.movie_title, b.movies.movie_title)
+        and a.movies.movie_genres == b.movies.movie_genres
+    )
     return same_ratings and same_movies
 
 
@@ -42,6 +43,7 @@ def _index(data: MovieLensData) -> tuple[np.ndarray, np.ndarray, int]:
 
 # ---------------------------------------------------------------- spec
 
+
 def test_default_spec_has_movielens_100k_sizes_and_tiny_preset_is_small():
     assert SyntheticSpec() == SyntheticSpec.movielens_100k()
     assert (SyntheticSpec().users, SyntheticSpec().movies, SyntheticSpec().ratings) == (943, 1682, 100_000)
@@ -49,19 +51,22 @@ def test_default_spec_has_movielens_100k_sizes_and_tiny_preset_is_small():
     assert SyntheticSpec.tiny(seed=7).seed == 7
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"users": 0}, "users must be a positive int"),
-    ({"movies": -3}, "movies must be a positive int"),
-    ({"ratings": 2.5}, "ratings must be a positive int"),
-    ({"users": True}, "users must be a positive int"),
-    ({"seed": -1}, "seed must be a non-negative int"),
-    ({"users": 10, "movies": 10, "ratings": 101}, r"ratings must be <= users \* movies = 100"),
-    ({"users": 10, "movies": 10, "ratings": 9}, "ratings must be >= users = 10"),
-    ({"movies": 5, "ratings": 900, "users": 900, "clusters": 6}, "clusters must be <= movies"),
-    ({"interests": 0}, "interests must be a positive int"),
-    ({"noise": 1.5}, r"noise must be a number in \[0, 1\]"),
-    ({"feature_signal": -1.0}, r"feature_signal must be a number in \[0, 10\]"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"users": 0}, "users must be a positive int"),
+        ({"movies": -3}, "movies must be a positive int"),
+        ({"ratings": 2.5}, "ratings must be a positive int"),
+        ({"users": True}, "users must be a positive int"),
+        ({"seed": -1}, "seed must be a non-negative int"),
+        ({"users": 10, "movies": 10, "ratings": 101}, r"ratings must be <= users \* movies = 100"),
+        ({"users": 10, "movies": 10, "ratings": 9}, "ratings must be >= users = 10"),
+        ({"movies": 5, "ratings": 900, "users": 900, "clusters": 6}, "clusters must be <= movies"),
+        ({"interests": 0}, "interests must be a positive int"),
+        ({"noise": 1.5}, r"noise must be a number in \[0, 1\]"),
+        ({"feature_signal": -1.0}, r"feature_signal must be a number in \[0, 10\]"),
+    ],
+)
 def test_invalid_specs_are_refused_on_construction(kwargs, message):
     with pytest.raises(DataError, match=message):
         SyntheticSpec(**kwargs)
@@ -69,10 +74,11 @@ def test_invalid_specs_are_refused_on_construction(kwargs, message):
 
 def test_spec_is_frozen():
     with pytest.raises(AttributeError):
-        SyntheticSpec().seed = 3  # type: ignore[misc]
+        SyntheticSpec().seed = 3
 
 
 # ---------------------------------------------------------------- reproducibility
+
 
 def test_same_seed_gives_identical_arrays(tiny):
     assert _same(tiny, generate(SyntheticSpec.tiny()))
@@ -87,6 +93,7 @@ def test_different_seed_gives_different_data(tiny):
 
 # ---------------------------------------------------------------- MovieLens' shape
 
+
 @pytest.mark.parametrize("which", ["full", "tiny"])
 def test_sizes_ids_and_source(which, request):
     data = request.getfixturevalue(which)
@@ -95,11 +102,22 @@ def test_sizes_ids_and_source(which, request):
     assert len(data.ratings) == spec.ratings and len(data.movies) == spec.movies
     assert data.movies.movie_id.tolist() == [str(i) for i in range(1, spec.movies + 1)]
     assert set(data.ratings.user_id) == {str(i) for i in range(1, spec.users + 1)}
-    assert data.source == {"kind": "synthetic", "path": None, "seed": spec.seed,
-                           "sizes": {"ratings": spec.ratings, "movies": spec.movies, "users": spec.users},
-                           "spec": {"users": spec.users, "movies": spec.movies, "ratings": spec.ratings,
-                                    "seed": spec.seed, "clusters": spec.clusters, "interests": spec.interests,
-                                    "noise": spec.noise, "feature_signal": spec.feature_signal}}
+    assert data.source == {
+        "kind": "synthetic",
+        "path": None,
+        "seed": spec.seed,
+        "sizes": {"ratings": spec.ratings, "movies": spec.movies, "users": spec.users},
+        "spec": {
+            "users": spec.users,
+            "movies": spec.movies,
+            "ratings": spec.ratings,
+            "seed": spec.seed,
+            "clusters": spec.clusters,
+            "interests": spec.interests,
+            "noise": spec.noise,
+            "feature_signal": spec.feature_signal,
+        },
+    }
 
 
 @pytest.mark.parametrize("which", ["full", "tiny"])
@@ -107,7 +125,7 @@ def test_each_pair_is_rated_once_and_every_user_rates_at_least_20(which, request
     data = request.getfixturevalue(which)
     ratings = data.ratings
 
-    assert len(set(zip(ratings.user_id, ratings.movie_id))) == len(ratings)
+    assert len(set(zip(ratings.user_id, ratings.movie_id, strict=True))) == len(ratings)
     assert min(collections.Counter(ratings.user_id).values()) >= 20
     assert not np.all(ratings.user_id[:-1] <= ratings.user_id[1:])  # rows are not grouped by user
 
@@ -117,7 +135,7 @@ def test_small_and_full_matrices_are_generated_exactly(users, movies, ratings):
     data = generate(SyntheticSpec(users=users, movies=movies, ratings=ratings, clusters=3, seed=2))
 
     assert len(data.ratings) == ratings
-    assert len(set(zip(data.ratings.user_id, data.ratings.movie_id))) == ratings
+    assert len(set(zip(data.ratings.user_id, data.ratings.movie_id, strict=True))) == ratings
     assert len(set(data.ratings.user_id)) == users
 
 
@@ -128,16 +146,19 @@ def test_features_use_movielens_vocabularies_and_ranges(full):
     assert set(ratings.user_gender) == {"M", "F"}
     assert set(ratings.user_occupation) == set(OCCUPATIONS)
     assert all(re.fullmatch(r"\d{5}", z) for z in set(ratings.user_zip_code))
-    assert FIRST_TIMESTAMP <= ratings.timestamp.min() and ratings.timestamp.max() <= LAST_TIMESTAMP
+    assert ratings.timestamp.min() >= FIRST_TIMESTAMP and ratings.timestamp.max() <= LAST_TIMESTAMP
     assert set(ratings.user_rating.tolist()) == {1.0, 2.0, 3.0, 4.0, 5.0}
     assert 3.2 < ratings.user_rating.mean() < 3.9  # ML-100K: 3.53
     assert all(re.fullmatch(r".+ \((19[2-9]\d)\)", t) for t in movies.movie_title)
     assert all(genres and all(1 <= g < len(GENRES) for g in genres) for genres in movies.movie_genres)
-    title_of = dict(zip(movies.movie_id, movies.movie_title))
-    assert all(title_of[m] == t for m, t in zip(ratings.movie_id, ratings.movie_title))
+    title_of = dict(zip(movies.movie_id, movies.movie_title, strict=True))
+    assert all(title_of[m] == t for m, t in zip(ratings.movie_id, ratings.movie_title, strict=True))
     # dtypes of the interface
     assert (ratings.user_rating.dtype, ratings.timestamp.dtype, ratings.user_age.dtype) == (
-        np.float32, np.int64, np.int32)
+        np.float32,
+        np.int64,
+        np.int32,
+    )
 
 
 @pytest.mark.parametrize("which", ["full", "tiny"])
@@ -166,6 +187,7 @@ def test_popularity_follows_a_power_law(full):
 
 
 # ---------------------------------------------------------------- taste: something real to learn
+
 
 def test_taste_clusters_make_co_watching_beat_popularity(full):
     """Item-to-item co-occurrence recommends held-out movies much better than popularity."""
@@ -209,6 +231,7 @@ def test_users_concentrate_on_genres_and_rate_them_higher(full):
 
 # ---------------------------------------------------------------- realism knobs: each does what it says
 
+
 def _co_watching_gain(data: MovieLensData) -> float:
     """Held-out recall@10 of item-to-item co-watching over that of popularity (seen movies excluded)."""
     user, movie, n_users = _index(data)
@@ -246,21 +269,27 @@ def test_several_interests_spread_a_user_over_more_genres():
         return float((profile.max(axis=1) / profile.sum(axis=1)).mean())
 
     spec = dict(SMALL, noise=0.0)
-    assert favourite_genre_share(generate(SyntheticSpec(**spec, interests=1))) > \
-        1.05 * favourite_genre_share(generate(SyntheticSpec(**spec, interests=3)))
+    assert favourite_genre_share(generate(SyntheticSpec(**spec, interests=1))) > 1.05 * favourite_genre_share(
+        generate(SyntheticSpec(**spec, interests=3))
+    )
 
 
 def test_feature_signal_sets_how_much_demographics_tell_about_taste():
     """Occupations' genre profiles differ more from the average profile when the features carry signal."""
+
     def spread_between_occupations(data: MovieLensData) -> float:
-        user, movie, _ = _index(data)
+        _user, movie, _ = _index(data)
         genres = data.movies.genre_multi_hot().astype(np.float64)[movie]
         occupation = np.asarray(data.ratings.user_occupation)
         overall = genres.mean(axis=0)
-        gaps = [np.abs(genres[occupation == o].mean(axis=0) - overall).sum()
-                for o in np.unique(occupation) if (occupation == o).sum() > 500]
+        gaps = [
+            np.abs(genres[occupation == o].mean(axis=0) - overall).sum()
+            for o in np.unique(occupation)
+            if (occupation == o).sum() > 500
+        ]
         return float(np.mean(gaps))
 
     spec = dict(SMALL, users=600, ratings=48_000, noise=0.0, interests=1)
-    assert spread_between_occupations(generate(SyntheticSpec(**spec, feature_signal=3.0))) > \
-        1.5 * spread_between_occupations(generate(SyntheticSpec(**spec, feature_signal=0.0)))
+    assert spread_between_occupations(
+        generate(SyntheticSpec(**spec, feature_signal=3.0))
+    ) > 1.5 * spread_between_occupations(generate(SyntheticSpec(**spec, feature_signal=0.0)))

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 import export  # noqa: F401
-
 from export.data import DataError, load
 from export.data.records import GENRES
 from export.data.tables import Columns
@@ -38,8 +37,10 @@ def test_own_parquet_with_other_column_names_and_a_datetime_column(tmp_path):
     import pyarrow.parquet as pq
 
     when = [dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc), dt.datetime(2024, 1, 2, tzinfo=dt.timezone.utc)]
-    pq.write_table(pa.table({"who": ["7", "8"], "what": [101, 102], "at": pa.array(when, pa.timestamp("ms"))}),
-                   tmp_path / "events.parquet")
+    pq.write_table(
+        pa.table({"who": ["7", "8"], "what": [101, 102], "at": pa.array(when, pa.timestamp("ms"))}),
+        tmp_path / "events.parquet",
+    )
     loaded = load(str(tmp_path / "events.parquet"), columns=Columns(user="who", item="what", time="at"))
     assert loaded.ratings.movie_title.tolist() == ["101", "102"]  # no catalogue: the id is the title
     assert loaded.ratings.timestamp.tolist() == [1704067200, 1704153600]
@@ -50,18 +51,33 @@ def test_without_a_time_column_the_row_order_is_the_time_order(tmp_path):
     assert load(str(data)).ratings.timestamp.tolist() == [0, 1]
 
 
-@pytest.mark.parametrize("files, columns, message", [
-    ({"events.csv": "user,item_id\nu1,a\n"}, {}, "events.csv: no column 'user_id' (columns: user, item_id); "
-                                                 "name the right one with --user-column"),
-    ({"events.csv": ""}, {}, "events.csv: the file is empty"),
-    ({"events.csv": "user_id,item_id\n"}, {}, "events.csv: no interaction rows"),
-    ({"events.csv": "user_id,item_id,timestamp\nu1,a,10\nu1,b,yesterday\n"}, {},
-     "events.csv: row 3, column 'timestamp': 'yesterday' is not a number"),
-    ({"events.csv": "user_id,item_id\nu1,a\nu1,z\n", "items.csv": "item_id,title\na,A\n"},
-     {"items_file": "items.csv"}, "items.csv lacks 1 item id(s) that"),
-    ({"events.csv": "user_id,item_id\nu1,a\n"}, {"time": "when", "time_given": True},
-     "events.csv: no column 'when'"),
-])
+@pytest.mark.parametrize(
+    "files, columns, message",
+    [
+        (
+            {"events.csv": "user,item_id\nu1,a\n"},
+            {},
+            "events.csv: no column 'user_id' (columns: user, item_id); name the right one with --user-column",
+        ),
+        ({"events.csv": ""}, {}, "events.csv: the file is empty"),
+        ({"events.csv": "user_id,item_id\n"}, {}, "events.csv: no interaction rows"),
+        (
+            {"events.csv": "user_id,item_id,timestamp\nu1,a,10\nu1,b,yesterday\n"},
+            {},
+            "events.csv: row 3, column 'timestamp': 'yesterday' is not a number",
+        ),
+        (
+            {"events.csv": "user_id,item_id\nu1,a\nu1,z\n", "items.csv": "item_id,title\na,A\n"},
+            {"items_file": "items.csv"},
+            "items.csv lacks 1 item id(s) that",
+        ),
+        (
+            {"events.csv": "user_id,item_id\nu1,a\n"},
+            {"time": "when", "time_given": True},
+            "events.csv: no column 'when'",
+        ),
+    ],
+)
 def test_a_bad_file_is_one_line_naming_the_file_the_column_or_row_and_the_fix(tmp_path, files, columns, message):
     for name, text in files.items():
         write(tmp_path / name, text)
@@ -74,7 +90,7 @@ def test_a_bad_file_is_one_line_naming_the_file_the_column_or_row_and_the_fix(tm
 
 def test_a_file_that_is_not_utf8_says_so(tmp_path):
     write(tmp_path / "events.csv", "user_id,item_id\nu1,Café\n", encoding="latin-1")
-    with pytest.raises(DataError, match="events.csv: column 'item_id' is not valid UTF-8 text; re-save"):
+    with pytest.raises(DataError, match=r"events.csv: column 'item_id' is not valid UTF-8 text; re-save"):
         load(str(tmp_path / "events.csv"))
 
 
@@ -102,8 +118,11 @@ def test_ml_1m_dat_files_in_a_zip_are_detected_and_read(tmp_path):
 def test_ml_25m_csv_files_in_a_folder_are_detected_and_read(tmp_path):
     folder = tmp_path / "ml-25m"
     folder.mkdir()
-    write(folder / "movies.csv", 'movieId,title,genres\n1,"American President, The (1995)",Comedy|Drama|Romance\n'
-                                 "2,Planet Earth (2006),(no genres listed)\n3,Avatar (2009),Action|IMAX\n")
+    write(
+        folder / "movies.csv",
+        'movieId,title,genres\n1,"American President, The (1995)",Comedy|Drama|Romance\n'
+        "2,Planet Earth (2006),(no genres listed)\n3,Avatar (2009),Action|IMAX\n",
+    )
     write(folder / "ratings.csv", "userId,movieId,rating,timestamp\n1,1,4.0,1147880044\n2,3,3.5,1147868817\n")
     loaded = load(str(tmp_path))  # the release folder one level down
     assert loaded.ratings.movie_title.tolist() == ["American President, The (1995)", "Avatar (2009)"]
@@ -115,7 +134,7 @@ def test_ml_25m_csv_files_in_a_folder_are_detected_and_read(tmp_path):
 def test_a_release_whose_ratings_name_unknown_movies_is_one_clear_line(tmp_path):
     write(tmp_path / "movies.csv", "movieId,title,genres\n1,A,Drama\n")
     write(tmp_path / "ratings.csv", "userId,movieId,rating,timestamp\n1,9,4.0,1\n")
-    with pytest.raises(DataError, match="movie id.*the movies file lacks, e.g. '9'"):
+    with pytest.raises(DataError, match=r"movie id.*the movies file lacks, e.g. '9'"):
         load(str(tmp_path))
 
 
@@ -123,9 +142,28 @@ def test_export_cli_trains_on_your_own_file(tmp_path, export_cli):
     rng = np.random.default_rng(0)
     lines = ["who,what"] + [f"u{u},i{rng.integers(0, 30)}" for u in range(40) for _ in range(12)]
     write(tmp_path / "events.csv", "\n".join(lines) + "\n")
-    proc = export_cli(["--data", tmp_path / "events.csv", "--user-column", "who", "--item-column", "what",
-                       "--preset", "seed", "--epochs", "1", "--index", "brute_force", "--k", "5",
-                       "--models", "retrieval", "--model-base-path", tmp_path / "models"])
+    proc = export_cli(
+        [
+            "--data",
+            tmp_path / "events.csv",
+            "--user-column",
+            "who",
+            "--item-column",
+            "what",
+            "--preset",
+            "seed",
+            "--epochs",
+            "1",
+            "--index",
+            "brute_force",
+            "--k",
+            "5",
+            "--models",
+            "retrieval",
+            "--model-base-path",
+            tmp_path / "models",
+        ]
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "data: own - 480 ratings" in proc.stdout
     bad = export_cli(["--data", tmp_path / "events.csv", "--model-base-path", tmp_path / "models2"])

@@ -47,8 +47,7 @@ def test_validation_child_exits_when_the_export_process_is_killed(tmp_path):
         from export.validate import in_fresh_process
         in_fresh_process(Path({str(model)!r}), [], timeout_s=600)
     """)
-    parent = subprocess.Popen([sys.executable, "-c", script], cwd=str(ROOT),
-                              env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=str(ROOT), env=dict(os.environ, PYTHONPATH=str(ROOT)))
     child = None
     try:
         deadline = time.monotonic() + 60

@@ -56,25 +56,34 @@ def _retrieval_signatures():
     outputs = {"movie_titles": (DT_STRING, [-1, K]), "scores": (DT_FLOAT, [-1, K])}
     return {
         "serving_default": _signature({"user_id": (DT_STRING, [-1])}, outputs),
-        "exclude_seen": _signature({"user_id": (DT_STRING, [-1]), "exclude_titles": (DT_STRING, [-1, -1])},
-                                   outputs),
+        "exclude_seen": _signature({"user_id": (DT_STRING, [-1]), "exclude_titles": (DT_STRING, [-1, -1])}, outputs),
     }
 
 
 def _typed_signatures():
-    inputs = {"f": (DT_FLOAT, [-1]), "d": (DT_DOUBLE, [-1]), "i": (DT_INT32, [-1]), "l": (DT_INT64, [-1]),
-              "b": (DT_BOOL, [-1]), "s": (DT_STRING, [-1])}
+    inputs = {
+        "f": (DT_FLOAT, [-1]),
+        "d": (DT_DOUBLE, [-1]),
+        "i": (DT_INT32, [-1]),
+        "l": (DT_INT64, [-1]),
+        "b": (DT_BOOL, [-1]),
+        "s": (DT_STRING, [-1]),
+    }
     outputs = {f"{k}_out": v for k, v in inputs.items() if k != "s"}
     outputs["s_bytes"] = inputs["s"]
-    return {"serving_default": _signature(inputs, outputs),
-            "single": _signature({"x": (DT_FLOAT, [-1])}, {"y": (DT_FLOAT, [-1])})}
+    return {
+        "serving_default": _signature(inputs, outputs),
+        "single": _signature({"x": (DT_FLOAT, [-1])}, {"y": (DT_FLOAT, [-1])}),
+    }
 
 
 def recommend(user_ids: np.ndarray, bias: float = 0.0) -> dict[str, np.ndarray]:
-    titles = np.array([[f"{u.decode()}-movie-{i}".encode() for i in range(K)] for u in user_ids.tolist()],
-                      dtype=object).reshape(len(user_ids), K)
-    scores = np.array([[len(u) + bias - 0.25 * i for i in range(K)] for u in user_ids.tolist()],
-                      dtype=np.float32).reshape(len(user_ids), K)
+    titles = np.array(
+        [[f"{u.decode()}-movie-{i}".encode() for i in range(K)] for u in user_ids.tolist()], dtype=object
+    ).reshape(len(user_ids), K)
+    scores = np.array(
+        [[len(u) + bias - 0.25 * i for i in range(K)] for u in user_ids.tolist()], dtype=np.float32
+    ).reshape(len(user_ids), K)
     return {"movie_titles": titles, "scores": scores}
 
 
@@ -89,8 +98,15 @@ class FakeCore:
             "typed": {7: _typed_signatures()},
             "slow": {1: retrieval},
             "broken": {1: retrieval},
-            "flipping": {1: retrieval, 2: {"serving_default": _signature(
-                {"user": (DT_STRING, [-1])}, {"movie_titles": (DT_STRING, [-1, K]), "scores": (DT_FLOAT, [-1, K])})}},
+            "flipping": {
+                1: retrieval,
+                2: {
+                    "serving_default": _signature(
+                        {"user": (DT_STRING, [-1])},
+                        {"movie_titles": (DT_STRING, [-1, K]), "scores": (DT_FLOAT, [-1, K])},
+                    )
+                },
+            },
         }
         self._flips = itertools.cycle([1, 2])
         self._labels = {"retrieval": {"stable": 1, "canary": 2}}

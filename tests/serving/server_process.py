@@ -39,13 +39,23 @@ class ServerProcess(testing.ServerProcess):
         if self._channel is None:
             # A local subchannel pool: a new channel really reconnects (the global pool would hand back a
             # subchannel still backing off from an earlier refused connection).
-            self._channel = grpc.insecure_channel(f"127.0.0.1:{self.port}",
-                                                  options=[("grpc.use_local_subchannel_pool", 1),
-                                                           ("grpc.max_receive_message_length", 64 << 20)])
+            self._channel = grpc.insecure_channel(
+                f"127.0.0.1:{self.port}",
+                options=[("grpc.use_local_subchannel_pool", 1), ("grpc.max_receive_message_length", 64 << 20)],
+            )
         return self._channel
 
-    def predict(self, model: str, inputs: dict, *, version: int | None = None, label: str | None = None,
-                signature: str = "", output_filter=(), timeout: float = 30.0):
+    def predict(
+        self,
+        model: str,
+        inputs: dict,
+        *,
+        version: int | None = None,
+        label: str | None = None,
+        signature: str = "",
+        output_filter=(),
+        timeout: float = 30.0,
+    ):
         from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
         request = predict_pb2.PredictRequest()
@@ -76,8 +86,10 @@ class ServerProcess(testing.ServerProcess):
         from tensorflow_serving.apis import get_model_status_pb2
 
         names = get_model_status_pb2.ModelVersionStatus.State
-        return {s.version: (names.Name(s.state), s.status.error_code, s.status.error_message)
-                for s in self.status(model).model_version_status}
+        return {
+            s.version: (names.Name(s.state), s.status.error_code, s.status.error_message)
+            for s in self.status(model).model_version_status
+        }
 
     def wait_until(self, predicate, timeout: float = 60.0, interval: float = 0.1, what: str = "condition"):
         deadline = time.monotonic() + timeout

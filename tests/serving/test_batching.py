@@ -14,10 +14,9 @@ import pytest
 import requests
 from google.protobuf import text_format
 
+import server_process as sp
 from serving.batching import BatchingOptions, BatchScheduler, batching_parameters_class, merge_inputs
 from serving.errors import StatusError
-
-import server_process as sp  # noqa: E402  (tests/serving is on pytest's pythonpath)
 
 
 def strings(rows):
@@ -34,8 +33,9 @@ def test_without_padding_different_shapes_fail_the_batch_with_tf_servings_messag
     with pytest.raises(StatusError) as info:
         merge_inputs([[strings([["A", "B"]])], [strings([["C"]])]], ["titles:0"], pad=False)
     assert info.value.code == "FAILED_PRECONDITION"
-    assert info.value.message.startswith("Tensors with name 'titles:0' from different tasks have different shapes "
-                                         "and padding is turned off.")
+    assert info.value.message.startswith(
+        "Tensors with name 'titles:0' from different tasks have different shapes and padding is turned off."
+    )
 
 
 def test_a_batch_is_padded_to_an_allowed_size_with_the_last_calls_first_row():
@@ -104,17 +104,20 @@ def test_a_call_larger_than_max_batch_size_is_refused(scheduler_of):
     with pytest.raises(StatusError) as info:
         scheduler.submit(queue, [np.zeros(5)], None)
     assert (info.value.code, info.value.message) == (
-        "INVALID_ARGUMENT", "Task size 5 is larger than maximum input batch size 4")
+        "INVALID_ARGUMENT",
+        "Task size 5 is larger than maximum input batch size 4",
+    )
     pair = scheduler.queue(Model(), ["a:0", "b:0"])
-    with pytest.raises(StatusError, match="^Batching Run\\(\\) input tensors must have equal 0th-dimension size$"):
+    with pytest.raises(StatusError, match=r"^Batching Run\(\) input tensors must have equal 0th-dimension size$"):
         scheduler.submit(pair, [np.zeros(2), np.zeros(3)], None)
-    with pytest.raises(StatusError, match="^Batching Run\\(\\) input tensors must have at least one dimension$"):
+    with pytest.raises(StatusError, match=r"^Batching Run\(\) input tensors must have at least one dimension$"):
         scheduler.submit(pair, [np.zeros(2), np.float32(1)], None)
 
 
 def test_a_call_that_finds_the_queue_full_is_unavailable(scheduler_of):
-    scheduler = scheduler_of(max_batch_size=2, batch_timeout_micros=60_000_000, max_enqueued_batches=1,
-                             num_batch_threads=1)
+    scheduler = scheduler_of(
+        max_batch_size=2, batch_timeout_micros=60_000_000, max_enqueued_batches=1, num_batch_threads=1
+    )
     queue = scheduler.queue(Model(), ["x:0"])
     waiting = threading.Thread(target=scheduler.submit, args=(queue, [np.zeros(1)], None))
     waiting.start()  # one row in the open batch, waiting for the 60 s timeout
@@ -124,8 +127,10 @@ def test_a_call_that_finds_the_queue_full_is_unavailable(scheduler_of):
     with pytest.raises(StatusError) as info:
         scheduler.submit(queue, [np.zeros(2)], None)
     assert info.value.code == "UNAVAILABLE"
-    assert info.value.message == ("The batch scheduling queue to which this task was submitted is full; currently "
-                                  "1 batches enqueued and max_enqueued_batches is 1")
+    assert info.value.message == (
+        "The batch scheduling queue to which this task was submitted is full; currently "
+        "1 batches enqueued and max_enqueued_batches is 1"
+    )
     scheduler.stop()  # runs what is queued
     waiting.join(10)
     assert not waiting.is_alive()
@@ -138,7 +143,9 @@ def test_a_batch_whose_every_deadline_passed_in_the_queue_is_not_run(scheduler_o
     with pytest.raises(StatusError) as info:
         scheduler.submit(queue, [np.zeros(1)], time.monotonic() - 1)
     assert (info.value.code, info.value.message) == (
-        "RESOURCE_EXHAUSTED", "Run() timeout exceeded while waiting in batching queue")
+        "RESOURCE_EXHAUSTED",
+        "Run() timeout exceeded while waiting in batching queue",
+    )
     assert model.sizes == []
 
 
@@ -159,10 +166,12 @@ def test_a_model_error_reaches_every_call_of_the_batch(scheduler_of):
 def test_options_take_tf_servings_defaults_and_checks():
     options = BatchingOptions.from_parameters(batching_parameters_class()())
     assert (options.max_batch_size, options.batch_timeout_micros, options.max_enqueued_batches) == (1000, 0, 10)
-    params = text_format.Parse("max_batch_size { value: 8 } allowed_batch_sizes: 4 allowed_batch_sizes: 6",
-                               batching_parameters_class()())
-    with pytest.raises(StatusError, match="Last entry in allowed_batch_sizes must match max_batch_size; last entry "
-                                           "was 6; expected 8"):
+    params = text_format.Parse(
+        "max_batch_size { value: 8 } allowed_batch_sizes: 4 allowed_batch_sizes: 6", batching_parameters_class()()
+    )
+    with pytest.raises(
+        StatusError, match="Last entry in allowed_batch_sizes must match max_batch_size; last entry was 6; expected 8"
+    ):
         BatchingOptions.from_parameters(params)
 
 
@@ -179,16 +188,22 @@ pad_variable_length_inputs: true
 def server(model_store, tmp_path_factory):
     folder = tmp_path_factory.mktemp("batching")
     (folder / "batching.config").write_text(BATCHING)
-    with sp.ServerProcess(f"--model_base_path={model_store / 'retrieval'}", "--model_name=retrieval",
-                          "--enable_batching", f"--batching_parameters_file={folder / 'batching.config'}",
-                          "--enable_model_warmup=false", rest=True) as s:  # warmup would wait 1 s a record
+    with sp.ServerProcess(
+        f"--model_base_path={model_store / 'retrieval'}",
+        "--model_name=retrieval",
+        "--enable_batching",
+        f"--batching_parameters_file={folder / 'batching.config'}",
+        "--enable_model_warmup=false",
+        rest=True,
+    ) as s:  # warmup would wait 1 s a record
         s.wait_for_line("Exporting HTTP/REST API at", timeout=60)
         yield s
 
 
 def rest(server, body: dict) -> requests.Response:
-    return requests.post(f"http://127.0.0.1:{server.rest_port}/v1/models/retrieval:predict", data=json.dumps(body),
-                         timeout=60)
+    return requests.post(
+        f"http://127.0.0.1:{server.rest_port}/v1/models/retrieval:predict", data=json.dumps(body), timeout=60
+    )
 
 
 def exclude_seen(rows: list[list[str]], users: list[str]) -> dict:

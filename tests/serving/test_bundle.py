@@ -8,9 +8,8 @@ import shutil
 import numpy as np
 import pytest
 
+import tiny_models
 from serving.bundle import BundleError, SavedModelBundle
-
-import tiny_models  # noqa: E402  (tests/serving is on pytest's pythonpath)
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +96,10 @@ def test_wrong_rank_is_invalid_argument(bundle):
 
 
 def test_two_input_signature_runs(bundle):
-    out = bundle.run("exclude_seen", {"user_id": np.array([b"1"], dtype=object),
-                                      "exclude_titles": np.array([[b"Heat (1995)", b""]], dtype=object)})
+    out = bundle.run(
+        "exclude_seen",
+        {"user_id": np.array([b"1"], dtype=object), "exclude_titles": np.array([[b"Heat (1995)", b""]], dtype=object)},
+    )
     assert out["scores"].shape == (1, tiny_models.K)
 
 
@@ -136,6 +137,7 @@ def test_call_that_overruns_its_deadline_is_deadline_exceeded(model_dir, monkeyp
         def slow(*feeds):
             time.sleep(0.05)
             return run(*feeds)
+
         return slow
 
     monkeypatch.setattr(b, "_callable", slow_callable)

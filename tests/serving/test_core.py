@@ -16,13 +16,10 @@ import numpy as np
 import pytest
 from tensorflow_serving.config import model_server_config_pb2
 
+import tiny_models as tiny
 from serving.core import CoreOptions, ServerCore, aspired_versions, list_versions
 from serving.errors import StatusError
 
-
-
-
-import tiny_models as tiny  # noqa: E402  (tests/serving is on pytest's pythonpath)
 USER = {"user_id": np.array([b"1"], dtype=object)}
 FAST = CoreOptions(file_system_poll_wait_seconds=0.1, max_num_load_retries=0)
 
@@ -66,12 +63,15 @@ def test_list_versions_keeps_only_int64_named_directories(tmp_path):
     assert list_versions(str(tmp_path)) == [1, 123, 17000000000]
 
 
-@pytest.mark.parametrize("policy, expected", [
-    ("", {30}),
-    ("latest { num_versions: 2 }", {20, 30}),
-    ("all {}", {10, 20, 30}),
-    ("specific { versions: 10 versions: 99 }", {10}),
-])
+@pytest.mark.parametrize(
+    "policy, expected",
+    [
+        ("", {30}),
+        ("latest { num_versions: 2 }", {20, 30}),
+        ("all {}", {10, 20, 30}),
+        ("specific { versions: 10 versions: 99 }", {10}),
+    ],
+)
 def test_version_policies(policy, expected):
     from google.protobuf import text_format
 
@@ -105,8 +105,7 @@ def test_failed_load_is_retried_and_succeeds_once_the_folder_is_complete(core, s
     base = tmp_path / "m"
     base.mkdir()
     tiny.publish(str(base), 1, source)
-    c = core(CoreOptions(file_system_poll_wait_seconds=0.1, max_num_load_retries=3,
-                         load_retry_interval_micros=700_000))
+    c = core(CoreOptions(file_system_poll_wait_seconds=0.1, max_num_load_retries=3, load_retry_interval_micros=700_000))
     c.reload_config(_config({"name": "m", "base_path": base}))
     # A non-atomic copy, caught half-way: variables missing.
     shutil.copytree(source, base / "2", ignore=shutil.ignore_patterns("variables"))
@@ -159,16 +158,35 @@ def test_labels_need_available_versions_unless_allowed_for_new_labels(core, sour
     c = core()
     c.reload_config(_config({"name": "m", "base_path": base, "policy": "specific { versions: 1 }"}))
     with pytest.raises(StatusError) as err:
-        c.reload_config(_config({"name": "m", "base_path": base, "policy": "specific { versions: 1 versions: 2 }",
-                                 "labels": {"canary": 2}}))
+        c.reload_config(
+            _config(
+                {
+                    "name": "m",
+                    "base_path": base,
+                    "policy": "specific { versions: 1 versions: 2 }",
+                    "labels": {"canary": 2},
+                }
+            )
+        )
     assert err.value.code == "FAILED_PRECONDITION"
     assert c.labels("m") == {}
     assert [s.version for s in c.model_status("m")] == [1], "the rejected config changed nothing"
-    c.reload_config(_config({"name": "m", "base_path": base, "labels": {"stable": 1},
-                             "policy": "specific { versions: 1 versions: 2 }"}))
+    c.reload_config(
+        _config(
+            {"name": "m", "base_path": base, "labels": {"stable": 1}, "policy": "specific { versions: 1 versions: 2 }"}
+        )
+    )
     c.wait_for_state("m", 2, ["AVAILABLE"], timeout=30)
-    c.reload_config(_config({"name": "m", "base_path": base, "labels": {"stable": 1, "canary": 2},
-                             "policy": "specific { versions: 1 versions: 2 }"}))
+    c.reload_config(
+        _config(
+            {
+                "name": "m",
+                "base_path": base,
+                "labels": {"stable": 1, "canary": 2},
+                "policy": "specific { versions: 1 versions: 2 }",
+            }
+        )
+    )
     assert c.predict("m", label="canary", inputs=USER)[0] == 2
     assert c.predict("m", label="stable", inputs=USER)[0] == 1
 
@@ -177,8 +195,11 @@ def test_allow_flag_permits_new_label_but_not_moving_one_to_unavailable(core, so
     base = tmp_path / "m"
     base.mkdir()
     tiny.publish(str(base), 1, source)
-    c = core(CoreOptions(file_system_poll_wait_seconds=0.1, max_num_load_retries=0,
-                         allow_version_labels_for_unavailable_models=True))
+    c = core(
+        CoreOptions(
+            file_system_poll_wait_seconds=0.1, max_num_load_retries=0, allow_version_labels_for_unavailable_models=True
+        )
+    )
     c.reload_config(_config({"name": "m", "base_path": base, "labels": {"stable": 1, "next": 5}}))
     assert c.labels("m") == {"stable": 1, "next": 5}
     with pytest.raises(StatusError) as err:
@@ -189,11 +210,17 @@ def test_allow_flag_permits_new_label_but_not_moving_one_to_unavailable(core, so
     assert err.value.code == "FAILED_PRECONDITION"
 
 
-@pytest.mark.parametrize("models, message", [
-    ([{"name": "a", "base_path": "/x"}, {"name": "a", "base_path": "/y"}], "Illegal to list model a multiple times"),
-    ([{"name": "a", "base_path": "rel/path"}], "Expected model a to have an absolute path or URI"),
-    ([{"name": "a", "base_path": "/x", "platform": "onnx"}], "Model a requests unsupported platform onnx"),
-])
+@pytest.mark.parametrize(
+    "models, message",
+    [
+        (
+            [{"name": "a", "base_path": "/x"}, {"name": "a", "base_path": "/y"}],
+            "Illegal to list model a multiple times",
+        ),
+        ([{"name": "a", "base_path": "rel/path"}], "Expected model a to have an absolute path or URI"),
+        ([{"name": "a", "base_path": "/x", "platform": "onnx"}], "Model a requests unsupported platform onnx"),
+    ],
+)
 def test_invalid_configs_are_rejected(core, models, message):
     c = core()
     with pytest.raises(StatusError) as err:
@@ -282,19 +309,22 @@ from serving.core import Action, VersionState, next_action, version_dirs  # noqa
 A, E, L, U = VersionState.AVAILABLE, VersionState.END, VersionState.LOADING, VersionState.UNLOADING
 
 
-@pytest.mark.parametrize("aspired, states, failed, expected", [
-    ({1}, {}, set(), Action("load", 1)),                                   # first version
-    ({1, 2, 3}, {}, set(), Action("load", 3)),                             # highest new first
-    ({2}, {1: A}, set(), Action("load", 2)),                               # new before old goes
-    ({2}, {1: A, 2: L}, set(), None),                                      # old serves while new loads
-    ({2}, {1: A, 2: A}, set(), Action("unload", 1)),                       # new serves: old goes
-    ({2}, {1: A, 2: E}, {2}, None),                                        # new failed: old keeps serving
-    ({2}, {1: E, 2: E}, set(), Action("load", 2)),                         # unloaded and aspired again
-    (set(), {1: A}, set(), Action("unload", 1)),                           # nothing aspired
-    ({3}, {1: A, 2: A, 3: L}, set(), Action("unload", 1)),                 # several un-aspired serve
-    ({3}, {1: A, 2: U, 3: L}, set(), None),                                # one serving, one closing
-    ({1}, {1: A}, set(), None),                                            # steady state
-])
+@pytest.mark.parametrize(
+    "aspired, states, failed, expected",
+    [
+        ({1}, {}, set(), Action("load", 1)),  # first version
+        ({1, 2, 3}, {}, set(), Action("load", 3)),  # highest new first
+        ({2}, {1: A}, set(), Action("load", 2)),  # new before old goes
+        ({2}, {1: A, 2: L}, set(), None),  # old serves while new loads
+        ({2}, {1: A, 2: A}, set(), Action("unload", 1)),  # new serves: old goes
+        ({2}, {1: A, 2: E}, {2}, None),  # new failed: old keeps serving
+        ({2}, {1: E, 2: E}, set(), Action("load", 2)),  # unloaded and aspired again
+        (set(), {1: A}, set(), Action("unload", 1)),  # nothing aspired
+        ({3}, {1: A, 2: A, 3: L}, set(), Action("unload", 1)),  # several un-aspired serve
+        ({3}, {1: A, 2: U, 3: L}, set(), None),  # one serving, one closing
+        ({1}, {1: A}, set(), None),  # steady state
+    ],
+)
 def test_next_action_is_availability_preserving(aspired, states, failed, expected):
     assert next_action(aspired, states, failed) == expected
 

@@ -23,10 +23,15 @@ def test_client_reads_every_http_status_the_server_writes_back_to_a_code_that_ma
 
 @pytest.mark.parametrize("code", ["OK", "NOT_A_CODE", "not_found"])
 def test_only_canonical_error_codes(code):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not a canonical error code"):
         StatusError(code, "x")
 
 
 def test_status_error_carries_code_message_and_http_status():
     error = StatusError("RESOURCE_EXHAUSTED", "too big")
-    assert (error.code, error.message, str(error), error.http_status) == ("RESOURCE_EXHAUSTED", "too big", "too big", 429)
+    assert (error.code, error.message, str(error), error.http_status) == (
+        "RESOURCE_EXHAUSTED",
+        "too big",
+        "too big",
+        429,
+    )

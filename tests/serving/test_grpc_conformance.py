@@ -6,23 +6,22 @@ synthetic data); versions are whatever export published.
 
 from __future__ import annotations
 
-
 import grpc
 import numpy as np
 import pytest
 
-
-
-
-import server_process as sp  # noqa: E402  (tests/serving is on pytest's pythonpath)
+import server_process as sp
 
 
 @pytest.fixture(scope="module")
 def server(model_store, tmp_path_factory):
-    config = sp.write_config(tmp_path_factory.mktemp("grpc") / "models.config", [
-        {"name": "retrieval", "base_path": model_store / "retrieval"},
-        {"name": "similar_movies", "base_path": model_store / "similar_movies"},
-    ])
+    config = sp.write_config(
+        tmp_path_factory.mktemp("grpc") / "models.config",
+        [
+            {"name": "retrieval", "base_path": model_store / "retrieval"},
+            {"name": "similar_movies", "base_path": model_store / "similar_movies"},
+        ],
+    )
     with sp.ServerProcess(f"--model_config_file={config}") as s:
         yield s
 
@@ -66,8 +65,9 @@ def test_second_signature_and_second_model(server):
     import tensorflow as tf
 
     seen = tf.make_ndarray(server.predict("retrieval", {"user_id": [b"3"]}).outputs["movie_titles"])[0]
-    response = server.predict("retrieval", {"user_id": [b"3"], "exclude_titles": [[seen[0], b""]]},
-                              signature="exclude_seen")
+    response = server.predict(
+        "retrieval", {"user_id": [b"3"], "exclude_titles": [[seen[0], b""]]}, signature="exclude_seen"
+    )
     assert response.model_spec.signature_name == "exclude_seen"
     assert seen[0] not in tf.make_ndarray(response.outputs["movie_titles"])[0]
     similar = server.predict("similar_movies", {"movie_title": [seen[0]]})
@@ -216,9 +216,9 @@ def test_multi_inference_is_unimplemented(server):
 
 
 def test_stopping_the_grpc_server_ends_its_worker_threads():
-    import rest_fake_core
     from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
 
+    import rest_fake_core
     from serving.grpc_service import GrpcServer
 
     server = GrpcServer(rest_fake_core.FakeCore(), host="127.0.0.1", port=0, max_workers=2)

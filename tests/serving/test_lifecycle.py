@@ -14,10 +14,8 @@ from pathlib import Path
 import grpc
 import pytest
 
+import server_process as sp
 
-
-
-import server_process as sp  # noqa: E402  (tests/serving is on pytest's pythonpath)
 USER = {"user_id": [b"1", b"2"]}
 
 
@@ -46,7 +44,7 @@ class LoadGenerator:
             except grpc.RpcError as exc:
                 self.errors.append(f"{exc.code()}: {exc.details()}")
 
-    def __enter__(self) -> "LoadGenerator":
+    def __enter__(self) -> LoadGenerator:
         self._thread.start()
         return self
 
@@ -80,8 +78,9 @@ def test_publishing_v2_under_load_moves_answers_with_zero_failures(store):
     v1 = sp.versions(base)[-1]
     with sp.ServerProcess("--model_name=retrieval", f"--model_base_path={base}", rest=True) as server:
         with LoadGenerator(server) as load, RestLoadGenerator(server) as rest_load:
-            server.wait_until(lambda: len(load.versions) > 20 and len(rest_load.versions) > 20,
-                              what="load running on v1")
+            server.wait_until(
+                lambda: len(load.versions) > 20 and len(rest_load.versions) > 20, what="load running on v1"
+            )
             v2 = v1 + 1000
             sp.publish_copy(base, v1, v2)
             server.wait_until(lambda: load.versions and load.versions[-1] == v2, timeout=60, what="answers on v2")
@@ -92,8 +91,7 @@ def test_publishing_v2_under_load_moves_answers_with_zero_failures(store):
         assert load.versions[0] == v1 and load.versions[-1] == v2
         first_v2 = load.versions.index(v2)
         assert set(load.versions[first_v2:]) == {v2}, "once v2 answers, v1 never answers again"
-        states = server.wait_until(lambda: (s := server.states("retrieval"))[v1][0] == "END" and s,
-                                   what="v1 unloaded")
+        states = server.wait_until(lambda: (s := server.states("retrieval"))[v1][0] == "END" and s, what="v1 unloaded")
         assert states[v2][0] == "AVAILABLE"
         assert states[v1] == ("END", 0, "")
 
@@ -101,20 +99,20 @@ def test_publishing_v2_under_load_moves_answers_with_zero_failures(store):
 def test_corrupt_version_leaves_previous_serving_and_status_shows_its_error(store):
     base = store / "retrieval"
     v2 = sp.versions(base)[-1]
-    with sp.ServerProcess("--model_name=retrieval", f"--model_base_path={base}",
-                          "--max_num_load_retries=0") as server:
+    with sp.ServerProcess("--model_name=retrieval", f"--model_base_path={base}", "--max_num_load_retries=0") as server:
         with LoadGenerator(server) as load:
             v3 = v2 + 1
             staging = base / "_staging"
             shutil.copytree(base / str(v2), staging)
             (staging / "saved_model.pb").write_bytes(b"this is not a SavedModel")
             os.rename(staging, base / str(v3))
-            states = server.wait_until(lambda: (s := server.states("retrieval")).get(v3, ("",))[0] == "END" and s,
-                                       what="v3 failed")
+            states = server.wait_until(
+                lambda: (s := server.states("retrieval")).get(v3, ("",))[0] == "END" and s, what="v3 failed"
+            )
             time.sleep(1.5)  # more polls: v3 is not retried, v2 is not unloaded
         assert load.errors == []
         assert set(load.versions) == {v2}
-        state, code, message = states[v3]
+        _state, code, message = states[v3]
         assert code != 0 and message, "v3's status carries its load error"
         assert server.states("retrieval")[v2][0] == "AVAILABLE"
         assert server.predict("retrieval", USER).model_spec.version.value == v2
@@ -139,13 +137,19 @@ def test_latest_two_policy_serves_both_versions(store, tmp_path):
     v1 = sp.versions(base)[-1]
     v2 = v1 + 1
     sp.publish_copy(base, v1, v2)
-    config = sp.write_config(tmp_path / "models.config", [
-        {"name": "retrieval", "base_path": base, "policy": "latest { num_versions: 2 }"}])
+    config = sp.write_config(
+        tmp_path / "models.config", [{"name": "retrieval", "base_path": base, "policy": "latest { num_versions: 2 }"}]
+    )
     with sp.ServerProcess(f"--model_config_file={config}") as server:
         # Ports open once the latest is AVAILABLE (as TF Serving); the older one follows.
-        states = server.wait_until(lambda: (s := server.states("retrieval")) and
-                                   {v: x[0] for v, x in s.items()} == {v1: "AVAILABLE", v2: "AVAILABLE"} and s,
-                                   what="both versions available")
+        states = server.wait_until(
+            lambda: (
+                (s := server.states("retrieval"))
+                and {v: x[0] for v, x in s.items()} == {v1: "AVAILABLE", v2: "AVAILABLE"}
+                and s
+            ),
+            what="both versions available",
+        )
         assert list(states) == [v2, v1], "newest first"
         assert server.predict("retrieval", USER).model_spec.version.value == v2
         assert server.predict("retrieval", USER, version=v1).model_spec.version.value == v1
@@ -155,8 +159,10 @@ def test_specific_policy_serves_only_listed_version(store, tmp_path):
     base = store / "retrieval"
     v1 = sp.versions(base)[-1]
     sp.publish_copy(base, v1, v1 + 1)
-    config = sp.write_config(tmp_path / "models.config", [
-        {"name": "retrieval", "base_path": base, "policy": f"specific {{ versions: {v1} }}"}])
+    config = sp.write_config(
+        tmp_path / "models.config",
+        [{"name": "retrieval", "base_path": base, "policy": f"specific {{ versions: {v1} }}"}],
+    )
     with sp.ServerProcess(f"--model_config_file={config}") as server:
         assert list(server.states("retrieval")) == [v1]
         assert server.predict("retrieval", USER).model_spec.version.value == v1
@@ -167,12 +173,20 @@ def test_labels_route_to_their_versions(store, tmp_path):
     v1 = sp.versions(base)[-1]
     v2 = v1 + 1
     sp.publish_copy(base, v1, v2)
-    config = sp.write_config(tmp_path / "models.config", [
-        {"name": "retrieval", "base_path": base, "policy": "all {}", "labels": {"stable": v1, "canary": v2}}])
-    with sp.ServerProcess(f"--model_config_file={config}",
-                          "--allow_version_labels_for_unavailable_models=true") as server:
-        server.wait_until(lambda: {x[0] for x in server.states("retrieval").values()} == {"AVAILABLE"}
-                          and len(server.states("retrieval")) == 2, what="both versions available")
+    config = sp.write_config(
+        tmp_path / "models.config",
+        [{"name": "retrieval", "base_path": base, "policy": "all {}", "labels": {"stable": v1, "canary": v2}}],
+    )
+    with sp.ServerProcess(
+        f"--model_config_file={config}", "--allow_version_labels_for_unavailable_models=true"
+    ) as server:
+        server.wait_until(
+            lambda: (
+                {x[0] for x in server.states("retrieval").values()} == {"AVAILABLE"}
+                and len(server.states("retrieval")) == 2
+            ),
+            what="both versions available",
+        )
         assert server.predict("retrieval", USER, label="stable").model_spec.version.value == v1
         assert server.predict("retrieval", USER, label="canary").model_spec.version.value == v2
         [entry] = server.status("retrieval", label="stable").model_version_status
@@ -185,13 +199,16 @@ def test_labels_route_to_their_versions(store, tmp_path):
 def test_label_at_start_needs_allow_flag_as_in_tf_serving(store, tmp_path):
     base = store / "retrieval"
     v1 = sp.versions(base)[-1]
-    config = sp.write_config(tmp_path / "models.config", [
-        {"name": "retrieval", "base_path": base, "labels": {"stable": v1}}])
+    config = sp.write_config(
+        tmp_path / "models.config", [{"name": "retrieval", "base_path": base, "labels": {"stable": v1}}]
+    )
     server = sp.ServerProcess(f"--model_config_file={config}").start(wait_ready=False)
     try:
         assert server.wait_exit(120) != 0
-        assert ("Request to assign label to version %d of model retrieval, which is not currently available for "
-                "inference" % v1) in server.log
+        assert (
+            f"Request to assign label to version {v1} of model retrieval, which is not currently available for "
+            "inference"
+        ) in server.log
     finally:
         server.stop()
 
@@ -210,8 +227,12 @@ def test_config_reload_adds_a_model_within_the_poll_interval_and_bad_file_keeps_
         # A good file adding a model: picked up on the next poll.
         sp.write_config(config, [retrieval, {"name": "similar_movies", "base_path": store / "similar_movies"}])
         start = time.monotonic()
-        server.wait_until(lambda: "AVAILABLE" in {s[0] for s in server.states("similar_movies").values()},
-                          timeout=20, interval=0.05, what="similar_movies available")
+        server.wait_until(
+            lambda: "AVAILABLE" in {s[0] for s in server.states("similar_movies").values()},
+            timeout=20,
+            interval=0.05,
+            what="similar_movies available",
+        )
         assert time.monotonic() - start < 1.0 + 10.0, "poll interval plus load time"
         assert server.predict("similar_movies", {"movie_title": [b"x"]}).outputs
         assert server.predict("retrieval", USER).outputs
@@ -241,8 +262,9 @@ def test_handle_reload_config_request_adds_and_rejects(store):
         only = model_management_pb2.ReloadConfigRequest()
         only.config.model_config_list.config.add().CopyFrom(request.config.model_config_list.config[0])
         stub.HandleReloadConfigRequest(only, timeout=60)
-        server.wait_until(lambda: {s[0] for s in server.states("similar_movies").values()} == {"END"},
-                          what="similar_movies unloaded")
+        server.wait_until(
+            lambda: {s[0] for s in server.states("similar_movies").values()} == {"END"}, what="similar_movies unloaded"
+        )
         with pytest.raises(grpc.RpcError) as err:
             server.predict("similar_movies", {"movie_title": [b"x"]})
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
@@ -273,8 +295,9 @@ def test_start_aborts_when_the_only_version_fails_to_load(tmp_path):
     base = tmp_path / "retrieval"
     (base / "5").mkdir(parents=True)
     (base / "5" / "saved_model.pb").write_bytes(b"garbage")
-    server = sp.ServerProcess("--model_name=retrieval", f"--model_base_path={base}",
-                              "--max_num_load_retries=0").start(wait_ready=False)
+    server = sp.ServerProcess("--model_name=retrieval", f"--model_base_path={base}", "--max_num_load_retries=0").start(
+        wait_ready=False
+    )
     try:
         assert server.wait_exit(120) != 0
         assert "1 model(s) did not become available" in server.log
@@ -320,7 +343,6 @@ def test_stop_during_start_up_leaves_no_port_open(tmp_path, monkeypatch):
     import socket
 
     import tiny_models as tiny
-
     from serving.core import ServerCore
     from serving.errors import StatusError
     from serving.flags import ServerOptions
@@ -335,8 +357,9 @@ def test_stop_during_start_up_leaves_no_port_open(tmp_path, monkeypatch):
             s.bind(("127.0.0.1", 0))
             ports.append(s.getsockname()[1])
     monkeypatch.setenv("SERVING_HOST", "127.0.0.1")
-    server = ModelServer(ServerOptions(model_name="m", model_base_path=str(base), port=ports[0],
-                                       rest_api_port=ports[1]))
+    server = ModelServer(
+        ServerOptions(model_name="m", model_base_path=str(base), port=ports[0], rest_api_port=ports[1])
+    )
     reload_config = ServerCore.reload_config
 
     def reload_then_signal(core, config, **kwargs):
@@ -352,7 +375,7 @@ def test_stop_during_start_up_leaves_no_port_open(tmp_path, monkeypatch):
         assert err.value.code == "CANCELLED"
         assert server.grpc is None and server.rest is None
         for port in ports:
-            with pytest.raises(OSError):
+            with pytest.raises(OSError):  # noqa: PT011  refused or reset: any socket error means the port is closed
                 socket.create_connection(("127.0.0.1", port), timeout=2).close()
     finally:
         if server.grpc is not None:

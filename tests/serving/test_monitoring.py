@@ -7,10 +7,17 @@ import threading
 
 from google.protobuf import text_format
 
-from serving.monitoring import (DEFAULT_PATH, LATENCY_BUCKETS_US, REQUEST_COUNT, REQUEST_LATENCY, Metrics,
-                                MonitoringConfig, prometheus_path)
+from serving.monitoring import (
+    DEFAULT_PATH,
+    LATENCY_BUCKETS_US,
+    REQUEST_COUNT,
+    REQUEST_LATENCY,
+    Metrics,
+    MonitoringConfig,
+    prometheus_path,
+)
 
-SAMPLE = re.compile(r'^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})? (?P<value>\S+)$')
+SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})? (?P<value>\S+)$")
 
 
 def parse(text: str) -> tuple[dict[str, str], list[tuple[str, dict[str, str], float]]]:
@@ -42,10 +49,12 @@ def test_requests_errors_and_latency_per_model_version_and_signature():
     metrics.record("retrieval", 4, "exclude_seen", "Predict", "OK", 0.5, entrypoint="REST")
     types, samples = parse(metrics.render())
     assert types == {REQUEST_COUNT: "counter", REQUEST_LATENCY: "histogram"}
-    counts = {(s[1]["version"], s[1]["signature_name"], s[1]["status"]): s[2]
-              for s in samples if s[0] == REQUEST_COUNT}
-    assert counts == {("3", "serving_default", "OK"): 2, ("", "serving_default", "NOT_FOUND"): 1,
-                      ("4", "exclude_seen", "OK"): 1}
+    counts = {(s[1]["version"], s[1]["signature_name"], s[1]["status"]): s[2] for s in samples if s[0] == REQUEST_COUNT}
+    assert counts == {
+        ("3", "serving_default", "OK"): 2,
+        ("", "serving_default", "NOT_FOUND"): 1,
+        ("4", "exclude_seen", "OK"): 1,
+    }
     assert metrics.request_count("retrieval") == 4
     assert metrics.request_count("retrieval", status="NOT_FOUND") == 1
     assert metrics.request_count("retrieval", version="3") == 2
@@ -113,5 +122,7 @@ def test_page_is_valid_prometheus_text_with_tf_serving_spelling():
     assert "_total" not in page and "_created" not in page and "# HELP" not in page
     assert f"{REQUEST_COUNT}{{" in page and page.count("\n# TYPE ") == 1
     assert ',le="32.4"} 3' in page and ',le="18"} 0' in page  # 20 us lands in the (18, 32.4] bucket
-    assert f'{REQUEST_LATENCY}_sum{{model_name="retrieval",version="1",signature_name="serving_default",' \
-           f'API="Predict",entrypoint="GRPC"}} 60' in page
+    assert (
+        f'{REQUEST_LATENCY}_sum{{model_name="retrieval",version="1",signature_name="serving_default",'
+        f'API="Predict",entrypoint="GRPC"}} 60' in page
+    )

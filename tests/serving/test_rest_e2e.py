@@ -13,10 +13,8 @@ import numpy as np
 import pytest
 import requests
 
+import server_process as sp
 
-
-
-import server_process as sp  # noqa: E402  (tests/serving is on pytest's pythonpath)
 K = 10  # the shared store's export default
 
 
@@ -28,15 +26,22 @@ def version(model_store):
 @pytest.fixture(scope="module")
 def server(model_store, version, tmp_path_factory):
     folder = tmp_path_factory.mktemp("rest_e2e")
-    config = sp.write_config(folder / "models.config", [
-        {"name": "retrieval", "base_path": model_store / "retrieval", "labels": {"stable": version}},
-        {"name": "similar_movies", "base_path": model_store / "similar_movies"},
-    ])
+    config = sp.write_config(
+        folder / "models.config",
+        [
+            {"name": "retrieval", "base_path": model_store / "retrieval", "labels": {"stable": version}},
+            {"name": "similar_movies", "base_path": model_store / "similar_movies"},
+        ],
+    )
     monitoring = folder / "monitoring.config"
     monitoring.write_text("prometheus_config {\n  enable: true\n}\n")
     # As in TF Serving, a label may name a version that is not yet loaded only with this flag.
-    with sp.ServerProcess(f"--model_config_file={config}", f"--monitoring_config_file={monitoring}",
-                          "--allow_version_labels_for_unavailable_models", rest=True) as s:
+    with sp.ServerProcess(
+        f"--model_config_file={config}",
+        f"--monitoring_config_file={monitoring}",
+        "--allow_version_labels_for_unavailable_models",
+        rest=True,
+    ) as s:
         wait_for_rest(s)
         yield s
 
@@ -50,7 +55,7 @@ def url(server):
     return f"http://127.0.0.1:{server.rest_port}"
 
 
-@pytest.fixture()
+@pytest.fixture
 def session():
     with requests.Session() as s:
         yield s
@@ -70,8 +75,11 @@ def error(response, status: int) -> str:
 
 def test_status_shows_the_published_version_available(session, url, version):
     body = session.get(url + "/v1/models/retrieval").json()
-    assert body == {"model_version_status": [{"version": str(version), "state": "AVAILABLE",
-                                              "status": {"error_code": "OK", "error_message": ""}}]}
+    assert body == {
+        "model_version_status": [
+            {"version": str(version), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+        ]
+    }
     labelled = session.get(url + "/v1/models/retrieval/labels/stable").json()
     assert labelled["model_version_status"][0]["version"] == str(version)
 
@@ -87,7 +95,9 @@ def test_metadata_has_the_contract_signatures(session, url, version):
 
     assert {k: (v["dtype"], shape(v)) for k, v in default["inputs"].items()} == {"user_id": ("DT_STRING", [-1])}
     assert {k: (v["dtype"], shape(v)) for k, v in default["outputs"].items()} == {
-        "movie_titles": ("DT_STRING", [-1, K]), "scores": ("DT_FLOAT", [-1, K])}
+        "movie_titles": ("DT_STRING", [-1, K]),
+        "scores": ("DT_FLOAT", [-1, K]),
+    }
     assert exclude["inputs"]["exclude_titles"]["dtype"] == "DT_STRING"
     assert shape(exclude["inputs"]["exclude_titles"]) == [-1, -1]
     assert default["method_name"] == "tensorflow/serving/predict"
@@ -112,8 +122,11 @@ def test_row_predict_matches_grpc_exactly(server, session, url, version):
 
 
 def test_columnar_and_label_and_version_forms_agree(session, url, version):
-    paths = ["/v1/models/retrieval:predict", f"/v1/models/retrieval/versions/{version}:predict",
-             "/v1/models/retrieval/labels/stable:predict"]
+    paths = [
+        "/v1/models/retrieval:predict",
+        f"/v1/models/retrieval/versions/{version}:predict",
+        "/v1/models/retrieval/labels/stable:predict",
+    ]
     answers = [predict(session, url, p, {"inputs": {"user_id": ["3"]}}).json()["outputs"] for p in paths]
     assert answers[0] == answers[1] == answers[2]
     assert len(answers[0]["movie_titles"][0]) == K
@@ -139,30 +152,42 @@ def test_exclude_seen_never_returns_an_excluded_title(session, url):
 
 
 def test_similar_movies_never_lists_the_movie_itself(session, url):
-    some_title = predict(session, url, "/v1/models/retrieval:predict",
-                         {"instances": ["6"]}).json()["predictions"][0]["movie_titles"][0]
+    some_title = predict(session, url, "/v1/models/retrieval:predict", {"instances": ["6"]}).json()["predictions"][0][
+        "movie_titles"
+    ][0]
     response = predict(session, url, "/v1/models/similar_movies:predict", {"instances": [some_title]})
     assert response.status_code == 200, response.text
     assert some_title not in response.json()["predictions"][0]["movie_titles"]
 
 
 def test_errors_in_tf_serving_shape(session, url, version):
-    assert error(predict(session, url, "/v1/models/nope:predict", {"instances": ["1"]}), 404) == \
-        "Servable not found for request: Latest(nope)"
-    assert error(predict(session, url, "/v1/models/retrieval/versions/1:predict", {"instances": ["1"]}), 404) == \
-        "Servable not found for request: Specific(retrieval, 1)"
-    assert error(predict(session, url, "/v1/models/retrieval/labels/canary:predict", {"instances": ["1"]}),
-                 400) == "Unrecognized servable version label: canary"
-    assert error(predict(session, url, "/v1/models/retrieval:predict", {"signature_name": "x", "instances": ["1"]}),
-                 400) == 'Serving signature name: "x" not found in signature def'
+    assert (
+        error(predict(session, url, "/v1/models/nope:predict", {"instances": ["1"]}), 404)
+        == "Servable not found for request: Latest(nope)"
+    )
+    assert (
+        error(predict(session, url, "/v1/models/retrieval/versions/1:predict", {"instances": ["1"]}), 404)
+        == "Servable not found for request: Specific(retrieval, 1)"
+    )
+    assert (
+        error(predict(session, url, "/v1/models/retrieval/labels/canary:predict", {"instances": ["1"]}), 400)
+        == "Unrecognized servable version label: canary"
+    )
+    assert (
+        error(predict(session, url, "/v1/models/retrieval:predict", {"signature_name": "x", "instances": ["1"]}), 400)
+        == 'Serving signature name: "x" not found in signature def'
+    )
     assert error(predict(session, url, "/v1/models/retrieval:predict", {"instances": [1]}), 400).endswith(
-        "JSON Value: 1 Type: Number is not of expected type: string")
+        "JSON Value: 1 Type: Number is not of expected type: string"
+    )
     assert "No values in 'instances' array" in error(
-        predict(session, url, "/v1/models/retrieval:predict", {"instances": []}), 400)
+        predict(session, url, "/v1/models/retrieval:predict", {"instances": []}), 400
+    )
     assert error(session.post(url + "/v1/models/retrieval:predict", data=b"{"), 400).startswith("JSON Parse error")
     assert error(session.put(url + "/v1/models/retrieval"), 400) == "Malformed request: PUT /v1/models/retrieval"
     assert "No classification inputs found in SignatureDef" in error(
-        predict(session, url, "/v1/models/retrieval:classify", {"examples": [{"user_id": "1"}]}), 400)
+        predict(session, url, "/v1/models/retrieval:classify", {"examples": [{"user_id": "1"}]}), 400
+    )
     assert session.get(url + "/v2/models").status_code == 404
     # still serving
     assert predict(session, url, "/v1/models/retrieval:predict", {"instances": ["1"]}).status_code == 200
@@ -172,7 +197,12 @@ def test_prometheus_page_counts_rest_and_grpc(server, session, url, version):
     predict(session, url, "/v1/models/similar_movies:predict", {"instances": ["no such title"]})
     server.predict("similar_movies", {"movie_title": [b"x"]})
     text = session.get(url + "/monitoring/prometheus/metrics").text
-    lines = [line for line in text.splitlines() if line.startswith(":tensorflow:serving:request_count{")
-             and 'model_name="similar_movies"' in line and 'status="OK"' in line]
+    lines = [
+        line
+        for line in text.splitlines()
+        if line.startswith(":tensorflow:serving:request_count{")
+        and 'model_name="similar_movies"' in line
+        and 'status="OK"' in line
+    ]
     entrypoints = {line.split('entrypoint="')[1].split('"')[0] for line in lines}
     assert {"REST", "GRPC"} <= entrypoints

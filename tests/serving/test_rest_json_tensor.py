@@ -35,8 +35,7 @@ def test_row_single_unnamed_int_tensor_is_batched_along_instances():
 
 def test_row_mixed_ints_and_decimals_feed_a_float_tensor():
     req = request('{"instances": [1, 2.0, 3, 4, 5.003, 0.007, 0.0]}', {"default": DT_FLOAT})
-    np.testing.assert_array_equal(req.inputs["default"],
-                                  np.array([1, 2, 3, 4, 5.003, 0.007, 0], dtype=np.float32))
+    np.testing.assert_array_equal(req.inputs["default"], np.array([1, 2, 3, 4, 5.003, 0.007, 0], dtype=np.float32))
     assert req.inputs["default"].dtype == np.float32
 
 
@@ -60,12 +59,14 @@ def test_b64_keeps_arbitrary_bytes():
 
 
 def test_row_multiple_named_tensors_with_nan_and_infinity():
-    req = request("""{"instances": [
+    req = request(
+        """{"instances": [
         {"int_tensor": [[1,2],[3,4],[5,6]], "str_tensor": ["foo", "bar"], "float_tensor": [1.0, NaN],
          "dbl_tensor": [NaN]},
         {"int_tensor": [[7,8],[9,0],[1,2]], "str_tensor": ["baz", "bat"], "float_tensor": [2.0, Infinity],
          "dbl_tensor": [2.0]}]}""",
-                  {"int_tensor": DT_INT32, "str_tensor": DT_STRING, "float_tensor": DT_FLOAT, "dbl_tensor": DT_DOUBLE})
+        {"int_tensor": DT_INT32, "str_tensor": DT_STRING, "float_tensor": DT_FLOAT, "dbl_tensor": DT_DOUBLE},
+    )
     assert req.inputs["int_tensor"].shape == (2, 3, 2)
     assert req.inputs["str_tensor"].tolist() == [[b"foo", b"bar"], [b"baz", b"bat"]]
     floats = req.inputs["float_tensor"]
@@ -83,9 +84,11 @@ def test_columnar_named_and_unnamed_inputs():
 
 
 def test_columnar_several_inputs_b64_scalar_and_extra_keys_ignored():
-    req = request('{"inputs": {"int_tensor": [[[1,2],[3,4],[5,6]]], "str_tensor": ["foo", "bar"], '
-                  '"bin_tensor": {"b64": "aGVsbG8="}, "unused": 1}}',
-                  {"int_tensor": DT_INT32, "str_tensor": DT_STRING, "bin_tensor": DT_STRING})
+    req = request(
+        '{"inputs": {"int_tensor": [[[1,2],[3,4],[5,6]]], "str_tensor": ["foo", "bar"], '
+        '"bin_tensor": {"b64": "aGVsbG8="}, "unused": 1}}',
+        {"int_tensor": DT_INT32, "str_tensor": DT_STRING, "bin_tensor": DT_STRING},
+    )
     assert set(req.inputs) == {"int_tensor", "str_tensor", "bin_tensor"}
     assert req.inputs["bin_tensor"].shape == ()
     assert req.inputs["bin_tensor"].item() == b"hello"
@@ -99,8 +102,9 @@ def test_columnar_missing_input_is_named():
 
 def test_columnar_plain_value_needs_a_single_input_signature():
     err = error_of('{"inputs": ["1"]}', {"a": DT_STRING, "b": DT_STRING})
-    assert err.message == ("inputs is a plain value/list, but expecting an object as multiple input tensors "
-                           "required as per tensorinfo_map")
+    assert err.message == (
+        "inputs is a plain value/list, but expecting an object as multiple input tensors required as per tensorinfo_map"
+    )
 
 
 # --------------------------------------------------------------------------- request errors
@@ -111,14 +115,17 @@ def test_empty_body_is_a_parse_error():
     assert info.value.message == "JSON Parse error: The document is empty"
 
 
-@pytest.mark.parametrize("body, message", [
-    ('{"instances": [1,]}', "Invalid value."),
-    ('{"instances" [1]}', "Missing a colon after a name of object member."),
-    ('{"instances": [1 2]}', "Missing a comma or ']' after an array element."),
-    ('{"a": 1 "b": 2}', "Missing a comma or '}' after an object member."),
-    ('{"a": 1} x', "The document root must not be followed by other values."),
-    ('{"a": "x', "Missing a closing quotation mark in string."),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ('{"instances": [1,]}', "Invalid value."),
+        ('{"instances" [1]}', "Missing a colon after a name of object member."),
+        ('{"instances": [1 2]}', "Missing a comma or ']' after an array element."),
+        ('{"a": 1 "b": 2}', "Missing a comma or '}' after an object member."),
+        ('{"a": 1} x', "The document root must not be followed by other values."),
+        ('{"a": "x', "Missing a closing quotation mark in string."),
+    ],
+)
 def test_parse_errors_use_rapidjson_messages(body, message):
     with pytest.raises(StatusError) as info:
         jt.parse_json(body.encode())
@@ -138,8 +145,7 @@ def test_signature_name_must_be_a_string():
 
 def test_both_instances_and_inputs_is_rejected():
     err = error_of('{"instances": [1], "inputs": [1]}', {"default": DT_INT32})
-    assert err.message.endswith(
-        " Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist ")
+    assert err.message.endswith(" Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist ")
 
 
 def test_neither_instances_nor_inputs_is_rejected():
@@ -158,8 +164,9 @@ def test_instances_must_be_a_list():
 
 def test_ragged_instances_size_and_shape_errors():
     size = error_of('{"instances": [[1,2],[3,4],[5,6,7]]}', {"default": DT_INT32})
-    assert size.message == ("Failed to process element: 2 of 'instances' list. Error: "
-                            "INVALID_ARGUMENT: Expecting tensor size: 2 but got: 3")
+    assert size.message == (
+        "Failed to process element: 2 of 'instances' list. Error: INVALID_ARGUMENT: Expecting tensor size: 2 but got: 3"
+    )
     shape = error_of('{"instances": [[1,2],[3,4],[[5,6]]]}', {"default": DT_INT32})
     assert shape.message.endswith("Expecting shape [2] but got: [1,2]")
     ragged_inside = error_of('{"inputs": [[1,2],[3]]}', {"default": DT_INT32})
@@ -168,8 +175,10 @@ def test_ragged_instances_size_and_shape_errors():
 
 def test_wrong_json_type_for_the_signature_dtype():
     err = error_of('{"instances": [[1,2],["a", "b"]]}', {"default": DT_INT32})
-    assert err.message == ("Failed to process element: 1 of 'instances' list. Error: INVALID_ARGUMENT: "
-                           'JSON Value: "a" Type: String is not of expected type: int32')
+    assert err.message == (
+        "Failed to process element: 1 of 'instances' list. Error: INVALID_ARGUMENT: "
+        'JSON Value: "a" Type: String is not of expected type: int32'
+    )
     number_for_string = error_of('{"instances": [42]}', {"user_id": DT_STRING})
     assert number_for_string.message.endswith("JSON Value: 42 Type: Number is not of expected type: string")
     decimal_for_int = error_of('{"inputs": [1.5]}', {"x": DT_INT64})
@@ -178,16 +187,19 @@ def test_wrong_json_type_for_the_signature_dtype():
     assert "Type: Object is not of expected type: float" in object_for_float.message
 
 
-@pytest.mark.parametrize("value, dtype", [(1.7976931348623157e308, DT_FLOAT), (16777217, DT_FLOAT),
-                                          (9007199254740993, DT_DOUBLE)])
+@pytest.mark.parametrize(
+    "value, dtype", [(1.7976931348623157e308, DT_FLOAT), (16777217, DT_FLOAT), (9007199254740993, DT_DOUBLE)]
+)
 def test_lossy_decimals_are_rejected(value, dtype):
     err = error_of(f'{{"instances": [{value!r}]}}', {"default": dtype})
     assert "without loss of precision." in err.message
 
 
 def test_mixing_objects_and_lists_in_instances_is_rejected():
-    err = error_of('{"instances": [{"int_tensor": [1], "str_tensor": ["a"]}, [1, 20, 30]]}',
-                   {"int_tensor": DT_INT32, "str_tensor": DT_STRING})
+    err = error_of(
+        '{"instances": [{"int_tensor": [1], "str_tensor": ["a"]}, [1, 20, 30]]}',
+        {"int_tensor": DT_INT32, "str_tensor": DT_STRING},
+    )
     assert err.message == "Expecting object but got list at item 1 of input list"
     err = error_of('{"instances": [["baz", "bar"], {"str_tensor": ["baz", "bat"]}]}', {"str_tensor": DT_STRING})
     assert err.message == "Expecting value/list but got object at item 1 of input list"
@@ -195,8 +207,10 @@ def test_mixing_objects_and_lists_in_instances_is_rejected():
 
 def test_unknown_and_missing_names_in_instance_objects():
     unknown = error_of('{"instances": [{"userid": "1"}]}', {"user_id": DT_STRING})
-    assert unknown.message == ("Failed to process element: 0 key: userid of 'instances' list. Error: "
-                               "INVALID_ARGUMENT: JSON object: does not have named input: userid")
+    assert unknown.message == (
+        "Failed to process element: 0 key: userid of 'instances' list. Error: "
+        "INVALID_ARGUMENT: JSON object: does not have named input: userid"
+    )
     missing = error_of('{"instances": [{"user_id": "1"}]}', {"user_id": DT_STRING, "exclude_titles": DT_STRING})
     assert missing.message.startswith("Failed to process element: 0 of 'instances' list. JSON object: ")
     assert missing.message.endswith(" must only have keys: exclude_titles,user_id")
@@ -242,8 +256,9 @@ def test_single_output_vector_is_a_flat_list_of_predictions():
 def test_bytes_outputs_are_base64_objects_and_strings_are_plain():
     strings = np.array([[b"hello", b"world"], [b"tf", b"serving"]], dtype=object)
     as_bytes = json.loads(jt.predict_response_json({"str_tensor_bytes": strings}, jt.ROW))
-    assert as_bytes == {"predictions": [[{"b64": "aGVsbG8="}, {"b64": "d29ybGQ="}],
-                                        [{"b64": "dGY="}, {"b64": "c2VydmluZw=="}]]}
+    assert as_bytes == {
+        "predictions": [[{"b64": "aGVsbG8="}, {"b64": "d29ybGQ="}], [{"b64": "dGY="}, {"b64": "c2VydmluZw=="}]]
+    }
     plain = json.loads(jt.predict_response_json({"str_tensor": strings}, jt.ROW))
     assert plain == {"predictions": [["hello", "world"], ["tf", "serving"]]}
 
@@ -280,15 +295,30 @@ def test_multiple_outputs_row_and_columnar():
         "str_tensor_bytes": np.array([[b"hello", b"world"], [b"tf", b"serving"]], dtype=object),
     }
     row = json.loads(jt.predict_response_json(outputs, jt.ROW))
-    assert row == {"predictions": [
-        {"double_scalar_tensor": 8.0, "float_tensor": [1.0], "int_tensor": [[1, 2], [3, 4], [5, 6]],
-         "str_tensor": ["foo", "bar"], "str_tensor_bytes": [{"b64": "aGVsbG8="}, {"b64": "d29ybGQ="}]},
-        {"double_scalar_tensor": 9.0, "float_tensor": [2.0], "int_tensor": [[7, 8], [9, 0], [1, 2]],
-         "str_tensor": ["baz", "bat"], "str_tensor_bytes": [{"b64": "dGY="}, {"b64": "c2VydmluZw=="}]}]}
+    assert row == {
+        "predictions": [
+            {
+                "double_scalar_tensor": 8.0,
+                "float_tensor": [1.0],
+                "int_tensor": [[1, 2], [3, 4], [5, 6]],
+                "str_tensor": ["foo", "bar"],
+                "str_tensor_bytes": [{"b64": "aGVsbG8="}, {"b64": "d29ybGQ="}],
+            },
+            {
+                "double_scalar_tensor": 9.0,
+                "float_tensor": [2.0],
+                "int_tensor": [[7, 8], [9, 0], [1, 2]],
+                "str_tensor": ["baz", "bat"],
+                "str_tensor_bytes": [{"b64": "dGY="}, {"b64": "c2VydmluZw=="}],
+            },
+        ]
+    }
     columnar = json.loads(jt.predict_response_json(outputs, jt.COLUMNAR))
     assert columnar["outputs"]["double_scalar_tensor"] == [8.0, 9.0]
-    assert columnar["outputs"]["str_tensor_bytes"] == [[{"b64": "aGVsbG8="}, {"b64": "d29ybGQ="}],
-                                                       [{"b64": "dGY="}, {"b64": "c2VydmluZw=="}]]
+    assert columnar["outputs"]["str_tensor_bytes"] == [
+        [{"b64": "aGVsbG8="}, {"b64": "d29ybGQ="}],
+        [{"b64": "dGY="}, {"b64": "c2VydmluZw=="}],
+    ]
 
 
 def test_bools_and_int64_outputs():

@@ -16,8 +16,9 @@ K = 3
 TITLES = [b"Toy Story (1995)", b"Heat (1995)", b"Fargo (1996)", b"Babe (1995)"]
 
 
-def build(path: str, *, kind: str = "retrieval", marker: float = 0.0, warmup: bool = True,
-          bad_warmup: bool = False) -> str:
+def build(
+    path: str, *, kind: str = "retrieval", marker: float = 0.0, warmup: bool = True, bad_warmup: bool = False
+) -> str:
     """Write a SavedModel (tag serve) at ``path``; ``kind`` is "retrieval" or "similar_movies"."""
     import tensorflow as tf
     from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
@@ -40,8 +41,12 @@ def build(path: str, *, kind: str = "retrieval", marker: float = 0.0, warmup: bo
         def serve(self, user_id):
             return self._top(user_id)
 
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="user_id"),
-                                      tf.TensorSpec([None, None], tf.string, name="exclude_titles")])
+        @tf.function(
+            input_signature=[
+                tf.TensorSpec([None], tf.string, name="user_id"),
+                tf.TensorSpec([None, None], tf.string, name="exclude_titles"),
+            ]
+        )
         def exclude_seen(self, user_id, exclude_titles):
             return self._top(user_id)
 
