@@ -248,12 +248,13 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("absl", "tensorflow", "h5py"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
-    from export import pipeline
+    from export import distributed, pipeline
     from export.data import DataError
     from export.publish import PublishError
     from export.validate import ValidationError
 
     try:
+        distributed.start()  # with TF_CONFIG naming several workers: before TensorFlow runs anything else
         pipeline.run(config, synthetic_seed=args.seed)  # reports each version as it is published
     except ConfigError as exc:
         return _fail(exc, 2)

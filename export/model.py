@@ -211,7 +211,9 @@ class TwoTower(tfrs.Model):
         logits = tf.matmul(queries, self.candidate_vectors(all_rows), transpose_b=True)
         logits = logits + self.bias_of(all_rows)[tf.newaxis, :]
         losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=movie_rows, logits=logits)
-        return tf.reduce_mean(losses) + penalty
+        # Across workers (export/distributed.py) the gradients are summed: each worker's share of the mean.
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        return tf.reduce_mean(losses) / replicas + penalty
 
 
 def make_optimizer(config: TrainConfig) -> tf.keras.optimizers.Optimizer:

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 
 import export  # noqa: F401
+from export import distributed, manifest, publish, selection, servable, validate, warmup
 from export import evaluate as evaluation
 from export import index as index_lib
-from export import manifest, publish, selection, servable, validate, warmup
 from export import report as plots
 from export.config import ExportConfig
 from export.vectors import popularity, retrieval_vectors, similar_vectors
@@ -65,11 +65,15 @@ def _index(config: ExportConfig, vectors, name: str):
 
 def run(config: ExportConfig, *, data=None, synthetic_seed: int = 0, report=print) -> Result:
     root = Path(config.model_base_path)
-    publish.ensure_writable(root)
+    me = distributed.worker()
+    helper = me is not None and not me.chief  # trains with the chief, never touches the store
     bases = {name: root / name for name in config.models}
-    pinned = {name: publish.pinned_versions(config.model_config_file, name) for name in config.models}
-    for base in bases.values():
-        publish.clean_stale(base)
+    pinned = {}
+    if not helper:
+        publish.ensure_writable(root)
+        pinned = {name: publish.pinned_versions(config.model_config_file, name) for name in config.models}
+        for base in bases.values():
+            publish.clean_stale(base)
 
     if data is None:
         data = load_data(config, synthetic_seed)
@@ -86,6 +90,10 @@ def run(config: ExportConfig, *, data=None, synthetic_seed: int = 0, report=prin
 
     start = time.perf_counter()
     fitted = selection.fit(config, data, train_idx, report)
+    if helper:
+        assert me is not None
+        report(f"worker {me.index} of {me.count}: trained; worker 0 evaluates, validates and publishes")
+        return Result(root, {}, {}, {}, {})
     trained = fitted.trained
     fit_seconds = time.perf_counter() - start
     pop = popularity(trained.movie_titles, titles_all[train_idx])

@@ -27,7 +27,7 @@ import dataclasses
 
 import numpy as np
 
-from export import ease, tune
+from export import distributed, ease, tune
 from export import evaluate as evaluation
 from export.train import Trained, train
 from export.vectors import Blend, popularity, retrieval_vectors
@@ -78,6 +78,9 @@ def ease_factors(trained: Trained, users: np.ndarray, items: np.ndarray, config)
 def fit(config, data, train_idx: np.ndarray, report=print) -> Fitted:
     """Train what ``config`` asks for on ``train_idx`` (see the module doc); returns the final model."""
     tc = tune.affordable(config.train, len(data.movies), report)
+    if tc.tune_budget_s > 0 and distributed.strategy() is not None:
+        report("tuning: off across workers (each worker's time budget would end at a different trial)")
+        tc = dataclasses.replace(tc, tune_budget_s=0.0)
     if tc.validation_fraction <= 0:
         return Fitted(train(tc, data, train_idx), None, None)
     from export.data import validation_split

@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 import export  # noqa: F401
+from export import distributed
 from export.config import TrainConfig
 from export.model import TwoTower, history_rows, make_optimizer, one_hot_table
 
@@ -151,7 +152,12 @@ def train(
     early on it (``config.patience``) and the best epoch's weights are kept; ``Trained.validation`` records
     the curve."""
     tf.random.set_seed(config.seed)
-    model = build_model(config, data, train_idx)
+    strategy = distributed.strategy()
+    if strategy is None:
+        model = build_model(config, data, train_idx)
+    else:  # the variables are mirrored on every worker (export/distributed.py)
+        with strategy.scope():
+            model = build_model(config, data, train_idx)
     dataset = train_dataset(config, data, train_idx)
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2

@@ -38,6 +38,8 @@ SLOW = (
     "tests/test_readme.py::test_demo_command_trains_publishes_serves_and_recommends_for_user_42_offline",  # 38 s
     "tests/export/test_cli.py",  # the export CLI, end to end, per test (5-36 s)
     "tests/export/test_round_trip.py",  # fresh-process validation per test (4-9 s)
+    "tests/export/test_distributed.py::test_two_workers_train_one_model_that_answers_like_a_one_process_run",
+    "tests/export/test_distributed.py::test_the_cli_refuses_a_bad_tf_config_in_one_line",
     "tests/export/test_publish.py::test_versions_increase_across_exports_and_pruning_keeps_newest_previous_and_pinned",
     "tests/export/test_publish.py::test_publish_killed_at_random_points_leaves_no_partial_numeric_version",
     "tests/export/test_publish.py::test_export_killed_at_random_points_publishes_nothing_partial",
