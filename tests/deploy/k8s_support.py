@@ -11,7 +11,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
-OVERLAYS = ["pvc", "gcs", "local", "kserve"]
+OVERLAYS = ["pvc", "gcs", "local", "kserve", "pvc-multiworker"]
 POLICY_BIN = ROOT / ".venv-policy" / "bin"
 
 
