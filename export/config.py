@@ -61,6 +61,9 @@ class TrainConfig:
     log_q: bool = False
     # Adam's decoupled weight decay (AdamW) instead of, or beside, the L2 penalty (0: none).
     weight_decay: float = 0.0
+    # Initial weights from seeds of their own (derived from ``seed``), so that one process and several workers
+    # (export/distributed.py) start from the same weights; False: Keras' defaults under the global seed.
+    seeded_init: bool = False
     # Validation (0: none, the tutorial's way): this fraction of the training part is held out, training
     # stops early on it (``patience`` epochs without improvement; ``epochs`` is then the most it runs) and is
     # then refitted on the whole training part for the best epoch count.
@@ -155,6 +158,7 @@ DEFAULT = TrainConfig(
     ease_rank=64,
     tune_budget_s=300.0,
     log_q=True,  # used only where the loss is the in-batch softmax (large catalogues, export/tune.py)
+    seeded_init=True,
 )
 
 PRESETS: dict[str, TrainConfig] = {"seed": SEED, "default": DEFAULT}

@@ -7,12 +7,15 @@ Kubernetes training Jobs (and TF's own launchers) describe the cluster in ``TF_C
 With more than one worker, every worker runs the same ``python -m export`` command: the towers train as one
 model, each step's global batch split between the workers and the gradients summed across them (so every
 worker holds the same weights after every step). Worker 0, the chief, then evaluates, builds the indexes,
-validates and publishes; the others exit once training is done. What differs from one process:
+validates and publishes; the others exit once training is done. Against one process:
 
 - the search over hyperparameters is off (its time budget would end at different trials on each worker);
-- the initial weights are the chief's, drawn under the strategy: a run on one process starts elsewhere;
+- the ``default`` preset's initial weights come from seeds of their own (``TrainConfig.seeded_init``), the
+  same on every worker and in one process; the ``seed`` preset keeps Keras' defaults (the tutorial's) and so
+  starts elsewhere under a strategy;
 - the full softmax's loss is divided by the number of workers (the gradients are summed), so the objective
-  is the one-process one; the in-batch softmax draws its negatives from each worker's share of the batch.
+  is the one-process one: a test finds the same top-10 for most users; the in-batch softmax draws its
+  negatives from each worker's share of the batch.
 
 The strategy must exist before TensorFlow runs anything else, so ``start`` is called first by the CLI.
 """

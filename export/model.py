@@ -67,8 +67,20 @@ class Tower(tf.keras.Model):
         history_items: int = 0,
         ids: bool = True,
         lazy_l2: bool = False,
+        init_seed: int | None = None,
     ):
         super().__init__(name=name)
+
+        # init_seed: initial weights drawn from their own seeds (init_seed, +1, +2), the same in every process
+        # and under a distribution strategy (export/distributed.py); None: Keras' defaults under the global
+        # seed (the tutorial's way).
+        def init(default: str, offset: int):
+            if init_seed is None:
+                return default
+            if default == "glorot_uniform":
+                return tf.keras.initializers.GlorotUniform(seed=init_seed + offset)
+            return tf.keras.initializers.RandomUniform(-0.05, 0.05, seed=init_seed + offset)  # Keras' "uniform"
+
         regularizer = tf.keras.regularizers.l2(l2) if l2 > 0 else None
         self.vocabulary = np.asarray(vocabulary, dtype=object)
         self.lookup = tf.keras.layers.StringLookup(vocabulary=list(self.vocabulary), mask_token=None)
@@ -79,16 +91,24 @@ class Tower(tf.keras.Model):
         # validation hit rate stayed at popularity's from the first epoch.
         self.l2, self.lazy_l2 = l2, lazy_l2
         self.embedding = tf.keras.layers.Embedding(
-            len(self.vocabulary) + 1, dimension, embeddings_regularizer=None if lazy_l2 else regularizer
+            len(self.vocabulary) + 1,
+            dimension,
+            embeddings_initializer=init("uniform", 0),
+            embeddings_regularizer=None if lazy_l2 else regularizer,
         )
         self.side = None
         if side is not None and side.shape[1] > 0:
             self.side = tf.constant(side, dtype=tf.float32)
-            self.side_projection = tf.keras.layers.Dense(dimension, use_bias=False, kernel_regularizer=regularizer)
+            self.side_projection = tf.keras.layers.Dense(
+                dimension, use_bias=False, kernel_initializer=init("glorot_uniform", 1), kernel_regularizer=regularizer
+            )
         self.history, self.ids = history, ids
         if history is not None:
             self.history_embedding = tf.keras.layers.Embedding(
-                history_items + 1, dimension, embeddings_regularizer=regularizer
+                history_items + 1,
+                dimension,
+                embeddings_initializer=init("uniform", 2),
+                embeddings_regularizer=regularizer,
             )
             self.history_embedding.build((None,))  # its table is read directly below
 
@@ -160,9 +180,16 @@ class TwoTower(tfrs.Model):
             history_items=len(movie_titles),
             ids=config.user_tower != "history",
             lazy_l2=True,
+            init_seed=None if not config.seeded_init else 1000 * config.seed,
         )
         self.movie_model = Tower(
-            movie_titles, d, config.l2, movie_side, name="movie_model", lazy_l2=config.loss == "in_batch_softmax"
+            movie_titles,
+            d,
+            config.l2,
+            movie_side,
+            name="movie_model",
+            lazy_l2=config.loss == "in_batch_softmax",
+            init_seed=None if not config.seeded_init else 1000 * config.seed + 10,
         )
         self.movie_bias = None
         if config.movie_bias:

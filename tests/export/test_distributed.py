@@ -69,10 +69,16 @@ def _overlap(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean([len(set(x) & set(y)) / len(x) for x, y in zip(a, b, strict=True)]))
 
 
+def _same(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.mean([set(x) == set(y) for x, y in zip(a, b, strict=True)]))
+
+
 def test_two_workers_train_one_model_that_answers_like_a_one_process_run(tmp_path):
     """Two local worker processes (TF_CONFIG, as a Kubernetes training Job sets it) train one model; worker 0
-    publishes, worker 1 never touches its store. Its top-10s agree with a one-process run on the same data
-    and seed at least as well as a one-process run with another seed does: the run to run tolerance."""
+    publishes, worker 1 never touches its store. Both start from the same seeded weights and the full
+    softmax's objective is the one-process one, so the model answers as a one-process run on the same data
+    and seed does: the same top-10 for most users (floating-point sums in another order aside), far closer
+    than a one-process run with another seed."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2")
     ports = [free_port(), free_port()]
     workers = [
@@ -101,7 +107,10 @@ def test_two_workers_train_one_model_that_answers_like_a_one_process_run(tmp_pat
         assert alone.returncode == 0, alone.stderr[-3000:]
     two = _answers(tmp_path / "worker0")
     one, other_seed = _answers(tmp_path / "alone42"), _answers(tmp_path / "alone43")
-    agreement, run_to_run = _overlap(two, one), _overlap(one, other_seed)
-    print(f"top-10 overlap: two workers vs one process {agreement:.3f}; one process, seed 42 vs 43 {run_to_run:.3f}")
-    assert agreement >= run_to_run - 0.05
-    assert agreement > 0.4  # far above chance (10 of 148 titles: 0.07)
+    agreement, same, run_to_run = _overlap(two, one), _same(two, one), _overlap(one, other_seed)
+    print(
+        f"two workers vs one process: mean top-10 overlap {agreement:.3f}, the same top-10 for {same:.0%} of "
+        f"users; one process, seed 42 vs 43: overlap {run_to_run:.3f}"
+    )
+    assert same >= 0.5 and agreement >= 0.9
+    assert agreement > run_to_run + 0.2
