@@ -31,7 +31,6 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-DEFAULT_EPOCHS = 40  # the default preset's (export/config.py), without importing TensorFlow here
 SIZES = {  # users, movies, ratings
     "100k": (943, 1_682, 100_000),
     "1m": (6_040, 3_706, 1_000_209),
@@ -40,7 +39,7 @@ SIZES = {  # users, movies, ratings
 }
 
 
-def child(size: str, tune_budget: float, index: str, store: Path, max_epochs: int) -> dict:
+def child(size: str, tune_budget: float, index: str, store: Path, max_epochs: int | None) -> dict:
     import dataclasses
 
     import export  # noqa: F401
@@ -61,7 +60,7 @@ def child(size: str, tune_budget: float, index: str, store: Path, max_epochs: in
 
     config = ExportConfig(
         data="synthetic",
-        train=dataclasses.replace(DEFAULT, tune_budget_s=tune_budget, epochs=max_epochs),
+        train=dataclasses.replace(DEFAULT, tune_budget_s=tune_budget, epochs=max_epochs or DEFAULT.epochs),
         index=IndexConfig(kind=index),
         model_base_path=store,
     )
@@ -103,7 +102,7 @@ def main() -> None:
     p.add_argument("--sizes", default="100k,1m", help=f"comma-separated, of {', '.join(SIZES)}")
     p.add_argument("--tune-budget", type=float, default=0.0)
     p.add_argument("--index", default="scann")
-    p.add_argument("--max-epochs", type=int, default=DEFAULT_EPOCHS, help="most epochs (default: the preset's 40)")
+    p.add_argument("--max-epochs", type=int, help="most epochs (default: the default preset's)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--store", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -130,8 +129,7 @@ def main() -> None:
                     str(args.tune_budget),
                     "--index",
                     args.index,
-                    "--max-epochs",
-                    str(args.max_epochs),
+                    *(["--max-epochs", str(args.max_epochs)] if args.max_epochs else []),
                 ],
                 stdout=subprocess.PIPE,
                 text=True,

@@ -108,8 +108,7 @@ def fit(config, data, train_idx: np.ndarray, report=print) -> Fitted:
         return rates(trained)["top_10"]
 
     def criterion(trained: Trained, blend: Blend | None = None) -> float:
-        got = rates(trained, blend, ks=BLEND_KS)
-        return sum(got.values()) / len(got)
+        return _mean(rates(trained, blend, ks=BLEND_KS))
 
     tuning = None
     if tc.tune_budget_s > 0:
@@ -148,7 +147,7 @@ def fit(config, data, train_idx: np.ndarray, report=print) -> Fitted:
                     "tower": tower,
                     "ease": weight,
                     **{f"{METRIC_ROW}_{k}": round(v, 6) for k, v in got.items()},
-                    BLEND_CRITERION: round(sum(got.values()) / len(got), 6),
+                    BLEND_CRITERION: round(_mean(got), 6),
                 }
             )
         # The first best wins ties: the towers alone come first.
@@ -182,6 +181,11 @@ def fit(config, data, train_idx: np.ndarray, report=print) -> Fitted:
         factors = ease_factors(final, users[train_idx], all_titles, config)
         blend = blend_for(final, popularity(final.movie_titles, all_titles), factors, *chosen)
     return Fitted(dataclasses.replace(final, validation=summary), blend, summary)  # final.config: tuned
+
+
+def _mean(rates: dict) -> float:
+    """BLEND_CRITERION of seen-excluded hit rates at BLEND_KS: their mean."""
+    return sum(rates.values()) / len(rates)
 
 
 def _name(tower: float, weight: float) -> str:

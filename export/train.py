@@ -7,6 +7,7 @@ not a terminal).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import sys
@@ -152,12 +153,9 @@ def train(
     early on it (``config.patience``) and the best epoch's weights are kept; ``Trained.validation`` records
     the curve."""
     tf.random.set_seed(config.seed)
-    strategy = distributed.strategy()
-    if strategy is None:
+    strategy = distributed.strategy()  # across workers, the variables are mirrored on each (export/distributed.py)
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
         model = build_model(config, data, train_idx)
-    else:  # the variables are mirrored on every worker (export/distributed.py)
-        with strategy.scope():
-            model = build_model(config, data, train_idx)
     dataset = train_dataset(config, data, train_idx)
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2

@@ -98,6 +98,17 @@ def export_env() -> dict:
     return env
 
 
+# The quickest whole export: tiny synthetic data, the seed preset for one epoch, an exact index.
+QUICK_EXPORT = ("--data", "synthetic", "--synthetic-size", "tiny", "--preset", "seed", "--epochs", "1",
+                "--index", "brute_force")  # fmt: skip
+
+
+@pytest.fixture
+def quick_export() -> list[str]:
+    """The CLI arguments of the quickest whole export (QUICK_EXPORT), to extend per test."""
+    return list(QUICK_EXPORT)
+
+
 def run_export(args, timeout: float = EXPORT_TIMEOUT_S) -> subprocess.CompletedProcess:
     """``python -m export ARGS`` from the repo root; returns the completed process (never raises on exit code)."""
     return subprocess.run(

@@ -91,20 +91,11 @@ def test_failed_validation_publishes_nothing_and_says_what_differed(tmp_path, ex
     assert not any(p.name.startswith(".staging-") for p in root.rglob("*"))
 
 
-def test_successful_export_prints_the_evaluation_table_and_published_versions(tmp_path, export_cli):
+def test_successful_export_prints_the_evaluation_table_and_published_versions(tmp_path, export_cli, quick_export):
     root = tmp_path / "models"
     proc = export_cli(
         [
-            "--data",
-            "synthetic",
-            "--synthetic-size",
-            "tiny",
-            "--preset",
-            "seed",
-            "--epochs",
-            "1",
-            "--index",
-            "brute_force",
+            *quick_export,
             "--k",
             "5",
             "--model-base-path",
@@ -132,22 +123,15 @@ def test_successful_export_prints_the_evaluation_table_and_published_versions(tm
         assert f"{model}: published version {version.name} at {version}" in proc.stdout
 
 
-def test_k_near_the_catalogue_size_publishes_although_some_exclusions_leave_fewer_than_k_titles(tmp_path, export_cli):
+def test_k_near_the_catalogue_size_publishes_although_some_exclusions_leave_fewer_than_k_titles(
+    tmp_path, export_cli, quick_export
+):
     # ~148 titles, K=140: the unknown user's validation row excludes the 20 most popular, leaving 128 titles,
     # so its last slots are "" (documented); that is not a validation failure.
     root = tmp_path / "models"
     proc = export_cli(
         [
-            "--data",
-            "synthetic",
-            "--synthetic-size",
-            "tiny",
-            "--preset",
-            "seed",
-            "--epochs",
-            "1",
-            "--index",
-            "brute_force",
+            *quick_export,
             "--k",
             "140",
             "--model-base-path",

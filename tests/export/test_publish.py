@@ -232,7 +232,7 @@ def test_publish_killed_at_random_points_leaves_no_partial_numeric_version(tmp_p
     assert all(p.name.isdigit() for p in base.iterdir()), f"seed {seed}"
 
 
-def test_export_killed_at_random_points_publishes_nothing_partial(tmp_path):
+def test_export_killed_at_random_points_publishes_nothing_partial(tmp_path, quick_export):
     root = tmp_path / "models"
     rng = random.Random()
     env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -240,16 +240,7 @@ def test_export_killed_at_random_points_publishes_nothing_partial(tmp_path):
         sys.executable,
         "-m",
         "export",
-        "--data",
-        "synthetic",
-        "--synthetic-size",
-        "tiny",
-        "--preset",
-        "seed",
-        "--epochs",
-        "1",
-        "--index",
-        "brute_force",
+        *quick_export,
         "--model-base-path",
         str(root),
     ]
@@ -355,7 +346,7 @@ _KILLED_AT_SECOND_RENAME = textwrap.dedent("""
 """)
 
 
-def test_an_export_killed_between_the_two_renames_leaves_two_complete_models_that_serve(tmp_path):
+def test_an_export_killed_between_the_two_renames_leaves_two_complete_models_that_serve(tmp_path, quick_export):
     """The two models are published one after the other (two model base paths: no rename covers both). Killed
     right after ``retrieval``'s rename, the store holds a new ``retrieval`` beside the previous
     ``similar_movies``: each is a complete, self-contained version, and a server loads and answers both; the
@@ -370,16 +361,7 @@ def test_an_export_killed_between_the_two_renames_leaves_two_complete_models_tha
         sys.executable,
         "-m",
         "export",
-        "--data",
-        "synthetic",
-        "--synthetic-size",
-        "tiny",
-        "--preset",
-        "seed",
-        "--epochs",
-        "1",
-        "--index",
-        "brute_force",
+        *quick_export,
         "--model-base-path",
         str(root),
     ]
