@@ -4,14 +4,18 @@ growing size; prints wall time per step, time per rating and peak RSS for each s
     python benchmarks/export_scaling.py [--sizes 100k,1m] [--tune-budget 0] [--index scann] [--max-epochs N]
 
 Sizes (users x movies, ratings), as the MovieLens releases: 100k (943 x 1,682), 1m (6,040 x 3,706),
-10m (69,878 x 10,677), 25m (162,541 x 62,423). Each size runs in a child process, so that its peak RSS is
-its own (``ru_maxrss`` of the child and of its validation grandchild, which loads the SavedModels afresh).
-The child times the synthetic generation ("load") and runs ``export.pipeline.run`` with the ``default``
-preset (tuning off unless ``--tune-budget`` says otherwise: tuning takes its budget at every size), timing
-each report line the pipeline prints (``--max-epochs`` caps the preset's 40, so that sizes compare at the same
-number of passes over their data): "train" is selection, early stopping and the refit (the manifest's
-``training.total_seconds``), "evaluate" runs until the evaluation table, "index + validate" until the last
-model is staged and validated, "publish" until the last version is published.
+10m (69,878 x 10,677), 25m (162,541 x 62,423). Each size's synthetic data (export/synthetic.py) is made once
+and written as a GroupLens release in ML-25M's format (ratings.csv, movies.csv) under the cache folder
+(``$XDG_CACHE_HOME``, else ~/.cache, /retrieval-bundle/synthetic/SIZE): making it is not part of the export and
+is printed apart ("generate"). Each size then runs in a child process, so that its peak RSS is its own
+(``ru_maxrss`` of the child and of its validation grandchild, which loads the SavedModels afresh): it loads
+the release with the export's own loader ("load", what ``--data FOLDER`` costs) and runs
+``export.pipeline.run`` with the ``default`` preset (tuning off unless ``--tune-budget`` says otherwise: tuning
+takes its budget at every size), timing each report line the pipeline prints (``--max-epochs`` caps the
+preset's 40, so that sizes compare at the same number of passes over their data): "train" is selection,
+early stopping and the refit (the manifest's ``training.total_seconds``), "evaluate" runs until the
+evaluation table, "index + validate" until the last model is staged and validated, "publish" until the last
+version is published.
 """
 
 from __future__ import annotations
@@ -39,6 +43,43 @@ SIZES = {  # users, movies, ratings
 }
 
 
+def release(size: str) -> tuple[Path, float]:
+    """The size's synthetic data as a GroupLens release folder (made on first use); (folder, seconds to make)."""
+    folder = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "retrieval-bundle", "synthetic", size)
+    if (folder / "movies.csv").exists():
+        return folder, 0.0
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.csv as csv
+
+    from export.data.records import GENRES
+    from export.synthetic import SyntheticSpec, generate
+
+    start = time.perf_counter()
+    users, movies, ratings = SIZES[size]
+    data = generate(SyntheticSpec(users=users, movies=movies, ratings=ratings, seed=0))
+    staging = folder.with_name(f".{size}.partial")
+    staging.mkdir(parents=True, exist_ok=True)
+    r = data.ratings
+    table = pa.table(
+        {
+            "userId": np.asarray(r.user_id).astype(np.int64),
+            "movieId": np.asarray(r.movie_id).astype(np.int64),
+            "rating": r.user_rating,
+            "timestamp": r.timestamp,
+        }
+    )
+    csv.write_csv(table, staging / "ratings.csv")
+    m = data.movies
+    genres = ["|".join(GENRES[g] for g in row) or "(no genres listed)" for row in m.movie_genres]
+    movies_table = pa.table(
+        {"movieId": np.asarray(m.movie_id).astype(np.int64), "title": m.movie_title, "genres": genres}
+    )
+    csv.write_csv(movies_table, staging / "movies.csv")
+    staging.rename(folder)  # whole or not at all: an interrupted run leaves only the .partial folder
+    return folder, time.perf_counter() - start
+
+
 def child(size: str, tune_budget: float, index: str, store: Path, max_epochs: int | None) -> dict:
     import dataclasses
 
@@ -46,11 +87,11 @@ def child(size: str, tune_budget: float, index: str, store: Path, max_epochs: in
     from export import pipeline
     from export.config import DEFAULT, ExportConfig, IndexConfig
     from export.data import load
-    from export.synthetic import SyntheticSpec
 
     users, movies, ratings = SIZES[size]
+    folder, _ = release(size)
     start = time.perf_counter()
-    data = load("synthetic", synthetic=SyntheticSpec(users=users, movies=movies, ratings=ratings, seed=0))
+    data = load(str(folder))
     loaded = time.perf_counter()
     marks: list[tuple[float, str]] = []
 
@@ -59,7 +100,7 @@ def child(size: str, tune_budget: float, index: str, store: Path, max_epochs: in
         print(line, file=sys.stderr, flush=True)
 
     config = ExportConfig(
-        data="synthetic",
+        data=str(folder),
         train=dataclasses.replace(DEFAULT, tune_budget_s=tune_budget, epochs=max_epochs or DEFAULT.epochs),
         index=IndexConfig(kind=index),
         model_base_path=store,
@@ -115,6 +156,9 @@ def main() -> None:
         p.error(f"unknown sizes {unknown}; choose from {', '.join(SIZES)}")
     rows = []
     for size in sizes:
+        folder, made = release(size)
+        if made:
+            print(f"{size}: generate {made:.0f} s (once, into {folder}; not part of the export)", flush=True)
         with tempfile.TemporaryDirectory() as store:
             before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
             proc = subprocess.run(

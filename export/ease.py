@@ -21,12 +21,13 @@ RANK = 64
 
 def history(user_keys: np.ndarray, titles: np.ndarray, users: np.ndarray, items: np.ndarray) -> np.ndarray:
     """Binary [len(user_keys) + 1, len(titles)] matrix of who rated what (row 0, the unknown user, empty)."""
-    row = {u: i + 1 for i, u in enumerate(user_keys.tolist())}
-    column = {t: i for i, t in enumerate(titles.tolist())}
+    from export.data.records import positions
+
+    rows = positions(users, {u: i + 1 for i, u in enumerate(user_keys.tolist())}, -1)
+    columns = positions(items, {t: i for i, t in enumerate(titles.tolist())}, -1)
+    known = (rows >= 0) & (columns >= 0)
     out = np.zeros((len(user_keys) + 1, len(titles)), dtype=bool)
-    for u, t in zip(users.tolist(), items.tolist(), strict=True):
-        if u in row and t in column:
-            out[row[u], column[t]] = True
+    out[rows[known], columns[known]] = True
     return out
 
 

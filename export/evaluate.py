@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from export import ease
+from export.data.records import positions
 
 KS = (1, 5, 10, 50, 100)
 BASELINES = ("popularity", "ease", "item_knn")
@@ -80,6 +81,7 @@ def evaluate(
     """Hit rates for each row of ``ROWS`` and each k, the number of test ratings counted, what the baselines
     were (or why they were skipped) and how the model compares with each. ``exclude_vectors`` (same users and
     titles) score ``model_exclude_seen`` when the served ``exclude_seen`` signature has vectors of its own.
+    The users and titles are arrays of str or Coded columns (export/data/records.py: fast at tens of millions).
 
     Above ``max_ratings`` test ratings, a random sample of test users is evaluated (all their test ratings,
     until ``max_ratings`` is reached); ``metrics["sample"]`` says how many, and ``metrics["ci95"]`` gives each
@@ -88,9 +90,9 @@ def evaluate(
     user_row = {u: i + 1 for i, u in enumerate(vectors.query_keys.tolist())}
     n = len(vectors.titles)
 
-    keep = np.array([t in title_index for t in test_titles.tolist()], dtype=bool)
-    targets = np.array([title_index[t] for t in np.asarray(test_titles)[keep].tolist()], dtype=np.int64)
-    rows = np.array([user_row.get(u, 0) for u in np.asarray(test_users)[keep].tolist()], dtype=np.int64)
+    targets = positions(test_titles, title_index, -1)
+    keep = targets >= 0
+    targets, rows = targets[keep], positions(test_users, user_row, 0)[keep]
     sample = {
         "ratings": len(targets),
         "of_ratings": len(targets),
@@ -106,8 +108,7 @@ def evaluate(
         sample.update(ratings=len(targets), users=len(chosen))
 
     # Each query row's training titles, as sorted index arrays (never a users x titles matrix).
-    pairs_rows = np.array([user_row.get(u, 0) for u in train_users.tolist()], dtype=np.int64)
-    pairs_titles = np.array([title_index.get(t, -1) for t in train_titles.tolist()], dtype=np.int64)
+    pairs_rows, pairs_titles = positions(train_users, user_row, 0), positions(train_titles, title_index, -1)
     known = (pairs_rows > 0) & (pairs_titles >= 0)  # unknown users have no history
     pairs_rows, pairs_titles = pairs_rows[known], pairs_titles[known]
     by_row = np.argsort(pairs_rows, kind="stable")

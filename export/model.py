@@ -220,8 +220,13 @@ class TwoTower(tfrs.Model):
         return vectors
 
     def compute_loss(self, features, training: bool = False) -> tf.Tensor:
-        movie_rows = self.movie_model.lookup(features["movie_title"])
-        user_rows = self.user_model.lookup(features["user_id"])
+        """The loss of a batch: of lookup rows (``user_row``, ``movie_row``: what export/train.py feeds) or of
+        raw ids (``user_id``, ``movie_title``)."""
+        if "movie_row" in features:
+            movie_rows, user_rows = features["movie_row"], features["user_row"]
+        else:
+            movie_rows = self.movie_model.lookup(features["movie_title"])
+            user_rows = self.user_model.lookup(features["user_id"])
         queries = self.query_vectors(user_rows, leave_out=movie_rows)
         penalty = self.user_model.penalty(user_rows) + self.movie_model.penalty(movie_rows)
         if self.task is not None:

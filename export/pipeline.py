@@ -10,6 +10,7 @@ import dataclasses
 import logging
 import shutil
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from export import evaluate as evaluation
 from export import index as index_lib
 from export import report as plots
 from export.config import ExportConfig
+from export.data.records import Coded
 from export.vectors import popularity, retrieval_vectors, similar_vectors
 
 logger = logging.getLogger(__name__)
@@ -47,11 +49,27 @@ def load_data(config: ExportConfig, seed: int = 0):
     return load(config.data, columns=Columns(**config.data_columns))
 
 
-def _seen(users: np.ndarray, titles: np.ndarray) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for u, t in zip(users.tolist(), titles.tolist(), strict=True):
-        out.setdefault(u, []).append(t)
-    return out
+class _Seen(Mapping):
+    """User id -> the titles of their training ratings, looked up on the codes (no per-rating dict)."""
+
+    def __init__(self, users: Coded, titles: Coded):
+        order = np.argsort(users.codes, kind="stable")
+        self._titles = titles[order]
+        self._bounds = np.searchsorted(users.codes[order], np.arange(len(users.vocabulary) + 1))
+        self._code = {u: i for i, u in enumerate(users.vocabulary.tolist())}
+        self._present = np.diff(self._bounds) > 0
+
+    def __getitem__(self, user: str) -> list[str]:
+        code = self._code.get(user)
+        if code is None or not self._present[code]:
+            raise KeyError(user)
+        return self._titles[self._bounds[code] : self._bounds[code + 1]].values().tolist()
+
+    def __iter__(self):
+        return (u for u, present in zip(self._code, self._present.tolist(), strict=True) if present)
+
+    def __len__(self) -> int:
+        return int(self._present.sum())
 
 
 def _index(config: ExportConfig, vectors, name: str):
@@ -81,8 +99,7 @@ def run(config: ExportConfig, *, data=None, synthetic_seed: int = 0, report=prin
 
     train_idx, test_idx = split(data.ratings, kind=config.split)
     ratings = data.ratings
-    users_all = np.asarray(ratings.user_id).astype(str).astype(object)
-    titles_all = np.asarray(ratings.movie_title).astype(str).astype(object)
+    users_all, titles_all = ratings.coded("user_id"), ratings.coded("movie_title")
     report(
         f"data: {data.source.get('kind')} - {len(ratings)} ratings, {len(train_idx)} train / {len(test_idx)} "
         f"test ({config.split} split)"
@@ -114,7 +131,7 @@ def run(config: ExportConfig, *, data=None, synthetic_seed: int = 0, report=prin
     )
     report(evaluation.table(metrics))
 
-    seen = _seen(users_all[train_idx], titles_all[train_idx])
+    seen = _Seen(users_all[train_idx], titles_all[train_idx])
     popular = vectors["retrieval"].titles[np.argsort(-pop, kind="stable")[:20]].tolist()
     counts = {
         "users": len(trained.user_ids),

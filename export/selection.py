@@ -15,7 +15,9 @@ With ``TrainConfig.validation_fraction > 0`` (the ``default`` preset):
    (measured on synthetic data: top-100 without exclusion 0.47 -> 0.44 for a blend that wins seen-excluded
    top-10), so the blend serves only where seen titles are excluded;
 4. the towers are refitted on the whole training part with the chosen settings for the best epoch count and,
-   if the chosen candidate uses EASE, EASE is refitted there too.
+   if the chosen candidate uses EASE, EASE is refitted there too. Above ``REFIT_UP_TO`` training ratings the
+   early-stopped towers are kept instead: the validation part is then a tenth of millions of ratings, and a
+   refit would double the training time for a tenth more data (the manifest's ``training.validation.refit``).
 
 The validation metric is the seen-excluded top-10 hit rate (what users of ``exclude_seen`` get). Without
 validation (the ``seed`` preset) the towers train on the training part as the tutorial does.
@@ -40,6 +42,7 @@ METRIC_ROW = "exclude_seen"
 BLEND_KS = (10, 100)
 BLEND_CRITERION = "mean_top_10_top_100_exclude_seen"
 # (towers' weight, EASE's weight relative to the towers' score spread)
+REFIT_UP_TO = 5_000_000  # training ratings
 BLENDS = ((1.0, 0.0), (1.0, 0.25), (1.0, 0.5), (1.0, 1.0), (1.0, 2.0), (0.0, 1.0))
 
 
@@ -77,7 +80,7 @@ def ease_factors(trained: Trained, users: np.ndarray, items: np.ndarray, config)
 
 def fit(config, data, train_idx: np.ndarray, report=print) -> Fitted:
     """Train what ``config`` asks for on ``train_idx`` (see the module doc); returns the final model."""
-    tc = tune.affordable(config.train, len(data.movies), report)
+    tc = tune.affordable(config.train, len(data.movies), report, ratings=len(train_idx))
     if tc.tune_budget_s > 0 and distributed.strategy() is not None:
         report("tuning: off across workers (each worker's time budget would end at a different trial)")
         tc = dataclasses.replace(tc, tune_budget_s=0.0)
@@ -86,8 +89,7 @@ def fit(config, data, train_idx: np.ndarray, report=print) -> Fitted:
     from export.data import validation_split
 
     fit_idx, val_idx = validation_split(data.ratings, train_idx, kind=config.split, fraction=tc.validation_fraction)
-    users = np.asarray(data.ratings.user_id).astype(str).astype(object)
-    titles = np.asarray(data.ratings.movie_title).astype(str).astype(object)
+    users, titles = data.ratings.coded("user_id"), data.ratings.coded("movie_title")
     fit_users, fit_titles, val_users, val_titles = users[fit_idx], titles[fit_idx], users[val_idx], titles[val_idx]
     report(
         f"validation: {len(val_idx)} of {len(train_idx)} training ratings held out ({config.split}); "
@@ -173,8 +175,14 @@ def fit(config, data, train_idx: np.ndarray, report=print) -> Fitted:
         summary["blends"] = {"skipped": skipped}
         report(f"validation: EASE factors skipped: {skipped}")
 
-    report(f"refitting on all {len(train_idx)} training ratings for {best_epoch} epochs")
-    final = train(dataclasses.replace(tc, epochs=best_epoch), data, train_idx)
+    if len(train_idx) > REFIT_UP_TO:
+        summary["refit"] = f"no: {len(train_idx)} training ratings > {REFIT_UP_TO}; the early-stopped towers are kept"
+        report(f"refit: {summary['refit']}")
+        final = dataclasses.replace(first, config=dataclasses.replace(tc, epochs=best_epoch))
+    else:
+        summary["refit"] = f"on all {len(train_idx)} training ratings for {best_epoch} epochs"
+        report(f"refitting {summary['refit']}")
+        final = train(dataclasses.replace(tc, epochs=best_epoch), data, train_idx)
     blend = None
     if chosen[1] > 0:
         all_titles = titles[train_idx]

@@ -58,6 +58,7 @@ _ZIPF_EXPONENT = 1.15
 _AFFINITY_WEIGHT = 4.0  # beta: how strongly taste steers choice against popularity
 _LATENT_DIM = 16
 _CELL_BUDGET = 4_000_000  # users * movies scores held at once
+_ROW_CHUNK = 1_000_000  # ratings whose taste is computed at once
 
 _ADJECTIVES = (
     "Blue",
@@ -224,7 +225,11 @@ def generate(spec: SyntheticSpec = SyntheticSpec()) -> MovieLensData:
     movies = _movies(rng, spec, centers)
     user_index, movie_index = _choices(rng, spec, users, movies)
 
-    affinity = _taste(users["vector"][user_index], users["weight"][user_index], movies["vector"][movie_index])
+    affinity = np.empty(len(user_index))
+    for start in range(0, len(user_index), _ROW_CHUNK):  # in chunks: [rows, interests, D] at once is GiBs at 10M
+        rows = slice(start, start + _ROW_CHUNK)
+        u, m = user_index[rows], movie_index[rows]
+        affinity[rows] = _taste(users["vector"][u], users["weight"][u], movies["vector"][m])
     affinity = (affinity - affinity.mean()) / (affinity.std() + 1e-9)
     score = (
         3.6
@@ -270,6 +275,25 @@ def _log_mix(affinity: np.ndarray, weights: np.ndarray) -> np.ndarray:
     logits = _AFFINITY_WEIGHT * affinity + np.log(np.maximum(weights, 1e-300))
     top = logits.max(axis=-1, keepdims=True)
     return (top + np.log(np.exp(logits - top).sum(axis=-1, keepdims=True)))[..., 0]
+
+
+def _log_mix_rows(vectors: np.ndarray, weights: np.ndarray, movie_vectors: np.ndarray) -> np.ndarray:
+    """``_log_mix`` of every (user, movie) pair of a chunk of users, [users, movies]: one matrix product and
+    whole-array operations per interest, rather than reductions over a last axis of 3 (10x faster)."""
+    logits = [
+        _AFFINITY_WEIGHT * (vectors[:, k, :] @ movie_vectors.T) + np.log(np.maximum(weights[:, k], 1e-300))[:, None]
+        for k in range(vectors.shape[1])
+    ]
+    top = logits[0].copy()
+    for part in logits[1:]:
+        np.maximum(top, part, out=top)
+    total = np.zeros_like(top)
+    for part in logits:
+        part -= top
+        np.exp(part, out=part)
+        total += part
+    np.log(total, out=total)
+    return top + total
 
 
 def _unit_rows(matrix: np.ndarray) -> np.ndarray:
@@ -426,16 +450,22 @@ def _choices(
     user_parts, movie_parts = [], []
     for start in range(0, spec.users, chunk):
         stop = min(start + chunk, spec.users)
-        affinity = np.einsum("ukd,md->umk", vectors[start:stop], movie_vectors)
-        logits = log_popularity + _log_mix(affinity, weights[start:stop, None, :])
+        logits = log_popularity + _log_mix_rows(vectors[start:stop], weights[start:stop], movie_vectors)
         logits += rng.gumbel(size=logits.shape)
-        ranked = np.argsort(-logits, axis=1)
         by_taste = counts[start:stop, None] - noisy[start:stop, None]
+        ranked = _top(logits, int(by_taste.max()))
         taken = np.zeros(logits.shape, dtype=bool)
-        np.put_along_axis(taken, ranked, columns < by_taste, axis=1)
+        np.put_along_axis(taken, ranked, columns[:, : ranked.shape[1]] < by_taste, axis=1)
         by_popularity = np.where(taken, -np.inf, log_popularity + rng.gumbel(size=logits.shape))
-        extra = np.argsort(-by_popularity, axis=1)
-        movie_parts.append(np.concatenate([ranked[columns < by_taste], extra[columns < noisy[start:stop, None]]]))
+        extra = _top(by_popularity, int(noisy[start:stop].max()))
+        movie_parts.append(
+            np.concatenate(
+                [
+                    ranked[columns[:, : ranked.shape[1]] < by_taste],
+                    extra[columns[:, : extra.shape[1]] < noisy[start:stop, None]],
+                ]
+            )
+        )
         user_parts.append(
             np.concatenate(
                 [
@@ -445,3 +475,16 @@ def _choices(
             )
         )
     return np.concatenate(user_parts), np.concatenate(movie_parts)
+
+
+def _top(scores: np.ndarray, k: int) -> np.ndarray:
+    """Column indices of each row's ``k`` largest scores, largest first (an argsort's first ``k`` columns, in
+    O(columns) per row rather than a whole sort: at ML-25M's 62k movies the sort dominated the generation)."""
+    if k <= 0:
+        return np.zeros((len(scores), 0), dtype=np.int64)
+    if k < scores.shape[1]:
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    else:
+        part = np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
+    order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1)
+    return np.take_along_axis(part, order, axis=1)

@@ -46,12 +46,21 @@ def vocabularies(data, train_idx: np.ndarray | None = None) -> tuple[np.ndarray,
     Users come from the training ratings: a user with no training rating is an unknown user (row 0, the
     popular movies) rather than an untrained random vector. With the seed's random split every user has
     training ratings, so this is the tutorial's vocabulary; it matters for the time split."""
-    user_ids = np.asarray(data.ratings.user_id)
-    if train_idx is not None:
-        user_ids = user_ids[train_idx]
-    users = np.unique(user_ids.astype(str)).astype(object)
+    coded = data.ratings.coded("user_id")
+    codes = coded.codes if train_idx is None else coded.codes[train_idx]
+    users = coded.vocabulary[np.flatnonzero(np.bincount(codes, minlength=len(coded.vocabulary)))]
     titles = np.unique(np.asarray(data.movies.movie_title).astype(str)).astype(object)
     return users, titles
+
+
+def lookup_rows(data, column: str, vocabulary: np.ndarray, idx: np.ndarray | None = None) -> np.ndarray:
+    """What ``StringLookup(vocabulary, mask_token=None)`` gives the ratings' ``column`` (rows ``idx``): the
+    position in ``vocabulary`` + 1, 0 for a value outside it; int32, computed on codes (no strings per row)."""
+    coded = data.ratings.coded(column)
+    if idx is not None:
+        coded = coded[idx]
+    index = {v: i + 1 for i, v in enumerate(vocabulary.tolist())}
+    return coded.positions(index, 0).astype(np.int32)
 
 
 def side_features(config: TrainConfig, data, users: np.ndarray, titles: np.ndarray):
@@ -59,28 +68,34 @@ def side_features(config: TrainConfig, data, users: np.ndarray, titles: np.ndarr
     user_side = None
     if config.user_features:
         ratings = data.ratings
+        coded = ratings.coded("user_id")
+        first = np.unique(coded.codes, return_index=True)[1]  # one rating per user: the features are per user
         parts = [
-            one_hot_table(np.asarray(ratings.user_id), np.asarray(getattr(ratings, f)).astype(str), users)
+            one_hot_table(
+                coded.vocabulary[coded.codes[first]], np.asarray(getattr(ratings, f))[first].astype(str), users
+            )
             for f in config.user_features
         ]
         user_side = np.concatenate(parts, axis=1)
     movie_side = None
     if "movie_genres" in config.movie_features:
         multi_hot = np.asarray(data.movies.genre_multi_hot(), dtype=np.float32)
-        first: dict[str, int] = {}
+        first_of: dict[str, int] = {}
         for i, title in enumerate(np.asarray(data.movies.movie_title).tolist()):
-            first.setdefault(title, i)
+            first_of.setdefault(title, i)
         movie_side = np.zeros((len(titles) + 1, multi_hot.shape[1]), dtype=np.float32)
         for row, title in enumerate(titles.tolist(), start=1):
-            movie_side[row] = multi_hot[first[title]]
+            movie_side[row] = multi_hot[first_of[title]]
     return user_side, movie_side
 
 
-def train_dataset(config: TrainConfig, data, train_idx: np.ndarray) -> tf.data.Dataset:
-    ratings = data.ratings
+def train_dataset(config: TrainConfig, data, train_idx: np.ndarray, users=None, titles=None) -> tf.data.Dataset:
+    """The training ratings as the towers' lookup rows (int32), shuffled, batched and cached."""
+    if users is None or titles is None:
+        users, titles = vocabularies(data, train_idx)
     features = {
-        "user_id": np.asarray(ratings.user_id)[train_idx].astype(str),
-        "movie_title": np.asarray(ratings.movie_title)[train_idx].astype(str),
+        "user_row": lookup_rows(data, "user_id", users, train_idx),
+        "movie_row": lookup_rows(data, "movie_title", titles, train_idx),
     }
     ds = tf.data.Dataset.from_tensor_slices(features)
     return ds.shuffle(config.shuffle_buffer).batch(config.batch_size).cache()
@@ -91,11 +106,9 @@ def build_model(config: TrainConfig, data, train_idx: np.ndarray | None = None) 
     user_side, movie_side = side_features(config, data, users, titles)
     history = probability = None
     if config.user_tower != "id" or config.log_q:
-        idx = np.arange(len(data.ratings)) if train_idx is None else train_idx
-        item_rows = np.searchsorted(titles.astype(str), np.asarray(data.ratings.movie_title)[idx].astype(str)) + 1
+        item_rows = lookup_rows(data, "movie_title", titles, train_idx)
         if config.user_tower != "id":
-            user_rows = np.searchsorted(users.astype(str), np.asarray(data.ratings.user_id)[idx].astype(str)) + 1
-            history = history_rows(user_rows, item_rows, len(users))
+            history = history_rows(lookup_rows(data, "user_id", users, train_idx), item_rows, len(users))
         if config.log_q:
             counts = np.bincount(item_rows, minlength=len(titles) + 1).astype(np.float64)
             probability = np.maximum(counts, 1.0) / max(counts.sum(), 1.0)  # unrated movies: as if rated once
@@ -156,7 +169,7 @@ def train(
     strategy = distributed.strategy()  # across workers, the variables are mirrored on each (export/distributed.py)
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         model = build_model(config, data, train_idx)
-    dataset = train_dataset(config, data, train_idx)
+    dataset = train_dataset(config, data, train_idx, model.user_model.vocabulary, model.movie_model.vocabulary)
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
     logger.info("training preset %s: %d ratings, %d epochs", config.preset, len(train_idx), config.epochs)

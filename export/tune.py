@@ -7,9 +7,9 @@ loss and the user tower (id alone, or with a bag of the user's training items); 
 stopping, on the seen-excluded top-10. Trials are ranked by the mean of the seen-excluded top-10 and top-100
 hit rates at their best epoch (the criterion export/selection.py passes): on synthetic data the in-batch
 softmax trailed the full softmax by 0.004 at top-10 and led it by 0.028 at top-100 on the test part, so
-ranking on top-10 alone would throw that away. Both losses are searched up to ``FULL_SOFTMAX_UP_TO`` titles;
-above, a full softmax costs a catalogue-wide product per batch and the in-batch softmax (with the log-Q
-correction) is the only one. The study
+ranking on top-10 alone would throw that away. Both losses are searched while a full softmax is affordable
+(``full_softmax_affordable``: titles, and training ratings x titles); beyond, a full softmax costs a
+catalogue-wide product per batch and the in-batch softmax (with the log-Q correction) is the only one. The study
 stops at ``budget_s`` seconds or ``max_trials`` trials, whichever comes first (a trial that has started
 finishes). Optuna is used rather than KerasTuner because the objective is not a Keras metric (the
 seen-excluded hit rate over the whole catalogue) and the budget is wall-clock time.
@@ -30,20 +30,32 @@ DIMENSIONS = (32, 64, 128)
 USER_TOWERS = ("id", "id+history")
 LOSSES = ("full_softmax", "in_batch_softmax")
 FULL_SOFTMAX_UP_TO = 50_000  # titles
+# ... and training ratings x titles, a full softmax's logits per epoch, which is what an epoch costs: 0.7M x 3.7k
+# (ML-1M's fitting part) took about 30 s an epoch here; ML-10M's is 24 times that.
+FULL_SOFTMAX_CELLS = 20_000_000_000
 
 
-def losses_for(titles: int) -> tuple[str, ...]:
-    return LOSSES if titles <= FULL_SOFTMAX_UP_TO else ("in_batch_softmax",)
+def full_softmax_affordable(titles: int, ratings: int = 0) -> bool:
+    return titles <= FULL_SOFTMAX_UP_TO and titles * ratings <= FULL_SOFTMAX_CELLS
 
 
-def affordable(config: TrainConfig, titles: int, report=print) -> TrainConfig:
-    """``config`` with a loss that scales with the catalogue: above ``FULL_SOFTMAX_UP_TO`` titles a full
-    softmax costs a titles-wide matrix product per batch, so the in-batch softmax with the log-Q correction
-    is used instead (and said)."""
-    if config.loss == "full_softmax" and titles > FULL_SOFTMAX_UP_TO:
+def losses_for(titles: int, ratings: int = 0) -> tuple[str, ...]:
+    return LOSSES if full_softmax_affordable(titles, ratings) else ("in_batch_softmax",)
+
+
+def affordable(config: TrainConfig, titles: int, report=print, ratings: int = 0) -> TrainConfig:
+    """``config`` with a loss that scales with the catalogue and the data: above ``FULL_SOFTMAX_UP_TO`` titles,
+    or ``FULL_SOFTMAX_CELLS`` training ratings x titles, a full softmax costs a titles-wide matrix product per
+    batch, too much per epoch, so the in-batch softmax with the log-Q correction is used instead (and said)."""
+    if config.loss == "full_softmax" and not full_softmax_affordable(titles, ratings):
+        why = (
+            f"{titles} titles > {FULL_SOFTMAX_UP_TO}"
+            if titles > FULL_SOFTMAX_UP_TO
+            else f"{ratings} training ratings x {titles} titles > {FULL_SOFTMAX_CELLS:.0e} logits an epoch"
+        )
         report(
-            f"loss: in-batch softmax with log-Q correction ({titles} titles > {FULL_SOFTMAX_UP_TO}: "
-            "a full softmax over them would cost a catalogue-wide product per batch)"
+            f"loss: in-batch softmax with log-Q correction ({why}: "
+            "a full softmax would cost a catalogue-wide product per batch)"
         )
         return dataclasses.replace(config, loss="in_batch_softmax", log_q=True)
     return config
@@ -90,7 +102,7 @@ def search(
         "loss": base.loss,
         "user_tower": base.user_tower,
     }
-    losses = losses_for(len(data.movies))
+    losses = losses_for(len(data.movies), len(fit_idx))
     if base.loss in losses and base.embedding_dimension in DIMENSIONS and base.user_tower in USER_TOWERS:
         study.enqueue_trial(first)  # the preset's own settings first
     models: dict[int, Trained] = {}

@@ -21,6 +21,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +51,7 @@ def _pad(rows: list[list[str]]) -> list[list[str]]:
 
 def retrieval_requests(
     vectors,
-    seen: dict[str, list[str]],
+    seen: Mapping[str, list[str]],
     sample: int,
     rng: np.random.Generator,
     popular: list[str],

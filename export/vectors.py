@@ -42,14 +42,12 @@ class IndexVectors:
         return self.queries[[position.get(k, 0) for k in keys]]
 
 
-def popularity(titles: np.ndarray, train_titles: np.ndarray) -> np.ndarray:
-    """Training-rating count per title, scaled to [0, 1]."""
-    position = {t: i for i, t in enumerate(titles.tolist())}
-    counts = np.zeros(len(titles), dtype=np.float64)
-    for t in train_titles.tolist():
-        i = position.get(t)
-        if i is not None:
-            counts[i] += 1
+def popularity(titles: np.ndarray, train_titles) -> np.ndarray:
+    """Training-rating count per title, scaled to [0, 1]. ``train_titles``: str, or a Coded column."""
+    from export.data.records import positions
+
+    found = positions(train_titles, {t: i for i, t in enumerate(titles.tolist())}, -1)
+    counts = np.bincount(found[found >= 0], minlength=len(titles)).astype(np.float64)
     top = counts.max() if len(counts) else 0.0
     return (counts / top if top > 0 else counts).astype(np.float32)
 

@@ -84,7 +84,7 @@ def validation_split(
         held = np.zeros(len(train_idx), dtype=bool)
         held[order[: int(len(train_idx) * fraction)]] = True
     else:
-        users = np.asarray(ratings.user_id)[train_idx].astype(str)
+        users = ratings.coded("user_id").codes[train_idx]
         times = np.asarray(ratings.timestamp)[train_idx]
         # By user, then time (stable: equal timestamps keep source order); the last rows of each user are held.
         order = np.lexsort((times, users))

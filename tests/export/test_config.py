@@ -43,6 +43,25 @@ def test_seed_model_is_stringlookup_embedding_towers_with_tfrs_retrieval_and_ada
     assert float(model.optimizer.learning_rate) == pytest.approx(0.1)
 
 
+def test_training_rows_are_what_string_lookup_gives_the_ids():
+    """The towers train on lookup rows made from codes; they must be StringLookup's of the raw strings (the
+    tutorial's input), unknown values 0, or the served lookup would disagree with what was trained."""
+    import tensorflow as tf
+
+    from export.data import load, split
+    from export.synthetic import SyntheticSpec
+    from export.train import lookup_rows, vocabularies
+
+    data = load("synthetic", synthetic=SyntheticSpec(users=200, movies=300, ratings=20_000, seed=3))
+    train_idx, test_idx = split(data.ratings)
+    users, titles = vocabularies(data, train_idx[:100])  # a vocabulary that misses some users
+    for column, vocabulary in (("user_id", users), ("movie_title", titles)):
+        lookup = tf.keras.layers.StringLookup(vocabulary=list(vocabulary), mask_token=None)
+        expected = lookup(tf.constant(np.asarray(getattr(data.ratings, column))[test_idx].astype(str))).numpy()
+        assert np.array_equal(lookup_rows(data, column, vocabulary, test_idx), expected)
+    assert (lookup_rows(data, "user_id", users, test_idx) == 0).any()
+
+
 def test_seed_training_pipeline_is_shuffle_100000_batch_8192_cache():
     from export.data import load, split
     from export.synthetic import SyntheticSpec
@@ -51,7 +70,7 @@ def test_seed_training_pipeline_is_shuffle_100000_batch_8192_cache():
     data = load("synthetic", synthetic=SyntheticSpec(users=200, movies=300, ratings=20_000, seed=3))
     train_idx, _ = split(data.ratings)
     ds = train_dataset(SEED, data, train_idx)
-    sizes = [int(batch["user_id"].shape[0]) for batch in ds]
+    sizes = [int(batch["user_row"].shape[0]) for batch in ds]
     assert sizes == [8192, 16_000 - 8192]
     ops = [type(d).__name__ for d in _lineage(ds)]
     assert ops[:3] == ["CacheDataset", "_BatchDataset", "_ShuffleDataset"]

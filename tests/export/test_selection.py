@@ -120,6 +120,21 @@ def test_fit_chooses_on_validation_and_refits_on_the_whole_training_part(data):
     assert any(line.startswith("refitting on all") for line in lines)
 
 
+def test_above_refit_up_to_the_early_stopped_towers_are_kept(data, monkeypatch):
+    train_idx, _ = split(data.ratings, kind="random")
+    monkeypatch.setattr(selection, "REFIT_UP_TO", len(train_idx) - 1)
+    config = ExportConfig(data="synthetic", train=dataclasses.replace(DEFAULT, epochs=3, patience=1, ease_rank=0))
+    lines = []
+    fitted = selection.fit(config, data, train_idx, report=lines.append)
+    summary = fitted.validation
+    assert summary["refit"].startswith("no: ")
+    assert not any(line.startswith("refitting") for line in lines)
+    assert any(line.startswith("refit: no") for line in lines)
+    # What is kept is the early-stopped model: trained on the fitting part only, for the epochs it ran.
+    assert len(fitted.trained.history.get("loss", [])) == len(summary["curve"])
+    assert fitted.trained.config.epochs == summary["best_epoch"]
+
+
 def test_exclude_seen_can_score_with_vectors_of_its_own():
     import tensorflow as tf
 
@@ -157,6 +172,11 @@ def test_a_catalogue_too_large_for_a_full_softmax_trains_in_batch_with_log_q(mon
     chosen = tune.affordable(DEFAULT, tune.FULL_SOFTMAX_UP_TO + 1, lines.append)
     assert (chosen.loss, chosen.log_q) == ("in_batch_softmax", True)
     assert lines and "log-Q" in lines[0]
+    # ... and so do many ratings over a catalogue a full softmax could afford alone.
+    many = tune.FULL_SOFTMAX_CELLS // 1000 + 1
+    assert tune.affordable(DEFAULT, 1000, lambda line: None, ratings=many - 1) is DEFAULT
+    assert tune.affordable(DEFAULT, 1000, lines.append, ratings=many).loss == "in_batch_softmax"
+    assert "training ratings x 1000 titles" in lines[-1]
     # fit() applies it before training; the refit's settings (what the manifest records) say so.
     monkeypatch.setattr(tune, "FULL_SOFTMAX_UP_TO", 10)
     train_idx, _ = split(data.ratings, kind="random")
