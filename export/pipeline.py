@@ -72,12 +72,19 @@ class _Seen(Mapping):
         return int(self._present.sum())
 
 
-def _index(config: ExportConfig, vectors, name: str):
+def _index(config: ExportConfig, vectors, name: str, report=print):
     """(layer, effective parameters, tuning record) of one index; ScaNN's search settings measured if asked."""
+    report(f"{name}: building a {config.index.kind} index over {len(vectors.candidates)} candidates")
     layer, params = index_lib.build(config.index, vectors.candidates, name=name)
     tuning: dict = {}
     if config.index.autotune and params.kind == "scann":
         params, tuning = index_lib.tune(layer, params, vectors.candidates, vectors.queries[1:], config.recall_threshold)
+        chosen = tuning["chosen"]
+        report(
+            f"{name}: search {params.num_leaves_to_search} of {params.num_leaves} leaves, re-order "
+            f"{params.num_reordering_candidates} (recall@10 {chosen['recall_at_10']:.4f} on {tuning['queries']} "
+            f"held-out queries, {len(tuning['tried'])} settings tried)"
+        )
     return layer, params, tuning
 
 
@@ -94,6 +101,7 @@ def run(config: ExportConfig, *, data=None, synthetic_seed: int = 0, report=prin
             publish.clean_stale(base)
 
     if data is None:
+        report(f"loading {config.data}")
         data = load_data(config, synthetic_seed)
     from export.data import split
 
@@ -118,6 +126,7 @@ def run(config: ExportConfig, *, data=None, synthetic_seed: int = 0, report=prin
     # exclude_seen's own vectors when validation chose a blend with EASE for it (export/selection.py)
     exclude_vectors = None if fitted.blend is None else retrieval_vectors(trained, pop, fitted.blend)
 
+    report(f"evaluating on {len(test_idx)} test ratings (the model, popularity, EASE, item-kNN)")
     metrics = evaluation.evaluate(
         vectors["retrieval"],
         pop,
@@ -150,12 +159,12 @@ def run(config: ExportConfig, *, data=None, synthetic_seed: int = 0, report=prin
         for name in config.models:
             vec = vectors[name]
             start = time.perf_counter()
-            layer, params, tuning = _index(config, vec, f"{name}_index")
+            layer, params, tuning = _index(config, vec, f"{name}_index", report)
             extra = excl_tuning = None
             if name == "retrieval":
                 if exclude_vectors is not None:
                     excl_layer, excl_params, excl_tuning = _index(
-                        config, exclude_vectors, "retrieval_exclude_seen_index"
+                        config, exclude_vectors, "retrieval_exclude_seen_index", report
                     )
                     extra = (exclude_vectors, excl_layer, excl_params)
                 module = servable.Retrieval(vec, layer, params, exclude=extra)
@@ -170,6 +179,7 @@ def run(config: ExportConfig, *, data=None, synthetic_seed: int = 0, report=prin
             servable.save(module, path)
             warmup.write(path, warmup.requests(name, module.signatures(), validate.warmup_inputs(requests)))
             index_seconds = time.perf_counter() - start
+            report(f"{name}: validating the staged SavedModel in a fresh process, as TF Serving loads it")
             checks = validate.validate(
                 name,
                 path,

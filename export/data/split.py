@@ -8,7 +8,8 @@
 
 The shuffle order depends only on the seeds and the buffer size, never on the elements, so shuffling the
 row numbers gives the rows the tutorial's ``take``/``skip`` yield. Like the tutorial, it leaves the global
-seed set to ``seed``.
+seed set to ``seed``. Above ``TF_SHUFFLE_UP_TO`` rows (ML-10M and up) numpy draws the order instead
+(``shuffled_order``).
 
 "time" is the production-style split: the earliest ``train_fraction`` of ratings by timestamp train,
 the rest test; equal timestamps keep source order (a stable sort).
@@ -53,9 +54,18 @@ def split(
     return order[:n_train], order[n_train:]
 
 
+TF_SHUFFLE_UP_TO = 2_000_000  # rows; above, numpy's permutation (see shuffled_order)
+
+
 def shuffled_order(n: int, seed: int) -> np.ndarray:
     """Row numbers 0..n-1 in the order ``shuffle(n, seed=seed, reshuffle_each_iteration=False)`` yields
-    them after ``tf.random.set_seed(seed)``."""
+    them after ``tf.random.set_seed(seed)``, up to ``TF_SHUFFLE_UP_TO`` rows (the tutorial's 100K, ML-1M).
+
+    Above, ``np.random.default_rng(seed).permutation(n)``: an equally random order, but not tf.data's, whose
+    shuffle buffer holds every row as a tensor (at 10M rows: 2 GiB more peak memory and over a minute here).
+    """
+    if n > TF_SHUFFLE_UP_TO:
+        return np.random.default_rng(seed).permutation(n).astype(np.int64)
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     import tensorflow as tf  # deferred: the synthetic and GroupLens loaders need no TensorFlow
 

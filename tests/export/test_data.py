@@ -325,8 +325,16 @@ def test_random_split_is_the_seed_tutorials_split():
         assert [v.decode() for v in expected["movie_title"].numpy()] == ratings.movie_title[indices].tolist()
 
 
-def test_random_split_is_deterministic_and_partitions_rows():
+@pytest.mark.parametrize("numpy_above", [None, 1000], ids=["tf.data", "numpy above TF_SHUFFLE_UP_TO"])
+def test_random_split_is_deterministic_and_partitions_rows(numpy_above, monkeypatch):
+    import importlib
+
+    split_module = importlib.import_module("export.data.split")  # the module (export.data.split is the function)
     ratings = load("synthetic", synthetic=SyntheticSpec.tiny()).ratings
+    if numpy_above is not None:
+        tf_order = split_module.shuffled_order(len(ratings), 42)
+        monkeypatch.setattr(split_module, "TF_SHUFFLE_UP_TO", numpy_above)
+        assert not np.array_equal(split_module.shuffled_order(len(ratings), 42), tf_order)
 
     train_idx, test_idx = split(ratings)
     again_train, again_test = split(ratings)
