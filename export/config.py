@@ -17,7 +17,7 @@ INDEX_KINDS = ("scann", "brute_force", "auto")
 SPLIT_KINDS = ("random", "time")
 LOSSES = ("in_batch_softmax", "full_softmax")
 USER_TOWERS = ("id", "history", "id+history")
-OPTIMIZERS = ("adagrad", "adam")
+OPTIMIZERS = ("adagrad", "adam", "lazy_adam")  # lazy_adam: export/model.py LazyAdam
 USER_FEATURES = ("user_age", "user_gender", "user_occupation")
 MOVIE_FEATURES = ("movie_genres",)
 

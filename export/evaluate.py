@@ -38,6 +38,7 @@ ROWS = tuple(f"{name}{suffix}" for name in ("model", *BASELINES) for suffix in (
 EASE_LAMBDA = ease.LAMBDA
 MAX_ITEMS = 10_000
 MAX_RATINGS = 200_000  # test ratings evaluated; above, a random sample of test users (see evaluate)
+MAX_SCORES = 2_000_000_000  # ... and at most this many ratings x titles scored (32k ratings at ML-25M's 62k titles)
 COMPARED = ("top_10", "top_100")  # of the seen-excluded rows: what the comparison judges
 _CHUNK = 2048
 _TIE_BREAK = 1e-6
@@ -83,9 +84,10 @@ def evaluate(
     titles) score ``model_exclude_seen`` when the served ``exclude_seen`` signature has vectors of its own.
     The users and titles are arrays of str or Coded columns (export/data/records.py: fast at tens of millions).
 
-    Above ``max_ratings`` test ratings, a random sample of test users is evaluated (all their test ratings,
-    until ``max_ratings`` is reached); ``metrics["sample"]`` says how many, and ``metrics["ci95"]`` gives each
-    rate's 95 % confidence half-width (normal approximation of a binomial over the counted ratings)."""
+    Above ``max_ratings`` test ratings (or ``MAX_SCORES`` / titles, if fewer), a random sample of test users is
+    evaluated (all their test ratings, until that many is reached); ``metrics["sample"]`` says how many, and
+    ``metrics["ci95"]`` gives each rate's 95 % confidence half-width (normal approximation of a binomial over
+    the counted ratings)."""
     title_index = {t: i for i, t in enumerate(vectors.titles.tolist())}
     user_row = {u: i + 1 for i, u in enumerate(vectors.query_keys.tolist())}
     n = len(vectors.titles)
@@ -93,6 +95,8 @@ def evaluate(
     targets = positions(test_titles, title_index, -1)
     keep = targets >= 0
     targets, rows = targets[keep], positions(test_users, user_row, 0)[keep]
+    # Scoring costs ratings x titles (three times: model, seen-excluded, popularity): bound it.
+    max_ratings = min(max_ratings, max(1_000, MAX_SCORES // max(n, 1)))
     sample = {
         "ratings": len(targets),
         "of_ratings": len(targets),

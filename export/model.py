@@ -248,9 +248,32 @@ class TwoTower(tfrs.Model):
         return tf.reduce_mean(losses) / replicas + penalty
 
 
+class LazyAdam(tf.keras.optimizers.legacy.Adam):
+    """Adam whose sparse updates (the embedding tables') touch only the rows a batch looked up: their moments
+    and their values, as TensorFlow Addons' LazyAdam did (Addons has ended and has no build for this
+    TensorFlow). Keras' Adam decays every row's moments and moves every row at every step: at ML-25M's sizes
+    (162k users, 62k titles, D = 64) that took 100 ms a step here against 21 ms for the batch's own work.
+    Dense variables (side-feature projections) get Adam's usual update."""
+
+    def _resource_apply_sparse(self, grad, var, indices, apply_state=None):
+        device, dtype = var.device, var.dtype.base_dtype
+        c = (apply_state or {}).get((device, dtype)) or self._fallback_apply_state(device, dtype)
+        m, v = self.get_slot(var, "m"), self.get_slot(var, "v")
+        # Indices arrive de-duplicated (the legacy optimizer sums repeated rows first).
+        m_rows = c["beta_1_t"] * tf.gather(m, indices) + c["one_minus_beta_1_t"] * grad
+        v_rows = c["beta_2_t"] * tf.gather(v, indices) + c["one_minus_beta_2_t"] * tf.square(grad)
+        return tf.group(
+            m.scatter_update(tf.IndexedSlices(m_rows, indices)),
+            v.scatter_update(tf.IndexedSlices(v_rows, indices)),
+            var.scatter_sub(tf.IndexedSlices(c["lr"] * m_rows / (tf.sqrt(v_rows) + c["epsilon"]), indices)),
+        )
+
+
 def make_optimizer(config: TrainConfig) -> tf.keras.optimizers.Optimizer:
     if config.optimizer == "adagrad":
         return tf.keras.optimizers.Adagrad(learning_rate=config.learning_rate)
+    if config.optimizer == "lazy_adam":
+        return LazyAdam(learning_rate=config.learning_rate)
     if config.weight_decay > 0:  # decoupled weight decay (Loshchilov & Hutter, ICLR 2019) instead of an L2 loss
         return tf.keras.optimizers.AdamW(learning_rate=config.learning_rate, weight_decay=config.weight_decay)
     return tf.keras.optimizers.Adam(learning_rate=config.learning_rate)

@@ -80,7 +80,8 @@ def ease_factors(trained: Trained, users: np.ndarray, items: np.ndarray, config)
 
 def fit(config, data, train_idx: np.ndarray, report=print) -> Fitted:
     """Train what ``config`` asks for on ``train_idx`` (see the module doc); returns the final model."""
-    tc = tune.affordable(config.train, len(data.movies), report, ratings=len(train_idx))
+    n_users = len(data.ratings.coded("user_id").vocabulary)
+    tc = tune.affordable(config.train, len(data.movies), report, ratings=len(train_idx), users=n_users)
     if tc.tune_budget_s > 0 and distributed.strategy() is not None:
         report("tuning: off across workers (each worker's time budget would end at a different trial)")
         tc = dataclasses.replace(tc, tune_budget_s=0.0)

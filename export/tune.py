@@ -43,10 +43,41 @@ def losses_for(titles: int, ratings: int = 0) -> tuple[str, ...]:
     return LOSSES if full_softmax_affordable(titles, ratings) else ("in_batch_softmax",)
 
 
-def affordable(config: TrainConfig, titles: int, report=print, ratings: int = 0) -> TrainConfig:
-    """``config`` with a loss that scales with the catalogue and the data: above ``FULL_SOFTMAX_UP_TO`` titles,
-    or ``FULL_SOFTMAX_CELLS`` training ratings x titles, a full softmax costs a titles-wide matrix product per
-    batch, too much per epoch, so the in-batch softmax with the log-Q correction is used instead (and said)."""
+LAZY_ADAM_ROWS = 50_000  # users + titles: above, Adam's update of every row at every step outweighs the batch
+LARGE_DATA = 5_000_000  # training ratings: above, an epoch is thousands of steps
+RATING_PASSES = 50_000_000  # above LARGE_DATA: epochs capped at about this many ratings seen (at least 2)
+
+
+def affordable(config: TrainConfig, titles: int, report=print, ratings: int = 0, users: int = 0) -> TrainConfig:
+    """``config`` as this data can afford it, each change said:
+
+    - the loss: above ``FULL_SOFTMAX_UP_TO`` titles, or ``FULL_SOFTMAX_CELLS`` training ratings x titles, a full
+      softmax costs a titles-wide matrix product per batch, too much per epoch, so the in-batch softmax with
+      the log-Q correction is used instead;
+    - the optimizer: above ``LAZY_ADAM_ROWS`` users + titles, Adam becomes LazyAdam (export/model.py), which
+      updates only the rows a batch looked up;
+    - the epochs: above ``LARGE_DATA`` training ratings an epoch is thousands of steps (ML-25M: 22k), so
+      early stopping waits one epoch (``patience`` 1) and at most ``RATING_PASSES`` / ratings epochs run (2 at
+      ML-25M's size, 5 at ML-10M's)."""
+    config = _affordable_loss(config, titles, report, ratings)
+    if config.optimizer == "adam" and config.weight_decay == 0 and users + titles > LAZY_ADAM_ROWS:
+        report(
+            f"optimizer: LazyAdam ({users} users + {titles} titles > {LAZY_ADAM_ROWS}: Adam would update every "
+            "row of both tables at every step)"
+        )
+        config = dataclasses.replace(config, optimizer="lazy_adam")
+    if ratings > LARGE_DATA:
+        epochs = min(config.epochs, max(2, RATING_PASSES // ratings))
+        if (epochs, 1) != (config.epochs, config.patience):
+            report(
+                f"epochs: at most {epochs}, patience 1 ({ratings} training ratings > {LARGE_DATA}: an epoch is "
+                f"{-(-ratings // config.batch_size)} steps)"
+            )
+            config = dataclasses.replace(config, epochs=epochs, patience=min(config.patience, 1))
+    return config
+
+
+def _affordable_loss(config: TrainConfig, titles: int, report, ratings: int) -> TrainConfig:
     if config.loss == "full_softmax" and not full_softmax_affordable(titles, ratings):
         why = (
             f"{titles} titles > {FULL_SOFTMAX_UP_TO}"

@@ -155,3 +155,45 @@ def test_l2_falls_on_the_rows_a_batch_looks_up_for_users_and_on_the_whole_table_
     assert not in_batch.movie_model.embedding.losses and float(in_batch.movie_model.penalty(rows)) > 0
     seed = build_model(dataclasses.replace(DEFAULT, l2=0.0, epochs=1), data, train_idx)
     assert float(seed.user_model.penalty(rows)) == 0.0
+
+
+def test_lazy_adam_moves_only_the_rows_a_batch_looked_up_and_moves_them_as_adam_does():
+    import tensorflow as tf
+
+    from export.model import LazyAdam
+
+    start = np.arange(12, dtype=np.float32).reshape(6, 2) / 10
+    rows = tf.constant([1, 4, 1])  # a repeated row: its gradients are summed, as Adam sums them
+    lazy, dense = tf.Variable(start), tf.Variable(start)
+    lazy_opt, dense_opt = LazyAdam(learning_rate=0.1), tf.keras.optimizers.legacy.Adam(learning_rate=0.1)
+    for step in range(3):
+        for var, opt in ((lazy, lazy_opt), (dense, dense_opt)):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(tf.square(tf.gather(var, rows) - 1.0))
+            opt.apply_gradients([(tape.gradient(loss, var), var)])
+        untouched = [0, 2, 3, 5]
+        assert np.array_equal(lazy.numpy()[untouched], start[untouched])  # never looked up: never moved
+        # Rows looked up at every step get Adam's update exactly (the dense Adam also leaves the others alone
+        # here: their gradient and moments are zero).
+        np.testing.assert_allclose(lazy.numpy(), dense.numpy(), rtol=1e-6, atol=1e-7)
+    # A row missing from a batch stays where it is under LazyAdam; Adam moves it on its momentum.
+    lazy_before, dense_before = lazy.numpy()[1].copy(), dense.numpy()[1].copy()
+    for var, opt in ((lazy, lazy_opt), (dense, dense_opt)):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.square(tf.gather(var, tf.constant([4])) - 1.0))
+        opt.apply_gradients([(tape.gradient(loss, var), var)])
+    assert np.array_equal(lazy.numpy()[1], lazy_before)
+    assert not np.allclose(dense.numpy()[1], dense_before)
+
+
+def test_large_data_gets_lazy_adam_a_short_patience_and_a_bounded_number_of_epochs():
+    from export import tune
+
+    lines: list[str] = []
+    small = tune.affordable(DEFAULT, 3_706, lines.append, ratings=800_000, users=6_040)
+    assert small == DEFAULT and not lines  # ML-1M's size: the preset as it is
+    large = tune.affordable(DEFAULT, 62_423, lines.append, ratings=20_000_000, users=162_541)
+    assert (large.loss, large.optimizer, large.patience) == ("in_batch_softmax", "lazy_adam", 1)
+    assert large.epochs == 2 == max(2, tune.RATING_PASSES // 20_000_000)
+    assert [line.split(":")[0] for line in lines] == ["loss", "optimizer", "epochs"]
+    assert tune.affordable(DEFAULT, 10_677, lambda line: None, ratings=7_000_000, users=69_878).epochs == 7

@@ -174,9 +174,9 @@ def test_a_catalogue_too_large_for_a_full_softmax_trains_in_batch_with_log_q(mon
     assert lines and "log-Q" in lines[0]
     # ... and so do many ratings over a catalogue a full softmax could afford alone.
     many = tune.FULL_SOFTMAX_CELLS // 1000 + 1
-    assert tune.affordable(DEFAULT, 1000, lambda line: None, ratings=many - 1) is DEFAULT
+    assert tune.affordable(DEFAULT, 1000, lambda line: None, ratings=many - 1).loss == "full_softmax"
     assert tune.affordable(DEFAULT, 1000, lines.append, ratings=many).loss == "in_batch_softmax"
-    assert "training ratings x 1000 titles" in lines[-1]
+    assert any("training ratings x 1000 titles" in line for line in lines)
     # fit() applies it before training; the refit's settings (what the manifest records) say so.
     monkeypatch.setattr(tune, "FULL_SOFTMAX_UP_TO", 10)
     train_idx, _ = split(data.ratings, kind="random")
