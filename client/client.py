@@ -25,7 +25,7 @@ from client.transports import Transport, for_endpoint
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-TITLES, SCORES = "movie_titles", "scores"
+TITLES, SCORES, IDS = "movie_titles", "scores", "movie_ids"  # IDS: absent from models exported before it
 _FLOAT32 = struct.Struct("<f")
 
 
@@ -314,7 +314,8 @@ class Client:
     ) -> list[list[Hit]]:
         if not inputs[next(iter(inputs))]:
             return []
-        outputs = self.predict(model_name, inputs, signature, version, label, [TITLES, SCORES], timeout=timeout)
+        # No output_filter: a filter naming movie_ids fails on a model that lacks it, and the outputs are small.
+        outputs = self.predict(model_name, inputs, signature, version, label, timeout=timeout)
         model = ModelRef(model_name, version, label, signature)
         titles, scores = outputs.get(TITLES), outputs.get(SCORES)
         rows = len(inputs[next(iter(inputs))])
@@ -332,9 +333,12 @@ class Client:
                 f"k={k} is above K={width}, the number of results {model} was exported with; "
                 f"ask for k <= {width} (or export with a larger K)"
             )
+        ids = outputs.get(IDS)
+        if not (_matrix(ids, rows) and all(len(i) == len(t) for i, t in zip(ids, titles, strict=True))):
+            ids = [[""] * len(t) for t in titles]
         return [
-            [Hit(str(t), _f32(s)) for t, s in zip(trow[:k], srow[:k], strict=True)]
-            for trow, srow in zip(titles, scores, strict=True)
+            [Hit(str(t), _f32(s), str(i)) for t, s, i in zip(trow[:k], srow[:k], irow[:k], strict=True)]
+            for trow, srow, irow in zip(titles, scores, ids, strict=True)
         ]
 
 

@@ -7,10 +7,12 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True, slots=True)
 class Hit:
-    """One recommended movie; lists of hits are best first."""
+    """One recommended movie; lists of hits are best first. ``id``: its catalogue id (the ``movie_ids``
+    output; "" from a model exported without it)."""
 
     title: str
     score: float
+    id: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -88,6 +88,16 @@ def _index(config: ExportConfig, vectors, name: str, report=print):
     return layer, params, tuning
 
 
+def title_ids(movies, titles: np.ndarray) -> np.ndarray:
+    """The catalogue id of each of ``titles``: the first in catalogue order of the ids that show that title."""
+    first: dict[str, str] = {}
+    for movie_id, title in zip(
+        np.asarray(movies.movie_id).tolist(), np.asarray(movies.movie_title).tolist(), strict=True
+    ):
+        first.setdefault(title, movie_id)
+    return np.array([first[t] for t in titles.tolist()], dtype=object)
+
+
 def run(config: ExportConfig, *, data=None, synthetic_seed: int = 0, report=print) -> Result:
     root = Path(config.model_base_path)
     me = distributed.worker()
@@ -141,6 +151,7 @@ def run(config: ExportConfig, *, data=None, synthetic_seed: int = 0, report=prin
     report(evaluation.table(metrics))
 
     seen = _Seen(users_all[train_idx], titles_all[train_idx])
+    ids = title_ids(data.movies, trained.movie_titles)  # what movie_ids answers for each candidate title
     popular = vectors["retrieval"].titles[np.argsort(-pop, kind="stable")[:20]].tolist()
     counts = {
         "users": len(trained.user_ids),
@@ -167,12 +178,12 @@ def run(config: ExportConfig, *, data=None, synthetic_seed: int = 0, report=prin
                         config, exclude_vectors, "retrieval_exclude_seen_index", report
                     )
                     extra = (exclude_vectors, excl_layer, excl_params)
-                module = servable.Retrieval(vec, layer, params, exclude=extra)
+                module = servable.Retrieval(vec, layer, params, exclude=extra, ids=ids)
                 requests = validate.retrieval_requests(
                     vec, seen, config.validation_users, rng, popular, exclude_index=extra is not None
                 )
             else:
-                module = servable.SimilarMovies(vec, layer, params)
+                module = servable.SimilarMovies(vec, layer, params, ids=ids)
                 requests = validate.similar_requests(vec, config.validation_users, rng)
             path = publish.staging_dir(bases[name])
             staged[name] = path

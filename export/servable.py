@@ -1,7 +1,8 @@
 """The two SavedModels' tf.Modules, with the signatures of docs/contract.md.
 
 retrieval
-    ``serving_default``: ``user_id`` string [-1] -> ``movie_titles`` string [-1, K], ``scores`` float [-1, K]
+    ``serving_default``: ``user_id`` string [-1] -> ``movie_titles`` string [-1, K], ``scores`` float [-1, K],
+                         ``movie_ids`` string [-1, K] (each title's catalogue id)
     ``exclude_seen``:    ``user_id`` [-1], ``exclude_titles`` string [-1, -1] (rows padded with "")
                          -> the same outputs, never an excluded title, still K results per row.
 similar_movies
@@ -17,6 +18,10 @@ A key is looked up in its vocabulary (``StringLookup``, unknown -> row 0) and ma
 for K + (number of exclusion columns) results (clamped to the catalogue), masking excluded titles and
 taking the best K. If a row excludes nearly the whole catalogue, the slots left empty hold title "" and
 score -inf (documented; it cannot happen while the catalogue has K more titles than the row excludes).
+
+Titles are display names; ``movie_ids`` gives each returned title's id in the catalogue the model was trained
+on ("" in an empty slot), so that callers can join results with their own item tables. A title several
+MovieLens ids share (the tutorial keeps one entry per title) gives the first of them in catalogue order.
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ NAMESPACE_WHITELIST = ["Scann"]
 
 
 class _Servable(tf.Module):
-    def __init__(self, vectors, layer, params: index_lib.EffectiveIndex, name: str):
+    def __init__(self, vectors, layer, params: index_lib.EffectiveIndex, name: str, ids=None):
+        """``ids``: the catalogue id of each of ``vectors.titles`` (default: the titles themselves)."""
         super().__init__(name=name)
         if params.k > len(vectors.titles) - 1:
             raise ValueError(f"K={params.k} needs a catalogue of more than K titles (got {len(vectors.titles)})")
@@ -39,6 +45,10 @@ class _Servable(tf.Module):
         self.lookup = tf.keras.layers.StringLookup(vocabulary=list(vectors.query_keys), mask_token=None)
         self.query_table = tf.Variable(vectors.queries, trainable=False, name="query_table")
         self.titles = tf.Variable(tf.constant(list(vectors.titles), dtype=tf.string), trainable=False, name="titles")
+        ids = list(vectors.titles if ids is None else ids)
+        if len(ids) != len(vectors.titles):
+            raise ValueError(f"{len(ids)} ids for {len(vectors.titles)} titles")
+        self.ids = tf.Variable(tf.constant(ids, dtype=tf.string), trainable=False, name="ids")
         self.index = layer
 
     def _queries(self, keys: tf.Tensor, table=None) -> tf.Tensor:
@@ -54,6 +64,7 @@ class _Servable(tf.Module):
         )
         valid = rows >= 0
         titles = tf.gather(self.titles, tf.maximum(rows, 0))
+        ids = tf.gather(self.ids, tf.maximum(rows, 0))
         hit = tf.reduce_any(
             tf.equal(titles[:, :, tf.newaxis], excluded[:, tf.newaxis, :])
             & tf.not_equal(excluded, "")[:, tf.newaxis, :],
@@ -65,30 +76,32 @@ class _Servable(tf.Module):
         pad = tf.maximum(self.k - tf.shape(masked)[1], 0)
         masked = tf.pad(masked, [[0, 0], [0, pad]], constant_values=float("-inf"))
         titles = tf.pad(titles, [[0, 0], [0, pad]], constant_values="")
+        ids = tf.pad(ids, [[0, 0], [0, pad]], constant_values="")
         best, order = tf.math.top_k(masked, k=self.k)  # stable: ties keep the index's order
-        chosen = tf.gather(titles, order, batch_dims=1)
-        chosen = tf.where(tf.math.is_inf(best) & (best < 0), tf.fill(tf.shape(chosen), ""), chosen)
-        return self._outputs(chosen, best)
+        empty = tf.math.is_inf(best) & (best < 0)
+        chosen = tf.where(empty, "", tf.gather(titles, order, batch_dims=1))
+        return self._outputs(chosen, best, tf.where(empty, "", tf.gather(ids, order, batch_dims=1)))
 
-    def _outputs(self, titles: tf.Tensor, scores: tf.Tensor) -> dict:
+    def _outputs(self, titles: tf.Tensor, scores: tf.Tensor, ids: tf.Tensor) -> dict:
         """The signature outputs, with their static shape [-1, K] (it shows in the SignatureDef)."""
         return {
             "movie_titles": tf.ensure_shape(titles, [None, self.k]),
             "scores": tf.ensure_shape(scores, [None, self.k]),
+            "movie_ids": tf.ensure_shape(ids, [None, self.k]),
         }
 
     def _top_k(self, queries: tf.Tensor) -> dict:
         scores, rows = index_lib.search(self.index, self.params, queries, self.k)
-        titles = tf.gather(self.titles, tf.maximum(rows, 0))
-        titles = tf.where(rows >= 0, titles, tf.fill(tf.shape(titles), ""))
-        return self._outputs(titles, scores)
+        found = rows >= 0
+        titles = tf.where(found, tf.gather(self.titles, tf.maximum(rows, 0)), "")
+        return self._outputs(titles, scores, tf.where(found, tf.gather(self.ids, tf.maximum(rows, 0)), ""))
 
 
 class Retrieval(_Servable):
     """user -> movies; ``exclude`` = (vectors, layer, params) of ``exclude_seen``'s own index, if any."""
 
-    def __init__(self, vectors, layer, params, exclude=None):
-        super().__init__(vectors, layer, params, name="retrieval")
+    def __init__(self, vectors, layer, params, exclude=None, ids=None):
+        super().__init__(vectors, layer, params, name="retrieval", ids=ids)
         self.exclude_table = self.exclude_index = self.exclude_params = None
         if exclude is not None:
             exclude_vectors, self.exclude_index, self.exclude_params = exclude
@@ -120,8 +133,8 @@ class Retrieval(_Servable):
 class SimilarMovies(_Servable):
     """movie -> movies; the query title is excluded from its own list."""
 
-    def __init__(self, vectors, layer, params):
-        super().__init__(vectors, layer, params, name="similar_movies")
+    def __init__(self, vectors, layer, params, ids=None):
+        super().__init__(vectors, layer, params, name="similar_movies", ids=ids)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="movie_title")])
     def serving_default(self, movie_title):

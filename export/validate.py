@@ -178,7 +178,11 @@ def in_fresh_process(saved_model: Path, requests: list[dict], timeout_s: float) 
             )
         raw = json.loads(out_path.read_text(encoding="utf-8"))
     return [
-        {"movie_titles": np.array(a["movie_titles"], dtype=object), "scores": np.array(a["scores"], dtype=np.float32)}
+        {
+            "movie_titles": np.array(a["movie_titles"], dtype=object),
+            "scores": np.array(a["scores"], dtype=np.float32),
+            **({"movie_ids": np.array(a["movie_ids"], dtype=object)} if "movie_ids" in a else {}),
+        }
         for a in raw
     ]
 
@@ -217,11 +221,19 @@ def _titles_owed(k: int, catalogue: frozenset[str] | None, excluded) -> int:
 
 
 def compare(
-    model_name: str, requests, expected, actual, k: int, tol: float, catalogue: frozenset[str] | None = None
+    model_name: str,
+    requests,
+    expected,
+    actual,
+    k: int,
+    tol: float,
+    catalogue: frozenset[str] | None = None,
+    id_of: dict[str, str] | None = None,
 ) -> list[str]:
     """What differs between the staged (``actual``) and in-memory (``expected``) answers, and where the
     staged answers break the contract. ``catalogue`` (all candidate titles) lets ``exclude_seen`` rows that
-    exclude all but fewer than K titles hold "" slots; without it every row must hold K titles."""
+    exclude all but fewer than K titles hold "" slots; without it every row must hold K titles. ``id_of``
+    (title -> catalogue id): each ``movie_ids`` entry must be its title's id ("" for an empty slot)."""
     problems = []
     for request, exp, act in zip(requests, expected, actual, strict=True):
         signature = request["signature_name"]
@@ -231,6 +243,11 @@ def compare(
                 f"{model_name}/{signature}: output shape {act['movie_titles'].shape}, expected {(len(keys), k)}"
             )
             continue
+        if id_of is not None:
+            ids = act.get("movie_ids")
+            owed = [[id_of.get(t, "") if t else "" for t in row] for row in act["movie_titles"].tolist()]
+            if ids is None or np.asarray(ids).tolist() != owed:
+                problems.append(f"{model_name}/{signature}: movie_ids are not the ids of the returned movie_titles")
         for row, key in enumerate(keys):
             why = _rows_differ(
                 exp["movie_titles"][row], exp["scores"][row], act["movie_titles"][row], act["scores"][row], tol
@@ -290,8 +307,10 @@ def validate(
     logger.info("validating %s in a fresh process", model_name)
     expected = in_memory(module, requests)
     actual = in_fresh_process(staged, requests, timeout_s)
+    decode = np.vectorize(lambda b: b.decode("utf-8"), otypes=[object])
+    id_of = dict(zip(decode(module.titles.numpy()).tolist(), decode(module.ids.numpy()).tolist(), strict=True))
     problems = compare(
-        model_name, requests, expected, actual, k, tolerance, catalogue=frozenset(vectors.titles.tolist())
+        model_name, requests, expected, actual, k, tolerance, catalogue=frozenset(vectors.titles.tolist()), id_of=id_of
     )
     recall_k = min(10, k)
     recalls = {}

@@ -37,6 +37,9 @@ def test_one_user_gets_k_hits_best_first(c):
     assert len(hits) == K and all(isinstance(h, client.Hit) and h.title for h in hits)
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
     assert c.recommend(42, k=3) == hits[:3]
+    # Each hit carries its catalogue id (movie_ids): the synthetic catalogue's ids are "1".."150".
+    assert all(h.id.isdigit() and 1 <= int(h.id) <= 150 for h in hits)
+    assert len({h.id for h in hits}) == K
 
 
 def test_a_batch_answers_each_user_as_if_alone(c):
@@ -145,6 +148,7 @@ def test_metadata_shows_the_contracts_signatures(c, local_server):
         assert {a: (s.dtype, s.shape) for a, s in sig.outputs.items()} == {
             "movie_titles": ("DT_STRING", (-1, K)),
             "scores": ("DT_FLOAT", (-1, K)),
+            "movie_ids": ("DT_STRING", (-1, K)),
         }
     similar = c.metadata("similar_movies").signatures["serving_default"]
     assert set(similar.inputs) == {"movie_title"}

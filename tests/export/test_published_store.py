@@ -92,8 +92,10 @@ def test_signatures_have_the_contract_names_dtypes_and_shapes(store):
         assert set(sigs["exclude_seen"].inputs) == {"user_id", "exclude_titles"}
         assert dims(sigs["exclude_seen"].inputs["exclude_titles"]) == [-1, -1]
         for sig in (sigs["serving_default"], sigs["exclude_seen"], similar.signature_defs["serving_default"]):
-            assert set(sig.outputs) == {"movie_titles", "scores"}
+            assert set(sig.outputs) == {"movie_titles", "scores", "movie_ids"}
             assert sig.outputs["movie_titles"].dtype == types_pb2.DT_STRING
+            assert sig.outputs["movie_ids"].dtype == types_pb2.DT_STRING
+            assert dims(sig.outputs["movie_ids"]) == [-1, K]
             assert sig.outputs["scores"].dtype == types_pb2.DT_FLOAT
             assert dims(sig.outputs["movie_titles"]) == [-1, K]
             assert dims(sig.outputs["scores"]) == [-1, K]
@@ -194,3 +196,27 @@ def test_unknown_keys_get_the_most_popular_movies(store, tiny_data):
         assert len(row) == K
         assert all(count_of[t] >= kth for t in row), [(t, count_of[t]) for t in row]
         assert [count_of[t] for t in row] == sorted([count_of[t] for t in row], reverse=True)
+
+
+def test_movie_ids_are_the_catalogue_ids_of_the_returned_titles(store, tiny_data):
+    """Titles are display names; movie_ids give each returned title's id. A title several ids share (the
+    synthetic catalogue re-enters ~1% of its movies, as MovieLens does) gives the first of them."""
+    movies = tiny_data.movies
+    first: dict[str, str] = {}
+    for movie_id, title in zip(movies.movie_id.tolist(), movies.movie_title.tolist(), strict=True):
+        first.setdefault(title, movie_id)
+    assert len(first) < len(movies)  # the catalogue has shared titles, so the rule is exercised
+    retrieval, similar = _load(store, "retrieval"), _load(store, "similar_movies")
+    try:
+        answers = [
+            retrieval.run("serving_default", {"user_id": _b(["1", "2", "no such user"])}),
+            retrieval.run("exclude_seen", {"user_id": _b(["1"]), "exclude_titles": _b([[""]][0])[None, :]}),
+            similar.run("serving_default", {"movie_title": _b(sorted(first)[:3])}),
+        ]
+    finally:
+        retrieval.close()
+        similar.close()
+    for out in answers:
+        titles, ids = _text(out["movie_titles"]), _text(out["movie_ids"])
+        assert ids.shape == titles.shape
+        assert [[first[t] for t in row] for row in titles.tolist()] == ids.tolist()
