@@ -40,7 +40,7 @@ MAX_ITEMS = 10_000
 MAX_RATINGS = 200_000  # test ratings evaluated; above, a random sample of test users (see evaluate)
 MAX_SCORES = 2_000_000_000  # ... and at most this many ratings x titles scored (32k ratings at ML-25M's 62k titles)
 COMPARED = ("top_10", "top_100")  # of the seen-excluded rows: what the comparison judges
-_CHUNK = 2048
+_CHUNK_CELLS = 8_000_000  # test ratings x titles scored at once: a few float32 and bool matrices of this size
 _TIE_BREAK = 1e-6
 
 
@@ -151,8 +151,9 @@ def evaluate(
         for name in scorers
         for suffix in ("", "_exclude_seen")
     }
-    for start in range(0, len(targets), _CHUNK):
-        sl = slice(start, start + _CHUNK)
+    chunk = max(1, _CHUNK_CELLS // max(n, 1))  # 2048 rows cost 0.5 GB a matrix at ML-25M's 62k titles
+    for start in range(0, len(targets), chunk):
+        sl = slice(start, start + chunk)
         t, r = targets[sl], rows[sl]
         mask = seen_mask(r)
         mask[np.arange(len(t)), t] = False

@@ -181,6 +181,12 @@ class Ratings:
     def __len__(self) -> int:
         return len(self.user_id)
 
+    def prime(self, name: str, coded: Coded) -> None:
+        """Hand over the string column ``name``'s codes, made while loading (they must decode to the column)."""
+        if len(coded) != len(self) or (len(self) and coded.vocabulary[coded.codes[0]] != getattr(self, name)[0]):
+            raise DataError(f"the codes given for {name} do not match the column")
+        self._coded[name] = coded
+
     def coded(self, name: str) -> Coded:
         """The string column ``name`` as a Coded column (made on first use, then kept)."""
         if name not in self._coded:

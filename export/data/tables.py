@@ -32,7 +32,16 @@ from pathlib import Path
 
 import numpy as np
 
-from export.data.records import DataError, MovieLensData, Movies, Ratings, describe, factorize, genre_positions
+from export.data.records import (
+    Coded,
+    DataError,
+    MovieLensData,
+    Movies,
+    Ratings,
+    describe,
+    factorize,
+    genre_positions,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +114,7 @@ def _table(path: str, data: bytes | None = None, delimiter: str | None = None):
         raise DataError(f"cannot read {path}: {exc}") from None
 
 
-def _strings(table, name: str, path: str, flag: str) -> np.ndarray:
+def _strings(table, name: str, path: str, flag: str) -> Coded:
     if name not in table.column_names:
         raise DataError(
             f"{path}: no column {name!r} (columns: {', '.join(table.column_names)}); name the right one with {flag}"
@@ -118,22 +127,28 @@ def _strings(table, name: str, path: str, flag: str) -> np.ndarray:
     if column.null_count:
         row = next(i for i, v in enumerate(column.to_pylist()) if v is None)
         raise DataError(f"{path}: row {row + 2} has no value in column {name!r}; fill it or drop the row")
-    return _shared(column)
+    return _coded(column)
 
 
-def _shared(column) -> np.ndarray:
-    """A pyarrow string column as an object array in which equal values are one str object, through pyarrow's
-    dictionary encoding: 25M rows of 162k user ids are 200 MB of pointers, not 25M str copies (GiBs)."""
+def _coded(column) -> Coded:
+    """A pyarrow column as a Coded column, through pyarrow's dictionary encoding (no str per row): its
+    ``values()`` are one str object per distinct value (25M rows of 162k user ids: 200 MB of pointers, not
+    25M str copies), and the codes are handed to Ratings (``Ratings.prime``) rather than made again."""
     import pyarrow as pa
 
     encoded = (column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column).dictionary_encode()
     values = np.array([str(v) for v in encoded.dictionary.to_pylist()], dtype=object)  # ints: as str() spells them
-    return values[encoded.indices.to_numpy(zero_copy_only=False)]
+    order = np.argsort(values, kind="stable")  # the vocabulary sorted as factorize sorts it
+    rank = np.empty(len(order), dtype=np.int32)
+    rank[order] = np.arange(len(order), dtype=np.int32)
+    return Coded(rank[encoded.indices.to_numpy(zero_copy_only=False)], values[order])
 
 
-def _mapped(coded, mapping: dict) -> np.ndarray:
-    """``mapping[v]`` for each row of a Coded column (every value must be a key), one lookup per unique value."""
-    return np.array([mapping[v] for v in coded.vocabulary.tolist()], dtype=object)[coded.codes]
+def _mapped(coded: Coded, mapping: dict) -> Coded:
+    """``mapping[v]`` for each row of a Coded column (every value must be a key), as a Coded column; one lookup
+    per unique value."""
+    mapped = factorize(np.array([mapping[v] for v in coded.vocabulary.tolist()], dtype=object))
+    return Coded(mapped.codes[coded.codes], mapped.vocabulary)
 
 
 def _times(table, name: str, path: str) -> np.ndarray:
@@ -168,9 +183,9 @@ def _times(table, name: str, path: str) -> np.ndarray:
 
 
 def _ratings(
-    users: np.ndarray,
-    items: np.ndarray,
-    titles: np.ndarray,
+    users: Coded,
+    items: Coded,
+    titles: Coded,
     times: np.ndarray,
     values: np.ndarray | None = None,
     user_table: dict | None = None,
@@ -183,14 +198,13 @@ def _ratings(
         np.full(n, "", object),
     )
     if user_table:
-        coded = factorize(users)
-        rows = [user_table.get(u, (1, "", "", "")) for u in coded.vocabulary.tolist()]
-        ages = np.array([r[0] for r in rows], np.int32)[coded.codes]
-        genders, occupations, zips = (np.array([r[i] for r in rows], dtype=object)[coded.codes] for i in (1, 2, 3))
-    return Ratings(
-        user_id=users,
-        movie_id=items,
-        movie_title=titles,
+        rows = [user_table.get(u, (1, "", "", "")) for u in users.vocabulary.tolist()]
+        ages = np.array([r[0] for r in rows], np.int32)[users.codes]
+        genders, occupations, zips = (np.array([r[i] for r in rows], dtype=object)[users.codes] for i in (1, 2, 3))
+    ratings = Ratings(
+        user_id=users.values(),
+        movie_id=items.values(),
+        movie_title=titles.values(),
         user_rating=np.ones(n, np.float32) if values is None else values.astype(np.float32),
         timestamp=times,
         user_age=ages,
@@ -198,6 +212,9 @@ def _ratings(
         user_occupation=occupations,
         user_zip_code=zips,
     )
+    ratings.prime("user_id", users)
+    ratings.prime("movie_title", titles)
+    return ratings
 
 
 def _unique_titles(ids: np.ndarray, titles: np.ndarray) -> np.ndarray:
@@ -217,8 +234,7 @@ def load_own(path: str, columns: Columns = Columns()) -> MovieLensData:
     if table.num_rows == 0:
         raise DataError(f"{path}: no interaction rows (only a header?); it needs at least one row")
     users = _strings(table, columns.user, path, "--user-column")
-    items = _strings(table, columns.item, path, "--item-column")
-    item_codes = factorize(items)
+    item_codes = _strings(table, columns.item, path, "--item-column")
     if columns.time and columns.time in table.column_names:
         times = _times(table, columns.time, path)
     elif columns.time_given:
@@ -230,8 +246,8 @@ def load_own(path: str, columns: Columns = Columns()) -> MovieLensData:
         times = np.arange(len(users), dtype=np.int64)  # the row order is the time order
     if columns.items_file:
         catalogue = _table(columns.items_file)
-        ids = _strings(catalogue, columns.item_id, columns.items_file, "--item-id-column")
-        names = _strings(catalogue, columns.title, columns.items_file, "--title-column")
+        ids = _strings(catalogue, columns.item_id, columns.items_file, "--item-id-column").values()
+        names = _strings(catalogue, columns.title, columns.items_file, "--title-column").values()
         if len(set(ids.tolist())) != len(ids):
             dup = next(i for i in ids.tolist() if ids.tolist().count(i) > 1)
             raise DataError(f"{columns.items_file}: item id {dup!r} appears twice; one row per item")
@@ -246,7 +262,7 @@ def load_own(path: str, columns: Columns = Columns()) -> MovieLensData:
         names = ids.copy()
     shown = _unique_titles(ids, names)
     title_of = dict(zip(ids.tolist(), shown.tolist(), strict=True))
-    ratings = _ratings(users, items, _mapped(item_codes, title_of), times)
+    ratings = _ratings(users, item_codes, _mapped(item_codes, title_of), times)
     movies = Movies(movie_id=ids, movie_title=shown, movie_genres=[() for _ in ids])
     digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
     source = describe(
@@ -356,8 +372,7 @@ def load_release(path: str, files: dict[str, bytes]) -> MovieLensData:
     ids = np.array(movies.column("item").to_pylist(), dtype=object)
     titles = np.array(movies.column("title").to_pylist(), dtype=object)
     title_of = dict(zip(ids.tolist(), titles.tolist(), strict=True))
-    items = _shared(ratings.column("item"))
-    item_codes = factorize(items)
+    item_codes = _coded(ratings.column("item"))
     unknown = sorted(set(item_codes.vocabulary.tolist()) - set(title_of))
     if unknown:
         raise DataError(
@@ -365,8 +380,8 @@ def load_release(path: str, files: dict[str, bytes]) -> MovieLensData:
             f"{', '.join(map(repr, unknown[:3]))}; the release is incomplete: download it again"
         )
     data = _ratings(
-        _shared(ratings.column("user")),
-        items,
+        _coded(ratings.column("user")),
+        item_codes,
         _mapped(item_codes, title_of),
         ratings.column("timestamp").to_numpy(),
         ratings.column("rating").to_numpy(),

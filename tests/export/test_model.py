@@ -166,7 +166,7 @@ def test_lazy_adam_moves_only_the_rows_a_batch_looked_up_and_moves_them_as_adam_
     rows = tf.constant([1, 4, 1])  # a repeated row: its gradients are summed, as Adam sums them
     lazy, dense = tf.Variable(start), tf.Variable(start)
     lazy_opt, dense_opt = LazyAdam(learning_rate=0.1), tf.keras.optimizers.legacy.Adam(learning_rate=0.1)
-    for step in range(3):
+    for _step in range(3):
         for var, opt in ((lazy, lazy_opt), (dense, dense_opt)):
             with tf.GradientTape() as tape:
                 loss = tf.reduce_sum(tf.square(tf.gather(var, rows) - 1.0))

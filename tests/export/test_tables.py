@@ -168,3 +168,23 @@ def test_export_cli_trains_on_your_own_file(tmp_path, export_cli):
     assert "data: own - 480 ratings" in proc.stdout
     bad = export_cli(["--data", tmp_path / "events.csv", "--model-base-path", tmp_path / "models2"])
     assert bad.returncode == 1 and "no column 'user_id'" in bad.stderr.strip().splitlines()[-1]
+
+
+def test_the_codes_made_while_loading_are_the_columns_codes(tmp_path):
+    """Loaders hand their dictionary-encoded codes to Ratings (no second pass over 25M strings); they must be
+    what factorizing the loaded columns gives, vocabulary sorted, for every kind of file."""
+    from export.data.records import factorize
+
+    events = write(tmp_path / "events.csv", "user_id,item_id\n10,b\n9,a\n10,c\n2,b\n")
+    folder = tmp_path / "ml-latest"
+    folder.mkdir()
+    write(folder / "movies.csv", "movieId,title,genres\n1,Zed (1999),Drama\n2,Alpha (1990),Drama\n3,Zed (1999),Drama\n")
+    write(folder / "ratings.csv", "userId,movieId,rating,timestamp\n7,3,4.0,1\n11,1,3.5,2\n7,2,3.0,3\n")
+    for loaded in (load(str(events)), load(str(folder))):
+        ratings = loaded.ratings
+        for column in ("user_id", "movie_title"):
+            assert column in ratings._coded  # primed by the loader, not factorized on first use
+            primed, made = ratings.coded(column), factorize(getattr(ratings, column))
+            assert primed.vocabulary.tolist() == made.vocabulary.tolist()
+            assert np.array_equal(primed.codes, made.codes)
+    assert load(str(events)).ratings.coded("user_id").vocabulary.tolist() == ["10", "2", "9"]  # str order
