@@ -102,7 +102,7 @@ def child(size: str, tune_budget: float, index: str, store: Path, max_epochs: in
     config = ExportConfig(
         data=str(folder),
         train=dataclasses.replace(DEFAULT, tune_budget_s=tune_budget, epochs=max_epochs or DEFAULT.epochs),
-        index=IndexConfig(kind=index),
+        index=IndexConfig(kind=index, autotune=True),  # as the CLI does without --scann-* flags
         model_base_path=store,
     )
     result = pipeline.run(config, data=data, report=report)
