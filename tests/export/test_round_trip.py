@@ -127,3 +127,19 @@ def test_compare_lets_exclude_seen_rows_hold_empty_slots_only_when_exclusions_le
     }
     problems = validate.compare("retrieval", [request], [short], [short], k=4, tol=1e-4, catalogue=catalogue)
     assert problems == ["retrieval/exclude_seen: the row for '2' holds fewer than K=4 titles"]
+
+
+def test_compare_checks_that_movie_ids_are_the_returned_titles_ids():
+    request = {"signature_name": "serving_default", "purpose": "compare", "inputs": {"user_id": ["1"]}}
+    id_of = {"A": "10", "B": "20", "C": "30"}
+    answer = {
+        "movie_titles": np.array([["B", "A"]], dtype=object),
+        "scores": np.array([[2.0, 1.0]], dtype=np.float32),
+        "movie_ids": np.array([["20", "10"]], dtype=object),
+    }
+    assert validate.compare("retrieval", [request], [answer], [answer], k=2, tol=1e-4, id_of=id_of) == []
+    swapped = {**answer, "movie_ids": np.array([["10", "20"]], dtype=object)}
+    missing = {k: v for k, v in answer.items() if k != "movie_ids"}
+    for wrong in (swapped, missing):
+        problems = validate.compare("retrieval", [request], [answer], [wrong], k=2, tol=1e-4, id_of=id_of)
+        assert problems == ["retrieval/serving_default: movie_ids are not the ids of the returned movie_titles"]
