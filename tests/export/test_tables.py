@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +12,8 @@ import export  # noqa: F401
 from export.data import DataError, load
 from export.data.records import GENRES
 from export.data.tables import Columns
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def write(path, text: str, encoding: str = "utf-8"):
@@ -188,3 +191,26 @@ def test_the_codes_made_while_loading_are_the_columns_codes(tmp_path):
             assert primed.vocabulary.tolist() == made.vocabulary.tolist()
             assert np.array_equal(primed.codes, made.codes)
     assert load(str(events)).ratings.coded("user_id").vocabulary.tolist() == ["10", "2", "9"]  # str order
+
+
+def test_the_scaling_benchmarks_release_reads_back_as_the_synthetic_data_it_was_made_from(tmp_path, monkeypatch):
+    """benchmarks/export_scaling.py times the export on a release it writes once (ML-25M's format): loaded
+    with the export's own loader, it must be the synthetic data, row for row, or the figures would be of
+    other data."""
+    import importlib.util
+
+    from export.synthetic import SyntheticSpec, generate
+
+    spec = importlib.util.spec_from_file_location("export_scaling", ROOT / "benchmarks" / "export_scaling.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setitem(bench.SIZES, "tiny", (60, 150, 4000))
+    folder, made = bench.release("tiny")
+    assert made > 0 and folder == tmp_path / "retrieval-bundle" / "synthetic" / "tiny"
+    assert bench.release("tiny") == (folder, 0.0)  # made once, then reused
+    loaded, original = load(str(folder)), generate(SyntheticSpec(users=60, movies=150, ratings=4000, seed=0))
+    for column in ("user_id", "movie_id", "movie_title", "user_rating", "timestamp"):
+        assert getattr(loaded.ratings, column).tolist() == getattr(original.ratings, column).tolist(), column
+    assert loaded.movies.movie_genres == original.movies.movie_genres
