@@ -251,9 +251,10 @@ class TwoTower(tfrs.Model):
 class LazyAdam(tf.keras.optimizers.legacy.Adam):
     """Adam whose sparse updates (the embedding tables') touch only the rows a batch looked up: their moments
     and their values, as TensorFlow Addons' LazyAdam did (Addons has ended and has no build for this
-    TensorFlow). Keras' Adam decays every row's moments and moves every row at every step: at ML-25M's sizes
-    (162k users, 62k titles, D = 64) that took 100 ms a step here against 21 ms for the batch's own work.
-    Dense variables (side-feature projections) get Adam's usual update."""
+    TensorFlow). Keras' Adams decay every row's moments and move every row at every step. A step here (batch
+    1,024, in-batch softmax, D = 64): at ML-10M's sizes (70k users, 10.7k titles) 103 ms with Adam, 45 ms
+    with the legacy Adam, 26 ms with LazyAdam; at ML-25M's (162k, 62k) 103 ms with the legacy Adam, 27 ms with
+    LazyAdam. Dense variables (side-feature projections) get Adam's usual update."""
 
     def _resource_apply_sparse(self, grad, var, indices, apply_state=None):
         device, dtype = var.device, var.dtype.base_dtype

@@ -31,7 +31,7 @@ USER_TOWERS = ("id", "id+history")
 LOSSES = ("full_softmax", "in_batch_softmax")
 FULL_SOFTMAX_UP_TO = 50_000  # titles
 # ... and training ratings x titles, a full softmax's logits per epoch, which is what an epoch costs: 0.7M x 3.7k
-# (ML-1M's fitting part) took about 30 s an epoch here; ML-10M's is 24 times that.
+# (ML-1M's fitting part) took about 30 s an epoch here; ML-10M's is 29 times that.
 FULL_SOFTMAX_CELLS = 20_000_000_000
 
 
@@ -56,9 +56,9 @@ def affordable(config: TrainConfig, titles: int, report=print, ratings: int = 0,
       the log-Q correction is used instead;
     - the optimizer: above ``LAZY_ADAM_ROWS`` users + titles, Adam becomes LazyAdam (export/model.py), which
       updates only the rows a batch looked up;
-    - the epochs: above ``LARGE_DATA`` training ratings an epoch is thousands of steps (ML-25M: 22k), so
+    - the epochs: above ``LARGE_DATA`` training ratings an epoch is thousands of steps (ML-25M: 20k), so
       early stopping waits one epoch (``patience`` 1) and at most ``RATING_PASSES`` / ratings epochs run (2 at
-      ML-25M's size, 5 at ML-10M's)."""
+      ML-25M's size, 6 at ML-10M's)."""
     config = _affordable_loss(config, titles, report, ratings)
     if config.optimizer == "adam" and config.weight_decay == 0 and users + titles > LAZY_ADAM_ROWS:
         report(
