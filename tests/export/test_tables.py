@@ -177,13 +177,15 @@ def test_the_codes_made_while_loading_are_the_columns_codes(tmp_path):
     """Loaders hand their dictionary-encoded codes to Ratings (no second pass over 25M strings); they must be
     what factorizing the loaded columns gives, vocabulary sorted, for every kind of file."""
     from export.data.records import factorize
+    from export.synthetic import SyntheticSpec
 
     events = write(tmp_path / "events.csv", "user_id,item_id\n10,b\n9,a\n10,c\n2,b\n")
     folder = tmp_path / "ml-latest"
     folder.mkdir()
     write(folder / "movies.csv", "movieId,title,genres\n1,Zed (1999),Drama\n2,Alpha (1990),Drama\n3,Zed (1999),Drama\n")
     write(folder / "ratings.csv", "userId,movieId,rating,timestamp\n7,3,4.0,1\n11,1,3.5,2\n7,2,3.0,3\n")
-    for loaded in (load(str(events)), load(str(folder))):
+    synthetic = load("synthetic", synthetic=SyntheticSpec.tiny())  # primed from the generator's indices
+    for loaded in (load(str(events)), load(str(folder)), synthetic):
         ratings = loaded.ratings
         for column in ("user_id", "movie_title"):
             assert column in ratings._coded  # primed by the loader, not factorized on first use
