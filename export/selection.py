@@ -15,8 +15,8 @@ With ``TrainConfig.validation_fraction > 0`` (the ``default`` preset):
    (measured on synthetic data: top-100 without exclusion 0.47 -> 0.44 for a blend that wins seen-excluded
    top-10), so the blend serves only where seen titles are excluded;
 4. the towers are refitted on the whole training part with the chosen settings for the best epoch count and,
-   if the chosen candidate uses EASE, EASE is refitted there too. Above ``REFIT_UP_TO`` training ratings the
-   early-stopped towers are kept instead: the validation part is then a tenth of millions of ratings, and a
+   if the chosen candidate uses EASE, EASE is refitted there too. Above ``tune.LARGE_DATA`` training ratings
+   the early-stopped towers are kept instead: the validation part is then a tenth of millions of ratings, and a
    refit would double the training time for a tenth more data (the manifest's ``training.validation.refit``).
 
 The validation metric is the seen-excluded top-10 hit rate (what users of ``exclude_seen`` get). Without
@@ -42,7 +42,6 @@ METRIC_ROW = "exclude_seen"
 BLEND_KS = (10, 100)
 BLEND_CRITERION = "mean_top_10_top_100_exclude_seen"
 # (towers' weight, EASE's weight relative to the towers' score spread)
-REFIT_UP_TO = 5_000_000  # training ratings
 BLENDS = ((1.0, 0.0), (1.0, 0.25), (1.0, 0.5), (1.0, 1.0), (1.0, 2.0), (0.0, 1.0))
 
 
@@ -176,8 +175,10 @@ def fit(config, data, train_idx: np.ndarray, report=print) -> Fitted:
         summary["blends"] = {"skipped": skipped}
         report(f"validation: EASE factors skipped: {skipped}")
 
-    if len(train_idx) > REFIT_UP_TO:
-        summary["refit"] = f"no: {len(train_idx)} training ratings > {REFIT_UP_TO}; the early-stopped towers are kept"
+    if len(train_idx) > tune.LARGE_DATA:
+        summary["refit"] = (
+            f"no: {len(train_idx)} training ratings > {tune.LARGE_DATA}; the early-stopped towers are kept"
+        )
         report(f"refit: {summary['refit']}")
         final = dataclasses.replace(first, config=dataclasses.replace(tc, epochs=best_epoch))
     else:

@@ -44,6 +44,7 @@ from export.data.records import (
     Ratings,
     bucketize_age,
     describe,
+    from_unique,
 )
 
 logger = logging.getLogger(__name__)
@@ -258,10 +259,7 @@ def generate(spec: SyntheticSpec = SyntheticSpec()) -> MovieLensData:
         user_zip_code=users["zip_code"][user_index],
     )
     # The codes of the string columns, from the indices (no pass over millions of strings; Ratings.coded).
-    order = np.argsort(users["id"], kind="stable")
-    rank = np.empty(len(order), dtype=np.int32)
-    rank[order] = np.arange(len(order), dtype=np.int32)
-    ratings.prime("user_id", Coded(rank[user_index], users["id"][order]))
+    ratings.prime("user_id", from_unique(users["id"], user_index))
     titles, title_code = np.unique(movies["title"].astype(str), return_inverse=True)
     ratings.prime("movie_title", Coded(title_code.astype(np.int32)[movie_index], titles.astype(object)))
     catalogue = Movies(movie_id=movies["id"], movie_title=movies["title"], movie_genres=movies["genres"])

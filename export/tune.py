@@ -44,7 +44,7 @@ def losses_for(titles: int, ratings: int = 0) -> tuple[str, ...]:
 
 
 LAZY_ADAM_ROWS = 50_000  # users + titles: above, Adam's update of every row at every step outweighs the batch
-LARGE_DATA = 5_000_000  # training ratings: above, an epoch is thousands of steps
+LARGE_DATA = 5_000_000  # training ratings: above, an epoch is thousands of steps (and selection skips the refit)
 RATING_PASSES = 50_000_000  # above LARGE_DATA: epochs capped at about this many ratings seen (at least 2)
 
 

@@ -141,6 +141,17 @@ def factorize(values: Any) -> Coded:
     return Coded(np.fromiter((index[v] for v in values.tolist()), np.int32, len(values)), vocabulary)
 
 
+def from_unique(values: np.ndarray, codes: np.ndarray) -> Coded:
+    """A Coded column from ``codes`` into distinct but unsorted ``values`` (a pyarrow dictionary, a generator's
+    ids): the vocabulary sorted as ``factorize`` sorts it, the codes remapped to it (no pass over the rows'
+    strings)."""
+    values = np.asarray(values, dtype=object)
+    order = np.argsort(values, kind="stable")
+    rank = np.empty(len(order), dtype=np.int32)
+    rank[order] = np.arange(len(order), dtype=np.int32)
+    return Coded(rank[codes], values[order])
+
+
 def positions(values: Any, index: Mapping[str, int], default: int) -> np.ndarray:
     """Each value's ``index[value]`` (``default`` when absent), for a Coded column or an array of str."""
     if isinstance(values, Coded):

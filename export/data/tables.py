@@ -28,7 +28,9 @@ import io
 import logging
 import os
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -40,6 +42,7 @@ from export.data.records import (
     Ratings,
     describe,
     factorize,
+    from_unique,
     genre_positions,
 )
 
@@ -134,14 +137,16 @@ def _coded(column) -> Coded:
     """A pyarrow column as a Coded column, through pyarrow's dictionary encoding (no str per row): its
     ``values()`` are one str object per distinct value (25M rows of 162k user ids: 200 MB of pointers, not
     25M str copies), and the codes are handed to Ratings (``Ratings.prime``) rather than made again."""
+    return dictionary_coded(column, str)  # ints: as str() spells them
+
+
+def dictionary_coded(column, text: Callable[[Any], str]) -> Coded:
+    """A pyarrow (chunked) array as a Coded column: dictionary-encoded, ``text`` applied to each distinct value."""
     import pyarrow as pa
 
     encoded = (column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column).dictionary_encode()
-    values = np.array([str(v) for v in encoded.dictionary.to_pylist()], dtype=object)  # ints: as str() spells them
-    order = np.argsort(values, kind="stable")  # the vocabulary sorted as factorize sorts it
-    rank = np.empty(len(order), dtype=np.int32)
-    rank[order] = np.arange(len(order), dtype=np.int32)
-    return Coded(rank[encoded.indices.to_numpy(zero_copy_only=False)], values[order])
+    values = np.array([text(v) for v in encoded.dictionary.to_pylist()], dtype=object)
+    return from_unique(values, encoded.indices.to_numpy(zero_copy_only=False))
 
 
 def _mapped(coded: Coded, mapping: dict) -> Coded:

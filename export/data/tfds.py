@@ -140,9 +140,9 @@ def _text(values: np.ndarray) -> np.ndarray:
     one str object, so ML-25M's 25M rows of 162k user ids are 200 MB of pointers, not 25M str copies."""
     import pyarrow as pa
 
-    encoded = pa.array(values, type=pa.binary()).dictionary_encode()
-    texts = np.array([v.decode("utf-8") for v in encoded.dictionary.to_pylist()], dtype=object)
-    return texts[encoded.indices.to_numpy(zero_copy_only=False)]
+    from export.data.tables import dictionary_coded
+
+    return dictionary_coded(pa.array(values, type=pa.binary()), lambda b: b.decode("utf-8")).values()
 
 
 def _ratings(tfds: Any, builder: Any) -> Ratings:

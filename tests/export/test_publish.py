@@ -232,18 +232,15 @@ def test_publish_killed_at_random_points_leaves_no_partial_numeric_version(tmp_p
     assert all(p.name.isdigit() for p in base.iterdir()), f"seed {seed}"
 
 
+def _export_command(quick_export: list[str], root) -> list[str]:
+    return [sys.executable, "-m", "export", *quick_export, "--model-base-path", str(root)]
+
+
 def test_export_killed_at_random_points_publishes_nothing_partial(tmp_path, quick_export):
     root = tmp_path / "models"
     rng = random.Random()
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    args = [
-        sys.executable,
-        "-m",
-        "export",
-        *quick_export,
-        "--model-base-path",
-        str(root),
-    ]
+    args = _export_command(quick_export, root)
     for delay in (rng.uniform(2.0, 10.0),):  # the publish-loop test above covers many more kill points
         proc = subprocess.Popen(args, cwd=str(ROOT), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(delay)
@@ -357,14 +354,7 @@ def test_an_export_killed_between_the_two_renames_leaves_two_complete_models_tha
 
     root = tmp_path / "models"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    args = [
-        sys.executable,
-        "-m",
-        "export",
-        *quick_export,
-        "--model-base-path",
-        str(root),
-    ]
+    args = _export_command(quick_export, root)
     first = subprocess.run(args, cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr[-3000:]
     old = {m: _numeric(root / m)[-1].name for m in ("retrieval", "similar_movies")}

@@ -120,9 +120,11 @@ def test_fit_chooses_on_validation_and_refits_on_the_whole_training_part(data):
     assert any(line.startswith("refitting on all") for line in lines)
 
 
-def test_above_refit_up_to_the_early_stopped_towers_are_kept(data, monkeypatch):
+def test_above_large_data_the_early_stopped_towers_are_kept(data, monkeypatch):
+    from export import tune
+
     train_idx, _ = split(data.ratings, kind="random")
-    monkeypatch.setattr(selection, "REFIT_UP_TO", len(train_idx) - 1)
+    monkeypatch.setattr(tune, "LARGE_DATA", len(train_idx) - 1)
     config = ExportConfig(data="synthetic", train=dataclasses.replace(DEFAULT, epochs=3, patience=1, ease_rank=0))
     lines = []
     fitted = selection.fit(config, data, train_idx, report=lines.append)
