@@ -109,11 +109,12 @@ def quick_export() -> list[str]:
     return list(QUICK_EXPORT)
 
 
-def run_export(args, timeout: float = EXPORT_TIMEOUT_S) -> subprocess.CompletedProcess:
-    """``python -m export ARGS`` from the repo root; returns the completed process (never raises on exit code)."""
+def run_export(args, timeout: float = EXPORT_TIMEOUT_S, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """``python -m export ARGS`` from ``cwd`` (the repo root); returns the completed process (never raises on
+    exit code)."""
     return subprocess.run(
         [sys.executable, "-m", "export", *map(str, args)],
-        cwd=str(ROOT),
+        cwd=str(cwd),
         env=export_env(),
         capture_output=True,
         text=True,

@@ -143,37 +143,10 @@ def test_k_near_the_catalogue_size_publishes_although_some_exclusions_leave_fewe
         assert [p for p in (root / model).iterdir() if p.name.isdigit()]
 
 
-def test_a_relative_model_base_path_is_taken_from_the_working_directory(tmp_path):
+def test_a_relative_model_base_path_is_taken_from_the_working_directory(tmp_path, export_cli):
     """As `docker compose run --rm export` does: no --model-base-path, so `models` under the cwd (/ there)."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[2]
-    env = dict(os.environ, PYTHONPATH=str(root), TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "export",
-            "--data",
-            "synthetic",
-            "--synthetic-size",
-            "tiny",
-            "--epochs",
-            "1",
-            "--tune-budget",
-            "0",
-            "--models",
-            "retrieval",
-        ],
-        cwd=str(tmp_path),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    args = ["--data", "synthetic", "--synthetic-size", "tiny", "--epochs", "1", "--tune-budget", "0"]
+    proc = export_cli([*args, "--models", "retrieval"], timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     published = [p for p in (tmp_path / "models" / "retrieval").iterdir() if p.name.isdigit()]
     assert len(published) == 1 and (published[0] / "saved_model.pb").is_file()
