@@ -1,8 +1,9 @@
 """Training: ratings + split -> a fitted ``TwoTower`` and its embeddings as numpy arrays.
 
 The input pipeline is the tutorial's (``train.shuffle(100_000).batch(8192).cache()`` for the seed preset,
-the preset's buffer and batch otherwise). Keras shows its progress bar (one line per epoch when stdout is
-not a terminal).
+the preset's buffer and batch otherwise). Keras shows its progress bar on a terminal; when stdout is not one
+(a log, ``docker compose``), Keras prints one line per epoch and ``Progress`` adds a line every 30 s within
+an epoch, so that a long epoch (minutes at ML-25M's size) is not silent.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from export.config import TrainConfig
 from export.model import TwoTower, history_rows, make_optimizer, one_hot_table
 
 logger = logging.getLogger(__name__)
+PROGRESS_EVERY_S = 30.0  # seconds between Progress lines within an epoch
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -117,6 +119,34 @@ def build_model(config: TrainConfig, data, train_idx: np.ndarray | None = None) 
     return model
 
 
+class Progress(tf.keras.callbacks.Callback):
+    """A line every ``every_s`` seconds within an epoch: batches done of ``steps``, time left, the loss."""
+
+    def __init__(self, steps: int, epochs: int, every_s: float, report=print, clock=time.monotonic):
+        super().__init__()
+        self._supports_tf_logs = True  # the batch logs stay tensors; only a reported loss is read back
+        self.steps, self.epochs, self.every_s, self.report, self.clock = steps, epochs, every_s, report, clock
+        self.epoch, self.start, self.last = 0, 0.0, 0.0
+
+    def on_epoch_begin(self, epoch: int, logs=None) -> None:
+        self.epoch, self.start = epoch, self.clock()
+        self.last = self.start
+
+    def on_train_batch_end(self, batch: int, logs=None) -> None:
+        now = self.clock()
+        if now - self.last < self.every_s:
+            return
+        self.last = now
+        done, elapsed = batch + 1, now - self.start
+        left = (self.steps - done) * elapsed / done
+        loss = (logs or {}).get("loss")
+        shown = f", loss {float(loss):.1f}" if loss is not None else ""
+        self.report(
+            f"epoch {self.epoch + 1}/{self.epochs}: batch {done:,} of {self.steps:,} ({done / self.steps:.0%}), "
+            f"{elapsed:.0f} s, about {left:.0f} s left{shown}"
+        )
+
+
 class EarlyStopping(tf.keras.callbacks.Callback):
     """After each epoch, ``score(embeddings)`` on the validation part; keeps the best epoch's weights, stops
     after ``patience`` epochs without improvement and restores the best weights at the end."""
@@ -174,8 +204,12 @@ def train(
         verbose = 1 if sys.stdout.isatty() else 2
     logger.info("training preset %s: %d ratings, %d epochs", config.preset, len(train_idx), config.epochs)
     stopper = EarlyStopping(validation, config, metric, report) if validation is not None else None
+    callbacks: list[tf.keras.callbacks.Callback] = [stopper] if stopper is not None else []
+    if verbose == 2:  # one line per epoch from Keras: say how a long epoch is going
+        steps = -(-len(train_idx) // config.batch_size)
+        callbacks.append(Progress(steps, config.epochs, every_s=PROGRESS_EVERY_S, report=report))
     start = time.perf_counter()
-    history = model.fit(dataset, epochs=config.epochs, verbose=verbose, callbacks=[stopper] if stopper else None)
+    history = model.fit(dataset, epochs=config.epochs, verbose=verbose, callbacks=callbacks or None)
     seconds = time.perf_counter() - start
     trained = embeddings(model, config, history.history, seconds)
     if stopper is not None:

@@ -253,8 +253,9 @@ def load_own(path: str, columns: Columns = Columns()) -> MovieLensData:
         catalogue = _table(columns.items_file)
         ids = _strings(catalogue, columns.item_id, columns.items_file, "--item-id-column").values()
         names = _strings(catalogue, columns.title, columns.items_file, "--title-column").values()
-        if len(set(ids.tolist())) != len(ids):
-            dup = next(i for i in ids.tolist() if ids.tolist().count(i) > 1)
+        distinct, counts = np.unique(ids.astype(str), return_counts=True)
+        if len(distinct) != len(ids):
+            dup = str(distinct[np.argmax(counts > 1)])
             raise DataError(f"{columns.items_file}: item id {dup!r} appears twice; one row per item")
         missing = sorted(set(item_codes.vocabulary.tolist()) - set(ids.tolist()))
         if missing:

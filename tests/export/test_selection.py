@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import export  # noqa: F401
+import export.train
 from export import ease, selection
 from export.config import DEFAULT, SEED, ConfigError, ExportConfig
 from export.data import DataError, load, split, validation_split
@@ -62,6 +63,20 @@ def test_randomized_svd_finds_the_leading_singular_values_and_factors_reproduce_
     assert np.allclose(s, np.linalg.svd(scores, compute_uv=False)[:5], rtol=1e-3)
     users, items = ease.factors(x, 3.0, rank=25)  # full rank: exact
     assert np.abs(users @ items.T - scores).max() < 1e-3
+
+
+def test_a_log_gets_progress_lines_within_each_epoch(data, monkeypatch):
+    train_idx, _ = split(data.ratings, kind="random")
+    config = dataclasses.replace(DEFAULT, epochs=2, batch_size=256)
+    steps = -(-len(train_idx) // 256)
+    monkeypatch.setattr(export.train, "PROGRESS_EVERY_S", 0.0)  # a line after every batch
+    lines: list[str] = []
+    train(config, data, train_idx, verbose=2, report=lines.append)
+    assert len(lines) == 2 * steps, lines[:3]  # as many batches as Keras ran
+    assert lines[0].startswith(f"epoch 1/2: batch 1 of {steps} (")
+    assert lines[-1].startswith(f"epoch 2/2: batch {steps} of {steps} (100%)")
+    assert "about 0 s left, loss " in lines[-1]
+    assert not [line for line in lines if "loss nan" in line]
 
 
 def test_early_stopping_keeps_the_best_epoch_and_stops_after_patience(data):

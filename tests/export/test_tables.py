@@ -75,6 +75,11 @@ def test_without_a_time_column_the_row_order_is_the_time_order(tmp_path):
             "items.csv lacks 1 item id(s) that",
         ),
         (
+            {"events.csv": "user_id,item_id\nu1,a\n", "items.csv": "item_id,title\nb,B\na,A\nb,C\n"},
+            {"items_file": "items.csv"},
+            "items.csv: item id 'b' appears twice; one row per item",
+        ),
+        (
             {"events.csv": "user_id,item_id\nu1,a\n"},
             {"time": "when", "time_given": True},
             "events.csv: no column 'when'",
