@@ -34,9 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("user_ids", nargs="+", metavar="USER_ID")
     p.add_argument("-k", type=int, help="number of movies (default: the model's K)")
     p.add_argument("--exclude", nargs="+", action="extend", metavar="TITLE", help="titles never to return")
-    p = sub.add_parser("similar", parents=[common, servable], help="movies like the given titles")
+    p.add_argument("--exclude-id", nargs="+", action="extend", metavar="MOVIE_ID", help="catalogue ids never to return")
+    p = sub.add_parser("similar", parents=[common, servable], help="movies like the given titles (or ids)")
     p.add_argument("titles", nargs="+", metavar="TITLE")
     p.add_argument("-k", type=int, help="number of movies (default: the model's K)")
+    p.add_argument("--by-id", action="store_true", help="the arguments are catalogue movie ids, not titles")
     for name, text in (("status", "versions of a model and their states"), ("metadata", "a model's signatures")):
         p = sub.add_parser(name, parents=[common, servable], help=text)
         p.add_argument("--model", default="retrieval", help="model name (default retrieval)")
@@ -47,10 +49,12 @@ def run(args: argparse.Namespace) -> Any:
     with Client(args.url, timeout=args.timeout) as client:
         if args.command == "recommend":
             exclude = None if args.exclude is None else [list(args.exclude) for _ in args.user_ids]
-            hits = client.recommend(args.user_ids, args.k, exclude, args.version, args.label)
+            exclude_ids = None if args.exclude_id is None else [list(args.exclude_id) for _ in args.user_ids]
+            hits = client.recommend(args.user_ids, args.k, exclude, args.version, args.label, exclude_ids=exclude_ids)
             return dict(zip(args.user_ids, hits, strict=True))
         if args.command == "similar":
-            return dict(zip(args.titles, client.similar(args.titles, args.k, args.version, args.label), strict=True))
+            similar = client.similar_by_id if args.by_id else client.similar
+            return dict(zip(args.titles, similar(args.titles, args.k, args.version, args.label), strict=True))
         if args.command == "status":
             return client.status(args.model, args.version, args.label)
         return client.metadata(args.model, args.version, args.label)

@@ -85,6 +85,7 @@ class Client:
         version: int | None = ...,
         label: str | None = ...,
         *,
+        exclude_ids: Sequence[str | int] | None = ...,
         timeout: float | None = ...,
     ) -> list[Hit]: ...
 
@@ -97,6 +98,7 @@ class Client:
         version: int | None = ...,
         label: str | None = ...,
         *,
+        exclude_ids: Sequence[Sequence[str | int]] | None = ...,
         timeout: float | None = ...,
     ) -> list[list[Hit]]: ...
 
@@ -108,34 +110,28 @@ class Client:
         version: int | None = None,
         label: str | None = None,
         *,
+        exclude_ids: Sequence[str | int] | Sequence[Sequence[str | int]] | None = None,
         timeout: float | None = None,
     ) -> list[Hit] | list[list[Hit]]:
         """Movies for a user (a str or int id: a list of hits) or for several (a list: one list per user).
 
         ``exclude``: titles never to return (a list for one user, a list of lists for several), answered by
-        the ``exclude_seen`` signature. ``k``: how many hits (default: all K the model was exported with).
+        the ``exclude_seen`` signature; ``exclude_ids``: the same by catalogue id (``exclude_seen_by_id``).
+        ``k``: how many hits (default: all K the model was exported with).
         """
         single = isinstance(user_ids, (str, int)) and not isinstance(user_ids, bool)
         ids = [_key(u, "user id") for u in ([user_ids] if single else _sequence(user_ids, "user_ids"))]
         _check_k(k)
         inputs: dict[str, Any] = {"user_id": ids}
         signature = "serving_default"
+        if exclude is not None and exclude_ids is not None:
+            raise InvalidArgumentError("give exclude (titles) or exclude_ids (catalogue ids), not both")
         if exclude is not None:
-            rows = (
-                [_titles(exclude, "exclude")]
-                if single
-                else [_titles(row, f"exclude[{i}]") for i, row in enumerate(_sequence(exclude, "exclude"))]
-            )
-            if len(rows) != len(ids):
-                raise InvalidArgumentError(
-                    f"exclude needs one list of titles per user id ({len(rows)} lists for {len(ids)} ids)"
-                )
-            # Rows padded with "" (no title), and a leading "" column: TF Serving's batching pads a request
-            # to the widest request of its batch with the request's *first* element (batching_util.cc),
-            # which must therefore be "" or other users' rows would exclude the first user's first title.
-            width = max(map(len, rows), default=0)
-            inputs["exclude_titles"] = [[""] + row + [""] * (width - len(row)) for row in rows]
+            inputs["exclude_titles"] = _exclusions(exclude, "exclude", single, len(ids))
             signature = "exclude_seen"
+        elif exclude_ids is not None:
+            inputs["exclude_ids"] = _exclusions(exclude_ids, "exclude_ids", single, len(ids))
+            signature = "exclude_seen_by_id"
         hits = self._hits(self.settings.retrieval_model, inputs, signature, k, version, label, timeout)
         return hits[0] if single else hits
 
@@ -177,6 +173,45 @@ class Client:
         hits = self._hits(
             self.settings.similar_model, {"movie_title": keys}, "serving_default", k, version, label, timeout
         )
+        return hits[0] if single else hits
+
+    @overload
+    def similar_by_id(  # type: ignore[overload-overlap]  # as for similar
+        self,
+        movie_ids: str | int,
+        k: int | None = ...,
+        version: int | None = ...,
+        label: str | None = ...,
+        *,
+        timeout: float | None = ...,
+    ) -> list[Hit]: ...
+
+    @overload
+    def similar_by_id(
+        self,
+        movie_ids: Sequence[str | int],
+        k: int | None = ...,
+        version: int | None = ...,
+        label: str | None = ...,
+        *,
+        timeout: float | None = ...,
+    ) -> list[list[Hit]]: ...
+
+    def similar_by_id(
+        self,
+        movie_ids: str | int | Sequence[str | int],
+        k: int | None = None,
+        version: int | None = None,
+        label: str | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> list[Hit] | list[list[Hit]]:
+        """Movies like the movie with a catalogue id (a str or int: a list of hits) or like each of several,
+        answered by ``similar_movies``' ``by_id`` signature (every id of a title several ids share finds it)."""
+        single = isinstance(movie_ids, (str, int)) and not isinstance(movie_ids, bool)
+        keys = [_key(m, "movie id") for m in ([movie_ids] if single else _sequence(movie_ids, "movie_ids"))]
+        _check_k(k)
+        hits = self._hits(self.settings.similar_model, {"movie_id": keys}, "by_id", k, version, label, timeout)
         return hits[0] if single else hits
 
     # -- TF Serving's calls --------------------------------------------------------------------------------
@@ -366,6 +401,24 @@ def _key(value: Any, what: str) -> str:
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise InvalidArgumentError(f"a {what} is a str or an int (got {type(value).__name__}: {value!r})")
     return str(value)
+
+
+def _exclusions(value: Any, what: str, single: bool, users: int) -> list[list[str]]:
+    """Exclusion rows for ``exclude_titles`` or ``exclude_ids``: one per user, padded with "" (nothing).
+
+    A leading "" column too: TF Serving's batching pads a request to the widest request of its batch with
+    the request's *first* element (batching_util.cc), which must therefore be "" or other users' rows would
+    exclude the first user's first entry."""
+
+    def one(entries: Any, name: str) -> list[str]:
+        return _titles(entries, name) if what == "exclude" else [_key(e, "movie id") for e in _sequence(entries, name)]
+
+    rows = [one(value, what)] if single else [one(r, f"{what}[{i}]") for i, r in enumerate(_sequence(value, what))]
+    if len(rows) != users:
+        noun = "titles" if what == "exclude" else "movie ids"
+        raise InvalidArgumentError(f"{what} needs one list of {noun} per user id ({len(rows)} lists for {users} ids)")
+    width = max(map(len, rows), default=0)
+    return [[""] + row + [""] * (width - len(row)) for row in rows]
 
 
 def _titles(value: Any, what: str) -> list[str]:

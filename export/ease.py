@@ -46,8 +46,8 @@ def fits(users: int, titles: int, max_items: int, max_cells: int = 200_000_000) 
     """None if EASE fits in memory for this catalogue, else the reason it is skipped (one line)."""
     if titles > max_items:
         return (
-            f"{titles:,} titles > {max_items:,} (EASE needs a {titles:,} x {titles:,} matrix, "
-            f"{titles * titles * 8 / 2**30:.1f} GiB in float64)"
+            f"{titles:,} titles > {max_items:,} (EASE and item-kNN need a {titles:,} x {titles:,} matrix; "
+            f"EASE's inverse is {titles * titles * 8 / 2**30:.1f} GiB in float64)"
         )
     if users * titles > max_cells:
         return f"{users:,} users x {titles:,} titles > {max_cells:,} scores"

@@ -98,6 +98,20 @@ def title_ids(movies, titles: np.ndarray) -> np.ndarray:
     return np.array([first[t] for t in titles.tolist()], dtype=object)
 
 
+def catalogue_of(movies, titles: np.ndarray) -> tuple[list, list]:
+    """(ids, titles): every catalogue id whose title is served, with that title; what the by-id signatures
+    look up (every id of a title several ids share finds that title)."""
+    served = set(titles.tolist())
+    pairs = [
+        (movie_id, title)
+        for movie_id, title in zip(
+            np.asarray(movies.movie_id).tolist(), np.asarray(movies.movie_title).tolist(), strict=True
+        )
+        if title in served
+    ]
+    return [str(i) for i, _ in pairs], [t for _, t in pairs]
+
+
 def run(config: ExportConfig, *, data=None, synthetic_seed: int = 0, report=print) -> Result:
     root = Path(config.model_base_path)
     me = distributed.worker()
@@ -152,6 +166,7 @@ def run(config: ExportConfig, *, data=None, synthetic_seed: int = 0, report=prin
 
     seen = _Seen(users_all[train_idx], titles_all[train_idx])
     ids = title_ids(data.movies, trained.movie_titles)  # what movie_ids answers for each candidate title
+    catalogue = catalogue_of(data.movies, trained.movie_titles)  # what the by-id signatures take
     popular = vectors["retrieval"].titles[np.argsort(-pop, kind="stable")[:20]].tolist()
     counts = {
         "users": len(trained.user_ids),
@@ -178,13 +193,14 @@ def run(config: ExportConfig, *, data=None, synthetic_seed: int = 0, report=prin
                         config, exclude_vectors, "retrieval_exclude_seen_index", report
                     )
                     extra = (exclude_vectors, excl_layer, excl_params)
-                module = servable.Retrieval(vec, layer, params, exclude=extra, ids=ids)
+                module = servable.Retrieval(vec, layer, params, exclude=extra, ids=ids, catalogue=catalogue)
                 requests = validate.retrieval_requests(
                     vec, seen, config.validation_users, rng, popular, exclude_index=extra is not None
                 )
             else:
-                module = servable.SimilarMovies(vec, layer, params, ids=ids)
+                module = servable.SimilarMovies(vec, layer, params, ids=ids, catalogue=catalogue)
                 requests = validate.similar_requests(vec, config.validation_users, rng)
+            requests = validate.with_ids(name, requests, vec.titles.tolist(), ids.tolist())
             path = publish.staging_dir(bases[name])
             staged[name] = path
             servable.save(module, path)

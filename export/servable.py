@@ -1,13 +1,15 @@
 """The two SavedModels' tf.Modules, with the signatures of docs/contract.md.
 
 retrieval
-    ``serving_default``: ``user_id`` string [-1] -> ``movie_titles`` string [-1, K], ``scores`` float [-1, K],
-                         ``movie_ids`` string [-1, K] (each title's catalogue id)
-    ``exclude_seen``:    ``user_id`` [-1], ``exclude_titles`` string [-1, -1] (rows padded with "")
-                         -> the same outputs, never an excluded title, still K results per row.
+    ``serving_default``:    ``user_id`` string [-1] -> ``movie_titles`` string [-1, K], ``scores`` float [-1, K],
+                            ``movie_ids`` string [-1, K] (each title's catalogue id)
+    ``exclude_seen``:       ``user_id`` [-1], ``exclude_titles`` string [-1, -1] (rows padded with "")
+                            -> the same outputs, never an excluded title, still K results per row.
+    ``exclude_seen_by_id``: ``user_id`` [-1], ``exclude_ids`` string [-1, -1] -> ``exclude_seen`` of the
+                            titles those catalogue ids are served as.
 similar_movies
-    ``serving_default``: ``movie_title`` string [-1] -> ``movie_titles``, ``scores`` [-1, K]; a movie is
-                         never in its own list.
+    ``serving_default``:    ``movie_title`` string [-1] -> the same outputs; a movie is never in its own list.
+    ``by_id``:              ``movie_id`` string [-1] -> ``serving_default`` of the title that id is served as.
 
 ``exclude_seen`` may score with other vectors than ``serving_default`` (its own query table and index, same
 titles): export/selection.py may choose, on validation, a blend of the towers with EASE for the excluded
@@ -22,6 +24,8 @@ score -inf (documented; it cannot happen while the catalogue has K more titles t
 Titles are display names; ``movie_ids`` gives each returned title's id in the catalogue the model was trained
 on ("" in an empty slot), so that callers can join results with their own item tables. A title several
 MovieLens ids share (the tutorial keeps one entry per title) gives the first of them in catalogue order.
+The by-id signatures take any catalogue id: each is looked up (a ``StaticHashTable``) as the title it is
+served as, so every id of a shared title finds that title, and an unknown id (or "") is an unknown title.
 """
 
 from __future__ import annotations
@@ -35,8 +39,10 @@ NAMESPACE_WHITELIST = ["Scann"]
 
 
 class _Servable(tf.Module):
-    def __init__(self, vectors, layer, params: index_lib.EffectiveIndex, name: str, ids=None):
-        """``ids``: the catalogue id of each of ``vectors.titles`` (default: the titles themselves)."""
+    def __init__(self, vectors, layer, params: index_lib.EffectiveIndex, name: str, ids=None, catalogue=None):
+        """``ids``: the catalogue id of each of ``vectors.titles`` (default: the titles themselves).
+        ``catalogue``: (ids, titles), every catalogue id the by-id signatures take and the title it is
+        served as (default: ``ids`` and their titles)."""
         super().__init__(name=name)
         if params.k > len(vectors.titles) - 1:
             raise ValueError(f"K={params.k} needs a catalogue of more than K titles (got {len(vectors.titles)})")
@@ -49,6 +55,16 @@ class _Servable(tf.Module):
         if len(ids) != len(vectors.titles):
             raise ValueError(f"{len(ids)} ids for {len(vectors.titles)} titles")
         self.ids = tf.Variable(tf.constant(ids, dtype=tf.string), trainable=False, name="ids")
+        keys, values = (ids, list(vectors.titles)) if catalogue is None else (list(catalogue[0]), list(catalogue[1]))
+        if len(keys) != len(values) or len(set(keys)) != len(keys) or not set(values) <= set(vectors.titles):
+            raise ValueError("catalogue: one served title per distinct id expected")
+        pairs = [(key, value) for key, value in zip(keys, values, strict=True) if key != ""]  # "": no id
+        self.title_of_id = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(
+                tf.constant([k for k, _ in pairs], dtype=tf.string), tf.constant([v for _, v in pairs], tf.string)
+            ),
+            default_value="",
+        )
         self.index = layer
 
     def _queries(self, keys: tf.Tensor, table=None) -> tf.Tensor:
@@ -82,6 +98,10 @@ class _Servable(tf.Module):
         chosen = tf.where(empty, "", tf.gather(titles, order, batch_dims=1))
         return self._outputs(chosen, best, tf.where(empty, "", tf.gather(ids, order, batch_dims=1)))
 
+    def _titles_of(self, ids: tf.Tensor) -> tf.Tensor:
+        """The titles catalogue ids are served as ("" for an unknown id, which then excludes nothing)."""
+        return self.title_of_id.lookup(ids)
+
     def _outputs(self, titles: tf.Tensor, scores: tf.Tensor, ids: tf.Tensor) -> dict:
         """The signature outputs, with their static shape [-1, K] (it shows in the SignatureDef)."""
         return {
@@ -100,8 +120,8 @@ class _Servable(tf.Module):
 class Retrieval(_Servable):
     """user -> movies; ``exclude`` = (vectors, layer, params) of ``exclude_seen``'s own index, if any."""
 
-    def __init__(self, vectors, layer, params, exclude=None, ids=None):
-        super().__init__(vectors, layer, params, name="retrieval", ids=ids)
+    def __init__(self, vectors, layer, params, exclude=None, ids=None, catalogue=None):
+        super().__init__(vectors, layer, params, name="retrieval", ids=ids, catalogue=catalogue)
         self.exclude_table = self.exclude_index = self.exclude_params = None
         if exclude is not None:
             exclude_vectors, self.exclude_index, self.exclude_params = exclude
@@ -126,22 +146,39 @@ class Retrieval(_Servable):
             self._queries(user_id, self.exclude_table), exclude_titles, self.exclude_index, self.exclude_params
         )
 
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None], tf.string, name="user_id"),
+            tf.TensorSpec([None, None], tf.string, name="exclude_ids"),
+        ]
+    )
+    def exclude_seen_by_id(self, user_id, exclude_ids):
+        return self.exclude_seen(user_id, self._titles_of(exclude_ids))
+
     def signatures(self) -> dict:
-        return {"serving_default": self.serving_default, "exclude_seen": self.exclude_seen}
+        return {
+            "serving_default": self.serving_default,
+            "exclude_seen": self.exclude_seen,
+            "exclude_seen_by_id": self.exclude_seen_by_id,
+        }
 
 
 class SimilarMovies(_Servable):
     """movie -> movies; the query title is excluded from its own list."""
 
-    def __init__(self, vectors, layer, params, ids=None):
-        super().__init__(vectors, layer, params, name="similar_movies", ids=ids)
+    def __init__(self, vectors, layer, params, ids=None, catalogue=None):
+        super().__init__(vectors, layer, params, name="similar_movies", ids=ids, catalogue=catalogue)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="movie_title")])
     def serving_default(self, movie_title):
         return self._top_k_excluding(self._queries(movie_title), movie_title[:, tf.newaxis])
 
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="movie_id")])
+    def by_id(self, movie_id):
+        return self.serving_default(self._titles_of(movie_id))
+
     def signatures(self) -> dict:
-        return {"serving_default": self.serving_default}
+        return {"serving_default": self.serving_default, "by_id": self.by_id}
 
 
 def save(module: _Servable, path) -> None:

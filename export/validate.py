@@ -8,6 +8,8 @@ the model's own signatures are answered there and compared with the in-memory mo
 - every row holds K titles (an ``exclude_seen`` row fewer only when its exclusions leave fewer than K of
   the catalogue: the servable's documented "" slots); ``exclude_seen`` never returns an excluded title;
   ``similar_movies`` never returns the query; unknown keys get an answer;
+- the by-id signatures (``exclude_seen_by_id``, ``by_id``), asked with the catalogue ids of the titles in
+  the title-keyed requests, answer exactly as those do;
 - recall@10 of the served top-K against exact search over the same vectors >= the threshold.
 
 Any failure raises ``ValidationError`` whose message says what differed; the child's stderr is logged.
@@ -33,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 UNKNOWN_USER = "__unknown_user__"
 UNKNOWN_TITLE = "__unknown_title__ (1900)"
+UNKNOWN_ID = "__unknown_id__"
 _RECALL_QUERIES = 1000
 _ROOT = Path(__file__).resolve().parent.parent
 
@@ -109,6 +112,30 @@ def similar_requests(vectors, sample: int, rng: np.random.Generator) -> list[dic
         },
         {"signature_name": "serving_default", "inputs": {"movie_title": recall_titles}, "purpose": "recall"},
     ]
+
+
+def with_ids(model_name: str, requests: list[dict], titles, ids) -> list[dict]:
+    """``requests`` and, for each title-keyed compare request, its twin on the by-id signature: the same
+    rows with each title replaced by its catalogue id (``ids[i]`` of ``titles[i]``; an unknown title by an
+    unknown id), which must answer exactly as its twin does."""
+    id_of = dict(zip(list(titles), list(ids), strict=True))
+    twins = []
+    for position, request in enumerate(requests):
+        if request["purpose"] != "compare":
+            continue
+        if model_name == "similar_movies":
+            signature, field, by = "by_id", "movie_title", "movie_id"
+            values = [id_of.get(t, UNKNOWN_ID) for t in request["inputs"][field]]
+        elif request["signature_name"] == "exclude_seen":
+            signature, field, by = "exclude_seen_by_id", "exclude_titles", "exclude_ids"
+            values = [[id_of.get(t, UNKNOWN_ID) if t else "" for t in row] for row in request["inputs"][field]]
+        else:
+            continue
+        inputs = {name: value for name, value in request["inputs"].items() if name != field}
+        twins.append(
+            {"signature_name": signature, "inputs": {**inputs, by: values}, "purpose": "compare", "twin": position}
+        )
+    return requests + twins
 
 
 def warmup_inputs(requests: list[dict], per_signature: int = 3) -> dict[str, list[dict]]:
@@ -242,6 +269,19 @@ def compare(
             problems.append(
                 f"{model_name}/{signature}: output shape {act['movie_titles'].shape}, expected {(len(keys), k)}"
             )
+            continue
+        if "twin" in request:  # a by-id request: the title-keyed answer, exactly (that one is checked below)
+            twin = actual[request["twin"]]
+            same_ids = np.asarray(act.get("movie_ids", [])).tolist() == np.asarray(twin.get("movie_ids", [])).tolist()
+            if (
+                act["movie_titles"].tolist() != twin["movie_titles"].tolist()
+                or not same_ids
+                or not np.allclose(act["scores"], twin["scores"], atol=tol)
+            ):
+                problems.append(
+                    f"{model_name}/{signature} does not answer as "
+                    f"{requests[request['twin']]['signature_name']} does for the same movies' titles"
+                )
             continue
         if id_of is not None:
             ids = act.get("movie_ids")

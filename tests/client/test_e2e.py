@@ -32,6 +32,10 @@ def titles(hits):
     return [h.title for h in hits]
 
 
+def keyed(hits):
+    return [(h.title, h.id) for h in hits]
+
+
 def test_one_user_gets_k_hits_best_first(c):
     hits = c.recommend("42")
     assert len(hits) == K and all(isinstance(h, client.Hit) and h.title for h in hits)
@@ -127,6 +131,25 @@ def test_similar_never_lists_the_movie_itself(c):
     ]
 
 
+def test_ids_answer_as_the_titles_they_are_served_as(c):
+    """exclude_ids and similar_by_id: the by-id signatures give what the titles give, ids included."""
+    base = c.recommend("7", exclude=[])
+    seen = base[:2]
+    by_title = c.recommend("7", exclude=titles(seen))
+    assert c.recommend("7", exclude_ids=[h.id for h in seen]) == by_title
+    batch = c.recommend(["7", "8"], exclude_ids=[[int(seen[0].id), seen[1].id], []])  # a batch: the same movies
+    assert [keyed(row) for row in batch] == [keyed(by_title), keyed(c.recommend("8", exclude=[]))]
+    assert c.recommend("7", exclude_ids=["no such id"]) == base  # an unknown id excludes nothing
+    assert c.similar_by_id(seen[0].id) == c.similar(seen[0].title)
+    assert [keyed(row) for row in c.similar_by_id([seen[0].id, int(seen[1].id)], k=3)] == [
+        keyed(row) for row in c.similar(titles(seen), k=3)
+    ]
+    with pytest.raises(client.InvalidArgumentError, match="not both"):
+        c.recommend("7", exclude=["a"], exclude_ids=["1"])
+    with pytest.raises(client.InvalidArgumentError, match="exclude_ids needs one list of movie ids per user id"):
+        c.recommend(["7", "8"], exclude_ids=[["1"]])
+
+
 def test_status_shows_the_published_version_available(c, local_server):
     for model in ("retrieval", "similar_movies"):
         versions = c.status(model)
@@ -150,8 +173,13 @@ def test_metadata_shows_the_contracts_signatures(c, local_server):
             "scores": ("DT_FLOAT", (-1, K)),
             "movie_ids": ("DT_STRING", (-1, K)),
         }
-    similar = c.metadata("similar_movies").signatures["serving_default"]
-    assert set(similar.inputs) == {"movie_title"}
+    assert {a: (s.dtype, s.shape) for a, s in meta.signatures["exclude_seen_by_id"].inputs.items()} == {
+        "user_id": ("DT_STRING", (-1,)),
+        "exclude_ids": ("DT_STRING", (-1, -1)),
+    }
+    similar = c.metadata("similar_movies").signatures
+    assert set(similar["serving_default"].inputs) == {"movie_title"}
+    assert set(similar["by_id"].inputs) == {"movie_id"}
 
 
 def test_a_version_or_a_label_selects_that_version(c, local_server):
@@ -240,6 +268,10 @@ def test_cli_prints_a_table_or_json(local_server, transport_kind, c):
     assert [h["title"] for h in json.loads(similar.stdout)[expected[0].title]] == titles(
         c.similar(expected[0].title, k=3)
     )
+    by_id = run_cli("similar", expected[0].id, "--by-id", "-k", "3", "--json", "--url", url)
+    assert [h["title"] for h in json.loads(by_id.stdout)[expected[0].id]] == titles(c.similar(expected[0].title, k=3))
+    keyed = run_cli("recommend", "42", "-k", "5", "--url", url, "--json", "--exclude-id", expected[0].id)
+    assert json.loads(keyed.stdout) == json.loads(as_json.stdout)
     status = run_cli("status", "--model", "similar_movies", "--url", url)
     assert status.returncode == 0 and re.search(r"^\d+\s+AVAILABLE\s+OK$", status.stdout, re.M)
     meta = run_cli("metadata", "--url", url)

@@ -91,7 +91,16 @@ def test_signatures_have_the_contract_names_dtypes_and_shapes(store):
         assert set(sigs["serving_default"].inputs) == {"user_id"}
         assert set(sigs["exclude_seen"].inputs) == {"user_id", "exclude_titles"}
         assert dims(sigs["exclude_seen"].inputs["exclude_titles"]) == [-1, -1]
-        for sig in (sigs["serving_default"], sigs["exclude_seen"], similar.signature_defs["serving_default"]):
+        init = {"__saved_model_init_op"}  # the by-id table's initializer, listed as TF Serving lists it
+        assert set(sigs) - init == {"serving_default", "exclude_seen", "exclude_seen_by_id"}
+        assert set(sigs["exclude_seen_by_id"].inputs) == {"user_id", "exclude_ids"}
+        assert dims(sigs["exclude_seen_by_id"].inputs["exclude_ids"]) == [-1, -1]
+        assert set(similar.signature_defs) - init == {"serving_default", "by_id"}
+        assert set(similar.signature_defs["by_id"].inputs) == {"movie_id"}
+        assert dims(similar.signature_defs["by_id"].inputs["movie_id"]) == [-1]
+        for name, sig in (*sigs.items(), *similar.signature_defs.items()):
+            if name in init:
+                continue
             assert set(sig.outputs) == {"movie_titles", "scores", "movie_ids"}
             assert sig.outputs["movie_titles"].dtype == types_pb2.DT_STRING
             assert sig.outputs["movie_ids"].dtype == types_pb2.DT_STRING
@@ -113,8 +122,8 @@ def test_warmup_records_are_prediction_logs_for_every_signature(store):
     from tensorflow_serving.apis import prediction_log_pb2
 
     for model, signatures in (
-        ("retrieval", {"serving_default", "exclude_seen"}),
-        ("similar_movies", {"serving_default"}),
+        ("retrieval", {"serving_default", "exclude_seen", "exclude_seen_by_id"}),
+        ("similar_movies", {"serving_default", "by_id"}),
     ):
         path = _version_dir(store, model) / "assets.extra" / "tf_serving_warmup_requests"
         logs = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in tf.data.TFRecordDataset(str(path))]
@@ -220,3 +229,38 @@ def test_movie_ids_are_the_catalogue_ids_of_the_returned_titles(store, tiny_data
         titles, ids = _text(out["movie_titles"]), _text(out["movie_ids"])
         assert ids.shape == titles.shape
         assert [[first[t] for t in row] for row in titles.tolist()] == ids.tolist()
+
+
+def test_the_by_id_signatures_answer_as_the_titles_those_ids_are_served_as(store, tiny_data):
+    """Every id of a shared title finds that title; an unknown id is an unknown title; "" excludes nothing."""
+    movies = tiny_data.movies
+    ids_of: dict[str, list[str]] = {}
+    for movie_id, title in zip(movies.movie_id.tolist(), movies.movie_title.tolist(), strict=True):
+        ids_of.setdefault(title, []).append(movie_id)
+    shared = sorted(t for t, ids in ids_of.items() if len(ids) > 1)[:2]
+    single = sorted(t for t, ids in ids_of.items() if len(ids) == 1)[:3]
+    assert shared and single
+    queries = [(t, i) for t in shared for i in ids_of[t]] + [(t, ids_of[t][0]) for t in single]
+    retrieval, similar = _load(store, "retrieval"), _load(store, "similar_movies")
+    try:
+        by_title = similar.run("serving_default", {"movie_title": _b([t for t, _ in queries] + ["No Such (1900)"])})
+        by_id = similar.run("by_id", {"movie_id": _b([i for _, i in queries] + ["no-such-id"])})
+        exclude = [[*single, ""], [""] * (len(single) + 1)]
+        exclude_ids = [[ids_of[t][0] for t in single] + [""], [""] * (len(single) + 1)]
+        users = _b(["1", "2"])
+        titled = retrieval.run("exclude_seen", {"user_id": users, "exclude_titles": np.array([_b(r) for r in exclude])})
+        keyed = retrieval.run(
+            "exclude_seen_by_id", {"user_id": users, "exclude_ids": np.array([_b(r) for r in exclude_ids])}
+        )
+        unknown = retrieval.run(
+            "exclude_seen_by_id", {"user_id": users, "exclude_ids": np.array([_b(["no-such-id"]), _b([""])])}
+        )
+        plain = retrieval.run("exclude_seen", {"user_id": users, "exclude_titles": np.array([_b([""]), _b([""])])})
+    finally:
+        retrieval.close()
+        similar.close()
+    for a, b in ((by_title, by_id), (titled, keyed), (plain, unknown)):
+        assert _text(a["movie_titles"]).tolist() == _text(b["movie_titles"]).tolist()
+        assert _text(a["movie_ids"]).tolist() == _text(b["movie_ids"]).tolist()
+        assert np.allclose(a["scores"], b["scores"])
+    assert not set(_text(keyed["movie_titles"])[0]) & set(single)  # the ids' titles are excluded

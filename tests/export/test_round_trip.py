@@ -47,6 +47,9 @@ def test_fresh_process_answers_equal_the_in_memory_model(tmp_path, trained_tiny,
         requests = validate.retrieval_requests(vectors, seen, 16, rng, popular)
     else:
         requests = validate.similar_requests(vectors, 16, rng)
+    titles = vectors.titles.tolist()
+    requests = validate.with_ids(model, requests, titles, titles)  # the ids default to the titles
+    assert {r["signature_name"] for r in requests} >= {"exclude_seen_by_id" if model == "retrieval" else "by_id"}
     servable.save(module, tmp_path)
     warmup.write(tmp_path, warmup.requests(model, module.signatures(), validate.warmup_inputs(requests)))
 
@@ -143,3 +146,18 @@ def test_compare_checks_that_movie_ids_are_the_returned_titles_ids():
     for wrong in (swapped, missing):
         problems = validate.compare("retrieval", [request], [answer], [wrong], k=2, tol=1e-4, id_of=id_of)
         assert problems == ["retrieval/serving_default: movie_ids are not the ids of the returned movie_titles"]
+
+
+def test_compare_checks_that_a_by_id_request_answers_as_its_title_keyed_twin():
+    request = {"signature_name": "serving_default", "purpose": "compare", "inputs": {"movie_title": ["A"]}}
+    titles = ["A", "B", "C"]
+    twin = validate.with_ids("similar_movies", [request], titles, ["10", "20", "30"])[1]
+    assert twin == {"signature_name": "by_id", "inputs": {"movie_id": ["10"]}, "purpose": "compare", "twin": 0}
+    answer = {
+        "movie_titles": np.array([["B", "C"]], dtype=object),
+        "scores": np.array([[2.0, 1.0]], dtype=np.float32),
+    }
+    other = {**answer, "movie_titles": np.array([["C", "B"]], dtype=object)}
+    assert validate.compare("similar_movies", [request, twin], [answer] * 2, [answer, answer], k=2, tol=1e-4) == []
+    problems = validate.compare("similar_movies", [request, twin], [answer, other], [answer, other], k=2, tol=1e-4)
+    assert problems == ["similar_movies/by_id does not answer as serving_default does for the same movies' titles"]

@@ -7,8 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-import export  # noqa: F401
-import export.train
+import export.train  # (TF_USE_LEGACY_KERAS before TensorFlow)
 from export import ease, selection
 from export.config import DEFAULT, SEED, ConfigError, ExportConfig
 from export.data import DataError, load, split, validation_split
