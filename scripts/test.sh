@@ -14,7 +14,7 @@ for arg in "$@"; do
     *) args+=("$arg") ;;
   esac
 done
-# Disk: a whole run on a fresh machine writes about 11 GB (the venvs, the engine's images and build
+# Disk: a whole run on a fresh machine writes about 10 GB (the venvs, the engine's images and build
 # cache under /tmp/dockerd, the tests' stores). With less free, tests fail one by one on "No space left on
 # device"; say so first.
 need_gb=12
