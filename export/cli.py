@@ -199,16 +199,17 @@ def config_from_args(args: argparse.Namespace) -> ExportConfig:
             f"--data {args.data}: no such file or folder (use tfds, synthetic, a GroupLens folder/zip "
             f"or your own CSV/Parquet file)"
         )
-    if args.items is not None and not Path(args.items).is_file():
+    # An empty value is the flag's default (docker-compose.yml passes each as ${EXPORT_...:-}).
+    if args.items and not Path(args.items).is_file():
         raise ConfigError(f"--items {args.items}: no such file (a CSV/Parquet catalogue of item ids and titles)")
     columns = {
-        "user": args.user_column,
-        "item": args.item_column,
+        "user": args.user_column or "user_id",
+        "item": args.item_column or "item_id",
         "time": args.time_column or "timestamp",
-        "time_given": args.time_column is not None,
-        "items_file": args.items,
-        "item_id": args.item_id_column,
-        "title": args.title_column,
+        "time_given": bool(args.time_column),
+        "items_file": args.items or None,
+        "item_id": args.item_id_column or "item_id",
+        "title": args.title_column or "title",
     }
     return ExportConfig(
         data=args.data,

@@ -6,6 +6,8 @@
   ScaNN build's base); the tests try, and say so in pytest's output when it fails.
 - docker-compose.local.yml with a --data that does not exist: the export container exits non-zero with one
   line saying what is wrong, and serving is never started.
+- docker-compose.local.yml on your own interactions: a CSV with other column names and a catalogue, named
+  by the EXPORT_* variables; the published models answer with the catalogue's ids.
 - docker-compose.local.yml with Docker Compose v2 (the Go `docker compose`): up, healthy, answers, down.
 """
 
@@ -111,6 +113,71 @@ def test_bad_data_fails_the_export_with_one_line_and_serving_never_starts(engine
     finally:
         project.down()
     assert project.containers() == [] and project.networks() == []
+
+
+def test_your_own_interactions_export_through_the_compose_file(engine, bundle, tmp_path):
+    """EXPORT_DATA names a CSV under /data, the EXPORT_*_COLUMN variables its columns and EXPORT_ITEMS its
+    catalogue (where two items share a name): the export service trains on it and publishes models that
+    answer by the catalogue's ids."""
+    import numpy as np
+
+    from serving.bundle import SavedModelBundle
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "shop"
+    folder.mkdir()
+    skus = [f"sku-{i:03d}" for i in range(150)]
+    names = [f"Item {i}" for i in range(150)]
+    names[7] = names[8] = "Twin Lamp"  # two items, one display name
+    (folder / "items.csv").write_text(
+        "sku,name\n" + "".join(f"{s},{n}\n" for s, n in zip(skus, names, strict=True)), encoding="utf-8"
+    )
+    who = rng.integers(0, 60, 4000)
+    what = (who * 2 + rng.integers(0, 40, 4000)) % 150  # each user's taste: a window of the catalogue
+    (folder / "events.csv").write_text(
+        "who,what,at\n" + "".join(f"u{u},{skus[m]},{t}\n" for t, (u, m) in enumerate(zip(who, what, strict=True))),
+        encoding="utf-8",
+    )
+    project = ComposeProject(
+        engine,
+        bundle,
+        project_name("own"),
+        "docker-compose.local.yml",
+        MOVIELENS_DIR=str(folder),
+        EXPORT_DATA="/data/events.csv",
+        EXPORT_USER_COLUMN="who",
+        EXPORT_ITEM_COLUMN="what",
+        EXPORT_TIME_COLUMN="at",
+        EXPORT_ITEMS="/data/items.csv",
+        EXPORT_ITEM_ID_COLUMN="sku",
+        EXPORT_TITLE_COLUMN="name",
+        EXPORT_PRESET="seed",
+    )
+    before = {model: versions(bundle / "models" / model) for model in ("retrieval", "similar_movies")}
+    try:
+        project.compose("build", "export", timeout=1800)
+        project.compose("up", "--no-color", "export", timeout=EXPORT_TIMEOUT_S)
+        assert project.only_container("export")["State"]["ExitCode"] == 0, project.logs("export")[-4000:]
+    finally:
+        project.down()
+    new = {model: sorted(set(versions(bundle / "models" / model)) - set(before[model])) for model in before}
+    assert [len(v) for v in new.values()] == [1, 1], new
+    path = {model: bundle / "models" / model / str(v[0]) for model, v in new.items()}
+    source = json.loads((path["retrieval"] / "assets.extra" / "manifest.json").read_text())["data"]["source"]
+    assert source["kind"] == "own" and source["sizes"] == {"ratings": 4000, "movies": 150, "users": 60}
+    similar = SavedModelBundle.load(str(path["similar_movies"]), run_warmup=True)
+    try:
+        by_id = similar.run("by_id", {"movie_id": np.array([b"sku-007", b"sku-008", b"sku-100"], dtype=object)})
+        by_title = similar.run(
+            "serving_default",
+            {"movie_title": np.array([b"Twin Lamp [sku-007]", b"Twin Lamp [sku-008]", b"Item 100"], dtype=object)},
+        )
+    finally:
+        similar.close()
+    assert by_id["movie_titles"].tolist() == by_title["movie_titles"].tolist()
+    rows = [[i.decode() for i in row] for row in by_id["movie_ids"].tolist()]
+    assert {i for row in rows for i in row} <= set(skus)  # answers carry the catalogue's ids
+    assert "sku-100" not in rows[2]  # never the query itself
 
 
 def test_docker_compose_v2_runs_the_local_variant_too(engine, bundle):

@@ -136,3 +136,16 @@ def test_invalid_index_and_export_settings_are_rejected_on_construction():
     assert isinstance(SEED, TrainConfig)
     with pytest.raises(dataclasses.FrozenInstanceError):
         SEED.epochs = 5
+
+
+def test_empty_data_column_flags_are_their_defaults_as_the_compose_files_pass_them():
+    """docker-compose.yml gives every column flag as ${EXPORT_...:-}: empty must mean the default."""
+    from export.cli import config_from_args, parser
+
+    empty = ["--user-column=", "--item-column=", "--time-column=", "--items=", "--item-id-column=", "--title-column="]
+    given = config_from_args(parser().parse_args(["--data", "synthetic", *empty])).data_columns
+    assert given == config_from_args(parser().parse_args(["--data", "synthetic"])).data_columns
+    assert given["time_given"] is False and given["items_file"] is None
+    named = config_from_args(parser().parse_args(["--data", "synthetic", "--time-column=at", "--user-column=who"]))
+    assert named.data_columns["time"] == "at" and named.data_columns["time_given"] is True
+    assert named.data_columns["user"] == "who"
