@@ -234,7 +234,7 @@ class ExportConfig:
     score_tolerance: float = 1e-3
     data_columns: dict = field(default_factory=dict)  # export.data.tables.Columns fields, for your own files
     ease_lambda: float = 500.0  # EASE's L2 weight (the evaluation's baseline)
-    baseline_max_items: int = 10_000  # above this many titles EASE and item-kNN are skipped (memory)
+    baseline_max_items: int = 12_000  # above this many titles EASE and item-kNN are skipped (memory)
 
     def __post_init__(self) -> None:
         _check(bool(self.data), "--data must be tfds, synthetic, a GroupLens folder/zip or your own CSV/Parquet file")

@@ -6,64 +6,175 @@ export can serve it as a dot product: the rank-r truncated SVD of the training u
 gives query vectors U S (per known user, baked into the query table like the towers' user vectors) and
 candidate vectors V. A rank-64 factorisation keeps EASE's quality on MovieLens 100K.
 
-Memory: B is titles x titles (float64 while inverting) and X B is users x titles, so both are bounded by the
-caller (``fits``); the SVD is randomised (Halko, Martinsson and Tropp, 2011), so it never forms more than
-users x (rank + 10) beside X B.
+Memory: B is titles x titles (float64 while inverting), bounded by the caller (``fits``). X is kept as each
+user's sorted titles (``Interactions``) and is dense only up to ``DENSE_CELLS`` users x titles (ML-1M's
+size); above that (ML-10M's 70k users x 10.7k titles would be 3 GB as float32) it is made dense a block of
+users at a time: for X^T X, for a user's scores X_u B, and inside the SVD, which then works on the product
+X B without forming it. The SVD is randomised (Halko, Martinsson and Tropp, 2011), so it never forms more
+than users x (rank + 10) beside X B.
 """
 
 from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
 LAMBDA = 500.0
 RANK = 64
+DENSE_CELLS = 200_000_000  # users x titles up to which X is one dense matrix (the results as before)
+BLOCK_ROWS = 4096  # users per dense block above it (4096 x 10.7k float32: 175 MB)
+MAX_GRAM_FLOPS = 1.5e13  # users x titles^2 of X^T X in blocks: ML-10M's 8e12 took about ... s here
 
 
-def history(user_keys: np.ndarray, titles: np.ndarray, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-    """Binary [len(user_keys) + 1, len(titles)] matrix of who rated what (row 0, the unknown user, empty)."""
+@dataclasses.dataclass(frozen=True, eq=False)
+class Interactions:
+    """The binary users x titles matrix X: ``dense`` while small, else each row's sorted columns (CSR)."""
+
+    shape: tuple[int, int]
+    dense: np.ndarray | None = None  # bool [users, titles]
+    indptr: np.ndarray | None = None  # [users + 1]: row i's columns are columns[indptr[i]:indptr[i + 1]]
+    columns: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, rows: np.ndarray, columns: np.ndarray, shape: tuple[int, int]) -> Interactions:
+        if shape[0] * shape[1] <= DENSE_CELLS:
+            dense = np.zeros(shape, dtype=bool)
+            dense[rows, columns] = True
+            return cls(shape, dense=dense)
+        flat = np.unique(rows.astype(np.int64) * shape[1] + columns)  # sorted by row, then column; binary
+        return cls(shape, indptr=np.searchsorted(flat // shape[1], np.arange(shape[0] + 1)), columns=flat % shape[1])
+
+    def without_first_row(self) -> Interactions:
+        shape = (self.shape[0] - 1, self.shape[1])
+        if self.dense is not None:
+            return Interactions(shape, dense=self.dense[1:])
+        assert self.indptr is not None and self.columns is not None
+        start = self.indptr[1]
+        return Interactions(shape, indptr=self.indptr[1:] - start, columns=self.columns[start:])
+
+    def rows(self, r: np.ndarray) -> np.ndarray:
+        """float32 [len(r), titles]: the rows ``r`` of X."""
+        if self.dense is not None:
+            return self.dense[r].astype(np.float32)
+        assert self.indptr is not None and self.columns is not None
+        r = np.asarray(r, dtype=np.int64)
+        starts, counts = self.indptr[r], self.indptr[r + 1] - self.indptr[r]
+        out = np.zeros((len(r), self.shape[1]), dtype=np.float32)
+        offsets = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+        out[np.repeat(np.arange(len(r)), counts), self.columns[np.repeat(starts, counts) + offsets]] = 1.0
+        return out
+
+    def blocks(self) -> Iterator[tuple[slice, np.ndarray]]:
+        for start in range(0, self.shape[0], BLOCK_ROWS):
+            stop = min(start + BLOCK_ROWS, self.shape[0])
+            yield slice(start, stop), self.rows(np.arange(start, stop))
+
+    def gram(self) -> np.ndarray:
+        """X^T X (float64, titles x titles): co-occurrence counts, exact either way (float32 holds integers
+        up to 2^24 exactly, and no count exceeds the number of users)."""
+        if self.dense is not None:
+            x = self.dense.astype(np.float64)
+            return x.T @ x
+        out = np.zeros((self.shape[1], self.shape[1]), dtype=np.float32)
+        for _, block in self.blocks():
+            out += block.T @ block
+        return out.astype(np.float64)
+
+
+def history(user_keys: np.ndarray, titles: np.ndarray, users: np.ndarray, items: np.ndarray) -> Interactions:
+    """Binary [len(user_keys) + 1, len(titles)] X of who rated what (row 0, the unknown user, empty)."""
     from export.data.records import positions
 
     rows = positions(users, {u: i + 1 for i, u in enumerate(user_keys.tolist())}, -1)
     columns = positions(items, {t: i for i, t in enumerate(titles.tolist())}, -1)
     known = (rows >= 0) & (columns >= 0)
-    out = np.zeros((len(user_keys) + 1, len(titles)), dtype=bool)
-    out[rows[known], columns[known]] = True
-    return out
+    return Interactions.of(rows[known], columns[known], (len(user_keys) + 1, len(titles)))
 
 
-def weights(history: np.ndarray, lam: float = LAMBDA) -> np.ndarray:
-    """EASE's item-item weights B (titles x titles, zero diagonal) from a binary users x titles matrix."""
-    x = history.astype(np.float64)
-    gram = x.T @ x
+def interactions(history: np.ndarray | Interactions) -> Interactions:
+    return history if isinstance(history, Interactions) else Interactions(history.shape, dense=history.astype(bool))
+
+
+def weights(history: np.ndarray | Interactions, lam: float = LAMBDA, gram: np.ndarray | None = None) -> np.ndarray:
+    """EASE's item-item weights B (titles x titles, zero diagonal) from a binary users x titles matrix, or
+    from its ``gram`` X^T X when the caller has it (then overwritten: at 10.7k titles each copy is 0.9 GB)."""
+    gram = interactions(history).gram() if gram is None else gram
     gram[np.diag_indices_from(gram)] += lam
     p = np.linalg.inv(gram)
-    out = p / (-np.diag(p))[None, :]
-    out[np.diag_indices_from(out)] = 0.0
-    return out.astype(np.float32)
+    del gram
+    p /= (-np.diag(p))[None, :]
+    p[np.diag_indices_from(p)] = 0.0
+    return p.astype(np.float32)
 
 
-def fits(users: int, titles: int, max_items: int, max_cells: int = 200_000_000) -> str | None:
-    """None if EASE fits in memory for this catalogue, else the reason it is skipped (one line)."""
+def fits(users: int, titles: int, max_items: int, max_flops: float = MAX_GRAM_FLOPS) -> str | None:
+    """None if EASE and item-kNN fit in memory and time for this data, else the reason they are skipped."""
     if titles > max_items:
         return (
             f"{titles:,} titles > {max_items:,} (EASE and item-kNN need a {titles:,} x {titles:,} matrix; "
             f"EASE's inverse is {titles * titles * 8 / 2**30:.1f} GiB in float64)"
         )
-    if users * titles > max_cells:
-        return f"{users:,} users x {titles:,} titles > {max_cells:,} scores"
+    if users * titles > DENSE_CELLS and users * float(titles) ** 2 > max_flops:
+        return f"{users:,} users x {titles:,}^2 titles > {max_flops:.2g} operations for X^T X"
     return None
 
 
-def factors(history: np.ndarray, lam: float = LAMBDA, rank: int = RANK, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def factors(
+    history: np.ndarray | Interactions, lam: float = LAMBDA, rank: int = RANK, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """(query factors [users, r], candidate factors [titles, r]) with query . candidate ~ EASE's scores."""
-    scores = history.astype(np.float32) @ weights(history, lam)
-    rank = max(1, min(rank, *scores.shape))
-    u, s, vt = randomized_svd(scores, rank, seed=seed)
+    x = interactions(history)
+    b = weights(x, lam)
+    rank = max(1, min(rank, *x.shape))
+    if x.dense is not None:
+        u, s, vt = randomized_svd(x.rows(np.arange(x.shape[0])) @ b, rank, seed=seed)
+    else:
+        u, s, vt = randomized_svd(_Product(x, b), rank, seed=seed)
     return (u * s).astype(np.float32), vt.T.astype(np.float32)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Product:
+    """X B as an operator (``@`` from the right, ``.T @``, ``left``), never formed: a block of X at a time."""
+
+    x: Interactions
+    b: np.ndarray
+    dtype: type = np.float32
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.x.shape[0], self.b.shape[1]
+
+    def __matmul__(self, m: np.ndarray) -> np.ndarray:  # (X B) m
+        bm = self.b @ m
+        out = np.empty((self.x.shape[0], m.shape[1]), dtype=np.float32)
+        for rows, block in self.x.blocks():
+            out[rows] = block @ bm
+        return out
+
+    def left(self, q: np.ndarray) -> np.ndarray:  # q^T (X B) = (X^T q)^T B
+        xtq = np.zeros((self.x.shape[1], q.shape[1]), dtype=np.float32)
+        for rows, block in self.x.blocks():
+            xtq += block.T @ q[rows]
+        return xtq.T @ self.b
+
+    @property
+    def T(self) -> _Transposed:  # numpy's name, so that randomized_svd takes either
+        return _Transposed(self.left)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Transposed:
+    left: Callable[[np.ndarray], np.ndarray]
+
+    def __matmul__(self, q: np.ndarray) -> np.ndarray:  # (X B)^T q
+        return self.left(q).T
+
+
 def randomized_svd(
-    matrix: np.ndarray, rank: int, oversample: int = 10, power_iterations: int = 4, seed: int = 0
+    matrix: np.ndarray | _Product, rank: int, oversample: int = 10, power_iterations: int = 4, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The ``rank`` leading singular triplets of ``matrix`` (randomised range finder with power iterations)."""
     rng = np.random.default_rng(seed)
@@ -72,5 +183,6 @@ def randomized_svd(
     for _ in range(power_iterations):
         q, _ = np.linalg.qr(matrix.T @ q)
         q, _ = np.linalg.qr(matrix @ q)
-    u_small, s, vt = np.linalg.svd(q.T @ matrix, full_matrices=False)
+    small = matrix.left(q) if isinstance(matrix, _Product) else q.T @ matrix
+    u_small, s, vt = np.linalg.svd(small, full_matrices=False)
     return (q @ u_small)[:, :rank], s[:rank], vt[:rank]

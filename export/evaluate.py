@@ -15,9 +15,10 @@ a hit at k means rank < k. Rows:
   (all neighbours, none trained); a user's scores are X_u S, S's diagonal zero.
 
 Both baselines need a dense titles x titles matrix (EASE inverts one in float64), so they run only up to
-``max_items`` titles (default 10,000: about 1.6 GB); above that they are skipped and ``metrics["baselines"]``
-says why. Users with no training history score popularity under both (a tie-break of 1e-6 x normalised
-popularity is added to their scores). ``metrics["comparison"]`` says, for each baseline, whether the model is
+``max_items`` titles (default 12,000, above ML-10M's 10.7k: about 3.5 GB while inverting), and while X^T X
+costs at most ``ease.MAX_GRAM_FLOPS``; else they are skipped and ``metrics["baselines"]`` says why. Users
+with no training history score popularity under both (a tie-break of 1e-6 x normalised popularity is added
+to their scores). ``metrics["comparison"]`` says, for each baseline, whether the model is
 at or above it in both seen-excluded columns that users get (top-10 and top-100). Above ``MAX_RATINGS``
 test ratings a sample of test users is evaluated, with confidence intervals (``evaluate``).
 """
@@ -36,7 +37,7 @@ KS = (1, 5, 10, 50, 100)
 BASELINES = ("popularity", "ease", "item_knn")
 ROWS = tuple(f"{name}{suffix}" for name in ("model", *BASELINES) for suffix in ("", "_exclude_seen"))
 EASE_LAMBDA = ease.LAMBDA
-MAX_ITEMS = 10_000
+MAX_ITEMS = 12_000
 MAX_RATINGS = 200_000  # test ratings evaluated; above, a random sample of test users (see evaluate)
 MAX_SCORES = 2_000_000_000  # ... and at most this many ratings x titles scored (32k ratings at ML-25M's 62k titles)
 COMPARED = ("top_10", "top_100")  # of the seen-excluded rows: what the comparison judges
@@ -44,10 +45,10 @@ _CHUNK_CELLS = 8_000_000  # test ratings x titles scored at once: a few float32 
 _TIE_BREAK = 1e-6
 
 
-def item_knn_weights(history: np.ndarray) -> np.ndarray:
-    """Cosine similarity between the titles' columns of a binary users x titles matrix, zero diagonal."""
-    x = history.astype(np.float32)
-    co = x.T @ x
+def item_knn_weights(history: np.ndarray | ease.Interactions, gram: np.ndarray | None = None) -> np.ndarray:
+    """Cosine similarity between the titles' columns of a binary users x titles matrix (or from its
+    ``gram`` X^T X), zero diagonal."""
+    co = (ease.interactions(history).gram() if gram is None else gram).astype(np.float32)  # counts: exact
     norms = np.sqrt(np.diag(co)).copy()
     norms[norms == 0] = 1.0
     similarity = co / norms[:, None] / norms[None, :]
@@ -138,9 +139,12 @@ def evaluate(
     if skipped is None:
         tie_break = (_TIE_BREAK * pop_scores / max(float(pop.max()), 1.0)) if n else pop_scores
         seen = ease.history(vectors.query_keys, vectors.titles, train_users, train_titles)
-        history = seen.astype(np.float32)
-        for name, weights in (("ease", ease.weights(seen, ease_lambda)), ("item_knn", item_knn_weights(seen))):
-            scorers[name] = lambda r, w=weights: history[r] @ w + tie_break
+        gram = seen.gram()
+        knn = item_knn_weights(seen, gram)
+        pairs = (("ease", ease.weights(seen, ease_lambda, gram)), ("item_knn", knn))  # gram is used up
+        del gram
+        for name, weights in pairs:
+            scorers[name] = lambda r, w=weights: seen.rows(r) @ w + tie_break
         baselines["ease"] = {"lambda": float(ease_lambda)}
         baselines["item_knn"] = {"similarity": "cosine", "neighbours": "all"}
     else:

@@ -73,7 +73,7 @@ def blend_for(
 
 def ease_factors(trained: Trained, users: np.ndarray, items: np.ndarray, config) -> tuple[np.ndarray, np.ndarray]:
     seen = ease.history(trained.user_ids, trained.movie_titles, users, items)
-    user_factors, item_factors = ease.factors(seen[1:], config.ease_lambda, config.train.ease_rank)
+    user_factors, item_factors = ease.factors(seen.without_first_row(), config.ease_lambda, config.train.ease_rank)
     return np.concatenate([np.zeros((1, user_factors.shape[1]), np.float32), user_factors]), item_factors
 
 

@@ -1,0 +1,77 @@
+"""EASE's large-data path: X kept as each user's titles and made dense a block at a time (above
+``ease.DENSE_CELLS``) gives what the dense matrix gives."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import export  # noqa: F401
+from export import ease
+from export.evaluate import evaluate, item_knn_weights
+from export.vectors import IndexVectors
+
+
+@pytest.fixture
+def pairs():
+    rng = np.random.default_rng(4)
+    users, titles = 300, 40
+    rows = rng.integers(0, users, 3000)
+    columns = (rows // 10 + rng.integers(0, 8, 3000)) % titles  # a taste per group of users, with repeats
+    return rows, columns, (users, titles)
+
+
+@pytest.fixture
+def blocked(monkeypatch):
+    monkeypatch.setattr(ease, "DENSE_CELLS", 0)  # every X is kept sparse
+    monkeypatch.setattr(ease, "BLOCK_ROWS", 64)  # and made dense in several blocks
+
+
+def test_blocked_rows_gram_and_weights_equal_the_dense_ones(pairs, blocked):
+    rows, columns, shape = pairs
+    dense = np.zeros(shape, dtype=bool)
+    dense[rows, columns] = True
+    x = ease.Interactions.of(rows, columns, shape)
+    assert x.dense is None and x.indptr is not None
+    assert np.array_equal(x.rows(np.arange(shape[0])), dense.astype(np.float32))
+    picked = np.array([5, 0, 299, 5])
+    assert np.array_equal(x.rows(picked), dense[picked].astype(np.float32))
+    assert np.array_equal(x.without_first_row().rows(np.arange(shape[0] - 1)), dense[1:].astype(np.float32))
+    assert np.array_equal(x.gram(), dense.astype(np.float64).T @ dense.astype(np.float64))
+    assert np.array_equal(ease.weights(x, 20.0), ease.weights(dense, 20.0))
+    assert np.array_equal(item_knn_weights(x), item_knn_weights(dense))
+
+
+def test_blocked_factors_reproduce_eases_scores_without_forming_them(pairs, blocked):
+    rows, columns, shape = pairs
+    dense = np.zeros(shape, dtype=bool)
+    dense[rows, columns] = True
+    scores = dense.astype(np.float32) @ ease.weights(dense, 20.0)
+    users, items = ease.factors(ease.Interactions.of(rows, columns, shape), 20.0, rank=shape[1])  # full rank
+    assert users.shape == (shape[0], shape[1]) and items.shape == (shape[1], shape[1])
+    assert np.abs(users @ items.T - scores).max() < 1e-3
+    low, low_items = ease.factors(ease.Interactions.of(rows, columns, shape), 20.0, rank=5)
+    exact = np.linalg.svd(scores, compute_uv=False)
+    kept = np.linalg.svd(low @ low_items.T, compute_uv=False)[:5]
+    assert np.allclose(kept, exact[:5], rtol=1e-3)  # the five leading singular values
+
+
+def test_evaluation_ranks_the_same_with_the_blocked_baselines(pairs, monkeypatch):
+    rows, columns, shape = pairs
+    rng = np.random.default_rng(0)
+    names = np.array([f"u{i}" for i in range(shape[0])], dtype=object)
+    titles = np.array([f"t{i}" for i in range(shape[1])], dtype=object)
+    vectors = IndexVectors(
+        names,
+        rng.standard_normal((shape[0] + 1, 4)).astype(np.float32),
+        titles,
+        rng.standard_normal((shape[1], 4)).astype(np.float32),
+    )
+    pop = np.bincount(columns, minlength=shape[1]).astype(np.float64)
+    test = rng.integers(0, shape[0], 200), rng.integers(0, shape[1], 200)
+    args = (vectors, pop, names[rows], titles[columns], names[test[0]], titles[test[1]])
+    dense = evaluate(*args)
+    monkeypatch.setattr(ease, "DENSE_CELLS", 0)
+    monkeypatch.setattr(ease, "BLOCK_ROWS", 64)
+    assert evaluate(*args) == dense
+    assert "ease" in dense and "item_knn_exclude_seen" in dense
