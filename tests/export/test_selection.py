@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -66,16 +67,44 @@ def test_randomized_svd_finds_the_leading_singular_values_and_factors_reproduce_
 
 def test_a_log_gets_progress_lines_within_each_epoch(data, monkeypatch):
     train_idx, _ = split(data.ratings, kind="random")
-    config = dataclasses.replace(DEFAULT, epochs=2, batch_size=256)
-    steps = -(-len(train_idx) // 256)
-    monkeypatch.setattr(export.train, "PROGRESS_EVERY_S", 0.0)  # a line after every batch
+    config = dataclasses.replace(DEFAULT, epochs=2, batch_size=64)
+    steps = -(-len(train_idx) // 64)
+    monkeypatch.setattr(export.train, "PROGRESS_EVERY_S", 0.001)  # the timer thread reports at once
     lines: list[str] = []
     train(config, data, train_idx, verbose=2, report=lines.append)
-    assert len(lines) == 2 * steps, lines[:3]  # as many batches as Keras ran
-    assert lines[0].startswith(f"epoch 1/2: batch 1 of {steps} (")
-    assert lines[-1].startswith(f"epoch 2/2: batch {steps} of {steps} (100%)")
-    assert "about 0 s left, loss " in lines[-1]
-    assert not [line for line in lines if "loss nan" in line]
+    pattern = re.compile(rf"epoch ([12])/2: batch (\d+) of {steps} \(\d+%\), \d+ s, about \d+ s left")
+    matches = [pattern.fullmatch(line) for line in lines]
+    assert lines and all(matches), lines[:3]
+    done = [(int(m.group(1)), int(m.group(2))) for m in matches if m]
+    assert all(0 < batch < steps for _, batch in done)
+    assert done == sorted(done)  # batches only move on, epoch by epoch
+
+
+def test_progress_lines_count_the_optimizers_steps_within_the_epoch(data):
+    """What the timer thread prints, asked for at chosen batches (a probe callback calls line())."""
+    train_idx, _ = split(data.ratings, kind="random")
+    config = dataclasses.replace(DEFAULT, epochs=2, batch_size=256)
+    model = export.train.build_model(config, data, train_idx)
+    dataset = export.train.train_dataset(
+        config, data, train_idx, model.user_model.vocabulary, model.movie_model.vocabulary
+    )
+    steps = -(-len(train_idx) // 256)
+    now = [100.0]
+    progress = export.train.Progress(steps, 2, every_s=3600.0, clock=lambda: now[0])
+    seen: list[str | None] = []
+
+    class Probe(export.train.tf.keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            now[0] += 2.0  # each batch takes 2 s on this clock
+            if batch in (0, 1, steps - 1):
+                seen.append(progress.line())
+
+    model.fit(dataset, epochs=2, verbose=0, callbacks=[progress, Probe()])
+    assert seen[0] == f"epoch 1/2: batch 1 of {steps} ({1 / steps:.0%}), 2 s, about {2 * (steps - 1)} s left"
+    assert seen[1].startswith(f"epoch 1/2: batch 2 of {steps} ") and seen[1].endswith(f"about {2 * (steps - 2)} s left")
+    assert seen[2] is None  # the epoch's last batch: nothing left to report
+    assert seen[3].startswith(f"epoch 2/2: batch 1 of {steps} ")  # counted from the epoch's start
+    assert progress._thread is not None and not progress._thread.is_alive()  # stopped at the end of fit
 
 
 def test_early_stopping_keeps_the_best_epoch_and_stops_after_patience(data):
