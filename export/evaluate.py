@@ -56,6 +56,12 @@ def item_knn_weights(history: np.ndarray | ease.Interactions, gram: np.ndarray |
     return similarity
 
 
+def _per_user(rows: np.ndarray, score: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """``score`` of each distinct row once (titles x titles work per user, not per rating), one row per rating."""
+    users, inverse = np.unique(rows, return_inverse=True)
+    return score(users)[inverse]
+
+
 def _ranks(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
     rows = np.arange(len(targets))
     positive = scores[rows, targets][:, None]
@@ -144,7 +150,7 @@ def evaluate(
         pairs = (("ease", ease.weights(seen, ease_lambda, gram)), ("item_knn", knn))  # gram is used up
         del gram
         for name, weights in pairs:
-            scorers[name] = lambda r, w=weights: seen.rows(r) @ w + tie_break
+            scorers[name] = lambda r, w=weights: _per_user(r, lambda users: seen.rows(users) @ w + tie_break)
         baselines["ease"] = {"lambda": float(ease_lambda)}
         baselines["item_knn"] = {"similarity": "cosine", "neighbours": "all"}
     else:
@@ -155,6 +161,10 @@ def evaluate(
         for name in scorers
         for suffix in ("", "_exclude_seen")
     }
+    # By user, so that a chunk holds few users: the baselines score each user once (a rating's row is its
+    # user's; the rates are means over the ratings, in any order).
+    by_user = np.argsort(rows, kind="stable")
+    targets, rows = targets[by_user], rows[by_user]
     chunk = max(1, _CHUNK_CELLS // max(n, 1))  # 2048 rows cost 0.5 GB a matrix at ML-25M's 62k titles
     for start in range(0, len(targets), chunk):
         sl = slice(start, start + chunk)
