@@ -138,6 +138,10 @@ def fit(config, data, train_idx: np.ndarray, report=print) -> Fitted:
     chosen = (1.0, 0.0)
     skipped = ease.fits(len(first.user_ids), len(first.movie_titles), config.baseline_max_items)
     if tc.ease_rank and skipped is None:
+        report(
+            f"validation: EASE's rank-{tc.ease_rank} factors for exclude_seen "
+            f"({len(first.user_ids):,} users x {len(first.movie_titles):,} titles)"
+        )
         factors = ease_factors(first, fit_users, fit_titles, config)
         pop = popularity(first.movie_titles, fit_titles)
         trials = []
