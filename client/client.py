@@ -119,18 +119,17 @@ class Client:
         the ``exclude_seen`` signature; ``exclude_ids``: the same by catalogue id (``exclude_seen_by_id``).
         ``k``: how many hits (default: all K the model was exported with).
         """
-        single = isinstance(user_ids, (str, int)) and not isinstance(user_ids, bool)
-        ids = [_key(u, "user id") for u in ([user_ids] if single else _sequence(user_ids, "user_ids"))]
+        single, ids = _keys(user_ids, "user id", "user_ids")
         _check_k(k)
         inputs: dict[str, Any] = {"user_id": ids}
         signature = "serving_default"
         if exclude is not None and exclude_ids is not None:
             raise InvalidArgumentError("give exclude (titles) or exclude_ids (catalogue ids), not both")
         if exclude is not None:
-            inputs["exclude_titles"] = _exclusions(exclude, "exclude", single, len(ids))
+            inputs["exclude_titles"] = _exclusions(exclude, "exclude", "titles", _titles, single, len(ids))
             signature = "exclude_seen"
         elif exclude_ids is not None:
-            inputs["exclude_ids"] = _exclusions(exclude_ids, "exclude_ids", single, len(ids))
+            inputs["exclude_ids"] = _exclusions(exclude_ids, "exclude_ids", "movie ids", _ids, single, len(ids))
             signature = "exclude_seen_by_id"
         hits = self._hits(self.settings.retrieval_model, inputs, signature, k, version, label, timeout)
         return hits[0] if single else hits
@@ -208,8 +207,7 @@ class Client:
     ) -> list[Hit] | list[list[Hit]]:
         """Movies like the movie with a catalogue id (a str or int: a list of hits) or like each of several,
         answered by ``similar_movies``' ``by_id`` signature (every id of a title several ids share finds it)."""
-        single = isinstance(movie_ids, (str, int)) and not isinstance(movie_ids, bool)
-        keys = [_key(m, "movie id") for m in ([movie_ids] if single else _sequence(movie_ids, "movie_ids"))]
+        single, keys = _keys(movie_ids, "movie id", "movie_ids")
         _check_k(k)
         hits = self._hits(self.settings.similar_model, {"movie_id": keys}, "by_id", k, version, label, timeout)
         return hits[0] if single else hits
@@ -403,19 +401,27 @@ def _key(value: Any, what: str) -> str:
     return str(value)
 
 
-def _exclusions(value: Any, what: str, single: bool, users: int) -> list[list[str]]:
-    """Exclusion rows for ``exclude_titles`` or ``exclude_ids``: one per user, padded with "" (nothing).
+def _keys(value: Any, what: str, name: str) -> tuple[bool, list[str]]:
+    """(one key?, the keys as str): one str or int id, or a list of them."""
+    single = isinstance(value, (str, int)) and not isinstance(value, bool)
+    return single, [_key(v, what) for v in ([value] if single else _sequence(value, name))]
 
-    A leading "" column too: TF Serving's batching pads a request to the widest request of its batch with
-    the request's *first* element (batching_util.cc), which must therefore be "" or other users' rows would
-    exclude the first user's first entry."""
 
-    def one(entries: Any, name: str) -> list[str]:
-        return _titles(entries, name) if what == "exclude" else [_key(e, "movie id") for e in _sequence(entries, name)]
+def _ids(value: Any, what: str) -> list[str]:
+    return [_key(v, "movie id") for v in _sequence(value, what)]
 
-    rows = [one(value, what)] if single else [one(r, f"{what}[{i}]") for i, r in enumerate(_sequence(value, what))]
+
+def _exclusions(
+    value: Any, what: str, noun: str, entries: Callable[[Any, str], list[str]], single: bool, users: int
+) -> list[list[str]]:
+    """Exclusion rows (``entries`` of each) for ``exclude_titles`` or ``exclude_ids``: one per user, padded with
+    "" (nothing), and led by a "" column: TF Serving's batching pads a request to the widest request of its
+    batch with the request's *first* element (batching_util.cc), which must therefore be "" or other users'
+    rows would exclude the first user's first entry."""
+    rows = (
+        [entries(value, what)] if single else [entries(r, f"{what}[{i}]") for i, r in enumerate(_sequence(value, what))]
+    )
     if len(rows) != users:
-        noun = "titles" if what == "exclude" else "movie ids"
         raise InvalidArgumentError(f"{what} needs one list of {noun} per user id ({len(rows)} lists for {users} ids)")
     width = max(map(len, rows), default=0)
     return [[""] + row + [""] * (width - len(row)) for row in rows]

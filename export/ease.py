@@ -17,7 +17,7 @@ than users x (rank + 10) beside X B.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -137,7 +137,8 @@ def factors(
 
 @dataclasses.dataclass(frozen=True)
 class _Product:
-    """X B as an operator (``@`` from the right, ``.T @``, ``left``), never formed: a block of X at a time."""
+    """X B as an operator (``product @ m``, ``a @ product``, ``product.T @ q``), never formed: a block of X at a
+    time."""
 
     x: Interactions
     b: np.ndarray
@@ -154,23 +155,25 @@ class _Product:
             out[rows] = block @ bm
         return out
 
-    def left(self, q: np.ndarray) -> np.ndarray:  # q^T (X B) = (X^T q)^T B
-        xtq = np.zeros((self.x.shape[1], q.shape[1]), dtype=np.float32)
+    __array_ufunc__ = None  # ``a @ product`` with an ndarray ``a`` comes to __rmatmul__
+
+    def __rmatmul__(self, a: np.ndarray) -> np.ndarray:  # a (X B) = (X^T a^T)^T B
+        xta = np.zeros((self.x.shape[1], a.shape[0]), dtype=np.float32)
         for rows, block in self.x.blocks():
-            xtq += block.T @ q[rows]
-        return xtq.T @ self.b
+            xta += block.T @ a[:, rows].T
+        return xta.T @ self.b
 
     @property
     def T(self) -> _Transposed:  # numpy's name, so that randomized_svd takes either
-        return _Transposed(self.left)
+        return _Transposed(self)
 
 
 @dataclasses.dataclass(frozen=True)
 class _Transposed:
-    left: Callable[[np.ndarray], np.ndarray]
+    product: _Product
 
-    def __matmul__(self, q: np.ndarray) -> np.ndarray:  # (X B)^T q
-        return self.left(q).T
+    def __matmul__(self, q: np.ndarray) -> np.ndarray:  # (X B)^T q = (q^T (X B))^T
+        return (q.T @ self.product).T
 
 
 def randomized_svd(
@@ -183,6 +186,5 @@ def randomized_svd(
     for _ in range(power_iterations):
         q, _ = np.linalg.qr(matrix.T @ q)
         q, _ = np.linalg.qr(matrix @ q)
-    small = matrix.left(q) if isinstance(matrix, _Product) else q.T @ matrix
-    u_small, s, vt = np.linalg.svd(small, full_matrices=False)
+    u_small, s, vt = np.linalg.svd(q.T @ matrix, full_matrices=False)
     return (q @ u_small)[:, :rank], s[:rank], vt[:rank]

@@ -88,28 +88,26 @@ def _index(config: ExportConfig, vectors, name: str, report=print):
     return layer, params, tuning
 
 
-def title_ids(movies, titles: np.ndarray) -> np.ndarray:
-    """The catalogue id of each of ``titles``: the first in catalogue order of the ids that show that title."""
-    first: dict[str, str] = {}
-    for movie_id, title in zip(
-        np.asarray(movies.movie_id).tolist(), np.asarray(movies.movie_title).tolist(), strict=True
-    ):
-        first.setdefault(title, movie_id)
-    return np.array([first[t] for t in titles.tolist()], dtype=object)
-
-
 def catalogue_of(movies, titles: np.ndarray) -> tuple[list, list]:
-    """(ids, titles): every catalogue id whose title is served, with that title; what the by-id signatures
-    look up (every id of a title several ids share finds that title)."""
+    """(ids, titles): every catalogue id whose title is served, with that title, in catalogue order; what the
+    by-id signatures look up (every id of a title several ids share finds that title)."""
     served = set(titles.tolist())
     pairs = [
-        (movie_id, title)
+        (str(movie_id), title)
         for movie_id, title in zip(
             np.asarray(movies.movie_id).tolist(), np.asarray(movies.movie_title).tolist(), strict=True
         )
         if title in served
     ]
-    return [str(i) for i, _ in pairs], [t for _, t in pairs]
+    return [i for i, _ in pairs], [t for _, t in pairs]
+
+
+def title_ids(catalogue: tuple[list, list], titles: np.ndarray) -> np.ndarray:
+    """The catalogue id of each of ``titles``: the first in catalogue order of the ids that show that title."""
+    first: dict[str, str] = {}
+    for movie_id, title in zip(*catalogue, strict=True):
+        first.setdefault(title, movie_id)
+    return np.array([first[t] for t in titles.tolist()], dtype=object)
 
 
 def run(config: ExportConfig, *, data=None, synthetic_seed: int = 0, report=print) -> Result:
@@ -165,8 +163,8 @@ def run(config: ExportConfig, *, data=None, synthetic_seed: int = 0, report=prin
     report(evaluation.table(metrics))
 
     seen = _Seen(users_all[train_idx], titles_all[train_idx])
-    ids = title_ids(data.movies, trained.movie_titles)  # what movie_ids answers for each candidate title
     catalogue = catalogue_of(data.movies, trained.movie_titles)  # what the by-id signatures take
+    ids = title_ids(catalogue, trained.movie_titles)  # what movie_ids answers for each candidate title
     popular = vectors["retrieval"].titles[np.argsort(-pop, kind="stable")[:20]].tolist()
     counts = {
         "users": len(trained.user_ids),

@@ -19,14 +19,14 @@ done
 # device"; say so first.
 need_gb=12
 if [ "$fast" = 0 ]; then
-  for dir in . "${TMPDIR:-/tmp}"; do
-    free_gb=$(df -Pk "$dir" | awk 'NR == 2 { printf "%d", $4 / 1048576 }')
-    if [ "$free_gb" -lt "$need_gb" ]; then
-      echo "scripts/test.sh: warning: $free_gb GB free on $(df -P "$dir" | awk 'NR == 2 { print $6 }') ($dir);" \
-        "a whole run needs about $need_gb GB: free some (docker system prune, old /tmp/dockerd) or expect" \
-        "'No space left on device'" >&2
-    fi
-  done
+  # the project's and the temporary folder's file systems, each once
+  df -Pk . "${TMPDIR:-/tmp}" | awk 'NR > 1 { print int($4 / 1048576), $6 }' | sort -u -k2,2 |
+    while read -r free_gb mount; do
+      if [ "$free_gb" -lt "$need_gb" ]; then
+        echo "scripts/test.sh: warning: $free_gb GB free on $mount; a whole run needs about $need_gb GB:" \
+          "free some (docker system prune, old /tmp/dockerd) or expect 'No space left on device'" >&2
+      fi
+    done
 fi
 # The fast lane reinstalls only when pyproject.toml changed since the last setup (a pip pass costs ~7 s here).
 if [ "$fast" = 0 ] || [ ! -x .venv/bin/python ] || [ ! .venv/setup.log -nt pyproject.toml ]; then
