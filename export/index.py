@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import uuid
 from typing import Any
 
 import numpy as np
@@ -103,6 +104,7 @@ def build(
         name=name,
     )
     layer.index(vectors)
+    layer.searcher_name = f"scann-{name}-{uuid.uuid4().hex}"  # _searcher_handle: one resource per index
     return layer, params
 
 
@@ -122,11 +124,38 @@ def search(layer, params: EffectiveIndex, queries: tf.Tensor, k) -> tuple[tf.Ten
         # Re-score as many candidates per wanted result as for K (reorder / K of them), capped at N.
         per_k = (k + params.k - 1) // params.k
         pre_reorder = tf.minimum(tf.maximum(k, params.num_reordering_candidates * per_k), params.candidates)
-    searcher = scann_ops.searcher_from_module(layer._serialized_searcher)
+    searcher = scann_ops.ScannSearcher(_searcher_handle(layer))
     result = searcher.search_batched_parallel(
         queries, final_num_neighbors=k, pre_reorder_num_neighbors=pre_reorder, leaves_to_search=leaves
     )
     return result.distances, tf.cast(result.indices, tf.int32)
+
+
+def _searcher_handle(layer) -> tf.Tensor:
+    """The layer's ScaNN searcher resource, under a name of its own.
+
+    ``scann_ops.searcher_from_module`` recreates the searcher with ScaNN's ``TensorsToScann`` op and an empty
+    ``shared_name``; the resource manager then keys it by the op's node name, which is the same in every
+    index's traced ``recreate_handle``. TF Serving runs each signature in one session graph and never
+    notices, but ``tf.saved_model.load`` (eager, one resource manager per process) hands the first index's
+    searcher to every later one, whose search then fails with ``SCANN_RET_CHECK_EQ`` (different
+    dimensions). A name per built index (``build`` sets it) keeps them apart, also across loaded versions.
+    """
+    from scann.scann_ops.py import scann_ops
+
+    state = layer._serialized_searcher
+    return scann_ops.tensors_to_scann(
+        state.dataset,
+        state.scann_config,
+        state.serialized_partitioner,
+        state.datapoint_to_token,
+        state.ah_codebook,
+        state.hashed_dataset,
+        state.int8_dataset,
+        state.int8_multipliers,
+        state.dp_norms,
+        shared_name=layer.searcher_name,
+    )
 
 
 def tune(

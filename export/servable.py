@@ -2,14 +2,23 @@
 
 retrieval
     ``serving_default``:    ``user_id`` string [-1] -> ``movie_titles`` string [-1, K], ``scores`` float [-1, K],
-                            ``movie_ids`` string [-1, K] (each title's catalogue id)
+                            ``movie_ids`` string [-1, K] (each title's catalogue id), ``fallback`` bool [-1]
     ``exclude_seen``:       ``user_id`` [-1], ``exclude_titles`` string [-1, -1] (rows padded with "")
-                            -> the same outputs, never an excluded title, still K results per row.
+                            -> the same outputs, never an excluded title, still K results per row, and
+                            ``unmatched`` int32 [-1] (exclusions that match no title).
     ``exclude_seen_by_id``: ``user_id`` [-1], ``exclude_ids`` string [-1, -1] -> ``exclude_seen`` of the
                             titles those catalogue ids are served as.
+    ``by_history``:         ``history_titles`` string [-1, -1] (rows padded with "") -> the outputs of
+                            ``exclude_seen``: the query is computed from the row's titles (the mean of their
+                            ``item_queries`` rows, export/history.py), the row's titles are never returned.
+    ``by_history_ids``:     ``history_ids`` string [-1, -1] -> ``by_history`` of the titles those ids are.
 similar_movies
     ``serving_default``:    ``movie_title`` string [-1] -> the same outputs; a movie is never in its own list.
     ``by_id``:              ``movie_id`` string [-1] -> ``serving_default`` of the title that id is served as.
+
+``fallback`` says per row that the answer is the popularity list, not a personal one: an unknown user, title
+or id, or a history with no known title. ``unmatched`` counts a row's non-empty exclusions or history entries
+that are no title (or id) of the catalogue; they are ignored.
 
 ``exclude_seen`` may score with other vectors than ``serving_default`` (its own query table and index, same
 titles): export/selection.py may choose, on validation, a blend of the towers with EASE for the excluded
@@ -65,10 +74,26 @@ class _Servable(tf.Module):
             ),
             default_value="",
         )
+        self.row_of_title = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(
+                tf.constant(list(vectors.titles), tf.string), tf.range(len(vectors.titles), dtype=tf.int32)
+            ),
+            default_value=-1,
+        )
         self.index = layer
 
     def _queries(self, keys: tf.Tensor, table=None) -> tf.Tensor:
         return tf.gather(self.query_table if table is None else table, self.lookup(keys))
+
+    def _unknown(self, keys: tf.Tensor) -> tf.Tensor:
+        """Per key, whether the query table has no row of its own for it (its answer is the fallback)."""
+        return tf.equal(self.lookup(keys), 0)
+
+    def _unmatched(self, entries: tf.Tensor, titles: tf.Tensor) -> tf.Tensor:
+        """Per row, the non-empty ``entries`` whose ``titles`` (the entries themselves, or the titles ids are
+        served as) are no candidate title."""
+        missing = tf.not_equal(entries, "") & tf.less(self.row_of_title.lookup(titles), 0)
+        return tf.reduce_sum(tf.cast(missing, tf.int32), axis=1)
 
     def _top_k_excluding(self, queries: tf.Tensor, excluded: tf.Tensor, index=None, params=None) -> dict:
         """Best K per row whose title is not in that row of ``excluded`` [B, W] ("" entries exclude nothing)."""
@@ -103,12 +128,20 @@ class _Servable(tf.Module):
         return self.title_of_id.lookup(ids)
 
     def _outputs(self, titles: tf.Tensor, scores: tf.Tensor, ids: tf.Tensor) -> dict:
-        """The signature outputs, with their static shape [-1, K] (it shows in the SignatureDef)."""
+        """The ranked outputs, with their static shape [-1, K] (it shows in the SignatureDef)."""
         return {
             "movie_titles": tf.ensure_shape(titles, [None, self.k]),
             "scores": tf.ensure_shape(scores, [None, self.k]),
             "movie_ids": tf.ensure_shape(ids, [None, self.k]),
         }
+
+    @staticmethod
+    def _flagged(outputs: dict, fallback: tf.Tensor, unmatched: tf.Tensor | None = None) -> dict:
+        """``outputs`` with the per-row ``fallback`` flag (and ``unmatched`` count) of docs/contract.md."""
+        flags = {"fallback": tf.ensure_shape(fallback, [None])}
+        if unmatched is not None:
+            flags["unmatched"] = tf.ensure_shape(unmatched, [None])
+        return {**outputs, **flags}
 
     def _top_k(self, queries: tf.Tensor) -> dict:
         scores, rows = index_lib.search(self.index, self.params, queries, self.k)
@@ -118,10 +151,28 @@ class _Servable(tf.Module):
 
 
 class Retrieval(_Servable):
-    """user -> movies; ``exclude`` = (vectors, layer, params) of ``exclude_seen``'s own index, if any."""
+    """user -> movies; ``exclude`` = (vectors, layer, params) of ``exclude_seen``'s own index, if any;
+    ``history`` = (export.history.HistoryVectors, layer, params) of the history signatures' own index; None:
+    a history's query is the mean of its titles' candidate vectors, searched in serving_default's index (an
+    empty history gets the unknown user's query, the most popular movies)."""
 
-    def __init__(self, vectors, layer, params, exclude=None, ids=None, catalogue=None):
+    def __init__(self, vectors, layer, params, *, history=None, exclude=None, ids=None, catalogue=None):
         super().__init__(vectors, layer, params, name="retrieval", ids=ids, catalogue=catalogue)
+        if history is None:
+            item_queries, empty_query, self.history_index, self.history_params = (
+                vectors.candidates,
+                vectors.queries[0],
+                layer,
+                params,
+            )
+        else:
+            history_vectors, self.history_index, self.history_params = history
+            if list(history_vectors.titles) != list(vectors.titles):
+                raise ValueError("the history index must have the same titles as serving_default's")
+            item_queries, empty_query = history_vectors.item_queries, history_vectors.empty_query
+        # [N, d] in the titles' order; history_queries masks the rows of unknown titles.
+        self.history_item_queries = tf.Variable(item_queries, trainable=False, name="history_items")
+        self.history_empty_query = tf.Variable(empty_query, trainable=False, name="history_empty")
         self.exclude_table = self.exclude_index = self.exclude_params = None
         if exclude is not None:
             exclude_vectors, self.exclude_index, self.exclude_params = exclude
@@ -133,7 +184,12 @@ class Retrieval(_Servable):
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="user_id")])
     def serving_default(self, user_id):
-        return self._top_k(self._queries(user_id))
+        return self._flagged(self._top_k(self._queries(user_id)), self._unknown(user_id))
+
+    def _excluding(self, user_id, excluded_titles):
+        return self._top_k_excluding(
+            self._queries(user_id, self.exclude_table), excluded_titles, self.exclude_index, self.exclude_params
+        )
 
     @tf.function(
         input_signature=[
@@ -142,8 +198,10 @@ class Retrieval(_Servable):
         ]
     )
     def exclude_seen(self, user_id, exclude_titles):
-        return self._top_k_excluding(
-            self._queries(user_id, self.exclude_table), exclude_titles, self.exclude_index, self.exclude_params
+        return self._flagged(
+            self._excluding(user_id, exclude_titles),
+            self._unknown(user_id),
+            self._unmatched(exclude_titles, exclude_titles),
         )
 
     @tf.function(
@@ -153,13 +211,45 @@ class Retrieval(_Servable):
         ]
     )
     def exclude_seen_by_id(self, user_id, exclude_ids):
-        return self.exclude_seen(user_id, self._titles_of(exclude_ids))
+        titles = self._titles_of(exclude_ids)
+        return self._flagged(
+            self._excluding(user_id, titles), self._unknown(user_id), self._unmatched(exclude_ids, titles)
+        )
+
+    def history_queries(self, history_titles: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """(queries [B, d], known titles per row [B]): the mean of the ``item_queries`` rows of a row's known
+        titles, or the empty query (the most popular movies) for a row with none; HistoryVectors.queries is
+        the same in numpy."""
+        rows = self.row_of_title.lookup(history_titles)
+        known = tf.cast(rows >= 0, tf.float32)
+        count = tf.reduce_sum(known, axis=1)
+        total = tf.reduce_sum(
+            tf.gather(self.history_item_queries, tf.maximum(rows, 0)) * known[:, :, tf.newaxis], axis=1
+        )
+        mean = total / tf.maximum(count, 1.0)[:, tf.newaxis]
+        empty = tf.broadcast_to(self.history_empty_query[tf.newaxis, :], tf.shape(mean))
+        return tf.where((count > 0)[:, tf.newaxis], mean, empty), count
+
+    def _by_history(self, titles: tf.Tensor, entries: tf.Tensor) -> dict:
+        queries, count = self.history_queries(titles)
+        outputs = self._top_k_excluding(queries, titles, self.history_index, self.history_params)
+        return self._flagged(outputs, tf.equal(count, 0.0), self._unmatched(entries, titles))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.string, name="history_titles")])
+    def by_history(self, history_titles):
+        return self._by_history(history_titles, history_titles)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.string, name="history_ids")])
+    def by_history_ids(self, history_ids):
+        return self._by_history(self._titles_of(history_ids), history_ids)
 
     def signatures(self) -> dict:
         return {
             "serving_default": self.serving_default,
             "exclude_seen": self.exclude_seen,
             "exclude_seen_by_id": self.exclude_seen_by_id,
+            "by_history": self.by_history,
+            "by_history_ids": self.by_history_ids,
         }
 
 
@@ -169,13 +259,18 @@ class SimilarMovies(_Servable):
     def __init__(self, vectors, layer, params, ids=None, catalogue=None):
         super().__init__(vectors, layer, params, name="similar_movies", ids=ids, catalogue=catalogue)
 
+    def _similar(self, movie_title):
+        return self._flagged(
+            self._top_k_excluding(self._queries(movie_title), movie_title[:, tf.newaxis]), self._unknown(movie_title)
+        )
+
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="movie_title")])
     def serving_default(self, movie_title):
-        return self._top_k_excluding(self._queries(movie_title), movie_title[:, tf.newaxis])
+        return self._similar(movie_title)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="movie_id")])
     def by_id(self, movie_id):
-        return self.serving_default(self._titles_of(movie_id))
+        return self._similar(self._titles_of(movie_id))
 
     def signatures(self) -> dict:
         return {"serving_default": self.serving_default, "by_id": self.by_id}
