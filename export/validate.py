@@ -8,9 +8,14 @@ the model's own signatures are answered there and compared with the in-memory mo
 - every row holds K titles (an ``exclude_seen`` row fewer only when its exclusions leave fewer than K of
   the catalogue: the servable's documented "" slots); ``exclude_seen`` never returns an excluded title;
   ``similar_movies`` never returns the query; unknown keys get an answer;
-- the by-id signatures (``exclude_seen_by_id``, ``by_id``), asked with the catalogue ids of the titles in
-  the title-keyed requests, answer exactly as those do;
-- recall@10 of the served top-K against exact search over the same vectors >= the threshold.
+- ``by_history`` never returns a title of the row's history, and answers histories of known users, an
+  empty one, an all-unknown one and a mixed one;
+- ``fallback`` is true exactly for the rows of unknown keys and histories without a known title, and
+  ``unmatched`` counts the exclusion or history entries that are no title of the catalogue;
+- the by-id signatures (``exclude_seen_by_id``, ``by_id``, ``by_history_ids``), asked with the catalogue ids
+  of the titles in the title-keyed requests, answer exactly as those do;
+- recall@10 of the served top-K against exact search over the same vectors >= the threshold, for each index
+  (``by_history``'s: its queries computed from the histories as export/history.py does).
 
 Any failure raises ``ValidationError`` whose message says what differed; the child's stderr is logged.
 """
@@ -37,7 +42,13 @@ UNKNOWN_USER = "__unknown_user__"
 UNKNOWN_TITLE = "__unknown_title__ (1900)"
 UNKNOWN_ID = "__unknown_id__"
 _RECALL_QUERIES = 1000
+_MAX_HISTORY = 200  # titles of a history in the compare requests
+_RECALL_HISTORY = 50  # ... and in the recall requests (1,000 rows)
 _ROOT = Path(__file__).resolve().parent.parent
+
+
+_FLAGS = ("fallback", "unmatched")  # per-row outputs beside the ranked ones (docs/contract.md)
+_EXCLUDED_BY = {"exclude_seen": "exclude_titles", "by_history": "history_titles"}  # titles never returned
 
 
 class ValidationError(RuntimeError):
@@ -50,6 +61,11 @@ class ValidationError(RuntimeError):
 def _pad(rows: list[list[str]]) -> list[list[str]]:
     width = max([len(r) for r in rows] + [1])
     return [r + [""] * (width - len(r)) for r in rows]
+
+
+def _history(seen: Mapping[str, list[str]], user: str, limit: int = _MAX_HISTORY) -> list[str]:
+    """A user's distinct training titles, at most ``limit`` of them (a request's width stays bounded)."""
+    return sorted(set(seen.get(user, [])))[:limit]
 
 
 def retrieval_requests(
@@ -75,6 +91,10 @@ def retrieval_requests(
     # An unknown user gets the popular movies; excluding the top ones must still yield K others.
     excl_users.append(UNKNOWN_USER)
     exclusions.append(popular)
+    exclusions[0] = [*exclusions[0], UNKNOWN_TITLE]  # an exclusion that matches nothing is counted
+    # Histories: known users' (the heavy one's too), an empty one, an all-unknown one, a mixed one.
+    histories = [_history(seen, u) for u in excl_users[:-1]]
+    histories += [[], [UNKNOWN_TITLE], [*histories[0][:3], UNKNOWN_TITLE]]
     return [
         {"signature_name": "serving_default", "inputs": {"user_id": [*picked, UNKNOWN_USER]}, "purpose": "compare"},
         {
@@ -82,7 +102,13 @@ def retrieval_requests(
             "inputs": {"user_id": excl_users, "exclude_titles": _pad(exclusions)},
             "purpose": "compare",
         },
+        {"signature_name": "by_history", "inputs": {"history_titles": _pad(histories)}, "purpose": "compare"},
         {"signature_name": "serving_default", "inputs": {"user_id": recall_users}, "purpose": "recall"},
+        {
+            "signature_name": "by_history",
+            "inputs": {"history_titles": _pad([_history(seen, u, _RECALL_HISTORY) for u in recall_users])},
+            "purpose": "recall_history",
+        },
     ] + (
         [
             {
@@ -126,8 +152,11 @@ def with_ids(model_name: str, requests: list[dict], titles, ids) -> list[dict]:
         if model_name == "similar_movies":
             signature, field, by = "by_id", "movie_title", "movie_id"
             values = [id_of.get(t, UNKNOWN_ID) for t in request["inputs"][field]]
-        elif request["signature_name"] == "exclude_seen":
-            signature, field, by = "exclude_seen_by_id", "exclude_titles", "exclude_ids"
+        elif request["signature_name"] in ("exclude_seen", "by_history"):
+            signature, field, by = {
+                "exclude_seen": ("exclude_seen_by_id", "exclude_titles", "exclude_ids"),
+                "by_history": ("by_history_ids", "history_titles", "history_ids"),
+            }[request["signature_name"]]
             values = [[id_of.get(t, UNKNOWN_ID) if t else "" for t in row] for row in request["inputs"][field]]
         else:
             continue
@@ -167,6 +196,7 @@ def in_memory(module, requests: list[dict]) -> list[dict]:
             {
                 "movie_titles": np.vectorize(lambda b: b.decode("utf-8"), otypes=[object])(out["movie_titles"].numpy()),
                 "scores": out["scores"].numpy(),
+                **{flag: out[flag].numpy() for flag in _FLAGS if flag in out},
             }
         )
     return answers
@@ -209,6 +239,8 @@ def in_fresh_process(saved_model: Path, requests: list[dict], timeout_s: float) 
             "movie_titles": np.array(a["movie_titles"], dtype=object),
             "scores": np.array(a["scores"], dtype=np.float32),
             **({"movie_ids": np.array(a["movie_ids"], dtype=object)} if "movie_ids" in a else {}),
+            **({"fallback": np.array(a["fallback"], dtype=bool)} if "fallback" in a else {}),
+            **({"unmatched": np.array(a["unmatched"], dtype=np.int64)} if "unmatched" in a else {}),
         }
         for a in raw
     ]
@@ -256,15 +288,20 @@ def compare(
     tol: float,
     catalogue: frozenset[str] | None = None,
     id_of: dict[str, str] | None = None,
+    query_keys: frozenset[str] | None = None,
 ) -> list[str]:
     """What differs between the staged (``actual``) and in-memory (``expected``) answers, and where the
-    staged answers break the contract. ``catalogue`` (all candidate titles) lets ``exclude_seen`` rows that
-    exclude all but fewer than K titles hold "" slots; without it every row must hold K titles. ``id_of``
-    (title -> catalogue id): each ``movie_ids`` entry must be its title's id ("" for an empty slot)."""
+    staged answers break the contract. ``catalogue`` (all candidate titles) lets ``exclude_seen`` and
+    ``by_history`` rows that exclude all but fewer than K titles hold "" slots; without it every row must hold
+    K titles. ``id_of`` (title -> catalogue id): each ``movie_ids`` entry must be its title's id ("" for an
+    empty slot). ``catalogue`` and ``query_keys`` (the keys with a query of their own) given, ``fallback`` and
+    ``unmatched`` must say which rows are the popularity fallback and how many entries matched nothing."""
     problems = []
     for request, exp, act in zip(requests, expected, actual, strict=True):
         signature = request["signature_name"]
         keys = next(iter(request["inputs"].values()))
+        if signature in _EXCLUDED_BY:  # a row's key, as messages name it: its user, or its history
+            keys = request["inputs"].get("user_id", [f"history {i}" for i in range(len(keys))])
         if act["movie_titles"].shape != (len(keys), k):
             problems.append(
                 f"{model_name}/{signature}: output shape {act['movie_titles'].shape}, expected {(len(keys), k)}"
@@ -273,9 +310,13 @@ def compare(
         if "twin" in request:  # a by-id request: the title-keyed answer, exactly (that one is checked below)
             twin = actual[request["twin"]]
             same_ids = np.asarray(act.get("movie_ids", [])).tolist() == np.asarray(twin.get("movie_ids", [])).tolist()
+            same_flags = all(
+                np.asarray(act.get(flag, [])).tolist() == np.asarray(twin.get(flag, [])).tolist() for flag in _FLAGS
+            )
             if (
                 act["movie_titles"].tolist() != twin["movie_titles"].tolist()
                 or not same_ids
+                or not same_flags
                 or not np.allclose(act["scores"], twin["scores"], atol=tol)
             ):
                 problems.append(
@@ -296,20 +337,22 @@ def compare(
                 problems.append(f"{model_name}/{signature} for {key!r}: staged model differs from in-memory: {why}")
                 break
         titles = act["movie_titles"]
-        exclusions = request["inputs"]["exclude_titles"] if signature == "exclude_seen" else [None] * len(keys)
+        field = _EXCLUDED_BY.get(signature)
+        exclusions = request["inputs"][field] if field else [None] * len(keys)
         for row, excluded in enumerate(exclusions):
             if (titles[row] != "").sum() < _titles_owed(k, catalogue, excluded):
                 problems.append(f"{model_name}/{signature}: the row for {keys[row]!r} holds fewer than K={k} titles")
                 break
-        if signature == "exclude_seen":
-            for row, excluded in enumerate(request["inputs"]["exclude_titles"]):
+        if field:
+            for row, excluded in enumerate(exclusions):
                 leaked = set(titles[row].tolist()) & (set(excluded) - {""})
                 if leaked:
                     problems.append(
-                        f"{model_name}/exclude_seen returned excluded titles {sorted(leaked)[:3]} "
-                        f"for user {keys[row]!r}"
+                        f"{model_name}/{signature} returned titles of the request {sorted(leaked)[:3]} "
+                        f"for {keys[row]!r}"
                     )
                     break
+        problems += _flag_problems(model_name, request, exp, act, catalogue, query_keys)
         if model_name == "similar_movies":
             for row, key in enumerate(keys):
                 if key in set(titles[row].tolist()):
@@ -318,12 +361,50 @@ def compare(
     return problems
 
 
+def _flag_problems(model_name: str, request: dict, expected: dict, actual: dict, catalogue, query_keys) -> list[str]:
+    """Where ``fallback`` / ``unmatched`` differ from the in-memory answer or from what the request's keys
+    and entries owe (docs/contract.md): fallback for an unknown key or a history with no catalogue title."""
+    signature, inputs = request["signature_name"], request["inputs"]
+    where = f"{model_name}/{signature}"
+    for flag in _FLAGS:
+        if flag in expected and (
+            flag not in actual or np.asarray(actual[flag]).tolist() != np.asarray(expected[flag]).tolist()
+        ):
+            return [f"{where}: staged model's {flag!r} differs from in-memory"]
+    if catalogue is None or query_keys is None:
+        return []
+    field = _EXCLUDED_BY.get(signature)
+    if signature == "by_history":
+        owed = [not (set(row) & catalogue) for row in inputs[field]]
+    else:
+        owed = [key not in query_keys for key in next(iter(inputs.values()))]
+    if np.asarray(actual.get("fallback", [])).tolist() != owed:
+        return [f"{where}: 'fallback' is not true exactly for the unknown keys or histories"]
+    if field and np.asarray(actual.get("unmatched", [])).tolist() != [
+        sum(1 for t in row if t and t not in catalogue) for row in inputs[field]
+    ]:
+        return [f"{where}: 'unmatched' does not count the entries that are no catalogue title"]
+    return []
+
+
 def recall_at(vectors, keys: list[str], served_titles: np.ndarray, k: int, exclude_self: bool) -> float:
     """Mean |served top-k ∩ exact top-k| / k over the queries."""
     title_index = {t: i for i, t in enumerate(vectors.titles.tolist())}
     exclude = [{title_index[key]} if key in title_index else set() for key in keys] if exclude_self else None
     _, exact = exact_top_k(vectors.query_rows(keys), vectors.candidates, k, exclude)
-    exact_titles = vectors.titles[exact]
+    return _overlap(served_titles, vectors.titles[exact], k)
+
+
+def history_recall(history_vectors, histories: list[list[str]], served_titles: np.ndarray, k: int) -> float:
+    """Mean |served top-k ∩ exact top-k| / k of history queries, each history's own titles excluded."""
+    title_index = {t: i for i, t in enumerate(history_vectors.titles.tolist())}
+    rows = [[title_index[t] for t in history if t in title_index] for history in histories]
+    _, exact = exact_top_k(history_vectors.queries(rows), history_vectors.candidates, k, [set(r) for r in rows])
+    return _overlap(served_titles, history_vectors.titles[exact], k)
+
+
+def _overlap(served_titles: np.ndarray, exact_titles: np.ndarray, k: int) -> float:
+    """Mean share of each row's exact top-k found in its served top-k."""
     # strict=False: a served answer with the wrong number of rows is reported by compare(), not raised here.
     hits = [len(set(s[:k].tolist()) & set(e.tolist())) / k for s, e in zip(served_titles, exact_titles, strict=False)]
     return float(np.mean(hits)) if hits else 1.0
@@ -341,21 +422,35 @@ def validate(
     tolerance: float,
     timeout_s: float,
     exclude_vectors=None,
+    history_vectors=None,
 ) -> dict:
     """Run every check; return {"recall_at_10": ...} or raise ValidationError naming what differed.
-    ``exclude_vectors``: those of exclude_seen's own index (its recall is checked against them)."""
+    ``exclude_vectors``: those of exclude_seen's own index (its recall is checked against them);
+    ``history_vectors``: the by_history signatures' (export/history.HistoryVectors)."""
     logger.info("validating %s in a fresh process", model_name)
     expected = in_memory(module, requests)
     actual = in_fresh_process(staged, requests, timeout_s)
     decode = np.vectorize(lambda b: b.decode("utf-8"), otypes=[object])
     id_of = dict(zip(decode(module.titles.numpy()).tolist(), decode(module.ids.numpy()).tolist(), strict=True))
     problems = compare(
-        model_name, requests, expected, actual, k, tolerance, catalogue=frozenset(vectors.titles.tolist()), id_of=id_of
+        model_name,
+        requests,
+        expected,
+        actual,
+        k,
+        tolerance,
+        catalogue=frozenset(vectors.titles.tolist()),
+        id_of=id_of,
+        query_keys=frozenset(vectors.query_keys.tolist()),
     )
     recall_k = min(10, k)
     recalls = {}
     for request, act in zip(requests, actual, strict=True):
-        if request["purpose"] in ("recall", "recall_exclude_seen"):
+        if request["purpose"] == "recall_history" and history_vectors is not None:
+            recalls["by_history"] = history_recall(
+                history_vectors, request["inputs"]["history_titles"], act["movie_titles"], recall_k
+            )
+        elif request["purpose"] in ("recall", "recall_exclude_seen"):
             keys = request["inputs"]["user_id" if "user_id" in request["inputs"] else "movie_title"]
             against = exclude_vectors if request["purpose"] == "recall_exclude_seen" else vectors
             recalls[request["signature_name"]] = recall_at(

@@ -92,16 +92,33 @@ def test_signatures_have_the_contract_names_dtypes_and_shapes(store):
         assert set(sigs["exclude_seen"].inputs) == {"user_id", "exclude_titles"}
         assert dims(sigs["exclude_seen"].inputs["exclude_titles"]) == [-1, -1]
         init = {"__saved_model_init_op"}  # the by-id table's initializer, listed as TF Serving lists it
-        assert set(sigs) - init == {"serving_default", "exclude_seen", "exclude_seen_by_id"}
+        assert set(sigs) - init == {
+            "serving_default",
+            "exclude_seen",
+            "exclude_seen_by_id",
+            "by_history",
+            "by_history_ids",
+        }
         assert set(sigs["exclude_seen_by_id"].inputs) == {"user_id", "exclude_ids"}
         assert dims(sigs["exclude_seen_by_id"].inputs["exclude_ids"]) == [-1, -1]
+        assert set(sigs["by_history"].inputs) == {"history_titles"}
+        assert dims(sigs["by_history"].inputs["history_titles"]) == [-1, -1]
+        assert set(sigs["by_history_ids"].inputs) == {"history_ids"}
+        assert dims(sigs["by_history_ids"].inputs["history_ids"]) == [-1, -1]
+        with_exclusions = {"exclude_seen", "exclude_seen_by_id", "by_history", "by_history_ids"}
         assert set(similar.signature_defs) - init == {"serving_default", "by_id"}
         assert set(similar.signature_defs["by_id"].inputs) == {"movie_id"}
         assert dims(similar.signature_defs["by_id"].inputs["movie_id"]) == [-1]
         for name, sig in (*sigs.items(), *similar.signature_defs.items()):
             if name in init:
                 continue
-            assert set(sig.outputs) == {"movie_titles", "scores", "movie_ids"}
+            counted = {"unmatched"} if sig in (sigs.get(n) for n in with_exclusions) else set()
+            assert set(sig.outputs) == {"movie_titles", "scores", "movie_ids", "fallback"} | counted
+            assert sig.outputs["fallback"].dtype == types_pb2.DT_BOOL
+            assert dims(sig.outputs["fallback"]) == [-1]
+            if counted:
+                assert sig.outputs["unmatched"].dtype == types_pb2.DT_INT32
+                assert dims(sig.outputs["unmatched"]) == [-1]
             assert sig.outputs["movie_titles"].dtype == types_pb2.DT_STRING
             assert sig.outputs["movie_ids"].dtype == types_pb2.DT_STRING
             assert dims(sig.outputs["movie_ids"]) == [-1, K]
@@ -122,7 +139,7 @@ def test_warmup_records_are_prediction_logs_for_every_signature(store):
     from tensorflow_serving.apis import prediction_log_pb2
 
     for model, signatures in (
-        ("retrieval", {"serving_default", "exclude_seen", "exclude_seen_by_id"}),
+        ("retrieval", {"serving_default", "exclude_seen", "exclude_seen_by_id", "by_history", "by_history_ids"}),
         ("similar_movies", {"serving_default", "by_id"}),
     ):
         path = _version_dir(store, model) / "assets.extra" / "tf_serving_warmup_requests"

@@ -183,7 +183,7 @@ def test_metadata_returns_signature_defs_and_version(server, version):
     assert serving_default.method_name == "tensorflow/serving/predict"
     assert set(serving_default.inputs) == {"user_id"}
     assert serving_default.inputs["user_id"].dtype == 7  # DT_STRING
-    assert set(serving_default.outputs) == {"movie_titles", "scores", "movie_ids"}
+    assert set(serving_default.outputs) == {"movie_titles", "scores", "movie_ids", "fallback"}
     assert set(signatures.signature_def["exclude_seen"].inputs) == {"user_id", "exclude_titles"}
 
 

@@ -98,7 +98,9 @@ def test_metadata_has_the_contract_signatures(session, url, version):
         "movie_titles": ("DT_STRING", [-1, K]),
         "scores": ("DT_FLOAT", [-1, K]),
         "movie_ids": ("DT_STRING", [-1, K]),
+        "fallback": ("DT_BOOL", [-1]),
     }
+    assert exclude["outputs"]["unmatched"]["dtype"] == "DT_INT32"
     assert exclude["inputs"]["exclude_titles"]["dtype"] == "DT_STRING"
     assert shape(exclude["inputs"]["exclude_titles"]) == [-1, -1]
     assert default["method_name"] == "tensorflow/serving/predict"
@@ -115,7 +117,8 @@ def test_row_predict_matches_grpc_exactly(server, session, url, version):
     scores = tf.make_ndarray(grpc_answer.outputs["scores"])
     assert titles.shape == scores.shape == (2, K) and scores.dtype == np.float32
     for row, prediction in enumerate(predictions):
-        assert set(prediction) == {"movie_titles", "scores", "movie_ids"}
+        assert set(prediction) == {"movie_titles", "scores", "movie_ids", "fallback"}
+        assert prediction["fallback"] is bool(tf.make_ndarray(grpc_answer.outputs["fallback"])[row]) is False
         assert [t.encode() for t in prediction["movie_titles"]] == titles[row].tolist()
         rest_scores = np.array(prediction["scores"], dtype=np.float32)
         np.testing.assert_array_equal(rest_scores, scores[row])  # decimal text reads back to the same float32
@@ -186,9 +189,9 @@ def test_errors_in_tf_serving_shape(session, url, version):
     )
     assert error(session.post(url + "/v1/models/retrieval:predict", data=b"{"), 400).startswith("JSON Parse error")
     assert error(session.put(url + "/v1/models/retrieval"), 400) == "Malformed request: PUT /v1/models/retrieval"
-    # TF Serving's classifier checks the number of outputs before the input names: the contract has three.
+    # TF Serving's classifier checks the number of outputs before the input names: the contract has four.
     assert error(predict(session, url, "/v1/models/retrieval:classify", {"examples": [{"user_id": "1"}]}), 400) == (
-        "Expected one or two output Tensors, found 3"
+        "Expected one or two output Tensors, found 4"
     )
     assert session.get(url + "/v2/models").status_code == 404
     # still serving
