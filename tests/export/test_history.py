@@ -212,3 +212,16 @@ def test_known_users_compare_by_history_with_exclude_seen(columns, trained):
     got = history.known_users(vectors, served, pop, users[:half], titles[:half], users[half:], titles[half:])
     assert set(got) == {"by_history", "exclude_seen", "ci95", "test_ratings"} and got["test_ratings"] > 0
     assert got["exclude_seen"]["top_100"] > 0 and set(got["ci95"]) == {"by_history", "exclude_seen"}
+
+
+def test_the_report_draws_a_new_users_panel(tmp_path, columns, trained):
+    from export import report
+
+    users, titles, _ = columns
+    pop = popularity(trained.movie_titles, titles)
+    _, record = history.choose(users, titles, trained, pop, lambdas=(100.0,), ranks=(16,), report=lambda x: None)
+    metrics = {"model": {"top_10": 0.1}, "test_ratings": 5}
+    new_users = history.evaluate_new_users(users, titles, trained, record, report=lambda x: None)
+    plain = report.write(tmp_path / "a", "retrieval", metrics, None).stat().st_size
+    drawn = report.write(tmp_path / "b", "retrieval", {**metrics, "new_users": new_users}, None)
+    assert drawn.name == report.REPORT_FILE and drawn.stat().st_size > plain
