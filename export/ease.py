@@ -126,13 +126,33 @@ def factors(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(query factors [users, r], candidate factors [titles, r]) with query . candidate ~ EASE's scores."""
     x = interactions(history)
-    b = weights(x, lam)
+    u, s, vt = scores_svd(x, weights(x, lam), rank, seed)
+    return (u * s).astype(np.float32), vt.T.astype(np.float32)
+
+
+def scores_svd(
+    history: np.ndarray | Interactions, b: np.ndarray, rank: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(U, s, V^T) of the rank-``rank`` truncated SVD of the users' EASE scores X B (X B never formed above
+    ``DENSE_CELLS``; the rank is clamped to X's sizes)."""
+    x = interactions(history)
     rank = max(1, min(rank, *x.shape))
     if x.dense is not None:
-        u, s, vt = randomized_svd(x.rows(np.arange(x.shape[0])) @ b, rank, seed=seed)
-    else:
-        u, s, vt = randomized_svd(_Product(x, b), rank, seed=seed)
-    return (u * s).astype(np.float32), vt.T.astype(np.float32)
+        return randomized_svd(x.rows(np.arange(x.shape[0])) @ b, rank, seed=seed)
+    return randomized_svd(_Product(x, b), rank, seed=seed)
+
+
+def fold_in_factors(
+    history: np.ndarray | Interactions, b: np.ndarray, rank: int = RANK, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """EASE's fold-in at low rank: (item queries B V [titles, r], candidate factors V [titles, r]).
+
+    A user unseen when B was fitted is scored x B (Steck 2019: EASE has no user parameters). With V the
+    right singular vectors of the fitted users' scores X B (``scores_svd``), x B ~ x B V V^T = (x (B V)) V^T:
+    the user's query is the sum of B V's rows over their titles, scored against V by a dot product."""
+    _, _, vt = scores_svd(history, b, rank, seed)
+    v = vt.T.astype(np.float32)
+    return (b @ v).astype(np.float32), v
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,8 +4,10 @@ Left: test hit rate at k (1, 5, 10, 50, 100) for the model and each evaluated ba
 (solid) and not (dashed). Middle: the validation curve (seen-excluded top-10 per epoch) with the chosen
 epoch marked, or a note when the export ran without validation. Right: the ScaNN settings the export tried
 for this version's index (recall@10 against leaves searched, latency written beside the ones timed), the
-chosen one marked, or a note for BruteForce / hand-set settings. Drawn with matplotlib's Agg backend (no
-display needed).
+chosen one marked, or a note for BruteForce / hand-set settings. When ``metrics["new_users"]`` is there
+(export/history.py's evaluate_new_users), a fourth panel (``new_users_panel``): the ``by_history`` model's hit
+rate at k on held-out new users against EASE, item-kNN and popularity, with 95 % confidence bars. Drawn with
+matplotlib's Agg backend (no display needed).
 """
 
 from __future__ import annotations
@@ -29,7 +31,12 @@ def write(
 
     from export.evaluate import BASELINES
 
-    figure, (hits, curve, frontier) = plt.subplots(1, 3, figsize=(16, 4.2), dpi=100)
+    new_users = metrics.get("new_users")
+    panels = 4 if new_users else 3
+    figure, axes = plt.subplots(1, panels, figsize=(16 * panels / 3, 4.2), dpi=100)
+    hits, curve, frontier = axes[:3]
+    if new_users:
+        new_users_panel(axes[3], new_users)
     for name in ("model", *BASELINES):
         for suffix, style in (("_exclude_seen", "-"), ("", "--")):
             row = metrics.get(name + suffix)
@@ -124,3 +131,34 @@ def write(
     figure.savefig(path)
     plt.close(figure)
     return path
+
+
+def new_users_panel(axes, new_users: dict) -> None:
+    """Hit rate at k of held-out new users (``metrics.new_users``, export/history.py): the history model and each
+    baseline fitted without them, history excluded, with 95 % confidence bars."""
+    from export.history import ROWS
+
+    for name in ROWS:
+        row = new_users.get(name)
+        if not row:
+            continue
+        ks = sorted(int(key.split("_")[1]) for key in row if key.startswith("top_"))
+        ci = new_users.get("ci95", {}).get(name, {})
+        axes.errorbar(
+            ks,
+            [row[f"top_{k}"] for k in ks],
+            yerr=[ci.get(f"top_{k}", 0.0) for k in ks],
+            marker="o",
+            markersize=3,
+            capsize=2,
+            color=_COLOURS.get(name),
+            label=name if name != "model" else f"by_history: {new_users.get('model_recipe', {}).get('name', name)}",
+        )
+    axes.set_xscale("log")
+    axes.set_xlabel("k")
+    axes.set_ylabel("hit rate at k, history excluded")
+    axes.set_title(
+        f"new users: {new_users.get('test_users', 0):,} held out, {new_users.get('test_ratings', 0):,} ratings"
+    )
+    axes.grid(True, alpha=0.3)
+    axes.legend(fontsize=7, loc="upper left")
