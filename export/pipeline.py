@@ -7,6 +7,7 @@ folders are removed on any error; a crash leaves only non-numeric leftovers, cle
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import shutil
 import time
@@ -18,6 +19,7 @@ import numpy as np
 import export  # noqa: F401
 from export import distributed, manifest, publish, selection, servable, validate, warmup
 from export import evaluate as evaluation
+from export import history as history_model
 from export import index as index_lib
 from export import report as plots
 from export.config import ExportConfig
@@ -72,13 +74,14 @@ class _Seen(Mapping):
         return int(self._present.sum())
 
 
-def _index(config: ExportConfig, vectors, name: str, report=print):
-    """(layer, effective parameters, tuning record) of one index; ScaNN's search settings measured if asked."""
-    report(f"{name}: building a {config.index.kind} index over {len(vectors.candidates)} candidates")
-    layer, params = index_lib.build(config.index, vectors.candidates, name=name)
+def _index(config: ExportConfig, candidates: np.ndarray, queries: np.ndarray, name: str, report=print):
+    """(layer, effective parameters, tuning record) of one index over ``candidates``; ScaNN's search settings
+    measured on ``queries`` if asked."""
+    report(f"{name}: building a {config.index.kind} index over {len(candidates)} candidates")
+    layer, params = index_lib.build(config.index, candidates, name=name)
     tuning: dict = {}
     if config.index.autotune and params.kind == "scann":
-        params, tuning = index_lib.tune(layer, params, vectors.candidates, vectors.queries[1:], config.recall_threshold)
+        params, tuning = index_lib.tune(layer, params, candidates, queries, config.recall_threshold)
         chosen = tuning["chosen"]
         report(
             f"{name}: search {params.num_leaves_to_search} of {params.num_leaves} leaves, re-order "
@@ -162,6 +165,24 @@ def run(config: ExportConfig, *, data=None, synthetic_seed: int = 0, report=prin
     )
     report(evaluation.table(metrics))
 
+    # by_history's query model: chosen on validation users held out of its fit, measured on test users so held
+    train_columns = (users_all[train_idx], titles_all[train_idx])
+    timestamps = np.asarray(ratings.timestamp)[train_idx] if config.split == "time" else None
+    history_vectors, history_record = history_model.choose(
+        *train_columns,
+        trained,
+        pop,
+        timestamps=timestamps,
+        lam=config.ease_lambda,
+        max_items=config.baseline_max_items,
+        split=config.split,
+        report=report,
+    )
+    metrics["new_users"] = history_model.evaluate_new_users(
+        *train_columns, trained, history_record, timestamps=timestamps, report=report
+    )
+    report(history_model.table(metrics["new_users"]))
+
     seen = _Seen(users_all[train_idx], titles_all[train_idx])
     catalogue = catalogue_of(data.movies, trained.movie_titles)  # what the by-id signatures take
     ids = title_ids(catalogue, trained.movie_titles)  # what movie_ids answers for each candidate title
@@ -183,15 +204,29 @@ def run(config: ExportConfig, *, data=None, synthetic_seed: int = 0, report=prin
         for name in config.models:
             vec = vectors[name]
             start = time.perf_counter()
-            layer, params, tuning = _index(config, vec, f"{name}_index", report)
-            extra = excl_tuning = None
+            layer, params, tuning = _index(config, vec.candidates, vec.queries[1:], f"{name}_index", report)
+            extra = excl_tuning = history = None
             if name == "retrieval":
                 if exclude_vectors is not None:
                     excl_layer, excl_params, excl_tuning = _index(
-                        config, exclude_vectors, "retrieval_exclude_seen_index", report
+                        config,
+                        exclude_vectors.candidates,
+                        exclude_vectors.queries[1:],
+                        "retrieval_exclude_seen_index",
+                        report,
                     )
                     extra = (exclude_vectors, excl_layer, excl_params)
-                module = servable.Retrieval(vec, layer, params, exclude=extra, ids=ids, catalogue=catalogue)
+                history_layer, history_params, history_tuning = _index(
+                    config,
+                    history_vectors.candidates,
+                    history_vectors.queries(history_vectors.positions([seen[u] for u in itertools.islice(seen, 1000)])),
+                    "retrieval_history_index",
+                    report,
+                )
+                history = (history_vectors, history_layer, history_params)
+                module = servable.Retrieval(
+                    vec, layer, params, history=history, exclude=extra, ids=ids, catalogue=catalogue
+                )
                 requests = validate.retrieval_requests(
                     vec, seen, config.validation_users, rng, popular, exclude_index=extra is not None
                 )
@@ -216,6 +251,7 @@ def run(config: ExportConfig, *, data=None, synthetic_seed: int = 0, report=prin
                 tolerance=config.score_tolerance,
                 timeout_s=config.validation_timeout_s,
                 exclude_vectors=None if extra is None else extra[0],
+                history_vectors=None if history is None else history_vectors,
             )
             recall[name] = checks["recall_at_10"]
             manifests[name] = manifest.build(
@@ -230,6 +266,7 @@ def run(config: ExportConfig, *, data=None, synthetic_seed: int = 0, report=prin
                     "history": trained.history,
                     "total_seconds": round(fit_seconds, 2),
                     "validation": fitted.validation,
+                    "history": history_record,
                 },
                 metrics=metrics,
                 index={
@@ -247,6 +284,16 @@ def run(config: ExportConfig, *, data=None, synthetic_seed: int = 0, report=prin
                             }
                         }
                         if extra
+                        else {}
+                    ),
+                    **(
+                        {
+                            "by_history": {
+                                **dataclasses.asdict(history[2]),
+                                **({"tuning": history_tuning} if history_tuning else {}),
+                            }
+                        }
+                        if history
                         else {}
                     ),
                 },
