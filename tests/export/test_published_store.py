@@ -281,3 +281,55 @@ def test_the_by_id_signatures_answer_as_the_titles_those_ids_are_served_as(store
         assert _text(a["movie_ids"]).tolist() == _text(b["movie_ids"]).tolist()
         assert np.allclose(a["scores"], b["scores"])
     assert not set(_text(keyed["movie_titles"])[0]) & set(single)  # the ids' titles are excluded
+
+
+def test_by_history_answers_anyone_from_their_titles_and_flags_the_fallback(store, tiny_data, catalogue):
+    """A history's titles are never returned and K remain; unknown titles are ignored and counted; an empty or
+    all-unknown history is the popularity fallback, the same list as an unknown user's; by ids = by titles."""
+    ids_of: dict[str, str] = {}
+    for movie_id, title in zip(tiny_data.movies.movie_id.tolist(), tiny_data.movies.movie_title.tolist(), strict=True):
+        ids_of.setdefault(title, movie_id)
+    history = catalogue[:7]
+    rows = [history + ["No Such (1900)"], history[:2] + [""] * 6, [""] * 8, ["No Such (1900)"] + [""] * 7]
+    retrieval = _load(store, "retrieval")
+    try:
+        titled = retrieval.run("by_history", {"history_titles": np.array([_b(r) for r in rows])})
+        keyed = retrieval.run(
+            "by_history_ids",
+            {"history_ids": np.array([_b([ids_of.get(t, "no-such-id") if t else "" for t in r]) for r in rows])},
+        )
+        unknown_user = retrieval.run("serving_default", {"user_id": _b(["no such user", "1"])})
+    finally:
+        retrieval.close()
+    titles = _text(titled["movie_titles"])
+    assert titles.shape == (4, K) and (titles != "").all()
+    assert not set(titles[0]) & set(history) and not set(titles[1]) & set(history[:2])
+    assert titled["fallback"].tolist() == [False, False, True, True]
+    assert titled["unmatched"].tolist() == [1, 0, 0, 1]
+    assert unknown_user["fallback"].tolist() == [True, False]
+    assert titles[2].tolist() == titles[3].tolist() == _text(unknown_user["movie_titles"])[0].tolist()
+    for name in ("movie_titles", "movie_ids", "fallback", "unmatched"):
+        assert np.asarray(keyed[name]).tolist() == np.asarray(titled[name]).tolist(), name
+
+
+@pytest.mark.parametrize("first", ["serving_default", "exclude_seen", "by_history"])
+def test_every_signature_answers_when_loaded_with_tf_saved_model_load(store, first):
+    """TF2's loader (as in a notebook) shares one resource manager across the process: every index's ScaNN
+    searcher must keep its own (export/index.py), whichever signature is called first."""
+    import tensorflow as tf
+
+    inputs = {
+        "serving_default": {"user_id": tf.constant(["1"])},
+        "exclude_seen": {"user_id": tf.constant(["1"]), "exclude_titles": tf.constant([[""]])},
+        "exclude_seen_by_id": {"user_id": tf.constant(["1"]), "exclude_ids": tf.constant([[""]])},
+        "by_history": {"history_titles": tf.constant([["", "x"]])},
+        "by_history_ids": {"history_ids": tf.constant([["", "x"]])},
+    }
+    retrieval = tf.saved_model.load(str(_version_dir(store, "retrieval")))
+    order = [first] + [name for name in inputs if name != first]
+    for name in order:
+        out = retrieval.signatures[name](**inputs[name])
+        assert out["movie_titles"].shape == (1, K), name
+    similar = tf.saved_model.load(str(_version_dir(store, "similar_movies")))
+    for name, key in (("by_id", "movie_id"), ("serving_default", "movie_title")):
+        assert similar.signatures[name](**{key: tf.constant(["x"])})["fallback"].numpy().tolist() == [True]
