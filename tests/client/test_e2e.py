@@ -261,15 +261,17 @@ def test_cli_prints_a_table_or_json(local_server, transport_kind, c):
     assert table.returncode == 0 and table.stdout.splitlines()[0] == "42:"
     assert [line.split(None, 2)[2] for line in table.stdout.splitlines()[1:]] == titles(expected)
     assert as_json.returncode == 0
-    assert [h["title"] for h in json.loads(as_json.stdout)["42"]] == titles(
+    assert [h["title"] for h in json.loads(as_json.stdout)["42"]["hits"]] == titles(
         c.recommend("42", k=5, exclude=[expected[0].title])
     )
     similar = run_cli("similar", expected[0].title, "-k", "3", "--json", env={"RETRIEVAL_URL": url})
-    assert [h["title"] for h in json.loads(similar.stdout)[expected[0].title]] == titles(
+    assert [h["title"] for h in json.loads(similar.stdout)[expected[0].title]["hits"]] == titles(
         c.similar(expected[0].title, k=3)
     )
     by_id = run_cli("similar", expected[0].id, "--by-id", "-k", "3", "--json", "--url", url)
-    assert [h["title"] for h in json.loads(by_id.stdout)[expected[0].id]] == titles(c.similar(expected[0].title, k=3))
+    assert [h["title"] for h in json.loads(by_id.stdout)[expected[0].id]["hits"]] == titles(
+        c.similar(expected[0].title, k=3)
+    )
     keyed = run_cli("recommend", "42", "-k", "5", "--url", url, "--json", "--exclude-id", expected[0].id)
     assert json.loads(keyed.stdout) == json.loads(as_json.stdout)
     status = run_cli("status", "--model", "similar_movies", "--url", url)
