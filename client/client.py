@@ -26,16 +26,15 @@ from client.transports import Transport, for_endpoint
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+TITLES, SCORES, IDS = "movie_titles", "scores", "movie_ids"  # IDS: absent from models exported before it
+FALLBACK, UNMATCHED = "fallback", "unmatched"  # absent from models exported before them (issue 18)
+_FLOAT32 = struct.Struct("<f")
+
 
 class ArrayLike(Protocol):
     """What numpy arrays and pandas Series have: ``tolist()``, their values as (nested) Python lists."""
 
     def tolist(self) -> Any: ...
-
-
-TITLES, SCORES, IDS = "movie_titles", "scores", "movie_ids"  # IDS: absent from models exported before it
-FALLBACK, UNMATCHED = "fallback", "unmatched"  # absent from models exported before them (issue 18)
-_FLOAT32 = struct.Struct("<f")
 
 
 class Client:
@@ -615,15 +614,13 @@ def _matrix(value: Any, rows: int) -> TypeGuard[list[list[Any]]]:
     return isinstance(value, list) and len(value) == rows and all(isinstance(r, list) for r in value)
 
 
-def _per_row(outputs: Mapping[str, Any], name: str, rows: int, model: ModelRef) -> list[int | bool] | None:
-    """Output ``name`` (``fallback`` DT_BOOL or ``unmatched`` DT_INT32, shape [rows]) as one value per row;
-    None when the version answered without it (exported before it)."""
+def _per_row(outputs: Mapping[str, Any], name: str, rows: int, model: ModelRef) -> list[int] | None:
+    """Output ``name`` (``fallback`` DT_BOOL or ``unmatched`` DT_INT32, shape [rows]) as one value per row (a
+    bool is an int too); None when the version answered without it (exported before it)."""
     value = outputs.get(name)
     if value is None:
         return None
-    if not (
-        isinstance(value, list) and len(value) == rows and all(isinstance(v, (bool, numbers.Integral)) for v in value)
-    ):
+    if not (isinstance(value, list) and len(value) == rows and all(isinstance(v, numbers.Integral) for v in value)):
         raise InternalError(f"{model} must answer '{name}' of shape [{rows}] (one per row); got {value!r:.200}")
     return value
 
