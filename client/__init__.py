@@ -2,7 +2,7 @@
 
     import client
     with client.connect("grpc://localhost:8500") as c:        # or http://localhost:8501
-        print(c.recommend("42", k=5))                           # [Hit(title=..., score=...), ...]
+        print(c.recommend("42", k=5))                           # Recommendations([Hit(title=..., ...), ...], ...)
 
 Importing this package loads neither TensorFlow nor, until a client is made, requests or grpc.
 Errors: :mod:`client.errors` (one tree, canonical status names, for both transports).
@@ -11,7 +11,7 @@ Errors: :mod:`client.errors` (one tree, canonical status names, for both transpo
 from client.client import Client, connect
 from client.errors import *  # noqa: F403 - the exception tree is part of the public API
 from client.errors import __all__ as _errors_all
-from client.results import Hit, ModelMetadata, Signature, TensorSpec, VersionStatus
+from client.results import Hit, ModelMetadata, Recommendations, Signature, TensorSpec, VersionStatus
 from client.settings import URL_ENV, Retry, Settings
 from client.tensors import Tensor
 
@@ -20,6 +20,7 @@ __all__ = [
     "connect",
     "Hit",
     "ModelMetadata",
+    "Recommendations",
     "Signature",
     "TensorSpec",
     "VersionStatus",

@@ -1,6 +1,8 @@
 """``python -m client``: recommend, similar, status, metadata; a table by default, JSON with ``--json``.
 
-Any failure prints one line, ``error: <CODE>: <message>``, to stderr and exits 1 (usage errors: 2).
+Under a list that is the popularity fallback, and under one whose exclusions or history had items that matched
+nothing, the table has a one-line notice; ``--strict`` makes a fallback an error (NOT_FOUND). Any failure prints
+one line, ``error: <CODE>: <message>``, to stderr and exits 1 (usage errors: 2).
 """
 
 from __future__ import annotations
@@ -10,11 +12,36 @@ import dataclasses
 import json
 import logging
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 from client.client import Client
-from client.errors import ServingError
+from client.errors import NotFoundError, ServingError
+from client.results import Recommendations
 from client.settings import DEFAULT_URL, URL_ENV
+
+
+@dataclasses.dataclass(frozen=True)
+class Answer:
+    """One query's recommendations and the words its notices need: ``unknown`` says what the model did not
+    know when the answer is the fallback (e.g. 'user "42" is unknown'), ``entries`` what ``unmatched`` counts
+    (e.g. "excluded title")."""
+
+    hits: Recommendations
+    unknown: str
+    entries: str
+
+    def notices(self) -> list[str]:
+        """The lines to print under the list: why it is a fallback, how many entries matched nothing."""
+        lines = []
+        if self.hits.fallback:
+            lines.append(f"(fallback: {self.unknown} to the model; these are the most popular movies)")
+        n = self.hits.unmatched
+        if n == 1:
+            lines.append(f"(1 {self.entries} matched no movie and was ignored)")
+        elif n:
+            lines.append(f"({n} {self.entries}s matched no movie and were ignored)")
+        return lines
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,16 +55,30 @@ def build_parser() -> argparse.ArgumentParser:
     choice.add_argument("--version", type=int, help="a specific model version")
     choice.add_argument("--label", help="a version label such as stable or canary")
 
+    answers = argparse.ArgumentParser(add_help=False)
+    answers.add_argument("-k", type=int, help="number of movies (default: the model's K)")
+    answers.add_argument(
+        "--strict", action="store_true", help="fail (NOT_FOUND) instead of printing the popularity fallback"
+    )
+
     parser = argparse.ArgumentParser(prog="python -m client", description="Query the movie retrieval server.")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("recommend", parents=[common, servable], help="movies for user ids")
-    p.add_argument("user_ids", nargs="+", metavar="USER_ID")
-    p.add_argument("-k", type=int, help="number of movies (default: the model's K)")
+    p = sub.add_parser(
+        "recommend",
+        parents=[common, servable, answers],
+        help="movies for user ids, or for one history of titles (or ids)",
+        usage="%(prog)s (USER_ID [USER_ID ...] | --history TITLE [TITLE ...] | --history-id ID [ID ...]) [options]",
+    )
+    p.add_argument("user_ids", nargs="*", metavar="USER_ID", help="user ids (or give --history / --history-id)")
     p.add_argument("--exclude", nargs="+", action="extend", metavar="TITLE", help="titles never to return")
     p.add_argument("--exclude-id", nargs="+", action="extend", metavar="MOVIE_ID", help="catalogue ids never to return")
-    p = sub.add_parser("similar", parents=[common, servable], help="movies like the given titles (or ids)")
+    p.add_argument(
+        "--history", nargs="+", action="extend", metavar="TITLE", help="recommend for these watched titles, no user"
+    )
+    p.add_argument("--history-id", nargs="+", action="extend", metavar="ID", help="the same by catalogue movie ids")
+    p.set_defaults(usage_error=p.error)  # for check_usage: the error shows recommend's usage
+    p = sub.add_parser("similar", parents=[common, servable, answers], help="movies like the given titles (or ids)")
     p.add_argument("titles", nargs="+", metavar="TITLE")
-    p.add_argument("-k", type=int, help="number of movies (default: the model's K)")
     p.add_argument("--by-id", action="store_true", help="the arguments are catalogue movie ids, not titles")
     for name, text in (("status", "versions of a model and their states"), ("metadata", "a model's signatures")):
         p = sub.add_parser(name, parents=[common, servable], help=text)
@@ -45,27 +86,77 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_usage(args: argparse.Namespace) -> None:
+    """What argparse cannot say: ``recommend`` takes user ids or one history (by titles or by ids), one only,
+    and a history takes no exclusions (its own items are never returned). Exits 2 with the usage otherwise."""
+    if args.command != "recommend":
+        return
+    given = [
+        name
+        for name, value in (("USER_ID", args.user_ids), ("--history", args.history), ("--history-id", args.history_id))
+        if value
+    ]
+    if len(given) != 1:
+        what = "neither was given" if not given else f"got {' and '.join(given)}"
+        args.usage_error(f"give USER_ID ..., --history TITLE ... or --history-id ID ..., one of them ({what})")
+    if given[0] != "USER_ID" and (args.exclude or args.exclude_id):
+        args.usage_error(f"{given[0]} takes no --exclude/--exclude-id (a history's own movies never return)")
+
+
 def run(args: argparse.Namespace) -> Any:
     with Client(args.url, timeout=args.timeout) as client:
         if args.command == "recommend":
-            exclude = None if args.exclude is None else [list(args.exclude) for _ in args.user_ids]
-            exclude_ids = None if args.exclude_id is None else [list(args.exclude_id) for _ in args.user_ids]
-            hits = client.recommend(args.user_ids, args.k, exclude, args.version, args.label, exclude_ids=exclude_ids)
-            return dict(zip(args.user_ids, hits, strict=True))
-        if args.command == "similar":
-            similar = client.similar_by_id if args.by_id else client.similar
-            return dict(zip(args.titles, similar(args.titles, args.k, args.version, args.label), strict=True))
-        if args.command == "status":
+            answers = _recommend(client, args)
+        elif args.command == "similar":
+            answers = _similar(client, args)
+        elif args.command == "status":
             return client.status(args.model, args.version, args.label)
-        return client.metadata(args.model, args.version, args.label)
+        else:
+            return client.metadata(args.model, args.version, args.label)
+    if args.strict:
+        refused = [answer.unknown for answer in answers.values() if answer.hits.fallback]
+        if refused:
+            reasons = "; ".join(f"{reason} to the model" for reason in refused)
+            raise NotFoundError(f"{reasons} (--strict refuses the popularity fallback)")
+    return answers
+
+
+def _recommend(client: Client, args: argparse.Namespace) -> dict[str, Answer]:
+    if args.history or args.history_id:
+        by_id = bool(args.history_id)
+        history = args.history_id if by_id else args.history
+        ask = client.recommend_for_history_ids if by_id else client.recommend_for_history
+        noun = "movie id" if by_id else "title"
+        hits = ask(history, args.k, args.version, args.label)
+        return {"history": Answer(hits, f"no {noun} of the history is known", f"history {noun}")}
+    exclude = None if args.exclude is None else [list(args.exclude) for _ in args.user_ids]
+    exclude_ids = None if args.exclude_id is None else [list(args.exclude_id) for _ in args.user_ids]
+    rows = client.recommend(args.user_ids, args.k, exclude, args.version, args.label, exclude_ids=exclude_ids)
+    entries = "excluded movie id" if exclude_ids is not None else "excluded title"
+    return _answers(args.user_ids, rows, "user {} is unknown", entries)
+
+
+def _similar(client: Client, args: argparse.Namespace) -> dict[str, Answer]:
+    similar = client.similar_by_id if args.by_id else client.similar
+    rows = similar(args.titles, args.k, args.version, args.label)
+    return _answers(args.titles, rows, "movie id {} is unknown" if args.by_id else "{} is unknown", "")
+
+
+def _answers(queries: Sequence[str], rows: Sequence[Recommendations], unknown: str, entries: str) -> dict[str, Answer]:
+    """One Answer per query; ``unknown`` is a format of the query in double quotes."""
+    return {
+        q: Answer(hits, unknown.format(json.dumps(q, ensure_ascii=False)), entries)
+        for q, hits in zip(queries, rows, strict=True)
+    }
 
 
 def render(result: Any) -> str:
-    if isinstance(result, dict):  # query -> hits
+    if isinstance(result, dict):  # query -> Answer
         lines = []
-        for query, hits in result.items():
+        for query, answer in result.items():
             lines.append(f"{query}:")
-            lines += [f"  {rank:>3}  {hit.score:>10.4f}  {hit.title}" for rank, hit in enumerate(hits, 1)]
+            lines += [f"  {rank:>3}  {hit.score:>10.4f}  {hit.title}" for rank, hit in enumerate(answer.hits, 1)]
+            lines += [f"  {notice}" for notice in answer.notices()]
         return "\n".join(lines)
     if isinstance(result, list):  # VersionStatus
         rows = [("VERSION", "STATE", "STATUS")] + [
@@ -87,8 +178,15 @@ def render(result: Any) -> str:
 
 
 def to_json(result: Any) -> Any:
-    if isinstance(result, dict):
-        return {q: [dataclasses.asdict(h) for h in hits] for q, hits in result.items()}
+    if isinstance(result, dict):  # query -> Answer
+        return {
+            q: {
+                "hits": [dataclasses.asdict(h) for h in a.hits],
+                "fallback": a.hits.fallback,
+                "unmatched": a.hits.unmatched,
+            }
+            for q, a in result.items()
+        }
     if isinstance(result, list):
         return [dataclasses.asdict(v) for v in result]
     return dataclasses.asdict(result)
@@ -96,6 +194,7 @@ def to_json(result: Any) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    check_usage(args)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR, format="%(levelname)s %(message)s")
     try:
         result = run(args)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import numbers
 import struct
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeGuard, TypeVar, overload
+from typing import Any, Protocol, TypeGuard, TypeVar, overload
 
 from client.errors import (
     DeadlineExceededError,
@@ -17,7 +18,7 @@ from client.errors import (
     NotFoundError,
     UnavailableError,
 )
-from client.results import Hit, ModelMetadata, VersionStatus
+from client.results import Hit, ModelMetadata, Recommendations, VersionStatus
 from client.settings import ModelRef, Retry, Settings, _check_timeout, default_url
 from client.tensors import Tensor
 from client.transports import Transport, for_endpoint
@@ -26,7 +27,14 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 TITLES, SCORES, IDS = "movie_titles", "scores", "movie_ids"  # IDS: absent from models exported before it
+FALLBACK, UNMATCHED = "fallback", "unmatched"  # absent from models exported before them (issue 18)
 _FLOAT32 = struct.Struct("<f")
+
+
+class ArrayLike(Protocol):
+    """What numpy arrays and pandas Series have: ``tolist()``, their values as (nested) Python lists."""
+
+    def tolist(self) -> Any: ...
 
 
 class Client:
@@ -87,7 +95,7 @@ class Client:
         *,
         exclude_ids: Sequence[str | int] | None = ...,
         timeout: float | None = ...,
-    ) -> list[Hit]: ...
+    ) -> Recommendations: ...
 
     @overload
     def recommend(
@@ -100,7 +108,7 @@ class Client:
         *,
         exclude_ids: Sequence[Sequence[str | int]] | None = ...,
         timeout: float | None = ...,
-    ) -> list[list[Hit]]: ...
+    ) -> list[Recommendations]: ...
 
     def recommend(
         self,
@@ -112,12 +120,13 @@ class Client:
         *,
         exclude_ids: Sequence[str | int] | Sequence[Sequence[str | int]] | None = None,
         timeout: float | None = None,
-    ) -> list[Hit] | list[list[Hit]]:
-        """Movies for a user (a str or int id: a list of hits) or for several (a list: one list per user).
+    ) -> Recommendations | list[Recommendations]:
+        """Movies for a user (a str or int id: one :class:`Recommendations`) or for several (a list: one per user).
 
         ``exclude``: titles never to return (a list for one user, a list of lists for several), answered by
         the ``exclude_seen`` signature; ``exclude_ids``: the same by catalogue id (``exclude_seen_by_id``).
-        ``k``: how many hits (default: all K the model was exported with).
+        ``k``: how many hits (default: all K the model was exported with). An unknown user gets the most popular
+        movies with ``fallback`` True; exclusions that match no movie are counted in ``unmatched``.
         """
         single, ids = _keys(user_ids, "user id", "user_ids")
         _check_k(k)
@@ -143,7 +152,7 @@ class Client:
         label: str | None = ...,
         *,
         timeout: float | None = ...,
-    ) -> list[Hit]: ...
+    ) -> Recommendations: ...
 
     @overload
     def similar(
@@ -154,7 +163,7 @@ class Client:
         label: str | None = ...,
         *,
         timeout: float | None = ...,
-    ) -> list[list[Hit]]: ...
+    ) -> list[Recommendations]: ...
 
     def similar(
         self,
@@ -164,8 +173,9 @@ class Client:
         label: str | None = None,
         *,
         timeout: float | None = None,
-    ) -> list[Hit] | list[list[Hit]]:
-        """Movies like a title (a str: a list of hits) or like each of several (a list: one list each)."""
+    ) -> Recommendations | list[Recommendations]:
+        """Movies like a title (a str: one :class:`Recommendations`) or like each of several (a list: one each);
+        an unknown title gets the most popular movies with ``fallback`` True."""
         single = isinstance(titles, str)
         keys = [titles] if single else _titles(titles, "titles")
         _check_k(k)
@@ -183,7 +193,7 @@ class Client:
         label: str | None = ...,
         *,
         timeout: float | None = ...,
-    ) -> list[Hit]: ...
+    ) -> Recommendations: ...
 
     @overload
     def similar_by_id(
@@ -194,7 +204,7 @@ class Client:
         label: str | None = ...,
         *,
         timeout: float | None = ...,
-    ) -> list[list[Hit]]: ...
+    ) -> list[Recommendations]: ...
 
     def similar_by_id(
         self,
@@ -204,13 +214,115 @@ class Client:
         label: str | None = None,
         *,
         timeout: float | None = None,
-    ) -> list[Hit] | list[list[Hit]]:
-        """Movies like the movie with a catalogue id (a str or int: a list of hits) or like each of several,
-        answered by ``similar_movies``' ``by_id`` signature (every id of a title several ids share finds it)."""
+    ) -> Recommendations | list[Recommendations]:
+        """Movies like the movie with a catalogue id (a str or int: one :class:`Recommendations`) or like each of
+        several, answered by ``similar_movies``' ``by_id`` signature (every id of a title several ids share finds
+        it); an unknown id gets the most popular movies with ``fallback`` True."""
         single, keys = _keys(movie_ids, "movie id", "movie_ids")
         _check_k(k)
         hits = self._hits(self.settings.similar_model, {"movie_id": keys}, "by_id", k, version, label, timeout)
         return hits[0] if single else hits
+
+    @overload
+    def recommend_for_history(  # type: ignore[overload-overlap]  # a str is a Sequence too, as for recommend
+        self,
+        history: Sequence[str],
+        k: int | None = ...,
+        version: int | None = ...,
+        label: str | None = ...,
+        *,
+        timeout: float | None = ...,
+    ) -> Recommendations: ...
+
+    @overload
+    def recommend_for_history(
+        self,
+        history: Sequence[Sequence[str]],
+        k: int | None = ...,
+        version: int | None = ...,
+        label: str | None = ...,
+        *,
+        timeout: float | None = ...,
+    ) -> list[Recommendations]: ...
+
+    @overload
+    def recommend_for_history(
+        self,
+        history: ArrayLike,
+        k: int | None = ...,
+        version: int | None = ...,
+        label: str | None = ...,
+        *,
+        timeout: float | None = ...,
+    ) -> Recommendations | list[Recommendations]: ...
+
+    def recommend_for_history(
+        self,
+        history: Sequence[str] | Sequence[Sequence[str]] | ArrayLike,
+        k: int | None = None,
+        version: int | None = None,
+        label: str | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> Recommendations | list[Recommendations]:
+        """Movies for someone known only by the titles they watched: one history (a list of titles, also a
+        tuple, a 1-D numpy array or a pandas Series; empty is a history too) gives one :class:`Recommendations`,
+        a list of histories (or a 2-D array) one per history. Answered by ``retrieval``'s ``by_history``
+        signature: a history's own titles are never returned, titles the model does not know are ignored and
+        counted in ``unmatched``, and a history with no known title gets the most popular movies
+        (``fallback`` True)."""
+        return self._for_history(
+            history, "history", "history_titles", "by_history", _titles, k, version, label, timeout
+        )
+
+    @overload
+    def recommend_for_history_ids(  # type: ignore[overload-overlap]  # as for recommend_for_history
+        self,
+        history_ids: Sequence[str | int],
+        k: int | None = ...,
+        version: int | None = ...,
+        label: str | None = ...,
+        *,
+        timeout: float | None = ...,
+    ) -> Recommendations: ...
+
+    @overload
+    def recommend_for_history_ids(
+        self,
+        history_ids: Sequence[Sequence[str | int]],
+        k: int | None = ...,
+        version: int | None = ...,
+        label: str | None = ...,
+        *,
+        timeout: float | None = ...,
+    ) -> list[Recommendations]: ...
+
+    @overload
+    def recommend_for_history_ids(
+        self,
+        history_ids: ArrayLike,
+        k: int | None = ...,
+        version: int | None = ...,
+        label: str | None = ...,
+        *,
+        timeout: float | None = ...,
+    ) -> Recommendations | list[Recommendations]: ...
+
+    def recommend_for_history_ids(
+        self,
+        history_ids: Sequence[str | int] | Sequence[Sequence[str | int]] | ArrayLike,
+        k: int | None = None,
+        version: int | None = None,
+        label: str | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> Recommendations | list[Recommendations]:
+        """:meth:`recommend_for_history` by catalogue id (str or int, as ``Hit.id``): one history of ids, or a
+        list of them; answered by the ``by_history_ids`` signature, where each id stands for the title it is
+        served as and an unknown id is ignored (counted in ``unmatched``)."""
+        return self._for_history(
+            history_ids, "history_ids", "history_ids", "by_history_ids", _ids, k, version, label, timeout
+        )
 
     # -- TF Serving's calls --------------------------------------------------------------------------------
     def predict(
@@ -335,6 +447,25 @@ class Client:
         if self._closed:
             raise FailedPreconditionError(f"{self!r} is closed; make a new client")
 
+    def _for_history(
+        self,
+        value: Any,
+        what: str,
+        input_name: str,
+        signature: str,
+        entries: Callable[[Any, str], list[str]],
+        k: int | None,
+        version: int | None,
+        label: str | None,
+        timeout: float | None,
+    ) -> Recommendations | list[Recommendations]:
+        """``recommend_for_history`` and ``..._ids``: history rows made as exclusion rows are, one signature."""
+        single, rows = _rows(value, what, entries)
+        _check_k(k)
+        inputs: dict[str, list[Any]] = {input_name: _padded(rows)}
+        hits = self._hits(self.settings.retrieval_model, inputs, signature, k, version, label, timeout)
+        return hits[0] if single else hits
+
     def _hits(
         self,
         model_name: str,
@@ -344,7 +475,8 @@ class Client:
         version: int | None,
         label: str | None,
         timeout: float | None,
-    ) -> list[list[Hit]]:
+    ) -> list[Recommendations]:
+        """Predict, then one :class:`Recommendations` per row of the first input, cut to ``k``."""
         if not inputs[next(iter(inputs))]:
             return []
         # No output_filter: a filter naming movie_ids fails on a model that lacks it, and the outputs are small.
@@ -369,9 +501,15 @@ class Client:
         ids = outputs.get(IDS)
         if not (_matrix(ids, rows) and all(len(i) == len(t) for i, t in zip(ids, titles, strict=True))):
             ids = [[""] * len(t) for t in titles]
+        fallbacks = _per_row(outputs, FALLBACK, rows, model)
+        unmatched = _per_row(outputs, UNMATCHED, rows, model)
         return [
-            [Hit(str(t), _f32(s), str(i)) for t, s, i in zip(trow[:k], srow[:k], irow[:k], strict=True)]
-            for trow, srow, irow in zip(titles, scores, ids, strict=True)
+            Recommendations(
+                [Hit(str(t), _f32(s), str(i)) for t, s, i in zip(trow[:k], srow[:k], irow[:k], strict=True)],
+                fallback=None if fallbacks is None else bool(fallbacks[row]),
+                unmatched=0 if unmatched is None else int(unmatched[row]),
+            )
+            for row, (trow, srow, irow) in enumerate(zip(titles, scores, ids, strict=True))
         ]
 
 
@@ -389,21 +527,39 @@ def _check_k(k: int | None) -> None:
         raise InvalidArgumentError(f"k must be a positive int (got {k!r})")
 
 
+def _as_list(value: Any) -> list[Any] | None:
+    """``value`` as a list if it is one: a sequence other than str/bytes (list, tuple, range, ...), or an array
+    with ``tolist()`` (numpy, pandas: items come back as Python values, a 2-D array's rows as lists); else None."""
+    if isinstance(value, (str, bytes)):
+        return None
+    if isinstance(value, Sequence):
+        return list(value)
+    tolist = getattr(value, "tolist", None)
+    items = tolist() if callable(tolist) else None  # a numpy scalar's tolist() is a scalar: not a list
+    return items if isinstance(items, list) else None
+
+
 def _sequence(value: Any, what: str) -> list[Any]:
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+    items = _as_list(value)
+    if items is None:
         raise InvalidArgumentError(f"{what} must be a list (got {type(value).__name__}: {value!r})")
-    return list(value)
+    return items
+
+
+def _is_key(value: Any) -> bool:
+    """A str, or an int of any kind (numpy's too) but not a bool."""
+    return isinstance(value, str) or (isinstance(value, numbers.Integral) and not isinstance(value, bool))
 
 
 def _key(value: Any, what: str) -> str:
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
+    if not _is_key(value):
         raise InvalidArgumentError(f"a {what} is a str or an int (got {type(value).__name__}: {value!r})")
-    return str(value)
+    return str(value) if isinstance(value, str) else str(int(value))
 
 
 def _keys(value: Any, what: str, name: str) -> tuple[bool, list[str]]:
     """(one key?, the keys as str): one str or int id, or a list of them."""
-    single = isinstance(value, (str, int)) and not isinstance(value, bool)
+    single = _is_key(value)
     return single, [_key(v, what) for v in ([value] if single else _sequence(value, name))]
 
 
@@ -414,15 +570,34 @@ def _ids(value: Any, what: str) -> list[str]:
 def _exclusions(
     value: Any, what: str, noun: str, entries: Callable[[Any, str], list[str]], single: bool, users: int
 ) -> list[list[str]]:
-    """Exclusion rows (``entries`` of each) for ``exclude_titles`` or ``exclude_ids``: one per user, padded with
-    "" (nothing), and led by a "" column: TF Serving's batching pads a request to the widest request of its
-    batch with the request's *first* element (batching_util.cc), which must therefore be "" or other users'
-    rows would exclude the first user's first entry."""
-    rows = (
-        [entries(value, what)] if single else [entries(r, f"{what}[{i}]") for i, r in enumerate(_sequence(value, what))]
-    )
+    """Exclusion rows (``entries`` of each) for ``exclude_titles`` or ``exclude_ids``: one per user, made by
+    :func:`_padded`."""
+    rows = [entries(value, what)] if single else _each(value, what, entries)
     if len(rows) != users:
         raise InvalidArgumentError(f"{what} needs one list of {noun} per user id ({len(rows)} lists for {users} ids)")
+    return _padded(rows)
+
+
+def _rows(value: Any, what: str, entries: Callable[[Any, str], list[str]]) -> tuple[bool, list[list[str]]]:
+    """(one row?, the rows): ``value`` is one list of ``entries`` (an empty list too) or a list of such lists,
+    told apart by its items (any list among them: several rows), or by ``ndim`` for an array (2-D: rows, even
+    none)."""
+    items = _sequence(value, what)
+    if getattr(value, "ndim", 1) == 2 or any(_as_list(item) is not None for item in items):
+        return False, _each(items, what, entries)
+    return True, [entries(items, what)]
+
+
+def _each(value: Any, what: str, entries: Callable[[Any, str], list[str]]) -> list[list[str]]:
+    """Each item of the list ``value`` as a row of ``entries``; errors name the item (``what[i]``)."""
+    return [entries(row, f"{what}[{i}]") for i, row in enumerate(_sequence(value, what))]
+
+
+def _padded(rows: list[list[str]]) -> list[list[str]]:
+    """Rows of keys (exclusions, histories) as one rectangular [rows, 1 + widest] input: padded with "" (no
+    item), and led by a "" column: TF Serving's batching pads a request to the widest request of its batch with
+    the request's *first* element (batching_util.cc), which must therefore be "" or other requests' rows would
+    gain the first row's first entry."""
     width = max(map(len, rows), default=0)
     return [[""] + row + [""] * (width - len(row)) for row in rows]
 
@@ -437,6 +612,17 @@ def _titles(value: Any, what: str) -> list[str]:
 
 def _matrix(value: Any, rows: int) -> TypeGuard[list[list[Any]]]:
     return isinstance(value, list) and len(value) == rows and all(isinstance(r, list) for r in value)
+
+
+def _per_row(outputs: Mapping[str, Any], name: str, rows: int, model: ModelRef) -> list[int] | None:
+    """Output ``name`` (``fallback`` DT_BOOL or ``unmatched`` DT_INT32, shape [rows]) as one value per row (a
+    bool is an int too); None when the version answered without it (exported before it)."""
+    value = outputs.get(name)
+    if value is None:
+        return None
+    if not (isinstance(value, list) and len(value) == rows and all(isinstance(v, numbers.Integral) for v in value)):
+        raise InternalError(f"{model} must answer '{name}' of shape [{rows}] (one per row); got {value!r:.200}")
+    return value
 
 
 def _f32(value: Any) -> float:

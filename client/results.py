@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 
@@ -13,6 +14,27 @@ class Hit:
     title: str
     score: float
     id: str = ""
+
+
+class Recommendations(list[Hit]):
+    """One query's hits, best first: a ``list`` of :class:`Hit` that also says how the model answered.
+
+    ``fallback``: True when the answer is the popularity fallback (the user id, title or movie id is unknown to
+    the model, or no item of the history is known), False when it is the model's own; None when the version
+    that answered does not say (exported before the ``fallback`` output). ``unmatched``: how many non-empty
+    exclusions or history items of the query matched no movie and were ignored (0 when the version does not
+    say). Equality and everything else are the list's: the flags ride along, they do not change what it holds.
+    """
+
+    __slots__ = ("fallback", "unmatched")
+
+    def __init__(self, hits: Iterable[Hit] = (), *, fallback: bool | None = None, unmatched: int = 0) -> None:
+        super().__init__(hits)
+        self.fallback = fallback
+        self.unmatched = unmatched
+
+    def __repr__(self) -> str:
+        return f"Recommendations({super().__repr__()}, fallback={self.fallback!r}, unmatched={self.unmatched!r})"
 
 
 @dataclass(frozen=True, slots=True)

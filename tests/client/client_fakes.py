@@ -23,7 +23,7 @@ import grpc
 import requests
 from requests.adapters import BaseAdapter
 
-from client.protos import get_model_metadata_pb2, get_model_status_pb2, predict_pb2, tensor_pb2
+from client.protos import get_model_metadata_pb2, get_model_status_pb2, predict_pb2, tensor_pb2, types_pb2
 from server_process import ServerProcess, versions, write_config  # tests/serving's helpers
 
 # TF Serving's ToHTTPStatusCode (tensorflow_serving/model_servers/http_server.cc), written out independently.
@@ -94,9 +94,16 @@ class Status(Exception):
 
 class FakeServer:
     """retrieval: user u's ranking is CATALOG rotated by int(u); similar_movies: the catalog after the title.
-    Versions 7 (label "stable") and 9 (latest, label "canary"); outputs are [batch, K] like the contract's."""
+    Versions 7 (label "stable") and 9 (latest, label "canary"); outputs are [batch, K] like the contract's.
+
+    Version 9 answers as a model exported since issue 18: ``fallback`` (a user id that is not a number, a title
+    not in CATALOG, a history with no CATALOG title: the ranking starts at CATALOG[0], "the most popular") and,
+    on exclude_seen and the history signatures, ``unmatched``; it has ``by_history`` (the catalog after the
+    history's last known title, without the history) and ``by_history_ids`` (id "i" is CATALOG[i]). Version 7
+    answers as an older export: neither output, no history signatures."""
 
     versions: ClassVar[dict[int, str]] = {7: "stable", 9: "canary"}
+    flagged_since: ClassVar[int] = 9  # the first version with fallback, unmatched and the history signatures
 
     def __init__(self) -> None:
         self.calls: list[tuple] = []
@@ -125,25 +132,39 @@ class FakeServer:
         self.calls.append(("predict", name, version, label, signature, inputs))
         used = self._version(name, version, label)
         signature = signature or "serving_default"
+        flagged = used >= self.flagged_since
+        history_signatures = ("by_history", "by_history_ids") if flagged else ()
+        counted = None  # the entries unmatched counts, per row
         if name == "retrieval" and signature == "serving_default" and set(inputs) == {"user_id"}:
             keys, excluded = inputs["user_id"], [[] for _ in inputs["user_id"]]
         elif name == "retrieval" and signature == "exclude_seen" and set(inputs) == {"user_id", "exclude_titles"}:
             keys, excluded = inputs["user_id"], inputs["exclude_titles"]
+            counted = excluded
+        elif name == "retrieval" and signature in history_signatures and set(inputs) == {_HISTORY[signature]}:
+            counted = inputs[_HISTORY[signature]]
+            excluded = [[_title_of(e) if signature == "by_history_ids" else e for e in row] for row in counted]
+            keys = [next((t for t in reversed(row) if t in CATALOG), "") for row in excluded]
         elif name == "similar_movies" and signature == "serving_default" and set(inputs) == {"movie_title"}:
             keys = inputs["movie_title"]
             excluded = [[key] for key in keys]
-        elif signature not in ("serving_default", "exclude_seen"):
+        elif signature not in ("serving_default", "exclude_seen", *history_signatures):
             raise Status("FAILED_PRECONDITION", f'Serving signature name: "{signature}" not found in signature def')
         else:
             raise Status("INVALID_ARGUMENT", f"bad inputs {sorted(inputs)} for {name}/{signature}")
-        titles, scores = [], []
+        titles, scores, fallback = [], [], []
         for key, skip in zip(keys, excluded, strict=True):
             start = CATALOG.index(key) + 1 if key in CATALOG else (int(key) if key.isdigit() else 0)
+            fallback.append(key not in CATALOG and not key.isdigit())
             ranking = [CATALOG[(start + i) % len(CATALOG)] for i in range(len(CATALOG))]
             row = [t for t in ranking if t not in skip][:K]
             titles.append(row)
             scores.append([round(0.9 - 0.1 * i + used / 1000, 3) for i in range(K)])
-        return {"movie_titles": titles, "scores": scores}, used
+        outputs = {"movie_titles": titles, "scores": scores}
+        if flagged:
+            outputs["fallback"] = fallback
+            if counted is not None:
+                outputs["unmatched"] = [sum(1 for e in row if e and e not in CATALOG) for row in excluded]
+        return outputs, used
 
     def status(self, name, version, label):
         self.calls.append(("status", name, version, label))
@@ -172,6 +193,14 @@ class FakeServer:
 
 
 # -- REST: requests' adapter seam ------------------------------------------------------------------------
+_HISTORY = {"by_history": "history_titles", "by_history_ids": "history_ids"}
+
+
+def _title_of(movie_id: str) -> str:
+    """The fake's catalogue ids: "i" is CATALOG[i]; any other id is unknown (an empty string: no item)."""
+    return CATALOG[int(movie_id)] if movie_id.isdigit() and int(movie_id) < len(CATALOG) else movie_id and "?"
+
+
 class FakeAdapter(BaseAdapter):
     def __init__(self, server: FakeServer) -> None:
         super().__init__()
@@ -311,14 +340,8 @@ class FakeChannel:
             outputs, used = self.server.predict(name, version, label, req.model_spec.signature_name or None, inputs)
             resp = predict_pb2.PredictResponse()
             resp.model_spec.name, resp.model_spec.version.value = name, used
-            titles, scores = outputs["movie_titles"], outputs["scores"]
-            for key, rows, dtype in (("movie_titles", titles, 7), ("scores", scores, 1)):
-                t = resp.outputs[key]
-                t.dtype = dtype
-                t.tensor_shape.dim.add(size=len(rows))
-                t.tensor_shape.dim.add(size=K)
-                flat = [v for row in rows for v in row]
-                (t.string_val if dtype == 7 else t.float_val).extend([v.encode() for v in flat] if dtype == 7 else flat)
+            for key, value in outputs.items():
+                _to_proto(key, value, resp.outputs[key])
             return resp
         if method == "/tensorflow.serving.PredictionService/GetModelMetadata":
             req = get_model_metadata_pb2.GetModelMetadataRequest.FromString(raw)
@@ -352,6 +375,25 @@ class FakeChannel:
 
     def close(self):
         self.closed = True
+
+
+# output name -> (DataType number, TensorProto field) as TF Serving answers them (AsProtoField)
+_OUTPUT_TYPES = {
+    "movie_titles": (types_pb2.DT_STRING, "string_val"),
+    "scores": (types_pb2.DT_FLOAT, "float_val"),
+    "fallback": (types_pb2.DT_BOOL, "bool_val"),
+    "unmatched": (types_pb2.DT_INT32, "int_val"),
+}
+
+
+def _to_proto(name: str, value: list, t: tensor_pb2.TensorProto) -> None:
+    dtype, field = _OUTPUT_TYPES[name]
+    t.dtype = dtype
+    t.tensor_shape.dim.add(size=len(value))
+    if value and isinstance(value[0], list):  # [batch, K]
+        t.tensor_shape.dim.add(size=K)
+        value = [v for row in value for v in row]
+    getattr(t, field).extend([v.encode() for v in value] if dtype == types_pb2.DT_STRING else value)
 
 
 def _spec(spec):

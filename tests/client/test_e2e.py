@@ -3,6 +3,7 @@ BruteForce store exported by the tests (``brute_force_store``: users "1".."60", 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -167,12 +168,12 @@ def test_metadata_shows_the_contracts_signatures(c, local_server):
         "user_id": ("DT_STRING", (-1,)),
         "exclude_titles": ("DT_STRING", (-1, -1)),
     }
-    for sig in (default, exclude):
-        assert {a: (s.dtype, s.shape) for a, s in sig.outputs.items()} == {
+    for sig in (default, exclude):  # and fallback, unmatched: test_metadata_shows_the_history_signatures_...
+        assert {a: (s.dtype, s.shape) for a, s in sig.outputs.items()}.items() >= {
             "movie_titles": ("DT_STRING", (-1, K)),
             "scores": ("DT_FLOAT", (-1, K)),
             "movie_ids": ("DT_STRING", (-1, K)),
-        }
+        }.items()
     assert {a: (s.dtype, s.shape) for a, s in meta.signatures["exclude_seen_by_id"].inputs.items()} == {
         "user_id": ("DT_STRING", (-1,)),
         "exclude_ids": ("DT_STRING", (-1, -1)),
@@ -248,6 +249,168 @@ def test_both_transports_give_identical_answers(local_server):
             assert call(rest) == call(rpc)
 
 
+# -- issue 18: fallback and unmatched on every answer, recommendations for a history -------------------------
+# These need a store exported with the by_history signatures and the fallback/unmatched outputs (export/).
+
+
+def test_every_answer_says_whether_it_is_the_popularity_fallback(c):
+    known, unknown = c.recommend(["1", "nosuchuser"])
+    assert (known.fallback, unknown.fallback) == (False, True) and (known.unmatched, unknown.unmatched) == (0, 0)
+    assert len(unknown) == K
+    title = known[0].title
+    assert c.similar(title).fallback is False and c.similar("no such movie").fallback is True
+    assert c.similar_by_id(known[0].id).fallback is False and c.similar_by_id("no such id").fallback is True
+    assert c.recommend("nosuchuser", exclude=[]).fallback is True
+    assert c.recommend("nosuchuser", exclude_ids=[]).fallback is True
+    # the popularity fallback is one list, whatever was unknown
+    assert titles(c.similar("no such movie")) == titles(unknown) == titles(c.similar_by_id("no such id"))
+
+
+def test_unmatched_counts_exclusions_that_match_no_movie(c):
+    base = c.recommend("7", exclude=[])
+    seen = base[:2]
+    by_title = c.recommend("7", exclude=[*titles(seen), "no such movie", "nor this", ""])
+    assert (by_title.fallback, by_title.unmatched) == (False, 2)  # "" is padding, not an entry
+    assert by_title == c.recommend("7", exclude=titles(seen))  # ignored: the same answer
+    by_id = c.recommend(["7", "8"], exclude_ids=[[seen[0].id, "no such id"], []])
+    assert [(row.fallback, row.unmatched) for row in by_id] == [(False, 1), (False, 0)]
+
+
+def test_a_history_gets_k_hits_never_its_own(c):
+    history = titles(c.recommend("5", k=3))
+
+    hits = c.recommend_for_history(history)
+
+    assert isinstance(hits, client.Recommendations) and len(hits) == K
+    assert (hits.fallback, hits.unmatched) == (False, 0)
+    assert not set(history) & set(titles(hits))
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert all(h.id.isdigit() for h in hits)
+    assert c.recommend_for_history(tuple(history), k=4) == hits[:4]
+
+
+def test_history_ids_answer_as_the_titles_they_are_served_as(c):
+    seen = c.recommend("9", k=3)
+    by_title = c.recommend_for_history(titles(seen))
+    assert keyed(c.recommend_for_history_ids([h.id for h in seen])) == keyed(by_title)
+    mixed = c.recommend_for_history_ids([int(seen[0].id), seen[1].id, seen[2].id, "no such id"])
+    assert keyed(mixed) == keyed(by_title) and (mixed.fallback, mixed.unmatched) == (False, 1)
+
+
+def test_unknown_history_items_are_ignored_and_counted(c):
+    history = titles(c.recommend("11", k=2))
+    alone = c.recommend_for_history(history)
+    padded = c.recommend_for_history([history[0], "no such movie", history[1], "nor this"])
+    assert padded == alone and (padded.fallback, padded.unmatched) == (False, 2)
+    nothing_known = c.recommend_for_history(["no such movie"])
+    assert (nothing_known.fallback, nothing_known.unmatched) == (True, 1)
+    assert titles(nothing_known) == titles(c.recommend("nosuchuser"))  # the popularity fallback
+    empty = c.recommend_for_history([])
+    assert (empty.fallback, empty.unmatched) == (True, 0) and titles(empty) == titles(nothing_known)
+
+
+def test_a_batch_of_histories_answers_each_as_if_alone(c):
+    histories = [titles(c.recommend(u, k=n)) for u, n in (("1", 1), ("2", 4), ("3", 2))] + [[]]
+    batch = c.recommend_for_history(histories)
+    assert [keyed(row) for row in batch] == [keyed(c.recommend_for_history(h)) for h in histories]
+    assert [row.fallback for row in batch] == [False, False, False, True]
+    ids = [[h.id for h in c.recommend(u, k=2)] for u in ("4", "5")]
+    assert [keyed(row) for row in c.recommend_for_history_ids(ids)] == [
+        keyed(c.recommend_for_history_ids(row)) for row in ids
+    ]
+
+
+def test_histories_survive_tf_servings_batch_padding(local_server, transport_kind):
+    # As for exclusions: TF Serving's batching pads a request with its first element; the client's leading ""
+    # column keeps the first history's first title out of the other histories.
+    from client.settings import Endpoint
+    from client.transports import for_endpoint
+
+    url = local_server.url(transport_kind)
+    with Client(url, timeout=30) as c:
+        second = titles(c.recommend("2", k=1))
+        best_of_second = c.recommend_for_history(second)[0].title
+        histories = [[best_of_second], second]  # the first history starts with the second one's best movie
+        expected = [titles(row) for row in c.recommend_for_history(histories)]
+        assert best_of_second in expected[1]
+        recording = _Recording(for_endpoint(Endpoint.parse(url)))
+        with Client(url, timeout=30, transport=recording) as spied:
+            assert [titles(row) for row in spied.recommend_for_history(histories)] == expected
+        sent = recording.sent[-1]["history_titles"]
+        width = sent.shape[1]
+        rows = [list(sent.values[i * width : (i + 1) * width]) for i in range(sent.shape[0])]
+
+        def served(rows):
+            return c.predict("retrieval", {"history_titles": rows}, signature_name="by_history")["movie_titles"]
+
+        assert served(_pad_as_tf_serving_batching_does(rows, width + 3)) == expected
+        unguarded = served(_pad_as_tf_serving_batching_does([row[1:] for row in rows], width + 3))
+        assert best_of_second not in unguarded[1]
+
+
+def test_metadata_shows_the_history_signatures_and_the_flags(c):
+    signatures = c.metadata().signatures
+    for name, alias in (("by_history", "history_titles"), ("by_history_ids", "history_ids")):
+        sig = signatures[name]
+        assert {a: (s.dtype, s.shape) for a, s in sig.inputs.items()} == {alias: ("DT_STRING", (-1, -1))}
+        assert {a: (s.dtype, s.shape) for a, s in sig.outputs.items()} == {
+            "movie_titles": ("DT_STRING", (-1, K)),
+            "scores": ("DT_FLOAT", (-1, K)),
+            "movie_ids": ("DT_STRING", (-1, K)),
+            "fallback": ("DT_BOOL", (-1,)),
+            "unmatched": ("DT_INT32", (-1,)),
+        }
+    for name in ("serving_default", "exclude_seen", "exclude_seen_by_id"):
+        assert (signatures[name].outputs["fallback"].dtype, signatures[name].outputs["fallback"].shape) == (
+            "DT_BOOL",
+            (-1,),
+        )
+    for name in ("exclude_seen", "exclude_seen_by_id"):
+        assert signatures[name].outputs["unmatched"].dtype == "DT_INT32"
+    assert "unmatched" not in signatures["serving_default"].outputs
+    for sig in c.metadata("similar_movies").signatures.values():
+        if not sig.name.startswith("__"):
+            assert sig.outputs["fallback"].dtype == "DT_BOOL"
+
+
+def test_both_transports_give_identical_flags(local_server):
+    with Client(local_server.rest_url) as rest, Client(local_server.grpc_url) as rpc:
+        history = titles(rest.recommend("20", k=2))
+        for call in (
+            lambda x: x.recommend(["20", "nosuchuser"], exclude=[["nope"], []]),
+            lambda x: x.recommend_for_history([history, ["nope"], []]),
+            lambda x: x.recommend_for_history_ids([["1", "2", "no such id"]]),
+            lambda x: x.similar(["no such movie", history[0]]),
+        ):
+            a, b = call(rest), call(rpc)
+            assert a == b and [(r.fallback, r.unmatched) for r in a] == [(r.fallback, r.unmatched) for r in b]
+
+
+def test_cli_history_notices_and_strict(local_server, transport_kind, c):
+    url = local_server.url(transport_kind)
+    history = titles(c.recommend("30", k=2))
+
+    as_json = run_cli("recommend", "--history", *history, "no such movie", "-k", "3", "--json", "--url", url)
+    assert as_json.returncode == 0, as_json.stderr
+    assert json.loads(as_json.stdout) == {
+        "history": {
+            "hits": [dataclasses.asdict(h) for h in c.recommend_for_history(history, k=3)],
+            "fallback": False,
+            "unmatched": 1,
+        }
+    }
+    by_id = run_cli("recommend", "--history-id", c.recommend("30")[0].id, "-k", "3", "--url", url)
+    assert by_id.returncode == 0 and by_id.stdout.splitlines()[0] == "history:"
+    table = run_cli("recommend", "30", "nosuchuser", "-k", "2", "--url", url)
+    assert table.stdout.splitlines()[-1] == (
+        '  (fallback: user "nosuchuser" is unknown to the model; these are the most popular movies)'
+    )
+    strict = run_cli("recommend", "30", "nosuchuser", "--strict", "--url", url)
+    assert strict.returncode == 1 and strict.stdout == ""
+    assert strict.stderr.startswith('error: NOT_FOUND: user "nosuchuser" is unknown to the model')
+    assert run_cli("similar", history[0], "--strict", "--url", url).returncode == 0
+
+
 # -- the CLI and the README, as a user runs them ----------------------------------------------------------
 
 
@@ -261,15 +424,17 @@ def test_cli_prints_a_table_or_json(local_server, transport_kind, c):
     assert table.returncode == 0 and table.stdout.splitlines()[0] == "42:"
     assert [line.split(None, 2)[2] for line in table.stdout.splitlines()[1:]] == titles(expected)
     assert as_json.returncode == 0
-    assert [h["title"] for h in json.loads(as_json.stdout)["42"]] == titles(
+    assert [h["title"] for h in json.loads(as_json.stdout)["42"]["hits"]] == titles(
         c.recommend("42", k=5, exclude=[expected[0].title])
     )
     similar = run_cli("similar", expected[0].title, "-k", "3", "--json", env={"RETRIEVAL_URL": url})
-    assert [h["title"] for h in json.loads(similar.stdout)[expected[0].title]] == titles(
+    assert [h["title"] for h in json.loads(similar.stdout)[expected[0].title]["hits"]] == titles(
         c.similar(expected[0].title, k=3)
     )
     by_id = run_cli("similar", expected[0].id, "--by-id", "-k", "3", "--json", "--url", url)
-    assert [h["title"] for h in json.loads(by_id.stdout)[expected[0].id]] == titles(c.similar(expected[0].title, k=3))
+    assert [h["title"] for h in json.loads(by_id.stdout)[expected[0].id]["hits"]] == titles(
+        c.similar(expected[0].title, k=3)
+    )
     keyed = run_cli("recommend", "42", "-k", "5", "--url", url, "--json", "--exclude-id", expected[0].id)
     assert json.loads(keyed.stdout) == json.loads(as_json.stdout)
     status = run_cli("status", "--model", "similar_movies", "--url", url)
