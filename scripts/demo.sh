@@ -58,6 +58,8 @@ echo "--- user 42, over gRPC"
 "$py" -m client recommend 42 --url "grpc://localhost:$grpc_port"
 # Similar movies to user 42's first recommendation (a title the catalogue surely has, real or synthetic).
 title=$("$py" -m client recommend 42 -k 1 --json --url "http://localhost:$rest_port" |
-        "$py" -c 'import json, sys; print(json.load(sys.stdin)["42"][0]["title"])')
+        "$py" -c 'import json, sys; print(json.load(sys.stdin)["42"]["hits"][0]["title"])')
 echo "--- movies similar to $title"
 "$py" -m client similar "$title" --url "grpc://localhost:$grpc_port"
+echo "--- a new user who liked $title (by_history: no retraining)"
+"$py" -m client recommend --history "$title" --url "http://localhost:$rest_port"

@@ -43,7 +43,7 @@ def test_demo_command_trains_publishes_serves_and_recommends_for_user_42_offline
         assert manifest["data"]["source"]["kind"] == "synthetic"
     sections = re.split(r"^--- ", done.stdout, flags=re.M)[1:]
     assert [s.splitlines()[0] for s in sections[:2]] == ["user 42, over REST", "user 42, over gRPC"]
-    rest, grpc_, similar = (s.splitlines()[1:] for s in sections)
+    rest, grpc_, similar, history = (s.splitlines()[1:] for s in sections)
     top = re.search(r"^\s*1\s+-?\d+\.\d+\s+(.+?)\s*$", "\n".join(rest), re.M).group(1)
     assert sections[2].splitlines()[0] == f"movies similar to {top}"
     assert top not in "\n".join(similar[1:])  # a movie is never in its own list
@@ -51,3 +51,7 @@ def test_demo_command_trains_publishes_serves_and_recommends_for_user_42_offline
     assert sum(bool(scored.search(line)) for line in rest) == 10, rest
     assert rest == grpc_  # the same answer over both transports
     assert sum(bool(scored.search(line)) for line in similar) == 10, similar
+    # A new user's history answers from the SavedModel: ten movies, never the history, not the fallback.
+    assert sections[3].splitlines()[0] == f"a new user who liked {top} (by_history: no retraining)"
+    assert sum(bool(scored.search(line)) for line in history) == 10, history
+    assert top not in "\n".join(history[1:]) and "fallback" not in "\n".join(history)
