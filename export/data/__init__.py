@@ -97,7 +97,7 @@ def load(
         return tables.load_own(source_text, columns if columns is not None else tables.Columns())
     if os.path.exists(source_text):
         release = tables.find_release(source_text)
-        if release is not None:
+        if release:
             return tables.load_release(source_text, release)
     from export.data.grouplens import load_grouplens
 
