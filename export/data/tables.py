@@ -17,7 +17,10 @@ GroupLens releases, ``--data FOLDER|ZIP``, detected from their files (export/dat
 Genres map onto the 19 of 100K ("Children's" is "Children"; "(no genres listed)" is "Unknown"; "IMAX" has no
 100K genre and is dropped). Users without a users file get an unknown age (1), gender "" and occupation "".
 
-Every problem is one DataError line naming the file, the column or row, and the fix.
+Text files (CSV, TSV, .dat) are read by export/data/text.py, which reads real files' defects (BOM, CRLF,
+blank and repeated header rows, empty trailing columns, ids with spaces, floats) or names them; repeated
+(user, item) rows keep the first. ``source["rows"]`` (and ``item_rows`` for a catalogue) counts the lines read,
+kept and dropped. Every problem is one DataError line naming the file, the column or line, and the fix.
 """
 
 from __future__ import annotations
