@@ -16,12 +16,13 @@ def _error_line(proc) -> str:
 @pytest.mark.parametrize(
     "args, reason",
     [
-        (["--preset", "huge"], "unknown preset 'huge'"),
-        (["--index", "annoy"], "--index must be one of"),
+        (["--preset", "huge"], "argument --preset: invalid choice: 'huge'"),
+        (["--index", "annoy"], "argument --index: invalid choice: 'annoy'"),
         (["--k", "0"], "--k must be >= 1"),
         (["--epochs", "0"], "--epochs must be >= 1"),
         (["--keep", "0"], "--keep must be >= 1"),
-        (["--split", "weekly"], "--split must be one of"),
+        (["--split", "weekly"], "argument --split: invalid choice: 'weekly'"),
+        (["--user-tower", "graph"], "argument --user-tower: invalid choice: 'graph'"),
         (["--models", "retrieval,ranking"], "unknown model(s) ['ranking']"),
         (["--recall-threshold", "1.5"], "--recall-threshold must be in [0, 1]"),
         (["--data", "/no/such/ml-100k"], "no such file or folder"),
