@@ -7,9 +7,15 @@ settings, 1 for data, validation and publishing failures).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
+import os
+import re
 import sys
+import threading
+import time
+import warnings
 from pathlib import Path
 
 import export  # noqa: F401
@@ -317,20 +323,96 @@ def _fail(message: str | BaseException, code: int) -> int:
     return code
 
 
+# Python loggers and modules whose output is noise at the default verbosity (kept with -v): TensorFlow's,
+# Keras' (e.g. "Skipping full serialization of TF-Keras layer ... ScaNN"), absl's, h5py's.
+NOISY_LOGGERS = ("absl", "tensorflow", "tf_keras", "keras", "h5py")
+NOISY_MODULES = r"(tensorflow|tf_keras|keras|tensorflow_recommenders|tensorflow_datasets|scann|absl|h5py)(\.|$)"
+
+
+def _one_stream(verbose: bool) -> None:
+    """The export's own lines only, at the default verbosity: the pipeline prints each step once on stdout, so
+    its modules' INFO log lines (the same steps said again: "INFO export.publish: published ...") and the
+    libraries' noise are shown only with -v. TensorFlow's and ScaNN's C++ logs ("failed call to cuInit",
+    "Could not normalize centroid", absl's "All log messages before absl::InitializeLog()") obey
+    TF_CPP_MIN_LOG_LEVEL, read when TensorFlow is first imported, after this: 3 hides all, 1 keeps warnings."""
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "1" if verbose else "3"
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in NOISY_LOGGERS:
+        logging.getLogger(noisy).setLevel(logging.WARNING if verbose else logging.ERROR)
+    if not verbose:
+        warnings.filterwarnings("ignore", module=NOISY_MODULES)
+
+
+_LINE_ENDS = re.compile(rb"(?<=[\r\n])")
+
+
+class _NativeLogFilter:
+    """While open, lines written to file descriptor 2 that are C++ log records (glog/absl's "I0000 00:00:... file.cc:58]
+    ...", TensorFlow's "2026-01-01 12:00:00.000000: E file.cc:51] ...", absl's "WARNING: All log messages before
+    absl::InitializeLog() ...") are dropped; every other line reaches stderr as written. ScaNN's op library logs
+    through its own absl, which TF_CPP_MIN_LOG_LEVEL does not reach ("Could not normalize centroid", "Size of
+    sampled dataset", at every index build), and only a file descriptor sees those lines."""
+
+    NATIVE = re.compile(
+        rb"^(?:[IWEF]\d{4} \d\d:\d\d:[\d.]+ +\d+ \S+:\d+\] "
+        rb"|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWEF] \S+:\d+\] "
+        rb"|WARNING: All log messages before absl::InitializeLog\(\) is called)"
+    )
+
+    def __enter__(self) -> _NativeLogFilter:
+        sys.stderr.flush()
+        self._stderr = os.dup(2)
+        read, write = os.pipe()
+        os.dup2(write, 2)
+        os.close(write)
+        self._pump = threading.Thread(target=self._forward, args=(read,), name="native-log-filter", daemon=True)
+        self._pump.start()
+        return self
+
+    def _forward(self, read: int) -> None:
+        """Pieces ending in a newline, or in a carriage return (progress bars redraw a line with it), are
+        forwarded as they come unless they are native log records; a piece without either waits for its end."""
+        pending = b""
+        while chunk := os.read(read, 1 << 16):
+            *pieces, pending = _LINE_ENDS.split(pending + chunk)
+            for piece in pieces:
+                self._write(piece)
+        self._write(pending)
+        os.close(read)
+
+    def _write(self, piece: bytes) -> None:
+        if piece and not self.NATIVE.match(piece):
+            with contextlib.suppress(OSError):  # keep draining: a writer must never block on a full pipe
+                os.write(self._stderr, piece)
+
+    def __exit__(self, *exc_info: object) -> None:
+        sys.stderr.flush()
+        os.dup2(self._stderr, 2)  # closes the pipe's last writer (a child still running may hold another)
+        self._pump.join(timeout=5)
+        if not self._pump.is_alive():
+            os.close(self._stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
+    started = time.perf_counter()
     try:
         args = parser().parse_args(argv)
         config = config_from_args(args)
     except ConfigError as exc:
         return _fail(exc, 2)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    for noisy in ("absl", "tensorflow", "h5py"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    _one_stream(args.verbose)
+    if args.verbose:
+        return _run(config, args.seed, started)
+    with _NativeLogFilter():
+        return _run(config, args.seed, started)
 
+
+def _run(config: ExportConfig, synthetic_seed: int, started: float) -> int:
+    """The export itself; every failure one ``export: error:`` line and its exit code."""
     from export import distributed, pipeline
     from export.data import DataError
     from export.publish import PublishError
@@ -338,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         distributed.start()  # with TF_CONFIG naming several workers: before TensorFlow runs anything else
-        pipeline.run(config, synthetic_seed=args.seed)  # reports each version as it is published
+        pipeline.run(config, synthetic_seed=synthetic_seed)  # reports each version as it is published
     except ConfigError as exc:
         return _fail(exc, 2)
     except (DataError, PublishError, ValidationError, OSError, ValueError) as exc:
@@ -349,4 +431,15 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # anything else (a TensorFlow runtime error...): still one line
         logger.debug("export failed", exc_info=True)
         return _fail(f"{type(exc).__name__}: {exc} (rerun with -v for the traceback)", 1)
+    print(f"export: done in {_duration(time.perf_counter() - started)}")
     return 0
+
+
+def _duration(seconds: float) -> str:
+    """``seconds`` as people say it: "48 s", "6 min 35 s", "1 h 02 min"."""
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60:02d} s"
+    return f"{whole // 3600} h {whole % 3600 // 60:02d} min"

@@ -277,7 +277,8 @@ def verdict(metrics: dict) -> list:
 
 
 def table(metrics: dict, ks=KS) -> str:
-    """The evaluation as a fixed-width text table."""
+    """The evaluation as a fixed-width text table. The comparison with the baselines is not in it: ``verdict``'s
+    lines say it once, as the run's last lines."""
     header = f"{'test top-k accuracy':<26}" + "".join(f"{'top-' + str(k):>9}" for k in ks)
     lines = [header, "-" * len(header)]
     for name in ROWS:
@@ -293,5 +294,4 @@ def table(metrics: dict, ks=KS) -> str:
     lines.append(
         f"({metrics['test_ratings']} test ratings{of}; 95% confidence interval of each rate: within ±{widest:.4f})"
     )
-    lines += verdict(metrics)
     return "\n".join(lines)

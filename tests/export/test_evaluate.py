@@ -7,7 +7,7 @@ import types
 import numpy as np
 import pytest
 
-from export.evaluate import evaluate, table
+from export.evaluate import evaluate, table, verdict
 from export.vectors import IndexVectors, exact_top_k, popularity, retrieval_vectors, similar_vectors
 
 
@@ -208,7 +208,6 @@ def test_a_verdict_is_beats_only_outside_the_difference_s_confidence_interval(mo
 
 
 def test_the_verdict_lines_say_beats_ties_or_does_not_beat_with_the_interval():
-    from export.evaluate import verdict
 
     for model, said in (((0.30, 0.70), "beats it"), ((0.21, 0.61), "ties with it"), ((0.1, 0.5), "DOES NOT BEAT IT")):
         lines = verdict({"comparison": {"popularity": _judged(model, (0.20, 0.60), 0.03)}})
@@ -219,7 +218,6 @@ def test_the_verdict_lines_say_beats_ties_or_does_not_beat_with_the_interval():
 
 
 def test_against_ease_when_exclude_seen_serves_ease_s_factors_it_says_so():
-    from export.evaluate import verdict
 
     row = _judged((0.30, 0.70), (0.20, 0.60), 0.01)
     served = {"exclude_seen": {"tower": 0.0, "ease": 1.0}}
@@ -235,7 +233,8 @@ def test_baselines_above_the_item_bound_are_skipped_with_the_reason():
     assert "ease" not in metrics and "item_knn_exclude_seen" not in metrics
     assert "3 titles > 2" in metrics["baselines"]["ease"]["skipped"]
     assert sorted(metrics["comparison"]) == ["popularity"]
-    assert any(line.startswith("model vs ease: skipped: 3 titles > 2") for line in table(metrics).splitlines())
+    assert any(line.startswith("model vs ease: skipped: 3 titles > 2") for line in verdict(metrics))
+    assert "model vs" not in table(metrics)  # said once, by verdict, as the run's last lines
 
 
 def test_above_the_cap_a_sample_of_users_is_evaluated_whole_and_the_interval_reported():
