@@ -44,6 +44,7 @@ from export.data.records import Coded, DataError
 BOM = b"\xef\xbb\xbf"
 _SPACE_ONLY_LINE = re.compile(rb"(?m)^[ \t]+\r?$")
 _LEADING_BLANK = re.compile(rb"[\r\n]*")
+_NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"  # what pyarrow reads as a float, less nan and inf
 _UNNAMED = "\x00unnamed column "  # placeholder for a column the header leaves unnamed (never a real name)
 
 
@@ -122,25 +123,17 @@ class Text:
             bad = ~np.isfinite(values)
             if whole:
                 bad |= np.where(np.isfinite(values), values != np.floor(values), True)
-        except pa.ArrowInvalid:
-            values, bad = None, _unparsable(column.to_pylist())
+        except pa.ArrowInvalid:  # name the first value pyarrow cannot read as a number
+            values = None
+            bad = ~np.asarray(pc.match_substring_regex(column, _NUMBER).to_numpy(zero_copy_only=False), dtype=bool)
+            if not bad.any():
+                raise DataError(f"{self.name}: column {name!r} holds a value that is not {what}; {fix}") from None
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
             value = column[row].as_py()
             raise DataError(f"{self.name} {self.where(row)}: {name} {value!r} is not {what}; {fix}")
         assert values is not None
         return values.astype(np.int64) if whole else values
-
-
-def _unparsable(values: list) -> np.ndarray:
-    """True where a str is not a float (the slow path, taken only to name the first bad value)."""
-    bad = np.zeros(len(values), dtype=bool)
-    for i, value in enumerate(values):
-        try:
-            float(value)
-        except (TypeError, ValueError):
-            bad[i] = True
-    return bad
 
 
 def read(name: str, content: bytes, delimiter: str, *, columns: Sequence[str] | None = None, quoting: bool = True):
@@ -160,6 +153,7 @@ def read(name: str, content: bytes, delimiter: str, *, columns: Sequence[str] | 
         raise DataError(f"{name}: the file is empty; it needs {'a header row and ' if columns is None else ''}rows")
     _check_complete(name, content, quoting)
     header = columns is None
+    first = content.count(b"\n", 0, _first_line(content)) + 1 if header else 0  # the header's line number
     names = list(columns) if columns is not None else _header(name, content, delimiter, quoting)
     invalid: list = []
 
@@ -170,7 +164,7 @@ def read(name: str, content: bytes, delimiter: str, *, columns: Sequence[str] | 
     try:
         table = pacsv.read_csv(
             pa.BufferReader(content),
-            read_options=pacsv.ReadOptions(column_names=names, skip_rows=1 if header else 0),
+            read_options=pacsv.ReadOptions(column_names=names, skip_rows=first),  # skip_rows counts blank lines
             parse_options=pacsv.ParseOptions(
                 delimiter=delimiter, quote_char='"' if quoting else False, invalid_row_handler=on_invalid
             ),
@@ -187,8 +181,6 @@ def read(name: str, content: bytes, delimiter: str, *, columns: Sequence[str] | 
             _check_utf8(name, content)  # raises, naming the line
         raise DataError(f"{name}: cannot be read as delimited text: {str(exc).splitlines()[0]}") from None
     lines = content.count(b"\n") + (0 if content.endswith(b"\n") else 1)
-    above = _LEADING_BLANK.match(content)
-    first = content.count(b"\n", 0, above.end() if above else 0) + 1 if header else 0  # lines to the header's
     counts = Counts(read=lines - first)
     counts.blank_lines = counts.read - table.num_rows
     text = Text(name, table, counts, content, header)
@@ -230,6 +222,12 @@ def _nonempty_lines(content: bytes) -> np.ndarray:
     return np.flatnonzero((length > 0) & ~lone_cr) + 1
 
 
+def _first_line(content: bytes) -> int:
+    """The offset where the first non-empty line starts (lines of a lone CR are empty)."""
+    blank = _LEADING_BLANK.match(content)
+    return blank.end() if blank else 0
+
+
 def _line_at(content: bytes, offset: int) -> int:
     return content.count(b"\n", 0, offset) + 1
 
@@ -264,7 +262,9 @@ def _truncated(name: str, line: int, how: str) -> str:
 
 def _header(name: str, content: bytes, delimiter: str, quoting: bool) -> list[str]:
     """The column names of the first non-empty line; unnamed ones get placeholders, dropped once read."""
-    line = next(raw for raw in content.split(b"\n", 64) if raw.strip())
+    start = _first_line(content)
+    end = content.find(b"\n", start)
+    line = content[start : end if end >= 0 else len(content)]
     try:
         decoded = line.decode("utf-8")
     except UnicodeDecodeError:

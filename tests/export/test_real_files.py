@@ -177,6 +177,17 @@ def test_blank_lines_are_skipped_and_counted(tmp_path):
     assert loaded.source["rows"]["dropped"]["blank_lines"] == 1 and len(loaded.ratings) == 4
 
 
+def test_blank_lines_above_the_header_are_not_rows_and_lines_are_still_numbered_right(tmp_path):
+    folder = csv_release(tmp_path, ["", "", *ratings_csv()], movies_csv())
+    loaded = load(str(folder))
+    check_clean(loaded)
+    assert loaded.source["rows"]["read"] == 4 and loaded.source["rows"]["dropped"]["repeated_headers"] == 0
+    csv_release(tmp_path, ["", "", *ratings_csv()[:3], "1,30,x,5", *ratings_csv()[3:]], movies_csv())
+    with pytest.raises(DataError) as error:
+        load(str(folder))
+    assert_one_line(error, "ratings.csv line 6: rating 'x' is not a rating")
+
+
 def test_a_repeated_header_row_is_dropped_and_counted(tmp_path):
     # Two files concatenated with `cat`: the second one's header is a row in the middle.
     ratings = ratings_csv()
