@@ -133,8 +133,10 @@ def _strings(table: text.Text, name: str, flag: str) -> Coded:
     if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
         empty = pc.or_(empty, pc.equal(column, ""))
     if pc.any(empty).as_py():
-        row = int(np.flatnonzero(np.asarray(empty.to_numpy(zero_copy_only=False)))[0])
-        raise DataError(f"{table.name} {table.where(row)} has no value in column {name!r}; fill it or delete the line")
+        where = table.where(int(np.flatnonzero(np.asarray(empty.to_numpy(zero_copy_only=False)))[0]))
+        raise DataError(
+            f"{table.name} {where} has no value in column {name!r}; fill it or delete that {where.split()[0]}"
+        )
     return _coded(column)
 
 

@@ -310,7 +310,7 @@ def test_a_truncated_file_in_your_own_data_and_in_ml100k_is_one_line(tmp_path):
         (lambda p: csv_release(p, [*ratings_csv()[:2], "1,20,four,200", *ratings_csv()[3:]], movies_csv()),
          "ratings.csv line 3: rating 'four' is not a rating; correct or delete that line"),
         (lambda p: csv_release(p, [*ratings_csv()[:2], ",20,3,200", *ratings_csv()[3:]], movies_csv()),
-         "ratings.csv line 3 has no value in column 'userId'; fill it or delete the line"),
+         "ratings.csv line 3 has no value in column 'userId'; fill it or delete that line"),
         (lambda p: csv_release(p, ["user,movie,rating,timestamp", *ratings_csv()[1:]], movies_csv()),
          "ratings.csv: no column 'userId' (columns: user, movie, rating, timestamp); a GroupLens ratings.csv has "
          "the header userId,movieId,rating,timestamp"),
