@@ -55,6 +55,9 @@ def load_grouplens(path: str | os.PathLike) -> MovieLensData:
     ratings = _parse_ratings(files["u.data"], movies, users, counts)
     data_hash = hashlib.sha256(files["u.data"]).hexdigest()
     source = describe("grouplens", ratings, movies, path=path, u_data_sha256=data_hash, rows=counts.as_dict())
+    said = counts.said(os.path.join(path, "u.data"))
+    if said:
+        logger.warning(said)
     logger.info("GroupLens data from %s: %d ratings, %d movies", path, len(ratings), len(movies))
     return MovieLensData(ratings=ratings, movies=movies, source=source)
 

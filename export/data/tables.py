@@ -241,6 +241,14 @@ def _unique_titles(ids: np.ndarray, titles: np.ndarray) -> np.ndarray:
     )
 
 
+def _say_dropped(*tables: text.Text) -> None:
+    """A warning line for each file rows were dropped from (blank, repeated header, repeated pair)."""
+    for table in tables:
+        said = table.counts.said(table.name)
+        if said:
+            logger.warning(said)
+
+
 def _without_repeats(table: text.Text, users: Coded, items: Coded, *rest: np.ndarray):
     """The rows of the first of each (user, item) pair (the rest counted in ``table.counts.duplicates``)."""
     repeated = text.repeated_pairs(users, items)
@@ -269,8 +277,10 @@ def load_own(path: str, columns: Columns = Columns()) -> MovieLensData:
         times = np.arange(len(users), dtype=np.int64)  # the row order is the time order
     users, item_codes, times = _without_repeats(table, users, item_codes, times)
     extra: dict[str, Any] = {}
+    read = [table]  # the files read, for what was dropped from each
     if columns.items_file:
         catalogue = _own_table(columns.items_file)
+        read.append(catalogue)
         ids = _strings(catalogue, columns.item_id, "--item-id-column").values()
         names = _strings(catalogue, columns.title, "--title-column").values()
         distinct, counts = np.unique(ids.astype(str), return_counts=True)
@@ -302,6 +312,7 @@ def load_own(path: str, columns: Columns = Columns()) -> MovieLensData:
         rows=table.counts.as_dict(),
         **extra,
     )
+    _say_dropped(*read)
     logger.info("own interactions from %s: %d rows, %d items", path, len(ratings), len(movies))
     return MovieLensData(ratings=ratings, movies=movies, source=source)
 
@@ -438,5 +449,6 @@ def load_release(path: str, files: dict[str, tuple[str, bytes]]) -> MovieLensDat
         rows=ratings.counts.as_dict(),
         item_rows=movies.counts.as_dict(),
     )
+    _say_dropped(ratings, movies)
     logger.info("GroupLens release from %s: %d ratings, %d movies", path, len(data), len(catalogue))
     return MovieLensData(ratings=data, movies=catalogue, source=source)

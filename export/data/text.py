@@ -61,6 +61,22 @@ class Counts:
     def kept(self) -> int:
         return self.read - self.blank_lines - self.repeated_headers - self.duplicates
 
+    def said(self, name: str) -> str | None:
+        """One line saying what was dropped from file ``name`` and why (None when nothing was): loaders log it as
+        a warning, so that no row leaves silently."""
+        parts = [
+            f"{count:,} {what}"
+            for count, what in (
+                (self.blank_lines, "blank line(s)"),
+                (self.repeated_headers, "repeated header row(s)"),
+                (self.duplicates, "repeated (user, item) row(s), the first of each kept"),
+            )
+            if count
+        ]
+        if not parts:
+            return None
+        return f"{name}: {self.read:,} lines read, {self.kept:,} kept; dropped {', '.join(parts)}"
+
     def as_dict(self) -> dict[str, Any]:
         """The data source record's ``rows``: ``{"read", "kept", "dropped": {reason: count}}``."""
         dropped = {

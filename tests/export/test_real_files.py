@@ -218,6 +218,24 @@ def test_duplicate_user_item_rows_keep_the_first_and_are_counted(tmp_path):
     assert len(loaded.ratings) == 4 and loaded.source["rows"]["dropped"]["duplicates"] == 2
 
 
+def test_what_was_dropped_is_said_in_one_warning_line_per_file(tmp_path, caplog):
+    ratings = [*ratings_csv(), "", "1,10,1.0,999", ratings_csv()[0]]
+    with caplog.at_level("WARNING", logger="export.data"):
+        load(str(csv_release(tmp_path, ratings, movies_csv())))
+    [said] = [r.getMessage() for r in caplog.records]
+    assert said.endswith(
+        "ratings.csv: 7 lines read, 4 kept; dropped 1 blank line(s), 1 repeated header row(s), 1 repeated "
+        "(user, item) row(s), the first of each kept"
+    )
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="export.data"):
+        load(str(ml100k(tmp_path, [*u_data(), "1\t10\t2\t5"])))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{tmp_path / 'ml-100k' / 'u.data'}: 5 lines read, 4 kept; dropped 1 repeated (user, item) row(s), the "
+        "first of each kept"
+    ]
+
+
 def test_ratings_and_times_written_as_floats_load(tmp_path):
     ratings = ["userId,movieId,rating,timestamp"] + [f"{u},{m},{r:.1f},{t}.0" for u, m, r, t in RATINGS]
     loaded = load(str(csv_release(tmp_path, ratings, movies_csv())))
