@@ -68,10 +68,11 @@ def _size(n: float) -> str:
     raise AssertionError("unreachable")
 
 
-def check_against_data(config: ExportConfig, data: MovieLensData) -> None:
+def check_against_data(config: ExportConfig, data: MovieLensData, *, disk: bool = True) -> None:
     """ConfigError (one line: the figure and the fix) when the data makes a setting impossible: ``--k`` above
     the catalogue's titles minus one (``similar_movies`` never answers the query itself), ScaNN over fewer than
-    ``SCANN_MIN_TITLES`` titles, or less free space under ``--model-base-path`` than ``expected_bytes``."""
+    ``SCANN_MIN_TITLES`` titles, or (``disk``: off for a worker that never writes the store) less free space
+    under ``--model-base-path`` than ``expected_bytes``."""
     titles = titles_of(data)
     k = config.index.k
     too_many = k > titles - 1
@@ -87,6 +88,8 @@ def check_against_data(config: ExportConfig, data: MovieLensData) -> None:
             f"--k {k} needs a catalogue of more than {k} titles, and the data has {titles} (similar_movies "
             f"never answers the query itself); {fix}"
         )
+    if not disk:
+        return
     where = _existing(config.model_base_path)
     free = shutil.disk_usage(where).free
     needed = expected_bytes(config, data)
