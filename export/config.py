@@ -15,6 +15,7 @@ from pathlib import Path
 MODEL_NAMES = ("retrieval", "similar_movies")
 INDEX_KINDS = ("scann", "brute_force", "auto")
 SPLIT_KINDS = ("random", "time")
+SYNTHETIC_SIZES = ("tiny", "movielens")
 LOSSES = ("in_batch_softmax", "full_softmax")
 USER_TOWERS = ("id", "history", "id+history")
 OPTIMIZERS = ("adagrad", "adam", "lazy_adam")  # lazy_adam: export/model.py LazyAdam
@@ -243,8 +244,8 @@ class ExportConfig:
         _check(not unknown, f"unknown model(s) {unknown}; choose from {','.join(MODEL_NAMES)}")
         _check(self.split in SPLIT_KINDS, f"--split must be one of {SPLIT_KINDS} (got {self.split!r})")
         _check(
-            self.synthetic_size in ("tiny", "movielens"),
-            f"--synthetic-size must be tiny or movielens (got {self.synthetic_size!r})",
+            self.synthetic_size in SYNTHETIC_SIZES,
+            f"--synthetic-size must be one of {SYNTHETIC_SIZES} (got {self.synthetic_size!r})",
         )
         _check(self.keep >= 1, f"--keep must be >= 1 (got {self.keep})")
         _check(self.ease_lambda > 0, f"--ease-lambda must be > 0 (got {self.ease_lambda})")

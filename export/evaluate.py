@@ -18,8 +18,9 @@ Both baselines need a dense titles x titles matrix (EASE inverts one in float64)
 ``max_items`` titles (default 12,000, above ML-10M's 10.7k: about 3.5 GB while inverting), and while X^T X
 costs at most ``ease.MAX_GRAM_FLOPS``; else they are skipped and ``metrics["baselines"]`` says why. Users
 with no training history score popularity under both (a tie-break of 1e-6 x normalised popularity is added
-to their scores). ``metrics["comparison"]`` says, for each baseline, whether the model is
-at or above it in both seen-excluded columns that users get (top-10 and top-100). Above ``MAX_RATINGS``
+to their scores). ``metrics["comparison"]`` says, for each baseline, whether the model beats it, ties with it
+or is worse in the seen-excluded columns that users get (top-10 and top-100), each difference judged against
+its 95 % confidence interval (``compare``). Above ``MAX_RATINGS``
 test ratings a sample of test users is evaluated, with confidence intervals (``evaluate``).
 """
 
@@ -196,42 +197,88 @@ def evaluate(
     return metrics
 
 
+VERDICTS = {"beats": "beats it", "ties": "ties with it", "worse": "DOES NOT BEAT IT"}
+
+
 def compare(metrics: dict) -> dict:
-    """For each evaluated baseline: the model's and its seen-excluded hit rates, and whether the model beats it
-    (at or above it in every column of ``COMPARED``)."""
+    """For each evaluated baseline: the model's and its seen-excluded hit rates in each column of ``COMPARED``
+    (``[model, baseline]``), the 95 % confidence half-width of each difference, and the verdict:
+
+    - ``"beats"``: the model is above the baseline by more than the difference's half-width in every column;
+    - ``"worse"``: it is below by more than that in some column;
+    - ``"ties"``: otherwise (every difference that is not within the interval is in the model's favour, but
+      not all are outside it).
+
+    ``beats`` is True for "beats" only. The difference's half-width is sqrt(a^2 + b^2) of the two rates'
+    half-widths in ``metrics["ci95"]`` (0 where absent), the rule for independent samples; both rates are
+    measured on the same test ratings, whose paired difference usually varies less, so the rule errs towards
+    "ties", never towards "beats"."""
     out = {}
     model = metrics["model_exclude_seen"]
+    widths = metrics.get("ci95", {})
     for name in BASELINES:
         theirs = metrics.get(f"{name}_exclude_seen")
         if theirs is None or any(c not in model for c in COMPARED):
             continue
+        margin = {
+            c: round(
+                float(
+                    np.hypot(
+                        widths.get("model_exclude_seen", {}).get(c, 0.0),
+                        widths.get(f"{name}_exclude_seen", {}).get(c, 0.0),
+                    )
+                ),
+                6,
+            )
+            for c in COMPARED
+        }
+        above = [model[c] - theirs[c] > margin[c] for c in COMPARED]
+        below = [theirs[c] - model[c] > margin[c] for c in COMPARED]
+        outcome = "worse" if any(below) else "beats" if all(above) else "ties"
         out[name] = {
-            "beats": all(model[c] >= theirs[c] for c in COMPARED),
+            "beats": outcome == "beats",
+            "verdict": outcome,
             **{f"{c}_exclude_seen": [model[c], theirs[c]] for c in COMPARED},
+            "ci95_of_difference": margin,
         }
     return out
 
 
+def _serves_ease_alone(metrics: dict) -> bool:
+    """Whether ``exclude_seen`` serves EASE's factors alone (``metrics["served"]["exclude_seen"]``, the blend
+    validation chose: ``{"tower": weight, "ease": weight}``, when the caller records it)."""
+    chosen = metrics.get("served", {}).get("exclude_seen") or {}
+    return bool(chosen.get("ease")) and not chosen.get("tower")
+
+
 def verdict(metrics: dict) -> list:
-    """One line per baseline: does the exported model beat it (seen excluded), or why it was not evaluated."""
+    """One line per baseline: whether the exported model beats it, ties with it or does not beat it (seen
+    excluded; ``compare`` says when each holds), with the figures and the interval of their difference; or
+    why the baseline was not evaluated. Against EASE, when ``exclude_seen`` serves EASE's own factors, it says
+    so rather than claim a win over EASE."""
     lines = []
     for name in BASELINES:
         if name in metrics.get("comparison", {}):
             row = metrics["comparison"][name]
+            margins = row.get("ci95_of_difference", {})
             figures = ", ".join(
                 f"{c.replace('_', '-')} {row[c + '_exclude_seen'][0]:.4f} vs {row[c + '_exclude_seen'][1]:.4f}"
+                + (f" ±{margins[c]:.4f}" if c in margins else "")
                 for c in COMPARED
             )
-            lines.append(
-                f"model vs {name}: {'beats it' if row['beats'] else 'DOES NOT BEAT IT'} (seen excluded: {figures})"
-            )
+            outcome = row.get("verdict", "beats" if row["beats"] else "worse")
+            said = VERDICTS[outcome]
+            if name == "ease" and _serves_ease_alone(metrics):
+                said = f"serves EASE's factors ({VERDICTS[outcome]})"
+            lines.append(f"model vs {name}: {said} (seen excluded: {figures})")
         elif "skipped" in metrics.get("baselines", {}).get(name, {}):
             lines.append(f"model vs {name}: {metrics['baselines'][name]['skipped']}")
     return lines
 
 
 def table(metrics: dict, ks=KS) -> str:
-    """The evaluation as a fixed-width text table."""
+    """The evaluation as a fixed-width text table. The comparison with the baselines is not in it: ``verdict``'s
+    lines say it once, as the run's last lines."""
     header = f"{'test top-k accuracy':<26}" + "".join(f"{'top-' + str(k):>9}" for k in ks)
     lines = [header, "-" * len(header)]
     for name in ROWS:
@@ -247,5 +294,4 @@ def table(metrics: dict, ks=KS) -> str:
     lines.append(
         f"({metrics['test_ratings']} test ratings{of}; 95% confidence interval of each rate: within ±{widest:.4f})"
     )
-    lines += verdict(metrics)
     return "\n".join(lines)

@@ -12,6 +12,30 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 from serving.errors import StatusError
 from serving.flags import FlagError, parse_flags, usage
 
+DISTRIBUTION = "retrieval-serving-bundle"  # pyproject.toml's name
+
+
+def _version() -> str:
+    """What --version prints: tensorflow_model_server's two lines, naming this stand-in and the bundle's version
+    (the installed distribution's metadata), and the TensorFlow it serves with."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        bundle = version(DISTRIBUTION)
+    except PackageNotFoundError:
+        bundle = "unknown (not installed: pip install -e .)"
+    tensorflow = "not installed"
+    for name in ("tensorflow", "tensorflow-cpu"):
+        try:
+            tensorflow = version(name)
+            break
+        except PackageNotFoundError:
+            continue
+    return (
+        f"TensorFlow ModelServer: local stand-in (serving/ of {DISTRIBUTION} {bundle})\n"
+        f"TensorFlow Library: {tensorflow}"
+    )
+
 
 def main(argv: list[str] | None = None) -> int:
     try:
@@ -22,9 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         print(usage(), file=sys.stderr)
         return 0 if not str(exc) else 255
     if options.version:
-        import tensorflow as tf
-
-        print(f"TensorFlow ModelServer: local stand-in (serving/)\nTensorFlow Library: {tf.__version__}")
+        print(_version())
         return 0
     logging.basicConfig(
         level=logging.INFO,

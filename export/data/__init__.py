@@ -5,6 +5,7 @@
     data = load("tfds:1m")                            # ... or any size tfds has (export/data/tfds.py)
     data = load("/path/to/ml-100k") or load("/path/to/ml-100k.zip")   # GroupLens files
     train_idx, test_idx = split(data.ratings, kind="random")          # the seed tutorial's split
+    check_against_data(config, data)  # settings the data makes impossible, and disk space (export/data/preflight.py)
 
 Errors: DataError (a ValueError) with a one-line message that names the fix. No source ever falls back to
 another: a failed tfds download is an error, never synthetic data in disguise.
@@ -16,6 +17,7 @@ import logging
 import os
 from typing import TYPE_CHECKING
 
+from export.data.preflight import check_against_data
 from export.data.records import (
     AGE_BUCKETS,
     GENRES,
@@ -41,6 +43,7 @@ __all__ = [
     "Ratings",
     "SyntheticSpec",
     "bucketize_age",
+    "check_against_data",
     "load",
     "split",
     "validation_split",
@@ -97,7 +100,7 @@ def load(
         return tables.load_own(source_text, columns if columns is not None else tables.Columns())
     if os.path.exists(source_text):
         release = tables.find_release(source_text)
-        if release is not None:
+        if release:
             return tables.load_release(source_text, release)
     from export.data.grouplens import load_grouplens
 

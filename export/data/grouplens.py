@@ -3,11 +3,18 @@
 Accepted: a folder holding u.data/u.item/u.user, or holding ``ml-100k/`` with them; a zip with the same two
 layouts (the GroupLens download, ml-100k.zip, has ``ml-100k/`` inside).
 
-- u.data: ``user id \\t item id \\t rating \\t timestamp``; rows are kept in line order.
+- u.data: ``user id \\t item id \\t rating \\t timestamp``; rows are kept in line order, but for repeated
+  (user, item) pairs, of which the first row is kept.
 - u.item: ``id|title|release date|video release date|IMDb URL|`` + 19 genre flags, latin-1. Like tfds, each
   line is decoded as ISO-8859-1 and stripped, and the title is the second field as is ("Café au Lait
   (1993)", duplicates included: several ids share a title).
 - u.user: ``id|age|gender|occupation|zip``; the age is bucketized as tfds does (AGE_BUCKETS).
+
+Defects of real copies (export/data/text.py lists them for the CSV releases) are read the same way here: a
+UTF-8 BOM is skipped, CRLF endings and blank lines (counted) are fine, empty fields after the last one are
+ignored, ids are trimmed of spaces, ratings and times may be written as floats (a time must be whole); a
+line of the wrong width is one error naming the line (the last line, without a newline at the end: "the file
+is truncated"). ``data.source["rows"]`` counts u.data's lines read, kept and dropped.
 """
 
 from __future__ import annotations
@@ -20,7 +27,17 @@ from collections.abc import Callable
 
 import numpy as np
 
-from export.data.records import GENRES, DataError, MovieLensData, Movies, Ratings, bucketize_age, describe
+from export.data.records import (
+    GENRES,
+    DataError,
+    MovieLensData,
+    Movies,
+    Ratings,
+    bucketize_age,
+    describe,
+    factorize,
+)
+from export.data.text import BOM, Counts, repeated_pairs
 
 logger = logging.getLogger(__name__)
 
@@ -34,9 +51,13 @@ def load_grouplens(path: str | os.PathLike) -> MovieLensData:
     files = _read_files(path)
     movies = _parse_movies(files["u.item"])
     users = _parse_users(files["u.user"])
-    ratings = _parse_ratings(files["u.data"], movies, users)
+    counts = Counts()
+    ratings = _parse_ratings(files["u.data"], movies, users, counts)
     data_hash = hashlib.sha256(files["u.data"]).hexdigest()
-    source = describe("grouplens", ratings, movies, path=path, u_data_sha256=data_hash)
+    source = describe("grouplens", ratings, movies, path=path, u_data_sha256=data_hash, rows=counts.as_dict())
+    said = counts.said(os.path.join(path, "u.data"))
+    if said:
+        logger.warning(said)
     logger.info("GroupLens data from %s: %d ratings, %d movies", path, len(ratings), len(movies))
     return MovieLensData(ratings=ratings, movies=movies, source=source)
 
@@ -83,17 +104,34 @@ def _read_bytes(file_path: str) -> bytes:
         raise DataError(f"cannot read {file_path}: {exc}") from exc
 
 
-def _rows(name: str, content: bytes, separator: str, width: int | None):
-    """(line number, fields) per non-blank line, each line latin-1 decoded and stripped as tfds does."""
-    for number, raw in enumerate(content.split(b"\n"), start=1):
+def _rows(name: str, content: bytes, separator: str, width: int, counts: Counts | None = None):
+    """(line number, fields) per non-blank line, each line latin-1 decoded and stripped as tfds does; empty
+    fields beyond ``width`` are ignored; the lines read and the blank ones are added to ``counts``."""
+    if content.startswith(BOM):
+        content = content[len(BOM) :]
+    lines = content.split(b"\n")
+    if lines and not lines[-1].strip():
+        lines.pop()  # the newline ending the last line starts no line
+    for number, raw in enumerate(lines, start=1):
         line = raw.decode("ISO-8859-1").strip()
+        if counts is not None:
+            counts.read += 1
         if not line:
+            if counts is not None:
+                counts.blank_lines += 1
             continue
         fields = line.split(separator)
-        if width is not None and len(fields) != width:
+        while len(fields) > width and not fields[-1].strip():
+            fields.pop()
+        if len(fields) != width:
+            if number == len(lines) and not content.endswith(b"\n") and len(fields) < width:
+                raise DataError(
+                    f"{name} line {number}: the last line has {len(fields)} of {width} fields and the file has no "
+                    "newline at its end: the file is truncated; download or copy it again (or delete that line)"
+                )
             raise DataError(
                 f"{name} line {number}: expected {width} {separator!r}-separated fields, "
-                f"got {len(fields)}: {line[:80]!r}"
+                f"got {len(fields)}: {line[:80]!r}; correct or delete that line"
             )
         yield number, fields
 
@@ -101,7 +139,7 @@ def _rows(name: str, content: bytes, separator: str, width: int | None):
 def _parse_movies(content: bytes) -> Movies:
     ids, titles, genres, seen = [], [], [], set()
     for number, fields in _rows("u.item", content, "|", 5 + len(GENRES)):
-        movie_id, title, flags = fields[0], fields[1], fields[5:]
+        movie_id, title, flags = fields[0].strip(), fields[1], [flag.strip() for flag in fields[5:]]
         if movie_id in seen:
             raise DataError(f"u.item line {number}: movie id {movie_id!r} appears twice")
         if any(flag not in ("0", "1") for flag in flags):
@@ -117,7 +155,8 @@ def _parse_movies(content: bytes) -> Movies:
 
 def _parse_users(content: bytes) -> dict[str, tuple[int, str, str, str]]:
     users = {}
-    for number, (user_id, age, gender, occupation, zip_code) in _rows("u.user", content, "|", 5):
+    for number, fields in _rows("u.user", content, "|", 5):
+        user_id, age, gender, occupation, zip_code = (field.strip() for field in fields)
         try:
             raw_age = int(age)
         except ValueError:
@@ -128,25 +167,40 @@ def _parse_users(content: bytes) -> dict[str, tuple[int, str, str, str]]:
     return users
 
 
-def _parse_ratings(content: bytes, movies: Movies, users: dict[str, tuple[int, str, str, str]]) -> Ratings:
+def _parse_ratings(
+    content: bytes, movies: Movies, users: dict[str, tuple[int, str, str, str]], counts: Counts
+) -> Ratings:
     titles = dict(zip(movies.movie_id, movies.movie_title, strict=True))
     user_ids, movie_ids, values, stamps = [], [], [], []
-    for number, (user_id, movie_id, rating, timestamp) in _rows("u.data", content, "\t", 4):
+    for number, fields in _rows("u.data", content, "\t", 4, counts):
+        user_id, movie_id, rating, timestamp = (field.strip() for field in fields)
+        try:
+            values.append(float(rating))
+            stamp = float(timestamp)
+        except ValueError:
+            raise DataError(
+                f"u.data line {number}: rating and timestamp must be numbers, got {rating!r}, {timestamp!r}; "
+                "correct or delete that line"
+            ) from None
+        if not stamp.is_integer():
+            raise DataError(
+                f"u.data line {number}: the timestamp {timestamp!r} is not whole seconds; correct or delete that line"
+            )
         if movie_id not in titles:
             raise DataError(f"u.data line {number}: item id {movie_id!r} is not in u.item")
         if user_id not in users:
             raise DataError(f"u.data line {number}: user id {user_id!r} is not in u.user")
-        try:
-            values.append(float(rating))
-            stamps.append(int(timestamp))
-        except ValueError:
-            raise DataError(
-                f"u.data line {number}: rating and timestamp must be numbers, got {rating!r}, {timestamp!r}"
-            ) from None
+        stamps.append(int(stamp))
         user_ids.append(user_id)
         movie_ids.append(movie_id)
     if not user_ids:
         raise DataError("u.data holds no ratings")
+    repeated = repeated_pairs(factorize(user_ids), factorize(movie_ids))
+    if repeated.any():
+        counts.duplicates = int(repeated.sum())
+        keep = np.flatnonzero(~repeated).tolist()
+        user_ids, movie_ids = [user_ids[i] for i in keep], [movie_ids[i] for i in keep]
+        values, stamps = [values[i] for i in keep], [stamps[i] for i in keep]
     ages, genders, occupations, zip_codes = zip(*(users[u] for u in user_ids), strict=True)
     return Ratings(
         user_id=np.array(user_ids, dtype=object),

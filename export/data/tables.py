@@ -17,14 +17,16 @@ GroupLens releases, ``--data FOLDER|ZIP``, detected from their files (export/dat
 Genres map onto the 19 of 100K ("Children's" is "Children"; "(no genres listed)" is "Unknown"; "IMAX" has no
 100K genre and is dropped). Users without a users file get an unknown age (1), gender "" and occupation "".
 
-Every problem is one DataError line naming the file, the column or row, and the fix.
+Text files (CSV, TSV, .dat) are read by export/data/text.py, which reads real files' defects (BOM, CRLF,
+blank and repeated header rows, empty trailing columns, ids with spaces, floats) or names them; repeated
+(user, item) rows keep the first. ``source["rows"]`` (and ``item_rows`` for a catalogue) counts the lines read,
+kept and dropped. Every problem is one DataError line naming the file, the column or line, and the fix.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import logging
 import os
 import zipfile
@@ -34,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from export.data import text
 from export.data.records import (
     Coded,
     DataError,
@@ -91,45 +94,49 @@ def is_own_file(path: str) -> bool:
     return os.path.isfile(path) and Path(path).suffix.lower() in OWN_SUFFIXES
 
 
-def _table(path: str, data: bytes | None = None, delimiter: str | None = None):
-    """A pyarrow Table from a CSV/TSV/Parquet file (or from ``data``, a release file's bytes)."""
+def _own_table(path: str) -> text.Text:
+    """Your CSV/TSV file read as strings (export/data/text.py: its defects read or named by line), or your
+    Parquet file as it is typed (string columns trimmed)."""
     import pyarrow as pa
-    import pyarrow.csv as pacsv
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     suffix = Path(path).suffix.lower()
-    source = pa.BufferReader(data) if data is not None else path
+    if suffix in (".parquet", ".pq"):
+        try:
+            table = pq.read_table(path)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DataError(f"{path}: cannot be read as Parquet: {str(exc).splitlines()[0]}") from None
+        trimmed = {
+            name: pc.utf8_trim_whitespace(table.column(name))
+            if pa.types.is_string(table.column(name).type)
+            else table.column(name)
+            for name in table.column_names
+        }
+        return text.Text(path, pa.table(trimmed), text.Counts(read=table.num_rows), None, True)
     try:
-        if suffix in (".parquet", ".pq"):
-            return pq.read_table(source)
-        parse = pacsv.ParseOptions(delimiter=delimiter or ("\t" if suffix == ".tsv" else ","))
-        return pacsv.read_csv(
-            source, parse_options=parse, convert_options=pacsv.ConvertOptions(strings_can_be_null=False)
-        )
-    except pa.ArrowInvalid as exc:
-        message = str(exc).splitlines()[0]
-        if "UTF8" in message or "utf8" in message.lower() or "UTF-8" in message:
-            raise DataError(f"{path}: not valid UTF-8 text ({message}); re-save it as UTF-8") from None
-        if "Empty CSV file" in message:
-            raise DataError(f"{path}: the file is empty; it needs a header row and at least one row") from None
-        raise DataError(f"{path}: cannot be read as {suffix.lstrip('.') or 'CSV'}: {message}") from None
+        content = Path(path).read_bytes()
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc}") from None
+    return text.read(path, content, "\t" if suffix == ".tsv" else ",")
 
 
-def _strings(table, name: str, path: str, flag: str) -> Coded:
-    if name not in table.column_names:
-        raise DataError(
-            f"{path}: no column {name!r} (columns: {', '.join(table.column_names)}); name the right one with {flag}"
-        )
+def _strings(table: text.Text, name: str, flag: str) -> Coded:
+    """A column of ids or titles as a Coded column; DataError naming the line of a missing value."""
     import pyarrow as pa
+    import pyarrow.compute as pc
 
-    column = table.column(name)
+    column = table.column(name, f"name the right one with {flag}")
     if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
-        raise DataError(f"{path}: column {name!r} is not valid UTF-8 text; re-save the file as UTF-8")
-    if column.null_count:
-        row = next(i for i, v in enumerate(column.to_pylist()) if v is None)
-        raise DataError(f"{path}: row {row + 2} has no value in column {name!r}; fill it or drop the row")
+        raise DataError(f"{table.name}: column {name!r} is not valid UTF-8 text; re-save the file as UTF-8")
+    empty = pc.is_null(column)
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        empty = pc.or_(empty, pc.equal(column, ""))
+    if pc.any(empty).as_py():
+        where = table.where(int(np.flatnonzero(np.asarray(empty.to_numpy(zero_copy_only=False)))[0]))
+        raise DataError(
+            f"{table.name} {where} has no value in column {name!r}; fill it or delete that {where.split()[0]}"
+        )
     return _coded(column)
 
 
@@ -156,11 +163,12 @@ def _mapped(coded: Coded, mapping: dict) -> Coded:
     return Coded(mapped.codes[coded.codes], mapped.vocabulary)
 
 
-def _times(table, name: str, path: str) -> np.ndarray:
+def _times(table: text.Text, name: str) -> np.ndarray:
+    """The time column as integer seconds: whole numbers, ISO dates/times (text), or Parquet timestamps."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    column = table.column(name)
+    column = table.column(name, "name the right one with --time-column")
     kind = column.type
     if pa.types.is_timestamp(kind) or pa.types.is_date(kind):
         return np.asarray(
@@ -168,23 +176,23 @@ def _times(table, name: str, path: str) -> np.ndarray:
         )
     if pa.types.is_integer(kind):
         return np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.int64)
-    if pa.types.is_floating(kind):
-        values = column.to_numpy(zero_copy_only=False)
-        if np.isnan(values).any():
-            row = int(np.flatnonzero(np.isnan(values))[0])
-            raise DataError(f"{path}: row {row + 2} has no value in column {name!r}; fill it or drop the row")
-        return values.astype(np.int64)
-    values = column.to_pylist()
-    for row, value in enumerate(values):
-        try:
-            int(value)
-        except (TypeError, ValueError):
-            raise DataError(
-                f"{path}: row {row + 2}, column {name!r}: {value!r} is not a number; the time column "
-                f"holds integer seconds (or a Parquet timestamp), or pass --time-column for "
-                f"another"
-            ) from None
-    return np.array([int(v) for v in values], dtype=np.int64)
+    if not pa.types.is_string(kind):
+        column = pc.cast(column, pa.string())
+        table.table = table.table.set_column(table.table.column_names.index(name), name, column)
+    try:
+        return table.numbers(
+            name,
+            whole=True,
+            what="a time (integer seconds or an ISO date)",
+            fix="correct or delete that line, or name another time column with --time-column",
+        )
+    except DataError as not_seconds:
+        try:  # ISO dates and times ("2024-01-31", "2024-01-31 12:00:00"), as pyarrow infers them
+            return np.asarray(
+                pc.cast(pc.cast(column, pa.timestamp("s")), pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64
+            )
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            raise not_seconds from None
 
 
 def _ratings(
@@ -233,26 +241,48 @@ def _unique_titles(ids: np.ndarray, titles: np.ndarray) -> np.ndarray:
     )
 
 
+def _say_dropped(*tables: text.Text) -> None:
+    """A warning line for each file rows were dropped from (blank, repeated header, repeated pair)."""
+    for table in tables:
+        said = table.counts.said(table.name)
+        if said:
+            logger.warning(said)
+
+
+def _without_repeats(table: text.Text, users: Coded, items: Coded, *rest: np.ndarray):
+    """The rows of the first of each (user, item) pair (the rest counted in ``table.counts.duplicates``)."""
+    repeated = text.repeated_pairs(users, items)
+    if not repeated.any():
+        return (users, items, *rest)
+    table.counts.duplicates += int(repeated.sum())
+    keep = np.flatnonzero(~repeated)
+    return (users[keep], items[keep], *(column[keep] for column in rest))
+
+
 def load_own(path: str, columns: Columns = Columns()) -> MovieLensData:
     """Your interactions from a CSV/TSV/Parquet file (and an optional catalogue); see the module doc."""
-    table = _table(path)
-    if table.num_rows == 0:
+    table = _own_table(path)
+    if table.table.num_rows == 0:
         raise DataError(f"{path}: no interaction rows (only a header?); it needs at least one row")
-    users = _strings(table, columns.user, path, "--user-column")
-    item_codes = _strings(table, columns.item, path, "--item-column")
-    if columns.time and columns.time in table.column_names:
-        times = _times(table, columns.time, path)
+    users = _strings(table, columns.user, "--user-column")
+    item_codes = _strings(table, columns.item, "--item-column")
+    if columns.time and columns.time in table.table.column_names:
+        times = _times(table, columns.time)
     elif columns.time_given:
         raise DataError(
-            f"{path}: no column {columns.time!r} (columns: {', '.join(table.column_names)}); "
-            f"name the right one with --time-column"
+            f"{path}: no column {columns.time!r} (columns: {', '.join(table.table.column_names)}); "
+            "name the right one with --time-column"
         )
     else:
         times = np.arange(len(users), dtype=np.int64)  # the row order is the time order
+    users, item_codes, times = _without_repeats(table, users, item_codes, times)
+    extra: dict[str, Any] = {}
+    read = [table]  # the files read, for what was dropped from each
     if columns.items_file:
-        catalogue = _table(columns.items_file)
-        ids = _strings(catalogue, columns.item_id, columns.items_file, "--item-id-column").values()
-        names = _strings(catalogue, columns.title, columns.items_file, "--title-column").values()
+        catalogue = _own_table(columns.items_file)
+        read.append(catalogue)
+        ids = _strings(catalogue, columns.item_id, "--item-id-column").values()
+        names = _strings(catalogue, columns.title, "--title-column").values()
         distinct, counts = np.unique(ids.astype(str), return_counts=True)
         if len(distinct) != len(ids):
             dup = str(distinct[np.argmax(counts > 1)])
@@ -263,6 +293,7 @@ def load_own(path: str, columns: Columns = Columns()) -> MovieLensData:
                 f"{columns.items_file} lacks {len(missing)} item id(s) that {path} uses, e.g. "
                 f"{', '.join(map(repr, missing[:3]))}; add them to the catalogue or drop those rows"
             )
+        extra["item_rows"] = catalogue.counts.as_dict()
     else:
         ids = item_codes.vocabulary
         names = ids.copy()
@@ -272,8 +303,16 @@ def load_own(path: str, columns: Columns = Columns()) -> MovieLensData:
     movies = Movies(movie_id=ids, movie_title=shown, movie_genres=[() for _ in ids])
     digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
     source = describe(
-        "own", ratings, movies, path=os.path.abspath(path), sha256=digest, columns=dataclasses.asdict(columns)
+        "own",
+        ratings,
+        movies,
+        path=os.path.abspath(path),
+        sha256=digest,
+        columns=dataclasses.asdict(columns),
+        rows=table.counts.as_dict(),
+        **extra,
     )
+    _say_dropped(*read)
     logger.info("own interactions from %s: %d rows, %d items", path, len(ratings), len(movies))
     return MovieLensData(ratings=ratings, movies=movies, source=source)
 
@@ -281,10 +320,21 @@ def load_own(path: str, columns: Columns = Columns()) -> MovieLensData:
 # ------------------------------------------------------------------ GroupLens releases after 100K
 
 RELEASES = {"ratings.dat": ("movies.dat", "users.dat"), "ratings.csv": ("movies.csv", None)}
+# The columns of each release file, by name (CSV: as its header names them) or in order (.dat: no header).
+CSV_COLUMNS = {
+    "ratings.csv": ("userId", "movieId", "rating", "timestamp"),
+    "movies.csv": ("movieId", "title", "genres"),
+}
+DAT_COLUMNS = {
+    "ratings.dat": ("user", "item", "rating", "timestamp"),
+    "movies.dat": ("item", "title", "genres"),
+    "users.dat": ("user", "gender", "age", "occupation", "zip"),
+}
 
 
-def find_release(path: str) -> dict[str, bytes] | None:
-    """The release files of a GroupLens folder or zip (top level or one folder down), or None if it is none."""
+def find_release(path: str) -> dict[str, tuple[str, bytes]]:
+    """The release files of a GroupLens folder or zip (top level or one folder down), by file name: (the name
+    errors give it, its bytes); empty if it is no such release."""
 
     def pick(names: list[str]) -> str | None:
         for ratings in RELEASES:
@@ -302,101 +352,103 @@ def find_release(path: str) -> dict[str, bytes] | None:
                 names += [os.path.join(entry.name, f.name) for f in os.scandir(entry.path) if f.is_file()]
         found = pick(names)
         if found is None:
-            return None
+            return {}
         read = lambda name: Path(path, name).read_bytes()  # noqa: E731
+        shown = lambda name: os.path.join(path, name)  # noqa: E731
     elif zipfile.is_zipfile(path):
         archive = zipfile.ZipFile(path)
         names = [n for n in archive.namelist() if n.count("/") <= 1]
         found = pick(names)
         if found is None:
-            return None
+            return {}
         read = archive.read
+        shown = lambda name: f"{path}:{name}"  # noqa: E731
     else:
-        return None
+        return {}
     prefix, ratings = os.path.split(found)
     movies, users = RELEASES[ratings]
-    files = {ratings: read(found)}
+    files = {ratings: (shown(found), read(found))}
     for name in (movies, users):
         if name and os.path.join(prefix, name) in names:
-            files[name] = read(os.path.join(prefix, name))
+            files[name] = (shown(os.path.join(prefix, name)), read(os.path.join(prefix, name)))
     if movies not in files:
         raise DataError(f"{path} has {ratings} but no {movies}; pass the whole GroupLens folder or zip")
     return files
 
 
-def _dat(content: bytes, name: str, columns: list[str]):
-    """A '::'-separated release file as a pyarrow Table (latin-1, as GroupLens wrote ML-1M)."""
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
-    text = content.decode("ISO-8859-1").replace("::", "\x1f").encode("utf-8")
-    try:
-        return pacsv.read_csv(
-            io.BytesIO(text),
-            read_options=pacsv.ReadOptions(column_names=columns),
-            parse_options=pacsv.ParseOptions(delimiter="\x1f", quote_char=False),
-            convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in columns if c != "timestamp"}),
-        )
-    except pa.ArrowInvalid as exc:
-        raise DataError(f"{name}: {str(exc).splitlines()[0]}") from None
-
-
-def _genres(text: str) -> tuple[int, ...]:
-    return genre_positions(text.split("|"))
+def _release_table(files: dict[str, tuple[str, bytes]], name: str) -> tuple[text.Text, list[str]]:
+    """A release file read as strings (export/data/text.py), and its columns' names in a fixed order:
+    .dat files are latin-1 (as GroupLens wrote ML-1M), '::'-separated, unquoted; .csv files UTF-8 with a header
+    (whose columns are found by name: extra or empty trailing ones do not matter)."""
+    shown, content = files[name]
+    if name.endswith(".dat"):
+        if content.startswith(text.BOM):
+            content = content[len(text.BOM) :]
+        recoded = content.decode("ISO-8859-1").replace("::", "\x1f").encode("utf-8")
+        return text.read(shown, recoded, "\x1f", columns=DAT_COLUMNS[name], quoting=False), list(DAT_COLUMNS[name])
+    table = text.read(shown, content, ",")
+    expected = CSV_COLUMNS[name]
+    for column in expected:
+        table.column(column, f"a GroupLens {name} has the header {','.join(expected)}")
+    return table, list(expected)
 
 
-def load_release(path: str, files: dict[str, bytes]) -> MovieLensData:
+def _genres(labels: str) -> tuple[int, ...]:
+    return genre_positions(labels.split("|"))
+
+
+def _users(table: text.Text) -> dict[str, tuple[int, str, str, str]]:
+    """ML-1M's users.dat: user id -> (age, gender, occupation, zip), occupations by name."""
+    ages = table.numbers("age", whole=True, what="an age")
+    columns = [table.table.column(c).to_pylist() for c in ("user", "gender", "occupation", "zip")]
+    return {
+        u: (int(a), g, ML1M_OCCUPATIONS[int(o)] if o.isdigit() and int(o) < 21 else o, z)
+        for (u, g, o, z), a in zip(zip(*columns, strict=True), ages.tolist(), strict=True)
+    }
+
+
+def load_release(path: str, files: dict[str, tuple[str, bytes]]) -> MovieLensData:
     """ML-1M/10M (.dat) or ML-20M/25M/latest (.csv) from the files ``find_release`` returned."""
-    import pyarrow as pa
-
-    if "ratings.dat" in files:
-        ratings = _dat(files["ratings.dat"], "ratings.dat", ["user", "item", "rating", "timestamp"])
-        movies = _dat(files["movies.dat"], "movies.dat", ["item", "title", "genres"])
-        kind, user_table = "grouplens-dat", None
-        if "users.dat" in files:
-            users = _dat(files["users.dat"], "users.dat", ["user", "gender", "age", "occupation", "zip"])
-            codes = users.column("occupation").to_pylist()
-            user_table = {
-                u: (int(a), g, ML1M_OCCUPATIONS[int(o)] if o.isdigit() and int(o) < 21 else o, z)
-                for u, g, a, o, z in zip(
-                    users.column("user").to_pylist(),
-                    users.column("gender").to_pylist(),
-                    users.column("age").to_pylist(),
-                    codes,
-                    users.column("zip").to_pylist(),
-                    strict=True,
-                )
-            }
-    else:
-        ratings = _table("ratings.csv", files["ratings.csv"]).rename_columns(["user", "item", "rating", "timestamp"])
-        movies = _table("movies.csv", files["movies.csv"]).rename_columns(["item", "title", "genres"])
-        kind, user_table = "grouplens-csv", None
-    ratings = ratings.cast(
-        pa.schema([("user", pa.string()), ("item", pa.string()), ("rating", pa.float32()), ("timestamp", pa.int64())])
-    )
-    movies = movies.cast(pa.schema([("item", pa.string()), ("title", pa.string()), ("genres", pa.string())]))
-    ids = np.array(movies.column("item").to_pylist(), dtype=object)
-    titles = np.array(movies.column("title").to_pylist(), dtype=object)
-    title_of = dict(zip(ids.tolist(), titles.tolist(), strict=True))
-    item_codes = _coded(ratings.column("item"))
+    dat = "ratings.dat" in files
+    ratings_name, movies_name = ("ratings.dat", "movies.dat") if dat else ("ratings.csv", "movies.csv")
+    ratings, (user, item, rating, timestamp) = _release_table(files, ratings_name)
+    movies, (movie_id, title, genres) = _release_table(files, movies_name)
+    user_table = _users(_release_table(files, "users.dat")[0]) if "users.dat" in files else None
+    ids = _strings(movies, movie_id, "").values()
+    titles = movies.table.column(title).to_pylist()
+    distinct, counts = np.unique(ids.astype(str), return_counts=True)
+    if len(distinct) != len(ids):
+        repeated = str(distinct[np.argmax(counts > 1)])
+        raise DataError(
+            f"{movies.name}: movie id {repeated!r} appears twice; the release is damaged: download it again"
+        )
+    title_of = dict(zip(ids.tolist(), titles, strict=True))
+    users, item_codes = _strings(ratings, user, ""), _strings(ratings, item, "")
     unknown = sorted(set(item_codes.vocabulary.tolist()) - set(title_of))
     if unknown:
         raise DataError(
             f"{path}: the ratings use {len(unknown)} movie id(s) the movies file lacks, e.g. "
             f"{', '.join(map(repr, unknown[:3]))}; the release is incomplete: download it again"
         )
-    data = _ratings(
-        _coded(ratings.column("user")),
-        item_codes,
-        _mapped(item_codes, title_of),
-        ratings.column("timestamp").to_numpy(),
-        ratings.column("rating").to_numpy(),
-        user_table,
-    )
+    values = ratings.numbers(rating, what="a rating")
+    times = ratings.numbers(timestamp, whole=True, what="a time in whole seconds")
+    users, item_codes, values, times = _without_repeats(ratings, users, item_codes, values, times)
+    data = _ratings(users, item_codes, _mapped(item_codes, title_of), times, values, user_table)
     catalogue = Movies(
-        movie_id=ids, movie_title=titles, movie_genres=[_genres(g) for g in movies.column("genres").to_pylist()]
+        movie_id=ids,
+        movie_title=np.array(titles, dtype=object),
+        movie_genres=[_genres(g) for g in movies.table.column(genres).to_pylist()],
     )
-    digest = hashlib.sha256(files.get("ratings.dat") or files["ratings.csv"]).hexdigest()
-    source = describe(kind, data, catalogue, path=os.path.abspath(path), ratings_sha256=digest)
+    digest = hashlib.sha256(files[ratings_name][1]).hexdigest()
+    source = describe(
+        "grouplens-dat" if dat else "grouplens-csv",
+        data,
+        catalogue,
+        path=os.path.abspath(path),
+        ratings_sha256=digest,
+        rows=ratings.counts.as_dict(),
+        item_rows=movies.counts.as_dict(),
+    )
+    _say_dropped(ratings, movies)
     logger.info("GroupLens release from %s: %d ratings, %d movies", path, len(data), len(catalogue))
     return MovieLensData(ratings=data, movies=catalogue, source=source)

@@ -16,12 +16,13 @@ def _error_line(proc) -> str:
 @pytest.mark.parametrize(
     "args, reason",
     [
-        (["--preset", "huge"], "unknown preset 'huge'"),
-        (["--index", "annoy"], "--index must be one of"),
+        (["--preset", "huge"], "argument --preset: invalid choice: 'huge'"),
+        (["--index", "annoy"], "argument --index: invalid choice: 'annoy'"),
         (["--k", "0"], "--k must be >= 1"),
         (["--epochs", "0"], "--epochs must be >= 1"),
         (["--keep", "0"], "--keep must be >= 1"),
-        (["--split", "weekly"], "--split must be one of"),
+        (["--split", "weekly"], "argument --split: invalid choice: 'weekly'"),
+        (["--user-tower", "graph"], "argument --user-tower: invalid choice: 'graph'"),
         (["--models", "retrieval,ranking"], "unknown model(s) ['ranking']"),
         (["--recall-threshold", "1.5"], "--recall-threshold must be in [0, 1]"),
         (["--data", "/no/such/ml-100k"], "no such file or folder"),
@@ -116,8 +117,13 @@ def test_successful_export_prints_the_evaluation_table_and_published_versions(tm
         assert any(line.startswith(row) for line in proc.stdout.splitlines()), proc.stdout
     assert "top-100" in proc.stdout
     # The run's last lines say whether the published model beats each baseline.
-    last = proc.stdout.strip().splitlines()[-3:]
+    *last, done = proc.stdout.strip().splitlines()[-4:]
     assert [line.split(":")[0] for line in last] == ["model vs popularity", "model vs ease", "model vs item_knn"]
+    assert done.startswith("export: done in ")
+    # One stream, no line said twice: the comparison once (not in the table too), no INFO log lines repeating
+    # the printed steps, none of TensorFlow's or ScaNN's native log lines.
+    assert sum(line.startswith("model vs ease:") for line in proc.stdout.splitlines()) == 1
+    assert "INFO export." not in proc.stderr and "absl::InitializeLog" not in proc.stderr, proc.stderr[-3000:]
     for model in ("retrieval", "similar_movies"):
         [version] = [p for p in (root / model).iterdir() if p.name.isdigit()]
         assert f"{model}: published version {version.name} at {version}" in proc.stdout

@@ -7,7 +7,7 @@ import types
 import numpy as np
 import pytest
 
-from export.evaluate import evaluate, table
+from export.evaluate import evaluate, table, verdict
 from export.vectors import IndexVectors, exact_top_k, popularity, retrieval_vectors, similar_vectors
 
 
@@ -146,8 +146,8 @@ def test_baselines_rank_by_history_and_the_comparison_says_who_wins():
     assert metrics["ease_exclude_seen"]["top_1"] == 1.0 and metrics["item_knn_exclude_seen"]["top_1"] == 1.0
     assert metrics["model_exclude_seen"]["top_1"] == 0.0
     assert metrics["baselines"]["ease"] == {"lambda": 0.5}
-    # top-10 and top-100 cover the whole 3-title catalogue: every row hits there, so the model ties (beats) all.
-    assert all(row["beats"] for row in metrics["comparison"].values())
+    # top-10 and top-100 cover the whole 3-title catalogue: every row hits there, so the model ties with all.
+    assert all(row["verdict"] == "ties" and not row["beats"] for row in metrics["comparison"].values())
     assert sorted(metrics["comparison"]) == ["ease", "item_knn", "popularity"]
 
 
@@ -164,13 +164,67 @@ def test_comparison_fails_when_the_model_is_behind_in_a_seen_excluded_column():
     assert metrics["comparison"]["popularity"]["beats"] is True
     assert metrics["comparison"]["ease"] == {
         "beats": False,
+        "verdict": "worse",
         "top_10_exclude_seen": [0.20, 0.25],
         "top_100_exclude_seen": [0.70, 0.60],
+        "ci95_of_difference": {"top_10": 0.0, "top_100": 0.0},
     }
     lines = verdict(metrics)
     assert lines[0].startswith("model vs popularity: beats it")
     assert lines[1].startswith("model vs ease: DOES NOT BEAT IT") and "top-10 0.2000 vs 0.2500" in lines[1]
     assert lines[2] == "model vs item_knn: skipped: too big"
+
+
+def _judged(model: tuple, theirs: tuple, width: float) -> dict:
+    """The comparison of a model and one baseline at (top-10, top-100), each rate with half-width ``width``."""
+    from export.evaluate import compare
+
+    metrics = {
+        "model_exclude_seen": dict(zip(("top_10", "top_100"), model, strict=True)),
+        "popularity_exclude_seen": dict(zip(("top_10", "top_100"), theirs, strict=True)),
+        "ci95": {
+            "model_exclude_seen": {"top_10": width, "top_100": width},
+            "popularity_exclude_seen": {"top_10": width, "top_100": width},
+        },
+    }
+    return compare(metrics)["popularity"]
+
+
+@pytest.mark.parametrize(
+    "model, theirs, expected",
+    [
+        ((0.30, 0.70), (0.20, 0.60), "beats"),  # both differences 0.10 > sqrt(2) x 0.03 = 0.0424
+        ((0.23, 0.70), (0.20, 0.60), "ties"),  # 0.03 at top-10 is within 0.0424: not a win
+        ((0.3650, 0.80), (0.3650, 0.80), "ties"),  # the issue's "beats it (top-10 0.3650 vs 0.3650)"
+        ((0.19, 0.59), (0.20, 0.60), "ties"),  # behind, but within the interval
+        ((0.30, 0.50), (0.20, 0.60), "worse"),  # ahead at top-10, behind beyond the interval at top-100
+        ((0.10, 0.60), (0.20, 0.60), "worse"),
+    ],
+)
+def test_a_verdict_is_beats_only_outside_the_difference_s_confidence_interval(model, theirs, expected):
+    row = _judged(model, theirs, 0.03)
+    assert row["verdict"] == expected and row["beats"] is (expected == "beats")
+    assert row["ci95_of_difference"] == {"top_10": 0.042426, "top_100": 0.042426}
+
+
+def test_the_verdict_lines_say_beats_ties_or_does_not_beat_with_the_interval():
+
+    for model, said in (((0.30, 0.70), "beats it"), ((0.21, 0.61), "ties with it"), ((0.1, 0.5), "DOES NOT BEAT IT")):
+        lines = verdict({"comparison": {"popularity": _judged(model, (0.20, 0.60), 0.03)}})
+        assert lines == [
+            f"model vs popularity: {said} (seen excluded: top-10 {model[0]:.4f} vs 0.2000 ±0.0424, "
+            f"top-100 {model[1]:.4f} vs 0.6000 ±0.0424)"
+        ]
+
+
+def test_against_ease_when_exclude_seen_serves_ease_s_factors_it_says_so():
+
+    row = _judged((0.30, 0.70), (0.20, 0.60), 0.01)
+    served = {"exclude_seen": {"tower": 0.0, "ease": 1.0}}
+    lines = verdict({"comparison": {"ease": row}, "served": served})
+    assert lines[0].startswith("model vs ease: serves EASE's factors (beats it) (seen excluded:")
+    blend = {"exclude_seen": {"tower": 1.0, "ease": 0.5}}  # a blend with the towers: a real comparison
+    assert verdict({"comparison": {"ease": row}, "served": blend})[0].startswith("model vs ease: beats it")
 
 
 def test_baselines_above_the_item_bound_are_skipped_with_the_reason():
@@ -179,7 +233,8 @@ def test_baselines_above_the_item_bound_are_skipped_with_the_reason():
     assert "ease" not in metrics and "item_knn_exclude_seen" not in metrics
     assert "3 titles > 2" in metrics["baselines"]["ease"]["skipped"]
     assert sorted(metrics["comparison"]) == ["popularity"]
-    assert any(line.startswith("model vs ease: skipped: 3 titles > 2") for line in table(metrics).splitlines())
+    assert any(line.startswith("model vs ease: skipped: 3 titles > 2") for line in verdict(metrics))
+    assert "model vs" not in table(metrics)  # said once, by verdict, as the run's last lines
 
 
 def test_above_the_cap_a_sample_of_users_is_evaluated_whole_and_the_interval_reported():

@@ -67,7 +67,7 @@ def test_without_a_time_column_the_row_order_is_the_time_order(tmp_path):
         (
             {"events.csv": "user_id,item_id,timestamp\nu1,a,10\nu1,b,yesterday\n"},
             {},
-            "events.csv: row 3, column 'timestamp': 'yesterday' is not a number",
+            "events.csv line 3: timestamp 'yesterday' is not a time (integer seconds or an ISO date)",
         ),
         (
             {"events.csv": "user_id,item_id\nu1,a\nu1,z\n", "items.csv": "item_id,title\na,A\n"},
@@ -98,7 +98,7 @@ def test_a_bad_file_is_one_line_naming_the_file_the_column_or_row_and_the_fix(tm
 
 def test_a_file_that_is_not_utf8_says_so(tmp_path):
     write(tmp_path / "events.csv", "user_id,item_id\nu1,Café\n", encoding="latin-1")
-    with pytest.raises(DataError, match=r"events.csv: column 'item_id' is not valid UTF-8 text; re-save"):
+    with pytest.raises(DataError, match=r"events.csv line 2: not UTF-8 text \('u1,Caf.'\); re-save"):
         load(str(tmp_path / "events.csv"))
 
 
