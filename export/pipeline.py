@@ -128,6 +128,9 @@ def run(config: ExportConfig, *, data=None, synthetic_seed: int = 0, report=prin
     if data is None:
         report(f"loading {config.data}")
         data = load_data(config, synthetic_seed)
+    from export.data import check_against_data
+
+    check_against_data(config, data, disk=not helper)  # what can fail is refused before any training
     from export.data import split
 
     train_idx, test_idx = split(data.ratings, kind=config.split)
@@ -163,6 +166,7 @@ def run(config: ExportConfig, *, data=None, synthetic_seed: int = 0, report=prin
         max_items=config.baseline_max_items,
         exclude_vectors=exclude_vectors,
     )
+    metrics["served"] = {"exclude_seen": (fitted.validation or {}).get("blends", {}).get("chosen")}
     report(evaluation.table(metrics))
 
     # by_history's query model: chosen on validation users held out of its fit, measured on test users so held

@@ -109,8 +109,12 @@ def test_client_on_the_host_gets_the_models_answers_over_rest_and_grpc(started):
         over_rest, over_grpc = rest.recommend(USER, k=5), grpc.recommend(USER, k=5)
         similar_rest = rest.similar(over_rest[0].title, k=5)
         similar_grpc = grpc.similar(over_rest[0].title, k=5)
+        history = titles(over_rest)[:3]  # a new user's history, answered by by_history in the container
+        history_rest, history_grpc = rest.recommend_for_history(history, k=5), grpc.recommend_for_history(history, k=5)
         statuses = {model: rest.status(model) for model in MODELS}
     assert titles(over_rest) == titles(over_grpc) and len(over_rest) == 5
+    assert titles(history_rest) == titles(history_grpc) and len(history_rest) == 5
+    assert not set(history) & set(titles(history_rest)) and history_rest.fallback is False
     assert titles(similar_rest) == titles(similar_grpc) and over_rest[0].title not in titles(similar_rest)
     for model in MODELS:
         assert [(s.version, s.state) for s in statuses[model]] == [(versions(started.models / model)[0], "AVAILABLE")]
