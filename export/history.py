@@ -26,7 +26,10 @@ the other users only; each held-out user gives ``GIVEN_SHARE`` of their titles (
 split, the earliest for the time split) and the rest is scored, the given titles excluded (as ``by_history``
 excludes them). One seeded permutation of the eligible users gives the test users (its first block) and the
 validation users (the next): never the same user. ``choose`` picks the recipe on validation users by the mean
-of the top-10 and top-100 hit rates (``export.selection``'s criterion), then refits it on every training user;
+of the top-10 and top-100 hit rates (``export.selection``'s criterion for ``exclude_seen``): EASE's lambda at full
+rank first (one inverse each, up to ``FULL_RANK_TITLES``), then the rank at the best lambda (one randomised SVD
+at the largest rank, whose leading columns give the smaller ones); then it refits the winner on every training
+user;
 ``evaluate_new_users`` measures it on the test users against EASE at full rank, item-kNN and popularity, each
 fitted without them (``table`` prints it). The towers were trained on every training user, held-out ones
 included: a small leak in their favour, which the records say.
@@ -340,7 +343,7 @@ def _observations(ranks: np.ndarray, new: NewUsers) -> dict[str, np.ndarray]:
 
 
 def _ci95(values: np.ndarray) -> float:
-    return round(1.96 * float(np.std(values)) / np.sqrt(max(len(values), 1)), 6)
+    return round(1.96 * float(np.std(values)) / float(np.sqrt(max(len(values), 1))), 6)
 
 
 def _figures(observations: dict[str, np.ndarray]) -> tuple[dict, dict]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import types
 
 import numpy as np
@@ -153,6 +154,7 @@ def test_choose_offers_every_recipe_and_names_the_winner(columns, trained):
     assert vectors.candidates.shape[1] == winner[0]["dimensions"]
     assert "leak" in record and record["protocol"]["part"] == "validation"
     assert any("serves by_history" in line for line in lines)
+    assert json.loads(json.dumps(record)) == record  # the manifest's: plain JSON types
 
 
 def test_without_ease_the_towers_item_vectors_serve(columns, trained):
@@ -186,6 +188,7 @@ def test_the_test_table_gives_confidence_intervals_and_verdicts(columns, trained
     text = history.table(metrics)
     assert "±" in text and "recall@20" in text and "serves EASE's factors" in text
     assert text.count("model vs ") == 3
+    assert json.loads(json.dumps(metrics)) == metrics
 
 
 def test_verdicts_are_beats_only_outside_the_confidence_interval():
