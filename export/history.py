@@ -112,6 +112,15 @@ class HistoryVectors:
             out[start : start + len(part)] = means
         return out
 
+    def top_k(self, histories: Sequence[Sequence[int] | np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """What ``by_history`` answers, exactly: (scores, title positions) [B, k] of the k best candidates per
+        history, its own titles removed (export/vectors.exact_top_k: best first, ties by lower position)."""
+        from export.vectors import exact_top_k
+
+        n = len(self.titles)
+        exclude = [{int(t) for t in h if 0 <= t < n} for h in histories]
+        return exact_top_k(self.queries(histories), self.candidates, k, exclude)
+
     def positions(self, rows: Sequence[Sequence[str]]) -> list[list[int]]:
         """Rows of titles as the title positions ``queries`` takes (-1: unknown or "")."""
         index = {t: i for i, t in enumerate(self.titles.tolist())}

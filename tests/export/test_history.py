@@ -87,6 +87,9 @@ def test_unknown_and_empty_histories_get_the_empty_query_and_popularity(trained)
     assert np.allclose(queries[3], (vectors.item_queries[3] + 2 * vectors.item_queries[5]) / 3)  # each occurrence
     assert np.allclose(queries[2, :d], trained.movie_vectors[4]) and queries[2, d] == 1.0  # the bias coefficient
     assert vectors.positions([["", trained.movie_titles[3], "nope"]]) == [[-1, 3, -1]]
+    scores, top = vectors.top_k([[], [int(np.argmax(pop)), 7, -1]], 5)
+    assert top[0].tolist() == np.argsort(-pop, kind="stable")[:5].tolist()  # empty: the most popular
+    assert not {int(np.argmax(pop)), 7} & set(top[1].tolist()) and np.all(np.diff(scores, axis=1) <= 0)
 
 
 def test_held_out_users_are_absent_from_what_the_baselines_are_fitted_on(pairs):
