@@ -26,7 +26,11 @@ the other users only; each held-out user gives ``GIVEN_SHARE`` of their titles (
 split, the earliest for the time split) and the rest is scored, the given titles excluded (as ``by_history``
 excludes them). One seeded permutation of the eligible users gives the test users (its first block) and the
 validation users (the next): never the same user. ``choose`` picks the recipe on validation users by the mean
-of the top-10 and top-100 hit rates (``export.selection``'s criterion), then refits it on every training user;
+of the top-10 and top-100 hit rates (``export.selection``'s criterion for ``exclude_seen``): EASE's lambda at full
+rank first (one inverse each, up to ``FULL_RANK_TITLES``), then the rank at the best lambda (one randomised SVD
+at the largest rank, whose leading columns give the smaller ones); a recipe with fewer dimensions within the 95 %
+half-width of the paired difference from the best wins over it; then it refits the winner on every training
+user;
 ``evaluate_new_users`` measures it on the test users against EASE at full rank, item-kNN and popularity, each
 fitted without them (``table`` prints it). The towers were trained on every training user, held-out ones
 included: a small leak in their favour, which the records say.
@@ -107,6 +111,15 @@ class HistoryVectors:
             means[sizes == 0] = self.empty_query
             out[start : start + len(part)] = means
         return out
+
+    def top_k(self, histories: Sequence[Sequence[int] | np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """What ``by_history`` answers, exactly: (scores, title positions) [B, k] of the k best candidates per
+        history, its own titles removed (export/vectors.exact_top_k: best first, ties by lower position)."""
+        from export.vectors import exact_top_k
+
+        n = len(self.titles)
+        exclude = [{int(t) for t in h if 0 <= t < n} for h in histories]
+        return exact_top_k(self.queries(histories), self.candidates, k, exclude)
 
     def positions(self, rows: Sequence[Sequence[str]]) -> list[list[int]]:
         """Rows of titles as the title positions ``queries`` takes (-1: unknown or "")."""
@@ -293,6 +306,31 @@ def _cost(trial: dict) -> int:
     return int(trial["dimensions"])
 
 
+def _winner(trials: list[dict], per_rating: list[np.ndarray]) -> tuple[int, str]:
+    """(index, why) of the chosen trial: the best CRITERION, unless a trial with fewer dimensions is not worse
+    beyond the 95 % half-width of the paired difference (then the one with the fewest dimensions of those)."""
+    order = sorted(range(len(trials)), key=lambda i: _cost(trials[i]))  # the cheapest first: it wins a tie
+    best = max(order, key=lambda i: trials[i][CRITERION])
+    why = f"the best {CRITERION} on validation new users, {trials[best][CRITERION]:.4f}"
+    for i in order:
+        if _cost(trials[i]) >= _cost(trials[best]):
+            break
+        diff = per_rating[best] - per_rating[i]
+        if float(np.mean(diff)) <= _ci95(diff):
+            why = (
+                f"{trials[i][CRITERION]:.4f} on validation new users, within the 95% CI of the best "
+                f"({Recipe.of(trials[best]).name}: {trials[best][CRITERION]:.4f}, paired difference "
+                f"{float(np.mean(diff)):+.4f} ± {_ci95(diff):.4f}) with fewer dimensions "
+                f"({_cost(trials[i])} against {_cost(trials[best])})"
+            )
+            return i, why
+    others = [t for i, t in enumerate(trials) if i != best]
+    if others:
+        runner_up = max(others, key=lambda t: t[CRITERION])
+        why += f" (next: {Recipe.of(runner_up).name} {runner_up[CRITERION]:.4f})"
+    return best, why
+
+
 def _fits(pairs: Pairs, max_items: int) -> str | None:
     return ease.fits(pairs.n_users, pairs.n_titles, max_items)
 
@@ -340,7 +378,7 @@ def _observations(ranks: np.ndarray, new: NewUsers) -> dict[str, np.ndarray]:
 
 
 def _ci95(values: np.ndarray) -> float:
-    return round(1.96 * float(np.std(values)) / np.sqrt(max(len(values), 1)), 6)
+    return round(1.96 * float(np.std(values)) / float(np.sqrt(max(len(values), 1))), 6)
 
 
 def _figures(observations: dict[str, np.ndarray]) -> tuple[dict, dict]:
@@ -411,8 +449,9 @@ def choose(
     Offers the towers' recipe and, where ``ease.fits`` (``max_items``), EASE's fold-in: up to FULL_RANK_TITLES
     titles at full rank for each of ``lambdas``, then at each of ``ranks`` below the catalogue's size with the
     best of them (one SVD); above, at those ranks with ``lam``. Each is fitted without the validation users and
-    scored on them; the best mean of the top-10 and top-100 hit rates wins (on a tie the fewer dimensions), and
-    is refitted on every training user. Returns (its vectors, the record for the manifest: ``protocol``,
+    scored on them; the best mean of the top-10 and top-100 hit rates wins, unless one with fewer dimensions is
+    within the 95 % half-width of the paired difference (the cheapest such one then: a smaller index, faster
+    queries), and is refitted on every training user. Returns (its vectors, the record for the manifest: ``protocol``,
     ``candidates`` with every one's figures, ``chosen``, ``why``, the towers' ``leak``, ``ease`` and
     ``seconds``); ``evaluate_new_users`` takes that record."""
     start = time.perf_counter()
@@ -431,8 +470,12 @@ def choose(
         f"{val.protocol['given']} given), fitted on the other {pairs.n_users - len(val.users)}"
     )
 
+    per_rating: list[np.ndarray] = []  # each trial's CRITERION per held-out rating, for paired comparisons
+
     def measured(recipe: Recipe, vectors: HistoryVectors, seconds: float) -> dict:
-        means, ci = _figures(_observations(_ranks(_history_scorer(vectors), val, pairs.n_titles), val))
+        observed = _observations(_ranks(_history_scorer(vectors), val, pairs.n_titles), val)
+        per_rating.append((observed["top_10"] + observed["top_100"]) / 2)
+        means, ci = _figures(observed)
         return {
             **recipe.as_dict(),
             "dimensions": int(vectors.candidates.shape[1]),
@@ -466,13 +509,8 @@ def choose(
         del best_b
     else:
         report(f"history: EASE's fold-in skipped: {skipped}")
-    order = sorted(range(len(trials)), key=lambda i: _cost(trials[i]))  # the cheapest first: it wins a tie
-    best_i = max(order, key=lambda i: trials[i][CRITERION])
+    best_i, why = _winner(trials, per_rating)
     chosen = Recipe.of(trials[best_i])
-    runner_up = max((trials[i] for i in order if i != best_i), key=lambda t: t[CRITERION], default=None)
-    why = f"the best {CRITERION} on validation new users: {trials[best_i][CRITERION]:.4f}"
-    if runner_up is not None:
-        why += f" (next: {Recipe.of(runner_up).name} {runner_up[CRITERION]:.4f})"
     report(
         "history: validation top-10 / top-100 of new users: "
         + ", ".join(f"{Recipe.of(t).name} {t['top_10']:.4f} / {t['top_100']:.4f}" for t in trials)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import types
 
 import numpy as np
@@ -86,6 +87,9 @@ def test_unknown_and_empty_histories_get_the_empty_query_and_popularity(trained)
     assert np.allclose(queries[3], (vectors.item_queries[3] + 2 * vectors.item_queries[5]) / 3)  # each occurrence
     assert np.allclose(queries[2, :d], trained.movie_vectors[4]) and queries[2, d] == 1.0  # the bias coefficient
     assert vectors.positions([["", trained.movie_titles[3], "nope"]]) == [[-1, 3, -1]]
+    scores, top = vectors.top_k([[], [int(np.argmax(pop)), 7, -1]], 5)
+    assert top[0].tolist() == np.argsort(-pop, kind="stable")[:5].tolist()  # empty: the most popular
+    assert not {int(np.argmax(pop)), 7} & set(top[1].tolist()) and np.all(np.diff(scores, axis=1) <= 0)
 
 
 def test_held_out_users_are_absent_from_what_the_baselines_are_fitted_on(pairs):
@@ -148,11 +152,12 @@ def test_choose_offers_every_recipe_and_names_the_winner(columns, trained):
     assert [t["rank"] for t in record["candidates"][3:]] == [16, 32]  # 500 >= the catalogue: not offered
     best = max(t[history.CRITERION] for t in record["candidates"])
     winner = [t for t in record["candidates"] if history.Recipe.of(t) == history.Recipe.of(record["chosen"])]
-    assert winner and winner[0][history.CRITERION] == best
+    assert winner and (winner[0][history.CRITERION] == best or "within the 95% CI of the best" in record["why"])
     assert record["chosen"]["recipe"] == "ease"  # random towers cannot win
     assert vectors.candidates.shape[1] == winner[0]["dimensions"]
     assert "leak" in record and record["protocol"]["part"] == "validation"
     assert any("serves by_history" in line for line in lines)
+    assert json.loads(json.dumps(record)) == record  # the manifest's: plain JSON types
 
 
 def test_without_ease_the_towers_item_vectors_serve(columns, trained):
@@ -186,6 +191,7 @@ def test_the_test_table_gives_confidence_intervals_and_verdicts(columns, trained
     text = history.table(metrics)
     assert "±" in text and "recall@20" in text and "serves EASE's factors" in text
     assert text.count("model vs ") == 3
+    assert json.loads(json.dumps(metrics)) == metrics
 
 
 def test_verdicts_are_beats_only_outside_the_confidence_interval():
@@ -225,3 +231,25 @@ def test_the_report_draws_a_new_users_panel(tmp_path, columns, trained):
     plain = report.write(tmp_path / "a", "retrieval", metrics, None).stat().st_size
     drawn = report.write(tmp_path / "b", "retrieval", {**metrics, "new_users": new_users}, None)
     assert drawn.name == report.REPORT_FILE and drawn.stat().st_size > plain
+
+
+def test_the_winner_is_the_best_unless_a_cheaper_one_is_within_the_confidence_interval():
+    rng = np.random.default_rng(1)
+    hits = rng.random(2000) < 0.3
+
+    def trial(dimensions, value):
+        return {"recipe": "ease", "lambda": 1.0, "rank": dimensions, "dimensions": dimensions, history.CRITERION: value}
+
+    close = hits.astype(float)
+    close[np.flatnonzero(hits)[:3]] = 0.0  # three hits fewer than the best: within the CI
+    index, why = history._winner(
+        [trial(65, float(close.mean())), trial(257, float(hits.mean()))], [close, hits.astype(float)]
+    )
+    assert index == 0 and "within the 95% CI of the best" in why and "65 against 257" in why
+    far = hits & (rng.random(2000) < 0.5)  # half the hits lost: clearly worse
+    index, why = history._winner(
+        [trial(65, float(far.mean())), trial(257, float(hits.mean()))], [far * 1.0, hits * 1.0]
+    )
+    assert index == 1 and why.startswith("the best") and "next:" in why
+    better_and_cheap = [trial(65, float(hits.mean())), trial(257, float(far.mean()))]
+    assert history._winner(better_and_cheap, [hits.astype(float), far.astype(float)])[0] == 0
