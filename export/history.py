@@ -114,7 +114,7 @@ class HistoryVectors:
 
     def top_k(self, histories: Sequence[Sequence[int] | np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
         """What ``by_history`` answers, exactly: (scores, title positions) [B, k] of the k best candidates per
-        history, its own titles removed (export/vectors.exact_top_k: best first, ties by lower position)."""
+        history, its own titles removed (export.vectors.exact_top_k: best first, ties by lower position)."""
         from export.vectors import exact_top_k
 
         n = len(self.titles)
@@ -189,7 +189,7 @@ class Pairs:
         return ease.Interactions.of(self.users[keep], self.titles[keep], (self.n_users, self.n_titles))
 
     def popularity(self, keep: np.ndarray | None = None) -> np.ndarray:
-        """Each title's count among the pairs ``keep``, over the largest (export/vectors.popularity's scale)."""
+        """Each title's count among the pairs ``keep``, over the largest (export.vectors.popularity's scale)."""
         titles = self.titles if keep is None else self.titles[keep]
         counts = np.bincount(titles, minlength=self.n_titles).astype(np.float64)
         top = counts.max() if len(counts) else 0.0
@@ -551,7 +551,7 @@ def evaluate_new_users(
 ) -> dict:
     """``metrics.new_users``: the chosen history model (``record`` from ``choose``, same training columns) on the
     held-out TEST users, against EASE at full rank (the record's configured lambda; where ``ease.fits``),
-    item-kNN (export/evaluate.item_knn_weights) and popularity, each fitted on the other training users.
+    item-kNN (export.evaluate.item_knn_weights) and popularity, each fitted on the other training users.
 
     Rows ``model``, ``ease``, ``item_knn``, ``popularity``: hit rates ``top_<k>`` per held-out rating,
     ``recall_20`` and ``ndcg_100`` per held-out user; ``ci95`` their half-widths; ``comparison`` per baseline
@@ -666,7 +666,7 @@ def known_users(
     exclude_vectors: Any = None,
 ) -> dict:
     """Known users: ``by_history`` fed each user's whole training history against ``exclude_seen`` (``served``,
-    or ``exclude_vectors`` when that signature has its own, export/vectors.IndexVectors), both with the
+    or ``exclude_vectors`` when that signature has its own, export.vectors.IndexVectors), both with the
     training titles excluded, on the held-out ratings ``test_*`` of the same users (export.evaluate, baselines
     off). Returns ``by_history`` and ``exclude_seen`` hit rates, their ``ci95`` and ``test_ratings``."""
     index = {t: i for i, t in enumerate(vectors.titles.tolist())}

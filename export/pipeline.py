@@ -270,7 +270,7 @@ def run(config: ExportConfig, *, data=None, synthetic_seed: int = 0, report=prin
                     "history": trained.history,
                     "total_seconds": round(fit_seconds, 2),
                     "validation": fitted.validation,
-                    "history": history_record,
+                    "history_model": history_record,
                 },
                 metrics=metrics,
                 index={

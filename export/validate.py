@@ -426,7 +426,7 @@ def validate(
 ) -> dict:
     """Run every check; return {"recall_at_10": ...} or raise ValidationError naming what differed.
     ``exclude_vectors``: those of exclude_seen's own index (its recall is checked against them);
-    ``history_vectors``: the by_history signatures' (export/history.HistoryVectors)."""
+    ``history_vectors``: the by_history signatures' (export.history.HistoryVectors)."""
     logger.info("validating %s in a fresh process", model_name)
     expected = in_memory(module, requests)
     actual = in_fresh_process(staged, requests, timeout_s)

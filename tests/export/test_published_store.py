@@ -290,7 +290,7 @@ def test_by_history_answers_anyone_from_their_titles_and_flags_the_fallback(stor
     for movie_id, title in zip(tiny_data.movies.movie_id.tolist(), tiny_data.movies.movie_title.tolist(), strict=True):
         ids_of.setdefault(title, movie_id)
     history = catalogue[:7]
-    rows = [history + ["No Such (1900)"], history[:2] + [""] * 6, [""] * 8, ["No Such (1900)"] + [""] * 7]
+    rows = [[*history, "No Such (1900)"], history[:2] + [""] * 6, [""] * 8, ["No Such (1900)"] + [""] * 7]
     retrieval = _load(store, "retrieval")
     try:
         titled = retrieval.run("by_history", {"history_titles": np.array([_b(r) for r in rows])})
