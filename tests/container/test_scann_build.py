@@ -3,6 +3,11 @@
 The data in tests/container/data/scann_build/ is upstream text (origins in its README.md): ScaNN's BUILD
 files and MODULE.bazel as serving/Dockerfile fetches them, TF Serving 2.20.0's WORKSPACE and workspace.bzl,
 and the repository names of TF Serving 2.20's workspace (with the script that lists them).
+
+Then serving/Dockerfile's other build-stage steps, each run as its RUN line says (build args' defaults in the
+environment, image paths mapped to local ones): the check of the devel image's TF Serving tree, the sparse
+blob-less fetch of scann/ (from a google-research repository made here), and the early build of ScaNN's op
+library (with a stand-in bazel), and the order of the steps.
 """
 
 from __future__ import annotations
