@@ -534,6 +534,8 @@ def choose(
         if skipped
         else {"lambda": lam, "lambdas": list(searched), "ranks": [*low, *(["full"] if full else [])]},
         "max_items": max_items,
+        "known_users": "not measured by choose (it has no exclude_seen vectors): known_users() compares by_history "
+        "of each user's training history with exclude_seen on held-out ratings the caller gives",
         "seconds": round(time.perf_counter() - start, 2),
     }
     report(f"history: {chosen.name} serves by_history ({record['seconds']:.1f} s)")
