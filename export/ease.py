@@ -100,13 +100,34 @@ def interactions(history: np.ndarray | Interactions) -> Interactions:
 def weights(history: np.ndarray | Interactions, lam: float = LAMBDA, gram: np.ndarray | None = None) -> np.ndarray:
     """EASE's item-item weights B (titles x titles, zero diagonal) from a binary users x titles matrix, or
     from its ``gram`` X^T X when the caller has it (then overwritten: at 10.7k titles each copy is 0.9 GB)."""
+    return weights_of(inverse(history, lam, gram), in_place=True)
+
+
+def inverse(history: np.ndarray | Interactions, lam: float = LAMBDA, gram: np.ndarray | None = None) -> np.ndarray:
+    """P = (X^T X + lambda I)^-1 (float64, titles x titles); ``gram`` as ``weights`` takes it (used up)."""
     gram = interactions(history).gram() if gram is None else gram
     gram[np.diag_indices_from(gram)] += lam
     p = np.linalg.inv(gram)
     del gram
+    return p
+
+
+def weights_of(p: np.ndarray, in_place: bool = False) -> np.ndarray:
+    """EASE's B = I - P diagMat(1 / diag(P)) from P (``inverse``), float32; ``in_place`` overwrites P."""
+    p = p if in_place else p.copy()
     p /= (-np.diag(p))[None, :]
     p[np.diag_indices_from(p)] = 0.0
     return p.astype(np.float32)
+
+
+def with_users(p: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """P of X with the users ``rows`` (their rows of X, [users, titles]) added, without a new inverse: the
+    Woodbury identity (A + R^T R)^-1 = P - P R^T (I + R P R^T)^-1 R P, A^-1 = P. Costs titles^2 x users, not
+    titles^3: a refit on every user after a fit without a few thousand."""
+    r = rows.astype(np.float64)
+    pr = p @ r.T  # [titles, users]
+    inner = np.eye(len(r)) + r @ pr
+    return p - pr @ np.linalg.solve(inner, pr.T)
 
 
 def fits(users: int, titles: int, max_items: int, max_flops: float = MAX_GRAM_FLOPS) -> str | None:
