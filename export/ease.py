@@ -4,7 +4,10 @@ EASE is a closed-form item-item model: B = I - P diagMat(1 / diag(P)), P = (X^T 
 binary user x title matrix X; a user's scores are X_u B. It is the evaluation's strongest baseline, and the
 export can serve it as a dot product: the rank-r truncated SVD of the training users' scores X B ~ U S V^T
 gives query vectors U S (per known user, baked into the query table like the towers' user vectors) and
-candidate vectors V. A rank-64 factorisation keeps EASE's quality on MovieLens 100K.
+candidate vectors V. A rank-64 factorisation keeps EASE's quality on MovieLens 100K. A user unseen when B was
+fitted is scored x B too (EASE has no user parameters): ``fold_in_factors`` gives that at low rank, x (B V) V^T
+(export/history.py serves it for histories), and ``with_users`` adds users to a fit's inverse (Woodbury)
+instead of inverting again.
 
 Memory: B is titles x titles (float64 while inverting), bounded by the caller (``fits``). X is kept as each
 user's sorted titles (``Interactions``) and is dense only up to ``DENSE_CELLS`` users x titles (ML-1M's

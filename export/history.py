@@ -256,7 +256,9 @@ def new_users(
     return NewUsers(part, held, ~np.isin(pairs.users, held), given, targets, protocol)
 
 
-def with_popularity(titles: np.ndarray, item_queries: np.ndarray, candidates: np.ndarray, pop: np.ndarray):
+def with_popularity(
+    titles: np.ndarray, item_queries: np.ndarray, candidates: np.ndarray, pop: np.ndarray
+) -> HistoryVectors:
     """HistoryVectors from a recipe's rows, plus the popularity column (0 in item queries, 1 in the empty one)."""
     n, d = item_queries.shape
     queries = np.zeros((n, d + 1), dtype=np.float32)
@@ -267,7 +269,7 @@ def with_popularity(titles: np.ndarray, item_queries: np.ndarray, candidates: np
     return HistoryVectors(titles, queries, empty, cands)
 
 
-def towers_vectors(trained, pop: np.ndarray) -> HistoryVectors:
+def towers_vectors(trained: Any, pop: np.ndarray) -> HistoryVectors:
     """The towers' recipe: [movie_vector, 1, 0] per title against [movie_vector, movie_bias, popularity]."""
     movies = trained.movie_vectors[1:].astype(np.float32)
     ones = np.ones((len(movies), 1), dtype=np.float32)
