@@ -4,7 +4,10 @@ EASE is a closed-form item-item model: B = I - P diagMat(1 / diag(P)), P = (X^T 
 binary user x title matrix X; a user's scores are X_u B. It is the evaluation's strongest baseline, and the
 export can serve it as a dot product: the rank-r truncated SVD of the training users' scores X B ~ U S V^T
 gives query vectors U S (per known user, baked into the query table like the towers' user vectors) and
-candidate vectors V. A rank-64 factorisation keeps EASE's quality on MovieLens 100K.
+candidate vectors V. A rank-64 factorisation keeps EASE's quality on MovieLens 100K. A user unseen when B was
+fitted is scored x B too (EASE has no user parameters): ``fold_in_factors`` gives that at low rank, x (B V) V^T
+(export/history.py serves it for histories), and ``with_users`` adds users to a fit's inverse (Woodbury)
+instead of inverting again.
 
 Memory: B is titles x titles (float64 while inverting), bounded by the caller (``fits``). X is kept as each
 user's sorted titles (``Interactions``) and is dense only up to ``DENSE_CELLS`` users x titles (ML-1M's
@@ -100,13 +103,34 @@ def interactions(history: np.ndarray | Interactions) -> Interactions:
 def weights(history: np.ndarray | Interactions, lam: float = LAMBDA, gram: np.ndarray | None = None) -> np.ndarray:
     """EASE's item-item weights B (titles x titles, zero diagonal) from a binary users x titles matrix, or
     from its ``gram`` X^T X when the caller has it (then overwritten: at 10.7k titles each copy is 0.9 GB)."""
+    return weights_of(inverse(history, lam, gram), in_place=True)
+
+
+def inverse(history: np.ndarray | Interactions, lam: float = LAMBDA, gram: np.ndarray | None = None) -> np.ndarray:
+    """P = (X^T X + lambda I)^-1 (float64, titles x titles); ``gram`` as ``weights`` takes it (used up)."""
     gram = interactions(history).gram() if gram is None else gram
     gram[np.diag_indices_from(gram)] += lam
     p = np.linalg.inv(gram)
     del gram
+    return p
+
+
+def weights_of(p: np.ndarray, in_place: bool = False) -> np.ndarray:
+    """EASE's B = I - P diagMat(1 / diag(P)) from P (``inverse``), float32; ``in_place`` overwrites P."""
+    p = p if in_place else p.copy()
     p /= (-np.diag(p))[None, :]
     p[np.diag_indices_from(p)] = 0.0
     return p.astype(np.float32)
+
+
+def with_users(p: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """P of X with the users ``rows`` (their rows of X, [users, titles]) added, without a new inverse: the
+    Woodbury identity (A + R^T R)^-1 = P - P R^T (I + R P R^T)^-1 R P, A^-1 = P. Costs titles^2 x users, not
+    titles^3: a refit on every user after a fit without a few thousand."""
+    r = rows.astype(np.float64)
+    pr = p @ r.T  # [titles, users]
+    inner = np.eye(len(r)) + r @ pr
+    return p - pr @ np.linalg.solve(inner, pr.T)
 
 
 def fits(users: int, titles: int, max_items: int, max_flops: float = MAX_GRAM_FLOPS) -> str | None:

@@ -256,7 +256,9 @@ def new_users(
     return NewUsers(part, held, ~np.isin(pairs.users, held), given, targets, protocol)
 
 
-def with_popularity(titles: np.ndarray, item_queries: np.ndarray, candidates: np.ndarray, pop: np.ndarray):
+def with_popularity(
+    titles: np.ndarray, item_queries: np.ndarray, candidates: np.ndarray, pop: np.ndarray
+) -> HistoryVectors:
     """HistoryVectors from a recipe's rows, plus the popularity column (0 in item queries, 1 in the empty one)."""
     n, d = item_queries.shape
     queries = np.zeros((n, d + 1), dtype=np.float32)
@@ -267,7 +269,7 @@ def with_popularity(titles: np.ndarray, item_queries: np.ndarray, candidates: np
     return HistoryVectors(titles, queries, empty, cands)
 
 
-def towers_vectors(trained, pop: np.ndarray) -> HistoryVectors:
+def towers_vectors(trained: Any, pop: np.ndarray) -> HistoryVectors:
     """The towers' recipe: [movie_vector, 1, 0] per title against [movie_vector, movie_bias, popularity]."""
     movies = trained.movie_vectors[1:].astype(np.float32)
     ones = np.ones((len(movies), 1), dtype=np.float32)
@@ -462,6 +464,8 @@ def choose(
     val = new_users(pairs, "validation", split, seed)
     fit_pop = pairs.popularity(val.fit)
     searched: tuple[float, ...] = ()
+    best_p: np.ndarray | None = None
+    best_lam = lam
     low: tuple[int, ...] = ()
     full = pairs.n_titles <= FULL_RANK_TITLES
     skipped = _fits(pairs, max_items)
@@ -490,23 +494,23 @@ def choose(
         searched, low = _offered(pairs.n_titles, lam, lambdas, ranks)
         x = pairs.matrix(val.fit)
         gram = x.gram()
-        best_b, best_lam, best = None, lam, -1.0
+        best_p, best_lam, best = None, lam, -1.0  # P = (X^T X + lambda I)^-1 of the best lambda, for the refit
         if full:  # 1. lambda, at full rank: EASE's exact fold-in
             for value in searched:
                 began = time.perf_counter()
-                b = ease.weights(x, value, gram.copy())
-                (recipe, vectors), *_ = ease_vectors(x, b, value, catalogue, fit_pop, [None])
+                p = ease.inverse(x, value, gram.copy())
+                (recipe, vectors), *_ = ease_vectors(x, ease.weights_of(p), value, catalogue, fit_pop, [None])
                 trials.append(measured(recipe, vectors, time.perf_counter() - began))
                 if trials[-1][CRITERION] > best:
-                    best_b, best_lam, best = b, value, trials[-1][CRITERION]
-        if best_b is None:
-            best_b = ease.weights(x, lam, gram)
+                    best_p, best_lam, best = p, value, trials[-1][CRITERION]
+                del p, vectors
+        if best_p is None:
+            best_p = ease.inverse(x, lam, gram)
         del gram
         began = time.perf_counter()  # 2. rank, at the best lambda: one SVD at the largest rank
-        for recipe, vectors in ease_vectors(x, best_b, best_lam, catalogue, fit_pop, low, seed):
+        for recipe, vectors in ease_vectors(x, ease.weights_of(best_p), best_lam, catalogue, fit_pop, low, seed):
             trials.append(measured(recipe, vectors, time.perf_counter() - began))
             began = time.perf_counter()
-        del best_b
     else:
         report(f"history: EASE's fold-in skipped: {skipped}")
     best_i, why = _winner(trials, per_rating)
@@ -521,7 +525,11 @@ def choose(
     else:
         assert chosen.lam is not None
         x = pairs.matrix()
-        vectors = _ease_recipe(chosen, x, ease.weights(x, chosen.lam), catalogue, pop, seed)
+        if chosen.lam == best_lam and best_p is not None:  # the validation users added to the fit: no inverse
+            b = ease.weights_of(ease.with_users(best_p, x.rows(val.users)), in_place=True)
+        else:
+            b = ease.weights(x, chosen.lam)
+        vectors = _ease_recipe(chosen, x, b, catalogue, pop, seed)
     record = {
         "protocol": val.protocol,
         "criterion": CRITERION,
@@ -534,6 +542,8 @@ def choose(
         if skipped
         else {"lambda": lam, "lambdas": list(searched), "ranks": [*low, *(["full"] if full else [])]},
         "max_items": max_items,
+        "known_users": "not measured by choose (it has no exclude_seen vectors): known_users() compares by_history "
+        "of each user's training history with exclude_seen on held-out ratings the caller gives",
         "seconds": round(time.perf_counter() - start, 2),
     }
     report(f"history: {chosen.name} serves by_history ({record['seconds']:.1f} s)")

@@ -253,3 +253,13 @@ def test_the_winner_is_the_best_unless_a_cheaper_one_is_within_the_confidence_in
     assert index == 1 and why.startswith("the best") and "next:" in why
     better_and_cheap = [trial(65, float(hits.mean())), trial(257, float(far.mean()))]
     assert history._winner(better_and_cheap, [hits.astype(float), far.astype(float)])[0] == 0
+
+
+def test_the_refit_adds_the_validation_users_to_eases_inverse_without_a_new_one(pairs):
+    new = history.new_users(pairs, "validation")
+    everyone = pairs.matrix()
+    p = ease.inverse(pairs.matrix(new.fit), 30.0)
+    updated = ease.with_users(p, everyone.rows(new.users))
+    assert np.allclose(updated, ease.inverse(everyone, 30.0), atol=1e-9)
+    assert np.allclose(ease.weights_of(updated), ease.weights(everyone, 30.0), atol=1e-6)
+    assert np.array_equal(ease.weights_of(p), ease.weights(pairs.matrix(new.fit), 30.0))  # the same B as before
