@@ -42,7 +42,7 @@ WWW 2018). Each has a 95 % half-width 1.96 sd / sqrt(n) over its ratings or user
 normal approximation of a binomial, as ``export.evaluate``; it ignores that one user's ratings are
 correlated, so it is somewhat narrow). The model is compared with a baseline by the paired differences on the
 same ratings or users: it ``beats`` it when every judged column's difference is above its 95 % half-width,
-is ``behind`` when one is below minus it, and ``ties`` otherwise.
+is ``worse`` when one is below minus it, and ``ties`` otherwise (export.evaluate.VERDICTS words them).
 """
 
 from __future__ import annotations
@@ -402,7 +402,7 @@ def _compare(model: dict[str, np.ndarray], theirs: dict[str, np.ndarray]) -> dic
     if all(v["difference"] > v["ci95"] for v in columns.values()):
         verdict = "beats"
     elif any(v["difference"] < -v["ci95"] for v in columns.values()):
-        verdict = "behind"
+        verdict = "worse"
     else:
         verdict = "ties"
     return {"verdict": verdict, "columns": columns}
@@ -565,7 +565,7 @@ def evaluate_new_users(
 
     Rows ``model``, ``ease``, ``item_knn``, ``popularity``: hit rates ``top_<k>`` per held-out rating,
     ``recall_20`` and ``ndcg_100`` per held-out user; ``ci95`` their half-widths; ``comparison`` per baseline
-    the paired differences and the verdict (``beats``, ``ties``, ``behind``, or ``serves EASE's factors`` when
+    the paired differences and the verdict (``beats``, ``ties``, ``worse``; ``serves_ease`` when
     the model is EASE's fold-in); ``protocol``, ``model_recipe``, ``baselines``, ``seconds``."""
     start = time.perf_counter()
     protocol = record["protocol"]
@@ -616,7 +616,7 @@ def evaluate_new_users(
         if name in observations:
             comparison[name] = _compare(observations["model"], observations[name])
             if name == "ease" and recipe.kind == "ease":
-                comparison[name]["verdict"] = "serves EASE's factors"
+                comparison[name]["serves_ease"] = True  # the model is EASE's fold-in: no win over EASE to claim
     metrics.update(
         ci95=ci,
         comparison=comparison,
@@ -656,12 +656,12 @@ def table(metrics: dict) -> str:
                 f"{v['difference']:+.4f} ± {v['ci95']:.4f}"
                 for c, v in row["columns"].items()
             )
-            verdict = {"beats": "beats it", "ties": "ties (within the 95% CI)", "behind": "IS BEHIND IT"}.get(
-                row["verdict"], row["verdict"]
-            )
-            lines.append(f"model vs {name}: {verdict} (paired differences: {figures})")
+            verdict = evaluation.VERDICTS[row["verdict"]]
+            if row.get("serves_ease"):
+                verdict = f"serves EASE's factors ({verdict})"
+            lines.append(f"new users: model vs {name}: {verdict} (paired differences: {figures})")
         elif "skipped" in metrics.get("baselines", {}).get(name, {}):
-            lines.append(f"model vs {name}: {metrics['baselines'][name]['skipped']}")
+            lines.append(f"new users: model vs {name}: {metrics['baselines'][name]['skipped']}")
     return "\n".join(lines)
 
 
@@ -674,11 +674,14 @@ def known_users(
     test_users: Any,
     test_titles: Any,
     exclude_vectors: Any = None,
+    measured: dict | None = None,
 ) -> dict:
     """Known users: ``by_history`` fed each user's whole training history against ``exclude_seen`` (``served``,
     or ``exclude_vectors`` when that signature has its own, export.vectors.IndexVectors), both with the
     training titles excluded, on the held-out ratings ``test_*`` of the same users (export.evaluate, baselines
-    off). Returns ``by_history`` and ``exclude_seen`` hit rates, their ``ci95`` and ``test_ratings``."""
+    off). ``measured``: export.evaluate's metrics of those ratings, whose ``model_exclude_seen`` row is then
+    ``exclude_seen``'s (not evaluated again). Returns ``by_history`` and ``exclude_seen`` hit rates, their
+    ``ci95`` and ``test_ratings``."""
     index = {t: i for i, t in enumerate(vectors.titles.tolist())}
     row = {u: i for i, u in enumerate(served.query_keys.tolist())}
     user = positions(train_users, row, -1)
@@ -692,12 +695,16 @@ def known_users(
     from export.vectors import IndexVectors
 
     by_history = IndexVectors(served.query_keys, queries, vectors.titles, vectors.candidates)
-    got = {}
+    got: dict = {}
     for name, vec in (
         ("by_history", by_history),
         ("exclude_seen", served if exclude_vectors is None else exclude_vectors),
     ):
-        metrics = evaluation.evaluate(vec, pop, train_users, train_titles, test_users, test_titles, max_items=0)
+        metrics = (
+            measured
+            if name == "exclude_seen" and measured is not None
+            else evaluation.evaluate(vec, pop, train_users, train_titles, test_users, test_titles, max_items=0)
+        )
         got[name] = metrics["model_exclude_seen"]
         got.setdefault("ci95", {})[name] = metrics["ci95"]["model_exclude_seen"]
         got["test_ratings"] = metrics["test_ratings"]

@@ -186,6 +186,21 @@ def run(config: ExportConfig, *, data=None, synthetic_seed: int = 0, report=prin
         *train_columns, trained, history_record, timestamps=timestamps, report=report
     )
     report(history_model.table(metrics["new_users"]))
+    known = history_model.known_users(
+        history_vectors,
+        vectors["retrieval"],
+        pop,
+        *train_columns,
+        users_all[test_idx],
+        titles_all[test_idx],
+        exclude_vectors,
+        measured=metrics,
+    )
+    metrics["new_users"]["known_users"] = known
+    report(
+        "known users, by_history of their training titles vs exclude_seen (seen-excluded top-10 / top-100): "
+        + " vs ".join(f"{known[n]['top_10']:.4f} / {known[n]['top_100']:.4f}" for n in ("by_history", "exclude_seen"))
+    )
 
     seen = _Seen(users_all[train_idx], titles_all[train_idx])
     catalogue = catalogue_of(data.movies, trained.movie_titles)  # what the by-id signatures take

@@ -215,7 +215,7 @@ def test_default_preset_records_its_validation_in_the_manifest(tmp_path, export_
     blended = validation["blends"]["chosen"]["ease"] > 0
     assert ("exclude_seen" in manifest["index"]) == blended
     assert sorted(manifest["index"]["recall_by_signature"]) == (
-        ["exclude_seen", "serving_default"] if blended else ["serving_default"]
+        ["by_history", "exclude_seen", "serving_default"] if blended else ["by_history", "serving_default"]
     )
     # The report: a PNG (1600 x 420) in assets.extra, its path printed.
     png = version / "assets.extra" / "report.png"

@@ -173,7 +173,10 @@ def test_export_cli_trains_on_your_own_file(tmp_path, export_cli):
         ]
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "data: own - 480 ratings" in proc.stdout
+    # 480 lines, of which repeated (user, item) pairs are dropped (the first of each kept) and counted.
+    pairs = set(lines[1:])
+    assert f"data: own - {len(pairs)} ratings" in proc.stdout
+    assert f"dropped {480 - len(pairs)} repeated (user, item) row(s)" in proc.stderr
     bad = export_cli(["--data", tmp_path / "events.csv", "--model-base-path", tmp_path / "models2"])
     assert bad.returncode == 1 and "no column 'user_id'" in bad.stderr.strip().splitlines()[-1]
 
