@@ -14,8 +14,9 @@ stops at ``budget_s`` seconds or ``max_trials`` trials, whichever comes first (a
 finishes); the last line says how many trials ran and why the search stopped (``stop_reason``). No trial is
 pruned: each stops early on its own validation curve. While it runs, ``SearchProgress`` prints a line at least
 every ``PROGRESS_EVERY_S`` seconds (trial, epoch and batch, the latest validation figure, the time left of the
-budget) from a timer thread (export/train.py's ``Ticker``), so that a trial of minutes is not silent. Optuna is used rather than KerasTuner because the objective is not a Keras metric (the
-seen-excluded hit rate over the whole catalogue) and the budget is wall-clock time.
+budget) from a timer thread (export/train.py's ``Ticker``), so that a trial of minutes is not silent. Optuna is
+used rather than KerasTuner because the objective is not a Keras metric (the seen-excluded hit rate over the whole
+catalogue) and the budget is wall-clock time.
 """
 
 from __future__ import annotations

@@ -11,7 +11,6 @@ import time
 import numpy as np
 import pytest
 
-import export.train  # (TF_USE_LEGACY_KERAS before TensorFlow)
 from export import tune
 from export.config import DEFAULT
 from export.data import load, split
@@ -47,9 +46,8 @@ def test_the_search_line_says_trial_epoch_batch_validation_best_and_budget_left(
     model = _Model()
     progress.set_model(model)
     watch.begin(0, progress)
-    assert watch.line() == (
-        "tune, 5 s: trial 0 (1 of at most 16), building its model; 295 s of the 300 s budget left"
-    )
+    building = "tune, 5 s: trial 0 (1 of at most 16), building its model; 295 s of the 300 s budget left"
+    assert watch.line() == building
     progress.on_epoch_begin(0)
     model.optimizer.iterations.value = 7
     now[0] += 25
@@ -153,5 +151,5 @@ def test_a_search_stopped_by_its_budget_says_so(data):
     _, summary = _search(data, 0.01, 5, lines)
     assert len(summary["trials"]) == 1  # a started trial finishes; no other starts
     assert summary["stopped"] == "the 0.01 s budget (--tune-budget) was spent; a started trial finishes"
-    assert "the 0.01 s budget was spent" in [line for line in lines if line.startswith("tune trial 0:")][0]
+    assert "the 0.01 s budget was spent" in next(line for line in lines if line.startswith("tune trial 0:"))
     assert lines[-1].startswith("tune: 1 trial(s) in ") and "stopped: the 0.01 s budget" in lines[-1]
