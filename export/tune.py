@@ -192,12 +192,14 @@ class SearchProgress:
             where = f"trial {self.trial} ({self.finished + 1} of at most {self.max_trials})"
             if not progress.started:
                 where += ", building its model"
-            elif self.phase:
-                where += f", epoch {progress.epoch + 1}/{progress.epochs}: scoring {self.phase} on validation"
             else:
-                where += (
-                    f", epoch {progress.epoch + 1}/{progress.epochs}: batch {progress.done():,} of {progress.steps:,}"
-                )
+                epoch, done = f"epoch {progress.epoch + 1}/{progress.epochs}", progress.done()
+                if self.phase:
+                    where += f", {epoch}: scoring {self.phase} on validation"
+                elif done >= progress.steps:
+                    where += f", {epoch} done"
+                else:
+                    where += f", {epoch}: batch {done:,} of {progress.steps:,}"
             if self.latest is not None:
                 where += f", validation {self.metric} {self.latest[1]:.4f} after epoch {self.latest[0]}"
         best = f"; best: trial {self.best[0]} ({self.criterion} {self.best[1]:.4f})" if self.best else ""

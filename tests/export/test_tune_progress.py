@@ -57,7 +57,8 @@ def test_the_search_line_says_trial_epoch_batch_validation_best_and_budget_left(
     watch.scoring("epoch 1")
     assert "epoch 1/40: scoring epoch 1 on validation;" in watch.line()
     watch.scored(0.21)
-    model.optimizer.iterations.value = 60  # epoch 1's batches
+    model.optimizer.iterations.value = 60  # epoch 1's batches, scored; the next epoch not begun
+    assert "epoch 1/40 done, validation top_10_exclude_seen 0.2100 after epoch 1;" in watch.line()
     progress.on_epoch_begin(1)
     model.optimizer.iterations.value = 70  # and 10 of epoch 2
     assert watch.line() == (
@@ -130,7 +131,7 @@ def test_the_search_reports_while_a_trial_runs_and_says_at_the_end_that_the_tria
     assert ticks, lines[:5]  # progress during the first trial, before its own line
     pattern = re.compile(
         r"tune, \d+ s: trial 0 \(1 of at most 2\), (building its model|epoch [12]/2: "
-        r"(batch \d+ of \d+|scoring epoch [12] on validation))"
+        r"(batch \d+ of \d+|scoring epoch [12] on validation)|epoch [12]/2 done)"
         r"(, validation top_10_exclude_seen \d\.\d{4} after epoch [12])?; \d+ s of the 600 s budget left"
     )
     assert all(pattern.fullmatch(line) for line in ticks), ticks
