@@ -180,7 +180,8 @@ def curve_panel(axes, validation: dict) -> None:
     )
     title = "validation curve"
     if validation.get("tuning"):
-        title += f" (best of {len(validation['tuning']['trials'])} trials)"
+        trials = len(validation["tuning"]["trials"])
+        title += f" (best of {trials} trials)" if trials > 1 else " (the one tuning trial)"
     axes.set_title(title)
     axes.legend(fontsize=7, loc="lower right")
     axes.grid(True, alpha=0.3)
@@ -215,7 +216,11 @@ def search_panel(axes, tuning: dict) -> None:
         label=f"chosen: trial {best['number']}",
         zorder=3,
     )
-    axes.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    numbers = [t["number"] for t in trials]
+    axes.xaxis.set_major_locator(
+        matplotlib.ticker.FixedLocator(numbers) if len(numbers) <= 12 else matplotlib.ticker.MaxNLocator(integer=True)
+    )
+    axes.set_xlim(min(numbers) - 0.5, max(numbers) + 0.5)
     axes.set_xlabel("trial")
     axes.set_ylabel(
         "validation mean of seen-excluded top-10, top-100"
@@ -224,7 +229,8 @@ def search_panel(axes, tuning: dict) -> None:
     )
     stopped = tuning.get("stopped", "")
     why = ", budget spent" if "budget" in stopped else ", all trials run" if "trials" in stopped else ""
-    axes.set_title(f"tuning: {len(trials)} trials in {tuning.get('seconds', 0):.0f} s{why}")
+    count = f"{len(trials)} trial{'s' if len(trials) != 1 else ''}"
+    axes.set_title(f"tuning: {count} in {tuning.get('seconds', 0):.0f} s{why}")
     axes.legend(fontsize=7, loc="lower right")
     axes.grid(True, alpha=0.3)
 
@@ -232,13 +238,15 @@ def search_panel(axes, tuning: dict) -> None:
 def index_panel(axes, model_name: str, index_tuning: dict) -> None:
     """The ScaNN settings tried: recall@10 by leaves searched, colour = re-order candidates (colour bar), median
     latency of the timed ones on a right-hand axis, the chosen one ringed, the recall needed as a line."""
+    import matplotlib.colors
     import matplotlib.ticker
 
     tried, chosen = index_tuning["tried"], index_tuning["chosen"]
     reorders = sorted({t["reorder"] for t in tried})
     # Settings that differ only in re-ordering often reach the same recall: the smaller re-order is drawn first and
-    # larger, so that each shows as a ring around the next.
-    size = {r: 22 + 40 * (len(reorders) - 1 - i) for i, r in enumerate(reorders)}
+    # larger, so that each shows as a ring around the next; colours on a log scale when re-orders span decades.
+    size = {r: 20 + 90 * (len(reorders) - 1 - i) / max(len(reorders) - 1, 1) for i, r in enumerate(reorders)}
+    norm = matplotlib.colors.LogNorm(reorders[0], reorders[-1]) if reorders[-1] > 4 * reorders[0] else None
     tried = sorted(tried, key=lambda t: t["reorder"])
     points = axes.scatter(
         [t["leaves_to_search"] for t in tried],
@@ -246,6 +254,7 @@ def index_panel(axes, model_name: str, index_tuning: dict) -> None:
         s=[size[t["reorder"]] for t in tried],
         c=[t["reorder"] for t in tried],
         cmap="viridis",
+        norm=norm,
         edgecolors="white",
         linewidths=0.5,
         zorder=2,
@@ -302,6 +311,8 @@ def index_panel(axes, model_name: str, index_tuning: dict) -> None:
     bar.set_label("colour: re-order candidates (exact re-scoring of the best approximate ones)", fontsize=8)
     if len(reorders) <= 6:
         bar.set_ticks(reorders)
+        bar.ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        bar.ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}"))
 
 
 def new_users_panel(axes, new_users: dict) -> None:

@@ -1,6 +1,7 @@
 """report.png: each model's own panels, only panels with data, legends that say what is what, a colour bar for the
 ScaNN panel and no overlapping text. Inputs are real manifests' figures (report_cases.json: tiny synthetic
-exports, `--preset seed` and `--tune-budget 40`)."""
+exports, `--preset seed` and `--tune-budget 40`, and a MovieLens-sized one whose index search tried re-orders from
+50 to 1,665)."""
 
 from __future__ import annotations
 
@@ -129,7 +130,9 @@ def test_the_scann_panel_has_a_colour_bar_of_re_order_candidates_and_a_latency_a
     ]
 
 
-@pytest.mark.parametrize("name", ["seed", "default", "similar_movies"])
+@pytest.mark.parametrize(
+    "name", ["seed", "default", "similar_movies", "movielens_retrieval", "movielens_similar_movies"]
+)
 def test_no_two_texts_overlap(name):
     fig = _figure(CASES[name])
     assert not _overlaps(fig), _overlaps(fig)[:5]
@@ -203,3 +206,21 @@ def test_write_keeps_its_signature_and_saves_a_png_into_assets_extra(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     path = report.write(tmp_path / "brute", "similar_movies", case["metrics"], None)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_re_orders_that_span_decades_get_a_log_colour_scale_with_each_one_a_tick():
+    case = CASES["movielens_similar_movies"]
+    reorders = sorted({t["reorder"] for t in case["tuning"]["tried"]})
+    assert reorders[-1] > 10 * reorders[0]
+    [bar] = _colour_bars(_figure(case))
+    assert bar.get_xscale() == "log"
+    assert [round(tick) for tick in bar.get_xticks()] == reorders
+    assert [label.get_text() for label in bar.get_xticklabels()] == [f"{r:g}" for r in reorders]
+
+
+def test_one_tuning_trial_is_said_in_the_singular_on_an_integer_axis():
+    fig = _figure(CASES["movielens_retrieval"])
+    [search] = [axes for axes in _panels(fig) if axes.get_title().startswith("tuning")]
+    assert search.get_title() == "tuning: 1 trial in 82 s, budget spent"
+    assert list(search.get_xticks()) == [0]
+    assert _panels(fig)[1].get_title() == "validation curve (the one tuning trial)"
