@@ -120,36 +120,29 @@ def build_model(config: TrainConfig, data, train_idx: np.ndarray | None = None) 
     return model
 
 
-class Progress(tf.keras.callbacks.Callback):
-    """A line every ``every_s`` seconds within an epoch: batches done of ``steps`` and the time left.
+class Ticker:
+    """Reports ``line()`` every ``every_s`` seconds from a daemon thread until closed (nothing when it is None).
 
-    A timer thread reads the optimizer's step counter; no per-batch hook, because Keras waits for every
-    step to finish before calling one (an epoch at ML-1M's size took 20 % longer with one)."""
+    What lets a long step say how it is going without a per-batch Keras hook: Keras waits for every step to finish
+    before calling one (an epoch at ML-1M's size took 20 % longer with one). ``Progress`` ticks within an epoch;
+    export/tune.py's search ticks over all its trials."""
 
-    def __init__(self, steps: int, epochs: int, every_s: float, report=print, clock=time.monotonic):
-        super().__init__()
-        self.steps, self.epochs, self.every_s, self.report, self.clock = steps, epochs, every_s, report, clock
-        self.epoch, self.start, self.first = 0, 0.0, 0
+    def __init__(self, line: Callable[[], str | None], every_s: float, report=print):
+        self.line, self.every_s, self.report = line, every_s, report
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.thread: threading.Thread | None = None
 
-    def on_epoch_begin(self, epoch: int, logs=None) -> None:
-        self.epoch, self.start, self.first = epoch, self.clock(), self._iterations()
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._tick, name="export-progress", daemon=True)
-            self._thread.start()
-
-    def on_train_end(self, logs=None) -> None:
-        self.close()
+    def start(self) -> None:
+        """Starts the thread (once; later calls do nothing)."""
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._tick, name="export-progress", daemon=True)
+            self.thread.start()
 
     def close(self) -> None:
-        """Stops the timer thread (also when fit raised)."""
+        """Stops the thread and waits for it."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-
-    def _iterations(self) -> int:
-        return int(self.model.optimizer.iterations.numpy())
+        if self.thread is not None:
+            self.thread.join()
 
     def _tick(self) -> None:
         while not self._stop.wait(self.every_s):
@@ -157,9 +150,55 @@ class Progress(tf.keras.callbacks.Callback):
             if text:
                 self.report(text)
 
+
+def steps_per_epoch(config: TrainConfig, ratings: int) -> int:
+    """Batches in an epoch over ``ratings`` training ratings."""
+    return -(-ratings // config.batch_size)
+
+
+class Progress(tf.keras.callbacks.Callback):
+    """A line every ``every_s`` seconds within an epoch: batches done of ``steps`` and the time left.
+
+    A timer thread (``Ticker``) reads the optimizer's step counter; no per-batch hook. With ``every_s`` None
+    there is no thread of its own: someone else's ticker reads ``line()`` / ``done()`` (export/tune.py)."""
+
+    def __init__(self, steps: int, epochs: int, every_s: float | None, report=print, clock=time.monotonic):
+        super().__init__()
+        self.steps, self.epochs, self.every_s, self.report, self.clock = steps, epochs, every_s, report, clock
+        self.epoch, self.start, self.first = 0, 0.0, 0
+        self.started = False  # an epoch has begun (the model is there to read)
+        self._ticker = Ticker(self.line, every_s, report) if every_s is not None else None
+
+    @property
+    def _thread(self) -> threading.Thread | None:
+        return None if self._ticker is None else self._ticker.thread
+
+    def on_epoch_begin(self, epoch: int, logs=None) -> None:
+        self.epoch, self.start, self.first = epoch, self.clock(), self._iterations()
+        self.started = True
+        if self._ticker is not None:
+            self._ticker.start()
+
+    def on_train_end(self, logs=None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stops the timer thread (also when fit raised)."""
+        if self._ticker is not None:
+            self._ticker.close()
+
+    def _iterations(self) -> int:
+        return int(self.model.optimizer.iterations.numpy())
+
+    def done(self) -> int:
+        """Batches done in the current epoch (0 before the first epoch began)."""
+        return self._iterations() - self.first if self.started else 0
+
     def line(self) -> str | None:
         """The progress of the epoch now, or None before its first batch and after its last."""
-        done, elapsed = self._iterations() - self.first, self.clock() - self.start
+        if not self.started:
+            return None
+        done, elapsed = self.done(), self.clock() - self.start
         if not 0 < done < self.steps:
             return None
         left = (self.steps - done) * elapsed / done
@@ -211,12 +250,14 @@ def train(
     validation: Callable[[Trained], float] | None = None,
     metric: str = "",
     report=print,
+    progress: Progress | None = None,
 ) -> Trained:
     """Fit the preset's model on ``train_idx``; the global seed is set first (``tf.random.set_seed``).
 
     With ``validation`` (a score of the embeddings on held-out ratings, higher is better), training stops
     early on it (``config.patience``) and the best epoch's weights are kept; ``Trained.validation`` records
-    the curve."""
+    the curve. ``progress`` is a ``Progress`` without a thread of its own that someone else's ticker reads
+    (export/tune.py); without it, a log (``verbose`` 2) gets one that reports every ``PROGRESS_EVERY_S``."""
     tf.random.set_seed(config.seed)
     strategy = distributed.strategy()  # across workers, the variables are mirrored on each (export/distributed.py)
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
@@ -227,10 +268,10 @@ def train(
     logger.info("training preset %s: %d ratings, %d epochs", config.preset, len(train_idx), config.epochs)
     stopper = EarlyStopping(validation, config, metric, report) if validation is not None else None
     callbacks: list[tf.keras.callbacks.Callback] = [stopper] if stopper is not None else []
-    progress = None
-    if verbose == 2:  # one line per epoch from Keras: say how a long epoch is going
-        steps = -(-len(train_idx) // config.batch_size)
+    if progress is None and verbose == 2:  # one line per epoch from Keras: say how a long epoch is going
+        steps = steps_per_epoch(config, len(train_idx))
         progress = Progress(steps, config.epochs, every_s=PROGRESS_EVERY_S, report=report)
+    if progress is not None:
         callbacks.append(progress)
     start = time.perf_counter()
     try:

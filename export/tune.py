@@ -11,8 +11,12 @@ ranking on top-10 alone would throw that away. Both losses are searched while a 
 (``full_softmax_affordable``: titles, and training ratings x titles); beyond, a full softmax costs a
 catalogue-wide product per batch and the in-batch softmax (with the log-Q correction) is the only one. The study
 stops at ``budget_s`` seconds or ``max_trials`` trials, whichever comes first (a trial that has started
-finishes). Optuna is used rather than KerasTuner because the objective is not a Keras metric (the
-seen-excluded hit rate over the whole catalogue) and the budget is wall-clock time.
+finishes); the last line says how many trials ran and why the search stopped (``stop_reason``). No trial is
+pruned: each stops early on its own validation curve. While it runs, ``SearchProgress`` prints a line at least
+every ``PROGRESS_EVERY_S`` seconds (trial, epoch and batch, the latest validation figure, the time left of the
+budget) from a timer thread (export/train.py's ``Ticker``), so that a trial of minutes is not silent. Optuna is
+used rather than KerasTuner because the objective is not a Keras metric (the seen-excluded hit rate over the whole
+catalogue) and the budget is wall-clock time.
 """
 
 from __future__ import annotations
@@ -22,8 +26,11 @@ import logging
 import time
 from collections.abc import Callable
 
+from export import train as training
 from export.config import TrainConfig
-from export.train import Trained, train
+from export.train import Progress, Ticker, Trained, train
+
+PROGRESS_EVERY_S = training.PROGRESS_EVERY_S  # seconds between the search's progress lines
 
 DIMENSIONS = (32, 64, 128)
 # The user tower's id embedding alone, or with a bag of the user's training items (export/model.py).
@@ -103,6 +110,102 @@ def _suggest(trial, base: TrainConfig, losses: tuple[str, ...]) -> TrainConfig:
     )
 
 
+def stop_reason(trials: int, max_trials: int, seconds: float, budget_s: float) -> str:
+    """Why a search of ``trials`` trials in ``seconds`` stopped: the trial count or the budget."""
+    if trials >= max_trials:
+        return f"{max_trials} trials, the most --tune-trials allows"
+    if seconds >= budget_s:
+        return f"the {budget_s:g} s budget (--tune-budget) was spent; a started trial finishes"
+    return "the sampler ended the study"
+
+
+class SearchProgress:
+    """The state of a running search, said as one line (``line``) that a ``Ticker`` reports every ``every_s``:
+    the trial and its epoch and batch, the latest validation figure, the best trial so far, the budget left.
+
+    The search calls ``begin`` / ``scoring`` / ``scored`` / ``end`` around each trial; ``line`` reads the
+    trial's ``Progress`` (the optimizer's step counter), so training gets no per-batch hook."""
+
+    def __init__(
+        self,
+        budget_s: float,
+        max_trials: int,
+        metric: str,
+        criterion: str,
+        every_s: float | None = None,
+        report=print,
+        clock=time.monotonic,
+    ):
+        self.budget_s, self.max_trials, self.metric, self.criterion = budget_s, max_trials, metric, criterion
+        self.clock, self.start = clock, clock()
+        self.finished = 0
+        self.trial: int | None = None
+        self.progress: Progress | None = None
+        self.phase = ""  # "" while training, else what is being scored
+        self.latest: tuple[int, float] | None = None  # (epoch, validation figure) of the current trial
+        self.best: tuple[int, float] | None = None  # (trial, criterion) of the best finished trial
+        self.ticker = Ticker(self.line, every_s, report) if every_s is not None else None
+
+    def __enter__(self) -> SearchProgress:
+        if self.ticker is not None:
+            self.ticker.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.ticker is not None:
+            self.ticker.close()
+
+    def begin(self, number: int, progress: Progress) -> None:
+        """Trial ``number`` starts; ``progress`` is the callback its training runs with."""
+        self.trial, self.progress, self.latest, self.phase = number, progress, None, ""
+
+    def scoring(self, what: str) -> None:
+        """Scoring on validation has begun (``what``: e.g. "epoch 3")."""
+        self.phase = what
+
+    def scored(self, value: float) -> None:
+        """An epoch's validation figure (``metric``)."""
+        epoch = self.progress.epoch + 1 if self.progress is not None else 0
+        self.latest, self.phase = (epoch, value), ""
+
+    def end(self, number: int, value: float) -> None:
+        """Trial ``number`` finished with ``criterion`` ``value``."""
+        self.finished += 1
+        if self.best is None or value > self.best[1]:
+            self.best = (number, value)
+        self.trial, self.progress, self.latest, self.phase = None, None, None, ""
+
+    def left(self) -> str:
+        """The budget left, or how long ago it was spent."""
+        left = self.budget_s - (self.clock() - self.start)
+        if left > 0:
+            return f"{left:.0f} s of the {self.budget_s:g} s budget left"
+        return f"the {self.budget_s:g} s budget was spent {-left:.0f} s ago (a started trial finishes)"
+
+    def line(self) -> str:
+        """Where the search is now."""
+        now = self.clock() - self.start
+        progress = self.progress
+        if self.trial is None or progress is None:
+            where = f"{self.finished} trial(s) done, the next one starting"
+        else:
+            where = f"trial {self.trial} ({self.finished + 1} of at most {self.max_trials})"
+            if not progress.started:
+                where += ", building its model"
+            else:
+                epoch, done = f"epoch {progress.epoch + 1}/{progress.epochs}", progress.done()
+                if self.phase:
+                    where += f", {epoch}: scoring {self.phase} on validation"
+                elif done >= progress.steps:
+                    where += f", {epoch} done"
+                else:
+                    where += f", {epoch}: batch {done:,} of {progress.steps:,}"
+            if self.latest is not None:
+                where += f", validation {self.metric} {self.latest[1]:.4f} after epoch {self.latest[0]}"
+        best = f"; best: trial {self.best[0]} ({self.criterion} {self.best[1]:.4f})" if self.best else ""
+        return f"tune, {now:.0f} s: {where}{best}; {self.left()}"
+
+
 def search(
     base: TrainConfig,
     data,
@@ -140,14 +243,38 @@ def search(
     values: dict[int, float] = {}
     trials: list[dict] = []
     start = time.perf_counter()
+    steps = training.steps_per_epoch(base, len(fit_idx))
+    watch = SearchProgress(budget_s, max_trials, metric, criterion_name, every_s=PROGRESS_EVERY_S, report=report)
+
+    def scored(trained: Trained) -> float:
+        watch.scoring(f"epoch {watch.progress.epoch + 1}" if watch.progress is not None else "an epoch")
+        value = float(score(trained))
+        watch.scored(value)
+        return value
 
     def objective(trial) -> float:
         config = _suggest(trial, base, losses)
         began = time.perf_counter()
-        trained = train(config, data, fit_idx, verbose=0, validation=score, metric=metric, report=lambda line: None)
+        progress = Progress(steps, config.epochs, every_s=None)
+        watch.begin(trial.number, progress)
+        trained = train(
+            config,
+            data,
+            fit_idx,
+            verbose=0,
+            validation=scored,
+            metric=metric,
+            report=lambda line: None,
+            progress=progress,
+        )
         validation = trained.validation
         assert validation is not None  # train() records it when given validation=
-        value = float(criterion(trained)) if criterion is not score else float(validation["best"])
+        if criterion is not score:
+            watch.scoring(f"the best epoch's {criterion_name}")
+            value = float(criterion(trained))
+        else:
+            value = float(validation["best"])
+        watch.end(trial.number, value)
         models[trial.number] = trained
         values[trial.number] = value
         # Only the best model so far is kept in memory (the earliest of equals).
@@ -161,6 +288,7 @@ def search(
                 metric: round(float(validation["best"]), 6),
                 criterion_name: round(value, 6),
                 "best_epoch": validation["best_epoch"],
+                "epochs": len(validation["curve"]),
                 "seconds": round(time.perf_counter() - began, 2),
             }
         )
@@ -168,25 +296,29 @@ def search(
             f"tune trial {trial.number}: dim {config.embedding_dimension}, l2 {config.l2:.2g}, "
             f"lr {config.learning_rate:.2g}, {config.loss}, user tower {config.user_tower}: validation "
             f"{criterion_name} {value:.4f} (epoch {validation['best_epoch']}, "
-            f"{time.perf_counter() - began:.0f} s)"
+            f"{time.perf_counter() - began:.0f} s); {watch.left()}"
         )
         return value
 
-    study.optimize(objective, n_trials=max_trials, timeout=budget_s, gc_after_trial=True)
+    with watch:
+        study.optimize(objective, n_trials=max_trials, timeout=budget_s, gc_after_trial=True)
     [number] = models  # the best trial's (the earliest of equals: the preset's own settings win ties)
     best = next(t for t in trials if t["number"] == number)
+    seconds = time.perf_counter() - start
     summary = {
         "budget_s": budget_s,
         "max_trials": max_trials,
-        "seconds": round(time.perf_counter() - start, 2),
+        "seconds": round(seconds, 2),
+        "stopped": stop_reason(len(trials), max_trials, seconds, budget_s),
         "sampler": "optuna TPE",
         "losses": list(losses),
         "criterion": criterion_name,
         "trials": trials,
         "best": best,
     }
+    early = sum(1 for t in trials if t["epochs"] < base.epochs)
     report(
-        f"tune: {len(trials)} trials in {summary['seconds']:.0f} s; best trial {number} "
-        f"({criterion_name} {best[criterion_name]:.4f})"
+        f"tune: {len(trials)} trial(s) in {seconds:.0f} s ({early} stopped early on validation), stopped: "
+        f"{summary['stopped']}; best trial {number} ({criterion_name} {best[criterion_name]:.4f})"
     )
     return models[number], summary

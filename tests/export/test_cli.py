@@ -217,11 +217,14 @@ def test_default_preset_records_its_validation_in_the_manifest(tmp_path, export_
     assert sorted(manifest["index"]["recall_by_signature"]) == (
         ["by_history", "exclude_seen", "serving_default"] if blended else ["by_history", "serving_default"]
     )
-    # The report: a PNG (1600 x 420) in assets.extra, its path printed.
+    # The report: a PNG in assets.extra, its path printed; five panels (hit rate, curve, tuning, ScaNN, new users)
+    # in rows of 3 + 2 (export/report.py).
     png = version / "assets.extra" / "report.png"
     header = png.read_bytes()[:24]
     assert header[:8] == b"\x89PNG\r\n\x1a\n"
-    assert (int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")) == (1600, 420)
+    assert (int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")) == (1620, 860)
+    [stopped] = [line for line in proc.stdout.splitlines() if line.startswith("tune: ")]  # the search's last line
+    assert stopped.startswith("tune: 3 trial(s) in ") and "stopped: 3 trials, the most --tune-trials allows;" in stopped
     assert f"retrieval: report {png}" in proc.stdout
     tuning = validation["tuning"]
     assert [t["number"] for t in tuning["trials"]] == [0, 1, 2]
