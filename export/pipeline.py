@@ -169,7 +169,9 @@ def run(config: ExportConfig, *, data=None, synthetic_seed: int = 0, report=prin
     metrics["served"] = {"exclude_seen": (fitted.validation or {}).get("blends", {}).get("chosen")}
     report(evaluation.table(metrics))
 
-    # by_history's query model: chosen on validation users held out of its fit, measured on test users so held
+    # by_history's query model (export/history.py): chosen on validation users held out of its fit, then measured
+    # on other held-out (test) users against EASE, item-kNN and popularity fitted without them; known users'
+    # by_history of their training titles against exclude_seen on the test ratings.
     train_columns = (users_all[train_idx], titles_all[train_idx])
     timestamps = np.asarray(ratings.timestamp)[train_idx] if config.split == "time" else None
     history_vectors, history_record = history_model.choose(
