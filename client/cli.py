@@ -86,18 +86,22 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"http(s)://host:8501 or grpc(s)://host:8500, host:port meaning http://; several comma-separated "
         f"(default ${URL_ENV}, else {DEFAULT_URL})",
     )
-    common.add_argument("--timeout", type=_positive(float), default=10.0, help="deadline per call, seconds (default 10)")
+    common.add_argument(
+        "--timeout", type=_positive(float), default=10.0, help="deadline per call, seconds (default 10)"
+    )
     common.add_argument("--json", action="store_true", help="print JSON instead of a table")
     common.add_argument("-v", "--verbose", action="store_true", help="log retries and waits to stderr")
     tls = common.add_argument_group("TLS and credentials (https:// and grpcs:// URLs)")
     tls.add_argument("--ca-cert", metavar="PEM", help=f"CAs to trust (default ${CA_CERT_ENV}, else the public CAs)")
-    tls.add_argument("--client-cert", metavar="PEM", help=f"client certificate, mutual TLS (default ${CLIENT_CERT_ENV})")
+    tls.add_argument(
+        "--client-cert", metavar="PEM", help=f"client certificate, mutual TLS (default ${CLIENT_CERT_ENV})"
+    )
     tls.add_argument("--client-key", metavar="PEM", help=f"its private key (default ${CLIENT_KEY_ENV})")
     tls.add_argument(
         "--header",
         action="append",
         metavar='"NAME: VALUE"',
-        help=f"sent on every request, repeatable, e.g. \"Authorization: Bearer ...\" (adds to ${HEADERS_ENV} "
+        help=f'sent on every request, repeatable, e.g. "Authorization: Bearer ..." (adds to ${HEADERS_ENV} '
         f"and ${TOKEN_ENV})",
     )
     servable = argparse.ArgumentParser(add_help=False)

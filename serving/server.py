@@ -89,12 +89,9 @@ def _ssl_config_class():
         )
         F = descriptor_pb2.FieldDescriptorProto
         message = proto.message_type.add(name="SSLConfig")
-        for number, (name, kind) in enumerate(
-            [("server_key", F.TYPE_STRING), ("server_cert", F.TYPE_STRING), ("custom_ca", F.TYPE_STRING)]
-            + [("client_verify", F.TYPE_BOOL)],
-            start=1,
-        ):
-            message.field.add(name=name, number=number, type=kind, label=F.LABEL_OPTIONAL)
+        strings = ("server_key", "server_cert", "custom_ca")
+        for number, (name, kind) in enumerate([*((s, F.TYPE_STRING) for s in strings), ("client_verify", F.TYPE_BOOL)]):
+            message.field.add(name=name, number=number + 1, type=kind, label=F.LABEL_OPTIONAL)
         pool.Add(proto)
         descriptor = pool.FindMessageTypeByName("tensorflow.serving.SSLConfig")
     return message_factory.GetMessageClass(descriptor)
@@ -121,10 +118,11 @@ def grpc_server(core, credentials: grpc.ServerCredentials | None, **options) -> 
 
     if credentials is None:
         return GrpcServer(core, **options)
+    secure: grpc.ServerCredentials = credentials
 
     class TlsGrpcServer(GrpcServer):
         def start(self) -> None:
-            self.port = self._server.add_secure_port(self._address, credentials)
+            self.port = self._server.add_secure_port(self._address, secure)
             if self.port == 0:
                 raise OSError(f"Failed to BuildAndStart gRPC server: cannot bind {self._address}")
             self._server.start()

@@ -196,6 +196,9 @@ class GrpcTransport:
                 f"use http{'s' if self.endpoint.tls else ''}://{self.endpoint.netloc} or the gRPC port (8500 by "
                 f"default) ({message})"
             )
+        if self.endpoint.tls and not self.tls.client_cert and "Socket closed" in message:
+            # TLS 1.3: a server that requires a client certificate closes the connection after the handshake
+            message += "; if the server requires a client certificate (mutual TLS), give one (--client-cert)"
         return error_for("UNAVAILABLE", f"{message} ({self.endpoint})")
 
 

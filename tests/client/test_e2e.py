@@ -450,13 +450,17 @@ def test_cli_prints_a_table_or_json(local_server, transport_kind, c):
 def test_the_other_transports_port_is_named_not_dumped(local_server):
     grpc_port = local_server.grpc_url.rsplit(":", 1)[1]
     rest_port = local_server.rest_url.rsplit(":", 1)[1]
-    with client.Client(f"http://127.0.0.1:{grpc_port}", timeout=10) as c:
-        with pytest.raises(client.InvalidArgumentError, match="this port speaks gRPC") as err:
-            c.recommend("42")
+    with (
+        client.Client(f"http://127.0.0.1:{grpc_port}", timeout=10) as c,
+        pytest.raises(client.InvalidArgumentError, match="this port speaks gRPC") as err,
+    ):
+        c.recommend("42")
     assert "BadStatusLine" not in err.value.message and f"grpc://127.0.0.1:{grpc_port}" in err.value.message
-    with client.Client(f"grpc://127.0.0.1:{rest_port}", timeout=10) as c:
-        with pytest.raises(client.InvalidArgumentError, match="this port speaks REST"):
-            c.recommend("42")
+    with (
+        client.Client(f"grpc://127.0.0.1:{rest_port}", timeout=10) as c,
+        pytest.raises(client.InvalidArgumentError, match="this port speaks REST"),
+    ):
+        c.recommend("42")
     proc = run_cli("recommend", "42", "--url", f"127.0.0.1:{grpc_port}")  # host:port is http://
     assert proc.returncode == 1 and proc.stderr.startswith("error: INVALID_ARGUMENT: ") and "speaks gRPC" in proc.stderr
 

@@ -46,7 +46,9 @@ def pki(tmp_path_factory) -> Pki:
     ca, other = trustme.CA(), trustme.CA()
     server = ca.issue_cert("localhost", "127.0.0.1")
     person = ca.issue_cert("app@example.com")
-    paths = Pki(*(folder / name for name in ("ca.pem", "other_ca.pem", "server.pem", "server.key", "app.pem", "app.key")))
+    paths = Pki(
+        *(folder / name for name in ("ca.pem", "other_ca.pem", "server.pem", "server.key", "app.pem", "app.key"))
+    )
     ca.cert_pem.write_to_path(str(paths.ca))
     other.cert_pem.write_to_path(str(paths.other_ca))
     server.private_key_pem.write_to_path(str(paths.server_key))
@@ -76,6 +78,7 @@ class Deployment:
     rest_plain: str  # its REST port (plain, as TF Serving's)
     https: str  # nginx: TLS + token, to the REST port
     grpcs: str  # nginx: TLS + token, to the TLS gRPC port
+    https_mtls: str  # nginx: TLS requiring a client certificate from the CA (no token), to the REST port
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +91,7 @@ def deployment(brute_force_store, pki, tmp_path_factory):
     )
     nginx = None
     try:
-        https_port, grpcs_port = free_port(), free_port()
+        https_port, grpcs_port, mtls_port = free_port(), free_port(), free_port()
         conf = work / "nginx.conf"
         conf.write_text(
             NGINX_CONF.format(
@@ -99,6 +102,7 @@ def deployment(brute_force_store, pki, tmp_path_factory):
                 token=TOKEN,
                 https_port=https_port,
                 grpcs_port=grpcs_port,
+                mtls_port=mtls_port,
                 rest_port=proc.rest_port,
                 grpc_port=proc.port,
             )
@@ -106,12 +110,13 @@ def deployment(brute_force_store, pki, tmp_path_factory):
         nginx = subprocess.Popen(
             [NGINX, "-p", str(work), "-c", str(conf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
-        _wait_for_ports(nginx, https_port, grpcs_port)
+        _wait_for_ports(nginx, https_port, grpcs_port, mtls_port)
         yield Deployment(
             f"grpcs://localhost:{proc.port}",
             server.rest_url,
             f"https://localhost:{https_port}",
             f"grpcs://localhost:{grpcs_port}",
+            f"https://localhost:{mtls_port}",
         )
     finally:
         if nginx is not None:
@@ -162,6 +167,14 @@ http {{
             grpc_ssl_name localhost;
         }}
     }}
+    server {{
+        listen 127.0.0.1:{mtls_port} ssl;
+        ssl_client_certificate {ca};
+        ssl_verify_client on;
+        location / {{
+            proxy_pass http://127.0.0.1:{rest_port};
+        }}
+    }}
 }}
 """
 
@@ -206,18 +219,22 @@ def test_tls_and_token_through_the_proxy_answer_as_the_plain_server(deployment, 
 @pytest.mark.parametrize("kind", ["https", "grpcs"])
 def test_a_missing_or_wrong_token_is_refused_by_the_proxy(deployment, pki, kind):
     for sent in ({}, {"Authorization": "Bearer wrong"}):
-        with Client(getattr(deployment, kind), tls=Tls(ca_cert=str(pki.ca)), headers=sent, timeout=30) as c:
-            with pytest.raises(client.UnauthenticatedError):
-                c.recommend("42")
+        with (
+            Client(getattr(deployment, kind), tls=Tls(ca_cert=str(pki.ca)), headers=sent, timeout=30) as c,
+            pytest.raises(client.UnauthenticatedError),
+        ):
+            c.recommend("42")
 
 
 @pytest.mark.parametrize("kind", ["https", "grpcs", "grpcs_direct"])
 def test_a_wrong_ca_is_a_tls_error_at_once(deployment, pki, kind):
     slept: list[float] = []
     tls = Tls(ca_cert=str(pki.other_ca))
-    with Client(getattr(deployment, kind), tls=tls, headers=BEARER, retry=Retry(attempts=3), sleep=slept.append) as c:
-        with pytest.raises(client.TlsError) as err:
-            c.recommend("42")
+    with (
+        Client(getattr(deployment, kind), tls=tls, headers=BEARER, retry=Retry(attempts=3), sleep=slept.append) as c,
+        pytest.raises(client.TlsError) as err,
+    ):
+        c.recommend("42")
     assert isinstance(err.value, client.UnavailableError)
     assert "TLS handshake" in err.value.message and "CERTIFICATE_VERIFY_FAILED" in err.value.message
     assert str(pki.other_ca) in err.value.message  # says which bundle did not hold the signer
@@ -226,16 +243,63 @@ def test_a_wrong_ca_is_a_tls_error_at_once(deployment, pki, kind):
 
 @pytest.mark.parametrize("kind", ["https", "grpcs"])
 def test_the_default_ca_bundle_does_not_trust_a_private_ca(deployment, kind):
-    with Client(getattr(deployment, kind), tls=Tls(), headers=BEARER, timeout=10) as c:
-        with pytest.raises(client.TlsError, match="CERTIFICATE_VERIFY_FAILED"):
-            c.recommend("42")
+    with (
+        Client(getattr(deployment, kind), tls=Tls(), headers=BEARER, timeout=10) as c,
+        pytest.raises(client.TlsError, match="CERTIFICATE_VERIFY_FAILED"),
+    ):
+        c.recommend("42")
 
 
 def test_tls_spoken_to_a_plain_port_says_so(deployment, pki):
     plain_port = deployment.rest_plain.rsplit(":", 1)[1]
-    with Client(f"https://localhost:{plain_port}", tls=Tls(ca_cert=str(pki.ca)), headers={}, timeout=10) as c:
-        with pytest.raises(client.TlsError, match="speak TLS"):
-            c.recommend("42")
+    with (
+        Client(f"https://localhost:{plain_port}", tls=Tls(ca_cert=str(pki.ca)), headers={}, timeout=10) as c,
+        pytest.raises(client.TlsError, match="speak TLS"),
+    ):
+        c.recommend("42")
+
+
+@pytest.fixture(scope="module")
+def mtls_server(brute_force_store, pki, tmp_path_factory):
+    """The local server with ``client_verify: true``: its gRPC port takes only clients with a certificate
+    signed by the SSLConfig's ``custom_ca`` (TF Serving's own mutual TLS; no proxy)."""
+    work = tmp_path_factory.mktemp("mtls_server")
+    config = ssl_config(work / "ssl.config", pki, client_verify=True)
+    proc, _ = start_local_server(brute_force_store, work, extra_flags=(f"--ssl_config_file={config}",))
+    try:
+        yield f"grpcs://localhost:{proc.port}"
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="module")
+def combined_pem(pki, tmp_path_factory) -> Path:
+    """The client's certificate and key in one PEM file (``Tls(client_cert=...)`` alone)."""
+    path = tmp_path_factory.mktemp("combined") / "app-with-key.pem"
+    path.write_text(pki.client_cert.read_text() + pki.client_key.read_text())
+    return path
+
+
+def test_mutual_tls_presents_the_client_certificate(deployment, mtls_server, pki, combined_pem):
+    for url in (deployment.https_mtls, mtls_server):
+        for tls in (Tls(str(pki.ca), str(pki.client_cert), str(pki.client_key)), Tls(str(pki.ca), str(combined_pem))):
+            with Client(url, tls=tls, headers={}, timeout=30) as c:
+                assert len(c.recommend("42", k=2)) == 2, (url, tls)
+
+
+def test_mutual_tls_without_a_client_certificate_is_refused(deployment, mtls_server, pki):
+    # TLS 1.3: the gRPC server closes the connection after the handshake; gRPC can only say UNAVAILABLE
+    with (
+        Client(mtls_server, tls=Tls(str(pki.ca)), headers={}, timeout=10, retry=Retry(attempts=1)) as c,
+        pytest.raises(client.UnavailableError, match=r"requires a client certificate .*--client-cert"),
+    ):
+        c.recommend("42")
+    # nginx answers 400 with its reason
+    with (
+        Client(deployment.https_mtls, tls=Tls(str(pki.ca)), headers={}, timeout=10) as c,
+        pytest.raises(client.InvalidArgumentError, match="No required SSL certificate was sent"),
+    ):
+        c.recommend("42")
 
 
 def test_the_cli_takes_ca_cert_and_header_flags_and_the_environment(deployment, pki):
