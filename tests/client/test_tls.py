@@ -9,8 +9,12 @@ request without ``Authorization: Bearer <TOKEN>`` with 401 (UNAUTHENTICATED over
 
 from __future__ import annotations
 
+import ast
+import os
+import re
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +29,7 @@ from serving.testing import free_port
 trustme = pytest.importorskip("trustme")
 
 TOKEN = "s3cret-token"
+ROOT = Path(__file__).resolve().parents[2]
 NGINX = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if Path(p).exists()), None)
 
 
@@ -314,3 +319,23 @@ def test_the_cli_takes_ca_cert_and_header_flags_and_the_environment(deployment, 
     assert proc.returncode == 1 and proc.stderr.startswith("error: UNAUTHENTICATED: "), proc.stderr
     proc = run_cli("recommend", "42", "--url", deployment.https, "--ca-cert", str(pki.other_ca))
     assert proc.returncode == 1 and "TLS handshake" in proc.stderr and "--ca-cert" in proc.stderr, proc.stderr
+
+
+def test_the_readmes_production_example_runs(deployment, pki):
+    readme = (ROOT / "client" / "README.md").read_text()
+    section = readme.split("## Production", 1)[1]
+    example = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    replicas = '"grpcs://serving-0.example.com:443", "grpcs://serving-1.example.com:443"'
+    assert replicas in example and '"/etc/retrieval/ca.pem"' in example
+    example = example.replace(replicas, f'"{deployment.grpcs}", "{deployment.https}"')
+    example = example.replace('"/etc/retrieval/ca.pem"', repr(str(pki.ca)))
+    proc = subprocess.run(
+        [sys.executable, "-c", example],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=str(ROOT),
+        env=dict(os.environ, PYTHONPATH=str(ROOT), TOKEN=TOKEN),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert len(ast.literal_eval(proc.stdout.strip())) == 5
