@@ -12,6 +12,7 @@ from client.client import Client, connect
 from client.credentials import Tls
 from client.errors import *  # noqa: F403 - the exception tree is part of the public API
 from client.errors import __all__ as _errors_all
+from client.frames import to_pandas
 from client.results import Hit, ModelMetadata, Recommendations, Signature, TensorSpec, VersionStatus
 from client.settings import URL_ENV, Retry, Settings
 from client.tensors import Tensor
@@ -30,5 +31,6 @@ __all__ = [
     "Tensor",
     "Tls",
     "URL_ENV",
+    "to_pandas",
     *_errors_all,
 ]
