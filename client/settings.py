@@ -113,7 +113,7 @@ class Settings:
     retrieval_model: str = "retrieval"
     similar_model: str = "similar_movies"
     tls: Tls = field(default_factory=Tls)
-    headers: Headers = ()
+    headers: Headers = field(default=(), repr=False)  # tokens: kept out of reprs, so out of logs and tracebacks
 
     def __post_init__(self) -> None:
         self.endpoints  # noqa: B018 - validates every URL of the list

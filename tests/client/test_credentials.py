@@ -39,6 +39,8 @@ def test_headers_come_from_the_environment_unless_given(monkeypatch):
         assert c.settings.headers == (("Authorization", "Bearer t0k"),)
     with Client("http://h:1", headers={}) as c:  # given: exactly these
         assert c.settings.headers == ()
+    with Client("http://h:1") as c:  # a token stays out of reprs (logs, tracebacks)
+        assert "t0k" not in repr(c) + repr(c.settings)
 
 
 def test_tls_files_must_be_readable_and_come_from_the_environment(monkeypatch, tmp_path):
