@@ -70,6 +70,15 @@ class Tls:
         env = os.environ if environ is None else environ
         return cls(env.get(CA_CERT_ENV) or None, env.get(CLIENT_CERT_ENV) or None, env.get(CLIENT_KEY_ENV) or None)
 
+    def not_trusted(self, default: str) -> str:
+        """What to do about a server certificate that ``ca_cert`` (None: ``default``, the transport's own
+        bundle) does not vouch for; both transports' TLS errors end with it."""
+        trusted = self.ca_cert or default
+        return (
+            f"the server's certificate is not signed by a CA in {trusted}: give the CA that signed it "
+            f"(Tls(ca_cert=...), --ca-cert or ${CA_CERT_ENV})"
+        )
+
     def read(self) -> tuple[bytes | None, bytes | None, bytes | None]:
         """(root certificates, private key, certificate chain) as grpc.ssl_channel_credentials takes them."""
         roots = Path(self.ca_cert).read_bytes() if self.ca_cert else None

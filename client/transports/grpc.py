@@ -7,9 +7,9 @@ insecure channel. Headers go as call metadata on every call (names lowercased: g
 All error mapping of this transport is in :meth:`GrpcTransport._call`: every ``grpc.StatusCode`` becomes
 the :mod:`client.errors` exception of the same name, carrying the server's details; an UNAVAILABLE from a
 failed TLS handshake becomes :class:`~client.errors.TlsError`, one from an HTTP/1.1 server a word that the
-port speaks REST. The seam for tests is
-gRPC's own: pass ``channel=`` (anything with ``unary_unary(path, request_serializer, response_deserializer,
-...)``, e.g. ``grpc.insecure_channel`` or a fake whose callables raise ``grpc.RpcError``).
+port speaks REST. The seam for tests is gRPC's own: pass ``channel=`` (anything with ``unary_unary(path,
+request_serializer, response_deserializer, ...)``, e.g. ``grpc.insecure_channel`` or a fake whose callables
+raise ``grpc.RpcError``).
 """
 
 from __future__ import annotations
@@ -182,11 +182,7 @@ class GrpcTransport:
         if self.endpoint.tls and _HANDSHAKE.search(message):
             hint = ""
             if "CERTIFICATE_VERIFY_FAILED" in message:
-                trusted = self.tls.ca_cert or "grpcio's default roots"
-                hint = (
-                    f"; the server's certificate is not signed by a CA in {trusted}: give the CA that signed it "
-                    "(Tls(ca_cert=...), --ca-cert or $RETRIEVAL_CA_CERT)"
-                )
+                hint = "; " + self.tls.not_trusted("grpcio's default roots")
             elif "WRONG_VERSION_NUMBER" in message or "record layer failure" in message.lower():
                 hint = f"; does {self.endpoint.netloc} speak TLS? (grpc:// for a plain port)"
             return TlsError(f"TLS handshake with {self.endpoint} failed: {message}{hint}")

@@ -183,11 +183,7 @@ class RestTransport:
         reason = match.group(0).strip() if match else str(exc)
         message = f"TLS handshake with {self.endpoint} failed: {reason}"
         if "CERTIFICATE_VERIFY_FAILED" in reason:
-            trusted = self.tls.ca_cert or "requests' default CA bundle (certifi)"
-            message += (
-                f"; the server's certificate is not signed by a CA in {trusted}: give the CA that signed it "
-                "(Tls(ca_cert=...), --ca-cert or $RETRIEVAL_CA_CERT)"
-            )
+            message += "; " + self.tls.not_trusted("requests' default CA bundle (certifi)")
         elif "WRONG_VERSION_NUMBER" in reason or "record layer failure" in reason:
             message += f"; does {self.endpoint.netloc} speak TLS? (http:// for a plain port)"
         return message
