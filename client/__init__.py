@@ -1,7 +1,7 @@
 """Thin client for the two-tower retrieval bundle: one API over TF Serving's REST and gRPC, no TensorFlow.
 
     import client
-    with client.connect("grpc://localhost:8500") as c:        # or http://localhost:8501
+    with client.connect("grpc://localhost:8500") as c:        # or http://localhost:8501; TLS: grpcs://, https://
         print(c.recommend("42", k=5))                           # Recommendations([Hit(title=..., ...), ...], ...)
 
 Importing this package loads neither TensorFlow nor, until a client is made, requests or grpc.
@@ -9,8 +9,10 @@ Errors: :mod:`client.errors` (one tree, canonical status names, for both transpo
 """
 
 from client.client import Client, connect
+from client.credentials import Tls
 from client.errors import *  # noqa: F403 - the exception tree is part of the public API
 from client.errors import __all__ as _errors_all
+from client.frames import to_pandas
 from client.results import Hit, ModelMetadata, Recommendations, Signature, TensorSpec, VersionStatus
 from client.settings import URL_ENV, Retry, Settings
 from client.tensors import Tensor
@@ -27,6 +29,8 @@ __all__ = [
     "Retry",
     "Settings",
     "Tensor",
+    "Tls",
     "URL_ENV",
+    "to_pandas",
     *_errors_all,
 ]

@@ -2,7 +2,13 @@
 
 Under a list that is the popularity fallback, and under one whose exclusions or history had items that matched
 nothing, the table has a one-line notice; ``--strict`` makes a fallback an error (NOT_FOUND). Any failure prints
-one line, ``error: <CODE>: <message>``, to stderr and exits 1 (usage errors: 2).
+one line, ``error: <CODE>: <message>``, to stderr and exits 1; usage errors (argparse's, and what the client
+refuses before any call: a bad URL, header or certificate file, ``-k 0``) print the usage and exit 2.
+
+Options that take a value take one each (``--exclude TITLE``, repeated for more): a list option
+(``nargs="+"``) before the positional user ids would swallow them. TLS and credentials: ``--ca-cert``,
+``--client-cert``/``--client-key``, ``--header "Name: value"``, each over its environment variable
+(:mod:`client.credentials`; headers add to the environment's, the same name replaced).
 """
 
 from __future__ import annotations
@@ -16,9 +22,22 @@ from collections.abc import Sequence
 from typing import Any
 
 from client.client import Client
-from client.errors import NotFoundError, ServingError
+from client.credentials import (
+    CA_CERT_ENV,
+    CLIENT_CERT_ENV,
+    CLIENT_KEY_ENV,
+    HEADERS_ENV,
+    TOKEN_ENV,
+    Tls,
+    headers,
+    headers_from_env,
+    parse_header,
+)
+from client.errors import InvalidArgumentError, NotFoundError, ServingError
 from client.results import Recommendations
-from client.settings import DEFAULT_URL, URL_ENV
+from client.settings import DEFAULT_URL, URL_ENV, Settings
+
+MODELS = {"recommend": "retrieval", "similar": "similar_movies", "status": "retrieval", "metadata": "retrieval"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,19 +63,54 @@ class Answer:
         return lines
 
 
+def _positive(kind: type[int] | type[float]) -> Any:
+    """An argparse type: a number of ``kind`` above 0 (else exit 2 with the usage)."""
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be above 0 (got {text})")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--url", help=f"http://host:8501 or grpc://host:8500 (default ${URL_ENV}, else {DEFAULT_URL})")
-    common.add_argument("--timeout", type=float, default=10.0, help="deadline per call, seconds (default 10)")
+    common.add_argument(
+        "--url",
+        help=f"http(s)://host:8501 or grpc(s)://host:8500, host:port meaning http://; several comma-separated "
+        f"(default ${URL_ENV}, else {DEFAULT_URL})",
+    )
+    common.add_argument(
+        "--timeout", type=_positive(float), default=10.0, help="deadline per call, seconds (default 10)"
+    )
     common.add_argument("--json", action="store_true", help="print JSON instead of a table")
     common.add_argument("-v", "--verbose", action="store_true", help="log retries and waits to stderr")
+    tls = common.add_argument_group("TLS and credentials (https:// and grpcs:// URLs)")
+    tls.add_argument("--ca-cert", metavar="PEM", help=f"CAs to trust (default ${CA_CERT_ENV}, else the public CAs)")
+    tls.add_argument(
+        "--client-cert", metavar="PEM", help=f"client certificate, mutual TLS (default ${CLIENT_CERT_ENV})"
+    )
+    tls.add_argument("--client-key", metavar="PEM", help=f"its private key (default ${CLIENT_KEY_ENV})")
+    tls.add_argument(
+        "--header",
+        action="append",
+        metavar='"NAME: VALUE"',
+        help=f'sent on every request, repeatable, e.g. "Authorization: Bearer ..." (adds to ${HEADERS_ENV} '
+        f"and ${TOKEN_ENV})",
+    )
     servable = argparse.ArgumentParser(add_help=False)
     choice = servable.add_mutually_exclusive_group()
     choice.add_argument("--version", type=int, help="a specific model version")
     choice.add_argument("--label", help="a version label such as stable or canary")
 
     answers = argparse.ArgumentParser(add_help=False)
-    answers.add_argument("-k", type=int, help="number of movies (default: the model's K)")
+    answers.add_argument("-k", type=_positive(int), help="number of movies (default: the model's K)")
     answers.add_argument(
         "--strict", action="store_true", help="fail (NOT_FOUND) instead of printing the popularity fallback"
     )
@@ -70,27 +124,35 @@ def build_parser() -> argparse.ArgumentParser:
         usage="%(prog)s (USER_ID [USER_ID ...] | --history TITLE [TITLE ...] | --history-id ID [ID ...]) [options]",
     )
     p.add_argument("user_ids", nargs="*", metavar="USER_ID", help="user ids (or give --history / --history-id)")
-    p.add_argument("--exclude", nargs="+", action="extend", metavar="TITLE", help="titles never to return")
-    p.add_argument("--exclude-id", nargs="+", action="extend", metavar="MOVIE_ID", help="catalogue ids never to return")
+    p.add_argument("--exclude", action="append", metavar="TITLE", help="a title never to return (repeat for more)")
+    p.add_argument(
+        "--exclude-id", action="append", metavar="MOVIE_ID", help="a catalogue id never to return (repeat for more)"
+    )
     p.add_argument(
         "--history", nargs="+", action="extend", metavar="TITLE", help="recommend for these watched titles, no user"
     )
     p.add_argument("--history-id", nargs="+", action="extend", metavar="ID", help="the same by catalogue movie ids")
-    p.set_defaults(usage_error=p.error)  # for check_usage: the error shows recommend's usage
     p = sub.add_parser("similar", parents=[common, servable, answers], help="movies like the given titles (or ids)")
     p.add_argument("titles", nargs="+", metavar="TITLE")
     p.add_argument("--by-id", action="store_true", help="the arguments are catalogue movie ids, not titles")
-    for name, text in (("status", "versions of a model and their states"), ("metadata", "a model's signatures")):
-        p = sub.add_parser(name, parents=[common, servable], help=text)
-        p.add_argument("--model", default="retrieval", help="model name (default retrieval)")
+    sub.add_parser("status", parents=[common, servable], help="versions of a model and their states")
+    sub.add_parser("metadata", parents=[common, servable], help="a model's signatures")
+    for name, command in sub.choices.items():
+        command.add_argument("--model", default=MODELS[name], help=f"model name (default {MODELS[name]})")
+        command.set_defaults(usage_error=command.error)  # for check_usage: the error shows the command's usage
     return parser
 
 
-def check_usage(args: argparse.Namespace) -> None:
-    """What argparse cannot say: ``recommend`` takes user ids or one history (by titles or by ids), one only,
-    and a history takes no exclusions (its own items are never returned). Exits 2 with the usage otherwise."""
+def check_usage(args: argparse.Namespace) -> dict[str, Any]:
+    """What argparse cannot say, exiting 2 with the usage: the client's options (URL, TLS files, headers) must
+    make a client; ``recommend`` takes user ids or one history (by titles or by ids), one only, and a history
+    takes no exclusions (its own items are never returned). Returns the Client's options."""
+    try:
+        options = client_options(args)
+    except InvalidArgumentError as exc:
+        args.usage_error(exc.message)
     if args.command != "recommend":
-        return
+        return options
     given = [
         name
         for name, value in (("USER_ID", args.user_ids), ("--history", args.history), ("--history-id", args.history_id))
@@ -101,10 +163,27 @@ def check_usage(args: argparse.Namespace) -> None:
         args.usage_error(f"give USER_ID ..., --history TITLE ... or --history-id ID ..., one of them ({what})")
     if given[0] != "USER_ID" and (args.exclude or args.exclude_id):
         args.usage_error(f"{given[0]} takes no --exclude/--exclude-id (a history's own movies never return)")
+    return options
 
 
-def run(args: argparse.Namespace) -> Any:
-    with Client(args.url, timeout=args.timeout) as client:
+def client_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The Client's options from the flags over the environment; InvalidArgumentError for a bad URL, header or
+    certificate file (checked here, before any call)."""
+    env_tls = Tls.from_env()
+    tls = Tls(
+        args.ca_cert or env_tls.ca_cert,
+        args.client_cert or env_tls.client_cert,
+        args.client_key or (None if args.client_cert else env_tls.client_key),
+    )
+    sent = headers([*headers_from_env(), *(parse_header(text) for text in args.header or ())])
+    url = Settings(args.url).url if args.url else None  # validates every URL of a comma-separated list
+    model = {"retrieval_model": args.model} if args.command != "similar" else {"similar_model": args.model}
+    return {"url": url, "timeout": args.timeout, "tls": tls, "headers": sent, **model}
+
+
+def run(args: argparse.Namespace, options: dict[str, Any]) -> Any:
+    url = options.pop("url")
+    with Client(url, **options) as client:
         if args.command == "recommend":
             answers = _recommend(client, args)
         elif args.command == "similar":
@@ -155,7 +234,7 @@ def render(result: Any) -> str:
         lines = []
         for query, answer in result.items():
             lines.append(f"{query}:")
-            lines += [f"  {rank:>3}  {hit.score:>10.4f}  {hit.title}" for rank, hit in enumerate(answer.hits, 1)]
+            lines += _hits_table(answer.hits)
             lines += [f"  {notice}" for notice in answer.notices()]
         return "\n".join(lines)
     if isinstance(result, list):  # VersionStatus
@@ -177,6 +256,17 @@ def render(result: Any) -> str:
     return "\n".join(lines)
 
 
+def _hits_table(hits: Recommendations) -> list[str]:
+    """One query's hits as an indented table with a header: rank, catalogue id, score, title."""
+    rows = [("#", "ID", "SCORE", "TITLE")] + [
+        (str(rank), hit.id, f"{hit.score:.4f}", hit.title) for rank, hit in enumerate(hits, 1)
+    ]
+    if len(rows) == 1:
+        return ["  (no movies)"]
+    width = [max(len(row[i]) for row in rows) for i in range(3)]
+    return [f"  {r:>{width[0]}}  {i:<{width[1]}}  {s:>{width[2]}}  {t}" for r, i, s, t in rows]
+
+
 def to_json(result: Any) -> Any:
     if isinstance(result, dict):  # query -> Answer
         return {
@@ -194,10 +284,10 @@ def to_json(result: Any) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    check_usage(args)
+    options = check_usage(args)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR, format="%(levelname)s %(message)s")
     try:
-        result = run(args)
+        result = run(args, options)
     except ServingError as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1

@@ -10,12 +10,15 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, TypeGuard, TypeVar, overload
 
+from client import credentials
+from client.credentials import Tls, headers_from_env
 from client.errors import (
     DeadlineExceededError,
     FailedPreconditionError,
     InternalError,
     InvalidArgumentError,
     NotFoundError,
+    TlsError,
     UnavailableError,
 )
 from client.results import Hit, ModelMetadata, Recommendations, VersionStatus
@@ -40,10 +43,14 @@ class ArrayLike(Protocol):
 class Client:
     """One server, one connection pool (REST) or channel (gRPC); safe to share across threads.
 
-    ``url``: ``http://host:8501`` (REST) or ``grpc://host:8500`` (gRPC); default ``$RETRIEVAL_URL``, else
-    ``http://localhost:8501``. Several replicas: a list of URLs, or one string of comma-separated URLs; calls
-    then go round robin and fail over on UNAVAILABLE (:class:`client.transports.multi.RoundRobinTransport`).
+    ``url``: ``http://host:8501`` (REST) or ``grpc://host:8500`` (gRPC), ``https://`` / ``grpcs://`` for TLS;
+    default ``$RETRIEVAL_URL``, else ``http://localhost:8501``. Several replicas: a list of URLs, or one string
+    of comma-separated URLs; calls then go round robin and fail over on UNAVAILABLE
+    (:class:`client.transports.multi.RoundRobinTransport`).
     ``timeout`` is each call's deadline in seconds, retries included (a call may override it with ``timeout=``).
+    ``tls``: what to trust and present over TLS (:class:`client.Tls`; default from ``$RETRIEVAL_CA_CERT``, ...);
+    ``headers``: sent on every request, e.g. ``{"Authorization": "Bearer ..."}`` (default from
+    ``$RETRIEVAL_TOKEN`` and ``$RETRIEVAL_HEADERS``); see :mod:`client.credentials`.
     ``transport`` replaces the one the URL would choose (tests plug fakes here).
     """
 
@@ -55,20 +62,30 @@ class Client:
         retry: Retry | None = None,
         retrieval_model: str = "retrieval",
         similar_model: str = "similar_movies",
+        tls: Tls | None = None,
+        headers: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
         transport: Transport | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if url is not None and not isinstance(url, str):  # several replicas
             url = ",".join(url)
-        self.settings = Settings(url or default_url(), timeout, retry or Retry(), retrieval_model, similar_model)
+        self.settings = Settings(
+            url or default_url(),
+            timeout,
+            retry or Retry(),
+            retrieval_model,
+            similar_model,
+            Tls.from_env() if tls is None else tls,
+            headers_from_env() if headers is None else credentials.headers(headers),
+        )
         if transport is None:
-            endpoints = self.settings.endpoints
+            endpoints, tls, sent = self.settings.endpoints, self.settings.tls, self.settings.headers
             if len(endpoints) == 1:
-                transport = for_endpoint(endpoints[0])
+                transport = for_endpoint(endpoints[0], tls, sent)
             else:
                 from client.transports.multi import RoundRobinTransport
 
-                transport = RoundRobinTransport([for_endpoint(e) for e in endpoints])
+                transport = RoundRobinTransport([for_endpoint(e, tls, sent) for e in endpoints])
         self._transport = transport
         self._sleep = sleep
         self._closed = False
@@ -396,6 +413,8 @@ class Client:
                 if not missing:
                     return
                 waiting = f"no AVAILABLE version of {', '.join(missing)} yet"
+            except TlsError:  # waiting will not make the certificate trusted
+                raise
             except (UnavailableError, NotFoundError, DeadlineExceededError) as exc:
                 waiting = str(exc)
             now = time.monotonic()
@@ -432,6 +451,8 @@ class Client:
             try:
                 return attempt(deadline - time.monotonic())
             except UnavailableError as exc:
+                if isinstance(exc, TlsError):  # the same certificate will not be trusted on the next try
+                    raise
                 delay = next(delays, None)
                 if delay is None or time.monotonic() + delay >= deadline:
                     raise
@@ -514,7 +535,7 @@ class Client:
 
 
 def connect(url: str | None = None, **options: Any) -> Client:
-    """A :class:`Client` for ``url`` (``http://...`` REST, ``grpc://...`` gRPC); options as for Client."""
+    """A :class:`Client` for ``url`` (``http(s)://...`` REST, ``grpc(s)://...`` gRPC); options as for Client."""
     return Client(url, **options)
 
 

@@ -20,12 +20,15 @@ its errors in one place (``transports/rest.py``: HTTP status, error JSON, reques
     ├── UnimplementedError         UNIMPLEMENTED
     ├── InternalError              INTERNAL        a response without the outputs the model promises
     ├── UnavailableError           UNAVAILABLE     connection refused, server starting (also ConnectionError)
+    │   └── TlsError               UNAVAILABLE     TLS handshake failed: certificate not trusted, TLS on one side only
     ├── DataLossError              DATA_LOSS
     └── UnauthenticatedError       UNAUTHENTICATED
 
 REST folds several codes into one HTTP status (TF Serving's ``ToHTTPStatusCode``): a 400 arrives as
 INVALID_ARGUMENT even where gRPC says FAILED_PRECONDITION or OUT_OF_RANGE, a 500 as INTERNAL, a 409 as
-ABORTED. Only UNAVAILABLE is retried (see ``client.settings.Retry``).
+ABORTED. Only UNAVAILABLE is retried (see ``client.settings.Retry``), and not its TlsError: a certificate that
+was not trusted will not be on the next try (gRPC says UNAVAILABLE for it; it is a subclass so that both
+transports raise the same class and ``except UnavailableError`` still catches it).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ __all__ = [
     "PermissionDeniedError",
     "ResourceExhaustedError",
     "ServingError",
+    "TlsError",
     "UnauthenticatedError",
     "UnavailableError",
     "UnimplementedError",
@@ -120,6 +124,11 @@ class InternalError(ServingError):
 
 class UnavailableError(ServingError, ConnectionError):
     code = "UNAVAILABLE"
+
+
+class TlsError(UnavailableError):
+    """The TLS handshake failed (an untrusted or mismatched certificate, a client certificate refused, TLS
+    spoken to a plain port or the reverse); the message names TLS and the reason. Never retried."""
 
 
 class DataLossError(ServingError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +36,13 @@ class Recommendations(list[Hit]):
 
     def __repr__(self) -> str:
         return f"Recommendations({super().__repr__()}, fallback={self.fallback!r}, unmatched={self.unmatched!r})"
+
+    def to_pandas(self) -> Any:
+        """The hits as a pandas DataFrame (rank, id, title, score; ``attrs``: fallback, unmatched); needs
+        pandas, which the client does not install (:mod:`client.frames`)."""
+        from client.frames import hits_frame
+
+        return hits_frame(self)
 
 
 @dataclass(frozen=True, slots=True)

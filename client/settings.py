@@ -7,11 +7,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from client.credentials import Headers, Tls, headers
 from client.errors import InvalidArgumentError
 
 URL_ENV = "RETRIEVAL_URL"
 DEFAULT_URL = "http://localhost:8501"
-DEFAULT_PORTS = {"http": 8501, "https": 443, "grpc": 8500}
+# scheme -> the port a URL without one means: TF Serving's for the plain schemes, HTTPS's for the TLS ones
+# (what an ingress or a TLS proxy listens on).
+DEFAULT_PORTS = {"http": 8501, "https": 443, "grpc": 8500, "grpcs": 443}
+TLS_SCHEMES = frozenset({"https", "grpcs"})
+GRPC_SCHEMES = frozenset({"grpc", "grpcs"})
 
 
 def default_url() -> str:
@@ -52,7 +57,8 @@ class Retry:
 
 @dataclass(frozen=True)
 class Endpoint:
-    """A parsed server URL: ``scheme`` picks the transport (http/https: REST, grpc: gRPC)."""
+    """A parsed server URL: ``scheme`` picks the transport (http/https: REST, grpc/grpcs: gRPC) and TLS (https,
+    grpcs). ``host:port`` without a scheme is ``http://host:port``, as tritonclient takes it."""
 
     scheme: str
     host: str
@@ -61,13 +67,13 @@ class Endpoint:
 
     @classmethod
     def parse(cls, url: str) -> Endpoint:
-        if not isinstance(url, str) or "://" not in url:
+        if not isinstance(url, str) or not url:
             raise InvalidArgumentError(f"server URL must look like http://host:8501 or grpc://host:8500 (got {url!r})")
-        parts = urlsplit(url)
+        parts = urlsplit(url if "://" in url else f"http://{url}")
         scheme = parts.scheme.lower()
         if scheme not in DEFAULT_PORTS:
             raise InvalidArgumentError(
-                f"unsupported URL scheme {parts.scheme!r} in {url!r}; use http://, https:// or grpc://"
+                f"unsupported URL scheme {parts.scheme!r} in {url!r}; use http://, https://, grpc:// or grpcs://"
             )
         try:
             port = parts.port or DEFAULT_PORTS[scheme]
@@ -75,9 +81,17 @@ class Endpoint:
             raise InvalidArgumentError(f"bad port in server URL {url!r}") from exc
         if not parts.hostname:
             raise InvalidArgumentError(f"no host in server URL {url!r}")
-        if scheme == "grpc" and parts.path.strip("/"):
-            raise InvalidArgumentError(f"a grpc:// URL has no path (got {url!r})")
+        if scheme in GRPC_SCHEMES and parts.path.strip("/"):
+            raise InvalidArgumentError(f"a {scheme}:// URL has no path (got {url!r})")
         return cls(scheme, parts.hostname, port, parts.path.rstrip("/"))
+
+    @property
+    def tls(self) -> bool:
+        return self.scheme in TLS_SCHEMES
+
+    @property
+    def grpc(self) -> bool:
+        return self.scheme in GRPC_SCHEMES
 
     @property
     def netloc(self) -> str:
@@ -90,16 +104,22 @@ class Endpoint:
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything a :class:`client.Client` needs besides its transport."""
+    """Everything a :class:`client.Client` needs besides its transport. ``tls`` and ``headers``: see
+    :mod:`client.credentials` (``tls`` applies to the ``https://`` and ``grpcs://`` URLs of the list)."""
 
     url: str = field(default_factory=default_url)
     timeout: float = 10.0
     retry: Retry = field(default_factory=Retry)
     retrieval_model: str = "retrieval"
     similar_model: str = "similar_movies"
+    tls: Tls = field(default_factory=Tls)
+    headers: Headers = field(default=(), repr=False)  # tokens: kept out of reprs, so out of logs and tracebacks
 
     def __post_init__(self) -> None:
         self.endpoints  # noqa: B018 - validates every URL of the list
+        if not isinstance(self.tls, Tls):
+            raise InvalidArgumentError(f"tls must be a client.Tls (got {self.tls!r})")
+        object.__setattr__(self, "headers", headers(self.headers))
         _check_timeout(self.timeout)
         if not isinstance(self.retry, Retry):
             raise InvalidArgumentError(f"retry must be a client.Retry (got {self.retry!r})")

@@ -43,13 +43,16 @@ fi
 # Debian's Docker engine (docker.io: dockerd, which the container tests start as root when no engine answers),
 # docker-compose 1.29 (what those tests run the compose files with), debootstrap (the stand-in for the Python
 # base image when no registry is reachable); iproute2 and util-linux (ip, unshare, nsenter) for the
-# healthcheck tests, which run a canned server in a private network namespace.
+# healthcheck tests, which run a canned server in a private network namespace; nginx-light (nginx with its
+# TLS, HTTP/2 and grpc_pass modules) for tests/client/test_tls.py, the TLS terminator and bearer-token check in
+# front of the local server, as in front of TF Serving (docs/container.md).
 missing=()
 command -v dockerd >/dev/null 2>&1 || [ -x /usr/sbin/dockerd ] || missing+=(docker.io)
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v unshare >/dev/null 2>&1 && command -v nsenter >/dev/null 2>&1 || missing+=(util-linux)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null

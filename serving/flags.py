@@ -55,6 +55,7 @@ class ServerOptions:
     saved_model_tags: str = "serve"
     grpc_max_threads: int = 4 * _CPUS
     grpc_channel_arguments: str = ""
+    ssl_config_file: str = ""
     tensorflow_session_parallelism: int = 0
     tensorflow_intra_op_parallelism: int = 0
     tensorflow_inter_op_parallelism: int = 0
@@ -122,6 +123,8 @@ _HELP = {
     "grpc_max_threads": "Max grpc server threads to handle grpc messages.",
     "grpc_channel_arguments": "A comma separated list of arguments to be passed to the grpc server. "
     "(e.g. grpc.max_receive_message_length=1048576)",
+    "ssl_config_file": "If non-empty, read an ascii SSLConfig protobuf from the supplied file name and set up a "
+    "secure gRPC channel",
     "tensorflow_session_parallelism": "Number of threads to use for running a Tensorflow session.",
     "tensorflow_intra_op_parallelism": "Number of threads to use to parallelize the execution of an individual op.",
     "tensorflow_inter_op_parallelism": "Controls the number of operators that can be executed simultaneously.",

@@ -7,6 +7,11 @@ at:..."). With ``--model_config_file_poll_wait_seconds`` > 0 the config file is 
 file that does not parse, or a config the core rejects, is logged and the old config stays.
 SIGTERM / SIGINT: stop accepting, let requests in flight finish, unload, exit 0.
 
+``--ssl_config_file``: the gRPC port speaks TLS with the SSLConfig's key and certificate (and, with
+``client_verify``, requires a client certificate signed by its ``custom_ca``), as server.cc's
+``BuildServerCredentialsFromSSLConfigFile``; the REST port stays plain HTTP, as in TF Serving (TLS for REST is
+a proxy's or an ingress's: docs/container.md).
+
 The listening host is 0.0.0.0, as TF Serving; the environment variable ``SERVING_HOST`` (read at start)
 overrides it, e.g. 127.0.0.1 for tests. It is not a flag, so the command line stays TF Serving's.
 """
@@ -18,13 +23,15 @@ import os
 import threading
 from typing import TYPE_CHECKING
 
-from google.protobuf import text_format
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
 
 from serving.core import CoreOptions, ServerCore
 from serving.errors import StatusError
 from serving.flags import ServerOptions
 
 if TYPE_CHECKING:
+    import grpc
+
     from serving.grpc_service import GrpcServer
     from serving.rest import RestServer
 
@@ -70,6 +77,59 @@ def model_server_config(options: ServerOptions):
     return single_model_config(options.model_name, options.model_base_path)
 
 
+def _ssl_config_class():
+    """``tensorflow.serving.SSLConfig`` (config/ssl_config.proto): four fields, declared here in the default
+    descriptor pool because the tensorflow-serving-api wheel ships no ``ssl_config_pb2``."""
+    pool = descriptor_pool.Default()
+    try:
+        descriptor = pool.FindMessageTypeByName("tensorflow.serving.SSLConfig")
+    except KeyError:
+        proto = descriptor_pb2.FileDescriptorProto(
+            name="tensorflow_serving/config/ssl_config.proto", package="tensorflow.serving", syntax="proto3"
+        )
+        F = descriptor_pb2.FieldDescriptorProto
+        message = proto.message_type.add(name="SSLConfig")
+        strings = ("server_key", "server_cert", "custom_ca")
+        for number, (name, kind) in enumerate([*((s, F.TYPE_STRING) for s in strings), ("client_verify", F.TYPE_BOOL)]):
+            message.field.add(name=name, number=number + 1, type=kind, label=F.LABEL_OPTIONAL)
+        pool.Add(proto)
+        descriptor = pool.FindMessageTypeByName("tensorflow.serving.SSLConfig")
+    return message_factory.GetMessageClass(descriptor)
+
+
+def server_credentials(ssl_config_file: str) -> grpc.ServerCredentials:
+    """server.cc's ``BuildServerCredentialsFromSSLConfigFile``: the SSLConfig's PEM key and certificate (the
+    file holds the PEM text itself, not paths); ``client_verify`` requires and verifies a client certificate
+    against ``custom_ca``. A file that does not parse aborts start-up (TF Serving: TF_CHECK_OK)."""
+    import grpc
+
+    config = read_text_proto(ssl_config_file, _ssl_config_class()())
+    return grpc.ssl_server_credentials(
+        [(config.server_key.encode(), config.server_cert.encode())],
+        root_certificates=config.custom_ca.encode() or None,
+        require_client_auth=config.client_verify,
+    )
+
+
+def grpc_server(core, credentials: grpc.ServerCredentials | None, **options) -> GrpcServer:
+    """The gRPC server of ``core``: on an insecure port, or with ``credentials`` (``--ssl_config_file``) on a
+    secure one, as TF Serving's ``AddListeningPort(address, creds)``."""
+    from serving.grpc_service import GrpcServer
+
+    if credentials is None:
+        return GrpcServer(core, **options)
+    secure: grpc.ServerCredentials = credentials
+
+    class TlsGrpcServer(GrpcServer):
+        def start(self) -> None:
+            self.port = self._server.add_secure_port(self._address, secure)
+            if self.port == 0:
+                raise OSError(f"Failed to BuildAndStart gRPC server: cannot bind {self._address}")
+            self._server.start()
+
+    return TlsGrpcServer(core, **options)
+
+
 def session_config(options: ServerOptions):
     import tensorflow as tf
 
@@ -101,6 +161,7 @@ class ModelServer:
         """Load the initial models, then open the ports. StatusError if the server cannot start."""
         options = self.options
         config = model_server_config(options)
+        credentials = server_credentials(options.ssl_config_file) if options.ssl_config_file else None
         monitoring = self._monitoring_config()
         batching = self._batching_options()
         from serving.monitoring import Metrics
@@ -122,24 +183,23 @@ class ModelServer:
         self.core.reload_config(config)  # CANCELLED if stop() runs meanwhile
         with self._lifecycle:
             self._raise_if_stopped()
-            self._open_ports(monitoring, metrics)
+            self._open_ports(monitoring, metrics, credentials)
 
     def _raise_if_stopped(self) -> None:
         if self._stopped.is_set():
             raise StatusError("CANCELLED", "server stopped during start-up")
 
-    def _open_ports(self, monitoring, metrics) -> None:
+    def _open_ports(self, monitoring, metrics, credentials: grpc.ServerCredentials | None) -> None:
         options = self.options
         if options.model_config_file and options.model_config_file_poll_wait_seconds > 0:
             self._poller = threading.Thread(target=self._poll_config, name="config-poller", daemon=True)
             self._poller.start()
         if options.port:
-            from serving.grpc_service import GrpcServer
-
             channel_arguments = dict(options.channel_arguments())
             max_receive = int(channel_arguments.pop("grpc.max_receive_message_length", 2**31 - 1))
-            self.grpc = grpc_server = GrpcServer(
+            self.grpc = server = grpc_server(
                 self.core,
+                credentials,
                 host=self.host,
                 port=options.port,
                 max_workers=options.grpc_max_threads,
@@ -147,8 +207,8 @@ class ModelServer:
                 channel_arguments=tuple(channel_arguments.items()),
                 metrics=metrics,
             )
-            grpc_server.start()
-            logger.info("Running gRPC ModelServer at %s:%d ...", self.host, grpc_server.port)
+            server.start()
+            logger.info("Running gRPC ModelServer at %s:%d ...", self.host, server.port)
         if options.rest_api_port:
             if options.rest_api_port == options.port:
                 logger.error(

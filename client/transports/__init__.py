@@ -7,18 +7,20 @@ neither requests nor grpc.
 
 from __future__ import annotations
 
+from client.credentials import Headers, Tls
 from client.settings import Endpoint
 from client.transports.base import Transport
 
 __all__ = ["Transport", "for_endpoint"]
 
 
-def for_endpoint(endpoint: Endpoint) -> Transport:
-    """The transport a URL asks for: http/https -> REST, grpc -> gRPC."""
-    if endpoint.scheme == "grpc":
+def for_endpoint(endpoint: Endpoint, tls: Tls | None = None, headers: Headers = ()) -> Transport:
+    """The transport a URL asks for: http/https -> REST, grpc/grpcs -> gRPC; ``tls`` is used by https and grpcs,
+    ``headers`` go on every request of either."""
+    if endpoint.grpc:
         from client.transports.grpc import GrpcTransport
 
-        return GrpcTransport(endpoint)
+        return GrpcTransport(endpoint, tls=tls, metadata=headers)
     from client.transports.rest import RestTransport
 
-    return RestTransport(endpoint)
+    return RestTransport(endpoint, tls=tls, headers=headers)

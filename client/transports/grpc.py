@@ -1,14 +1,21 @@
 """TF Serving's gRPC API (port 8500) over one channel, with this package's own protos (no TensorFlow).
 
+``grpcs://`` opens ``grpc.secure_channel`` with ``grpc.ssl_channel_credentials`` (``Tls.ca_cert`` as the
+roots, else grpcio's bundled ones; ``Tls.client_cert``/``client_key`` as the client's pair); ``grpc://`` an
+insecure channel. Headers go as call metadata on every call (names lowercased: gRPC refuses capitals).
+
 All error mapping of this transport is in :meth:`GrpcTransport._call`: every ``grpc.StatusCode`` becomes
-the :mod:`client.errors` exception of the same name, carrying the server's details. The seam for tests is
-gRPC's own: pass ``channel=`` (anything with ``unary_unary(path, request_serializer, response_deserializer,
-...)``, e.g. ``grpc.insecure_channel`` or a fake whose callables raise ``grpc.RpcError``).
+the :mod:`client.errors` exception of the same name, carrying the server's details; an UNAVAILABLE from a
+failed TLS handshake becomes :class:`~client.errors.TlsError`, one from an HTTP/1.1 server a word that the
+port speaks REST. The seam for tests is gRPC's own: pass ``channel=`` (anything with ``unary_unary(path,
+request_serializer, response_deserializer, ...)``, e.g. ``grpc.insecure_channel`` or a fake whose callables
+raise ``grpc.RpcError``).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -16,7 +23,8 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf.message import Message
 
-from client.errors import InvalidArgumentError, UnknownError, error_for
+from client.credentials import Headers, Tls
+from client.errors import InvalidArgumentError, TlsError, UnknownError, error_for
 from client.protos import (
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -54,6 +62,10 @@ _DEFAULT_OPTIONS = (
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
 )
+# gRPC core's words for a failed handshake (ssl_transport_security.cc, security_handshaker.cc), e.g.
+# "Ssl handshake failed (TSI_PROTOCOL_FAILURE): SSL_ERROR_SSL: ...:CERTIFICATE_VERIFY_FAILED: ..."
+_HANDSHAKE = re.compile(r"(?i)handshake fail|ssl_error|certificate_verify_failed|tsi_")
+_HTTP1 = "http1.x server"  # "Trying to connect an http1.x server": chttp2's word for an HTTP/1.1 answer
 
 
 def _method(channel: Any, path: str, request_type: Any, response_type: Any) -> Any:
@@ -66,12 +78,23 @@ def _method(channel: Any, path: str, request_type: Any, response_type: Any) -> A
     )
 
 
+def open_channel(endpoint: Endpoint, tls: Tls) -> grpc.Channel:
+    """``grpc.secure_channel`` for ``grpcs://`` (``tls``'s roots and client pair), else an insecure channel."""
+    if not endpoint.tls:
+        return grpc.insecure_channel(endpoint.netloc, options=_DEFAULT_OPTIONS)
+    roots, key, chain = tls.read()
+    credentials = grpc.ssl_channel_credentials(root_certificates=roots, private_key=key, certificate_chain=chain)
+    return grpc.secure_channel(endpoint.netloc, credentials, options=_DEFAULT_OPTIONS)
+
+
 class GrpcTransport:
-    def __init__(self, endpoint: Endpoint, *, channel: Any = None) -> None:
+    def __init__(
+        self, endpoint: Endpoint, *, tls: Tls | None = None, metadata: Headers = (), channel: Any = None
+    ) -> None:
         self.endpoint = endpoint
-        self._channel = (
-            channel if channel is not None else grpc.insecure_channel(endpoint.netloc, options=_DEFAULT_OPTIONS)
-        )
+        self.tls = tls or Tls()
+        self._metadata = tuple((name.lower(), value) for name, value in metadata)
+        self._channel = channel if channel is not None else open_channel(endpoint, self.tls)
         self._predict_rpc = _method(
             self._channel, "PredictionService/Predict", predict_pb2.PredictRequest, predict_pb2.PredictResponse
         )
@@ -140,6 +163,8 @@ class GrpcTransport:
     # -- the one place where gRPC errors are mapped ------------------------------------------------------
     def _call(self, method: Callable[..., M], request: Message, timeout: float) -> M:
         try:
+            if self._metadata:
+                return method(request, timeout=timeout, metadata=self._metadata)
             return method(request, timeout=timeout)
         except grpc.RpcError as exc:
             code = exc.code() if callable(getattr(exc, "code", None)) else None
@@ -148,7 +173,29 @@ class GrpcTransport:
             message = details or (code.value[1] if isinstance(code, grpc.StatusCode) else str(exc))
             if name == "OK":
                 raise UnknownError(f"gRPC call failed with status OK: {message}") from exc
-            raise error_for(name, f"{message} ({self.endpoint})" if name == "UNAVAILABLE" else message) from exc
+            if name == "UNAVAILABLE":
+                raise self._unavailable(message) from exc
+            raise error_for(name, message) from exc
+
+    def _unavailable(self, message: str) -> Exception:
+        """UNAVAILABLE, told apart: a TLS handshake that failed, an HTTP/1.1 (REST) port, or a server not there."""
+        if self.endpoint.tls and _HANDSHAKE.search(message):
+            hint = ""
+            if "CERTIFICATE_VERIFY_FAILED" in message:
+                hint = "; " + self.tls.not_trusted("grpcio's default roots")
+            elif "WRONG_VERSION_NUMBER" in message or "record layer failure" in message.lower():
+                hint = f"; does {self.endpoint.netloc} speak TLS? (grpc:// for a plain port)"
+            return TlsError(f"TLS handshake with {self.endpoint} failed: {message}{hint}")
+        if _HTTP1 in message:
+            return InvalidArgumentError(
+                f"{self.endpoint} answered HTTP/1.1, not gRPC: this port speaks REST (TF Serving's REST API?); "
+                f"use http{'s' if self.endpoint.tls else ''}://{self.endpoint.netloc} or the gRPC port (8500 by "
+                f"default) ({message})"
+            )
+        if self.endpoint.tls and not self.tls.client_cert and "Socket closed" in message:
+            # TLS 1.3: a server that requires a client certificate closes the connection after the handshake
+            message += "; if the server requires a client certificate (mutual TLS), give one (--client-cert)"
+        return error_for("UNAVAILABLE", f"{message} ({self.endpoint})")
 
 
 def _fill_spec(spec: model_pb2.ModelSpec, model: ModelRef) -> None:

@@ -1,7 +1,11 @@
 """TF Serving's REST API (port 8501) over one pooled ``requests.Session``.
 
+``https://`` verifies the server against ``Tls.ca_cert`` (else requests' certifi bundle) and presents
+``Tls.client_cert`` when given; headers (e.g. ``Authorization``) are the session's, so on every request.
+
 All error mapping of this transport is in :meth:`RestTransport._send`: requests' exceptions (connection
-refused, timeouts) and HTTP error responses (TF Serving's ``{"error": "..."}`` JSON or any other body) become
+refused, timeouts, TLS handshakes: :class:`~client.errors.TlsError`; an HTTP/2 answer: the port speaks gRPC)
+and HTTP error responses (TF Serving's ``{"error": "..."}`` JSON or any other body) become
 :mod:`client.errors` exceptions. The seam for tests is requests' own: pass ``adapter=`` (a
 ``requests.adapters.BaseAdapter``) and no socket is opened.
 """
@@ -9,6 +13,7 @@ refused, timeouts) and HTTP error responses (TF Serving's ``{"error": "..."}`` J
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import logging
 import re
@@ -20,7 +25,15 @@ from urllib.parse import quote
 import requests
 from requests.adapters import BaseAdapter, HTTPAdapter
 
-from client.errors import DeadlineExceededError, InvalidArgumentError, UnavailableError, UnknownError, error_for
+from client.credentials import Headers, Tls
+from client.errors import (
+    DeadlineExceededError,
+    InvalidArgumentError,
+    TlsError,
+    UnavailableError,
+    UnknownError,
+    error_for,
+)
 from client.results import ModelMetadata, Signature, TensorSpec, VersionStatus
 from client.settings import Endpoint, ModelRef
 from client.tensors import Tensor
@@ -43,15 +56,32 @@ HTTP_CODES = {
     504: "DEADLINE_EXCEEDED",
 }
 _ERRNO = re.compile(r"\[Errno -?\d+\] [^'\")]+")
+_SSL_REASON = re.compile(r"\[SSL[^\]]*\][^'\")(]*")
 
 
 class RestTransport:
-    def __init__(self, endpoint: Endpoint, *, adapter: BaseAdapter | None = None, pool_maxsize: int = 16) -> None:
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        *,
+        tls: Tls | None = None,
+        headers: Headers = (),
+        adapter: BaseAdapter | None = None,
+        pool_maxsize: int = 16,
+    ) -> None:
         self.endpoint = endpoint
+        self.tls = tls or Tls()
         self._base = f"{endpoint.scheme}://{endpoint.netloc}{endpoint.path}/v1/models/"
         self._session = requests.Session()
-        # No proxies/.netrc lookups from the environment on every call: this talks to a known server.
+        # No proxies/.netrc/REQUESTS_CA_BUNDLE lookups from the environment on every call: this talks to a
+        # known server, and what it trusts is Tls's (client.credentials).
         self._session.trust_env = False
+        self._session.verify = self.tls.ca_cert or True
+        if self.tls.client_cert:
+            self._session.cert = (
+                (self.tls.client_cert, self.tls.client_key) if self.tls.client_key else self.tls.client_cert
+            )
+        self._session.headers.update(dict(headers))
         adapter = adapter or HTTPAdapter(pool_connections=1, pool_maxsize=pool_maxsize, max_retries=0)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
@@ -124,7 +154,15 @@ class RestTransport:
             response = self._session.request(method, url, data=body, headers=headers, timeout=timeout)
         except requests.Timeout as exc:
             raise DeadlineExceededError(f"no answer from {url} within {timeout:.3g} s") from exc
+        except requests.exceptions.SSLError as exc:
+            raise TlsError(self._tls_failure(exc)) from exc
         except requests.ConnectionError as exc:
+            if _speaks_http2(exc):
+                raise InvalidArgumentError(
+                    f"{self.endpoint} answered with HTTP/2 frames, not HTTP/1.1: this port speaks gRPC, not TF "
+                    f"Serving's REST API; use grpc{'s' if self.endpoint.tls else ''}://{self.endpoint.netloc} "
+                    "(or the REST port, 8501 by default)"
+                ) from exc
             raise UnavailableError(f"cannot reach {url}: {_reason(exc)}") from exc
         except requests.RequestException as exc:
             raise UnknownError(f"{method} {url} failed: {exc}") from exc
@@ -138,6 +176,17 @@ class RestTransport:
                 ) from exc
         code = HTTP_CODES.get(response.status_code, "UNKNOWN")
         raise error_for(code, _error_message(response))
+
+    def _tls_failure(self, exc: Exception) -> str:
+        """What went wrong in a TLS handshake, and what to check."""
+        match = _SSL_REASON.search(str(exc))
+        reason = match.group(0).strip() if match else str(exc)
+        message = f"TLS handshake with {self.endpoint} failed: {reason}"
+        if "CERTIFICATE_VERIFY_FAILED" in reason:
+            message += "; " + self.tls.not_trusted("requests' default CA bundle (certifi)")
+        elif "WRONG_VERSION_NUMBER" in reason or "record layer failure" in reason:
+            message += f"; does {self.endpoint.netloc} speak TLS? (http:// for a plain port)"
+        return message
 
     def _url(self, model: ModelRef, suffix: str = "") -> str:
         url = self._base + quote(model.name, safe="")
@@ -175,6 +224,24 @@ def _error_message(response: requests.Response) -> str:
         return error
     text = _snippet(response.text) if response.text else "(empty body)"
     return f"HTTP {response.status_code} {response.reason or ''}".rstrip() + f" from {response.url}: {text}"
+
+
+def _speaks_http2(exc: BaseException) -> bool:
+    """Whether a failed HTTP/1.1 exchange read an HTTP/2 SETTINGS frame instead of a status line: a gRPC port
+    (an HTTP/2 server sends SETTINGS first, RFC 9113 section 3.4; http.client reports it as BadStatusLine,
+    e.g. ``'\\x00\\x00\\x18\\x04...'``: a 3-byte length, then type 4)."""
+    seen: set[int] = set()
+    todo: list[object] = [exc]
+    while todo:
+        item = todo.pop()
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, http.client.BadStatusLine):
+            line = item.args[0] if item.args and isinstance(item.args[0], str) else ""
+            return len(line) >= 5 and line[3] == "\x04" and line[4] in "\x00\x01"
+        todo += [*item.args, item.__cause__, item.__context__]
+    return False
 
 
 def _reason(exc: Exception) -> str:

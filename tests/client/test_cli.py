@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from client import Tls
 from client import cli as cli_module
 from client_fakes import run_cli
 from server_process import free_port
@@ -30,16 +31,52 @@ def test_the_url_comes_from_the_environment_when_not_given():
     assert proc.returncode == 1 and f"127.0.0.1:{port}" in proc.stderr
 
 
-def test_a_bad_url_is_one_line_and_exit_1():
+def test_a_bad_url_is_a_usage_error_exit_2():
     proc = run_cli("metadata", "--url", "ftp://host")
-    assert proc.returncode == 1 and proc.stderr.strip() == (
-        "error: INVALID_ARGUMENT: unsupported URL scheme 'ftp' in 'ftp://host'; use http://, https:// or grpc://"
+    assert proc.returncode == 2 and proc.stderr.splitlines()[-1] == (
+        "python -m client metadata: error: unsupported URL scheme 'ftp' in 'ftp://host'; "
+        "use http://, https://, grpc:// or grpcs://"
     )
+    assert proc.stderr.startswith("usage: python -m client metadata")
 
 
-def test_usage_errors_exit_2():
-    assert run_cli("recommend").returncode == 2
-    assert run_cli("recommend", "1", "--version", "3", "--label", "stable").returncode == 2
+@pytest.mark.parametrize(
+    "args, text",
+    [
+        (["recommend"], "neither was given"),
+        (["recommend", "1", "--version", "3", "--label", "stable"], "not allowed with argument --version"),
+        (["recommend", "42", "-k", "0"], "argument -k: must be above 0 (got 0)"),
+        (["similar", "x", "-k", "-3"], "argument -k: must be above 0 (got -3)"),
+        (["recommend", "42", "-k", "two"], "argument -k: not a number: 'two'"),
+        (["status", "--timeout", "0"], "argument --timeout: must be above 0 (got 0)"),
+        (["status", "--url", "http://host:99999"], "bad port in server URL"),
+        (["status", "--url", "http://a:1,ftp://b"], "unsupported URL scheme 'ftp'"),
+        (["status", "--header", "Authorization Bearer x"], 'a header is "Name: value"'),
+        (["status", "--header", "Bad Name: x"], "bad header name 'Bad Name'"),
+        (["status", "--ca-cert", "/no/such.pem"], "cannot read the PEM file '/no/such.pem'"),
+        (["status", "--client-key", "/etc/hostname"], "Tls.client_key needs Tls.client_cert"),
+    ],
+)
+def test_usage_mistakes_exit_2_with_the_usage_before_any_call(args, text, cli, capsys, fake_server):
+    with pytest.raises(SystemExit) as exit_:
+        cli(*args)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and text in err.splitlines()[-1], err
+    assert err.startswith(f"usage: python -m client {args[0]}")
+    assert fake_server.calls == []
+
+
+def test_a_bad_environment_is_a_usage_error_too(monkeypatch, cli, capsys):
+    monkeypatch.setenv("RETRIEVAL_HEADERS", "x-tenant")
+    with pytest.raises(SystemExit) as exit_:
+        cli("status")
+    assert exit_.value.code == 2 and "$RETRIEVAL_HEADERS: expected name=value" in capsys.readouterr().err
+
+
+def test_host_port_without_a_scheme_is_http():
+    port = free_port()
+    proc = run_cli("status", "--url", f"127.0.0.1:{port}", "--timeout", "2")
+    assert proc.returncode == 1 and f"http://127.0.0.1:{port}/v1/models/retrieval" in proc.stderr, proc.stderr
 
 
 # -- in process, against the fakes: notices, --strict, histories --------------------------------------------
@@ -47,13 +84,20 @@ def test_usage_errors_exit_2():
 def cli(monkeypatch, capsys, fake_server, make_fake_client):
     """``run(*args) -> (exit code, stdout, stderr)`` of ``python -m client`` in this process, its Client
     talking to the fake server (over gRPC: the REST codec is the same in every other respect)."""
-    monkeypatch.setattr(cli_module, "Client", lambda url, timeout: make_fake_client("grpc", fake_server))
+    made: list[dict] = []  # the options each Client was made with
+
+    def fake_client(url, **options):
+        made.append(dict(options, url=url))
+        return make_fake_client("grpc", fake_server)
+
+    monkeypatch.setattr(cli_module, "Client", fake_client)
 
     def run(*args: str) -> tuple[int, str, str]:
         code = cli_module.main(list(args))
         out, err = capsys.readouterr()
         return code, out, err
 
+    run.made = made
     return run
 
 
@@ -63,29 +107,33 @@ def test_a_fallback_list_has_a_notice_under_it(cli):
     assert (code, err) == (0, "")
     assert out.splitlines() == [
         "3:",
-        "    1      0.9090  Movie 3",
-        "    2      0.8090  Movie 4",
+        "  #  ID   SCORE  TITLE",
+        "  1      0.9090  Movie 3",
+        "  2      0.8090  Movie 4",
         "nosuchuser:",
-        "    1      0.9090  Movie 0",
-        "    2      0.8090  Movie 1",
+        "  #  ID   SCORE  TITLE",
+        "  1      0.9090  Movie 0",
+        "  2      0.8090  Movie 1",
         '  (fallback: user "nosuchuser" is unknown to the model; these are the most popular movies)',
     ]
     _, out, _ = cli("similar", "no such movie", "Movie 1", "-k", "1")
     assert (
-        out.splitlines()[2]
+        out.splitlines()[3]
         == '  (fallback: "no such movie" is unknown to the model; these are the most popular movies)'
     )
-    assert "fallback" not in "".join(out.splitlines()[3:])
+    assert "fallback" not in "".join(out.splitlines()[4:])
 
 
 def test_exclusions_that_match_nothing_have_a_notice(cli):
-    _, out, _ = cli("recommend", "1", "2", "-k", "1", "--exclude", "Movie 1", "nope", "nor this")
+    _, out, _ = cli("recommend", "1", "2", "-k", "1", "--exclude", "Movie 1", "--exclude", "nope", "--exclude", "x")
     assert out.splitlines() == [
         "1:",
-        "    1      0.9090  Movie 2",
+        "  #  ID   SCORE  TITLE",
+        "  1      0.9090  Movie 2",
         "  (2 excluded titles matched no movie and were ignored)",
         "2:",
-        "    1      0.9090  Movie 2",
+        "  #  ID   SCORE  TITLE",
+        "  1      0.9090  Movie 2",
         "  (2 excluded titles matched no movie and were ignored)",
     ]
 
@@ -114,8 +162,9 @@ def test_history_and_history_id_ask_the_history_signatures(cli, fake_server):
     )
     assert out.splitlines() == [
         "history:",
-        "    1      0.9090  Movie 6",
-        "    2      0.8090  Movie 7",
+        "  #  ID   SCORE  TITLE",
+        "  1      0.9090  Movie 6",
+        "  2      0.8090  Movie 7",
         "  (1 history title matched no movie and was ignored)",
     ]
     code, out, _ = cli("recommend", "--history-id", "2", "5", "99", "77", "-k", "1", "--label", "canary")
@@ -154,3 +203,73 @@ def test_recommend_needs_user_ids_or_one_history(args, text, cli, capsys, fake_s
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and text in err and err.startswith("usage: python -m client recommend")
     assert fake_server.calls == []
+
+
+# -- options that take one value each, --model, the table -----------------------------------------------------
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--exclude", "Movie 1", "42", "-k", "2"],  # a list option would take 42 as a second title
+        ["-k", "2", "--exclude-id", "139", "42"],
+        ["42", "--exclude", "Movie 1", "-k", "2"],
+        ["-k", "2", "--exclude", "Movie 1", "--", "42"],  # "--": what follows is positional, as everywhere
+    ],
+)
+def test_an_exclusion_before_the_user_id_does_not_swallow_it(args, cli, fake_server):
+    code, out, err = cli("recommend", *args)
+    by_id = "139" in args  # the fake has no exclude_seen_by_id (an "older export"): what was sent is the point
+    assert by_id or ((code, err) == (0, "") and out.splitlines()[0] == "42:")
+    inputs = fake_server.calls[-1][5]
+    excluded = {"exclude_ids": [["", "139"]]} if by_id else {"exclude_titles": [["", "Movie 1"]]}
+    assert inputs == {"user_id": ["42"], **excluded}
+
+
+def test_repeated_exclusions_add_up(cli, fake_server):
+    cli("recommend", "--exclude", "Movie 1", "--exclude", "Movie 2", "7")
+    assert fake_server.calls[-1][5] == {"user_id": ["7"], "exclude_titles": [["", "Movie 1", "Movie 2"]]}
+
+
+def test_model_names_the_model_of_recommend_and_similar(cli):
+    cli("recommend", "42", "--model", "retrieval-kserve")
+    cli("similar", "Movie 1", "--model", "similar-kserve")
+    cli("status", "--model", "similar_movies")
+    cli("similar", "Movie 1")
+    assert [{k: v for k, v in m.items() if k.endswith("model")} for m in cli.made] == [
+        {"retrieval_model": "retrieval-kserve"},
+        {"similar_model": "similar-kserve"},
+        {"retrieval_model": "similar_movies"},
+        {"similar_model": "similar_movies"},
+    ]
+
+
+def test_tls_and_header_flags_over_the_environment(monkeypatch, cli, tmp_path):
+    ca, env_ca, cert, key = (tmp_path / name for name in ("ca.pem", "env.pem", "app.pem", "app.key"))
+    for path in (ca, env_ca, cert, key):
+        path.write_text("PEM")
+    monkeypatch.setenv("RETRIEVAL_CA_CERT", str(env_ca))
+    monkeypatch.setenv("RETRIEVAL_TOKEN", "from-env")
+    monkeypatch.setenv("RETRIEVAL_HEADERS", "x-tenant=a%20b,x-trace=1")
+    cli("status")
+    cli("status", "--ca-cert", str(ca), "--client-cert", str(cert), "--client-key", str(key), "--header", "X-Trace: 2")
+    cli("status", "--header", "Authorization: Bearer from-flag")
+    env_made, flags_made, token_made = cli.made
+    assert env_made["tls"] == Tls(str(env_ca)) and env_made["headers"] == (
+        ("Authorization", "Bearer from-env"),
+        ("x-tenant", "a b"),
+        ("x-trace", "1"),
+    )
+    assert flags_made["tls"] == Tls(str(ca), str(cert), str(key))
+    assert dict(flags_made["headers"])["X-Trace"] == "2" and "x-trace" not in dict(flags_made["headers"])
+    assert dict(token_made["headers"])["Authorization"] == "Bearer from-flag"
+
+
+def test_the_table_has_a_header_and_an_id_column():
+    from client import Hit, Recommendations
+
+    hits = Recommendations([Hit("Star Wars (1977)", 4.5, "50"), Hit("Fargo (1996)", 12.25, "100")])
+    assert cli_module._hits_table(hits) == [
+        "  #  ID     SCORE  TITLE",
+        "  1  50    4.5000  Star Wars (1977)",
+        "  2  100  12.2500  Fargo (1996)",
+    ]
+    assert cli_module._hits_table(Recommendations([])) == ["  (no movies)"]

@@ -422,7 +422,11 @@ def test_cli_prints_a_table_or_json(local_server, transport_kind, c):
     as_json = run_cli("recommend", "42", "-k", "5", "--url", url, "--json", "--exclude", expected[0].title)
 
     assert table.returncode == 0 and table.stdout.splitlines()[0] == "42:"
-    assert [line.split(None, 2)[2] for line in table.stdout.splitlines()[1:]] == titles(expected)
+    assert re.fullmatch(r"  #  ID +SCORE  TITLE", table.stdout.splitlines()[1])
+    rows = [line.split(None, 3) for line in table.stdout.splitlines()[2:]]
+    assert [(int(rank), id_, title) for rank, id_, _, title in rows] == [
+        (rank, h.id, h.title) for rank, h in enumerate(expected, 1)
+    ]
     assert as_json.returncode == 0
     assert [h["title"] for h in json.loads(as_json.stdout)["42"]["hits"]] == titles(
         c.recommend("42", k=5, exclude=[expected[0].title])
@@ -441,6 +445,24 @@ def test_cli_prints_a_table_or_json(local_server, transport_kind, c):
     assert status.returncode == 0 and re.search(r"^\d+\s+AVAILABLE\s+OK$", status.stdout, re.M)
     meta = run_cli("metadata", "--url", url)
     assert meta.returncode == 0 and f"out movie_titles: DT_STRING [-1, {K}]" in meta.stdout
+
+
+def test_the_other_transports_port_is_named_not_dumped(local_server):
+    grpc_port = local_server.grpc_url.rsplit(":", 1)[1]
+    rest_port = local_server.rest_url.rsplit(":", 1)[1]
+    with (
+        client.Client(f"http://127.0.0.1:{grpc_port}", timeout=10) as c,
+        pytest.raises(client.InvalidArgumentError, match="this port speaks gRPC") as err,
+    ):
+        c.recommend("42")
+    assert "BadStatusLine" not in err.value.message and f"grpc://127.0.0.1:{grpc_port}" in err.value.message
+    with (
+        client.Client(f"grpc://127.0.0.1:{rest_port}", timeout=10) as c,
+        pytest.raises(client.InvalidArgumentError, match="this port speaks REST"),
+    ):
+        c.recommend("42")
+    proc = run_cli("recommend", "42", "--url", f"127.0.0.1:{grpc_port}")  # host:port is http://
+    assert proc.returncode == 1 and proc.stderr.startswith("error: INVALID_ARGUMENT: ") and "speaks gRPC" in proc.stderr
 
 
 def test_cli_failures_exit_non_zero_with_one_line(local_server, transport_kind):

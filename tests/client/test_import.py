@@ -1,4 +1,5 @@
-"""Importing the client never loads TensorFlow (nor numpy); transports load only when a client is made."""
+"""Importing the client never loads TensorFlow (nor numpy, nor pandas); transports load only when a client is
+made."""
 
 from __future__ import annotations
 
@@ -9,13 +10,13 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-HEAVY = ("tensorflow", "tensorflow_serving", "tf_keras", "keras", "numpy", "scann")
+HEAVY = ("tensorflow", "tensorflow_serving", "tf_keras", "keras", "numpy", "scann", "pandas")
 PROBE = r"""
 import json, sys
 stages = {}
 def loaded():
     return sorted({m.split(".")[0] for m in sys.modules} & {"tensorflow", "tensorflow_serving", "tf_keras",
-                   "keras", "numpy", "scann", "requests", "grpc"})
+                   "keras", "numpy", "scann", "pandas", "requests", "grpc"})
 import client
 stages["import"] = loaded()
 with client.connect("http://127.0.0.1:1") as rest:

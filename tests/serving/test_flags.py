@@ -25,6 +25,19 @@ def test_defaults_are_tf_serving_defaults():
     assert options.enable_batching is False
     assert options.allow_version_labels_for_unavailable_models is False
     assert options.max_num_load_retries == 5
+    assert options.ssl_config_file == ""  # gRPC without TLS
+
+
+def test_ssl_config_file_is_taken_and_a_bad_one_aborts_start(tmp_path):
+    assert parse_flags(["--model_base_path=/m", "--ssl_config_file", "/etc/ssl.config"]).ssl_config_file == (
+        "/etc/ssl.config"
+    )
+    bad = tmp_path / "ssl.config"
+    bad.write_text("server_key: 'k'\nserver_certificate: 'c'\n")  # TF Serving's field is server_cert
+    proc = _run("--model_base_path=/nonexistent", f"--ssl_config_file={bad}", "--port=0", "--rest_api_port=0")
+    assert proc.returncode != 0 and f"Invalid protobuf file: '{bad}'" in proc.stderr
+    proc = _run("--model_base_path=/nonexistent", f"--ssl_config_file={tmp_path / 'none'}", "--port=0")
+    assert proc.returncode != 0 and str(tmp_path / "none") in proc.stderr
 
 
 def test_equals_and_space_forms_and_bool_forms():
