@@ -88,8 +88,7 @@ class Deployment:
 
 @pytest.fixture(scope="module")
 def deployment(brute_force_store, pki, tmp_path_factory):
-    if NGINX is None:
-        pytest.skip("nginx is not installed (Debian: apt-get install nginx-light; scripts/test.sh does)")
+    assert NGINX is not None, "nginx is not installed (Debian: apt-get install nginx-light; scripts/test.sh does)"
     work = tmp_path_factory.mktemp("tls_server")
     proc, server = start_local_server(
         brute_force_store, work, extra_flags=(f"--ssl_config_file={ssl_config(work / 'ssl.config', pki)}",)
