@@ -1,7 +1,9 @@
 """``python -m export``: a thin map from flags onto ExportConfig and ``pipeline.run``.
 
 Every error exits non-zero with one line on stderr: ``export: error: <reason>`` (2 for bad flags or
-settings, 1 for data, validation and publishing failures).
+settings, 1 for data, validation and publishing failures). A version the gate refuses (export/gate.py) is one
+line ``export: refused by the gate: ...`` and exit 3, or 0 with ``--on-refusal keep-serving`` when the store
+still holds a version of every model.
 """
 
 from __future__ import annotations
@@ -139,6 +141,26 @@ def parser() -> argparse.ArgumentParser:
         help="log-Q correction of the in-batch softmax (default: on for default, off for seed)",
     )
     p.add_argument("--weight-decay", type=float, help="AdamW's decoupled weight decay (default 0: none)")
+    # The gate before publish (export/gate.py); a refusal exits 3 (EXIT_REFUSED) unless --on-refusal says otherwise.
+    p.add_argument(
+        "--gate",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="publish only a version that beats popularity and is not worse than the served one (default: on; "
+        "--no-gate publishes without judging)",
+    )
+    p.add_argument(
+        "--gate-tolerance",
+        type=float,
+        help="how far (hit rate) below the served version is worse (default: the 95%% interval of the difference)",
+    )
+    p.add_argument(
+        "--on-refusal",
+        choices=("fail", "keep-serving"),
+        default="fail",
+        help="fail: a refused version exits 3; keep-serving: exit 0 when the store still holds a version of every "
+        "model, which keeps serving (compose, Kubernetes), 3 otherwise (default fail)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
 
@@ -226,6 +248,8 @@ def config_from_args(args: argparse.Namespace) -> ExportConfig:
         ease_lambda=args.ease_lambda,
         baseline_max_items=args.baseline_max_items,
         data_columns=columns,
+        gate=args.gate,
+        gate_tolerance=args.gate_tolerance,
     )
 
 
@@ -249,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("absl", "tensorflow", "h5py"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
-    from export import distributed, pipeline
+    from export import distributed, gate, pipeline
     from export.data import DataError
     from export.publish import PublishError
     from export.validate import ValidationError
@@ -259,6 +283,9 @@ def main(argv: list[str] | None = None) -> int:
         pipeline.run(config, synthetic_seed=args.seed)  # reports each version as it is published
     except ConfigError as exc:
         return _fail(exc, 2)
+    except gate.Refused as exc:  # one line; exit 0 only when asked to and an older version keeps serving
+        print(f"export: {exc}", file=sys.stderr)
+        return 0 if args.on_refusal == "keep-serving" and exc.serving else gate.EXIT_REFUSED
     except (DataError, PublishError, ValidationError, OSError, ValueError) as exc:
         logger.debug("export failed", exc_info=True)
         return _fail(exc, 1)
