@@ -144,11 +144,14 @@ def parser() -> argparse.ArgumentParser:
     # The gate before publish (export/gate.py); a refusal exits 3 (EXIT_REFUSED) unless --on-refusal says otherwise.
     p.add_argument(
         "--gate",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="publish only a version that beats popularity and is not worse than the served one (default: on; "
-        "--no-gate publishes without judging)",
+        nargs="?",
+        const="on",
+        default="on",
+        choices=("on", "off"),
+        help="on: publish only a version that beats popularity and is not worse than the served one; off: publish "
+        "without judging (default on; compose passes --gate=${EXPORT_GATE:-on})",
     )
+    p.add_argument("--no-gate", dest="gate", action="store_const", const="off", help="the same as --gate=off")
     p.add_argument(
         "--gate-tolerance",
         type=float,
@@ -248,7 +251,7 @@ def config_from_args(args: argparse.Namespace) -> ExportConfig:
         ease_lambda=args.ease_lambda,
         baseline_max_items=args.baseline_max_items,
         data_columns=columns,
-        gate=args.gate,
+        gate=args.gate == "on",
         gate_tolerance=args.gate_tolerance,
     )
 
