@@ -39,6 +39,9 @@ SLOW = (
     "tests/test_readme.py::test_demo_command_trains_publishes_serves_and_recommends_for_user_42_offline",  # 38 s
     "tests/export/test_cli.py",  # the export CLI, end to end, per test (5-36 s)
     "tests/export/test_round_trip.py",  # fresh-process validation per test (4-9 s)
+    # the export CLI, two runs each, refused by the gate (export/gate.py)
+    "tests/export/test_gate.py::test_cli_refuses_a_model_that_does_not_beat_popularity_into_an_empty_store_and_no_gate_publishes_it",
+    "tests/export/test_gate.py::test_cli_refuses_a_version_worse_than_the_served_one_and_the_store_keeps_the_old_one",
     "tests/export/test_distributed.py::test_two_workers_train_one_model_that_answers_like_a_one_process_run",
     "tests/export/test_distributed.py::test_the_cli_refuses_a_bad_tf_config_in_one_line",
     "tests/export/test_publish.py::test_versions_increase_across_exports_and_pruning_keeps_newest_previous_and_pinned",
