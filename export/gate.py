@@ -41,6 +41,7 @@ import datetime as _dt
 import math
 import os
 import shutil
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -264,11 +265,12 @@ def check(
     if before:
         version = before[-1]
         report(f"gate: scoring the staged {MODEL} and the served version {version} on the test split, seen excluded")
+        start = time.perf_counter()
         rows = TestRows.of(*test, seen, titles)
         served = against_served(
             staged[MODEL], bases[MODEL] / str(version), rows, config.gate_tolerance, config.validation_timeout_s
         )
-        record["served"] = {"version": version, **served}
+        record["served"] = {"version": version, **served, "seconds": round(time.perf_counter() - start, 2)}
     passed = popularity["passed"] and (record["served"] is None or record["served"]["passed"] is not False)
     record["decision"] = "published" if passed else "refused"
     report(f"gate: {summary(record)}")

@@ -222,7 +222,11 @@ def test_a_store_with_a_served_version_compares_with_it_and_says_when_it_keeps_s
         monkeypatch.setattr(gate, "against_served", lambda *a, s=served, **k: s)
         _, again, more = _staged(tmp_path / decision / str(served["passed"]))
         record = _check(CONFIG, BIG, bases, again, more)
-        assert record["decision"] == decision and record["served"] == {"version": 1700000000, **served}
+        assert record["decision"] == decision and record["served"] == {
+            "version": 1700000000,
+            **served,
+            "seconds": record["served"]["seconds"],
+        }
 
 
 def test_no_gate_publishes_without_judging_but_records_popularity(tmp_path, monkeypatch):
