@@ -83,6 +83,29 @@ def parser() -> argparse.ArgumentParser:
         help="a TF Serving models.config: versions it pins (labels, specific) are never pruned",
     )
     p.add_argument("--validation-timeout", type=float, default=300.0, help="seconds for the fresh-process check")
+    # The gate before publish (export/gate.py); a refusal exits 3 (EXIT_REFUSED) unless --on-refusal says otherwise.
+    p.add_argument(
+        "--gate",
+        nargs="?",
+        const="on",
+        default="on",
+        choices=("on", "off"),
+        help="on: publish only a version that beats popularity and is not worse than the served one; off: publish "
+        "without judging",
+    )
+    p.add_argument("--no-gate", dest="gate", action="store_const", const="off", help="the same as --gate=off")
+    p.add_argument(
+        "--gate-tolerance",
+        type=float,
+        help="how far (hit rate) below the served version is worse (default: the 95%% interval of the difference)",
+    )
+    p.add_argument(
+        "--on-refusal",
+        choices=("fail", "keep-serving"),
+        default="fail",
+        help="fail: a refused version exits 3; keep-serving: exit 0 when the store still holds a version of every "
+        "model, which keeps serving (compose, Kubernetes), 3 otherwise",
+    )
     scann = IndexConfig()
     p.add_argument("--scann-num-leaves", type=int, help="partitions (default: about sqrt(candidates))")
     p.add_argument(
@@ -141,29 +164,6 @@ def parser() -> argparse.ArgumentParser:
         help="log-Q correction of the in-batch softmax (default: on for default, off for seed)",
     )
     p.add_argument("--weight-decay", type=float, help="AdamW's decoupled weight decay (default 0: none)")
-    # The gate before publish (export/gate.py); a refusal exits 3 (EXIT_REFUSED) unless --on-refusal says otherwise.
-    p.add_argument(
-        "--gate",
-        nargs="?",
-        const="on",
-        default="on",
-        choices=("on", "off"),
-        help="on: publish only a version that beats popularity and is not worse than the served one; off: publish "
-        "without judging (default on; compose passes --gate=${EXPORT_GATE:-on})",
-    )
-    p.add_argument("--no-gate", dest="gate", action="store_const", const="off", help="the same as --gate=off")
-    p.add_argument(
-        "--gate-tolerance",
-        type=float,
-        help="how far (hit rate) below the served version is worse (default: the 95%% interval of the difference)",
-    )
-    p.add_argument(
-        "--on-refusal",
-        choices=("fail", "keep-serving"),
-        default="fail",
-        help="fail: a refused version exits 3; keep-serving: exit 0 when the store still holds a version of every "
-        "model, which keeps serving (compose, Kubernetes), 3 otherwise (default fail)",
-    )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
 
@@ -253,6 +253,7 @@ def config_from_args(args: argparse.Namespace) -> ExportConfig:
         data_columns=columns,
         gate=args.gate == "on",
         gate_tolerance=args.gate_tolerance,
+        on_refusal=args.on_refusal,
     )
 
 
@@ -276,8 +277,9 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("absl", "tensorflow", "h5py"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
-    from export import distributed, gate, pipeline
+    from export import distributed, pipeline
     from export.data import DataError
+    from export.gate import EXIT_REFUSED, Refused
     from export.publish import PublishError
     from export.validate import ValidationError
 
@@ -286,9 +288,9 @@ def main(argv: list[str] | None = None) -> int:
         pipeline.run(config, synthetic_seed=args.seed)  # reports each version as it is published
     except ConfigError as exc:
         return _fail(exc, 2)
-    except gate.Refused as exc:  # one line; exit 0 only when asked to and an older version keeps serving
+    except Refused as exc:  # one line; exit 0 only when asked to and an older version keeps serving
         print(f"export: {exc}", file=sys.stderr)
-        return 0 if args.on_refusal == "keep-serving" and exc.serving else gate.EXIT_REFUSED
+        return 0 if config.on_refusal == "keep-serving" and exc.serving else EXIT_REFUSED
     except (DataError, PublishError, ValidationError, OSError, ValueError) as exc:
         logger.debug("export failed", exc_info=True)
         return _fail(exc, 1)
