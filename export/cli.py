@@ -1,7 +1,9 @@
 """``python -m export``: a thin map from flags onto ExportConfig and ``pipeline.run``.
 
 Every error exits non-zero with one line on stderr: ``export: error: <reason>`` (2 for bad flags or
-settings, 1 for data, validation and publishing failures).
+settings, 1 for data, validation and publishing failures). A version the gate refuses (export/gate.py) is one
+line ``export: refused by the gate: ...`` and exit 3, or 0 with ``--on-refusal keep-serving`` when the store
+still holds a version of every model.
 """
 
 from __future__ import annotations
@@ -148,6 +150,29 @@ def parser() -> argparse.ArgumentParser:
         help="a TF Serving models.config: versions it pins (labels, specific) are never pruned (default: none)",
     )
     p.add_argument("--validation-timeout", type=float, default=300.0, help="seconds for the fresh-process check")
+    # The gate before publish (export/gate.py); a refusal exits 3 (EXIT_REFUSED) unless --on-refusal says otherwise.
+    p.add_argument(
+        "--gate",
+        nargs="?",
+        const="on",
+        default="on",
+        choices=("on", "off"),
+        help="on: publish only a version that beats popularity and is not worse than the served one; off: publish "
+        "without judging",
+    )
+    p.add_argument("--no-gate", dest="gate", action="store_const", const="off", help="the same as --gate=off")
+    p.add_argument(
+        "--gate-tolerance",
+        type=float,
+        help="how far (hit rate) below the served version is worse (default: the 95%% interval of the difference)",
+    )
+    p.add_argument(
+        "--on-refusal",
+        choices=("fail", "keep-serving"),
+        default="fail",
+        help="fail: a refused version exits 3; keep-serving: exit 0 when the store still holds a version of every "
+        "model, which keeps serving (compose, Kubernetes), 3 otherwise",
+    )
     scann = IndexConfig()
     p.add_argument("--scann-num-leaves", type=int, help="partitions (default: about sqrt(candidates))")
     p.add_argument(
@@ -314,6 +339,9 @@ def config_from_args(args: argparse.Namespace) -> ExportConfig:
         ease_lambda=args.ease_lambda,
         baseline_max_items=args.baseline_max_items,
         data_columns=columns,
+        gate=args.gate == "on",
+        gate_tolerance=args.gate_tolerance,
+        on_refusal=args.on_refusal,
     )
 
 
@@ -415,6 +443,7 @@ def _run(config: ExportConfig, synthetic_seed: int, started: float) -> int:
     """The export itself; every failure one ``export: error:`` line and its exit code."""
     from export import distributed, pipeline
     from export.data import DataError
+    from export.gate import EXIT_REFUSED, Refused
     from export.publish import PublishError
     from export.validate import ValidationError
 
@@ -423,6 +452,9 @@ def _run(config: ExportConfig, synthetic_seed: int, started: float) -> int:
         pipeline.run(config, synthetic_seed=synthetic_seed)  # reports each version as it is published
     except ConfigError as exc:
         return _fail(exc, 2)
+    except Refused as exc:  # one line; exit 0 only when asked to and an older version keeps serving
+        print(f"export: {exc}", file=sys.stderr)
+        return 0 if config.on_refusal == "keep-serving" and exc.serving else EXIT_REFUSED
     except (DataError, PublishError, ValidationError, OSError, ValueError) as exc:
         logger.debug("export failed", exc_info=True)
         return _fail(exc, 1)

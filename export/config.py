@@ -236,6 +236,9 @@ class ExportConfig:
     data_columns: dict = field(default_factory=dict)  # export.data.tables.Columns fields, for your own files
     ease_lambda: float = 500.0  # EASE's L2 weight (the evaluation's baseline)
     baseline_max_items: int = 12_000  # above this many titles EASE and item-kNN are skipped (memory)
+    gate: bool = True  # publish only what beats popularity and is not worse than the served version (export/gate.py)
+    gate_tolerance: float | None = None  # how far below the served version is "worse" (None: the 95 % interval)
+    on_refusal: str = "fail"  # "keep-serving": a refusal exits 0 while an older version serves (export/cli.py)
 
     def __post_init__(self) -> None:
         _check(bool(self.data), "--data must be tfds, synthetic, a GroupLens folder/zip or your own CSV/Parquet file")
@@ -254,4 +257,12 @@ class ExportConfig:
             0.0 <= self.recall_threshold <= 1.0, f"--recall-threshold must be in [0, 1] (got {self.recall_threshold})"
         )
         _check(self.validation_users >= 1, "validation_users must be >= 1")
+        _check(
+            self.gate_tolerance is None or self.gate_tolerance >= 0,
+            f"--gate-tolerance must be >= 0 (got {self.gate_tolerance})",
+        )
+        _check(
+            self.on_refusal in ("fail", "keep-serving"),
+            f"--on-refusal must be fail or keep-serving (got {self.on_refusal!r})",
+        )
         _check(self.validation_timeout_s > 0, "validation_timeout_s must be > 0")

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 import export  # noqa: F401
-from export import distributed, manifest, publish, selection, servable, validate, warmup
+from export import distributed, gate, manifest, publish, selection, servable, validate, warmup
 from export import evaluate as evaluation
 from export import history as history_model
 from export import index as index_lib
@@ -325,6 +325,9 @@ def run(config: ExportConfig, *, data=None, synthetic_seed: int = 0, report=prin
             plots.write(path, name, metrics, fitted.validation, tuning)
             report(f"{name}: staged and validated (recall@{checks['recall_k']} vs exact: {recall[name]:.4f})")
 
+        # export/gate.py: publish only what beats popularity and is not worse than the served version (else raise)
+        test = (users_all[test_idx], titles_all[test_idx])
+        gate.check(config, metrics, staged, manifests, bases, test, seen, trained.movie_titles, report)
         published, pruned = {}, {}
         for name in config.models:
             before = publish.versions(bases[name])

@@ -3,7 +3,8 @@
     publish_store(root, *, index="scann", k=10, seed=0, epochs=1, preset="default", extra_args=()) -> root
         runs ``python -m export --data synthetic --synthetic-size tiny ...`` in a subprocess and returns
         ``root``, a TF Serving store holding ``retrieval/<version>/`` and ``similar_movies/<version>/``
-        (60 users "1".."60", ~150 titles; K = k). Raises AssertionError with the CLI's output on failure.
+        (60 users "1".."60", ~150 titles; K = k), with ``--no-gate`` unless ``extra_args`` say ``--gate``. Raises
+        AssertionError with the CLI's output on failure.
 
     make_model_store   session fixture: the ``publish_store`` factory itself
     export_cli         session fixture: ``run_export(args, timeout=300)`` -> CompletedProcess of
@@ -38,6 +39,9 @@ SLOW = (
     "tests/test_readme.py::test_demo_command_trains_publishes_serves_and_recommends_for_user_42_offline",  # 38 s
     "tests/export/test_cli.py",  # the export CLI, end to end, per test (5-36 s)
     "tests/export/test_round_trip.py",  # fresh-process validation per test (4-9 s)
+    # the export CLI, two runs each, refused by the gate (export/gate.py)
+    "tests/export/test_gate.py::test_cli_refuses_a_model_that_does_not_beat_popularity_into_an_empty_store_and_no_gate_publishes_it",
+    "tests/export/test_gate.py::test_cli_refuses_a_version_worse_than_the_served_one_and_the_store_keeps_the_old_one",
     "tests/export/test_distributed.py::test_two_workers_train_one_model_that_answers_like_a_one_process_run",
     "tests/export/test_distributed.py::test_the_cli_refuses_a_bad_tf_config_in_one_line",
     "tests/export/test_publish.py::test_versions_increase_across_exports_and_pruning_keeps_newest_previous_and_pinned",
@@ -98,9 +102,10 @@ def export_env() -> dict:
     return env
 
 
-# The quickest whole export: tiny synthetic data, the seed preset for one epoch, an exact index.
+# The quickest whole export: tiny synthetic data, the seed preset for one epoch, an exact index; --no-gate: such a
+# model does not beat popularity (nor can any on 800 test ratings), and these exports test publishing, not quality.
 QUICK_EXPORT = ("--data", "synthetic", "--synthetic-size", "tiny", "--preset", "seed", "--epochs", "1",
-                "--index", "brute_force")  # fmt: skip
+                "--index", "brute_force", "--no-gate")  # fmt: skip
 
 
 @pytest.fixture
@@ -151,8 +156,10 @@ def publish_store(
             k,
             "--model-base-path",
             root,
-            # no hyperparameter search unless asked for: stores are fixtures, not tuning runs
+            # no hyperparameter search unless asked for: stores are fixtures, not tuning runs; nor the gate (tiny data
+            # cannot beat popularity outside its interval), unless asked for
             *([] if "--tune-budget" in map(str, extra_args) else ["--tune-budget", "0"]),
+            *([] if {"--gate", "--no-gate"} & set(map(str, extra_args)) else ["--no-gate"]),
             *extra_args,
         ]
     )

@@ -28,7 +28,7 @@ def test_demo_command_trains_publishes_serves_and_recommends_for_user_42_offline
         MODEL_STORE=str(store),
         GRPC_PORT=str(free_port()),
         REST_PORT=str(free_port()),
-        EXPORT_ARGS="--synthetic-size tiny --epochs 1",
+        EXPORT_ARGS="--synthetic-size tiny --epochs 1 --no-gate",
         SERVING_HOST="127.0.0.1",
     )
     env.pop("MOVIELENS", None)

@@ -204,6 +204,7 @@ def test_run_export_under_load_moves_answers_to_the_new_version_with_no_failed_r
             "--data=synthetic",
             "--preset=seed",
             "--epochs=1",
+            "--no-gate",  # a worse recipe on purpose: the gate would refuse it (the next test)
             "--model-config-file=/models-config/models.config",
             timeout=EXPORT_TIMEOUT_S,
         )
@@ -231,6 +232,44 @@ def test_run_export_under_load_moves_answers_to_the_new_version_with_no_failed_r
         f"rollover under load: {len(load.answers)} requests (REST + gRPC), "
         f"{len(load.failures)} failed, version {old_version} -> {new_version}",
     )
+
+
+def test_the_gate_refuses_a_worse_version_and_the_served_one_keeps_answering(started, request):
+    """export/gate.py on the real engine: `run --rm export` of a recipe that does not beat popularity, with the
+    compose file's own --on-refusal=keep-serving: one line, exit 0 (an older version serves), nothing published,
+    the refused version kept aside with its verdict, and the server still answers with the version it had."""
+    import json
+
+    started.wait_healthy("serving", HEALTHY_TIMEOUT_S)
+    before = {model: versions(started.models / model) for model in MODELS}
+    rest, grpc = rest_and_grpc(started)
+    with rest, grpc:
+        answer = titles(rest.recommend(USER, k=5))
+        result = started.compose(
+            "run",
+            "--rm",
+            "export",
+            "--data=synthetic",
+            "--preset=seed",
+            "--epochs=1",
+            "--model-config-file=/models-config/models.config",
+            "--on-refusal=keep-serving",
+            timeout=EXPORT_TIMEOUT_S,
+            check=False,
+        )
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, output[-4000:]
+        refusals = [line for line in output.splitlines() if "export: refused by the gate:" in line]
+        assert len(refusals) == 1 and "--no-gate" in refusals[0], output[-4000:]
+        assert {model: versions(started.models / model) for model in MODELS} == before
+        [kept] = [p for p in (started.models / "retrieval").iterdir() if p.name.startswith(".refused-")]
+        verdict = json.loads((kept / "assets.extra" / "manifest.json").read_text())["gate"]
+        assert verdict["decision"] == "refused" and verdict["popularity"]["passed"] is False
+        assert verdict["served"]["version"] == before["retrieval"][-1]
+        states = {s.version: s.state for s in grpc.status()}
+        assert states[before["retrieval"][-1]] == "AVAILABLE", states
+        assert titles(rest.recommend(USER, k=5)) == answer == titles(grpc.recommend(USER, k=5))
+    say(request.config, f"gate on the engine: {refusals[0][:200]}")
 
 
 def test_a_corrupt_version_never_replaces_the_good_one_and_status_shows_it(started):

@@ -151,7 +151,7 @@ def test_k_near_the_catalogue_size_publishes_although_some_exclusions_leave_fewe
 
 def test_a_relative_model_base_path_is_taken_from_the_working_directory(tmp_path, export_cli):
     """As `docker compose run --rm export` does: no --model-base-path, so `models` under the cwd (/ there)."""
-    args = ["--data", "synthetic", "--synthetic-size", "tiny", "--epochs", "1", "--tune-budget", "0"]
+    args = ["--data", "synthetic", "--synthetic-size", "tiny", "--epochs", "1", "--tune-budget", "0", "--no-gate"]
     proc = export_cli([*args, "--models", "retrieval"], timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     published = [p for p in (tmp_path / "models" / "retrieval").iterdir() if p.name.isdigit()]
@@ -200,6 +200,7 @@ def test_default_preset_records_its_validation_in_the_manifest(tmp_path, export_
             "retrieval",
             "--model-base-path",
             root,
+            "--no-gate",
         ]
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

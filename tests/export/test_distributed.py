@@ -17,7 +17,7 @@ from serving.testing import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 ARGS = ["--data", "synthetic", "--synthetic-size", "tiny", "--tune-budget", "0", "--index", "brute_force",
-        "--models", "retrieval"]  # fmt: skip
+        "--models", "retrieval", "--no-gate"]  # fmt: skip
 
 
 def _tf_config(ports: list[int], index: int) -> str:

@@ -170,6 +170,7 @@ def test_export_cli_trains_on_your_own_file(tmp_path, export_cli):
             "retrieval",
             "--model-base-path",
             tmp_path / "models",
+            "--no-gate",  # 480 random ratings: nothing beats popularity there
         ]
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
