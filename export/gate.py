@@ -7,9 +7,9 @@ any is published (export/pipeline.py); the version is published only if
 
 (a) it beats popularity: the seen-excluded top-10 and top-100 hit rates of the export's test split
     (``metrics`` of export/evaluate.py: ``model_exclude_seen`` against ``popularity_exclude_seen``) are each above
-    popularity's by more than the 95 % interval of the difference, sqrt(ci_model² + ci_popularity²) from the
-    rates' half-widths in ``metrics["ci95"]`` (it ignores that both rows score the same ratings, so it is wide:
-    the gate errs towards refusing); and
+    popularity's by more than the 95 % interval of the difference: export.evaluate.compare's "beats", with
+    sqrt(ci_model² + ci_popularity²) of the rates' half-widths in ``metrics["ci95"]`` (it ignores that both rows
+    score the same ratings, so it is wide: the gate errs towards refusing); and
 (b) it is not worse than the version being served: the newest numeric version of ``retrieval`` in the store.
     The staged version and the served one, each loaded in a fresh process as validation loads it
     (``export.validate.in_fresh_process``: export/validate_child.py, serving.bundle), answer ``exclude_seen``
@@ -49,6 +49,7 @@ from typing import Any
 
 import numpy as np
 
+from export import evaluate as evaluation
 from export import manifest, publish, validate
 from export.evaluate import COMPARED
 
@@ -75,19 +76,19 @@ class Refused(Exception):
 
 def against_popularity(metrics: Mapping[str, Any]) -> dict:
     """(a): per judged column (``COMPARED``) the model's and popularity's seen-excluded hit rates, the difference
-    and its 95 % interval sqrt(ci_model² + ci_popularity²); ``passed`` when every difference is above it."""
-    model, theirs = metrics["model_exclude_seen"], metrics["popularity_exclude_seen"]
-    ci = metrics.get("ci95", {})
+    and its 95 % interval, as export.evaluate.compare judges them; ``passed`` when the model beats popularity
+    (every difference above its interval)."""
+    row = evaluation.compare(metrics)["popularity"]
     columns = {}
     for c in COMPARED:
-        width = math.hypot(*(ci.get(row, {}).get(c, 0.0) for row in ("model_exclude_seen", "popularity_exclude_seen")))
+        model, theirs = row[f"{c}_exclude_seen"]
         columns[c] = {
-            "model": round(model[c], 6),
-            "popularity": round(theirs[c], 6),
-            "difference": round(model[c] - theirs[c], 6),
-            "ci95": round(width, 6),
+            "model": round(model, 6),
+            "popularity": round(theirs, 6),
+            "difference": round(model - theirs, 6),
+            "ci95": row["ci95_of_difference"][c],
         }
-    return {"passed": all(v["difference"] > v["ci95"] for v in columns.values()), "columns": columns}
+    return {"passed": row["beats"], "columns": columns}
 
 
 # ---------------------------------------------------------------- (b) against the served version
