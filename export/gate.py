@@ -78,7 +78,7 @@ def against_popularity(metrics: Mapping[str, Any]) -> dict:
     """(a): per judged column (``COMPARED``) the model's and popularity's seen-excluded hit rates, the difference
     and its 95 % interval, as export.evaluate.compare judges them; ``passed`` when the model beats popularity
     (every difference above its interval)."""
-    row = evaluation.compare(metrics)["popularity"]
+    row = evaluation.compare(dict(metrics))["popularity"]
     columns = {}
     for c in COMPARED:
         model, theirs = row[f"{c}_exclude_seen"]
