@@ -160,7 +160,13 @@ def parser() -> argparse.ArgumentParser:
         help="on: publish only a version that beats popularity and is not worse than the served one; off: publish "
         "without judging",
     )
-    p.add_argument("--no-gate", dest="gate", action="store_const", const="off", help="the same as --gate=off")
+    p.add_argument(
+        "--no-gate",
+        dest="gate",
+        action="store_const",
+        const="off",
+        help="the same as --gate=off (default: the gate is on)",
+    )
     p.add_argument(
         "--gate-tolerance",
         type=float,
