@@ -84,7 +84,9 @@ class AsyncRestTransport(RestCodec):
         except TimeoutError as exc:  # asyncio.TimeoutError too; a cancelled task raises CancelledError instead
             raise self._timed_out(url, timeout) from exc
         except (aiohttp.ClientSSLError, ssl.SSLError) as exc:
-            raise TlsError(self._tls_failure(exc)) from exc
+            # the ssl module's own error, as requests reports it (aiohttp's wraps it in words of its own)
+            cause = getattr(exc, "certificate_error", None) or getattr(exc, "os_error", None) or exc
+            raise TlsError(self._tls_failure(cause)) from exc
         except aiohttp.ClientConnectorError as exc:
             raise self._unreachable(url, _reason(exc.os_error)) from exc
         except aiohttp.ClientResponseError as exc:

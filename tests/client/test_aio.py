@@ -204,10 +204,7 @@ def test_errors_are_the_sync_clients_types_and_messages(local_server, transport_
     assert len(expected) == len(attempts) and [t for t, _ in got] == [t for t, _ in expected]
     assert [t for t, _ in got][:4] == [client.NotFoundError] * 3 + [client.InvalidArgumentError]
     assert got[-1][0] is client.UnavailableError
-    if transport_kind == "rest":
-        assert got == expected
-    else:  # gRPC's own words for a refused connection name the address and differ in their details
-        assert got[:-1] == expected[:-1] and got[-1][1].startswith("failed to connect")
+    assert got == expected
 
 
 def test_an_unreachable_replica_is_failed_over(local_server, transport_kind):
