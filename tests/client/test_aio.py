@@ -272,3 +272,30 @@ def test_the_readme_asyncio_example_runs(local_server):
     )
     assert proc.returncode == 0, proc.stderr
     assert len(proc.stdout.strip().splitlines()) == 2
+
+
+def test_unavailable_is_retried_with_the_retry_s_backoff_and_waiting_gives_up_in_time(transport_kind):
+    dead = dead_url(transport_kind)
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    with Client(dead, timeout=10) as sync, pytest.raises(client.DeadlineExceededError) as expected:
+        sync.wait_until_available(timeout=0.3)
+
+    async def main():
+        retry = Retry(attempts=3, backoff=0.01, multiplier=2.0)
+        async with AsyncClient(dead, timeout=10, retry=retry, sleep=sleep) as c:
+            with pytest.raises(client.UnavailableError):
+                await c.recommend("1")
+            assert slept == [0.01, 0.02]  # three attempts, the Retry's waits between them
+        async with AsyncClient(dead, timeout=10) as c:
+            started = time.monotonic()
+            with pytest.raises(client.DeadlineExceededError) as waited:
+                await c.wait_until_available(timeout=0.3)
+            return waited.value, time.monotonic() - started
+
+    waited, took = run(main())
+    assert 0.3 <= took < 2 and waited.message.split(": ", 1)[0] == expected.value.message.split(": ", 1)[0]
+    assert waited.message.startswith(f"{dead} not ready after 0.3 s: UNAVAILABLE: ")
