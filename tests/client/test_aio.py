@@ -244,9 +244,14 @@ def test_the_other_transports_port_is_named(local_server):
 
 def test_a_client_belongs_to_one_loop_and_refuses_calls_once_closed(local_server, transport_kind):
     c = AsyncClient(local_server.url(transport_kind), timeout=30)  # made outside any loop: opens on first call
-    assert len(run(c.recommend("1"))) == K
-    with pytest.raises(client.FailedPreconditionError, match="one client per event loop"):
-        run(c.recommend("1"))
+    first = asyncio.new_event_loop()
+    try:
+        assert len(first.run_until_complete(c.recommend("1"))) == K
+        with pytest.raises(client.FailedPreconditionError, match="one client per event loop"):
+            run(c.recommend("1"))
+        first.run_until_complete(c.close())
+    finally:
+        first.close()
 
     async def closed():
         async with AsyncClient(local_server.url(transport_kind)) as c:
