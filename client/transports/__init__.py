@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from client.credentials import Headers, Tls
 from client.settings import Endpoint
-from client.transports.base import Transport
+from client.transports.base import AsyncTransport, Transport
 
-__all__ = ["Transport", "for_endpoint"]
+__all__ = ["AsyncTransport", "Transport", "for_endpoint", "for_endpoint_async"]
 
 
 def for_endpoint(endpoint: Endpoint, tls: Tls | None = None, headers: Headers = ()) -> Transport:
@@ -24,3 +24,14 @@ def for_endpoint(endpoint: Endpoint, tls: Tls | None = None, headers: Headers = 
     from client.transports.rest import RestTransport
 
     return RestTransport(endpoint, tls=tls, headers=headers)
+
+
+def for_endpoint_async(endpoint: Endpoint, tls: Tls | None = None, headers: Headers = ()) -> AsyncTransport:
+    """:func:`for_endpoint` for asyncio: ``grpc.aio`` for grpc/grpcs, aiohttp for http/https."""
+    if endpoint.grpc:
+        from client.transports.grpc_aio import AsyncGrpcTransport
+
+        return AsyncGrpcTransport(endpoint, tls=tls, metadata=headers)
+    from client.transports.rest_aio import AsyncRestTransport
+
+    return AsyncRestTransport(endpoint, tls=tls, headers=headers)

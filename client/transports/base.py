@@ -30,3 +30,22 @@ class Transport(Protocol):
 
     def close(self) -> None:
         """Release connections; idempotent."""
+
+
+@runtime_checkable
+class AsyncTransport(Protocol):
+    """:class:`Transport` for asyncio: the same arguments and results, awaited (:class:`client.AsyncClient`)."""
+
+    async def predict(
+        self, model: ModelRef, inputs: Mapping[str, Tensor], output_filter: Sequence[str] | None, timeout: float
+    ) -> dict[str, Any]:
+        """Output name -> nested lists (strings as str, ``*_bytes`` outputs as bytes)."""
+
+    async def status(self, model: ModelRef, timeout: float) -> list[VersionStatus]:
+        """Versions newest first."""
+
+    async def metadata(self, model: ModelRef, timeout: float) -> ModelMetadata:
+        """The signature defs of the version that answers."""
+
+    async def close(self) -> None:
+        """Release connections; idempotent."""

@@ -4,7 +4,8 @@
 roots, else grpcio's bundled ones; ``Tls.client_cert``/``client_key`` as the client's pair); ``grpc://`` an
 insecure channel. Headers go as call metadata on every call (names lowercased: gRPC refuses capitals).
 
-All error mapping of this transport is in :meth:`GrpcTransport._call`: every ``grpc.StatusCode`` becomes
+All error mapping of this transport is in :meth:`GrpcCodec._error`, shared with the asyncio transport
+(:mod:`client.transports.grpc_aio`, which shares the requests and answers too): every ``grpc.StatusCode`` becomes
 the :mod:`client.errors` exception of the same name, carrying the server's details; an UNAVAILABLE from a
 failed TLS handshake becomes :class:`~client.errors.TlsError`, one from an HTTP/1.1 server a word that the
 port speaks REST. The seam for tests is gRPC's own: pass ``channel=`` (anything with ``unary_unary(path,
@@ -87,48 +88,74 @@ def open_channel(endpoint: Endpoint, tls: Tls) -> grpc.Channel:
     return grpc.secure_channel(endpoint.netloc, credentials, options=_DEFAULT_OPTIONS)
 
 
-class GrpcTransport:
-    def __init__(
-        self, endpoint: Endpoint, *, tls: Tls | None = None, metadata: Headers = (), channel: Any = None
-    ) -> None:
-        self.endpoint = endpoint
-        self.tls = tls or Tls()
-        self._metadata = tuple((name.lower(), value) for name, value in metadata)
-        self._channel = channel if channel is not None else open_channel(endpoint, self.tls)
-        self._predict_rpc = _method(
-            self._channel, "PredictionService/Predict", predict_pb2.PredictRequest, predict_pb2.PredictResponse
+def open_aio_channel(endpoint: Endpoint, tls: Tls) -> grpc.aio.Channel:
+    """:func:`open_channel` for asyncio: a ``grpc.aio`` channel, secure or not as the URL says."""
+    if not endpoint.tls:
+        return grpc.aio.insecure_channel(endpoint.netloc, options=_DEFAULT_OPTIONS)
+    roots, key, chain = tls.read()
+    credentials = grpc.ssl_channel_credentials(root_certificates=roots, private_key=key, certificate_chain=chain)
+    return grpc.aio.secure_channel(endpoint.netloc, credentials, options=_DEFAULT_OPTIONS)
+
+
+class Methods:
+    """TF Serving's three methods on one channel (sync or ``grpc.aio``: both have ``unary_unary``)."""
+
+    def __init__(self, channel: Any) -> None:
+        self.predict = _method(
+            channel, "PredictionService/Predict", predict_pb2.PredictRequest, predict_pb2.PredictResponse
         )
-        self._metadata_rpc = _method(
-            self._channel,
+        self.metadata = _method(
+            channel,
             "PredictionService/GetModelMetadata",
             get_model_metadata_pb2.GetModelMetadataRequest,
             get_model_metadata_pb2.GetModelMetadataResponse,
         )
-        self._status_rpc = _method(
-            self._channel,
+        self.status = _method(
+            channel,
             "ModelService/GetModelStatus",
             get_model_status_pb2.GetModelStatusRequest,
             get_model_status_pb2.GetModelStatusResponse,
         )
 
-    # -- the Transport interface -------------------------------------------------------------------------
-    def predict(
-        self, model: ModelRef, inputs: Mapping[str, Tensor], output_filter: Sequence[str] | None, timeout: float
-    ) -> dict[str, Any]:
+
+class GrpcCodec:
+    """Everything of the gRPC transport but the calls: requests, answers, and the mapping of errors. Shared by
+    :class:`GrpcTransport` and the asyncio one (:mod:`client.transports.grpc_aio`)."""
+
+    def __init__(self, endpoint: Endpoint, tls: Tls | None, metadata: Headers) -> None:
+        self.endpoint = endpoint
+        self.tls = tls or Tls()
+        self._metadata = tuple((name.lower(), value) for name, value in metadata)
+
+    def _options(self, timeout: float) -> dict[str, Any]:
+        """The keyword arguments of each call: its timeout, and the headers as metadata."""
+        if self._metadata:
+            return {"timeout": timeout, "metadata": self._metadata}
+        return {"timeout": timeout}
+
+    def _predict_request(
+        self, model: ModelRef, inputs: Mapping[str, Tensor], output_filter: Sequence[str] | None
+    ) -> predict_pb2.PredictRequest:
         request = predict_pb2.PredictRequest(output_filter=list(output_filter or ()))
         _fill_spec(request.model_spec, model)
         for name, tensor in inputs.items():
             to_proto(tensor, request.inputs[name])
-        response = self._call(self._predict_rpc, request, timeout)
+        return request
+
+    def _predict_result(
+        self, response: predict_pb2.PredictResponse, output_filter: Sequence[str] | None
+    ) -> dict[str, Any]:
         outputs = {name: from_proto(proto, name) for name, proto in response.outputs.items()}
         if output_filter:
             outputs = {name: outputs[name] for name in output_filter if name in outputs}
         return outputs
 
-    def status(self, model: ModelRef, timeout: float) -> list[VersionStatus]:
+    def _status_request(self, model: ModelRef) -> get_model_status_pb2.GetModelStatusRequest:
         request = get_model_status_pb2.GetModelStatusRequest()
         _fill_spec(request.model_spec, model)
-        response = self._call(self._status_rpc, request, timeout)
+        return request
+
+    def _status_result(self, response: get_model_status_pb2.GetModelStatusResponse) -> list[VersionStatus]:
         versions = [
             VersionStatus(
                 v.version,
@@ -140,10 +167,14 @@ class GrpcTransport:
         ]
         return sorted(versions, key=lambda v: v.version, reverse=True)
 
-    def metadata(self, model: ModelRef, timeout: float) -> ModelMetadata:
+    def _metadata_request(self, model: ModelRef) -> get_model_metadata_pb2.GetModelMetadataRequest:
         request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
         _fill_spec(request.model_spec, model)
-        response = self._call(self._metadata_rpc, request, timeout)
+        return request
+
+    def _metadata_result(
+        self, model: ModelRef, response: get_model_metadata_pb2.GetModelMetadataResponse
+    ) -> ModelMetadata:
         # ``in`` then ``[]``, not ``.get``: Map.get on message values crashes protobuf's upb before 4.25
         packed = response.metadata["signature_def"] if "signature_def" in response.metadata else None  # noqa: SIM401
         if packed is None or packed.type_url != _SIGNATURE_DEF_MAP:
@@ -157,25 +188,17 @@ class GrpcTransport:
         }
         return ModelMetadata(response.model_spec.name or model.name, response.model_spec.version.value, signatures)
 
-    def close(self) -> None:
-        self._channel.close()
-
-    # -- the one place where gRPC errors are mapped ------------------------------------------------------
-    def _call(self, method: Callable[..., M], request: Message, timeout: float) -> M:
-        try:
-            if self._metadata:
-                return method(request, timeout=timeout, metadata=self._metadata)
-            return method(request, timeout=timeout)
-        except grpc.RpcError as exc:
-            code = exc.code() if callable(getattr(exc, "code", None)) else None
-            details = exc.details() if callable(getattr(exc, "details", None)) else None
-            name = code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
-            message = details or (code.value[1] if isinstance(code, grpc.StatusCode) else str(exc))
-            if name == "OK":
-                raise UnknownError(f"gRPC call failed with status OK: {message}") from exc
-            if name == "UNAVAILABLE":
-                raise self._unavailable(message) from exc
-            raise error_for(name, message) from exc
+    # -- the one place where gRPC errors are mapped (both transports raise what this returns) -----------------
+    def _error(self, exc: grpc.RpcError) -> Exception:
+        code = exc.code() if callable(getattr(exc, "code", None)) else None
+        details = exc.details() if callable(getattr(exc, "details", None)) else None
+        name = code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
+        message = details or (code.value[1] if isinstance(code, grpc.StatusCode) else str(exc))
+        if name == "OK":
+            return UnknownError(f"gRPC call failed with status OK: {message}")
+        if name == "UNAVAILABLE":
+            return self._unavailable(message)
+        return error_for(name, message)
 
     def _unavailable(self, message: str) -> Exception:
         """UNAVAILABLE, told apart: a TLS handshake that failed, an HTTP/1.1 (REST) port, or a server not there."""
@@ -196,6 +219,38 @@ class GrpcTransport:
             # TLS 1.3: a server that requires a client certificate closes the connection after the handshake
             message += "; if the server requires a client certificate (mutual TLS), give one (--client-cert)"
         return error_for("UNAVAILABLE", f"{message} ({self.endpoint})")
+
+
+class GrpcTransport(GrpcCodec):
+    def __init__(
+        self, endpoint: Endpoint, *, tls: Tls | None = None, metadata: Headers = (), channel: Any = None
+    ) -> None:
+        super().__init__(endpoint, tls, metadata)
+        self._channel = channel if channel is not None else open_channel(endpoint, self.tls)
+        self._methods = Methods(self._channel)
+
+    # -- the Transport interface -------------------------------------------------------------------------
+    def predict(
+        self, model: ModelRef, inputs: Mapping[str, Tensor], output_filter: Sequence[str] | None, timeout: float
+    ) -> dict[str, Any]:
+        request = self._predict_request(model, inputs, output_filter)
+        return self._predict_result(self._call(self._methods.predict, request, timeout), output_filter)
+
+    def status(self, model: ModelRef, timeout: float) -> list[VersionStatus]:
+        return self._status_result(self._call(self._methods.status, self._status_request(model), timeout))
+
+    def metadata(self, model: ModelRef, timeout: float) -> ModelMetadata:
+        response = self._call(self._methods.metadata, self._metadata_request(model), timeout)
+        return self._metadata_result(model, response)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def _call(self, method: Callable[..., M], request: Message, timeout: float) -> M:
+        try:
+            return method(request, **self._options(timeout))
+        except grpc.RpcError as exc:
+            raise self._error(exc) from exc
 
 
 def _fill_spec(spec: model_pb2.ModelSpec, model: ModelRef) -> None:

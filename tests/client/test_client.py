@@ -276,7 +276,7 @@ def test_tensor_content_and_a_single_replicated_value_decode_like_tensorflow():
 
 
 def test_scores_are_the_shortest_decimal_of_their_float32():
-    from client.client import _f32
+    from client.calls import _f32
 
     for value in (0.1, 1 / 3, -2.5e-8, 123456.789, 0.30000001192092896):
         exact = struct.unpack("<f", struct.pack("<f", value))[0]

@@ -1,5 +1,5 @@
 """Importing the client never loads TensorFlow (nor numpy, nor pandas); transports load only when a client is
-made."""
+made (asyncio and aiohttp: when the async client is first named, and an async REST client made)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ def loaded():
                    "keras", "numpy", "scann", "pandas", "requests", "grpc"})
 import client
 stages["import"] = loaded()
+stages["asyncio"] = sorted({"asyncio", "aiohttp"} & set(sys.modules))
 with client.connect("http://127.0.0.1:1") as rest:
     stages["rest"] = loaded()
 with client.connect("grpc://127.0.0.1:1") as rpc:
@@ -28,6 +29,15 @@ with client.connect("grpc://127.0.0.1:1") as rpc:
     except client.ServingError as exc:
         stages["error"] = exc.code
 from client import cli  # the CLI too
+import asyncio
+async def main():
+    async with client.connect_async("http://127.0.0.1:1", timeout=0.5) as c:
+        try:
+            await c.status()
+        except client.ServingError as exc:
+            stages["async_error"] = exc.code
+asyncio.run(main())
+stages["aiohttp"] = "aiohttp" in sys.modules
 stages["all"] = loaded()
 print(json.dumps(stages))
 """
@@ -44,8 +54,9 @@ def test_importing_and_using_the_client_never_loads_tensorflow():
     )
     assert proc.returncode == 0, proc.stderr
     stages = json.loads(proc.stdout)
-    assert stages["import"] == []  # not even requests or grpc yet
+    assert stages["import"] == [] and stages["asyncio"] == []  # not even requests, grpc, asyncio or aiohttp yet
     assert stages["rest"] == ["requests"]
     assert stages["grpc"] == ["grpc", "requests"]
     assert stages["error"] in ("UNAVAILABLE", "DEADLINE_EXCEEDED")
+    assert stages["async_error"] == "UNAVAILABLE" and stages["aiohttp"]
     assert not set(stages["all"]) & set(HEAVY)

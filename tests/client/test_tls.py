@@ -338,3 +338,44 @@ def test_the_readmes_production_example_runs(deployment, pki):
     )
     assert proc.returncode == 0, proc.stderr
     assert len(ast.literal_eval(proc.stdout.strip())) == 5
+
+
+@pytest.mark.parametrize("kind", ["https", "grpcs"])
+def test_the_async_client_takes_the_same_tls_and_headers_and_fails_alike(deployment, pki, kind):
+    import asyncio
+
+    url, ca = getattr(deployment, kind), Tls(ca_cert=str(pki.ca))
+    cases = [(ca, BEARER), (ca, {}), (Tls(ca_cert=str(pki.other_ca)), BEARER)]  # answer, 401, untrusted
+
+    def outcome(call):
+        try:
+            return call()
+        except client.ServingError as exc:
+            return (type(exc), exc.message)
+
+    expected = []
+    for tls, sent in cases:
+        with Client(url, tls=tls, headers=sent, timeout=30, retry=Retry(attempts=1)) as c:
+            expected.append(outcome(lambda c=c: c.recommend(["1", "2"], k=5)))
+
+    async def main():
+        got = []
+        for tls, sent in cases:
+            async with client.AsyncClient(url, tls=tls, headers=sent, timeout=30, retry=Retry(attempts=1)) as c:
+                try:
+                    got.append(await c.recommend(["1", "2"], k=5))
+                except client.ServingError as exc:
+                    got.append((type(exc), exc.message))
+        if kind == "https":  # mutual TLS: the client certificate is presented
+            mtls = Tls(ca_cert=str(pki.ca), client_cert=str(pki.client_cert), client_key=str(pki.client_key))
+            async with client.AsyncClient(deployment.https_mtls, tls=mtls, headers={}, timeout=30) as c:
+                got.append(await c.recommend(["1", "2"], k=5))
+        return got
+
+    got = asyncio.run(main())
+    assert [type(g) for g in got[:3]] == [type(e) for e in expected]
+    assert got[0] == expected[0] and len(expected[0]) == 2
+    assert got[1][0] is client.UnauthenticatedError and got[1] == expected[1]
+    assert got[2][0] is client.TlsError and "CERTIFICATE_VERIFY_FAILED" in got[2][1] and str(pki.other_ca) in got[2][1]
+    assert got[2] == expected[2]
+    assert got[3:] == ([expected[0]] if kind == "https" else [])
