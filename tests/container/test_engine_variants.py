@@ -166,7 +166,9 @@ def test_your_own_interactions_export_through_the_compose_file(engine, bundle, t
     assert [len(v) for v in new.values()] == [1, 1], new
     path = {model: bundle / "models" / model / str(v[0]) for model, v in new.items()}
     source = json.loads((path["retrieval"] / "assets.extra" / "manifest.json").read_text())["data"]["source"]
-    assert source["kind"] == "own" and source["sizes"] == {"ratings": 4000, "movies": 150, "users": 60}
+    pairs = len(set(zip(who.tolist(), what.tolist(), strict=True)))  # a repeated (user, item) keeps its first row
+    assert source["kind"] == "own" and source["sizes"] == {"ratings": pairs, "movies": 150, "users": 60}
+    assert source["rows"]["dropped"]["duplicates"] == 4000 - pairs
     similar = SavedModelBundle.load(str(path["similar_movies"]), run_warmup=True)
     try:
         by_id = similar.run("by_id", {"movie_id": np.array([b"sku-007", b"sku-008", b"sku-100"], dtype=object)})
