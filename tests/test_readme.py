@@ -44,7 +44,7 @@ def test_demo_command_trains_publishes_serves_and_recommends_for_user_42_offline
     sections = re.split(r"^--- ", done.stdout, flags=re.M)[1:]
     assert [s.splitlines()[0] for s in sections[:2]] == ["user 42, over REST", "user 42, over gRPC"]
     rest, grpc_, similar, history = (s.splitlines()[1:] for s in sections)
-    top = re.search(r"^\s*1\s+-?\d+\.\d+\s+(.+?)\s*$", "\n".join(rest), re.M).group(1)
+    top = re.search(r"^\s*1\s+\S+\s+-?\d+\.\d+\s+(.+?)\s*$", "\n".join(rest), re.M).group(1)  # rank, id, score, title
     assert sections[2].splitlines()[0] == f"movies similar to {top}"
     assert top not in "\n".join(similar[1:])  # a movie is never in its own list
     scored = re.compile(r"-?\d+\.\d+")
