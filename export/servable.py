@@ -89,10 +89,11 @@ class _Servable(tf.Module):
         """Per key, whether the query table has no row of its own for it (its answer is the fallback)."""
         return tf.equal(self.lookup(keys), 0)
 
-    def _unmatched(self, entries: tf.Tensor, titles: tf.Tensor) -> tf.Tensor:
+    def _unmatched(self, entries: tf.Tensor, titles: tf.Tensor, rows: tf.Tensor | None = None) -> tf.Tensor:
         """Per row, the non-empty ``entries`` whose ``titles`` (the entries themselves, or the titles ids are
-        served as) are no candidate title."""
-        missing = tf.not_equal(entries, "") & tf.less(self.row_of_title.lookup(titles), 0)
+        served as) are no candidate title; ``rows``: those titles' candidate rows, when the caller has them."""
+        rows = self.row_of_title.lookup(titles) if rows is None else rows
+        missing = tf.not_equal(entries, "") & tf.less(rows, 0)
         return tf.reduce_sum(tf.cast(missing, tf.int32), axis=1)
 
     def _top_k_excluding(self, queries: tf.Tensor, excluded: tf.Tensor, index=None, params=None) -> dict:
@@ -216,11 +217,10 @@ class Retrieval(_Servable):
             self._excluding(user_id, titles), self._unknown(user_id), self._unmatched(exclude_ids, titles)
         )
 
-    def history_queries(self, history_titles: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """(queries [B, d], known titles per row [B]): the mean of the ``item_queries`` rows of a row's known
-        titles, or the empty query (the most popular movies) for a row with none; HistoryVectors.queries is
-        the same in numpy."""
-        rows = self.row_of_title.lookup(history_titles)
+    def history_queries(self, rows: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """(queries [B, d], known titles per row [B]) of histories given as candidate rows [B, W] (-1: unknown
+        or ""): the mean of the ``item_queries`` rows of a row's known titles, or the empty query (the most
+        popular movies) for a row with none; HistoryVectors.queries is the same in numpy."""
         known = tf.cast(rows >= 0, tf.float32)
         count = tf.reduce_sum(known, axis=1)
         total = tf.reduce_sum(
@@ -231,9 +231,10 @@ class Retrieval(_Servable):
         return tf.where((count > 0)[:, tf.newaxis], mean, empty), count
 
     def _by_history(self, titles: tf.Tensor, entries: tf.Tensor) -> dict:
-        queries, count = self.history_queries(titles)
+        rows = self.row_of_title.lookup(titles)  # once, for the query and for the unmatched count
+        queries, count = self.history_queries(rows)
         outputs = self._top_k_excluding(queries, titles, self.history_index, self.history_params)
-        return self._flagged(outputs, tf.equal(count, 0.0), self._unmatched(entries, titles))
+        return self._flagged(outputs, tf.equal(count, 0.0), self._unmatched(entries, titles, rows))
 
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.string, name="history_titles")])
     def by_history(self, history_titles):

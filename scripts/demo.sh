@@ -7,7 +7,8 @@
 # tensorflow-datasets; if that cannot be downloaded, synthetic MovieLens-shaped data, with a loud notice
 # (the manifest of every version records its data source).
 # Knobs (environment): MODEL_STORE (default ./models), GRPC_PORT (8500), REST_PORT (8501),
-# EXPORT_ARGS (extra flags for `python -m export`, e.g. "--preset seed --index brute_force").
+# EXPORT_ARGS (extra flags for `python -m export`, e.g. "--index brute_force"; "--preset seed --no-gate": the
+# seed preset does not beat popularity, so the gate would refuse it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 store="$(realpath -m "${MODEL_STORE:-models}")"  # absolute: TF Serving configs need absolute base paths
