@@ -4,7 +4,7 @@ growing size; prints wall time per step, time per rating and peak RSS for each s
     python benchmarks/export_scaling.py [--sizes 100k,1m] [--tune-budget 0] [--index scann] [--max-epochs N]
 
 Sizes (users x movies, ratings), as the MovieLens releases: 100k (943 x 1,682), 1m (6,040 x 3,706),
-10m (69,878 x 10,677), 25m (162,541 x 62,423). Each size's synthetic data (export/synthetic.py) is made once
+10m (69,878 x 10,677), 25m (162,541 x 62,423). Each size's synthetic data (export/data/synthetic.py) is made once
 and written as a GroupLens release in ML-25M's format (ratings.csv, movies.csv) under the cache folder
 (``$XDG_CACHE_HOME``, else ~/.cache, /retrieval-bundle/synthetic/SIZE): making it is not part of the export and
 is printed apart ("generate"). Each size then runs in a child process, so that its peak RSS is its own
@@ -53,7 +53,7 @@ def release(size: str) -> tuple[Path, float]:
     import pyarrow.csv as csv
 
     from export.data.records import GENRES
-    from export.synthetic import SyntheticSpec, generate
+    from export.data.synthetic import SyntheticSpec, generate
 
     start = time.perf_counter()
     users, movies, ratings = SIZES[size]

@@ -90,7 +90,7 @@ def main() -> int:
 
     import export  # noqa: F401 - sets TF_USE_LEGACY_KERAS before TensorFlow loads (export/__init__.py)
     from export.data import load, split
-    from export.synthetic import SyntheticSpec
+    from export.data.synthetic import SyntheticSpec
 
     data = load("synthetic", synthetic=SyntheticSpec(ratings=args.ratings))
     train_idx, _ = split(data.ratings)

@@ -42,7 +42,7 @@ def load_data(config: ExportConfig, seed: int = 0):
     from export.data import load
 
     if config.data == "synthetic":
-        from export.synthetic import SyntheticSpec
+        from export.data.synthetic import SyntheticSpec
 
         spec = SyntheticSpec.tiny(seed) if config.synthetic_size == "tiny" else SyntheticSpec.movielens_100k(seed)
         return load("synthetic", synthetic=spec)

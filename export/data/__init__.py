@@ -1,6 +1,6 @@
 """MovieLens in, column arrays out: one interface over three sources, plus the train/test split.
 
-    data = load("synthetic")                          # made up from a seed (export.synthetic)
+    data = load("synthetic")                          # made up from a seed (export.data.synthetic)
     data = load("tfds")                               # tensorflow-datasets movielens/100k-{ratings,movies}
     data = load("tfds:1m")                            # ... or any size tfds has (export/data/tfds.py)
     data = load("/path/to/ml-100k") or load("/path/to/ml-100k.zip")   # GroupLens files
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import TYPE_CHECKING
 
 from export.data.preflight import check_against_data
 from export.data.records import (
@@ -29,9 +28,7 @@ from export.data.records import (
     bucketize_age,
 )
 from export.data.split import split, validation_split
-
-if TYPE_CHECKING:
-    from export.synthetic import SyntheticSpec
+from export.data.synthetic import SyntheticSpec
 
 __all__ = [
     "AGE_BUCKETS",
@@ -50,16 +47,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-def __getattr__(name: str):
-    # SyntheticSpec lives in export.synthetic, which imports export.data.records: resolve it lazily so that
-    # importing either module first works.
-    if name == "SyntheticSpec":
-        from export.synthetic import SyntheticSpec
-
-        return SyntheticSpec
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load(
@@ -86,7 +73,7 @@ def load(
     if data_dir is not None and not (source_text == "tfds" or source_text.startswith("tfds:")):
         raise DataError(f"data_dir applies to source 'tfds' only (source is {source_text!r})")
     if source_text == "synthetic":
-        from export.synthetic import SyntheticSpec, generate
+        from export.data.synthetic import generate
 
         return generate(synthetic if synthetic is not None else SyntheticSpec())
     if source_text == "tfds" or source_text.startswith("tfds:"):

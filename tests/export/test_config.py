@@ -25,7 +25,7 @@ def test_seed_model_is_stringlookup_embedding_towers_with_tfrs_retrieval_and_ada
     import tensorflow_recommenders as tfrs
 
     from export.data import load
-    from export.synthetic import SyntheticSpec
+    from export.data.synthetic import SyntheticSpec
     from export.train import build_model
 
     data = load("synthetic", synthetic=SyntheticSpec(users=30, movies=80, ratings=900, seed=2))
@@ -49,7 +49,7 @@ def test_training_rows_are_what_string_lookup_gives_the_ids():
     import tensorflow as tf
 
     from export.data import load, split
-    from export.synthetic import SyntheticSpec
+    from export.data.synthetic import SyntheticSpec
     from export.train import lookup_rows, vocabularies
 
     data = load("synthetic", synthetic=SyntheticSpec(users=200, movies=300, ratings=20_000, seed=3))
@@ -64,7 +64,7 @@ def test_training_rows_are_what_string_lookup_gives_the_ids():
 
 def test_seed_training_pipeline_is_shuffle_100000_batch_8192_cache():
     from export.data import load, split
-    from export.synthetic import SyntheticSpec
+    from export.data.synthetic import SyntheticSpec
     from export.train import train_dataset
 
     data = load("synthetic", synthetic=SyntheticSpec(users=200, movies=300, ratings=20_000, seed=3))
@@ -90,7 +90,7 @@ def test_seed_split_is_the_tutorials_80_20_shuffle_with_seed_42():
     import tensorflow as tf
 
     from export.data import load, split
-    from export.synthetic import SyntheticSpec
+    from export.data.synthetic import SyntheticSpec
 
     data = load("synthetic", synthetic=SyntheticSpec(users=50, movies=100, ratings=1000, seed=4))
     train_idx, test_idx = split(data.ratings, kind="random")

@@ -10,7 +10,7 @@ import pytest
 
 from export import ease, history
 from export.data import load
-from export.synthetic import SyntheticSpec
+from export.data.synthetic import SyntheticSpec
 from export.vectors import IndexVectors, popularity
 
 

@@ -10,7 +10,7 @@ import pytest
 import export  # noqa: F401
 from export.config import DEFAULT
 from export.data import load, split
-from export.synthetic import SyntheticSpec
+from export.data.synthetic import SyntheticSpec
 from export.train import side_features, train, vocabularies
 
 

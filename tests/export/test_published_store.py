@@ -41,7 +41,7 @@ def store(request, model_store, brute_force_store) -> Path:
 @pytest.fixture(scope="module")
 def tiny_data():
     from export.data import load
-    from export.synthetic import SyntheticSpec
+    from export.data.synthetic import SyntheticSpec
 
     return load("synthetic", synthetic=SyntheticSpec(users=60, movies=150, ratings=4000, seed=0))
 

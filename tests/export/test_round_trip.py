@@ -16,7 +16,7 @@ from export.config import DEFAULT, IndexConfig
 @pytest.fixture(scope="module")
 def trained_tiny():
     from export.data import load, split
-    from export.synthetic import SyntheticSpec
+    from export.data.synthetic import SyntheticSpec
     from export.train import train
     from export.vectors import popularity
 

@@ -12,7 +12,7 @@ import export.train  # (TF_USE_LEGACY_KERAS before TensorFlow)
 from export import ease, selection
 from export.config import DEFAULT, SEED, ConfigError, ExportConfig
 from export.data import DataError, load, split, validation_split
-from export.synthetic import SyntheticSpec
+from export.data.synthetic import SyntheticSpec
 from export.train import train
 from export.vectors import Blend, popularity, retrieval_vectors
 

@@ -1,4 +1,4 @@
-"""export.synthetic: MovieLens-100K-shaped data from a seed: reproducible, MovieLens' shape, learnable taste."""
+"""export.data.synthetic: MovieLens-100K-shaped data from a seed: reproducible, MovieLens' shape, learnable taste."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from export.data import AGE_BUCKETS, GENRES, OCCUPATIONS, DataError, MovieLensData, SyntheticSpec, load
-from export.synthetic import FIRST_TIMESTAMP, LAST_TIMESTAMP, generate
+from export.data.synthetic import FIRST_TIMESTAMP, LAST_TIMESTAMP, generate
 
 
 @pytest.fixture(scope="module")

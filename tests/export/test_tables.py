@@ -186,7 +186,7 @@ def test_the_codes_made_while_loading_are_the_columns_codes(tmp_path):
     """Loaders hand their dictionary-encoded codes to Ratings (no second pass over 25M strings); they must be
     what factorizing the loaded columns gives, vocabulary sorted, for every kind of file."""
     from export.data.records import factorize
-    from export.synthetic import SyntheticSpec
+    from export.data.synthetic import SyntheticSpec
 
     events = write(tmp_path / "events.csv", "user_id,item_id\n10,b\n9,a\n10,c\n2,b\n")
     folder = tmp_path / "ml-latest"
@@ -210,7 +210,7 @@ def test_the_scaling_benchmarks_release_reads_back_as_the_synthetic_data_it_was_
     other data."""
     import importlib.util
 
-    from export.synthetic import SyntheticSpec, generate
+    from export.data.synthetic import SyntheticSpec, generate
 
     spec = importlib.util.spec_from_file_location("export_scaling", ROOT / "benchmarks" / "export_scaling.py")
     assert spec is not None and spec.loader is not None

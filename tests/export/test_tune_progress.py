@@ -14,7 +14,7 @@ import pytest
 from export import tune
 from export.config import DEFAULT
 from export.data import load, split
-from export.synthetic import SyntheticSpec
+from export.data.synthetic import SyntheticSpec
 from export.train import Progress, Ticker
 
 
