@@ -18,7 +18,7 @@ from export import cli, gate, manifest, publish
 POPULARITY = {"top_10": 0.3212, "top_100": 0.9975}
 POPULARITY_CI = {"top_10": 0.0324, "top_100": 0.0035}
 
-# The synthetic 100K's figures (README): 0.228 / 0.615 against 0.145 / 0.419, on 20,000 test ratings
+# The synthetic 100K's figures (docs/benchmarks.md): 0.228 / 0.615 against 0.145 / 0.419, on 20,000 test ratings
 BIG = {
     "model_exclude_seen": {"top_10": 0.228, "top_100": 0.615},
     "popularity_exclude_seen": {"top_10": 0.145, "top_100": 0.419},
