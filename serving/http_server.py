@@ -1,6 +1,6 @@
 """The REST server (port 8501), as TF Serving's ``http_server.cc`` wires it.
 
-- Paths matching ``(?i)/v1/.*`` go to :class:`serving.rest_api.RestApi` (JSON answers, error bodies
+- Paths matching ``(?i)/v1/.*`` go to :class:`serving.rest_handler.RestApi` (JSON answers, error bodies
   ``{ "error": "..." }``, ``Content-Type: application/json``).
 - The monitoring config's Prometheus path (exactly; with a query string: 400 ``Unexpected path``) serves
   :meth:`serving.monitoring.Metrics.render` as ``text/plain`` when ``prometheus_config.enable`` is set.
@@ -12,14 +12,13 @@ response written with a single ``send``. Request bodies are capped at ``max_body
 ``Content-Length`` (or chunked body) is answered 413 and the connection closed.
 
 The HTTP/1.x parsing is httptools (the bindings to llhttp, Node.js's parser, that uvicorn uses), fed from
-the socket in :class:`_Handler`. It replaced a hand-written reader and does what that did not: it rejects
-a request with both ``Content-Length`` and ``Transfer-Encoding`` (the request-smuggling ambiguity; the old
-reader silently preferred chunked), a negative or non-numeric ``Content-Length``, bad chunk sizes and
-invalid header-name characters per the RFC 9112 grammar, parses chunk extensions and trailers properly, and
-answers pipelined requests in order. One difference from libevent (TF Serving) follows: llhttp rejects
-bare-LF line ends (400), which libevent and the old reader accepted. The limits (request line 414, header
-lines 431, body 413), ``Expect: 100-continue``, the deadline and the error pages stay here, on top of it. TF
-Serving itself sets no cap (libevent's default is unlimited); the cap keeps one request from exhausting the
+the socket in :class:`_Handler`: it rejects a request with both ``Content-Length`` and ``Transfer-Encoding``
+(the request-smuggling ambiguity), a negative or non-numeric ``Content-Length``, bad chunk sizes and invalid
+header-name characters per the RFC 9112 grammar, parses chunk extensions and trailers, and answers pipelined
+requests in order. One difference from libevent (TF Serving) follows: llhttp rejects bare-LF line ends
+(400), which libevent accepts. The limits (request line 414, header lines 431, body 413),
+``Expect: 100-continue``, the deadline and the error pages are this module's, on top of it. TF Serving
+itself sets no body cap (libevent's default is unlimited); the cap keeps one request from exhausting the
 local server's memory.
 :meth:`RestServer.stop` stops accepting, closes idle keep-alive connections and waits for in-flight
 requests to finish.
@@ -44,9 +43,10 @@ import zlib
 
 import httptools
 
-from serving.json_tensor import error_json
+from serving.json_writer import error_json
 from serving.monitoring import Metrics, prometheus_path
-from serving.rest_api import RestApi
+from serving.rest_handler import RestApi
+from serving.service import ServingCore
 
 logger = logging.getLogger(__name__)
 
@@ -473,7 +473,7 @@ class _HTTPServer(socketserver.ThreadingTCPServer):
 
 
 class RestServer:
-    """TF Serving's HTTP/REST endpoint over a ``ServerCore`` (interface: docs/serving-core.md).
+    """TF Serving's HTTP/REST endpoint over a server core (:class:`serving.service.ServingCore`).
 
     ``metrics`` defaults to the core's ``metrics`` attribute when it has one, else a new
     :class:`~serving.monitoring.Metrics`; the Prometheus page is served only when ``monitoring_config``
@@ -484,7 +484,7 @@ class RestServer:
 
     def __init__(
         self,
-        core,
+        core: ServingCore,
         *,
         host: str = "0.0.0.0",
         port: int = 8501,

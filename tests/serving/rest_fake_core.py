@@ -1,4 +1,4 @@
-"""A small in-memory ServerCore (the interface of docs/serving-core.md) for testing the REST transport on its own.
+"""A small in-memory server core (``serving.service.ServingCore``) for testing the transports on their own.
 
 Models:
 - ``retrieval`` versions 1 and 2 (labels ``stable`` -> 1, ``canary`` -> 2), signatures ``serving_default``
@@ -24,10 +24,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from serving.dtypes import DT_BOOL, DT_DOUBLE, DT_FLOAT, DT_INT32, DT_INT64, DT_STRING
 from serving.errors import StatusError
 
 K = 3
-DT_FLOAT, DT_DOUBLE, DT_INT32, DT_STRING, DT_INT64, DT_BOOL = 1, 2, 3, 7, 9, 10
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ import requests
 from google.protobuf import text_format
 
 import rest_fake_core
+from serving.http_server import RestServer
 from serving.monitoring import MonitoringConfig
-from serving.rest import RestServer
 
 MAX_BODY = 4096
 TIMEOUT_MS = 300
