@@ -1,4 +1,5 @@
-"""serving.core (with its manager, source and policy modules) in process: version discovery, policies, reference counting, labels, retries, config rules.
+"""serving.core (with its manager, source and policy modules) in process: version discovery, policies,
+reference counting, labels, retries, config rules.
 
 Uses tiny SavedModels built by the test (tests/serving/tiny_models.py) so each case loads in well under a
 second; the same behaviours are exercised over sockets with real exports in test_lifecycle.py.
@@ -18,8 +19,8 @@ from tensorflow_serving.config import model_server_config_pb2
 
 import tiny_models as tiny
 from serving.core import CoreOptions, ServerCore
-from serving.file_system_storage_path_source import aspired_versions, list_versions
 from serving.errors import StatusError
+from serving.file_system_storage_path_source import aspired_versions, list_versions
 
 USER = {"user_id": np.array([b"1"], dtype=object)}
 FAST = CoreOptions(file_system_poll_wait_seconds=0.1, max_num_load_retries=0)
