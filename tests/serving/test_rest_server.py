@@ -1,7 +1,7 @@
 """REST conformance over real sockets, with the transport on its own in front of an in-memory core.
 
-The core here is tests/serving/rest_fake_core.py (the interface of docs/serving-core.md); test_rest_e2e.py runs the
-same kinds of requests against ``python -m serving`` on exported models.
+The core here is tests/serving/rest_fake_core.py (a serving.service.ServingCore, docs/serving-core.md);
+test_rest_e2e.py runs the same kinds of requests against ``python -m serving`` on exported models.
 """
 
 from __future__ import annotations
