@@ -242,7 +242,7 @@ class _Handler(socketserver.BaseRequestHandler):
 
     def _framing_error(self, exc: Exception) -> bool:
         """A bad body or body framing (Content-Length, Transfer-Encoding, a chunk), as opposed to a bad
-        request line or header: the former is answered in JSON, as the hand-written reader did."""
+        request line or header: the former is answered in JSON."""
         if self._current is None:
             return False
         return bool(self._current.method) or any(word in str(exc) for word in _FRAMING_WORDS)
