@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from serving.bundle import DEFAULT_SIGNATURE
 from serving.dtypes import DT_BOOL, DT_DOUBLE, DT_FLOAT, DT_INT32, DT_INT64, DT_STRING
 from serving.errors import StatusError
 
@@ -158,7 +159,7 @@ class FakeCore:
                 self._slow_changed.notify_all()
 
     def _run(self, model_name, v, signature_name, inputs):
-        name = signature_name or "serving_default"
+        name = signature_name or DEFAULT_SIGNATURE
         signature = self._signatures[model_name][v].get(name)
         if signature is None:
             raise StatusError("FAILED_PRECONDITION", f'Serving signature key "{name}" not found.')
