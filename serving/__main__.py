@@ -37,6 +37,16 @@ def _version() -> str:
     )
 
 
+def _verbose_modules(setting: str) -> None:
+    """``TF_CPP_VMODULE`` (``name=level,...``), TensorFlow's per-file switch for ``VLOG`` lines: a module of
+    this package named there with level 1 or more logs at DEBUG (``file_system_storage_path_source=1``: one
+    line per completed poll, as TF Serving's file of that name logs its polls at VLOG(1))."""
+    for part in setting.split(","):
+        name, _, level = part.partition("=")
+        if name.strip() and level.strip().isdigit() and int(level) >= 1:
+            logging.getLogger(f"serving.{name.strip()}").setLevel(logging.DEBUG)
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         options = parse_flags(sys.argv[1:] if argv is None else argv)
@@ -54,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s.%(msecs)03d: %(levelname).1s %(name)s] %(message)s",
         datefmt="%Y-%m-%d %H:%M:%S",
     )
+    _verbose_modules(os.environ.get("TF_CPP_VMODULE", ""))
     from serving.server import ModelServer
 
     server = ModelServer(options)

@@ -18,15 +18,16 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from serving.errors import StatusError
+from serving.dtypes import DT_STRING, dtype_string, format_shape, is_string
+from serving.errors import StatusError, code_name
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_SIGNATURE = "serving_default"
+DEFAULT_SIGNATURE = "serving_default"  # tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 MAX_WARMUP_RECORDS = 1000
 _SIGNATURE_METHODS = (
@@ -34,25 +35,6 @@ _SIGNATURE_METHODS = (
     "tensorflow/serving/classify",
     "tensorflow/serving/regress",
 )
-# tensorflow/core/protobuf/error_codes.proto
-_CODE_NAMES = {
-    1: "CANCELLED",
-    2: "UNKNOWN",
-    3: "INVALID_ARGUMENT",
-    4: "DEADLINE_EXCEEDED",
-    5: "NOT_FOUND",
-    6: "ALREADY_EXISTS",
-    7: "PERMISSION_DENIED",
-    8: "RESOURCE_EXHAUSTED",
-    9: "FAILED_PRECONDITION",
-    10: "ABORTED",
-    11: "OUT_OF_RANGE",
-    12: "UNIMPLEMENTED",
-    13: "INTERNAL",
-    14: "UNAVAILABLE",
-    15: "DATA_LOSS",
-    16: "UNAUTHENTICATED",
-}
 
 _DEADLINE_MESSAGE = "Timed out waiting for notification"  # DirectSession's DEADLINE_EXCEEDED message
 
@@ -87,24 +69,19 @@ def register_scann_ops() -> bool:
 
 
 def _error_from_tf(exc: Exception) -> BundleError:
-    code = _CODE_NAMES.get(getattr(exc, "error_code", 2), "UNKNOWN")
+    code = code_name(getattr(exc, "error_code", 2))
+    if code == "OK":  # not an error code: an exception that says OK is still a failure
+        code = "UNKNOWN"
     message = getattr(exc, "message", None) or str(exc)
     return BundleError(code, message)
-
-
-def _dtype_name(enum: int) -> str:
-    """TF's ``DataTypeString``: DT_FLOAT -> "float", DT_STRING -> "string"."""
-    from tensorflow.core.framework import types_pb2
-
-    return types_pb2.DataType.Name(enum)[len("DT_") :].lower()
 
 
 def _dtype_of(array: np.ndarray) -> int:
     """The TF DataType enum a numpy array feeds as (object/bytes/str arrays are DT_STRING)."""
     import tensorflow as tf
 
-    if array.dtype.kind in ("O", "S", "U"):
-        return tf.string.as_datatype_enum
+    if is_string(array):
+        return DT_STRING
     try:
         return tf.as_dtype(array.dtype).as_datatype_enum
     except TypeError as exc:
@@ -118,10 +95,6 @@ def _shape_compatible(shape: Sequence[int], proto_shape) -> bool:
     if len(dims) != len(shape):
         return False
     return all(d < 0 or d == s for d, s in zip(dims, shape, strict=True))
-
-
-def _format_shape(shape: Iterable[int]) -> str:
-    return "[" + ",".join(str(d) for d in shape) + "]"
 
 
 class SavedModelBundle:
@@ -323,13 +296,13 @@ class SavedModelBundle:
             if got != info.dtype:
                 raise BundleError(
                     "INVALID_ARGUMENT",
-                    f"Expects arg[{index}] to be {_dtype_name(info.dtype)} but {_dtype_name(got)} is provided",
+                    f"Expects arg[{index}] to be {dtype_string(info.dtype)} but {dtype_string(got)} is provided",
                 )
             if not _shape_compatible(value.shape, info.tensor_shape):
                 raise BundleError(
                     "INVALID_ARGUMENT",
-                    f"input tensor alias: {alias} has shape {_format_shape(value.shape)}, incompatible with the "
-                    f"signature's shape {_format_shape(d.size for d in info.tensor_shape.dim)}",
+                    f"input tensor alias: {alias} has shape {format_shape(value.shape)}, incompatible with the "
+                    f"signature's shape {format_shape(d.size for d in info.tensor_shape.dim)}",
                 )
             feeds.append(value)
         if len(set(sent) & set(expected)) != len(sent):

@@ -17,7 +17,8 @@ two lists, and the client's reading of the HTTP statuses below, agree.
 
 from __future__ import annotations
 
-# tensorflow_serving/model_servers/http_server.cc (ToHTTPStatusCode).
+# tensorflow_serving/model_servers/http_server.cc (ToHTTPStatusCode), in the order of the codes' numbers in
+# tensorflow/core/protobuf/error_codes.proto (OK = 0, CANCELLED = 1, ..., UNAUTHENTICATED = 16).
 HTTP_STATUS = {
     "OK": 200,
     "CANCELLED": 500,
@@ -37,6 +38,20 @@ HTTP_STATUS = {
     "DATA_LOSS": 500,
     "UNAUTHENTICATED": 401,
 }
+
+
+_CODE_NAMES = dict(enumerate(HTTP_STATUS))
+_CODE_NUMBERS = {name: number for number, name in _CODE_NAMES.items()}
+
+
+def code_name(number: int) -> str:
+    """The canonical name of an ``error_codes.proto`` number; UNKNOWN for a number it does not define."""
+    return _CODE_NAMES.get(number, "UNKNOWN")
+
+
+def code_number(name: str) -> int:
+    """The ``error_codes.proto`` number of a canonical name ("OK" is 0)."""
+    return _CODE_NUMBERS[name]
 
 
 class StatusError(Exception):

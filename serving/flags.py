@@ -6,15 +6,15 @@ non-bool flags. Unlike TF Serving, which prints ``unknown argument: ...`` and ca
 a stray argument is an error here.
 
 The flags are absl.flags definitions (one ``FlagValues`` per parse, not absl's global ``FLAGS``), made from
-:class:`ServerOptions`' fields, so names, types and defaults have one source. What absl does that the
-hand-written loop did not: typed flag objects with their help text and defaults (the usage text is read
-from them), ``--name value`` and bare-bool handling, and "Missing value" for a flag at the end of the line.
-Where absl accepts more than ``tensorflow::Flags``, :func:`_check_tf_syntax` runs first and answers as TF
-Serving's "unknown argument" does: absl's ``--noNAME`` for bools, single-dash ``-name``, ``--flagfile`` and
-``--undefok``, and ``--`` (tensorflow_model_server would not start with them, so a compose file that works
-here must work there). Values go through parsers with TF's syntax instead of absl's (absl reads ``t``,
-``TRUE``, ``0x10``; TF and this module only ``true``/``false``/``1``/``0`` and decimal integers) and TF's
-"Couldn't interpret value ... for flag ..." message.
+:class:`ServerOptions`' fields, so names, types and defaults have one source: absl gives typed flag objects
+with their help text and defaults (the usage text is read from them), ``--name value`` and bare-bool
+handling, and "Missing value" for a flag at the end of the line. Where absl accepts more than
+``tensorflow::Flags``, :func:`_check_tf_syntax` runs first and answers as TF Serving's "unknown argument"
+does: absl's ``--noNAME`` for bools, single-dash ``-name``, ``--flagfile`` and ``--undefok``, and ``--``
+(tensorflow_model_server would not start with them, so a compose file that works here must work there).
+Values go through parsers with TF's syntax instead of absl's (absl reads ``t``, ``TRUE``, ``0x10``; TF and
+this module only ``true``/``false``/``1``/``0`` and decimal integers) and TF's "Couldn't interpret value ...
+for flag ..." message. Follows tensorflow_serving/model_servers/main.cc.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
-"""gRPC transport: tensorflow-serving-api's PredictionService and ModelService servicers over a ServerCore.
+"""gRPC transport: tensorflow-serving-api's PredictionService and ModelService over :class:`serving.service.Service`.
 
-Only wire conversion lives here (TensorProto <-> numpy, ModelSpec -> version/label) and the mapping of a
-StatusError's canonical code to the ``grpc.StatusCode`` of the same name, as TF Serving's ``ToGRPCStatus``.
-``Classify``/``Regress``/``MultiInference`` answer as TF Serving does for signatures of the wrong kind
-(INVALID_ARGUMENT) and UNIMPLEMENTED for real classify/regress signatures (tf.Example input is not
-implemented here).
+As TF Serving's ``model_servers/prediction_service_impl.cc`` and ``model_service_impl.cc``: only wire
+conversion lives here (TensorProto <-> numpy, ModelSpec -> version/label) and the mapping of a StatusError's
+canonical code to the ``grpc.StatusCode`` of the same name, as TF Serving's ``ToGRPCStatus``; the answers
+come from the service. ``Classify``/``Regress`` run the service's checks with the signature method-name check
+(INVALID_ARGUMENT for a predict signature, UNIMPLEMENTED for a real classify/regress one: tf.Example input is
+not implemented here); ``MultiInference`` is UNIMPLEMENTED.
 """
 
 from __future__ import annotations
@@ -12,35 +13,34 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import time
 from collections.abc import Iterator, Mapping
 from concurrent import futures
 
 import grpc
 import numpy as np
 from tensorflow_serving.apis import (
-    get_model_metadata_pb2,
-    get_model_status_pb2,
     model_management_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
 )
 
-from serving.errors import StatusError
+from serving.bundle import DEFAULT_SIGNATURE
+from serving.dtypes import DT_STRING, is_string
+from serving.errors import StatusError, code_number
+from serving.monitoring import Metrics
+from serving.service import Call, Service, ServingCore
 
 logger = logging.getLogger(__name__)
 
-_STATE_ENUM = get_model_status_pb2.ModelVersionStatus.State
-_DT_STRING = 7
-_SIGNATURE_DEF = "signature_def"
+ENTRYPOINT = "GRPC"
 
 
 # ---------------------------------------------------------------------------------------------- tensors
 def tensor_to_ndarray(alias: str, proto) -> np.ndarray:
     """A request TensorProto as numpy (DT_STRING -> object array of bytes); bad protos are INVALID_ARGUMENT."""
     try:
-        if proto.dtype == _DT_STRING and not proto.tensor_content:
+        if proto.dtype == DT_STRING and not proto.tensor_content:
             shape = [d.size for d in proto.tensor_shape.dim]
             values = list(proto.string_val)
             if len(values) == math.prod(shape) and all(d >= 0 for d in shape):
@@ -74,8 +74,8 @@ def _content_dtype(dtype: np.dtype):
 
 def ndarray_to_tensor(array: np.ndarray, out) -> None:
     """Fill TensorProto ``out`` from ``array`` (strings into ``string_val``, as TF Serving's AsProtoField)."""
-    if array.dtype.kind in ("O", "S", "U"):
-        out.dtype = _DT_STRING
+    if is_string(array):
+        out.dtype = DT_STRING
         for size in array.shape:
             out.tensor_shape.dim.add(size=size)
         values = array.ravel().tolist()
@@ -131,42 +131,33 @@ def _abort(context, error: StatusError):
 
 
 def _status_proto(out, code: str, message: str) -> None:
-    from tensorflow.core.protobuf import error_codes_pb2
-
-    out.error_code = error_codes_pb2.Code.Value(code)
+    out.error_code = code_number(code)
     out.error_message = message
 
 
 # ---------------------------------------------------------------------------------------------- services
-class _Call:
-    """What one RPC is recorded under; the handler fills in ``version`` and ``signature`` as it learns them."""
-
-    __slots__ = ("signature", "version")
-
-    def __init__(self, version, signature: str) -> None:
-        self.version, self.signature = version, signature
-
-
 def _rpc(api: str, *, signature: bool = False):
-    """Wrap a handler ``(self, request, context, call)`` in the block every RPC shares: time it, turn a
-    StatusError into the gRPC status of the same name, and record one metric (``api``, the canonical code,
-    the version the call answered from or asked for, and the signature when ``signature`` is set)."""
+    """Wrap a handler ``(self, request, context, call)`` in the block every RPC shares: the service's
+    :class:`~serving.service.Call` (timed, one metric: ``api``, the canonical code, the version the call
+    answered from or asked for, and the signature when ``signature`` is set), and a StatusError turned into
+    the gRPC status of the same name."""
 
     def wrap(handler):
         @functools.wraps(handler)
         def rpc(self, request, context):
-            start = time.perf_counter()
             spec = request.model_spec
-            call = _Call(
-                _version_choice(spec).get("version"), (spec.signature_name or "serving_default") if signature else ""
+            call = self._service.call(
+                api,
+                ENTRYPOINT,
+                spec.name,
+                version=_version_choice(spec).get("version"),
+                signature=(spec.signature_name or DEFAULT_SIGNATURE) if signature else "",
             )
             try:
-                response = handler(self, request, context, call)
+                with call:
+                    return handler(self, request, context, call)
             except StatusError as error:
-                self._record(spec, call.version, call.signature, api, error.code, start)
                 _abort(context, error)
-            self._record(spec, call.version, call.signature, api, "OK", start)
-            return response
 
         return rpc
 
@@ -179,27 +170,22 @@ def _require_spec(request) -> None:
 
 
 class _Servicer:
-    """What both services share: the core they answer from and the metrics every call is recorded in."""
+    """What both services share: the service they answer from (and record metrics in)."""
 
-    def __init__(self, core, metrics=None) -> None:
+    def __init__(self, core: ServingCore, metrics: Metrics | None = None) -> None:
         self._core = core
-        self._metrics = metrics
-
-    def _record(self, spec, version, signature, api, code, start) -> None:
-        if self._metrics is not None:
-            self._metrics.record(
-                spec.name, version, signature, api, code, time.perf_counter() - start, entrypoint="GRPC"
-            )
+        self._service = Service(core, metrics)
 
 
 class PredictionService(_Servicer, prediction_service_pb2_grpc.PredictionServiceServicer):
     @_rpc("Predict", signature=True)
-    def Predict(self, request, context, call):
+    def Predict(self, request, context, call: Call):
         _require_spec(request)
         spec = request.model_spec
         remaining = context.time_remaining()  # the client's deadline bounds the call, as in TF Serving
         timeout_ms = remaining * 1000.0 if remaining is not None and remaining < 1e8 else None
-        call.version, outputs = self._core.predict(
+        outputs = self._service.predict(
+            call,
             spec.name,
             signature_name=spec.signature_name,
             inputs=_LazyInputs(request.inputs),
@@ -216,46 +202,36 @@ class PredictionService(_Servicer, prediction_service_pb2_grpc.PredictionService
         return response
 
     @_rpc("GetModelMetadata")
-    def GetModelMetadata(self, request, context, call):
+    def GetModelMetadata(self, request, context, call: Call):
         _require_spec(request)
         spec = request.model_spec
-        if not request.metadata_field:
-            raise StatusError("INVALID_ARGUMENT", "GetModelMetadataRequest must specify at least one metadata_field")
-        for name in request.metadata_field:
-            if name != _SIGNATURE_DEF:
-                raise StatusError("INVALID_ARGUMENT", f"Metadata field {name} is not supported")
-        call.version, signature_defs = self._core.signature_defs(spec.name, **_version_choice(spec))
-        response = get_model_metadata_pb2.GetModelMetadataResponse()
-        response.model_spec.name = spec.name
-        response.model_spec.version.value = call.version
-        signature_map = get_model_metadata_pb2.SignatureDefMap()
-        for name, signature_def in signature_defs.items():
-            signature_map.signature_def[name].CopyFrom(signature_def)
-        response.metadata[_SIGNATURE_DEF].Pack(signature_map)
-        return response
-
-    def _unsupported(self, request, call, api: str, method: str):
-        """Classify/Regress: TF Serving's answer for our predict signatures; real ones are not implemented."""
-        spec = request.model_spec
-        _, signature_defs = self._core.signature_defs(spec.name, **_version_choice(spec))
-        if call.signature not in signature_defs:
-            raise StatusError("FAILED_PRECONDITION", f'Serving signature key "{call.signature}" not found.')
-        found = signature_defs[call.signature].method_name
-        if found != method:
-            raise StatusError(
-                "INVALID_ARGUMENT", f"Expected {api.lower()} signature method_name to be {method}. Was: {found}"
-            )
-        raise StatusError(
-            "UNIMPLEMENTED", f"{api} over tf.Example input is not implemented by the local server; use Predict"
+        return self._service.model_metadata(
+            call, spec.name, metadata_fields=tuple(request.metadata_field), **_version_choice(spec)
         )
 
     @_rpc("Classification", signature=True)
-    def Classify(self, request, context, call):
-        return self._unsupported(request, call, "Classification", "tensorflow/serving/classify")
+    def Classify(self, request, context, call: Call):
+        spec = request.model_spec
+        self._service.classify_regress(
+            call,
+            spec.name,
+            regress=False,
+            signature_name=call.signature,
+            method_name_check=True,
+            **_version_choice(spec),
+        )
 
     @_rpc("Regression", signature=True)
-    def Regress(self, request, context, call):
-        return self._unsupported(request, call, "Regression", "tensorflow/serving/regress")
+    def Regress(self, request, context, call: Call):
+        spec = request.model_spec
+        self._service.classify_regress(
+            call,
+            spec.name,
+            regress=True,
+            signature_name=call.signature,
+            method_name_check=True,
+            **_version_choice(spec),
+        )
 
     def MultiInference(self, request, context):
         context.abort(grpc.StatusCode.UNIMPLEMENTED, "MultiInference is not implemented by the local server")
@@ -263,16 +239,9 @@ class PredictionService(_Servicer, prediction_service_pb2_grpc.PredictionService
 
 class ModelService(_Servicer, model_service_pb2_grpc.ModelServiceServicer):
     @_rpc("GetModelStatus")
-    def GetModelStatus(self, request, context, call):
+    def GetModelStatus(self, request, context, call: Call):
         _require_spec(request)
-        statuses = self._core.model_status(request.model_spec.name, **_version_choice(request.model_spec))
-        response = get_model_status_pb2.GetModelStatusResponse()
-        for status in statuses:
-            entry = response.model_version_status.add()
-            entry.version = status.version
-            entry.state = _STATE_ENUM.Value(status.state)
-            _status_proto(entry.status, status.error_code, status.error_message)
-        return response
+        return self._service.model_status(request.model_spec.name, **_version_choice(request.model_spec))
 
     def HandleReloadConfigRequest(self, request, context):
         response = model_management_pb2.ReloadConfigResponse()
@@ -317,7 +286,7 @@ class GrpcServer:
 
     def __init__(
         self,
-        core,
+        core: ServingCore,
         *,
         host: str = "0.0.0.0",
         port: int = 8500,

@@ -9,22 +9,20 @@ the labels ``version`` and ``signature_name`` added so that requests, errors (``
 and latency can be read per model, version and signature; queries written for TF Serving's label sets
 (``sum by (model_name, status)``) work unchanged.
 
-Both transports call :meth:`Metrics.record` once per request, with TF Serving's API name (``Predict``,
-``GetModelMetadata``, ``GetModelStatus``, ``Classify``, ``Regress``) and ``entrypoint`` ``"REST"`` or
-``"GRPC"``; the REST server serves :meth:`Metrics.render` at the monitoring config's path.
+The service layer (:class:`serving.service.Call`) calls :meth:`Metrics.record` once per request, with TF
+Serving's API name (``Predict``, ``GetModelMetadata``, ``GetModelStatus``, ``Classify``, ``Regress``) and
+``entrypoint`` ``"REST"`` or ``"GRPC"``; the REST server serves :meth:`Metrics.render` at the monitoring config's path.
 :data:`MonitoringConfig` is TF Serving's ``--monitoring_config_file`` message (the tensorflow-serving-api
 wheel does not ship its ``_pb2``).
 
 The counters and histograms are prometheus_client's ``Counter`` and ``Histogram`` in a registry of each
-:class:`Metrics` (not the process-wide default one). What the library does that the hand-written version did
-not: label-name validation, a per-child lock instead of one lock for every series (two requests of different
-models no longer contend), the bucket search and cumulative ``_bucket``/``_sum``/``_count`` samples, and a
-metric name checked against Prometheus' name rules at definition. Its text writer (``generate_latest``) is
-not used, because it cannot write TF Serving's page: it always names a counter's family and samples
-``<name>_total`` (TF Serving: ``:tensorflow:serving:request_count`` with no suffix) and writes ``# HELP``
-lines and ``_created`` series that TF Serving's exporter does not. :meth:`Metrics.render` writes the page
-from the registry's samples instead (``registry.collect()``), in TF Serving's format: ``# TYPE`` lines only,
-counts as integers, bucket limits and sums as ``%g``.
+:class:`Metrics` (not the process-wide default one): label-name validation, a lock per series (two requests
+of different models do not contend), the bucket search and cumulative ``_bucket``/``_sum``/``_count``
+samples. Its text writer (``generate_latest``) is not used, because it cannot write TF Serving's page: it
+always names a counter's family and samples ``<name>_total`` (TF Serving: ``:tensorflow:serving:request_count``
+with no suffix) and writes ``# HELP`` lines and ``_created`` series that TF Serving's exporter does not.
+:meth:`Metrics.render` writes the page from the registry's samples instead (``registry.collect()``), in TF
+Serving's format: ``# TYPE`` lines only, counts as integers, bucket limits and sums as ``%g``.
 """
 
 from __future__ import annotations

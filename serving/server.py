@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     import grpc
 
     from serving.grpc_service import GrpcServer
-    from serving.rest import RestServer
+    from serving.http_server import RestServer
 
 logger = logging.getLogger(__name__)
 
@@ -244,7 +244,7 @@ class ModelServer:
         return batching
 
     def _start_rest(self, monitoring, metrics):
-        from serving.rest import RestServer
+        from serving.http_server import RestServer
 
         return RestServer(
             self.core,

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]  # the checkout (or site-packages): the server's cwd and PYTHONPATH
@@ -51,10 +52,14 @@ def server_env(root: Path = ROOT, **extra: str) -> dict:
 class ServerProcess:
     """``python -m serving --port=P --rest_api_port=R *flags`` on free 127.0.0.1 ports (REST only when
     ``rest``); :meth:`start` waits for the gRPC (and REST) ready lines of its log, :meth:`stop` sends SIGTERM
-    and waits for the exit. ``root`` runs the server of another checkout of this project (a baseline)."""
+    and waits for the exit. ``root`` runs the server of another checkout of this project (a baseline); ``env``
+    adds to the server's environment."""
 
-    def __init__(self, *flags: str, rest: bool = False, root: Path = ROOT) -> None:
+    def __init__(
+        self, *flags: str, rest: bool = False, root: Path = ROOT, env: Mapping[str, str] | None = None
+    ) -> None:
         self.root = Path(root)
+        self.env = dict(env or {})
         self.port = free_port()
         self.rest_port = free_port() if rest else 0
         self.args = [
@@ -82,7 +87,7 @@ class ServerProcess:
         self.proc = subprocess.Popen(
             self.args,
             cwd=str(self.root),
-            env=server_env(self.root),
+            env=server_env(self.root, **self.env),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

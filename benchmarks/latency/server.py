@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 from latency.measure import cpu_seconds
-from serving.testing import REST_READY_LINE, ServerProcess
+from serving.testing import REST_READY_LINE, ROOT, ServerProcess
 
 METRICS_PATH = "/monitoring/prometheus/metrics"  # serving/monitoring.config's
 MONITORING_CONFIG = f'prometheus_config {{ enable: true, path: "{METRICS_PATH}" }}\n'  # --monitoring_config_file
@@ -34,7 +34,7 @@ class Server(ServerProcess):
             f"--model_base_path={base_path}",
             f"--monitoring_config_file={self._monitoring}",
         )
-        super().__init__(*flags, rest=True, **({"root": root} if root is not None else {}))
+        super().__init__(*flags, rest=True, root=ROOT if root is None else root)
         self.grpc_port = self.port
         self.start(wait_ready=False)
 

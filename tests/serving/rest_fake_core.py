@@ -1,4 +1,4 @@
-"""A small in-memory ServerCore (the interface of docs/serving-core.md) for testing the REST transport on its own.
+"""A small in-memory server core (``serving.service.ServingCore``) for testing the transports on their own.
 
 Models:
 - ``retrieval`` versions 1 and 2 (labels ``stable`` -> 1, ``canary`` -> 2), signatures ``serving_default``
@@ -7,7 +7,9 @@ Models:
 - ``typed`` version 7: ``serving_default`` echoes inputs of several dtypes (``f`` float, ``d`` double, ``i``
   int32, ``l`` int64, ``b`` bool, ``s`` string) as outputs ``f_out`` ... and ``s_bytes``; ``single`` has one
   input ``x`` DT_FLOAT and one output ``y`` = 2x.
-- ``slow`` version 1: like retrieval, but each predict sleeps ``slow_seconds``.
+- ``slow`` version 1: like retrieval, but each predict takes ``slow_seconds``, or, while a test has set
+  ``slow_gate`` (a ``threading.Event``), until the gate opens; ``slow_running`` counts the slow calls in
+  flight (``slow_peak``: the most at once) and :meth:`FakeCore.wait_slow_running` waits for a count.
 - ``broken`` version 1: predict raises RuntimeError (a bug, not a StatusError).
 - ``flipping`` versions 1 and 2: the latest version alternates on every resolution, as if a swap happened
   between any two; version 1's ``serving_default`` input is ``user_id``, version 2's is ``user``, so a request
@@ -24,10 +26,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from serving.bundle import DEFAULT_SIGNATURE
+from serving.dtypes import DT_BOOL, DT_DOUBLE, DT_FLOAT, DT_INT32, DT_INT64, DT_STRING
 from serving.errors import StatusError
 
 K = 3
-DT_FLOAT, DT_DOUBLE, DT_INT32, DT_STRING, DT_INT64, DT_BOOL = 1, 2, 3, 7, 9, 10
 
 
 @dataclass(frozen=True)
@@ -90,8 +93,11 @@ def recommend(user_ids: np.ndarray, bias: float = 0.0) -> dict[str, np.ndarray]:
 class FakeCore:
     def __init__(self, slow_seconds: float = 0.5) -> None:
         self.slow_seconds = slow_seconds
+        self.slow_gate: threading.Event | None = None
+        self.slow_running = self.slow_peak = 0
         self.calls: list[dict] = []
         self._lock = threading.Lock()
+        self._slow_changed = threading.Condition(self._lock)
         retrieval = _retrieval_signatures()
         self._signatures = {
             "retrieval": {1: retrieval, 2: retrieval},
@@ -112,7 +118,7 @@ class FakeCore:
         self._labels = {"retrieval": {"stable": 1, "canary": 2}}
         self._failed = {"retrieval": {3: ("NOT_FOUND", "Failed to load SavedModel: no saved_model.pb")}}
 
-    # ------------------------------------------------------------------ docs/serving-core.md
+    # ------------------------------------------------------------------ serving.service.ServingCore
     def _resolve(self, model_name: str, version: int | None, label: str | None) -> int:
         if label is not None:
             try:
@@ -131,15 +137,29 @@ class FakeCore:
     def servable(self, model_name, *, version=None, label=None):
         yield _Servable(self, model_name, self._resolve(model_name, version, label))
 
-    def signature_defs(self, model_name, *, version=None, label=None):
-        v = self._resolve(model_name, version, label)
-        return v, dict(self._signatures[model_name][v])
+    def wait_slow_running(self, count: int, timeout: float = 10.0) -> None:
+        """Until ``count`` slow calls are in flight at once (AssertionError after ``timeout`` seconds)."""
+        with self._slow_changed:
+            assert self._slow_changed.wait_for(lambda: self.slow_running == count, timeout), self.slow_running
 
-    def predict(self, model_name, *, version=None, label=None, signature_name="", inputs, output_filter=()):
-        return self._run(model_name, self._resolve(model_name, version, label), signature_name, inputs)
+    def _slow(self) -> None:
+        with self._slow_changed:
+            self.slow_running += 1
+            self.slow_peak = max(self.slow_peak, self.slow_running)
+            self._slow_changed.notify_all()
+        try:
+            gate = self.slow_gate
+            if gate is not None:
+                assert gate.wait(60), "the test never opened the slow gate"
+            else:
+                time.sleep(self.slow_seconds)
+        finally:
+            with self._slow_changed:
+                self.slow_running -= 1
+                self._slow_changed.notify_all()
 
     def _run(self, model_name, v, signature_name, inputs):
-        name = signature_name or "serving_default"
+        name = signature_name or DEFAULT_SIGNATURE
         signature = self._signatures[model_name][v].get(name)
         if signature is None:
             raise StatusError("FAILED_PRECONDITION", f'Serving signature key "{name}" not found.')
@@ -150,7 +170,7 @@ class FakeCore:
         if model_name == "broken":
             raise RuntimeError("the fake model is broken")
         if model_name == "slow":
-            time.sleep(self.slow_seconds)
+            self._slow()
         if model_name == "typed":
             if name == "single":
                 return v, {"y": np.asarray(inputs["x"], dtype=np.float32) * 2}

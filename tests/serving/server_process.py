@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -13,13 +14,27 @@ import numpy as np
 from serving import testing
 from serving.testing import READY_LINE, REST_READY_LINE, ROOT, free_port, server_env  # noqa: F401 (re-exported)
 
+POLL_LINE = re.compile(r"Polled \d+ model\(s\) \(poll (\d+)\)")
+
 
 class ServerProcess(testing.ServerProcess):
-    """serving.testing's harness plus a gRPC channel and the calls the tests make on it."""
+    """serving.testing's harness plus a gRPC channel and the calls the tests make on it. The server logs each
+    completed poll of the model store (``TF_CPP_VMODULE=file_system_storage_path_source=1``), so that a test
+    can wait for polls (:meth:`wait_for_more_polls`) instead of sleeping."""
 
     def __init__(self, *flags: str, rest: bool = False) -> None:
-        super().__init__(*flags, rest=rest)
+        super().__init__(*flags, rest=rest, env={"TF_CPP_VMODULE": "file_system_storage_path_source=1"})
         self._channel = None
+
+    def poll_count(self) -> int:
+        """The number of polls the server has logged as completed so far."""
+        counts = [int(m.group(1)) for line in list(self.lines) if (m := POLL_LINE.search(line))]
+        return max(counts, default=0)
+
+    def wait_for_more_polls(self, more: int, timeout: float = 60.0) -> None:
+        """Return once ``more`` polls beyond those logged so far have completed (each lists every base path and
+        acts on what it found), so that "nothing changed" is asserted after them, not after a fixed time."""
+        self.wait_for_line(f"(poll {self.poll_count() + more})", timeout)
 
     def stop(self) -> int | None:
         if self._channel is not None:

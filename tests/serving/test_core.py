@@ -1,4 +1,5 @@
-"""serving.core in process: version discovery, policies, reference counting, labels, retries, config rules.
+"""serving.core (with its manager, source and policy modules) in process: version discovery, policies,
+reference counting, labels, retries, config rules.
 
 Uses tiny SavedModels built by the test (tests/serving/tiny_models.py) so each case loads in well under a
 second; the same behaviours are exercised over sockets with real exports in test_lifecycle.py.
@@ -17,8 +18,9 @@ import pytest
 from tensorflow_serving.config import model_server_config_pb2
 
 import tiny_models as tiny
-from serving.core import CoreOptions, ServerCore, aspired_versions, list_versions
+from serving.core import CoreOptions, ServerCore
 from serving.errors import StatusError
+from serving.file_system_storage_path_source import aspired_versions, list_versions
 
 USER = {"user_id": np.array([b"1"], dtype=object)}
 FAST = CoreOptions(file_system_poll_wait_seconds=0.1, max_num_load_retries=0)
@@ -86,14 +88,14 @@ def test_request_in_flight_keeps_its_version_until_done(core, source, tmp_path):
     tiny.publish(str(base), 1, source)
     c = core()
     c.reload_config(_config({"name": "m", "base_path": base}))
-    held = c._acquire("m", None, None)  # a request that started on version 1
+    held = c._manager.acquire("m", None)  # a request that started on version 1
     assert held.version == 1
     tiny.publish(str(base), 2, source)
     c.wait_for_state("m", 2, ["AVAILABLE"], timeout=30)
     assert c.wait_for_state("m", 1, ["UNLOADING"], timeout=10).state == "UNLOADING"
     assert c.predict("m", inputs=USER)[0] == 2, "new requests go to version 2"
     assert held.bundle.run("", USER)["scores"].shape == (1, tiny.K), "the held version still answers"
-    c._release(held)
+    c._manager.release(held)
     assert c.wait_for_state("m", 1, ["END"], timeout=10).error_code == "OK"
     with pytest.raises(StatusError) as err:
         c.predict("m", version=1, inputs=USER)
@@ -101,7 +103,7 @@ def test_request_in_flight_keeps_its_version_until_done(core, source, tmp_path):
 
 
 def test_failed_load_is_retried_and_succeeds_once_the_folder_is_complete(core, source, tmp_path, caplog):
-    caplog.set_level("INFO", logger="serving.core")
+    caplog.set_level("INFO", logger="serving.aspired_versions_manager")
     base = tmp_path / "m"
     base.mkdir()
     tiny.publish(str(base), 1, source)
@@ -132,7 +134,7 @@ def test_failed_version_is_not_retried_and_old_keeps_serving(core, source, tmp_p
     os.rename(bad, base / "2")
     status = c.wait_for_state("m", 2, ["END"], timeout=30)
     assert status.error_code != "OK" and status.error_message
-    time.sleep(0.5)
+    c.wait_for_polls(c.poll_count + 3, timeout=30)  # three more polls: v2 is not retried, v1 still serves
     assert [s.state for s in c.model_status("m")] == ["END", "AVAILABLE"]
     assert c.predict("m", inputs=USER)[0] == 1
 
@@ -249,7 +251,7 @@ def test_model_removed_and_added_back_before_unloading_keeps_no_orphaned_session
     c = core()
     c.reload_config(_config({"name": "m", "base_path": base}))
     c.predict("m", inputs=USER)
-    first = c._models["m"].versions[1].bundle
+    first = c._manager._models["m"].versions[1].bundle
     with c._lock:  # the manager cannot act between the two reloads (as when it is busy loading another model)
         empty = _config()
         empty.model_config_list.SetInParent()
@@ -257,7 +259,7 @@ def test_model_removed_and_added_back_before_unloading_keeps_no_orphaned_session
         c.reload_config(_config({"name": "m", "base_path": base}), wait=False)
     c.wait_for_state("m", 1, ["AVAILABLE"], timeout=30)
     assert c.predict("m", inputs=USER)[0] == 1
-    serving = c._models["m"].versions[1].bundle
+    serving = c._manager._models["m"].versions[1].bundle
     assert serving is first or first._closed, "the first load's Session is neither serving nor closed"
 
 
@@ -294,17 +296,18 @@ def test_unloading_closes_the_session_without_holding_the_core_lock(core, source
     c.reload_config(_config({"name": "m", "base_path": base}))
     tiny.publish(str(base), 2, source)
     c.wait_for_state("m", 1, ["END"], timeout=30)  # unloaded by the manager once v2 serves
-    held_request = c._acquire("m", None, None)  # a request in flight on v2 when the core stops
+    held_request = c._manager.acquire("m", None)  # a request in flight on v2 when the core stops
     stopper = threading.Thread(target=c.stop)
     stopper.start()
     c.wait_for_state("m", 2, ["UNLOADING"], timeout=30)
-    c._release(held_request)  # the last request closes v2
+    c._manager.release(held_request)  # the last request closes v2
     stopper.join(30)
     assert held == [False, False]
 
 
 # -- the pure decisions: AvailabilityPreservingPolicy's next step and the state names -------------------
-from serving.core import Action, VersionState, next_action, version_dirs  # noqa: E402
+from serving.availability_preserving_policy import Action, VersionState, next_action  # noqa: E402
+from serving.file_system_storage_path_source import version_dirs  # noqa: E402
 
 A, E, L, U = VersionState.AVAILABLE, VersionState.END, VersionState.LOADING, VersionState.UNLOADING
 
@@ -348,26 +351,26 @@ def test_version_dirs_keep_the_directory_spelling(tmp_path):
 
 def test_a_slow_listing_does_not_hold_the_lock_requests_take(core, source, tmp_path, monkeypatch):
     """While the manager lists the base path, a request still resolves (the lock is free)."""
-    import serving.core as core_module
+    import serving.file_system_storage_path_source as source_module
 
     base = tmp_path / "m"
     shutil.copytree(source, base / "1")
     c = core(CoreOptions(file_system_poll_wait_seconds=0.05, max_num_load_retries=0))
     c.reload_config(_config({"name": "m", "base_path": base}))
-    listing, release = threading.Event(), threading.Event()
-    real = core_module.version_dirs
+    listing, release, listed = threading.Event(), threading.Event(), threading.Event()
+    real = source_module.version_dirs
 
     def slow(path):
         listing.set()
         release.wait(10)
+        listed.set()
         return real(path)
 
-    monkeypatch.setattr(core_module, "version_dirs", slow)
+    monkeypatch.setattr(source_module, "version_dirs", slow)
     try:
         assert listing.wait(10), "the manager polls"
-        start = time.monotonic()
         version, outputs = c.predict("m", inputs=USER)
-        assert version == 1 and outputs and time.monotonic() - start < 5
+        assert version == 1 and outputs and not listed.is_set(), "answered while the listing is held up"
         assert [s.state for s in c.model_status("m")] == ["AVAILABLE"]
     finally:
         release.set()

@@ -1,4 +1,5 @@
-"""serving.json_tensor against the cases of TF Serving's util/json_tensor_test.cc and of its REST API guide
+"""serving.json_to_tensor, tensor_to_json and json_writer against the cases of TF Serving's
+util/json_tensor_test.cc and of its REST API guide
 (https://github.com/tensorflow/serving/blob/master/tensorflow_serving/g3doc/api_rest.md)."""
 
 from __future__ import annotations
@@ -9,14 +10,14 @@ import math
 import numpy as np
 import pytest
 
-from serving import json_tensor as jt
+from serving import json_to_tensor, json_writer, tensor_to_json
 from serving.errors import StatusError
 
 DT_FLOAT, DT_DOUBLE, DT_INT32, DT_STRING, DT_INT64, DT_BOOL, DT_UINT8, DT_COMPLEX64 = 1, 2, 3, 7, 9, 10, 4, 8
 
 
-def request(body: str, dtypes: dict[str, int]) -> jt.PredictRequest:
-    return jt.predict_request_from_json(jt.parse_json(body.encode()), lambda name: dtypes)
+def request(body: str, dtypes: dict[str, int]) -> json_to_tensor.PredictRequest:
+    return json_to_tensor.predict_request_from_json(json_to_tensor.parse_json(body.encode()), lambda name: dtypes)
 
 
 def error_of(body: str, dtypes: dict[str, int]) -> StatusError:
@@ -28,7 +29,7 @@ def error_of(body: str, dtypes: dict[str, int]) -> StatusError:
 # --------------------------------------------------------------------------- request: row format
 def test_row_single_unnamed_int_tensor_is_batched_along_instances():
     req = request('{"instances": [[1,2],[3,4],[5,6]]}', {"default": DT_INT32})
-    assert req.format == jt.ROW
+    assert req.format == json_to_tensor.ROW
     assert req.inputs["default"].dtype == np.int32
     np.testing.assert_array_equal(req.inputs["default"], [[1, 2], [3, 4], [5, 6]])
 
@@ -78,7 +79,7 @@ def test_row_multiple_named_tensors_with_nan_and_infinity():
 def test_columnar_named_and_unnamed_inputs():
     named = request('{"inputs": {"int_tensor": [[[1,2],[3,4],[5,6]]]}}', {"int_tensor": DT_INT32})
     unnamed = request('{"inputs": [[[1,2],[3,4],[5,6]]]}', {"int_tensor": DT_INT32})
-    assert named.format == unnamed.format == jt.COLUMNAR
+    assert named.format == unnamed.format == json_to_tensor.COLUMNAR
     for req in (named, unnamed):
         np.testing.assert_array_equal(req.inputs["int_tensor"], [[[1, 2], [3, 4], [5, 6]]])
 
@@ -110,7 +111,7 @@ def test_columnar_plain_value_needs_a_single_input_signature():
 # --------------------------------------------------------------------------- request errors
 def test_empty_body_is_a_parse_error():
     with pytest.raises(StatusError) as info:
-        jt.parse_json(b"")
+        json_to_tensor.parse_json(b"")
     assert info.value.code == "INVALID_ARGUMENT"
     assert info.value.message == "JSON Parse error: The document is empty"
 
@@ -128,13 +129,13 @@ def test_empty_body_is_a_parse_error():
 )
 def test_parse_errors_use_rapidjson_messages(body, message):
     with pytest.raises(StatusError) as info:
-        jt.parse_json(body.encode())
+        json_to_tensor.parse_json(body.encode())
     assert info.value.message.startswith(f"JSON Parse error: {message} at offset: ")
 
 
 def test_top_level_must_be_an_object():
     with pytest.raises(StatusError) as info:
-        jt.parse_json(b"[1, 2]")
+        json_to_tensor.parse_json(b"[1, 2]")
     assert info.value.message == "JSON Value: [\n    1,\n    2\n] Is not object"
 
 
@@ -242,48 +243,54 @@ def test_empty_signature_inputs_are_rejected():
 # --------------------------------------------------------------------------- response
 def test_row_response_layout_matches_rapidjson_pretty_writer():
     tensor = np.array([[[1, 2], [3, 4], [5, 6]], [[7, 8], [9, 0], [1, 2]]], dtype=np.int32)
-    text = jt.predict_response_json({"int_tensor": tensor}, jt.ROW)
+    text = tensor_to_json.predict_response_json({"int_tensor": tensor}, json_to_tensor.ROW)
     assert text == '{\n    "predictions": [[[1, 2], [3, 4], [5, 6]], [[7, 8], [9, 0], [1, 2]]\n    ]\n}'
-    assert json.loads(jt.predict_response_json({"int_tensor": tensor}, jt.COLUMNAR)) == {"outputs": tensor.tolist()}
+    assert json.loads(tensor_to_json.predict_response_json({"int_tensor": tensor}, json_to_tensor.COLUMNAR)) == {
+        "outputs": tensor.tolist()
+    }
 
 
 def test_single_output_vector_is_a_flat_list_of_predictions():
     tensor = np.array([1, 2, 3, 4, 5], dtype=np.int32)
-    assert json.loads(jt.predict_response_json({"t": tensor}, jt.ROW)) == {"predictions": [1, 2, 3, 4, 5]}
-    assert json.loads(jt.predict_response_json({"t": tensor}, jt.COLUMNAR)) == {"outputs": [1, 2, 3, 4, 5]}
+    assert json.loads(tensor_to_json.predict_response_json({"t": tensor}, json_to_tensor.ROW)) == {
+        "predictions": [1, 2, 3, 4, 5]
+    }
+    assert json.loads(tensor_to_json.predict_response_json({"t": tensor}, json_to_tensor.COLUMNAR)) == {
+        "outputs": [1, 2, 3, 4, 5]
+    }
 
 
 def test_bytes_outputs_are_base64_objects_and_strings_are_plain():
     strings = np.array([[b"hello", b"world"], [b"tf", b"serving"]], dtype=object)
-    as_bytes = json.loads(jt.predict_response_json({"str_tensor_bytes": strings}, jt.ROW))
+    as_bytes = json.loads(tensor_to_json.predict_response_json({"str_tensor_bytes": strings}, json_to_tensor.ROW))
     assert as_bytes == {
         "predictions": [[{"b64": "aGVsbG8="}, {"b64": "d29ybGQ="}], [{"b64": "dGY="}, {"b64": "c2VydmluZw=="}]]
     }
-    plain = json.loads(jt.predict_response_json({"str_tensor": strings}, jt.ROW))
+    plain = json.loads(tensor_to_json.predict_response_json({"str_tensor": strings}, json_to_tensor.ROW))
     assert plain == {"predictions": [["hello", "world"], ["tf", "serving"]]}
 
 
 def test_float32_six_digit_precision_as_tf_serving_prints_it():
     tensor = np.array([[9000000, 999999, 0.5], [0.0003, 0.00003, 555557.5]], dtype=np.float32)
-    text = jt.predict_response_json({"float_tensor": tensor}, jt.ROW)
+    text = tensor_to_json.predict_response_json({"float_tensor": tensor}, json_to_tensor.ROW)
     assert "[9e+06, 999999.0, 0.5], [0.0003, 3e-05, 555557.5]" in text
 
 
 def test_non_finite_floats():
     tensor = np.array([[np.nan, np.inf], [3, -np.inf]], dtype=np.float32)
-    text = jt.predict_response_json({"float_tensor": tensor}, jt.ROW)
+    text = tensor_to_json.predict_response_json({"float_tensor": tensor}, json_to_tensor.ROW)
     assert "[NaN, Infinity], [3.0, -Infinity]" in text
 
 
 def test_float32_values_that_need_more_than_six_digits_round_trip():
     rng = np.random.default_rng(0)
     values = rng.standard_normal(2000).astype(np.float32) * 1000
-    tokens = jt.predict_response_json({"x": values}, jt.COLUMNAR)
+    tokens = tensor_to_json.predict_response_json({"x": values}, json_to_tensor.COLUMNAR)
     parsed = np.array(json.loads(tokens)["outputs"], dtype=np.float32)
     np.testing.assert_array_equal(parsed, values)
-    assert jt.format_decimal(float(np.float32(3.14159265))) == "3.14159274"  # %.9g
-    assert jt.format_decimal(0.1, float32=False) == "0.1"
-    assert jt.format_decimal(0.30000000000000004, float32=False) == "0.30000000000000004"
+    assert json_writer.format_decimal(float(np.float32(3.14159265))) == "3.14159274"  # %.9g
+    assert json_writer.format_decimal(0.1, float32=False) == "0.1"
+    assert json_writer.format_decimal(0.30000000000000004, float32=False) == "0.30000000000000004"
 
 
 def test_multiple_outputs_row_and_columnar():
@@ -294,7 +301,7 @@ def test_multiple_outputs_row_and_columnar():
         "str_tensor": np.array([[b"foo", b"bar"], [b"baz", b"bat"]], dtype=object),
         "str_tensor_bytes": np.array([[b"hello", b"world"], [b"tf", b"serving"]], dtype=object),
     }
-    row = json.loads(jt.predict_response_json(outputs, jt.ROW))
+    row = json.loads(tensor_to_json.predict_response_json(outputs, json_to_tensor.ROW))
     assert row == {
         "predictions": [
             {
@@ -313,7 +320,7 @@ def test_multiple_outputs_row_and_columnar():
             },
         ]
     }
-    columnar = json.loads(jt.predict_response_json(outputs, jt.COLUMNAR))
+    columnar = json.loads(tensor_to_json.predict_response_json(outputs, json_to_tensor.COLUMNAR))
     assert columnar["outputs"]["double_scalar_tensor"] == [8.0, 9.0]
     assert columnar["outputs"]["str_tensor_bytes"] == [
         [{"b64": "aGVsbG8="}, {"b64": "d29ybGQ="}],
@@ -322,22 +329,28 @@ def test_multiple_outputs_row_and_columnar():
 
 
 def test_bools_and_int64_outputs():
-    out = json.loads(jt.predict_response_json({"b": np.array([True, False]), "l": np.array([2**40, -1])}, jt.ROW))
+    out = json.loads(
+        tensor_to_json.predict_response_json(
+            {"b": np.array([True, False]), "l": np.array([2**40, -1])}, json_to_tensor.ROW
+        )
+    )
     assert out == {"predictions": [{"b": True, "l": 2**40}, {"b": False, "l": -1}]}
 
 
 def test_response_errors():
     with pytest.raises(StatusError, match="Cannot convert empty tensor map to JSON"):
-        jt.predict_response_json({}, jt.ROW)
+        tensor_to_json.predict_response_json({}, json_to_tensor.ROW)
     with pytest.raises(StatusError, match="tensor type: complex64"):
-        jt.predict_response_json({"t": np.array([1 + 2j], dtype=np.complex64)}, jt.ROW)
+        tensor_to_json.predict_response_json({"t": np.array([1 + 2j], dtype=np.complex64)}, json_to_tensor.ROW)
     with pytest.raises(StatusError, match="has no shape information"):
-        jt.predict_response_json({"t": np.array(1, dtype=np.int32)}, jt.ROW)
+        tensor_to_json.predict_response_json({"t": np.array(1, dtype=np.int32)}, json_to_tensor.ROW)
     with pytest.raises(StatusError, match="inconsistent batch size: 1 expecting: 2"):
-        jt.predict_response_json({"int_tensor": np.zeros((2, 3)), "str_tensor": np.zeros((1, 3))}, jt.ROW)
+        tensor_to_json.predict_response_json(
+            {"int_tensor": np.zeros((2, 3)), "str_tensor": np.zeros((1, 3))}, json_to_tensor.ROW
+        )
 
 
 def test_error_json_is_valid_json_with_one_key():
-    body = jt.error_json('bad "thing"\nhere')
+    body = json_writer.error_json('bad "thing"\nhere')
     assert json.loads(body) == {"error": 'bad "thing"\nhere'}
     assert body.startswith('{ "error": ')

@@ -1,56 +1,40 @@
-"""The REST server (port 8501), as TF Serving's ``http_server.cc`` wires it.
+"""One HTTP/1.x connection of the REST server, as libevent's ``evhttp`` connection serves it for TF Serving.
 
-- Paths matching ``(?i)/v1/.*`` go to :class:`serving.rest_api.RestApi` (JSON answers, error bodies
-  ``{ "error": "..." }``, ``Content-Type: application/json``).
-- The monitoring config's Prometheus path (exactly; with a query string: 400 ``Unexpected path``) serves
-  :meth:`serving.monitoring.Metrics.render` as ``text/plain`` when ``prometheus_config.enable`` is set.
-- Anything else: 404 with libevent's HTML error page, as ``evhttp_send_error`` answers it.
-
-Bodies sent with ``Content-Encoding: gzip`` are uncompressed, as TF Serving's ``auto_uncompress_input``.
-HTTP/1.1 with keep-alive; one thread per connection (``socketserver.ThreadingTCPServer``), Nagle off, each
-response written with a single ``send``. Request bodies are capped at ``max_body_bytes``: a larger
-``Content-Length`` (or chunked body) is answered 413 and the connection closed.
-
-The HTTP/1.x parsing is httptools (the bindings to llhttp, Node.js's parser, that uvicorn uses), fed from
-the socket in :class:`_Handler`. It replaced a hand-written reader and does what that did not: it rejects
-a request with both ``Content-Length`` and ``Transfer-Encoding`` (the request-smuggling ambiguity; the old
-reader silently preferred chunked), a negative or non-numeric ``Content-Length``, bad chunk sizes and
-invalid header-name characters per the RFC 9112 grammar, parses chunk extensions and trailers properly, and
-answers pipelined requests in order. One difference from libevent (TF Serving) follows: llhttp rejects
-bare-LF line ends (400), which libevent and the old reader accepted. The limits (request line 414, header
-lines 431, body 413), ``Expect: 100-continue``, the deadline and the error pages stay here, on top of it. TF
-Serving itself sets no cap (libevent's default is unlimited); the cap keeps one request from exhausting the
-local server's memory.
-:meth:`RestServer.stop` stops accepting, closes idle keep-alive connections and waits for in-flight
-requests to finish.
+:class:`ConnectionHandler` feeds bytes from the socket into httptools' parser (llhttp, Node.js's parser, the
+one uvicorn uses) and answers the requests in order: it rejects a request with both ``Content-Length`` and
+``Transfer-Encoding`` (the request-smuggling ambiguity), a negative or non-numeric ``Content-Length``, bad
+chunk sizes and invalid header-name characters per the RFC 9112 grammar, parses chunk extensions and
+trailers, and answers pipelined requests in order. llhttp rejects bare-LF line ends (400), which libevent
+accepts. On top of it, this module answers what TF Serving's libevent server does: limits on the request
+line (414), header lines and their count (431), the body cap (413, draining a small excess so the client
+reads the answer), ``Expect: 100-continue``, gzip bodies (``auto_uncompress_input``), libevent's HTML error
+pages, and the ``--rest_api_timeout_in_ms`` deadline around each API request. The server around the
+connections is :mod:`serving.http_server`.
 """
 
 from __future__ import annotations
 
 import collections
-import contextlib
 import email.utils
-import heapq
 import http
-import itertools
 import logging
-import os
 import re
 import socket
 import socketserver
 import threading
 import time
 import zlib
+from typing import TYPE_CHECKING
 
 import httptools
 
-from serving.json_tensor import error_json
-from serving.monitoring import Metrics, prometheus_path
-from serving.rest_api import RestApi
+from serving.json_writer import error_json
+
+if TYPE_CHECKING:
+    from serving.http_server import HTTPServer
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 IDLE_TIMEOUT_S = 300
 _V1_PATH = re.compile(r"/v1/.*", re.I | re.S)
 _REASONS = {s.value: s.phrase for s in http.HTTPStatus}
@@ -78,58 +62,6 @@ class _Date:
                 cls._value = email.utils.formatdate(second, usegmt=True)
                 cls._second = second
         return cls._value
-
-
-class _Watchdog:
-    """One thread that answers requests whose ``--rest_api_timeout_in_ms`` deadline passed."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._heap: list = []  # (when, seq, entry); entry[0] is the callback, None once disarmed
-        self._seq = itertools.count()
-        self._stopped = False
-        self._thread = threading.Thread(target=self._run, name="rest-deadlines", daemon=True)
-        self._thread.start()
-
-    def arm(self, seconds: float, callback) -> list:
-        entry = [callback]
-        when = time.monotonic() + seconds
-        with self._cond:
-            earliest = not self._heap or when < self._heap[0][0]
-            heapq.heappush(self._heap, (when, next(self._seq), entry))
-            if earliest:
-                self._cond.notify()
-        return entry
-
-    @staticmethod
-    def disarm(entry: list) -> None:
-        entry[0] = None
-
-    def _run(self) -> None:
-        with self._cond:
-            while not self._stopped:
-                if not self._heap:
-                    self._cond.wait()
-                    continue
-                delay = self._heap[0][0] - time.monotonic()
-                if delay > 0:
-                    self._cond.wait(delay)
-                    continue
-                callback = heapq.heappop(self._heap)[2][0]
-                if callback is None:
-                    continue
-                self._cond.release()
-                try:
-                    callback()
-                except Exception:  # a broken connection, say: never let the watchdog die
-                    logger.debug("deadline callback failed", exc_info=True)
-                finally:
-                    self._cond.acquire()
-
-    def stop(self) -> None:
-        with self._cond:
-            self._stopped = True
-            self._cond.notify()
 
 
 class _BodyTooLarge(Exception):
@@ -172,7 +104,7 @@ class _Request:
         self.declared: int | None = None  # Content-Length, when given
 
 
-class _Handler(socketserver.BaseRequestHandler):
+class ConnectionHandler(socketserver.BaseRequestHandler):
     """One connection: bytes from the socket into httptools' parser (llhttp), requests answered in order.
 
     httptools does the HTTP/1.x framing (request line, headers, Content-Length and chunked bodies,
@@ -182,7 +114,7 @@ class _Handler(socketserver.BaseRequestHandler):
     100-continue``, and the error pages.
     """
 
-    server: _HTTPServer
+    server: HTTPServer
 
     def setup(self) -> None:
         self.connection = self.request
@@ -242,7 +174,7 @@ class _Handler(socketserver.BaseRequestHandler):
 
     def _framing_error(self, exc: Exception) -> bool:
         """A bad body or body framing (Content-Length, Transfer-Encoding, a chunk), as opposed to a bad
-        request line or header: the former is answered in JSON, as the hand-written reader did."""
+        request line or header: the former is answered in JSON."""
         if self._current is None:
             return False
         return bool(self._current.method) or any(word in str(exc) for word in _FRAMING_WORDS)
@@ -413,148 +345,3 @@ class _Handler(socketserver.BaseRequestHandler):
         if self.command != "HEAD":
             data += payload
         self.connection.sendall(data)
-
-
-class _HTTPServer(socketserver.ThreadingTCPServer):
-    daemon_threads = True
-    block_on_close = False
-    allow_reuse_address = True
-    request_queue_size = 128
-
-    def __init__(
-        self,
-        address,
-        api: RestApi,
-        metrics: Metrics,
-        metrics_path: str | None,
-        max_body_bytes: int,
-        timeout_s: float | None,
-        num_threads: int,
-    ):
-        self.api = api
-        self.timeout_s = timeout_s
-        self.workers = threading.BoundedSemaphore(num_threads)
-        self.metrics = metrics
-        self.metrics_path = metrics_path
-        self.max_body_bytes = max_body_bytes
-        self.stopping = False
-        self._handlers: set[_Handler] = set()
-        self._handlers_changed = threading.Condition()
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
-        super().__init__(address, _Handler)
-        self.watchdog = _Watchdog()
-
-    def track(self, handler: _Handler, active: bool) -> None:
-        with self._handlers_changed:
-            (self._handlers.add if active else self._handlers.discard)(handler)
-            self._handlers_changed.notify_all()
-
-    def close_idle(self) -> None:
-        with self._handlers_changed:
-            handlers = list(self._handlers)
-        for handler in handlers:
-            if handler.idle:
-                with contextlib.suppress(OSError):
-                    handler.connection.shutdown(socket.SHUT_RDWR)
-
-    def wait_handlers(self, timeout: float) -> bool:
-        """Wait for every connection to end, closing the ones that go idle (their request answered)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            self.close_idle()
-            with self._handlers_changed:
-                if not self._handlers:
-                    return True
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._handlers_changed.wait(min(remaining, 0.05))
-
-
-class RestServer:
-    """TF Serving's HTTP/REST endpoint over a ``ServerCore`` (interface: docs/serving-core.md).
-
-    ``metrics`` defaults to the core's ``metrics`` attribute when it has one, else a new
-    :class:`~serving.monitoring.Metrics`; the Prometheus page is served only when ``monitoring_config``
-    (a ``MonitoringConfig`` proto) enables it. ``timeout_ms`` (``--rest_api_timeout_in_ms``; <= 0: none)
-    bounds each API request; ``num_threads`` (``--rest_api_num_threads``) caps the requests processed at
-    once (others wait, as in TF Serving's handler pool; default 4 per CPU).
-    """
-
-    def __init__(
-        self,
-        core,
-        *,
-        host: str = "0.0.0.0",
-        port: int = 8501,
-        timeout_ms: int = 30000,
-        monitoring_config=None,
-        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-        metrics: Metrics | None = None,
-        num_threads: int | None = None,
-    ):
-        if max_body_bytes <= 0:
-            raise ValueError(f"max_body_bytes must be positive (got {max_body_bytes})")
-        if not 0 <= port <= 65535:
-            raise ValueError(f"port must be in 0..65535 (got {port})")
-        if num_threads is not None and num_threads <= 0:
-            raise ValueError(f"num_threads must be positive (got {num_threads})")
-        self.core = core
-        self.host = host
-        self.metrics = metrics if metrics is not None else (getattr(core, "metrics", None) or Metrics())
-        self.metrics_path = prometheus_path(monitoring_config)
-        self.max_body_bytes = max_body_bytes
-        self.api = RestApi(core, metrics=self.metrics)
-        self.timeout_s = timeout_ms / 1000.0 if timeout_ms and timeout_ms > 0 else None
-        self.num_threads = num_threads or 4 * (os.cpu_count() or 1)
-        self._requested_port = port
-        self._httpd: _HTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def port(self) -> int:
-        if self._httpd is None:
-            raise RuntimeError("RestServer is not started")
-        return self._httpd.server_address[1]
-
-    def start(self) -> RestServer:
-        if self._httpd is not None:
-            raise RuntimeError("RestServer already started")
-        self._httpd = _HTTPServer(
-            (self.host, self._requested_port),
-            self.api,
-            self.metrics,
-            self.metrics_path,
-            self.max_body_bytes,
-            self.timeout_s,
-            self.num_threads,
-        )
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2}, name="rest-accept", daemon=True
-        )
-        self._thread.start()
-        logger.debug("REST server listening on %s:%d", self.host, self.port)
-        return self
-
-    def stop(self, grace_s: float = 30.0) -> None:
-        """Stop accepting, close idle connections, let in-flight requests finish (up to ``grace_s``)."""
-        httpd = self._httpd
-        if httpd is None:
-            return
-        httpd.stopping = True
-        httpd.shutdown()
-        httpd.server_close()
-        httpd.close_idle()
-        if not httpd.wait_handlers(grace_s):
-            logger.warning("REST server stopped with requests still in flight after %.0f s", grace_s)
-        httpd.watchdog.stop()
-        if self._thread is not None:
-            self._thread.join(timeout=1.0)
-        self._httpd = None
-
-    def __enter__(self) -> RestServer:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
