@@ -35,7 +35,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def child(args) -> None:
     import numpy as np
 
-    import export  # noqa: F401 - sets TF_USE_LEGACY_KERAS before TensorFlow loads (export/__init__.py)
     from export import index as index_lib
     from export import servable, validate, warmup
     from export.config import IndexConfig

@@ -20,7 +20,6 @@ import time
 import warnings
 from pathlib import Path
 
-import export  # noqa: F401
 from export.config import (
     INDEX_KINDS,
     MODEL_NAMES,

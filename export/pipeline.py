@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 
-import export  # noqa: F401
 from export import distributed, gate, manifest, publish, selection, servable, validate, warmup
 from export import evaluate as evaluation
 from export import history as history_model

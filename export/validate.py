@@ -33,7 +33,6 @@ from pathlib import Path
 
 import numpy as np
 
-import export  # noqa: F401
 from export.vectors import exact_top_k
 
 logger = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ import sys
 
 import numpy as np
 
-import export  # noqa: F401
+from export import environment
 
 
 def _to_array(value) -> np.ndarray:
@@ -59,6 +59,7 @@ def main(argv: list[str]) -> int:
         print("usage: python -m export.validate_child SAVED_MODEL REQUESTS.json OUT.json", file=sys.stderr)
         return 2
     saved_model, requests_path, out_path = argv
+    environment.configure()  # before serving.bundle imports TensorFlow
     if os.environ.get("EXPORT_VALIDATE_PARENT_PID"):
         exit_with_parent(int(os.environ["EXPORT_VALIDATE_PARENT_PID"]))
     from serving.bundle import SavedModelBundle

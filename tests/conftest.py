@@ -29,6 +29,10 @@ from pathlib import Path
 
 import pytest
 
+from export import environment
+
+environment.configure()  # this process's: before any test module imports TensorFlow (export/environment.py)
+
 ROOT = Path(__file__).resolve().parent.parent
 EXPORT_TIMEOUT_S = 300
 
@@ -97,8 +101,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def export_env() -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
-    env.setdefault("TF_USE_LEGACY_KERAS", "1")
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    environment.configure(env)
     return env
 
 

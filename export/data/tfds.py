@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from export import environment
 from export.data.records import DataError, MovieLensData, Movies, Ratings, describe, genre_positions
 
 logger = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ def load_tfds(
 ) -> MovieLensData:
     """Ratings and movies from TFDS; prepares them first (download) if needed and allowed."""
     ratings_name, movies_name = names(size)
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    environment.configure()  # a library caller that did not (export/environment.py)
     try:
         import tensorflow_datasets as tfds
     except ImportError as exc:

@@ -56,7 +56,7 @@ def test_the_cli_refuses_a_bad_tf_config_in_one_line(tmp_path):
 
 
 def _answers(base: Path) -> np.ndarray:
-    import scann  # noqa: F401  (registers ScaNN's ops, as serving does; importing export set TF_USE_LEGACY_KERAS)
+    import scann  # noqa: F401  (registers ScaNN's ops, as serving does; tests/conftest.py set TF_USE_LEGACY_KERAS)
     import tensorflow as tf
 
     [version] = [p for p in (base / "retrieval").iterdir() if p.name.isdigit()]

@@ -7,7 +7,6 @@ import dataclasses
 import numpy as np
 import pytest
 
-import export  # noqa: F401
 from export.config import DEFAULT
 from export.data import load, split
 from export.data.synthetic import SyntheticSpec

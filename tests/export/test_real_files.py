@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-import export  # noqa: F401
 from export.data import DataError, load
 from export.data.records import GENRES
 from export.data.tables import Columns

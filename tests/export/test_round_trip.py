@@ -7,7 +7,6 @@ import dataclasses
 import numpy as np
 import pytest
 
-import export  # noqa: F401
 from export import index as index_lib
 from export import servable, validate, warmup
 from export.config import DEFAULT, IndexConfig

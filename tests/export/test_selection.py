@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-import export.train  # (TF_USE_LEGACY_KERAS before TensorFlow)
+import export.train
 from export import ease, selection
 from export.config import DEFAULT, SEED, ConfigError, ExportConfig
 from export.data import DataError, load, split, validation_split

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import export  # noqa: F401
 from export.data import DataError, load
 from export.data.records import GENRES
 from export.data.tables import Columns
