@@ -308,6 +308,7 @@ def _kept(root: Path, model: str) -> dict:
     return json.loads((kept / "assets.extra" / "manifest.json").read_text())
 
 
+@pytest.mark.slow
 def test_cli_refuses_a_model_that_does_not_beat_popularity_into_an_empty_store_and_no_gate_publishes_it(
     tmp_path, export_cli, quick_export
 ):
@@ -330,6 +331,7 @@ def test_cli_refuses_a_model_that_does_not_beat_popularity_into_an_empty_store_a
     assert record["decision"] == "published without the gate (--no-gate)"
 
 
+@pytest.mark.slow
 def test_cli_refuses_a_version_worse_than_the_served_one_and_the_store_keeps_the_old_one(
     tmp_path, export_cli, quick_export
 ):

@@ -11,6 +11,8 @@ from export import index as index_lib
 from export import servable, validate, warmup
 from export.config import DEFAULT, IndexConfig
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def trained_tiny():

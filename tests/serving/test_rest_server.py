@@ -446,6 +446,7 @@ def test_gzip_bodies_are_uncompressed_and_capped(session, url):
     )
 
 
+@pytest.mark.slow
 def test_deadline_exceeded_answers_at_the_deadline_and_keeps_the_connection(server, session, url):
     start = time.perf_counter()
     response = post(session, url, "/v1/models/slow:predict", {"instances": ["1"]})
@@ -457,6 +458,7 @@ def test_deadline_exceeded_answers_at_the_deadline_and_keeps_the_connection(serv
     assert server.metrics.request_count("slow", status="DEADLINE_EXCEEDED") == 1
 
 
+@pytest.mark.slow
 def test_num_threads_caps_requests_processed_at_once():
     core = rest_fake_core.FakeCore(slow_seconds=0.3)
 
