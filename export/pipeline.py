@@ -45,7 +45,7 @@ def load_data(config: ExportConfig, seed: int = 0):
 
         spec = SyntheticSpec.tiny(seed) if config.synthetic_size == "tiny" else SyntheticSpec.movielens_100k(seed)
         return load("synthetic", synthetic=spec)
-    from export.data.tables import Columns
+    from export.data.own_files import Columns
 
     return load(config.data, columns=Columns(**config.data_columns))
 

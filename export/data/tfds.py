@@ -141,7 +141,7 @@ def _text(values: np.ndarray) -> np.ndarray:
     one str object, so ML-25M's 25M rows of 162k user ids are 200 MB of pointers, not 25M str copies."""
     import pyarrow as pa
 
-    from export.data.tables import dictionary_coded
+    from export.data.tabular import dictionary_coded
 
     return dictionary_coded(pa.array(values, type=pa.binary()), lambda b: b.decode("utf-8")).values()
 

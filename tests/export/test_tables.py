@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from export.data import DataError, load
+from export.data.own_files import Columns
 from export.data.records import GENRES
-from export.data.tables import Columns
 
 ROOT = Path(__file__).resolve().parents[2]
 
