@@ -121,11 +121,11 @@ def test_test_rows_exclude_the_training_titles_but_the_tested_ones_and_skip_unra
     assert rows.exclusions == [["A", "C"], ["D"], []]  # u1's tested B is not excluded
     assert rows.targets == ["D", "B", "A", "E"] and rows.rows.tolist() == [0, 0, 2, 1]
     [request] = rows.requests()
-    assert request == {
-        "signature_name": "exclude_seen",
-        "inputs": {"user_id": ["u1", "u3", "u9"], "exclude_titles": [["A", "C"], ["D", ""], ["", ""]]},
+    assert request.signature_name == "exclude_seen" and request.inputs == {
+        "user_id": ["u1", "u3", "u9"],
+        "exclude_titles": [["A", "C"], ["D", ""], ["", ""]],
     }
-    assert [r["inputs"]["user_id"] for r in rows.requests(batch=2)] == [["u1", "u3"], ["u9"]]
+    assert [r.inputs["user_id"] for r in rows.requests(batch=2)] == [["u1", "u3"], ["u9"]]
     answers = [{"movie_titles": [["D", "E", "B"], ["B", "A", "E"], ["B", "C", "E"]]}]
     assert {c: h.tolist() for c, h in rows.hits(answers, [1, 3]).items()} == {
         "top_1": [1, 0, 0, 0],

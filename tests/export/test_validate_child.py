@@ -47,7 +47,7 @@ def test_validation_child_exits_when_the_export_process_is_killed(tmp_path):
     os.mkfifo(model / "saved_model.pb")
     script = textwrap.dedent(f"""
         from pathlib import Path
-        from export.validate import in_fresh_process
+        from export.validation.runners import in_fresh_process
         in_fresh_process(Path({str(model)!r}), [], timeout_s=600)
     """)
     parent = subprocess.Popen([sys.executable, "-c", script], cwd=str(ROOT), env=dict(os.environ, PYTHONPATH=str(ROOT)))
