@@ -4,8 +4,9 @@ requests read from a JSON file (``python -m export.validate_child SAVED_MODEL RE
 Loading and calling go through ``serving.bundle.SavedModelBundle`` (tag ``serve``, warmup replayed,
 signatures called by their tensor names): the one implementation of "load like TF Serving".
 
-REQUESTS.json: ``[{"signature_name": ..., "inputs": {name: nested list of str}}, ...]``.
-OUT.json: ``[{name: nested list (str or float)}, ...]`` in the same order.
+REQUESTS.json: ``[{"signature_name": ..., "inputs": {name: nested list of str}}, ...]`` (``Request.wire()`` of
+export/validation/requests.py). OUT.json: ``[{name: nested list (str or float)}, ...]`` in the same order; the
+parent, export/validation/runners.py's ``in_fresh_process``, restores each output's dtype (its ``OUTPUTS``).
 
 The parent passes its pid in ``EXPORT_VALIDATE_PARENT_PID``: on Linux the child is killed as soon as that
 process dies (a killed export leaves no child loading a model until its deadline).
