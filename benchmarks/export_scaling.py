@@ -83,7 +83,6 @@ def release(size: str) -> tuple[Path, float]:
 def child(size: str, tune_budget: float, index: str, store: Path, max_epochs: int | None) -> dict:
     import dataclasses
 
-    import export  # noqa: F401
     from export import pipeline
     from export.config import DEFAULT, ExportConfig, IndexConfig
     from export.data import load

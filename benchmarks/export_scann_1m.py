@@ -35,10 +35,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def child(args) -> None:
     import numpy as np
 
-    import export  # noqa: F401 - sets TF_USE_LEGACY_KERAS before TensorFlow loads (export/__init__.py)
     from export import index as index_lib
-    from export import servable, validate, warmup
+    from export import servable, warmup
     from export.config import IndexConfig
+    from export.validation.requests import warmup_inputs
+    from export.validation.specs import RetrievalSpec
+    from export.validation.validator import validate
     from export.vectors import IndexVectors
 
     timings = {}
@@ -76,17 +78,16 @@ def child(args) -> None:
 
     seen = {u: titles[rng.integers(0, args.candidates, size=50)].tolist() for u in users.tolist()[:20]}
     popular = titles[np.argsort(-pop[:, 0])[:20]].tolist()
-    requests = validate.retrieval_requests(vectors, seen, 64, rng, popular)
+    spec = RetrievalSpec(vectors, seen=seen, popular=popular)
+    requests = spec.requests(64, rng)
     out = Path(args.out)
     t = time.perf_counter()
     servable.save(module, out)
-    warmup.write(out, warmup.requests("retrieval", module.signatures(), validate.warmup_inputs(requests)))
+    warmup.write(out, warmup.requests("retrieval", module.signatures(), warmup_inputs(requests)))
     timings["save_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    report = validate.validate(
-        "retrieval", out, module, vectors, requests, k=10, recall_threshold=0.95, tolerance=1e-3, timeout_s=1800
-    )
+    report = validate(spec, out, module, requests, k=10, recall_threshold=0.95, tolerance=1e-3, timeout_s=1800)
     timings["validate_s"] = time.perf_counter() - t
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     print(

@@ -88,7 +88,6 @@ def main() -> int:
 
     import tensorflow as tf
 
-    import export  # noqa: F401 - sets TF_USE_LEGACY_KERAS before TensorFlow loads (export/__init__.py)
     from export.data import load, split
     from export.data.synthetic import SyntheticSpec
 

@@ -17,7 +17,6 @@ the vectors: add it to --sizes where memory allows.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 import tempfile
@@ -27,8 +26,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from export import environment  # noqa: E402  (ROOT on sys.path first)
+
+environment.configure()
 
 
 def make_vectors(n: int, dim: int, users: int, seed: int = 0):
@@ -110,8 +110,6 @@ def main() -> None:
     args = parser.parse_args()
 
     import numpy as np
-
-    import export  # noqa: F401 - sets TF_USE_LEGACY_KERAS before TensorFlow loads (export/__init__.py)
 
     sizes = [int(s) for s in args.sizes.split(",")]
     print(

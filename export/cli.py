@@ -20,7 +20,6 @@ import time
 import warnings
 from pathlib import Path
 
-import export  # noqa: F401
 from export.config import (
     INDEX_KINDS,
     MODEL_NAMES,
@@ -451,7 +450,7 @@ def _run(config: ExportConfig, synthetic_seed: int, started: float) -> int:
     from export.data import DataError
     from export.gate import EXIT_REFUSED, Refused
     from export.publish import PublishError
-    from export.validate import ValidationError
+    from export.validation import ValidationError
 
     try:
         distributed.start()  # with TF_CONFIG naming several workers: before TensorFlow runs anything else

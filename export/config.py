@@ -233,7 +233,7 @@ class ExportConfig:
     validation_users: int = 64
     validation_timeout_s: float = 300.0
     score_tolerance: float = 1e-3
-    data_columns: dict = field(default_factory=dict)  # export.data.tables.Columns fields, for your own files
+    data_columns: dict = field(default_factory=dict)  # export.data.own_files.Columns fields, for your own files
     ease_lambda: float = 500.0  # EASE's L2 weight (the evaluation's baseline)
     baseline_max_items: int = 12_000  # above this many titles EASE and item-kNN are skipped (memory)
     gate: bool = True  # publish only what beats popularity and is not worse than the served version (export/gate.py)

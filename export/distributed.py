@@ -81,8 +81,6 @@ def start(report=print):
     if _STRATEGY is None:
         import tensorflow as tf
 
-        import export  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
-
         _STRATEGY = tf.distribute.MultiWorkerMirroredStrategy()
         report(
             f"distributed training: worker {me.index} of {me.count} ({_STRATEGY.num_replicas_in_sync} replicas in sync)"

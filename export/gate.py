@@ -2,7 +2,7 @@
 
 TFX's Pusher pushes only a model its Evaluator blessed: the metrics clear their thresholds and the model is not
 worse than the baseline, the model blessed before it, on the same evaluation data (``change_threshold``); its
-InfraValidator's part is export/validate.py. ``check`` runs after every model is staged and validated and before
+InfraValidator's part is export/validation/. ``check`` runs after every model is staged and validated and before
 any is published (export/pipeline.py); the version is published only if
 
 (a) it beats popularity: the seen-excluded top-10 and top-100 hit rates of the export's test split
@@ -12,7 +12,7 @@ any is published (export/pipeline.py); the version is published only if
     score the same ratings, so it is wide: the gate errs towards refusing); and
 (b) it is not worse than the version being served: the newest numeric version of ``retrieval`` in the store.
     The staged version and the served one, each loaded in a fresh process as validation loads it
-    (``export.validate.in_fresh_process``: export/validate_child.py, serving.bundle), answer ``exclude_seen``
+    (``export.validation.runners.in_fresh_process``: export/validate_child.py, serving.bundle), answer ``exclude_seen``
     for the same test users (at most ``MAX_USERS``, a seeded sample above), each user's training titles
     excluded except their test titles (export/evaluate.py never removes the rating's own title); a test
     rating is a hit at k when its title is among the first k answered (export/evaluate.py's definition). The
@@ -50,8 +50,11 @@ from typing import Any
 import numpy as np
 
 from export import evaluate as evaluation
-from export import manifest, publish, validate
+from export import manifest, publish
 from export.evaluate import COMPARED
+from export.validation import ValidationError
+from export.validation.requests import Request, pad
+from export.validation.runners import in_fresh_process
 
 EXIT_REFUSED = 3  # python -m export's exit code for a version the gate refused (1: failures, 2: bad flags)
 REFUSED_PREFIX = ".refused-"
@@ -149,21 +152,15 @@ class TestRows:
         rows = np.array([position[users_of[i]] for i in keep], dtype=np.int64)
         return cls(users, exclusions, rows, [titles_of[i] for i in keep])
 
-    def requests(self, batch: int = BATCH_USERS) -> list[dict]:
+    def requests(self, batch: int = BATCH_USERS) -> list[Request]:
         """``exclude_seen`` requests, ``batch`` users each, exclusions padded with ``""`` (which excludes nothing)."""
         out = []
         for start in range(0, len(self.users), batch):
-            rows = self.exclusions[start : start + batch]
-            width = max([len(r) for r in rows] + [1])
-            out.append(
-                {
-                    "signature_name": "exclude_seen",
-                    "inputs": {
-                        "user_id": self.users[start : start + batch],
-                        "exclude_titles": [r + [""] * (width - len(r)) for r in rows],
-                    },
-                }
-            )
+            inputs: dict[str, list] = {
+                "user_id": self.users[start : start + batch],
+                "exclude_titles": pad(self.exclusions[start : start + batch]),
+            }
+            out.append(Request("exclude_seen", inputs, query="user_id", excluded="exclude_titles"))
         return out
 
     def hits(self, answers: list[dict], cutoffs: list[int]) -> dict[str, np.ndarray]:
@@ -194,12 +191,12 @@ def against_served(staged: Path, served: Path, rows: TestRows, tolerance: float 
         return {"passed": None, "why": "no test rating of a title the new version ranks"}
     requests = rows.requests()
     with ThreadPoolExecutor(max_workers=2) as pool:
-        new_job = pool.submit(validate.in_fresh_process, staged, requests, timeout_s)
-        served_job = pool.submit(validate.in_fresh_process, served, requests, timeout_s)
+        new_job = pool.submit(in_fresh_process, staged, requests, timeout_s)
+        served_job = pool.submit(in_fresh_process, served, requests, timeout_s)
         new_answers = new_job.result()
         try:
             served_answers = served_job.result()
-        except validate.ValidationError as exc:
+        except ValidationError as exc:
             return {"passed": None, "why": f"it could not answer in a fresh process: {exc}"}
     at = cutoffs(min(np.asarray(a["movie_titles"]).shape[1] for a in (new_answers[0], served_answers[0])))
     verdict = not_worse(rows.hits(new_answers, at), rows.hits(served_answers, at), tolerance)

@@ -21,7 +21,6 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-import export  # noqa: F401
 from export.config import IndexConfig
 
 logger = logging.getLogger(__name__)

@@ -24,6 +24,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from export import environment
+
 logger = logging.getLogger(__name__)
 
 LAST = "saved_model.pb"
@@ -99,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--destination", required=True, help="the servers' base path, e.g. gs://BUCKET/models")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    environment.configure()  # a process start (python -m export.object_store), before TensorFlow is imported
     import tensorflow as tf
 
     try:

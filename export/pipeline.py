@@ -16,14 +16,16 @@ from pathlib import Path
 
 import numpy as np
 
-import export  # noqa: F401
-from export import distributed, gate, manifest, publish, selection, servable, validate, warmup
+from export import distributed, gate, manifest, publish, selection, servable, warmup
 from export import evaluate as evaluation
 from export import history as history_model
 from export import index as index_lib
 from export import report as plots
 from export.config import ExportConfig
 from export.data.records import Coded
+from export.validation.requests import warmup_inputs
+from export.validation.specs import ModelSpec, RetrievalSpec, SimilarMoviesSpec
+from export.validation.validator import validate
 from export.vectors import popularity, retrieval_vectors, similar_vectors
 
 logger = logging.getLogger(__name__)
@@ -46,7 +48,7 @@ def load_data(config: ExportConfig, seed: int = 0):
 
         spec = SyntheticSpec.tiny(seed) if config.synthetic_size == "tiny" else SyntheticSpec.movielens_100k(seed)
         return load("synthetic", synthetic=spec)
-    from export.data.tables import Columns
+    from export.data.own_files import Columns
 
     return load(config.data, columns=Columns(**config.data_columns))
 
@@ -245,34 +247,38 @@ def run(config: ExportConfig, *, data=None, synthetic_seed: int = 0, report=prin
                     report,
                 )
                 history = (history_vectors, history_layer, history_params)
-                module = servable.Retrieval(
-                    vec, layer, params, history=history, exclude=extra, ids=ids, catalogue=catalogue
+                retrieval = RetrievalSpec(
+                    vec, seen=seen, popular=popular, exclude_vectors=exclude_vectors, history_vectors=history_vectors
                 )
-                requests = validate.retrieval_requests(
-                    vec, seen, config.validation_users, rng, popular, exclude_index=extra is not None
+                module = retrieval.module(
+                    layer,
+                    params,
+                    exclude=None if extra is None else extra[1:],
+                    history=(history_layer, history_params),
+                    ids=ids,
+                    catalogue=catalogue,
                 )
+                spec: ModelSpec = retrieval
             else:
-                module = servable.SimilarMovies(vec, layer, params, ids=ids, catalogue=catalogue)
-                requests = validate.similar_requests(vec, config.validation_users, rng)
-            requests = validate.with_ids(name, requests, vec.titles.tolist(), ids.tolist())
+                similar = SimilarMoviesSpec(vec)
+                module = similar.module(layer, params, ids=ids, catalogue=catalogue)
+                spec = similar
+            requests = spec.requests(config.validation_users, rng, ids.tolist())
             path = publish.staging_dir(bases[name])
             staged[name] = path
             servable.save(module, path)
-            warmup.write(path, warmup.requests(name, module.signatures(), validate.warmup_inputs(requests)))
+            warmup.write(path, warmup.requests(name, module.signatures(), warmup_inputs(requests)))
             index_seconds = time.perf_counter() - start
             report(f"{name}: validating the staged SavedModel in a fresh process, as TF Serving loads it")
-            checks = validate.validate(
-                name,
+            checks = validate(
+                spec,
                 path,
                 module,
-                vec,
                 requests,
                 k=config.index.k,
                 recall_threshold=config.recall_threshold,
                 tolerance=config.score_tolerance,
                 timeout_s=config.validation_timeout_s,
-                exclude_vectors=None if extra is None else extra[0],
-                history_vectors=None if history is None else history_vectors,
             )
             recall[name] = checks["recall_at_10"]
             manifests[name] = manifest.build(

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-import export  # noqa: F401
 from export import index as index_lib
 
 NAMESPACE_WHITELIST = ["Scann"]

@@ -4,8 +4,9 @@ requests read from a JSON file (``python -m export.validate_child SAVED_MODEL RE
 Loading and calling go through ``serving.bundle.SavedModelBundle`` (tag ``serve``, warmup replayed,
 signatures called by their tensor names): the one implementation of "load like TF Serving".
 
-REQUESTS.json: ``[{"signature_name": ..., "inputs": {name: nested list of str}}, ...]``.
-OUT.json: ``[{name: nested list (str or float)}, ...]`` in the same order.
+REQUESTS.json: ``[{"signature_name": ..., "inputs": {name: nested list of str}}, ...]`` (``Request.wire()`` of
+export/validation/requests.py). OUT.json: ``[{name: nested list (str or float)}, ...]`` in the same order; the
+parent, export/validation/runners.py's ``in_fresh_process``, restores each output's dtype (its ``OUTPUTS``).
 
 The parent passes its pid in ``EXPORT_VALIDATE_PARENT_PID``: on Linux the child is killed as soon as that
 process dies (a killed export leaves no child loading a model until its deadline).
@@ -20,7 +21,7 @@ import sys
 
 import numpy as np
 
-import export  # noqa: F401
+from export import environment
 
 
 def _to_array(value) -> np.ndarray:
@@ -59,6 +60,7 @@ def main(argv: list[str]) -> int:
         print("usage: python -m export.validate_child SAVED_MODEL REQUESTS.json OUT.json", file=sys.stderr)
         return 2
     saved_model, requests_path, out_path = argv
+    environment.configure()  # before serving.bundle imports TensorFlow
     if os.environ.get("EXPORT_VALIDATE_PARENT_PID"):
         exit_with_parent(int(os.environ["EXPORT_VALIDATE_PARENT_PID"]))
     from serving.bundle import SavedModelBundle

@@ -11,8 +11,6 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
-import export  # noqa: F401
-
 logger = logging.getLogger(__name__)
 
 MAX_RECORDS = 1000

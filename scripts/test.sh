@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Sets up everything the tests need on a fresh machine, runs the linters (scripts/lint.sh), then the whole
 # test suite. Extra arguments go to pytest (e.g. scripts/test.sh tests/client -x).
-#   --fast     the edit-test lane: no slow, engine or root tests (pytest -m "not slow and not engine and not root"),
-#              and no reinstall unless pyproject.toml changed
+#   --fast     the edit-test lane, which needs only Python: no slow, engine, root or tools tests, no reinstall unless
+#              pyproject.toml changed, and none of the rest of the setup (.venv-policy, Debian packages, kubectl)
 #   --no-lint  skip the linters
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,14 +32,15 @@ fi
 if [ "$fast" = 0 ] || [ ! -x .venv/bin/python ] || [ ! .venv/setup.log -nt pyproject.toml ]; then
   scripts/setup.sh all,test
 fi
-# checkov and kubernetes-validate for tests/deploy, in .venv-policy (their pins clash with tensorflow's).
-scripts/setup-policy.sh
 if [ "$lint" = 1 ]; then
   scripts/lint.sh
 fi
 if [ "$fast" = 1 ]; then
-  args=(-m "not slow and not engine and not root" "${args[@]}")
+  exec .venv/bin/python -m pytest -m "not slow and not engine and not root and not tools" "${args[@]}"
 fi
+# The rest is for the tests the fast lane leaves out (marked engine, root and tools where they are defined).
+# checkov and kubernetes-validate for tests/deploy, in .venv-policy (their pins clash with tensorflow's).
+scripts/setup-policy.sh
 # Debian's Docker engine (docker.io: dockerd, which the container tests start as root when no engine answers),
 # docker-compose 1.29 (what those tests run the compose files with), debootstrap (the stand-in for the Python
 # base image when no registry is reachable); iproute2 and util-linux (ip, unshare, nsenter) for the

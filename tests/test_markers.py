@@ -1,4 +1,5 @@
-"""The slow/root lists of tests/conftest.py name tests that exist, so that the fast lane cannot silently grow."""
+"""The fast lane (scripts/test.sh --fast) leaves out every marked group, and a test that runs the export CLI per
+test cannot land in it unmarked (tests/conftest.py refuses it at collection)."""
 
 from __future__ import annotations
 
@@ -16,18 +17,34 @@ conftest = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(conftest)
 
 
-@pytest.mark.parametrize("entry", conftest.SLOW + conftest.NEEDS_ROOT)
-def test_every_listed_module_and_test_exists(entry):
-    path, _, name = entry.partition("::")
-    assert (ROOT / path).is_file(), f"{path} does not exist"
-    if name:
-        assert re.search(rf"^def {re.escape(name)}\(", (ROOT / path).read_text(), re.M), f"no test {name} in {path}"
+def test_the_fast_lane_deselects_every_registered_marker():
+    block = re.search(r"^markers = \[(.*?)^\]", (ROOT / "pyproject.toml").read_text(), re.M | re.S)
+    assert block is not None
+    names = set(re.findall(r'^\s*"(\w+):', block.group(1), re.M))
+    [expression] = re.findall(r'-m "([^"]+)"', (ROOT / "scripts" / "test.sh").read_text())
+    assert set(re.findall(r"not (\w+)", expression)) == names == {"slow", "engine", "root", "tools"}
 
 
-def test_an_entry_marks_its_module_or_test_with_every_parameter_and_nothing_else():
-    entries = ("part/test_a.py", "part/test_b.py::test_one")
-    assert conftest._listed("part/test_a.py::test_x[4.25.0-1.49.1]", entries)
-    assert conftest._listed("part/test_b.py::test_one", entries)
-    assert conftest._listed("part/test_b.py::test_one[tf]", entries)
-    assert not conftest._listed("part/test_b.py::test_one_more", entries)
-    assert not conftest._listed("part/test_a.pyc::test_x", entries)
+class _Item:
+    def __init__(self, nodeid: str, fixturenames: tuple[str, ...], marks: tuple[str, ...] = ()):
+        self.nodeid, self.fixturenames, self._marks = nodeid, fixturenames, marks
+
+    def get_closest_marker(self, name: str):
+        return getattr(pytest.mark, name) if name in self._marks else None
+
+
+def test_a_test_that_runs_the_export_cli_per_test_must_be_marked_slow():
+    items = [
+        _Item("a.py::test_export", ("tmp_path", "export_cli")),
+        _Item("a.py::test_store", ("make_model_store",), marks=("slow",)),
+        _Item("a.py::test_shared", ("model_store",)),
+    ]
+    assert conftest.unmarked_slow(items) == ["a.py::test_export"]
+
+
+def test_the_marks_sit_where_the_tests_are_defined_not_in_a_central_list():
+    assert not hasattr(conftest, "SLOW") and not hasattr(conftest, "NEEDS_ROOT")
+    marked = [
+        p for p in (ROOT / "tests").rglob("test_*.py") if re.search(r"pytest\.mark\.(slow|root)\b", p.read_text())
+    ]
+    assert len(marked) > 10

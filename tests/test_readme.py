@@ -8,6 +8,8 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from server_process import free_port  # tests/serving is on pytest's pythonpath
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,6 +23,7 @@ def test_readme_gives_the_demo_and_test_commands_and_ci_runs_the_test_command():
     assert "bash scripts/test.sh" in ci.splitlines(), ci  # the README's test command, as a line of its own
 
 
+@pytest.mark.slow
 def test_demo_command_trains_publishes_serves_and_recommends_for_user_42_offline(tmp_path):
     store = tmp_path / "models"
     env = dict(

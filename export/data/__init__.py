@@ -59,8 +59,9 @@ def load(
     columns=None,
 ) -> MovieLensData:
     """Load MovieLens from ``source``: "synthetic", "tfds" (or "tfds:SIZE"), a GroupLens folder or zip
-    (ml-100k, or the later releases: export/data/tables.py), or your own interactions file (CSV/TSV/Parquet;
-    ``columns``, a ``tables.Columns``, says where its columns are).
+    (ml-100k: export/data/grouplens.py, or the later releases: export/data/releases.py), or your own interactions
+    file (CSV/TSV/Parquet, export/data/own_files.py; ``columns``, an ``own_files.Columns``, says where its columns
+    are).
 
     synthetic: the spec for "synthetic" (default SyntheticSpec(): ML-100K's sizes, seed 0).
     data_dir, download, download_timeout: for "tfds" only: where TFDS keeps prepared data sets (TFDS'
@@ -81,14 +82,14 @@ def load(
 
         size = source_text.partition(":")[2] or "100k"
         return load_tfds(data_dir=data_dir, download=download, timeout=download_timeout, size=size)
-    from export.data import tables
+    from export.data import own_files, releases
 
-    if tables.is_own_file(source_text):
-        return tables.load_own(source_text, columns if columns is not None else tables.Columns())
+    if own_files.is_own_file(source_text):
+        return own_files.load_own(source_text, columns if columns is not None else own_files.Columns())
     if os.path.exists(source_text):
-        release = tables.find_release(source_text)
+        release = releases.find_release(source_text)
         if release:
-            return tables.load_release(source_text, release)
+            return releases.load_release(source_text, release)
     from export.data.grouplens import load_grouplens
 
     return load_grouplens(source_text)

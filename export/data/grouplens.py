@@ -1,7 +1,7 @@
 """The GroupLens ml-100k files, read the way tensorflow-datasets' movielens builder reads them.
 
 Accepted: a folder holding u.data/u.item/u.user, or holding ``ml-100k/`` with them; a zip with the same two
-layouts (the GroupLens download, ml-100k.zip, has ``ml-100k/`` inside).
+layouts (the GroupLens download, ml-100k.zip, has ``ml-100k/`` inside); both read through export/data/archive.py.
 
 - u.data: ``user id \\t item id \\t rating \\t timestamp``; rows are kept in line order, but for repeated
   (user, item) pairs, of which the first row is kept.
@@ -22,11 +22,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import zipfile
-from collections.abc import Callable
 
 import numpy as np
 
+from export.data import archive
 from export.data.records import (
     GENRES,
     DataError,
@@ -68,40 +67,17 @@ def _read_files(path: str) -> dict[str, bytes]:
             f"no such MovieLens folder or zip: {path} (sources: 'tfds', 'synthetic', or an "
             "ml-100k folder or zip from https://grouplens.org/datasets/movielens/100k/)"
         )
-    if os.path.isdir(path):
-        folder = os.path.join(path, FOLDER) if os.path.isfile(os.path.join(path, FOLDER, "u.data")) else path
-        return _collect(
-            path,
-            lambda name: os.path.isfile(os.path.join(folder, name)),
-            lambda name: _read_bytes(os.path.join(folder, name)),
-        )
-    if not zipfile.is_zipfile(path):
-        raise DataError(f"{path} is neither a folder nor a zip file; pass an ml-100k folder or ml-100k.zip")
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = set(archive.namelist())
-            prefix = f"{FOLDER}/" if f"{FOLDER}/u.data" in names else ""
-            return _collect(path, lambda name: prefix + name in names, lambda name: archive.read(prefix + name))
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise DataError(f"cannot read zip {path}: {exc}") from exc
-
-
-def _collect(path: str, exists: Callable[[str], bool], read: Callable[[str], bytes]) -> dict[str, bytes]:
-    missing = [name for name in REQUIRED if not exists(name)]
-    if missing:
-        raise DataError(
-            f"{path} has no {', '.join(missing)} (looked at the top level and in {FOLDER}/); "
-            "pass an ml-100k folder or ml-100k.zip"
-        )
-    return {name: read(name) for name in REQUIRED}
-
-
-def _read_bytes(file_path: str) -> bytes:
-    try:
-        with open(file_path, "rb") as handle:
-            return handle.read()
-    except OSError as exc:
-        raise DataError(f"cannot read {file_path}: {exc}") from exc
+    with archive.opened(path) as found:
+        if found is None:
+            raise DataError(f"{path} is neither a folder nor a zip file; pass an ml-100k folder or ml-100k.zip")
+        prefix = f"{FOLDER}/" if f"{FOLDER}/u.data" in found.names else ""
+        missing = [name for name in REQUIRED if prefix + name not in found.names]
+        if missing:
+            raise DataError(
+                f"{path} has no {', '.join(missing)} (looked at the top level and in {FOLDER}/); "
+                "pass an ml-100k folder or ml-100k.zip"
+            )
+        return {name: found.read(prefix + name) for name in REQUIRED}
 
 
 def _rows(name: str, content: bytes, separator: str, width: int, counts: Counts | None = None):

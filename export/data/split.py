@@ -18,10 +18,10 @@ the rest test; equal timestamps keep source order (a stable sort).
 from __future__ import annotations
 
 import logging
-import os
 
 import numpy as np
 
+from export import environment
 from export.data.records import DataError, Ratings
 
 logger = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ def shuffled_order(n: int, seed: int) -> np.ndarray:
     """
     if n > TF_SHUFFLE_UP_TO:
         return np.random.default_rng(seed).permutation(n).astype(np.int64)
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    environment.configure()  # a library caller that did not (export/environment.py)
     import tensorflow as tf  # deferred: the synthetic and GroupLens loaders need no TensorFlow
 
     tf.random.set_seed(seed)

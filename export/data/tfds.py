@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from export import environment
 from export.data.records import DataError, MovieLensData, Movies, Ratings, describe, genre_positions
 
 logger = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ def load_tfds(
 ) -> MovieLensData:
     """Ratings and movies from TFDS; prepares them first (download) if needed and allowed."""
     ratings_name, movies_name = names(size)
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    environment.configure()  # a library caller that did not (export/environment.py)
     try:
         import tensorflow_datasets as tfds
     except ImportError as exc:
@@ -140,7 +141,7 @@ def _text(values: np.ndarray) -> np.ndarray:
     one str object, so ML-25M's 25M rows of 162k user ids are 200 MB of pointers, not 25M str copies."""
     import pyarrow as pa
 
-    from export.data.tables import dictionary_coded
+    from export.data.tabular import dictionary_coded
 
     return dictionary_coded(pa.array(values, type=pa.binary()), lambda b: b.decode("utf-8")).values()
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 # (protobuf, grpcio): the floor of the client extra, then one release of each later protobuf major.
 VERSIONS = [("4.25.0", "1.49.1"), ("5.29.5", "1.60.1"), ("6.33.1", "1.70.0")]

@@ -7,6 +7,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
 
+import pytest
+
 from client import Client
 from client.protos import get_model_status_pb2
 from client_fakes import grpc_test_server
@@ -35,6 +37,7 @@ class _StatusHandler(BaseHTTPRequestHandler):
         pass
 
 
+@pytest.mark.slow
 def test_rest_calls_reuse_one_pooled_connection():
     _StatusHandler.peers = set()
     server = ThreadingHTTPServer(("127.0.0.1", 0), _StatusHandler)

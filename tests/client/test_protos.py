@@ -136,6 +136,7 @@ def test_the_samples_cover_every_message_our_protos_define():
     assert defined == set(MESSAGES) == set(SAMPLES)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(MESSAGES))
 def test_our_bytes_parse_with_tensorflow_serving_api_and_back(name, wire):
     ours, theirs, ours_again = wire
@@ -231,6 +232,7 @@ print("ok", first)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("first", ["tf", "client"])
 def test_tensorflow_and_the_client_share_one_process_in_either_order(first):
     proc = subprocess.run(

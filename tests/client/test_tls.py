@@ -26,6 +26,8 @@ from client import Client, Retry, Tls
 from client_fakes import run_cli, start_local_server
 from serving.testing import free_port
 
+pytestmark = pytest.mark.tools
+
 trustme = pytest.importorskip("trustme")
 
 TOKEN = "s3cret-token"

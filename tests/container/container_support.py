@@ -79,6 +79,8 @@ def compose_v2() -> list:
 
 
 IMPLEMENTATIONS = {"compose-v1.29": compose_v1, "compose-v2": compose_v2}
+# The implementations as test parameters: Debian's docker-compose is a system package (marked ``tools``).
+IMPLEMENTATION_PARAMS = [pytest.param("compose-v1.29", marks=pytest.mark.tools), "compose-v2"]
 
 
 def compose_env(**overrides) -> dict:

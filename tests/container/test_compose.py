@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from container_support import COMPOSE_FILES, HERE, IMPLEMENTATIONS, ROOT, resolved_config, run_compose
+from container_support import COMPOSE_FILES, HERE, IMPLEMENTATION_PARAMS, ROOT, resolved_config, run_compose
 
 SERVER_FLAGS = {
     line.strip()
@@ -48,7 +48,7 @@ def volume_map(volumes) -> dict:
     return out
 
 
-@pytest.mark.parametrize("implementation", sorted(IMPLEMENTATIONS))
+@pytest.mark.parametrize("implementation", IMPLEMENTATION_PARAMS)
 @pytest.mark.parametrize("variant", sorted(COMPOSE_FILES))
 def test_compose_file_is_valid_and_serving_waits_for_a_successful_export(implementation, variant):
     config = resolved_config(implementation, COMPOSE_FILES[variant])
@@ -70,13 +70,13 @@ def test_compose_file_is_valid_and_serving_waits_for_a_successful_export(impleme
     assert "--model-config-file=/models-config/models.config" in export["command"]
 
 
-@pytest.mark.parametrize("implementation", sorted(IMPLEMENTATIONS))
+@pytest.mark.parametrize("implementation", IMPLEMENTATION_PARAMS)
 def test_bind_address_variable_exposes_the_ports(implementation):
     config = resolved_config(implementation, COMPOSE_FILES["scann"], BIND_ADDRESS="0.0.0.0", REST_PORT="9501")
     assert published(service(config, "serving")["ports"]) == {("0.0.0.0", "8500", "8500"), ("0.0.0.0", "9501", "8501")}
 
 
-@pytest.mark.parametrize("implementation", sorted(IMPLEMENTATIONS))
+@pytest.mark.parametrize("implementation", IMPLEMENTATION_PARAMS)
 def test_versions_come_only_from_env_file(implementation, tmp_path):
     empty = tmp_path / "empty.env"
     empty.write_text("")

@@ -16,6 +16,8 @@ import pytest
 import namespaces
 from container_support import ROOT
 
+pytestmark = pytest.mark.root
+
 HEALTHCHECK = ROOT / "serving" / "healthcheck.sh"
 
 FAKE_SERVER = r"""

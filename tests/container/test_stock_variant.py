@@ -14,6 +14,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow
+
 OPS_OF_SAVED_MODEL = r"""
 import json, sys
 from tensorflow.core.protobuf import saved_model_pb2

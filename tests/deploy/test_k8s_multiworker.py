@@ -8,8 +8,12 @@ import os
 import shlex
 import subprocess
 
+import pytest
+
 from export.distributed import Worker, worker
 from k8s_support import container, find, pod_spec, render
+
+pytestmark = pytest.mark.tools
 
 
 def _job_and_service():

@@ -10,10 +10,13 @@ import os
 import subprocess
 import time
 
+import pytest
 import requests
 
 import server_process as sp
 from k8s_support import container, find, pod_spec, render
+
+pytestmark = [pytest.mark.slow, pytest.mark.tools]
 
 
 def test_rendered_pod_command_and_configs_serve_and_its_probes_tell_ready(model_store, tmp_path):

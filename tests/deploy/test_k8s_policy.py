@@ -12,6 +12,8 @@ import yaml
 
 from k8s_support import OVERLAYS, find, policy_tool, render, render_text
 
+pytestmark = pytest.mark.tools
+
 # kubectl's own minor on these machines, and the newest kubernetes-validate knows.
 KUBERNETES_VERSIONS = ["1.32.0", "1.37.0"]
 CRDS = {("serving.kserve.io/v1beta1", "InferenceService")}  # not in Kubernetes' schemas: checked below
@@ -94,6 +96,7 @@ def checkov(path) -> dict:
     return {"rc": result.returncode, "report": report, "stderr": result.stderr}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_overlay_passes_checkov_with_every_skip_justified(overlay, tmp_path):
     path = tmp_path / f"{overlay}.yaml"
@@ -109,6 +112,7 @@ def test_overlay_passes_checkov_with_every_skip_justified(overlay, tmp_path):
     assert skips and all(len(reason.split()) >= 8 for _, reason in skips)
 
 
+@pytest.mark.slow
 def test_checkov_does_fail_a_root_pod_with_a_writable_root_filesystem(tmp_path):
     deployment = find(render("pvc"), "Deployment", "tf-serving")
     spec = deployment["spec"]["template"]["spec"]

@@ -11,6 +11,8 @@ import yaml
 
 from k8s_support import K8S, OVERLAYS, ROOT, container, find, pod_spec, render
 
+pytestmark = pytest.mark.tools
+
 COMPOSE_SERVING = yaml.safe_load((ROOT / "serving" / "compose.serving.yml").read_text())["services"][
     "tensorflow-model-server"
 ]

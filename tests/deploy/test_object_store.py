@@ -63,6 +63,7 @@ def test_copy_order_puts_saved_model_pb_last(model_store):
     assert sorted(order) == sorted(p.relative_to(version).as_posix() for p in version.rglob("*") if p.is_file())
 
 
+@pytest.mark.slow
 def test_server_polling_mid_copy_never_loads_a_half_version(core_on_store):
     source, base, start = core_on_store
     core = start(retries=200)  # 200 x 50 ms: the retry budget outlasts the copy (as the gs:// overlay's)
@@ -89,6 +90,7 @@ def test_server_polling_mid_copy_never_loads_a_half_version(core_on_store):
         object_store.copy_version(source, str(base / "2"))
 
 
+@pytest.mark.slow
 def test_control_saved_model_pb_first_is_loaded_half_copied(core_on_store):
     import tensorflow as tf
 

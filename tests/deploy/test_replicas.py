@@ -17,6 +17,8 @@ import pytest
 import client
 import server_process as sp
 
+pytestmark = pytest.mark.slow
+
 POLL_S = 1.0
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+pytestmark = pytest.mark.slow
+
 
 def _error_line(proc) -> str:
     lines = [line for line in proc.stderr.splitlines() if line.strip()]

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-import export  # noqa: F401
 from export.cli import parser
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-import export  # noqa: F401
 from export.cli import _duration
 
 ROOT = Path(__file__).resolve().parents[2]

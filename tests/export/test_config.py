@@ -8,7 +8,6 @@ import dataclasses
 import numpy as np
 import pytest
 
-import export  # noqa: F401
 from export.config import DEFAULT, SEED, ConfigError, ExportConfig, IndexConfig, TrainConfig, preset
 
 

@@ -46,6 +46,7 @@ def test_a_bad_tf_config_is_one_clear_error(text, message):
         worker({"TF_CONFIG": text})
 
 
+@pytest.mark.slow
 def test_the_cli_refuses_a_bad_tf_config_in_one_line(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CONFIG="{not json")
     proc = subprocess.run([sys.executable, "-m", "export", *ARGS, "--model-base-path", str(tmp_path / "m")],
@@ -56,7 +57,7 @@ def test_the_cli_refuses_a_bad_tf_config_in_one_line(tmp_path):
 
 
 def _answers(base: Path) -> np.ndarray:
-    import scann  # noqa: F401  (registers ScaNN's ops, as serving does; importing export set TF_USE_LEGACY_KERAS)
+    import scann  # noqa: F401  (registers ScaNN's ops, as serving does; tests/conftest.py set TF_USE_LEGACY_KERAS)
     import tensorflow as tf
 
     [version] = [p for p in (base / "retrieval").iterdir() if p.name.isdigit()]
@@ -73,6 +74,7 @@ def _same(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean([set(x) == set(y) for x, y in zip(a, b, strict=True)]))
 
 
+@pytest.mark.slow
 def test_two_workers_train_one_model_that_answers_like_a_one_process_run(tmp_path):
     """Two local worker processes (TF_CONFIG, as a Kubernetes training Job sets it) train one model; worker 0
     publishes, worker 1 never touches its store. Both start from the same seeded weights and the full

@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import export  # noqa: F401
 from export import ease
 from export.evaluate import evaluate, item_knn_weights
 from export.vectors import IndexVectors

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import export  # noqa: F401
 from export import index as index_lib
 from export import servable
 from export.config import IndexConfig

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import export  # noqa: F401
 from export import index as index_lib
 from export.cli import config_from_args, parser
 from export.config import IndexConfig

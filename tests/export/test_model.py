@@ -7,7 +7,6 @@ import dataclasses
 import numpy as np
 import pytest
 
-import export  # noqa: F401
 from export.config import DEFAULT
 from export.data import load, split
 from export.data.synthetic import SyntheticSpec
@@ -64,6 +63,7 @@ def test_users_without_training_ratings_are_unknown_users():
     assert set(users_all.tolist()) >= train_users
 
 
+@pytest.mark.slow
 def test_a_bag_of_items_user_tower_averages_the_training_items_and_leaves_the_target_out():
     import tensorflow as tf
 
@@ -108,6 +108,7 @@ def test_a_temperature_serves_unit_movie_vectors_and_user_vectors_of_norm_one_ov
     np.testing.assert_allclose(np.linalg.norm(trained.user_vectors[1:], axis=1), 5.0, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_log_q_correction_uses_each_movies_share_of_the_training_ratings():
     from export.train import build_model
 

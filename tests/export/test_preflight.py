@@ -8,7 +8,6 @@ from collections import namedtuple
 
 import pytest
 
-import export  # noqa: F401
 from export.config import ConfigError, ExportConfig, IndexConfig, preset
 from export.data import check_against_data, load, preflight
 

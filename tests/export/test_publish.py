@@ -72,6 +72,7 @@ def test_publish_never_overwrites_an_existing_version(tmp_path):
     assert not staged.exists()
 
 
+@pytest.mark.slow
 def test_versions_increase_across_exports_and_pruning_keeps_newest_previous_and_pinned(
     tmp_path, model_store, make_model_store
 ):
@@ -202,6 +203,7 @@ _PUBLISH_LOOP = textwrap.dedent("""
 """) + textwrap.indent(_PUBLISH_ONCE, "    ")
 
 
+@pytest.mark.slow
 def test_publish_killed_at_random_points_leaves_no_partial_numeric_version(tmp_path, model_store):
     source = _numeric(model_store / "retrieval")[-1]
     base = tmp_path / "retrieval"
@@ -236,6 +238,7 @@ def _export_command(quick_export: list[str], root) -> list[str]:
     return [sys.executable, "-m", "export", *quick_export, "--model-base-path", str(root)]
 
 
+@pytest.mark.slow
 def test_export_killed_at_random_points_publishes_nothing_partial(tmp_path, quick_export):
     root = tmp_path / "models"
     rng = random.Random()
@@ -287,6 +290,7 @@ _PUBLISH_ONCE_KILLED_AT = (
 )
 
 
+@pytest.mark.slow
 def test_publish_killed_at_every_file_system_step_leaves_old_or_new_complete_version(tmp_path, model_store):
     source = _numeric(model_store / "retrieval")[-1]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -343,6 +347,7 @@ _KILLED_AT_SECOND_RENAME = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_an_export_killed_between_the_two_renames_leaves_two_complete_models_that_serve(tmp_path, quick_export):
     """The two models are published one after the other (two model base paths: no rename covers both). Killed
     right after ``retrieval``'s rename, the store holds a new ``retrieval`` beside the previous

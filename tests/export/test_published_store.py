@@ -8,8 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import export  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
-
 K = 10
 
 

@@ -14,10 +14,9 @@ from pathlib import Path
 
 import pytest
 
-import export  # noqa: F401
 from export.data import DataError, load
+from export.data.own_files import Columns
 from export.data.records import GENRES
-from export.data.tables import Columns
 
 # --------------------------------------------------------------------------- the clean data, in each format
 

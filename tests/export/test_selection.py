@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-import export.train  # (TF_USE_LEGACY_KERAS before TensorFlow)
+import export.train
 from export import ease, selection
 from export.config import DEFAULT, SEED, ConfigError, ExportConfig
 from export.data import DataError, load, split, validation_split
@@ -139,6 +139,7 @@ def test_blended_vectors_serve_a_weighted_sum_of_both_scores_as_one_dot_product(
     assert np.allclose(got[0], pop)  # the unknown user still gets popularity
 
 
+@pytest.mark.slow
 def test_fit_chooses_on_validation_and_refits_on_the_whole_training_part(data):
     train_idx, _ = split(data.ratings, kind="random")
     config = ExportConfig(data="synthetic", train=dataclasses.replace(DEFAULT, epochs=4, patience=2, ease_rank=8))
@@ -209,6 +210,7 @@ def test_exclude_seen_can_score_with_vectors_of_its_own():
         )
 
 
+@pytest.mark.slow
 def test_a_catalogue_too_large_for_a_full_softmax_trains_in_batch_with_log_q(monkeypatch, data):
     from export import tune
 

@@ -8,10 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import export  # noqa: F401
 from export.data import DataError, load
+from export.data.own_files import Columns
 from export.data.records import GENRES
-from export.data.tables import Columns
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -146,6 +145,7 @@ def test_a_release_whose_ratings_name_unknown_movies_is_one_clear_line(tmp_path)
         load(str(tmp_path))
 
 
+@pytest.mark.slow
 def test_export_cli_trains_on_your_own_file(tmp_path, export_cli):
     rng = np.random.default_rng(0)
     lines = ["who,what"] + [f"u{u},i{rng.integers(0, 30)}" for u in range(40) for _ in range(12)]

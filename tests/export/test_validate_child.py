@@ -10,6 +10,8 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -36,6 +38,7 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+@pytest.mark.slow
 def test_validation_child_exits_when_the_export_process_is_killed(tmp_path):
     # The staged model's saved_model.pb is a FIFO nobody writes: the child blocks opening it, as a child
     # stuck in a long load would, and only a watch on its parent can end it.
@@ -44,7 +47,7 @@ def test_validation_child_exits_when_the_export_process_is_killed(tmp_path):
     os.mkfifo(model / "saved_model.pb")
     script = textwrap.dedent(f"""
         from pathlib import Path
-        from export.validate import in_fresh_process
+        from export.validation.runners import in_fresh_process
         in_fresh_process(Path({str(model)!r}), [], timeout_s=600)
     """)
     parent = subprocess.Popen([sys.executable, "-c", script], cwd=str(ROOT), env=dict(os.environ, PYTHONPATH=str(ROOT)))

@@ -213,6 +213,7 @@ def exclude_seen(rows: list[list[str]], users: list[str]) -> dict:
     return {"signature_name": "exclude_seen", "inputs": {"user_id": users, "exclude_titles": rows}}
 
 
+@pytest.mark.slow
 def test_concurrent_requests_are_batched_and_padded_as_tf_serving_pads(server):
     # exclude_seen's own best title for user 2 (its ranking may blend EASE in: export/selection.py)
     best_of_2 = rest(server, exclude_seen([[""]], ["2"])).json()["outputs"]["movie_titles"][0][0]

@@ -109,6 +109,7 @@ def test_config_parse_error_aborts_start(tmp_path):
     assert f"Invalid protobuf file: '{config}'" in proc.stderr
 
 
+@pytest.mark.slow
 def test_relative_base_path_in_config_aborts_start(tmp_path):
     config = sp.write_config(tmp_path / "models.config", [{"name": "x", "base_path": "models/x"}])
     proc = _run(f"--model_config_file={config}", "--port=0", "--rest_api_port=0")
@@ -130,6 +131,7 @@ def test_batching_parameters_file_is_parsed(tmp_path):
     assert f"Invalid protobuf file: '{batching}'" in proc.stderr
 
 
+@pytest.mark.slow
 def test_grpc_receive_size_limit_from_channel_arguments(model_store):
     base = model_store / "retrieval"
     with sp.ServerProcess(

@@ -16,6 +16,8 @@ import pytest
 
 import server_process as sp
 
+pytestmark = pytest.mark.slow
+
 USER = {"user_id": [b"1", b"2"]}
 
 

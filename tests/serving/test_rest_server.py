@@ -460,6 +460,7 @@ def test_deadline_exceeded_answers_at_the_deadline_and_keeps_the_connection(serv
     assert server.metrics.request_count("slow", status="DEADLINE_EXCEEDED") == 1
 
 
+@pytest.mark.slow
 def test_num_threads_caps_requests_processed_at_once():
     def two_at_once(num_threads: int, core: rest_fake_core.FakeCore, wait_both: bool) -> int:
         with RestServer(core, host="127.0.0.1", port=0, timeout_ms=0, num_threads=num_threads) as rest:
