@@ -57,6 +57,7 @@ SLOW = (
     "tests/serving/test_batching.py::test_concurrent_requests_are_batched_and_padded_as_tf_serving_pads",
     "tests/container/test_stock_variant.py",  # both stores exported, then loaded against stock TF Serving's ops
     "tests/client/test_compat.py",  # pip-installs old protobuf/grpcio into .venv/compat
+    "tests/client/test_package.py",  # pip builds and installs ./client (5-10 s), then runs it
     "tests/deploy/test_replicas.py",  # replicas of the server under load, one killed mid-load
     "tests/deploy/test_k8s_pod_local.py",  # the rendered pod's server and probes
     "tests/deploy/test_k8s_policy.py::test_overlay_passes_checkov_with_every_skip_justified",  # checkov, per overlay
