@@ -275,9 +275,12 @@ class FakeAdapter(BaseAdapter):
         pass
 
 
-def grpc_test_server(service: str, method: str, handler, request_type, response_type, *, workers: int = 4):
+def grpc_test_server(
+    service: str, method: str, handler, request_type, response_type, *, workers: int = 4, address: str = "127.0.0.1:0"
+):
     """A real grpcio server answering ``/tensorflow.serving.{service}/{method}`` with ``handler(request, context)``
-    (grpcio's generic-handler API: no generated stubs). Started; the caller stops it. Returns (server, port)."""
+    (grpcio's generic-handler API: no generated stubs), listening on ``address`` (grpc's syntax: a free port
+    of 127.0.0.1 by default, ``unix:/path`` for a socket). Started; the caller stops it. Returns (server, port)."""
     from concurrent import futures
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers))
@@ -295,7 +298,7 @@ def grpc_test_server(service: str, method: str, handler, request_type, response_
             ),
         )
     )
-    port = server.add_insecure_port("127.0.0.1:0")
+    port = server.add_insecure_port(address)
     server.start()
     return server, port
 
