@@ -21,7 +21,7 @@ import logging
 import numbers
 import struct
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, KeysView, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeGuard, TypeVar
@@ -368,14 +368,14 @@ def _items(value: Any, what: str, ordered: bool) -> list[Any] | None:
             f"{what} must be a list, not a {type(value).__name__} (iterating it gives its keys only): pass "
             f"list(d.keys()) or list(d.values())"
         )
-    if isinstance(value, AbstractSet):
+    if isinstance(value, AbstractSet) and not isinstance(value, KeysView):  # a dict's keys keep their order
         if ordered:
             raise InvalidArgumentError(
                 f"{what} must be a list, not a {type(value).__name__}: a set has no order, and the answers come "
                 f"back in the order of the queries; pass sorted(...) or a list"
             )
         return sorted(value, key=_sort_key)
-    if isinstance(value, Sequence):
+    if isinstance(value, (Sequence, KeysView)):
         return list(value)
     tolist = getattr(value, "tolist", None)
     if callable(tolist):
