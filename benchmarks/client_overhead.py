@@ -31,7 +31,7 @@ import grpc
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "client")]  # export/serving, and retrieval_client (client/)
+sys.path[:0] = [str(ROOT), str(ROOT / "client")]  # export and serving, and retrieval_client (client/)
 
 import retrieval_client as client  # noqa: E402 - this checkout's client: importable once on sys.path (above)
 from retrieval_client.protos import predict_pb2, types_pb2  # noqa: E402 - the same

@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "client")]  # export/serving, and retrieval_client (client/)
+sys.path[:0] = [str(ROOT), str(ROOT / "client")]  # export and serving, and retrieval_client (client/)
 
 from latency.clients import PREDICT_PATH  # noqa: E402  (benchmarks/ is sys.path[0] when run as a script)
 from latency.measure import cpu_per_request, summary  # noqa: E402

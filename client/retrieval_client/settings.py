@@ -18,7 +18,8 @@ DEFAULT_URL = "http://localhost:8501"
 DEFAULT_PORTS = {"http": 8501, "https": 443, "grpc": 8500, "grpcs": 443}
 TLS_SCHEMES = frozenset({"https", "grpcs"})
 GRPC_SCHEMES = frozenset({"grpc", "grpcs"})
-# gRPC's target names (grpc/doc/naming.md) after grpc:// or grpcs://: a resolver, then what it resolves.
+# gRPC's target names after grpc:// or grpcs://: a resolver, then what it resolves
+# (https://github.com/grpc/grpc/blob/master/doc/naming.md).
 _TARGET = re.compile(r"(?P<resolver>dns|ipv4|ipv6|unix|unix-abstract|vsock):(?P<rest>.*)", re.IGNORECASE | re.DOTALL)
 # dns:[//authority/]host[:port]; ipv4:host[:port], ipv6:[host][:port] (one address each: see Endpoint.parse).
 _DNS = re.compile(r"(?://(?P<authority>[^/]*)/)?(?P<hostport>[^/]+)", re.DOTALL)

@@ -456,7 +456,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CLIENT_SRC = (
     ROOT / "client"
 )  # the folder holding the retrieval_client package (its distribution: client/pyproject.toml)
-# PYTHONPATH for a child that imports this checkout's client (and export/serving from the root), as installed.
+# PYTHONPATH for a child that imports this checkout's client (and export and serving from the root), as installed.
 PYTHONPATH = os.pathsep.join([str(CLIENT_SRC), str(ROOT)])
 
 
