@@ -71,10 +71,10 @@ def main() -> int:
         for name, code in CASES.items()
     }
     tf = results["tensorflow_serving.apis.predict_pb2"]
-    print(f"{'':40} {'time':>9} {'peak RSS':>10} {'vs tf-serving-api':>18}  TensorFlow loaded")
+    print(f"{'':44} {'time':>9} {'peak RSS':>10} {'vs tf-serving-api':>18}  TensorFlow loaded")
     for name, r in results.items():
         ratio = "baseline" if r is tf else f"{tf['s'] / r['s']:.1f}x faster"
-        print(f"{name:40} {r['s']:8.3f}s {r['rss_mb']:8.0f}MB {ratio:>18}  {r['tensorflow']}")
+        print(f"{name:44} {r['s']:8.3f}s {r['rss_mb']:8.0f}MB {ratio:>18}  {r['tensorflow']}")
     ok = results["import retrieval_client"]["s"] <= TARGET_S and not any(
         r["tensorflow"] for name, r in results.items() if name.startswith("import retrieval_client")
     )
