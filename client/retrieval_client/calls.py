@@ -1,6 +1,4 @@
-"""Everything a call is besides its I/O, shared by the sync and the asyncio client.
-
-:class:`retrieval_client.Client` and :class:`retrieval_client.AsyncClient` share this module.
+"""Everything a call is besides its I/O, shared by :class:`~retrieval_client.Client` and the asyncio client.
 
 Both clients do the same between the caller's arguments and the transport, and between the transport's
 outputs and the result; only the waiting differs (a blocking call and ``time.sleep``, or ``await``). So all

@@ -21,7 +21,7 @@ GRPC_SCHEMES = frozenset({"grpc", "grpcs"})
 # gRPC's target names after grpc:// or grpcs://: a resolver, then what it resolves
 # (https://github.com/grpc/grpc/blob/master/doc/naming.md).
 _TARGET = re.compile(r"(?P<resolver>dns|ipv4|ipv6|unix|unix-abstract|vsock):(?P<rest>.*)", re.IGNORECASE | re.DOTALL)
-# dns:[//authority/]host[:port]; ipv4:host[:port], ipv6:[host][:port] (one address each: see Endpoint.parse).
+# dns:[//authority/]host[:port]; ipv4:host[:port][,...], ipv6:[host][:port][,...] (see Endpoint.parse).
 _DNS = re.compile(r"(?://(?P<authority>[^/]*)/)?(?P<hostport>[^/]+)", re.DOTALL)
 _HOSTPORT = re.compile(r"(?P<host>\[[^\]]+\]|[^:\[\]]+)(?::(?P<port>[0-9]*))?")
 
@@ -139,9 +139,11 @@ class Endpoint:
         addresses = []
         for address in rest.split(","):
             hostport = _HOSTPORT.fullmatch(address.strip())
-            if not hostport or (resolver == "ipv6") != hostport.group("host").startswith("["):
+            if not hostport:
                 raise bad
             host, port_text = hostport.group("host"), hostport.group("port")
+            if (resolver == "ipv6") != host.startswith("[") and resolver != "dns":  # dns: either
+                raise bad
             port = int(port_text) if port_text else DEFAULT_PORTS[scheme]
             if not 0 < port < 65536:
                 raise InvalidArgumentError(f"bad port in server URL {url!r}")

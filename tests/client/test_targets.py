@@ -25,6 +25,7 @@ from retrieval_client.settings import Endpoint, Settings
         ("grpc://ipv4:10.0.0.1:8500", "ipv4:10.0.0.1:8500", "10.0.0.1", 8500),
         ("grpc://ipv4:10.0.0.1,10.0.0.2:9", "ipv4:10.0.0.1:8500,10.0.0.2:9", "10.0.0.1", 8500),
         ("grpc://ipv6:[::1]:8500", "ipv6:[::1]:8500", "::1", 8500),
+        ("grpc://dns:///[::1]:8500", "dns:///[::1]:8500", "::1", 8500),
         ("grpc://unix:/run/tfs.sock", "unix:/run/tfs.sock", "unix:/run/tfs.sock", 0),
         ("grpc://unix:///run/tfs.sock", "unix:///run/tfs.sock", "unix:///run/tfs.sock", 0),
         ("grpc://unix-abstract:tfs", "unix-abstract:tfs", "unix-abstract:tfs", 0),
