@@ -87,8 +87,8 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--url",
-        help=f"http(s)://host:8501 or grpc(s)://host:8500, host:port meaning http://; several comma-separated "
-        f"(default ${URL_ENV}, else {DEFAULT_URL})",
+        help=f"http(s)://host:8501 or grpc(s)://host:8500 (or a gRPC target: grpc://dns:///host:8500), host:port "
+        f"meaning http://; several comma-separated (default ${URL_ENV}, else {DEFAULT_URL})",
     )
     common.add_argument(
         "--timeout", type=_positive(float), default=10.0, help="deadline per call, seconds (default 10)"
