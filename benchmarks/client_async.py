@@ -26,11 +26,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "client")]  # export and serving, and retrieval_client (client/)
 
 from client_overhead import export_store, start_server  # noqa: E402 - beside this script (sys.path[0])
 
-import client  # noqa: E402 - this checkout's packages: importable once ROOT is on sys.path (above)
+import retrieval_client as client  # noqa: E402 - this checkout's client: importable once on sys.path (above)
 
 USERS = [str(u) for u in range(1, 61)]
 

@@ -31,10 +31,10 @@ import grpc
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "client")]  # export and serving, and retrieval_client (client/)
 
-import client  # noqa: E402 - this checkout's packages: importable once ROOT is on sys.path (above)
-from client.protos import predict_pb2, types_pb2  # noqa: E402 - the same
+import retrieval_client as client  # noqa: E402 - this checkout's client: importable once on sys.path (above)
+from retrieval_client.protos import predict_pb2, types_pb2  # noqa: E402 - the same
 from serving.testing import ServerProcess  # noqa: E402 - the same
 
 USER = "42"

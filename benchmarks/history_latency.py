@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "client")]  # export and serving, and retrieval_client (client/)
 
 from latency.clients import PREDICT_PATH  # noqa: E402  (benchmarks/ is sys.path[0] when run as a script)
 from latency.measure import cpu_per_request, summary  # noqa: E402
@@ -87,7 +87,10 @@ def export_store(store: Path, k: int) -> None:
         str(store),
     ]
     print(f"exporting a model store into {store} (log: {log}) ...", flush=True)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), str(ROOT / "client"), os.environ.get("PYTHONPATH")])),
+    )
     start = time.perf_counter()
     with open(log, "w") as out:
         code = subprocess.call(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -137,7 +140,7 @@ class Grpc:
     def __init__(self, port: int) -> None:
         import grpc
 
-        from client.protos import predict_pb2
+        from retrieval_client.protos import predict_pb2
 
         self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         self.rpc = self.channel.unary_unary(
@@ -147,7 +150,7 @@ class Grpc:
         )
 
     def predict(self, signature: str, inputs: dict[str, Any]) -> dict[str, Any]:
-        from client.protos import predict_pb2, types_pb2
+        from retrieval_client.protos import predict_pb2, types_pb2
 
         request = predict_pb2.PredictRequest()
         request.model_spec.name = MODEL
@@ -172,7 +175,7 @@ def _nested(proto) -> list:
     """A [batch] or [batch, K] output as nested lists (the fields these outputs use, or tensor_content)."""
     import numpy as np
 
-    from client.protos import types_pb2
+    from retrieval_client.protos import types_pb2
 
     shape = [d.size for d in proto.tensor_shape.dim]
     if proto.dtype == types_pb2.DT_STRING:

@@ -55,7 +55,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "client")]  # export and serving, and retrieval_client (client/)
 
 from latency.canned import CannedServer  # noqa: E402  (benchmarks/ is sys.path[0] when run as a script)
 from latency.clients import CLIENTS, ClientProcesses, grpc_client, in_process_client  # noqa: E402

@@ -46,7 +46,7 @@ server=$!
 trap 'kill -TERM $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
 
 # Wait for both models, as long as the server is alive (it opens its ports once they are AVAILABLE).
-ready='import client, sys; client.connect(sys.argv[1]).wait_until_available(timeout=2)'
+ready='import retrieval_client as rc, sys; rc.connect(sys.argv[1]).wait_until_available(timeout=2)'
 until "$py" -c "$ready" "http://localhost:$rest_port" 2>/dev/null; do
   if ! kill -0 "$server" 2>/dev/null; then
     echo "the local server stopped; its log ($store/serving.log):" >&2; tail -n 30 "$store/serving.log" >&2; exit 1
@@ -54,13 +54,13 @@ until "$py" -c "$ready" "http://localhost:$rest_port" 2>/dev/null; do
   sleep 1
 done
 echo "--- user 42, over REST"
-"$py" -m client recommend 42 --url "http://localhost:$rest_port"
+"$py" -m retrieval_client recommend 42 --url "http://localhost:$rest_port"
 echo "--- user 42, over gRPC"
-"$py" -m client recommend 42 --url "grpc://localhost:$grpc_port"
+"$py" -m retrieval_client recommend 42 --url "grpc://localhost:$grpc_port"
 # Similar movies to user 42's first recommendation (a title the catalogue surely has, real or synthetic).
-title=$("$py" -m client recommend 42 -k 1 --json --url "http://localhost:$rest_port" |
+title=$("$py" -m retrieval_client recommend 42 -k 1 --json --url "http://localhost:$rest_port" |
         "$py" -c 'import json, sys; print(json.load(sys.stdin)["42"]["hits"][0]["title"])')
 echo "--- movies similar to $title"
-"$py" -m client similar "$title" --url "grpc://localhost:$grpc_port"
+"$py" -m retrieval_client similar "$title" --url "grpc://localhost:$grpc_port"
 echo "--- a new user who liked $title (by_history: no retraining)"
-"$py" -m client recommend --history "$title" --url "http://localhost:$rest_port"
+"$py" -m retrieval_client recommend --history "$title" --url "http://localhost:$rest_port"

@@ -5,7 +5,7 @@ the local server raises :class:`StatusError` with the same code names, and each 
 in one place: REST through :data:`HTTP_STATUS` (TF Serving's ``ToHTTPStatusCode``), gRPC through the
 ``grpc.StatusCode`` of the same name.
 
-It is not the client's ``client.errors.ServingError`` tree, and is named apart from it on purpose. The
+It is not the client's ``retrieval_client.errors.ServingError`` tree, and is named apart from it on purpose. The
 client's is a public API for applications: one class per code (``NotFoundError`` is also a LookupError,
 ``UnavailableError`` a ConnectionError), built from a message alone, raised for failures no server reported
 (a refused connection) and retried by the client's policy. This one is the server's internal carrier of a

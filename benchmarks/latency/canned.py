@@ -19,7 +19,7 @@ def _canned_server(conn, response_bytes: bytes, workers: int, options: list) -> 
 
     import grpc
 
-    from client.protos import predict_pb2
+    from retrieval_client.protos import predict_pb2
 
     response = predict_pb2.PredictResponse.FromString(response_bytes)
     lock = threading.Lock()

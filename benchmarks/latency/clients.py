@@ -55,7 +55,7 @@ def rest_client(port: int):
 
 def predict_request(user: str):
     """The ``PredictRequest`` for one user, built with client/'s own protos (no TensorFlow import)."""
-    from client.protos import predict_pb2, types_pb2
+    from retrieval_client.protos import predict_pb2, types_pb2
 
     request = predict_pb2.PredictRequest()
     request.model_spec.name = "retrieval"
@@ -72,7 +72,7 @@ def grpc_client(port: int):
     usually set one."""
     import grpc
 
-    from client.protos import predict_pb2
+    from retrieval_client.protos import predict_pb2
 
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     predict = channel.unary_unary(

@@ -12,8 +12,10 @@ from __future__ import annotations
 import http
 import json
 import os
+import re
 import subprocess
 import sys
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -23,7 +25,7 @@ import grpc
 import requests
 from requests.adapters import BaseAdapter
 
-from client.protos import get_model_metadata_pb2, get_model_status_pb2, predict_pb2, tensor_pb2, types_pb2
+from retrieval_client.protos import get_model_metadata_pb2, get_model_status_pb2, predict_pb2, tensor_pb2, types_pb2
 from server_process import ServerProcess, versions, write_config  # tests/serving's helpers
 
 # TF Serving's ToHTTPStatusCode (tensorflow_serving/model_servers/http_server.cc), written out independently.
@@ -273,9 +275,12 @@ class FakeAdapter(BaseAdapter):
         pass
 
 
-def grpc_test_server(service: str, method: str, handler, request_type, response_type, *, workers: int = 4):
+def grpc_test_server(
+    service: str, method: str, handler, request_type, response_type, *, workers: int = 4, address: str = "127.0.0.1:0"
+):
     """A real grpcio server answering ``/tensorflow.serving.{service}/{method}`` with ``handler(request, context)``
-    (grpcio's generic-handler API: no generated stubs). Started; the caller stops it. Returns (server, port)."""
+    (grpcio's generic-handler API: no generated stubs), listening on ``address`` (grpc's syntax: a free port
+    of 127.0.0.1 by default, ``unix:/path`` for a socket). Started; the caller stops it. Returns (server, port)."""
     from concurrent import futures
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers))
@@ -293,7 +298,7 @@ def grpc_test_server(service: str, method: str, handler, request_type, response_
             ),
         )
     )
-    port = server.add_insecure_port("127.0.0.1:0")
+    port = server.add_insecure_port(address)
     server.start()
     return server, port
 
@@ -448,15 +453,32 @@ def start_local_server(store: Path, work: Path, *, labels=(), extra_flags=(), ti
 
 
 ROOT = Path(__file__).resolve().parents[2]
+CLIENT_SRC = (
+    ROOT / "client"
+)  # the folder holding the retrieval_client package (its distribution: client/pyproject.toml)
+# PYTHONPATH for a child that imports this checkout's client (and export and serving from the root), as installed.
+PYTHONPATH = os.pathsep.join([str(CLIENT_SRC), str(ROOT)])
+
+
+def readme_examples() -> list[tuple[str, str]]:
+    """Every fenced ``python`` block of client/README.md, dedented, with the heading it is under (in order)."""
+    text = (CLIENT_SRC / "README.md").read_text()
+    out, heading = [], ""
+    for match in re.finditer(r"^(#+ [^\n]*)$|^( *)```python\n(.*?)^\2```", text, re.M | re.S):
+        if match.group(1):
+            heading = match.group(1).lstrip("# ")
+        else:
+            out.append((heading, textwrap.dedent(match.group(3))))
+    return out
 
 
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    """``python -m client *args`` from the repository root, as a user runs it."""
+    """``python -m retrieval_client *args`` from the repository root, as a user runs it."""
     return subprocess.run(
-        [sys.executable, "-m", "client", *args],
+        [sys.executable, "-m", "retrieval_client", *args],
         capture_output=True,
         text=True,
         timeout=60,
         cwd=str(ROOT),
-        env=dict(os.environ, PYTHONPATH=str(ROOT), **(env or {})),
+        env=dict(os.environ, PYTHONPATH=PYTHONPATH, **(env or {})),
     )

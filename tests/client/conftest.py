@@ -13,11 +13,11 @@ from __future__ import annotations
 import pytest
 
 import client_fakes as fakes  # tests/client is on pytest's pythonpath
-from client import Client
-from client.settings import Endpoint
-from client.transports.base import Transport
-from client.transports.grpc import GrpcTransport
-from client.transports.rest import RestTransport
+from retrieval_client import Client
+from retrieval_client.settings import Endpoint
+from retrieval_client.transports.base import Transport
+from retrieval_client.transports.grpc import GrpcTransport
+from retrieval_client.transports.rest import RestTransport
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from client import Tls
-from client import cli as cli_module
 from client_fakes import run_cli
+from retrieval_client import Tls
+from retrieval_client import cli as cli_module
 from server_process import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,10 +34,10 @@ def test_the_url_comes_from_the_environment_when_not_given():
 def test_a_bad_url_is_a_usage_error_exit_2():
     proc = run_cli("metadata", "--url", "ftp://host")
     assert proc.returncode == 2 and proc.stderr.splitlines()[-1] == (
-        "python -m client metadata: error: unsupported URL scheme 'ftp' in 'ftp://host'; "
+        "python -m retrieval_client metadata: error: unsupported URL scheme 'ftp' in 'ftp://host'; "
         "use http://, https://, grpc:// or grpcs://"
     )
-    assert proc.stderr.startswith("usage: python -m client metadata")
+    assert proc.stderr.startswith("usage: python -m retrieval_client metadata")
 
 
 @pytest.mark.parametrize(
@@ -62,7 +62,7 @@ def test_usage_mistakes_exit_2_with_the_usage_before_any_call(args, text, cli, c
         cli(*args)
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and text in err.splitlines()[-1], err
-    assert err.startswith(f"usage: python -m client {args[0]}")
+    assert err.startswith(f"usage: retrieval-client {args[0]}")  # in process: the console script's name
     assert fake_server.calls == []
 
 
@@ -82,7 +82,7 @@ def test_host_port_without_a_scheme_is_http():
 # -- in process, against the fakes: notices, --strict, histories --------------------------------------------
 @pytest.fixture
 def cli(monkeypatch, capsys, fake_server, make_fake_client):
-    """``run(*args) -> (exit code, stdout, stderr)`` of ``python -m client`` in this process, its Client
+    """``run(*args) -> (exit code, stdout, stderr)`` of ``python -m retrieval_client`` in this process, its Client
     talking to the fake server (over gRPC: the REST codec is the same in every other respect)."""
     made: list[dict] = []  # the options each Client was made with
 
@@ -201,7 +201,7 @@ def test_recommend_needs_user_ids_or_one_history(args, text, cli, capsys, fake_s
     with pytest.raises(SystemExit) as exit_:
         cli("recommend", *args)
     err = capsys.readouterr().err
-    assert exit_.value.code == 2 and text in err and err.startswith("usage: python -m client recommend")
+    assert exit_.value.code == 2 and text in err and err.startswith("usage: retrieval-client recommend")
     assert fake_server.calls == []
 
 
@@ -264,7 +264,7 @@ def test_tls_and_header_flags_over_the_environment(monkeypatch, cli, tmp_path):
 
 
 def test_the_table_has_a_header_and_an_id_column():
-    from client import Hit, Recommendations
+    from retrieval_client import Hit, Recommendations
 
     hits = Recommendations([Hit("Star Wars (1977)", 4.5, "50"), Hit("Fargo (1996)", 12.25, "100")])
     assert cli_module._hits_table(hits) == [

@@ -8,12 +8,12 @@ import threading
 
 import pytest
 
-import client
-from client import Client, Hit, Tensor
-from client.protos import tensor_pb2
-from client.transports.grpc import GrpcTransport, from_proto, to_proto
-from client.transports.rest import RestTransport
+import retrieval_client as client
 from client_fakes import CATALOG, K
+from retrieval_client import Client, Hit, Tensor
+from retrieval_client.protos import tensor_pb2
+from retrieval_client.transports.grpc import GrpcTransport, from_proto, to_proto
+from retrieval_client.transports.rest import RestTransport
 
 
 def test_one_user_gets_a_list_of_hits_best_first(transport_kind, fake_server, make_fake_client):
@@ -90,7 +90,7 @@ def test_misshapen_exclude_is_rejected_before_any_call(user_ids, exclude, text, 
     assert fake_server.calls == []
 
 
-@pytest.mark.parametrize("user_ids", [None, 1.5, True, [b"1"], {"1": 1}])
+@pytest.mark.parametrize("user_ids", [None, 1.5, True, [1.0], {"1": 1}, {"1", "2"}, [b"\xff"]])
 def test_user_ids_must_be_str_or_int(user_ids, fake_server, make_fake_client):
     with pytest.raises(client.InvalidArgumentError):
         make_fake_client("grpc", fake_server).recommend(user_ids)
@@ -276,7 +276,7 @@ def test_tensor_content_and_a_single_replicated_value_decode_like_tensorflow():
 
 
 def test_scores_are_the_shortest_decimal_of_their_float32():
-    from client.calls import _f32
+    from retrieval_client.calls import _f32
 
     for value in (0.1, 1 / 3, -2.5e-8, 123456.789, 0.30000001192092896):
         exact = struct.unpack("<f", struct.pack("<f", value))[0]

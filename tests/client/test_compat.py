@@ -1,4 +1,4 @@
-"""The client on the oldest protobuf and grpcio it claims (pyproject.toml's ``client`` extra) and on the
+"""The client on the oldest protobuf and grpcio it claims (client/pyproject.toml's dependencies) and on the
 majors in between, each in a venv of its own with nothing but the client's three dependencies, against the
 real local server: same answers as this interpreter's newest versions get, same errors.
 
@@ -14,16 +14,18 @@ from pathlib import Path
 
 import pytest
 
+from client_fakes import PYTHONPATH
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-# (protobuf, grpcio): the floor of the client extra, then one release of each later protobuf major.
+# (protobuf, grpcio): the floor of the client's dependencies, then one release of each later protobuf major.
 VERSIONS = [("4.25.0", "1.49.1"), ("5.29.5", "1.60.1"), ("6.33.1", "1.70.0")]
 
 SCRIPT = r"""
 import json, sys
-import google.protobuf, grpc, client
-from client import Client, NotFoundError, InvalidArgumentError
+import google.protobuf, grpc
+from retrieval_client import Client, NotFoundError, InvalidArgumentError
 out = {"versions": [google.protobuf.__version__, grpc.__version__], "tensorflow": "tensorflow" in sys.modules}
 for kind, url in zip(("rest", "grpc"), sys.argv[1:]):
     with Client(url, timeout=30) as c:
@@ -76,7 +78,7 @@ def _venv(protobuf: str, grpcio: str) -> Path:
 
 def _answers(python: Path, server) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    env["PYTHONPATH"] = str(ROOT)
+    env["PYTHONPATH"] = PYTHONPATH
     done = subprocess.run(
         [str(python), "-c", SCRIPT, server.rest_url, server.grpc_url],
         cwd=str(ROOT),
@@ -106,7 +108,7 @@ def test_the_client_answers_alike_on_older_protobuf_and_grpcio(local_server, ref
     assert reference["grpc"]["bad_k"] == "InvalidArgumentError"
 
 
-def test_the_client_extra_claims_the_oldest_versions_tested():
-    text = (ROOT / "pyproject.toml").read_text()
+def test_the_client_s_dependencies_claim_the_oldest_versions_tested():
+    text = (ROOT / "client" / "pyproject.toml").read_text()
     protobuf, grpcio = VERSIONS[0]
     assert f'"protobuf>={protobuf},<8"' in text and f'"grpcio>={grpcio},<2"' in text

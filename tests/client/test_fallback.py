@@ -11,11 +11,11 @@ import struct
 
 import pytest
 
-import client
-from client import Hit, Recommendations
-from client.protos import tensor_pb2
-from client.transports.grpc import from_proto
+import retrieval_client as client
 from client_fakes import CATALOG, K, RawHttp
+from retrieval_client import Hit, Recommendations
+from retrieval_client.protos import tensor_pb2
+from retrieval_client.transports.grpc import from_proto
 
 
 def test_each_answer_says_whether_it_is_the_popularity_fallback(transport_kind, fake_server, make_fake_client):

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-import client
-from client import Hit, Recommendations
+import retrieval_client as client
+from retrieval_client import Hit, Recommendations
 
 pd = pytest.importorskip("pandas")
 

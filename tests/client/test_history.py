@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-import client
-from client import Recommendations
+import retrieval_client as client
 from client_fakes import CATALOG, K
+from retrieval_client import Recommendations
 
 
 def sent(fake_server):
@@ -111,10 +111,12 @@ def test_histories_come_as_tuples_arrays_and_series(transport_kind, fake_server,
     [
         ("recommend_for_history", "Movie 1", "history must be a list"),
         ("recommend_for_history", None, "history must be a list"),
-        ("recommend_for_history", {"Movie 1"}, "history must be a list"),
+        ("recommend_for_history", {frozenset({"Movie 1"})}, "history must be a list, not a set"),
+        ("recommend_for_history", {"Movie 1": 1}, "history must be a list, not a dict"),
         ("recommend_for_history", ["Movie 1", 7], "history must hold strings"),
         ("recommend_for_history", ["Movie 1", ["Movie 2"]], r"history\[0\] must be a list"),
-        ("recommend_for_history", [["Movie 1"], [b"Movie 2"]], r"history\[1\] must hold strings"),
+        ("recommend_for_history", [["Movie 1"], [b"\xff"]], r"history\[1\]'s titles must be UTF-8 text"),
+        ("recommend_for_history", [["Movie 1"], [2]], r"history\[1\] must hold strings"),
         ("recommend_for_history_ids", "12", "history_ids must be a list"),
         ("recommend_for_history_ids", [1.5], "a movie id is a str or an int"),
         ("recommend_for_history_ids", [True], "a movie id is a str or an int"),

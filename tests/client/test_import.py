@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from client_fakes import PYTHONPATH
+
 ROOT = Path(__file__).resolve().parents[2]
 HEAVY = ("tensorflow", "tensorflow_serving", "tf_keras", "keras", "numpy", "scann", "pandas")
 PROBE = r"""
@@ -17,7 +19,7 @@ stages = {}
 def loaded():
     return sorted({m.split(".")[0] for m in sys.modules} & {"tensorflow", "tensorflow_serving", "tf_keras",
                    "keras", "numpy", "scann", "pandas", "requests", "grpc"})
-import client
+import retrieval_client as client
 stages["import"] = loaded()
 stages["asyncio"] = sorted({"asyncio", "aiohttp"} & set(sys.modules))
 with client.connect("http://127.0.0.1:1") as rest:
@@ -28,7 +30,7 @@ with client.connect("grpc://127.0.0.1:1") as rpc:
         rpc.recommend("1", timeout=0.5)
     except client.ServingError as exc:
         stages["error"] = exc.code
-from client import cli  # the CLI too
+from retrieval_client import cli  # the CLI too
 import asyncio
 async def main():
     async with client.connect_async("http://127.0.0.1:1", timeout=0.5) as c:
@@ -50,7 +52,7 @@ def test_importing_and_using_the_client_never_loads_tensorflow():
         text=True,
         timeout=120,
         cwd=str(ROOT),
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        env=dict(os.environ, PYTHONPATH=PYTHONPATH),
     )
     assert proc.returncode == 0, proc.stderr
     stages = json.loads(proc.stdout)

@@ -7,11 +7,11 @@ from __future__ import annotations
 import pytest
 
 import client_fakes as fakes
-from client import Client, Retry
-from client.errors import NotFoundError, UnavailableError
-from client.settings import Endpoint, Settings
-from client.transports.grpc import GrpcTransport
-from client.transports.multi import RoundRobinTransport
+from retrieval_client import Client, Retry
+from retrieval_client.errors import NotFoundError, UnavailableError
+from retrieval_client.settings import Endpoint, Settings
+from retrieval_client.transports.grpc import GrpcTransport
+from retrieval_client.transports.multi import RoundRobinTransport
 
 
 class Clock:

@@ -11,36 +11,49 @@ from pathlib import Path
 
 import pytest
 
-from client.protos import compile as protos_compile
-from client.protos import model_service_pb2, prediction_service_pb2
-from client.settings import Endpoint
-from client.transports.grpc import GrpcTransport
+from client_fakes import PYTHONPATH
+from retrieval_client.protos import compile as protos_compile
+from retrieval_client.protos import model_service_pb2, prediction_service_pb2
+from retrieval_client.settings import Endpoint
+from retrieval_client.transports.grpc import GrpcTransport
 
 ROOT = Path(__file__).resolve().parents[2]
-ENV = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
+ENV = dict(os.environ, PYTHONPATH=PYTHONPATH, TF_CPP_MIN_LOG_LEVEL="3")
 
 # message -> (our module, tensorflow's module); every message our .proto files define.
 MESSAGES = {
-    "ModelSpec": ("client.protos.model_pb2", "tensorflow_serving.apis.model_pb2"),
-    "PredictRequest": ("client.protos.predict_pb2", "tensorflow_serving.apis.predict_pb2"),
-    "PredictResponse": ("client.protos.predict_pb2", "tensorflow_serving.apis.predict_pb2"),
-    "SignatureDefMap": ("client.protos.get_model_metadata_pb2", "tensorflow_serving.apis.get_model_metadata_pb2"),
+    "ModelSpec": ("retrieval_client.protos.model_pb2", "tensorflow_serving.apis.model_pb2"),
+    "PredictRequest": ("retrieval_client.protos.predict_pb2", "tensorflow_serving.apis.predict_pb2"),
+    "PredictResponse": ("retrieval_client.protos.predict_pb2", "tensorflow_serving.apis.predict_pb2"),
+    "SignatureDefMap": (
+        "retrieval_client.protos.get_model_metadata_pb2",
+        "tensorflow_serving.apis.get_model_metadata_pb2",
+    ),
     "GetModelMetadataRequest": (
-        "client.protos.get_model_metadata_pb2",
+        "retrieval_client.protos.get_model_metadata_pb2",
         "tensorflow_serving.apis.get_model_metadata_pb2",
     ),
     "GetModelMetadataResponse": (
-        "client.protos.get_model_metadata_pb2",
+        "retrieval_client.protos.get_model_metadata_pb2",
         "tensorflow_serving.apis.get_model_metadata_pb2",
     ),
-    "GetModelStatusRequest": ("client.protos.get_model_status_pb2", "tensorflow_serving.apis.get_model_status_pb2"),
-    "ModelVersionStatus": ("client.protos.get_model_status_pb2", "tensorflow_serving.apis.get_model_status_pb2"),
-    "GetModelStatusResponse": ("client.protos.get_model_status_pb2", "tensorflow_serving.apis.get_model_status_pb2"),
-    "StatusProto": ("client.protos.status_pb2", "tensorflow_serving.apis.status_pb2"),
-    "TensorProto": ("client.protos.tensor_pb2", "tensorflow.core.framework.tensor_pb2"),
-    "TensorShapeProto": ("client.protos.tensor_shape_pb2", "tensorflow.core.framework.tensor_shape_pb2"),
-    "TensorInfo": ("client.protos.meta_graph_pb2", "tensorflow.core.protobuf.meta_graph_pb2"),
-    "SignatureDef": ("client.protos.meta_graph_pb2", "tensorflow.core.protobuf.meta_graph_pb2"),
+    "GetModelStatusRequest": (
+        "retrieval_client.protos.get_model_status_pb2",
+        "tensorflow_serving.apis.get_model_status_pb2",
+    ),
+    "ModelVersionStatus": (
+        "retrieval_client.protos.get_model_status_pb2",
+        "tensorflow_serving.apis.get_model_status_pb2",
+    ),
+    "GetModelStatusResponse": (
+        "retrieval_client.protos.get_model_status_pb2",
+        "tensorflow_serving.apis.get_model_status_pb2",
+    ),
+    "StatusProto": ("retrieval_client.protos.status_pb2", "tensorflow_serving.apis.status_pb2"),
+    "TensorProto": ("retrieval_client.protos.tensor_pb2", "tensorflow.core.framework.tensor_pb2"),
+    "TensorShapeProto": ("retrieval_client.protos.tensor_shape_pb2", "tensorflow.core.framework.tensor_shape_pb2"),
+    "TensorInfo": ("retrieval_client.protos.meta_graph_pb2", "tensorflow.core.protobuf.meta_graph_pb2"),
+    "SignatureDef": ("retrieval_client.protos.meta_graph_pb2", "tensorflow.core.protobuf.meta_graph_pb2"),
 }
 TENSOR = (
     'dtype: DT_STRING tensor_shape { dim { size: 2 } dim { size: 1 name: "k" } } '
@@ -127,11 +140,11 @@ def wire():
 
 
 def test_the_samples_cover_every_message_our_protos_define():
-    from client.protos import _pool
+    from retrieval_client.protos import _pool
 
     defined = set()
-    for path in (ROOT / "client" / "protos").glob("*.proto"):
-        fd = _pool.POOL.FindFileByName(f"client/protos/{path.name}")
+    for path in (ROOT / "client" / "retrieval_client" / "protos").glob("*.proto"):
+        fd = _pool.POOL.FindFileByName(f"retrieval_client/protos/{path.name}")
         defined |= set(fd.message_types_by_name)
     assert defined == set(MESSAGES) == set(SAMPLES)
 
@@ -201,8 +214,8 @@ def test_service_paths_are_tensorflow_servings():
 def test_regenerating_the_modules_changes_nothing():
     pytest.importorskip("grpc_tools", reason="grpcio-tools is in the test extra")
     wanted = protos_compile.generate()
-    have = {p.name: p.read_text() for p in (ROOT / "client" / "protos").glob("*_pb2*.py*")}
-    assert wanted == have, "run: python -m client.protos.compile"
+    have = {p.name: p.read_text() for p in (ROOT / "client" / "retrieval_client" / "protos").glob("*_pb2*.py*")}
+    assert wanted == have, "run: python -m retrieval_client.protos.compile"
     assert all("_pool.POOL.AddSerializedFile(" in text for name, text in wanted.items() if name.endswith("_pb2.py"))
 
 
@@ -211,17 +224,17 @@ import sys
 first = sys.argv[1]
 if first == "tf":
     from tensorflow_serving.apis import predict_pb2 as theirs
-    import client
-    from client.protos import predict_pb2 as ours
+    import retrieval_client as client
+    from retrieval_client.protos import predict_pb2 as ours
 else:
-    import client
-    from client.protos import predict_pb2 as ours
+    import retrieval_client as client
+    from retrieval_client.protos import predict_pb2 as ours
     from tensorflow_serving.apis import predict_pb2 as theirs
 import tensorflow as tf
 request = ours.PredictRequest()
 request.model_spec.name = "retrieval"
-from client.protos import tensor_pb2
-from client.transports.grpc import GrpcTransport  # the whole gRPC transport imports too
+from retrieval_client.protos import tensor_pb2
+from retrieval_client.transports.grpc import GrpcTransport  # the whole gRPC transport imports too
 request.inputs["user_id"].CopyFrom(tensor_pb2.TensorProto(dtype=7, string_val=[b"42"]))
 request.inputs["user_id"].tensor_shape.dim.add(size=1)
 parsed = theirs.PredictRequest.FromString(request.SerializeToString())

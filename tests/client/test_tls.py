@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ast
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -21,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-import client
-from client import Client, Retry, Tls
-from client_fakes import run_cli, start_local_server
+import retrieval_client as client
+from client_fakes import PYTHONPATH, readme_examples, run_cli, start_local_server
+from retrieval_client import Client, Retry, Tls
 from serving.testing import free_port
 
 pytestmark = pytest.mark.tools
@@ -323,9 +322,7 @@ def test_the_cli_takes_ca_cert_and_header_flags_and_the_environment(deployment, 
 
 
 def test_the_readmes_production_example_runs(deployment, pki):
-    readme = (ROOT / "client" / "README.md").read_text()
-    section = readme.split("## Production", 1)[1]
-    example = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    [example] = [code for heading, code in readme_examples() if "Tls(" in code]  # the others: test_readme_examples
     replicas = '"grpcs://serving-0.example.com:443", "grpcs://serving-1.example.com:443"'
     assert replicas in example and '"/etc/retrieval/ca.pem"' in example
     example = example.replace(replicas, f'"{deployment.grpcs}", "{deployment.https}"')
@@ -336,7 +333,7 @@ def test_the_readmes_production_example_runs(deployment, pki):
         text=True,
         timeout=60,
         cwd=str(ROOT),
-        env=dict(os.environ, PYTHONPATH=str(ROOT), TOKEN=TOKEN),
+        env=dict(os.environ, PYTHONPATH=PYTHONPATH, TOKEN=TOKEN),
     )
     assert proc.returncode == 0, proc.stderr
     assert len(ast.literal_eval(proc.stdout.strip())) == 5

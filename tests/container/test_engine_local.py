@@ -50,7 +50,7 @@ def started(project):
 
 
 def rest_and_grpc(project):
-    import client
+    import retrieval_client as client
 
     return (
         client.connect(f"http://127.0.0.1:{project.rest_port}", timeout=30),

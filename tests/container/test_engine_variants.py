@@ -186,7 +186,7 @@ def test_your_own_interactions_export_through_the_compose_file(engine, bundle, t
 
 def test_docker_compose_v2_runs_the_local_variant_too(engine, bundle):
     """The Go `docker compose` users run (v2.40, BuildKit builds through the engine), not only 1.29."""
-    import client
+    import retrieval_client as client
 
     project = ComposeProject(
         engine,

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-import client
+import retrieval_client as client
 import server_process as sp
 
 pytestmark = pytest.mark.slow

@@ -54,7 +54,6 @@ def test_preset_defaults_in_help_are_the_presets_values():
     "module, expected",
     [
         ("export", "python -m export {v}"),
-        ("client", "python -m client {v}"),
         ("serving", "TensorFlow ModelServer: local stand-in (serving/ of retrieval-serving-bundle {v})"),
     ],
 )

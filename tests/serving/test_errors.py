@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from client.errors import CODES
-from client.transports.rest import HTTP_CODES
+from retrieval_client.errors import CODES
+from retrieval_client.transports.rest import HTTP_CODES
 from serving.errors import HTTP_STATUS, StatusError
 
 
