@@ -244,9 +244,13 @@ class _Transposed:
 def randomized_svd(
     matrix: np.ndarray | _Product, rank: int, oversample: int = 10, power_iterations: int = 4, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The ``rank`` leading singular triplets of ``matrix`` (randomised range finder with power iterations)."""
-    rng = np.random.default_rng(seed)
+    """The ``rank`` leading singular triplets of ``matrix`` (randomised range finder with power iterations; an
+    exact SVD when the range finder would span the whole matrix anyway)."""
     width = min(rank + oversample, min(matrix.shape))
+    if width >= min(matrix.shape) and isinstance(matrix, np.ndarray):  # the whole spectrum: an exact SVD is cheaper
+        u, s, vt = np.linalg.svd(matrix, full_matrices=False)
+        return u[:, :rank], s[:rank], vt[:rank]
+    rng = np.random.default_rng(seed)
     q, _ = np.linalg.qr(matrix @ rng.standard_normal((matrix.shape[1], width)).astype(matrix.dtype))
     for _ in range(power_iterations):
         q, _ = np.linalg.qr(matrix.T @ q)
