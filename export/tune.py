@@ -17,8 +17,8 @@ bounds let the budget see several configurations on data where an epoch costs se
 thousands of titles): Optuna's ``MedianPruner`` (each epoch's validation figure is reported with
 ``trial.report``; from epoch ``PRUNE_WARMUP_EPOCHS`` + 1 on, a trial whose best so far is below the median of the
 finished trials' at that epoch is pruned, as in Optuna's pruning examples and Google Vizier's median stopping
-rule), and a time cap per trial of the budget over ``MIN_TRIALS`` (its training stops at the first epoch end past
-it, the best epoch kept). A pruned trial is never chosen; the refit (export/selection.py) reuses the best
+rule), and a time cap per trial of the budget over ``MIN_TRIALS``, or what is left of the budget if less (its
+training stops at the first epoch end past it, the best epoch kept: the search ends within an epoch of its budget). A pruned trial is never chosen; the refit (export/selection.py) reuses the best
 trial's settings and epoch count. While it runs, ``SearchProgress`` prints a line at least
 every ``PROGRESS_EVERY_S`` seconds (trial, epoch and batch, the latest validation figure, the time left of the
 budget) from a timer thread (export/train.py's ``Ticker``), so that a trial of minutes is not silent. Optuna is
@@ -304,7 +304,7 @@ def search(
                 metric=metric,
                 report=lambda line: None,
                 progress=progress,
-                time_limit_s=limit_s,
+                time_limit_s=min(limit_s, max(0.0, budget_s - (time.perf_counter() - start))),
             )
         except optuna.TrialPruned:
             curve = current["curve"]
