@@ -98,7 +98,7 @@ def ease_offered(config, users: int, titles: int) -> tuple[tuple[float, ...], tu
     cheap = users < titles or titles <= CHEAP_LAMBDA_TITLES
     lambdas = tuple(sorted({config.ease_lambda, *LAMBDAS})) if cheap else (config.ease_lambda,)
     exact = min(users, titles)
-    ranks = (config.train.ease_rank,)
+    ranks: tuple[int, ...] = (config.train.ease_rank,)
     if config.train.ease_rank < exact <= EXACT_RANK_UP_TO:
         ranks += (exact,)
     return lambdas, ranks

@@ -18,8 +18,9 @@ thousands of titles): Optuna's ``MedianPruner`` (each epoch's validation figure 
 ``trial.report``; from epoch ``PRUNE_WARMUP_EPOCHS`` + 1 on, a trial whose best so far is below the median of the
 finished trials' at that epoch is pruned, as in Optuna's pruning examples and Google Vizier's median stopping
 rule), and a time cap per trial of the budget over ``MIN_TRIALS``, or what is left of the budget if less (its
-training stops at the first epoch end past it, the best epoch kept: the search ends within an epoch of its budget). A pruned trial is never chosen; the refit (export/selection.py) reuses the best
-trial's settings and epoch count. While it runs, ``SearchProgress`` prints a line at least
+training stops at the first epoch end past it, the best epoch kept: the search ends within an epoch of its
+budget). A pruned trial is never chosen; the refit (export/selection.py) reuses the best trial's settings and
+epoch count. While it runs, ``SearchProgress`` prints a line at least
 every ``PROGRESS_EVERY_S`` seconds (trial, epoch and batch, the latest validation figure, the time left of the
 budget) from a timer thread (export/train.py's ``Ticker``), so that a trial of minutes is not silent. Optuna is
 used rather than KerasTuner because the objective is not a Keras metric (the seen-excluded hit rate over the whole

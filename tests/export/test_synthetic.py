@@ -326,5 +326,7 @@ def test_the_default_spec_keeps_the_plain_zipf_law():
     assert (SyntheticSpec().popularity_exponent, SyntheticSpec().popularity_offset) == (1.15, 1.0)
     flatter = generate(SyntheticSpec(users=200, movies=2000, ratings=20_000, popularity_offset=30.0))
     plain = generate(SyntheticSpec(users=200, movies=2000, ratings=20_000))
-    most = [np.bincount(np.unique(np.asarray(d.ratings.movie_id), return_inverse=True)[1]).max() for d in (flatter, plain)]
+    most = [
+        np.bincount(np.unique(np.asarray(d.ratings.movie_id), return_inverse=True)[1]).max() for d in (flatter, plain)
+    ]
     assert most[0] < most[1]  # the offset flattens the head

@@ -140,7 +140,8 @@ def test_the_search_reports_while_a_trial_runs_and_says_at_the_end_that_the_tria
     assert summary["stopped"] == "2 trials, the most --tune-trials allows"
     assert re.fullmatch(
         r"tune: 2 trial\(s\) in \d+ s \(0 pruned by the median rule, 0 stopped early on validation, 0 at the 150 s "
-        r"time cap\), stopped: 2 trials, the most --tune-trials allows; best trial [01] \(top_10_exclude_seen \d\.\d{4}\)",
+        r"time cap\), stopped: 2 trials, the most --tune-trials allows; best trial [01] "
+        r"\(top_10_exclude_seen \d\.\d{4}\)",
         lines[-1],
     )
     assert all(t["epochs"] == 2 for t in summary["trials"])
@@ -171,7 +172,9 @@ def _scripted_search(data, curves: dict[int, list[float]], budget_s: float = 600
         return curves[trial][epoch]
 
     lines: list[str] = []
-    model, summary = tune.search(base, data, train_idx, score, "top_10_exclude_seen", budget_s, max_trials, lines.append)
+    model, summary = tune.search(
+        base, data, train_idx, score, "top_10_exclude_seen", budget_s, max_trials, lines.append
+    )
     return model, summary, lines
 
 
