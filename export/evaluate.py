@@ -57,6 +57,11 @@ def item_knn_weights(history: np.ndarray | ease.Interactions, gram: np.ndarray |
     return similarity
 
 
+def _baseline(seen: ease.Interactions, weights: np.ndarray, tie_break: np.ndarray) -> Callable[..., Any]:
+    """The scorer of an item-item baseline: each user's row of X times ``weights``, plus the tie-break."""
+    return lambda r: _per_user(r, lambda users: seen.rows(users) @ weights + tie_break)
+
+
 def _per_user(rows: np.ndarray, score: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
     """``score`` of each distinct row once (titles x titles work per user, not per rating), one row per rating."""
     users, inverse = np.unique(rows, return_inverse=True)
@@ -148,10 +153,14 @@ def evaluate(
         seen = ease.history(vectors.query_keys, vectors.titles, train_users, train_titles)
         gram = seen.gram()
         knn = item_knn_weights(seen, gram)
-        pairs = (("ease", ease.weights(seen, ease_lambda, gram)), ("item_knn", knn))  # gram is used up
-        del gram
-        for name, weights in pairs:
-            scorers[name] = lambda r, w=weights: _per_user(r, lambda users: seen.rows(users) @ w + tie_break)
+        if ease.dual_scores_apply(seen):  # every query row's EASE scores at once, from the users' side
+            del gram
+            user_scores = ease.scores(seen, ease_lambda)
+            scorers["ease"] = lambda r: user_scores[r] + tie_break
+        else:
+            scorers["ease"] = _baseline(seen, ease.weights(seen, ease_lambda, gram), tie_break)  # gram is used up
+            del gram
+        scorers["item_knn"] = _baseline(seen, knn, tie_break)
         baselines["ease"] = {"lambda": float(ease_lambda)}
         baselines["item_knn"] = {"similarity": "cosine", "neighbours": "all"}
     else:

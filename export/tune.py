@@ -15,7 +15,7 @@ finishes); the last line says how many trials ran, how many were pruned or cut a
 search stopped (``stop_reason``). Each trial stops early on its own validation curve (``patience``), and two
 bounds let the budget see several configurations on data where an epoch costs seconds (a full softmax over
 thousands of titles): Optuna's ``MedianPruner`` (each epoch's validation figure is reported with
-``trial.report``; from epoch ``PRUNE_WARMUP_EPOCHS`` + 1 on, a trial whose best so far is below the median of the
+``trial.report``; from epoch ``PRUNE_WARMUP_EPOCHS`` on, a trial whose best so far is below the median of the
 finished trials' at that epoch is pruned, as in Optuna's pruning examples and Google Vizier's median stopping
 rule), and a time cap per trial of the budget over ``MIN_TRIALS``, or what is left of the budget if less (its
 training stops at the first epoch end past it, the best epoch kept: the search ends within an epoch of its
@@ -48,7 +48,7 @@ USER_TOWERS = ("id", "id+history")
 LOSSES = ("full_softmax", "in_batch_softmax")
 FULL_SOFTMAX_UP_TO = 50_000  # titles
 MIN_TRIALS = 4  # a trial trains for at most budget_s / MIN_TRIALS seconds (to its first epoch end past that)
-PRUNE_WARMUP_EPOCHS = 2  # epochs a trial runs before the median pruner may stop it
+PRUNE_WARMUP_EPOCHS = 2  # the first epoch at whose end the median pruner may stop a trial (n_warmup_steps)
 # ... and training ratings x titles, a full softmax's logits per epoch, which is what an epoch costs: 0.7M x 3.7k
 # (ML-1M's fitting part) took about 30 s an epoch here; ML-10M's is 29 times that.
 FULL_SOFTMAX_CELLS = 20_000_000_000

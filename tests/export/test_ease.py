@@ -96,3 +96,10 @@ def test_factors_at_the_exact_rank_reproduce_eases_scores():
     np.testing.assert_allclose(users @ items.T, x.astype(np.float32) @ ease.weights(x, 20.0), atol=1e-4)
     low_users, low_items = ease.factors(x, 20.0, rank=5)
     assert np.abs(low_users @ low_items.T - x.astype(np.float32) @ ease.weights(x, 20.0)).max() > 1e-3
+
+
+def test_the_users_scores_from_the_users_side_equal_x_times_b():
+    rng = np.random.default_rng(3)
+    x = rng.random((20, 70)) < 0.2
+    assert ease.dual_scores_apply(x) and not ease.dual_scores_apply(x.T)
+    np.testing.assert_allclose(ease.scores(x, 30.0), x.astype(np.float32) @ ease.weights(x, 30.0), atol=1e-5)

@@ -182,8 +182,8 @@ def test_a_trial_below_the_median_of_the_finished_ones_is_pruned_after_the_warmu
     curves = {0: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6], 1: [0.2, 0.3, 0.1, 0.1, 0.1, 0.1], 2: [0.3] * 6}
     _, summary, lines = _scripted_search(data, curves)
     by = {t["number"]: t for t in summary["trials"]}
-    # trial 1 leads at epochs 1-2 (the warmup), then its best so far (0.3) falls below trial 0's at epoch 4 (0.4)
-    assert by[1]["stopped_by"] == "pruned" and by[1]["epochs"] == tune.PRUNE_WARMUP_EPOCHS + 2
+    # trial 1 leads at epochs 1-2, ties at 3, then its best so far (0.3) falls below trial 0's at epoch 4 (0.4)
+    assert by[1]["stopped_by"] == "pruned" and by[1]["epochs"] == 4
     assert by[0]["stopped_by"] == "epochs" and by[0]["epochs"] == 6
     assert by[2]["stopped_by"] == "pruned"
     assert summary["stopped_by"] == {"pruned": 2, "patience": 0, "time": 0}
