@@ -70,6 +70,17 @@ class Interactions:
         out[np.repeat(np.arange(len(r)), counts), self.columns[np.repeat(starts, counts) + offsets]] = 1.0
         return out
 
+    def times(self, b: np.ndarray) -> np.ndarray:
+        """X b (float32 [users, b's columns]) of a dense X: with sparse rows (SPARSE_GRAM_SHARE, as ``gram``) each
+        row is the sum of b's rows at its titles (nonzeros x columns, not users x titles x columns)."""
+        assert self.dense is not None
+        if SPARSE_GRAM_SHARE * float(self.dense.sum()) >= float(self.shape[0]) * self.shape[1]:
+            return self.rows(np.arange(self.shape[0])) @ b
+        out = np.zeros((self.shape[0], b.shape[1]), dtype=np.float32)
+        for i, row in enumerate(self.dense):
+            out[i] = b[np.flatnonzero(row)].sum(axis=0, dtype=np.float32)
+        return out
+
     def blocks(self) -> Iterator[tuple[slice, np.ndarray]]:
         for start in range(0, self.shape[0], BLOCK_ROWS):
             stop = min(start + BLOCK_ROWS, self.shape[0])
@@ -215,7 +226,7 @@ def scores_svd(
     x = interactions(history)
     rank = max(1, min(rank, *x.shape))
     if x.dense is not None:
-        return randomized_svd(x.rows(np.arange(x.shape[0])) @ b, rank, seed=seed)
+        return randomized_svd(x.times(b), rank, seed=seed)
     return randomized_svd(_Product(x, b), rank, seed=seed)
 
 

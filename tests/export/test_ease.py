@@ -103,3 +103,14 @@ def test_the_users_scores_from_the_users_side_equal_x_times_b():
     x = rng.random((20, 70)) < 0.2
     assert ease.dual_scores_apply(x) and not ease.dual_scores_apply(x.T)
     np.testing.assert_allclose(ease.scores(x, 30.0), x.astype(np.float32) @ ease.weights(x, 30.0), atol=1e-5)
+
+
+@pytest.mark.parametrize("density", [0.02, 0.5])  # pair by pair / one dense product
+def test_gram_and_products_of_sparse_or_dense_rows_equal_the_dense_ones(density):
+    rng = np.random.default_rng(5)
+    x = rng.random((40, 300)) < density
+    dense = x.astype(np.float64)
+    matrix = ease.Interactions(x.shape, dense=x)
+    np.testing.assert_array_equal(matrix.gram(), dense.T @ dense)
+    b = rng.normal(size=(300, 7)).astype(np.float32)
+    np.testing.assert_allclose(matrix.times(b), x.astype(np.float32) @ b, atol=1e-4)
