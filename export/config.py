@@ -15,7 +15,7 @@ from pathlib import Path
 MODEL_NAMES = ("retrieval", "similar_movies")
 INDEX_KINDS = ("scann", "brute_force", "auto")
 SPLIT_KINDS = ("random", "time")
-SYNTHETIC_SIZES = ("tiny", "movielens")
+SYNTHETIC_SIZES = ("tiny", "movielens", "latest-small")
 LOSSES = ("in_batch_softmax", "full_softmax")
 USER_TOWERS = ("id", "history", "id+history")
 OPTIMIZERS = ("adagrad", "adam", "lazy_adam")  # lazy_adam: export/model.py LazyAdam

@@ -46,8 +46,7 @@ def load_data(config: ExportConfig, seed: int = 0):
     if config.data == "synthetic":
         from export.data.synthetic import SyntheticSpec
 
-        spec = SyntheticSpec.tiny(seed) if config.synthetic_size == "tiny" else SyntheticSpec.movielens_100k(seed)
-        return load("synthetic", synthetic=spec)
+        return load("synthetic", synthetic=SyntheticSpec.of_size(config.synthetic_size, seed))
     from export.data.own_files import Columns
 
     return load(config.data, columns=Columns(**config.data_columns))

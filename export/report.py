@@ -188,15 +188,21 @@ def curve_panel(axes, validation: dict) -> None:
 
 
 def search_panel(axes, tuning: dict) -> None:
-    """Each hyperparameter trial's validation criterion in trial order (colour: loss), the chosen one ringed."""
+    """Each hyperparameter trial's validation criterion in trial order (colour: loss), the chosen one ringed; a
+    trial the pruner stopped (no criterion: export/tune.py) as a grey x at the bottom of the axes."""
     import matplotlib.ticker
 
     trials = tuning["trials"]
     criterion = tuning.get("criterion", "")
-    losses = sorted({t["params"].get("loss", "") for t in trials})
+    finished = [t for t in trials if criterion in t]
+    losses = sorted({t["params"].get("loss", "") for t in finished})
     colours = ("#1f77b4", "#9467bd", "#8c564b")
+    pruned = [t["number"] for t in trials if criterion not in t]
+    if pruned:
+        low = min(t[criterion] for t in finished)
+        axes.scatter(pruned, [low] * len(pruned), s=18, marker="x", color="#999999", label="pruned", zorder=2)
     for i, loss in enumerate(losses):
-        mine = [t for t in trials if t["params"].get("loss", "") == loss]
+        mine = [t for t in finished if t["params"].get("loss", "") == loss]
         axes.scatter(
             [t["number"] for t in mine],
             [t[criterion] for t in mine],

@@ -7,7 +7,11 @@ With ``TrainConfig.validation_fraction > 0`` (the ``default`` preset):
 2. the towers train on the fitting part, scored on validation after every epoch, and stop early
    (``patience``) at the best epoch (``export.train.EarlyStopping``); with ``tune_budget_s > 0`` this is a
    search over the recipe's hyperparameters (export/tune.py) and the best trial is kept;
-3. with ``ease_rank > 0``, EASE's rank-r factors (export/ease.py) are fitted on the fitting part too, and each
+3. with ``ease_rank > 0``, EASE's factors (export/ease.py) are fitted on the fitting part too: for each of
+   the lambdas and ranks ``ease_offered`` gives (the configured ones; where a fit is cheap ``LAMBDAS`` too; up to
+   ``EXACT_RANK_UP_TO`` users the exact rank, which reproduces full-rank EASE for the known users) EASE's factors
+   alone are scored on validation (each lambda at the configured rank, then the larger ranks at the best lambda)
+   and the best is kept; then each
    of ``BLENDS`` (towers alone, EASE alone, weighted sums of both) is scored on validation for the
    ``exclude_seen`` signature, by the mean of its seen-excluded top-10 and top-100 hit rates (a blend chosen on
    top-10 alone lost to EASE at top-100 on the test part of synthetic data). ``serving_default`` always keeps
@@ -43,6 +47,10 @@ BLEND_KS = (10, 100)
 BLEND_CRITERION = "mean_top_10_top_100_exclude_seen"
 # (towers' weight, EASE's weight relative to the towers' score spread)
 BLENDS = ((1.0, 0.0), (1.0, 0.25), (1.0, 0.5), (1.0, 1.0), (1.0, 2.0), (0.0, 1.0))
+# EASE's lambdas tried for exclude_seen where a fit is cheap (ease_offered), and the largest exact rank offered.
+LAMBDAS = (250.0, 1000.0)
+CHEAP_LAMBDA_TITLES = 2_048
+EXACT_RANK_UP_TO = 1_024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,10 +79,30 @@ def blend_for(
     return Blend(tower=tower, user_factors=queries, item_factors=item_factors)
 
 
-def ease_factors(trained: Trained, users: np.ndarray, items: np.ndarray, config) -> tuple[np.ndarray, np.ndarray]:
+def ease_factors(
+    trained: Trained, users: np.ndarray, items: np.ndarray, config, lam: float | None = None, rank: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """EASE's factors (export/ease.py) of the ratings ``users`` x ``items`` over ``trained``'s users and titles,
+    row 0 (the unknown user) zeros; ``lam`` and ``rank`` default to the configured ones."""
     seen = ease.history(trained.user_ids, trained.movie_titles, users, items)
-    user_factors, item_factors = ease.factors(seen.without_first_row(), config.ease_lambda, config.train.ease_rank)
+    lam = config.ease_lambda if lam is None else lam
+    rank = config.train.ease_rank if rank is None else rank
+    user_factors, item_factors = ease.factors(seen.without_first_row(), lam, rank)
     return np.concatenate([np.zeros((1, user_factors.shape[1]), np.float32), user_factors]), item_factors
+
+
+def ease_offered(config, users: int, titles: int) -> tuple[tuple[float, ...], tuple[int, ...]]:
+    """(lambdas, ranks) of EASE's factors offered to exclude_seen: the configured lambda, and ``LAMBDAS`` too
+    where a fit is cheap (fewer users than titles: export/ease.py's ``dual``; or at most ``CHEAP_LAMBDA_TITLES``);
+    the configured rank, and the exact rank min(users, titles) up to ``EXACT_RANK_UP_TO`` (the known users' EASE
+    scores X B have at most that rank, so those factors give exactly EASE's scores)."""
+    cheap = users < titles or titles <= CHEAP_LAMBDA_TITLES
+    lambdas = tuple(sorted({config.ease_lambda, *LAMBDAS})) if cheap else (config.ease_lambda,)
+    exact = min(users, titles)
+    ranks: tuple[int, ...] = (config.train.ease_rank,)
+    if config.train.ease_rank < exact <= EXACT_RANK_UP_TO:
+        ranks += (exact,)
+    return lambdas, ranks
 
 
 def fit(config, data, train_idx: np.ndarray, report=print) -> Fitted:
@@ -99,12 +127,8 @@ def fit(config, data, train_idx: np.ndarray, report=print) -> Fitted:
     def rates(trained: Trained, blend: Blend | None = None, ks=(10,)) -> dict:
         """Seen-excluded hit rates on the validation part (with ``blend``: of exclude_seen's blended vectors)."""
         pop = popularity(trained.movie_titles, fit_titles)
-        towers = retrieval_vectors(trained, pop)
-        excluding = None if blend is None else retrieval_vectors(trained, pop, blend)
-        metrics = evaluation.evaluate(
-            towers, pop, fit_users, fit_titles, val_users, val_titles, ks=ks, max_items=0, exclude_vectors=excluding
-        )
-        return metrics["model_exclude_seen"]
+        vectors = retrieval_vectors(trained, pop, blend)
+        return evaluation.exclude_seen_rates(vectors, fit_users, fit_titles, val_users, val_titles, ks=ks)
 
     def score(trained: Trained) -> float:
         return rates(trained)["top_10"]
@@ -136,14 +160,46 @@ def fit(config, data, train_idx: np.ndarray, report=print) -> Fitted:
     best_epoch = summary["best_epoch"]
 
     chosen = (1.0, 0.0)
+    ease_lambda, ease_rank = config.ease_lambda, tc.ease_rank
     skipped = ease.fits(len(first.user_ids), len(first.movie_titles), config.baseline_max_items)
     if tc.ease_rank and skipped is None:
         report(
             f"validation: EASE's rank-{tc.ease_rank} factors for exclude_seen "
             f"({len(first.user_ids):,} users x {len(first.movie_titles):,} titles)"
         )
-        factors = ease_factors(first, fit_users, fit_titles, config)
         pop = popularity(first.movie_titles, fit_titles)
+        lambdas, ranks = ease_offered(config, len(first.user_ids), len(first.movie_titles))
+        # EASE's factors alone: each lambda at the configured rank, then the larger ranks at the best lambda (an
+        # exact SVD costs more than a randomised one at rank 64); the best is blended.
+        variants: list[dict] = []
+        factors = None
+        offered = [(lam, ranks[0]) for lam in lambdas]
+        while offered:
+            lam, rank = offered.pop(0)
+            candidate = ease_factors(first, fit_users, fit_titles, config, lam, rank)
+            got = rates(first, blend_for(first, pop, candidate, 0.0, 1.0), ks=BLEND_KS)
+            variants.append(
+                {
+                    "lambda": lam,
+                    "rank": rank,
+                    **{f"{METRIC_ROW}_{k}": round(v, 6) for k, v in got.items()},
+                    BLEND_CRITERION: round(_mean(got), 6),
+                }
+            )
+            if max(variants, key=lambda v: v[BLEND_CRITERION]) is variants[-1]:  # the first best wins ties
+                factors, ease_lambda, ease_rank = candidate, lam, rank
+            if not offered and rank == ranks[0]:
+                offered = [(ease_lambda, r) for r in ranks[1:]]
+        report(
+            "validation seen-excluded top-10 / top-100 of EASE's factors alone: "
+            + ", ".join(
+                f"lambda {v['lambda']:g} rank {v['rank']} {v[f'{METRIC_ROW}_top_10']:.4f} / "
+                f"{v[f'{METRIC_ROW}_top_100']:.4f}"
+                for v in variants
+            )
+            + f" -> lambda {ease_lambda:g}, rank {ease_rank}"
+        )
+        assert factors is not None
         trials = []
         for tower, weight in BLENDS:
             blend = None if weight == 0 else blend_for(first, pop, factors, tower, weight)
@@ -160,8 +216,9 @@ def fit(config, data, train_idx: np.ndarray, report=print) -> Fitted:
         best = max(trials, key=lambda t: t[BLEND_CRITERION])
         chosen = (best["tower"], best["ease"])
         summary["blends"] = {
-            "ease_lambda": config.ease_lambda,
-            "ease_rank": tc.ease_rank,
+            "ease_lambda": ease_lambda,
+            "ease_rank": ease_rank,
+            "ease_variants": variants,
             "trials": trials,
             "criterion": BLEND_CRITERION,
             "signature": "exclude_seen",
@@ -192,7 +249,7 @@ def fit(config, data, train_idx: np.ndarray, report=print) -> Fitted:
     blend = None
     if chosen[1] > 0:
         all_titles = titles[train_idx]
-        factors = ease_factors(final, users[train_idx], all_titles, config)
+        factors = ease_factors(final, users[train_idx], all_titles, config, ease_lambda, ease_rank)
         blend = blend_for(final, popularity(final.movie_titles, all_titles), factors, *chosen)
     return Fitted(dataclasses.replace(final, validation=summary), blend, summary)  # final.config: tuned
 

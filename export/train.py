@@ -19,7 +19,6 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-import export  # noqa: F401
 from export import distributed
 from export.config import TrainConfig
 from export.model import TwoTower, history_rows, make_optimizer, one_hot_table
@@ -210,13 +209,26 @@ class Progress(tf.keras.callbacks.Callback):
 
 class EarlyStopping(tf.keras.callbacks.Callback):
     """After each epoch, ``score(embeddings)`` on the validation part; keeps the best epoch's weights, stops
-    after ``patience`` epochs without improvement and restores the best weights at the end."""
+    after ``patience`` epochs without improvement (Keras' ``EarlyStopping(restore_best_weights=True)`` on a score
+    Keras cannot compute) or, with ``time_limit_s``, at the first epoch end past that many seconds (what bounds a
+    tuning trial, export/tune.py), and restores the best weights at the end."""
 
-    def __init__(self, score: Callable[[Trained], float], config: TrainConfig, metric: str, report=print):
+    def __init__(
+        self,
+        score: Callable[[Trained], float],
+        config: TrainConfig,
+        metric: str,
+        report=print,
+        time_limit_s: float | None = None,
+        clock=time.monotonic,
+    ):
         super().__init__()
         self.score, self.config, self.metric, self.report = score, config, metric, report
         self.curve: list[float] = []
         self.best_epoch, self.best_weights = 0, None
+        self.clock = clock
+        self.deadline = None if time_limit_s is None else clock() + time_limit_s
+        self.stopped_by = "epochs"  # what ended training: "epochs", "patience" or "time"
 
     def on_epoch_end(self, epoch: int, logs=None) -> None:
         value = float(self.score(embeddings(self.model, self.config)))
@@ -225,7 +237,9 @@ class EarlyStopping(tf.keras.callbacks.Callback):
             self.best_epoch, self.best_weights = epoch + 1, self.model.get_weights()
         self.report(f"epoch {epoch + 1}: validation {self.metric} {value:.4f} (best: epoch {self.best_epoch})")
         if epoch + 1 - self.best_epoch >= self.config.patience:
-            self.model.stop_training = True
+            self.model.stop_training, self.stopped_by = True, "patience"
+        elif self.deadline is not None and self.clock() >= self.deadline and epoch + 1 < self.config.epochs:
+            self.model.stop_training, self.stopped_by = True, "time"
 
     def on_train_end(self, logs=None) -> None:
         if self.best_weights is not None:
@@ -239,6 +253,7 @@ class EarlyStopping(tf.keras.callbacks.Callback):
             "best": round(self.curve[self.best_epoch - 1], 6) if self.curve else None,
             "patience": self.config.patience,
             "max_epochs": self.config.epochs,
+            "stopped_by": self.stopped_by,
         }
 
 
@@ -251,12 +266,14 @@ def train(
     metric: str = "",
     report=print,
     progress: Progress | None = None,
+    time_limit_s: float | None = None,
 ) -> Trained:
     """Fit the preset's model on ``train_idx``; the global seed is set first (``tf.random.set_seed``).
 
     With ``validation`` (a score of the embeddings on held-out ratings, higher is better), training stops
     early on it (``config.patience``) and the best epoch's weights are kept; ``Trained.validation`` records
-    the curve. ``progress`` is a ``Progress`` without a thread of its own that someone else's ticker reads
+    the curve; ``time_limit_s`` also stops it at the first epoch end past that many seconds. ``progress`` is a
+    ``Progress`` without a thread of its own that someone else's ticker reads
     (export/tune.py); without it, a log (``verbose`` 2) gets one that reports every ``PROGRESS_EVERY_S``."""
     tf.random.set_seed(config.seed)
     strategy = distributed.strategy()  # across workers, the variables are mirrored on each (export/distributed.py)
@@ -266,7 +283,7 @@ def train(
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
     logger.info("training preset %s: %d ratings, %d epochs", config.preset, len(train_idx), config.epochs)
-    stopper = EarlyStopping(validation, config, metric, report) if validation is not None else None
+    stopper = EarlyStopping(validation, config, metric, report, time_limit_s) if validation is not None else None
     callbacks: list[tf.keras.callbacks.Callback] = [stopper] if stopper is not None else []
     if progress is None and verbose == 2:  # one line per epoch from Keras: say how a long epoch is going
         steps = steps_per_epoch(config, len(train_idx))

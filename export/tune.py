@@ -11,8 +11,16 @@ ranking on top-10 alone would throw that away. Both losses are searched while a 
 (``full_softmax_affordable``: titles, and training ratings x titles); beyond, a full softmax costs a
 catalogue-wide product per batch and the in-batch softmax (with the log-Q correction) is the only one. The study
 stops at ``budget_s`` seconds or ``max_trials`` trials, whichever comes first (a trial that has started
-finishes); the last line says how many trials ran and why the search stopped (``stop_reason``). No trial is
-pruned: each stops early on its own validation curve. While it runs, ``SearchProgress`` prints a line at least
+finishes); the last line says how many trials ran, how many were pruned or cut at their time cap, and why the
+search stopped (``stop_reason``). Each trial stops early on its own validation curve (``patience``), and two
+bounds let the budget see several configurations on data where an epoch costs seconds (a full softmax over
+thousands of titles): Optuna's ``MedianPruner`` (each epoch's validation figure is reported with
+``trial.report``; from epoch ``PRUNE_WARMUP_EPOCHS`` on, a trial whose best so far is below the median of the
+finished trials' at that epoch is pruned, as in Optuna's pruning examples and Google Vizier's median stopping
+rule), and a time cap per trial of the budget over ``MIN_TRIALS``, or what is left of the budget if less (its
+training stops at the first epoch end past it, the best epoch kept: the search ends within an epoch of its
+budget). A pruned trial is never chosen; the refit (export/selection.py) reuses the best trial's settings and
+epoch count. While it runs, ``SearchProgress`` prints a line at least
 every ``PROGRESS_EVERY_S`` seconds (trial, epoch and batch, the latest validation figure, the time left of the
 budget) from a timer thread (export/train.py's ``Ticker``), so that a trial of minutes is not silent. Optuna is
 used rather than KerasTuner because the objective is not a Keras metric (the seen-excluded hit rate over the whole
@@ -26,6 +34,8 @@ import logging
 import time
 from collections.abc import Callable
 
+import numpy as np
+
 from export import train as training
 from export.config import TrainConfig
 from export.train import Progress, Ticker, Trained, train
@@ -37,6 +47,8 @@ DIMENSIONS = (32, 64, 128)
 USER_TOWERS = ("id", "id+history")
 LOSSES = ("full_softmax", "in_batch_softmax")
 FULL_SOFTMAX_UP_TO = 50_000  # titles
+MIN_TRIALS = 4  # a trial trains for at most budget_s / MIN_TRIALS seconds (to its first epoch end past that)
+PRUNE_WARMUP_EPOCHS = 2  # the first epoch at whose end the median pruner may stop a trial (n_warmup_steps)
 # ... and training ratings x titles, a full softmax's logits per epoch, which is what an epoch costs: 0.7M x 3.7k
 # (ML-1M's fitting part) took about 30 s an epoch here; ML-10M's is 29 times that.
 FULL_SOFTMAX_CELLS = 20_000_000_000
@@ -111,12 +123,26 @@ def _suggest(trial, base: TrainConfig, losses: tuple[str, ...]) -> TrainConfig:
 
 
 def stop_reason(trials: int, max_trials: int, seconds: float, budget_s: float) -> str:
-    """Why a search of ``trials`` trials in ``seconds`` stopped: the trial count or the budget."""
+    """Why a search of ``trials`` trials (pruned ones included) in ``seconds`` stopped: the trial count or the
+    budget."""
     if trials >= max_trials:
         return f"{max_trials} trials, the most --tune-trials allows"
     if seconds >= budget_s:
         return f"the {budget_s:g} s budget (--tune-budget) was spent; a started trial finishes"
     return "the sampler ended the study"
+
+
+def trial_time_limit(budget_s: float) -> float:
+    """Seconds of training a trial gets at most (its epochs stop at the first epoch end past it): the budget over
+    ``MIN_TRIALS``, so that the search sees at least that many configurations when no trial is pruned."""
+    return budget_s / MIN_TRIALS
+
+
+def pruner():
+    """Optuna's median stopping rule over the epochs' validation figures (see the module doc)."""
+    import optuna
+
+    return optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=PRUNE_WARMUP_EPOCHS, interval_steps=1)
 
 
 class SearchProgress:
@@ -168,10 +194,10 @@ class SearchProgress:
         epoch = self.progress.epoch + 1 if self.progress is not None else 0
         self.latest, self.phase = (epoch, value), ""
 
-    def end(self, number: int, value: float) -> None:
-        """Trial ``number`` finished with ``criterion`` ``value``."""
+    def end(self, number: int, value: float | None) -> None:
+        """Trial ``number`` finished with ``criterion`` ``value`` (None: it was pruned)."""
         self.finished += 1
-        if self.best is None or value > self.best[1]:
+        if value is not None and (self.best is None or value > self.best[1]):
             self.best = (number, value)
         self.trial, self.progress, self.latest, self.phase = None, None, None, ""
 
@@ -228,7 +254,9 @@ def search(
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("optuna").setLevel(logging.WARNING)
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=base.seed))
+    study = optuna.create_study(
+        direction="maximize", sampler=optuna.samplers.TPESampler(seed=base.seed), pruner=pruner()
+    )
     first = {
         "embedding_dimension": base.embedding_dimension,
         "l2": base.l2,
@@ -246,10 +274,19 @@ def search(
     steps = training.steps_per_epoch(base, len(fit_idx))
     watch = SearchProgress(budget_s, max_trials, metric, criterion_name, every_s=PROGRESS_EVERY_S, report=report)
 
+    limit_s = trial_time_limit(budget_s)
+    current: dict = {}  # the running trial and its reported curve
+
     def scored(trained: Trained) -> float:
-        watch.scoring(f"epoch {watch.progress.epoch + 1}" if watch.progress is not None else "an epoch")
+        epoch = watch.progress.epoch if watch.progress is not None else len(current["curve"])
+        watch.scoring(f"epoch {epoch + 1}")
         value = float(score(trained))
         watch.scored(value)
+        trial = current["trial"]
+        current["curve"].append(value)
+        trial.report(value, epoch + 1)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"epoch {epoch + 1}: {metric} {max(current['curve']):.4f} so far")
         return value
 
     def objective(trial) -> float:
@@ -257,16 +294,39 @@ def search(
         began = time.perf_counter()
         progress = Progress(steps, config.epochs, every_s=None)
         watch.begin(trial.number, progress)
-        trained = train(
-            config,
-            data,
-            fit_idx,
-            verbose=0,
-            validation=scored,
-            metric=metric,
-            report=lambda line: None,
-            progress=progress,
-        )
+        current.update(trial=trial, curve=[])
+        try:
+            trained = train(
+                config,
+                data,
+                fit_idx,
+                verbose=0,
+                validation=scored,
+                metric=metric,
+                report=lambda line: None,
+                progress=progress,
+                time_limit_s=min(limit_s, max(0.0, budget_s - (time.perf_counter() - start))),
+            )
+        except optuna.TrialPruned:
+            curve = current["curve"]
+            watch.end(trial.number, None)
+            trials.append(
+                {
+                    "number": trial.number,
+                    "params": dict(trial.params),
+                    metric: round(max(curve), 6),
+                    "best_epoch": int(np.argmax(curve)) + 1,
+                    "epochs": len(curve),
+                    "stopped_by": "pruned",
+                    "seconds": round(time.perf_counter() - began, 2),
+                }
+            )
+            report(
+                f"tune trial {trial.number}: {_describe(config)}: pruned after epoch {len(curve)} (validation "
+                f"{metric} {max(curve):.4f}, below the median of the finished trials; "
+                f"{time.perf_counter() - began:.0f} s); {watch.left()}"
+            )
+            raise
         validation = trained.validation
         assert validation is not None  # train() records it when given validation=
         if criterion is not score:
@@ -289,13 +349,14 @@ def search(
                 criterion_name: round(value, 6),
                 "best_epoch": validation["best_epoch"],
                 "epochs": len(validation["curve"]),
+                "stopped_by": validation.get("stopped_by", "epochs"),
                 "seconds": round(time.perf_counter() - began, 2),
             }
         )
+        capped = " at its time cap" if validation.get("stopped_by") == "time" else ""
         report(
-            f"tune trial {trial.number}: dim {config.embedding_dimension}, l2 {config.l2:.2g}, "
-            f"lr {config.learning_rate:.2g}, {config.loss}, user tower {config.user_tower}: validation "
-            f"{criterion_name} {value:.4f} (epoch {validation['best_epoch']}, "
+            f"tune trial {trial.number}: {_describe(config)}: validation {criterion_name} {value:.4f} (epoch "
+            f"{validation['best_epoch']} of {len(validation['curve'])}{capped}, "
             f"{time.perf_counter() - began:.0f} s); {watch.left()}"
         )
         return value
@@ -316,9 +377,18 @@ def search(
         "trials": trials,
         "best": best,
     }
-    early = sum(1 for t in trials if t["epochs"] < base.epochs)
+    by = {why: sum(1 for t in trials if t.get("stopped_by") == why) for why in ("pruned", "patience", "time")}
+    summary.update(pruner="optuna MedianPruner", trial_time_limit_s=round(limit_s, 1), stopped_by=by)
     report(
-        f"tune: {len(trials)} trial(s) in {seconds:.0f} s ({early} stopped early on validation), stopped: "
+        f"tune: {len(trials)} trial(s) in {seconds:.0f} s ({by['pruned']} pruned by the median rule, "
+        f"{by['patience']} stopped early on validation, {by['time']} at the {limit_s:.0f} s time cap), stopped: "
         f"{summary['stopped']}; best trial {number} ({criterion_name} {best[criterion_name]:.4f})"
     )
     return models[number], summary
+
+
+def _describe(config: TrainConfig) -> str:
+    return (
+        f"dim {config.embedding_dimension}, l2 {config.l2:.2g}, lr {config.learning_rate:.2g}, {config.loss}, "
+        f"user tower {config.user_tower}"
+    )

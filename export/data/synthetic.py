@@ -3,7 +3,8 @@
 Shape kept from MovieLens 100K (943 users, 1,682 movies, 100,000 ratings by default):
 
 - movie popularity follows a power law (Zipf over a random ranking), so a tenth of the movies hold a
-  large share of the ratings;
+  large share of the ratings; ``SyntheticSpec.latest_small`` gives MovieLens latest-small's shape instead
+  (9,125 titles, 671 users, a Zipf-Mandelbrot law with a long tail: most titles rated at most twice);
 - users have 1 to ``interests`` (3) latent taste clusters with their own weights, the first weakly
   predictable from their age bucket, gender and occupation (``feature_signal``); movies belong to latent
   groups, each with two signature genres. A user picks movies with probability
@@ -172,6 +173,10 @@ class SyntheticSpec:
     interests: int = 3  # most taste clusters one user has (each user has 1..interests)
     noise: float = 0.1  # share of each user's movies picked by popularity alone, not taste
     feature_signal: float = 0.2  # how strongly demographics steer a user's first taste cluster
+    # Movie popularity, Zipf-Mandelbrot over a random ranking: P ~ (rank + popularity_offset) ^ -popularity_exponent
+    # (offset 1: the plain Zipf law of MovieLens 100K; a larger exponent and offset: a flatter head and a longer tail).
+    popularity_exponent: float = _ZIPF_EXPONENT
+    popularity_offset: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("users", "movies", "ratings", "clusters"):
@@ -180,6 +185,10 @@ class SyntheticSpec:
                 raise DataError(f"SyntheticSpec.{name} must be a positive int (got {value!r})")
         if isinstance(self.interests, bool) or not isinstance(self.interests, (int, np.integer)) or self.interests < 1:
             raise DataError(f"SyntheticSpec.interests must be a positive int (got {self.interests!r})")
+        for name, low, high in (("popularity_exponent", 0, 5), ("popularity_offset", 1, 10_000)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+                raise DataError(f"SyntheticSpec.{name} must be a number in [{low}, {high}] (got {value!r})")
         for name in ("noise", "feature_signal"):
             value = getattr(self, name)
             if (
@@ -216,6 +225,21 @@ class SyntheticSpec:
     def movielens_100k(cls, seed: int = 0) -> SyntheticSpec:
         """MovieLens 100K's sizes: 943 users, 1,682 movies, 100,000 ratings."""
         return cls(seed=seed)
+
+    @classmethod
+    def of_size(cls, size: str, seed: int = 0) -> SyntheticSpec:
+        """The spec ``--synthetic-size`` names: ``tiny``, ``movielens`` (100K) or ``latest-small``."""
+        sizes = {"tiny": cls.tiny, "movielens": cls.movielens_100k, "latest-small": cls.latest_small}
+        if size not in sizes:
+            raise DataError(f"unknown synthetic size {size!r}; choose one of {', '.join(sizes)}")
+        return sizes[size](seed)
+
+    @classmethod
+    def latest_small(cls, seed: int = 0) -> SyntheticSpec:
+        """MovieLens latest-small's sizes (2016: 671 users, 9,125 movies, 100,004 ratings) and its long tail: with
+        popularity ~ (rank + 30) ^ -1.6 about half the catalogue has at most two ratings (the median rated title
+        3), while each user rates ~150 titles on average (at least 20, a few over a thousand)."""
+        return cls(users=671, movies=9125, ratings=100_004, seed=seed, popularity_exponent=1.6, popularity_offset=30.0)
 
 
 def generate(spec: SyntheticSpec = SyntheticSpec()) -> MovieLensData:
@@ -391,7 +415,7 @@ def _movies(rng: np.random.Generator, spec: SyntheticSpec, centers: np.ndarray) 
         "genres": genres,
         "group": group,
         "vector": vector,
-        "log_popularity": -_ZIPF_EXPONENT * np.log1p(popularity_rank),
+        "log_popularity": -spec.popularity_exponent * np.log1p(popularity_rank + (spec.popularity_offset - 1.0)),
         "quality": rng.normal(0.0, 0.45, size=n),
     }
 

@@ -35,7 +35,7 @@ def test_help_shows_the_choices_of_every_flag_that_has_them():
         "--preset": "{seed,default}",
         "--index": "{scann,brute_force,auto}",
         "--split": "{random,time}",
-        "--synthetic-size": "{tiny,movielens}",
+        "--synthetic-size": "{tiny,movielens,latest-small}",
         "--user-tower": "{id,history,id+history}",
     }.items():
         assert f"{flag} {choices}" in text, flag

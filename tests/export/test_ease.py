@@ -74,3 +74,42 @@ def test_evaluation_ranks_the_same_with_the_blocked_baselines(pairs, monkeypatch
     monkeypatch.setattr(ease, "BLOCK_ROWS", 64)
     assert evaluate(*args) == dense
     assert "ease" in dense and "item_knn_exclude_seen" in dense
+
+
+def test_the_users_side_inverse_equals_the_titles_side_one():
+    rng = np.random.default_rng(1)
+    x = rng.random((30, 120)) < 0.1  # fewer users than titles: ease.dual
+    gram = x.astype(np.float64).T @ x
+    gram[np.diag_indices_from(gram)] += 50.0
+    np.testing.assert_allclose(ease.inverse(x, 50.0), np.linalg.inv(gram), rtol=1e-9, atol=1e-12)
+    wide = rng.random((200, 40)) < 0.1  # more users than titles: the titles' inverse as before
+    g = wide.astype(np.float64).T @ wide
+    g[np.diag_indices_from(g)] += 50.0
+    np.testing.assert_allclose(ease.inverse(wide, 50.0), np.linalg.inv(g), rtol=1e-9, atol=1e-12)
+
+
+def test_factors_at_the_exact_rank_reproduce_eases_scores():
+    rng = np.random.default_rng(2)
+    x = rng.random((25, 90)) < 0.15
+    users, items = ease.factors(x, 20.0, rank=25)  # min(users, titles): every user's scores, exactly
+    np.testing.assert_allclose(users @ items.T, x.astype(np.float32) @ ease.weights(x, 20.0), atol=1e-4)
+    low_users, low_items = ease.factors(x, 20.0, rank=5)
+    assert np.abs(low_users @ low_items.T - x.astype(np.float32) @ ease.weights(x, 20.0)).max() > 1e-3
+
+
+def test_the_users_scores_from_the_users_side_equal_x_times_b():
+    rng = np.random.default_rng(3)
+    x = rng.random((20, 70)) < 0.2
+    assert ease.dual_scores_apply(x) and not ease.dual_scores_apply(x.T)
+    np.testing.assert_allclose(ease.scores(x, 30.0), x.astype(np.float32) @ ease.weights(x, 30.0), atol=1e-5)
+
+
+@pytest.mark.parametrize("density", [0.02, 0.5])  # pair by pair / one dense product
+def test_gram_and_products_of_sparse_or_dense_rows_equal_the_dense_ones(density):
+    rng = np.random.default_rng(5)
+    x = rng.random((40, 300)) < density
+    dense = x.astype(np.float64)
+    matrix = ease.Interactions(x.shape, dense=x)
+    np.testing.assert_array_equal(matrix.gram(), dense.T @ dense)
+    b = rng.normal(size=(300, 7)).astype(np.float32)
+    np.testing.assert_allclose(matrix.times(b), x.astype(np.float32) @ b, atol=1e-4)

@@ -224,3 +224,23 @@ def test_one_tuning_trial_is_said_in_the_singular_on_an_integer_axis():
     assert search.get_title() == "tuning: 1 trial in 82 s, budget spent"
     assert list(search.get_xticks()) == [0]
     assert _panels(fig)[1].get_title() == "validation curve (the one tuning trial)"
+
+
+def test_a_pruned_trial_shows_as_a_grey_cross_without_a_criterion():
+    case = copy.deepcopy(CASES["movielens_retrieval"])
+    tuning = case["validation"]["tuning"]
+    criterion = tuning["criterion"]
+    kept = tuning["trials"][0]
+    tuning["trials"].append(
+        {"number": 1, "params": dict(kept["params"]), "top_10_exclude_seen": 0.1, "stopped_by": "pruned"}
+    )
+    fig = _figure(case)
+    [search] = [axes for axes in _panels(fig) if axes.get_title().startswith("tuning")]
+    labels = (
+        search.get_legend_handles_labels()[1]
+        if search.get_legend() is None
+        else [t.get_text() for t in search.get_legend().get_texts()]
+    )
+    assert "pruned" in labels
+    crosses = [c for c in search.collections if c.get_label() == "pruned"]
+    assert [list(p) for p in crosses[0].get_offsets()] == [[1.0, kept[criterion]]]

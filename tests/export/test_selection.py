@@ -230,3 +230,24 @@ def test_a_catalogue_too_large_for_a_full_softmax_trains_in_batch_with_log_q(mon
     config = ExportConfig(data="synthetic", train=dataclasses.replace(DEFAULT, epochs=1, ease_rank=0, tune_budget_s=0))
     fitted = selection.fit(config, data, train_idx, report=lambda line: None)
     assert (fitted.trained.config.loss, fitted.trained.config.log_q) == ("in_batch_softmax", True)
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_validation_rates_per_user_equal_the_evaluations_seen_excluded_row(ties):
+    from export import evaluate as evaluation
+    from export.vectors import IndexVectors
+
+    data = load("synthetic", synthetic=SyntheticSpec.tiny(3))
+    train_idx, test_idx = split(data.ratings, kind="random")
+    users, titles = data.ratings.coded("user_id"), data.ratings.coded("movie_title")
+    user_ids = np.unique(np.asarray(data.ratings.user_id)[train_idx][5:]).astype(object)  # some test users unknown
+    catalogue = np.unique(np.asarray(data.movies.movie_title).astype(str)).astype(object)
+    rng = np.random.default_rng(0)
+    queries = rng.normal(size=(len(user_ids) + 1, 4)).astype(np.float32)
+    candidates = rng.normal(size=(len(catalogue), 4)).astype(np.float32)
+    if ties:  # a few distinct scores: most ranks are settled by catalogue order
+        queries, candidates = np.round(queries), np.round(candidates)
+    vectors = IndexVectors(user_ids, queries, catalogue, candidates)
+    columns = (users[train_idx], titles[train_idx], users[test_idx], titles[test_idx])
+    full = evaluation.evaluate(vectors, np.zeros(len(catalogue), np.float32), *columns, max_items=0)
+    assert evaluation.exclude_seen_rates(vectors, *columns) == full["model_exclude_seen"]

@@ -65,6 +65,8 @@ def test_default_spec_has_movielens_100k_sizes_and_tiny_preset_is_small():
         ({"interests": 0}, "interests must be a positive int"),
         ({"noise": 1.5}, r"noise must be a number in \[0, 1\]"),
         ({"feature_signal": -1.0}, r"feature_signal must be a number in \[0, 10\]"),
+        ({"popularity_exponent": -0.5}, r"popularity_exponent must be a number in \[0, 5\]"),
+        ({"popularity_offset": 0.5}, r"popularity_offset must be a number in \[1, 10000\]"),
     ],
 )
 def test_invalid_specs_are_refused_on_construction(kwargs, message):
@@ -116,6 +118,8 @@ def test_sizes_ids_and_source(which, request):
             "interests": spec.interests,
             "noise": spec.noise,
             "feature_signal": spec.feature_signal,
+            "popularity_exponent": spec.popularity_exponent,
+            "popularity_offset": spec.popularity_offset,
         },
     }
 
@@ -283,3 +287,46 @@ def test_feature_signal_sets_how_much_demographics_tell_about_taste():
     assert spread_between_occupations(
         generate(SyntheticSpec(**spec, feature_signal=3.0))
     ) > 1.5 * spread_between_occupations(generate(SyntheticSpec(**spec, feature_signal=0.0)))
+
+
+# ---------------------------------------------------------------- MovieLens latest-small's shape
+
+
+@pytest.fixture(scope="module")
+def latest_small():
+    return generate(SyntheticSpec.of_size("latest-small"))
+
+
+def test_synthetic_sizes_name_their_specs():
+    assert SyntheticSpec.of_size("tiny", 3) == SyntheticSpec.tiny(3)
+    assert SyntheticSpec.of_size("movielens") == SyntheticSpec.movielens_100k()
+    spec = SyntheticSpec.of_size("latest-small", 2)
+    assert (spec.users, spec.movies, spec.ratings, spec.seed) == (671, 9125, 100_004, 2)
+    with pytest.raises(DataError, match="unknown synthetic size 'huge'"):
+        SyntheticSpec.of_size("huge")
+
+
+def test_latest_small_has_a_long_tail_of_titles_and_heavy_users(latest_small):
+    ratings = latest_small.ratings
+    assert len(ratings) == 100_004 and len(latest_small.movies) == 9125
+    catalogue = np.bincount(np.asarray(ratings.movie_id).astype(np.int64) - 1, minlength=9125)  # ids "1".."9125"
+    assert np.mean(catalogue <= 2) > 0.5  # most of the catalogue: rated at most twice
+    per_movie = catalogue[catalogue > 0]
+    assert np.median(per_movie) <= 3
+    assert per_movie.max() < 0.01 * len(ratings)  # no title holds a large share on its own
+    top_tenth = np.sort(per_movie)[::-1][: len(per_movie) // 10].sum() / len(ratings)
+    assert 0.55 < top_tenth < 0.85  # the head still holds most of the ratings
+    per_user = np.bincount(np.unique(np.asarray(ratings.user_id), return_inverse=True)[1])
+    assert len(per_user) == 671 and per_user.min() >= 20
+    assert 140 < per_user.mean() < 160 and np.median(per_user) < per_user.mean()  # skewed: a few heavy users
+    assert per_user.max() > 1000
+
+
+def test_the_default_spec_keeps_the_plain_zipf_law():
+    assert (SyntheticSpec().popularity_exponent, SyntheticSpec().popularity_offset) == (1.15, 1.0)
+    flatter = generate(SyntheticSpec(users=200, movies=2000, ratings=20_000, popularity_offset=30.0))
+    plain = generate(SyntheticSpec(users=200, movies=2000, ratings=20_000))
+    most = [
+        np.bincount(np.unique(np.asarray(d.ratings.movie_id), return_inverse=True)[1]).max() for d in (flatter, plain)
+    ]
+    assert most[0] < most[1]  # the offset flattens the head

@@ -139,8 +139,9 @@ def test_the_search_reports_while_a_trial_runs_and_says_at_the_end_that_the_tria
     assert re.search(r"; \d+ s of the 600 s budget left$", lines[trial_lines[0]])
     assert summary["stopped"] == "2 trials, the most --tune-trials allows"
     assert re.fullmatch(
-        r"tune: 2 trial\(s\) in \d+ s \(0 stopped early on validation\), stopped: 2 trials, the most --tune-trials "
-        r"allows; best trial [01] \(top_10_exclude_seen \d\.\d{4}\)",
+        r"tune: 2 trial\(s\) in \d+ s \(0 pruned by the median rule, 0 stopped early on validation, 0 at the 150 s "
+        r"time cap\), stopped: 2 trials, the most --tune-trials allows; best trial [01] "
+        r"\(top_10_exclude_seen \d\.\d{4}\)",
         lines[-1],
     )
     assert all(t["epochs"] == 2 for t in summary["trials"])
@@ -154,3 +155,47 @@ def test_a_search_stopped_by_its_budget_says_so(data):
     assert summary["stopped"] == "the 0.01 s budget (--tune-budget) was spent; a started trial finishes"
     assert "the 0.01 s budget was spent" in next(line for line in lines if line.startswith("tune trial 0:"))
     assert lines[-1].startswith("tune: 1 trial(s) in ") and "stopped: the 0.01 s budget" in lines[-1]
+
+
+def _scripted_search(data, curves: dict[int, list[float]], budget_s: float = 600, max_trials: int = 3):
+    """A search whose validation figure per trial and epoch is ``curves[trial][epoch]``."""
+    train_idx, _ = split(data.ratings, kind="random")
+    base = dataclasses.replace(DEFAULT, epochs=6, patience=6)
+    calls: list[int] = []
+    trial_of: dict[tuple, int] = {}
+
+    def score(trained) -> float:
+        key = (trained.config.l2, trained.config.learning_rate)  # what the sampler drew: one per trial
+        trial = trial_of.setdefault(key, len(trial_of))
+        calls.append(trial)
+        epoch = sum(1 for c in calls if c == trial) - 1
+        return curves[trial][epoch]
+
+    lines: list[str] = []
+    model, summary = tune.search(
+        base, data, train_idx, score, "top_10_exclude_seen", budget_s, max_trials, lines.append
+    )
+    return model, summary, lines
+
+
+def test_a_trial_below_the_median_of_the_finished_ones_is_pruned_after_the_warmup(data):
+    curves = {0: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6], 1: [0.2, 0.3, 0.1, 0.1, 0.1, 0.1], 2: [0.3] * 6}
+    _, summary, lines = _scripted_search(data, curves)
+    by = {t["number"]: t for t in summary["trials"]}
+    # trial 1 leads at epochs 1-2, ties at 3, then its best so far (0.3) falls below trial 0's at epoch 4 (0.4)
+    assert by[1]["stopped_by"] == "pruned" and by[1]["epochs"] == 4
+    assert by[0]["stopped_by"] == "epochs" and by[0]["epochs"] == 6
+    assert by[2]["stopped_by"] == "pruned"
+    assert summary["stopped_by"] == {"pruned": 2, "patience": 0, "time": 0}
+    assert summary["best"]["number"] == 0  # a pruned trial is never chosen
+    assert any(line.startswith("tune trial 1: ") and "pruned after epoch 4" in line for line in lines)
+    assert "(2 pruned by the median rule, 0 stopped early on validation" in lines[-1]
+
+
+def test_a_trial_stops_at_its_time_cap_with_its_best_epoch_kept(data, monkeypatch):
+    monkeypatch.setattr(tune, "MIN_TRIALS", 10**9)  # a cap of ~0 s: every trial stops after its first epoch
+    _, summary, lines = _scripted_search(data, {0: [0.5] * 6}, max_trials=1)
+    [trial] = summary["trials"]
+    assert (trial["stopped_by"], trial["epochs"], trial["best_epoch"]) == ("time", 1, 1)
+    assert "at its time cap" in next(line for line in lines if line.startswith("tune trial 0:"))
+    assert tune.trial_time_limit(300) == 300 / 10**9
