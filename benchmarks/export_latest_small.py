@@ -10,9 +10,10 @@ generates the data ("generate", not part of the export) and runs ``export.pipeli
 preset, timing the report lines the pipeline prints (as benchmarks/export_scaling.py does): "search" the
 hyperparameter search (export/tune.py), "choose exclude_seen" EASE's lambda and rank and the blend on validation,
 "refit" the towers (and EASE's factors) on the whole training part, "evaluate" the test table with EASE and
-item-kNN, "history" by_history's choice, its new-user test and the known-user comparison (export/history.py),
-"index + validate" the three indexes, SavedModels and fresh-process validations, "publish" the gate and the
-publish. The run's whole time is from the start of the export (after generation) to the last version published.
+item-kNN, "history" by_history's choice, its new-user test and the known-user comparison
+(export/history_selection.py, export/history_evaluation.py), "index + validate" the three indexes, SavedModels and
+fresh-process validations, "publish" the gate and the publish. The run's whole time is from the start of the export
+(after generation) to the last version published.
 """
 
 from __future__ import annotations

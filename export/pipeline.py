@@ -16,9 +16,18 @@ from pathlib import Path
 
 import numpy as np
 
-from export import distributed, gate, manifest, publish, selection, servable, warmup
+from export import (
+    distributed,
+    gate,
+    history_evaluation,
+    history_selection,
+    manifest,
+    publish,
+    selection,
+    servable,
+    warmup,
+)
 from export import evaluate as evaluation
-from export import history as history_model
 from export import index as index_lib
 from export import report as plots
 from export.config import ExportConfig
@@ -170,12 +179,13 @@ def run(config: ExportConfig, *, data=None, synthetic_seed: int = 0, report=prin
     metrics["served"] = {"exclude_seen": (fitted.validation or {}).get("blends", {}).get("chosen")}
     report(evaluation.table(metrics))
 
-    # by_history's query model (export/history.py): chosen on validation users held out of its fit, then measured
-    # on other held-out (test) users against EASE, item-kNN and popularity fitted without them; known users'
-    # by_history of their training titles against exclude_seen on the test ratings.
+    # by_history's query model (export/history.py): chosen on validation users held out of its fit
+    # (export/history_selection.py), then measured on other held-out (test) users against EASE, item-kNN and
+    # popularity fitted without them; known users' by_history of their training titles against exclude_seen on
+    # the test ratings (export/history_evaluation.py).
     train_columns = (users_all[train_idx], titles_all[train_idx])
     timestamps = np.asarray(ratings.timestamp)[train_idx] if config.split == "time" else None
-    history_vectors, history_record = history_model.choose(
+    history_vectors, history_record = history_selection.choose(
         *train_columns,
         trained,
         pop,
@@ -185,11 +195,11 @@ def run(config: ExportConfig, *, data=None, synthetic_seed: int = 0, report=prin
         split=config.split,
         report=report,
     )
-    metrics["new_users"] = history_model.evaluate_new_users(
+    metrics["new_users"] = history_evaluation.evaluate_new_users(
         *train_columns, trained, history_record, timestamps=timestamps, report=report
     )
-    report(history_model.table(metrics["new_users"]))
-    known = history_model.known_users(
+    report(history_evaluation.table(metrics["new_users"]))
+    known = history_evaluation.known_users(
         history_vectors,
         vectors["retrieval"],
         pop,

@@ -12,7 +12,7 @@
 4. **ScaNN search settings** (``index_panel``): recall@10 against exact search by leaves searched, coloured by
    re-order candidates (colour bar), the median latency of the timed settings on a right-hand axis, the chosen
    setting ringed and the recall needed as a line (not drawn for BruteForce or hand-set settings);
-5. **new users** (``new_users_panel``, when ``metrics["new_users"]`` is there, export/history.py): the
+5. **new users** (``new_users_panel``, when ``metrics["new_users"]`` is there, export/history_evaluation.py): the
    ``by_history`` model's hit rate at k on held-out new users against EASE, item-kNN and popularity, with 95 %
    confidence bars.
 
@@ -322,9 +322,9 @@ def index_panel(axes, model_name: str, index_tuning: dict) -> None:
 
 
 def new_users_panel(axes, new_users: dict) -> None:
-    """Hit rate at k of held-out new users (``metrics.new_users``, export/history.py): the history model and each
-    baseline fitted without them, history excluded, with 95 % confidence bars."""
-    from export.history import ROWS
+    """Hit rate at k of held-out new users (``metrics.new_users``, export/history_evaluation.py): the history
+    model and each baseline fitted without them, history excluded, with 95 % confidence bars."""
+    from export.history_evaluation import ROWS
 
     ks_all: set[int] = set()
     for name in ROWS:

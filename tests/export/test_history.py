@@ -1,4 +1,5 @@
-"""The history query model of ``by_history`` and its new-user protocol (export/history.py), on tiny data."""
+"""The history query model of ``by_history`` (export/history.py), its choice (export/history_selection.py) and
+its new-user protocol (export/history_evaluation.py), on tiny data."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import types
 import numpy as np
 import pytest
 
-from export import ease, history
+from export import ease, history, history_evaluation, history_selection
 from export.data import load
 from export.data.synthetic import SyntheticSpec
 from export.vectors import IndexVectors, popularity
@@ -37,10 +38,10 @@ def trained(data):
 @pytest.fixture(scope="module")
 def pairs(columns, trained):
     users, titles, times = columns
-    return history.Pairs.of(users, titles, trained.movie_titles, times)
+    return history_evaluation.Pairs.of(users, titles, trained.movie_titles, times)
 
 
-def _histories(pairs: history.Pairs) -> list[np.ndarray]:
+def _histories(pairs: history_evaluation.Pairs) -> list[np.ndarray]:
     bounds = pairs.bounds()
     return [pairs.titles[bounds[u] : bounds[u + 1]] for u in range(pairs.n_users)]
 
@@ -93,8 +94,8 @@ def test_unknown_and_empty_histories_get_the_empty_query_and_popularity(trained)
 
 
 def test_held_out_users_are_absent_from_what_the_baselines_are_fitted_on(pairs):
-    for part in history.PARTS:
-        new = history.new_users(pairs, part, seed=3)
+    for part in history_evaluation.PARTS:
+        new = history_evaluation.new_users(pairs, part, seed=3)
         assert len(new.users) == int(0.2 * pairs.n_users)  # every tiny user has >= 2 titles
         assert not np.isin(pairs.users[new.fit], new.users).any()
         assert np.isin(pairs.users[~new.fit], new.users).all()
@@ -105,10 +106,10 @@ def test_held_out_users_are_absent_from_what_the_baselines_are_fitted_on(pairs):
 
 
 def test_validation_and_test_users_are_disjoint_and_each_history_is_split_in_two(pairs):
-    val = history.new_users(pairs, "validation", seed=5)
-    test = history.new_users(pairs, "test", seed=5)
+    val = history_evaluation.new_users(pairs, "validation", seed=5)
+    test = history_evaluation.new_users(pairs, "test", seed=5)
     assert len(val.users) and len(test.users) and not set(val.users.tolist()) & set(test.users.tolist())
-    assert history.new_users(pairs, "test", seed=5).users.tolist() == test.users.tolist()  # reproducible
+    assert history_evaluation.new_users(pairs, "test", seed=5).users.tolist() == test.users.tolist()  # reproducible
     histories = _histories(pairs)
     for user, given, targets in zip(val.users.tolist(), val.given, val.targets, strict=True):
         assert not set(given.tolist()) & set(targets.tolist())
@@ -118,27 +119,27 @@ def test_validation_and_test_users_are_disjoint_and_each_history_is_split_in_two
 
 def test_the_time_split_feeds_each_users_earliest_titles(columns, trained):
     users, titles, times = columns
-    pairs = history.Pairs.of(users, titles, trained.movie_titles, times)
+    pairs = history_evaluation.Pairs.of(users, titles, trained.movie_titles, times)
     index = {t: i for i, t in enumerate(trained.movie_titles.tolist())}
     user_number = {u: i for i, u in enumerate(np.unique(users.values()).tolist())}
     when = {}
     for u, t, s in zip(users.values().tolist(), titles.values().tolist(), times.tolist(), strict=True):
         key = (user_number[u], index[t])
         when[key] = min(when.get(key, s), s)
-    new = history.new_users(pairs, "test", split="time", seed=1)
+    new = history_evaluation.new_users(pairs, "test", split="time", seed=1)
     for user, given, targets in zip(new.users.tolist(), new.given, new.targets, strict=True):
         assert max(when[user, t] for t in given.tolist()) <= min(when[user, t] for t in targets.tolist())
-    randomly = history.new_users(pairs, "test", split="random", seed=1)
+    randomly = history_evaluation.new_users(pairs, "test", split="random", seed=1)
     assert any(not np.array_equal(a, b) for a, b in zip(new.given, randomly.given, strict=True))
     with pytest.raises(ValueError, match="timestamps"):
-        history.choose(users, titles, trained, np.zeros(len(trained.movie_titles), np.float32), split="time")
+        history_selection.choose(users, titles, trained, np.zeros(len(trained.movie_titles), np.float32), split="time")
 
 
 def test_choose_offers_every_recipe_and_names_the_winner(columns, trained):
     users, titles, times = columns
     pop = popularity(trained.movie_titles, titles)
     lines: list[str] = []
-    vectors, record = history.choose(
+    vectors, record = history_selection.choose(
         users, titles, trained, pop, timestamps=times, lambdas=(10.0, 100.0), ranks=(16, 32, 500), report=lines.append
     )
     n = len(trained.movie_titles)
@@ -150,9 +151,11 @@ def test_choose_offers_every_recipe_and_names_the_winner(columns, trained):
     offered = [(t["recipe"], t.get("lambda"), t.get("rank")) for t in record["candidates"]]
     assert offered[:3] == [("towers", None, None), ("ease", 10.0, "full"), ("ease", 100.0, "full")]
     assert [t["rank"] for t in record["candidates"][3:]] == [16, 32]  # 500 >= the catalogue: not offered
-    best = max(t[history.CRITERION] for t in record["candidates"])
+    best = max(t[history_selection.CRITERION] for t in record["candidates"])
     winner = [t for t in record["candidates"] if history.Recipe.of(t) == history.Recipe.of(record["chosen"])]
-    assert winner and (winner[0][history.CRITERION] == best or "within the 95% CI of the best" in record["why"])
+    assert winner and (
+        winner[0][history_selection.CRITERION] == best or "within the 95% CI of the best" in record["why"]
+    )
     assert record["chosen"]["recipe"] == "ease"  # random towers cannot win
     assert vectors.candidates.shape[1] == winner[0]["dimensions"]
     assert "leak" in record and record["protocol"]["part"] == "validation"
@@ -163,32 +166,36 @@ def test_choose_offers_every_recipe_and_names_the_winner(columns, trained):
 def test_without_ease_the_towers_item_vectors_serve(columns, trained):
     users, titles, _ = columns
     pop = popularity(trained.movie_titles, titles)
-    vectors, record = history.choose(users, titles, trained, pop, max_items=10, report=lambda line: None)
+    vectors, record = history_selection.choose(users, titles, trained, pop, max_items=10, report=lambda line: None)
     assert record["chosen"] == {"recipe": "towers"} and "skipped" in record["ease"]
     assert [t["recipe"] for t in record["candidates"]] == ["towers"]
     assert np.array_equal(vectors.candidates[:, :-1], np.c_[trained.movie_vectors[1:], trained.movie_bias[1:]])
-    metrics = history.evaluate_new_users(users, titles, trained, record, report=lambda line: None)
+    metrics = history_evaluation.evaluate_new_users(users, titles, trained, record, report=lambda line: None)
     assert set(metrics) >= {"model", "popularity"} and "ease" not in metrics
     assert "skipped" in metrics["baselines"]["ease"] and "leak" in metrics["model_recipe"]
     assert metrics["comparison"]["popularity"]["verdict"] == "worse"  # random towers: honestly behind
-    assert "DOES NOT BEAT IT" in history.table(metrics) and "skipped" in history.table(metrics)
+    assert "DOES NOT BEAT IT" in history_evaluation.table(metrics) and "skipped" in history_evaluation.table(metrics)
 
 
 def test_the_test_table_gives_confidence_intervals_and_verdicts(columns, trained):
     users, titles, times = columns
     pop = popularity(trained.movie_titles, titles)
-    _, record = history.choose(
+    _, record = history_selection.choose(
         users, titles, trained, pop, timestamps=times, lambdas=(100.0,), ranks=(16,), lam=100.0, report=lambda x: None
     )
-    metrics = history.evaluate_new_users(users, titles, trained, record, timestamps=times, report=lambda x: None)
-    val = history.new_users(history.Pairs.of(users, titles, trained.movie_titles, times), "validation")
+    metrics = history_evaluation.evaluate_new_users(
+        users, titles, trained, record, timestamps=times, report=lambda x: None
+    )
+    val = history_evaluation.new_users(
+        history_evaluation.Pairs.of(users, titles, trained.movie_titles, times), "validation"
+    )
     assert metrics["protocol"]["part"] == "test" and metrics["test_users"] == len(val.users)
-    assert set(history.ROWS) <= set(metrics) and set(metrics["ci95"]) == set(history.ROWS)
-    for row in history.ROWS:
+    assert set(history_evaluation.ROWS) <= set(metrics) and set(metrics["ci95"]) == set(history_evaluation.ROWS)
+    for row in history_evaluation.ROWS:
         assert set(metrics[row]) == {"top_1", "top_5", "top_10", "top_50", "top_100", "recall_20", "ndcg_100"}
         assert all(0 <= v <= 1 for v in metrics[row].values()) and metrics["ci95"][row]["top_10"] > 0
     assert metrics["comparison"]["ease"]["serves_ease"] is True
-    text = history.table(metrics)
+    text = history_evaluation.table(metrics)
     assert "±" in text and "recall@20" in text and "serves EASE's factors" in text
     assert text.count("model vs ") == 3
     assert json.loads(json.dumps(metrics)) == metrics
@@ -196,14 +203,16 @@ def test_the_test_table_gives_confidence_intervals_and_verdicts(columns, trained
 
 def test_verdicts_are_beats_only_outside_the_confidence_interval():
     rng = np.random.default_rng(0)
-    base = {c: rng.random(400) for c in history.JUDGED}
-    assert history._compare(base, base)["verdict"] == "ties"
-    assert history._compare({c: v + 0.001 for c, v in base.items()}, base)["verdict"] == "beats"  # paired: sure
-    assert history._compare({c: v + 0.1 for c, v in base.items()}, base)["verdict"] == "beats"
+    base = {c: rng.random(400) for c in history_evaluation.JUDGED}
+    assert history_evaluation._compare(base, base)["verdict"] == "ties"
+    assert (
+        history_evaluation._compare({c: v + 0.001 for c, v in base.items()}, base)["verdict"] == "beats"
+    )  # paired: sure
+    assert history_evaluation._compare({c: v + 0.1 for c, v in base.items()}, base)["verdict"] == "beats"
     worse = dict(base, top_10=base["top_10"] - 0.1)
-    assert history._compare(worse, base)["verdict"] == "worse"
+    assert history_evaluation._compare(worse, base)["verdict"] == "worse"
     better_but_noisy = {c: v + 0.01 + rng.normal(0, 0.5, 400) for c, v in base.items()}
-    assert history._compare(better_but_noisy, base)["verdict"] == "ties"
+    assert history_evaluation._compare(better_but_noisy, base)["verdict"] == "ties"
 
 
 def test_known_users_compare_by_history_with_exclude_seen(columns, trained):
@@ -215,7 +224,7 @@ def test_known_users_compare_by_history_with_exclude_seen(columns, trained):
     served = IndexVectors(user_ids, queries, trained.movie_titles, pop[:, None])  # popularity for everyone
     vectors = history.towers_vectors(trained, pop)
     half = len(users) // 2
-    got = history.known_users(vectors, served, pop, users[:half], titles[:half], users[half:], titles[half:])
+    got = history_evaluation.known_users(vectors, served, pop, users[:half], titles[:half], users[half:], titles[half:])
     assert set(got) == {"by_history", "exclude_seen", "ci95", "test_ratings"} and got["test_ratings"] > 0
     assert got["exclude_seen"]["top_100"] > 0 and set(got["ci95"]) == {"by_history", "exclude_seen"}
 
@@ -225,9 +234,11 @@ def test_the_report_draws_a_new_users_panel(tmp_path, columns, trained):
 
     users, titles, _ = columns
     pop = popularity(trained.movie_titles, titles)
-    _, record = history.choose(users, titles, trained, pop, lambdas=(100.0,), ranks=(16,), report=lambda x: None)
+    _, record = history_selection.choose(
+        users, titles, trained, pop, lambdas=(100.0,), ranks=(16,), report=lambda x: None
+    )
     metrics = {"model": {"top_10": 0.1}, "test_ratings": 5}
-    new_users = history.evaluate_new_users(users, titles, trained, record, report=lambda x: None)
+    new_users = history_evaluation.evaluate_new_users(users, titles, trained, record, report=lambda x: None)
     plain = report.write(tmp_path / "a", "retrieval", metrics, None).stat().st_size
     drawn = report.write(tmp_path / "b", "retrieval", {**metrics, "new_users": new_users}, None)
     assert drawn.name == report.REPORT_FILE and drawn.stat().st_size > plain
@@ -238,25 +249,31 @@ def test_the_winner_is_the_best_unless_a_cheaper_one_is_within_the_confidence_in
     hits = rng.random(2000) < 0.3
 
     def trial(dimensions, value):
-        return {"recipe": "ease", "lambda": 1.0, "rank": dimensions, "dimensions": dimensions, history.CRITERION: value}
+        return {
+            "recipe": "ease",
+            "lambda": 1.0,
+            "rank": dimensions,
+            "dimensions": dimensions,
+            history_selection.CRITERION: value,
+        }
 
     close = hits.astype(float)
     close[np.flatnonzero(hits)[:3]] = 0.0  # three hits fewer than the best: within the CI
-    index, why = history._winner(
+    index, why = history_selection._winner(
         [trial(65, float(close.mean())), trial(257, float(hits.mean()))], [close, hits.astype(float)]
     )
     assert index == 0 and "within the 95% CI of the best" in why and "65 against 257" in why
     far = hits & (rng.random(2000) < 0.5)  # half the hits lost: clearly worse
-    index, why = history._winner(
+    index, why = history_selection._winner(
         [trial(65, float(far.mean())), trial(257, float(hits.mean()))], [far * 1.0, hits * 1.0]
     )
     assert index == 1 and why.startswith("the best") and "next:" in why
     better_and_cheap = [trial(65, float(hits.mean())), trial(257, float(far.mean()))]
-    assert history._winner(better_and_cheap, [hits.astype(float), far.astype(float)])[0] == 0
+    assert history_selection._winner(better_and_cheap, [hits.astype(float), far.astype(float)])[0] == 0
 
 
 def test_the_refit_adds_the_validation_users_to_eases_inverse_without_a_new_one(pairs):
-    new = history.new_users(pairs, "validation")
+    new = history_evaluation.new_users(pairs, "validation")
     everyone = pairs.matrix()
     p = ease.inverse(pairs.matrix(new.fit), 30.0)
     updated = ease.with_users(p, everyone.rows(new.users))
