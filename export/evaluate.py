@@ -77,6 +77,16 @@ def _ranks(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return higher + tied_before
 
 
+def _lookups(vectors, test_users, test_titles):
+    """The title -> position and user -> query row maps (row 0: an unknown user's fallback query), and the
+    test ratings whose title is in the catalogue as (target positions, query rows)."""
+    title_index = {t: i for i, t in enumerate(vectors.titles.tolist())}
+    user_row = {u: i + 1 for i, u in enumerate(vectors.query_keys.tolist())}
+    targets = positions(test_titles, title_index, -1)
+    keep = targets >= 0
+    return title_index, user_row, targets[keep], positions(test_users, user_row, 0)[keep]
+
+
 def evaluate(
     vectors,
     pop: np.ndarray,
@@ -101,13 +111,8 @@ def evaluate(
     evaluated (all their test ratings, until that many is reached); ``metrics["sample"]`` says how many, and
     ``metrics["ci95"]`` gives each rate's 95 % confidence half-width (normal approximation of a binomial over
     the counted ratings)."""
-    title_index = {t: i for i, t in enumerate(vectors.titles.tolist())}
-    user_row = {u: i + 1 for i, u in enumerate(vectors.query_keys.tolist())}
+    title_index, user_row, targets, rows = _lookups(vectors, test_users, test_titles)
     n = len(vectors.titles)
-
-    targets = positions(test_titles, title_index, -1)
-    keep = targets >= 0
-    targets, rows = targets[keep], positions(test_users, user_row, 0)[keep]
     # Scoring costs ratings x titles (three times: model, seen-excluded, popularity): bound it.
     max_ratings = min(max_ratings, max(1_000, MAX_SCORES // max(n, 1)))
     sample = {
@@ -213,12 +218,8 @@ def exclude_seen_rates(
     per rating: each test user's scores are computed and sorted once, and each of their test titles is ranked by a
     binary search among the titles they have not seen. What validation scores every epoch and every candidate
     with (export/selection.py): at 9k titles a user's dozen validation ratings cost one row of scores, not a dozen."""
-    title_index = {t: i for i, t in enumerate(vectors.titles.tolist())}
-    user_row = {u: i + 1 for i, u in enumerate(vectors.query_keys.tolist())}
+    title_index, user_row, targets, rows = _lookups(vectors, test_users, test_titles)
     n = len(vectors.titles)
-    targets = positions(test_titles, title_index, -1)
-    keep = targets >= 0
-    targets, rows = targets[keep], positions(test_users, user_row, 0)[keep]
     seen_rows, seen_titles = positions(train_users, user_row, 0), positions(train_titles, title_index, -1)
     known = (seen_rows > 0) & (seen_titles >= 0)
     order = np.argsort(seen_rows[known], kind="stable")
