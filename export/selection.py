@@ -93,7 +93,8 @@ def ease_factors(
 
 def ease_offered(config, users: int, titles: int) -> tuple[tuple[float, ...], tuple[int, ...]]:
     """(lambdas, ranks) of EASE's factors offered to exclude_seen: the configured lambda, and ``LAMBDAS`` too
-    where a fit is cheap (fewer users than titles: export/ease.py's ``dual``; or at most ``CHEAP_LAMBDA_TITLES``);
+    where a fit is cheap (fewer users than titles: ``ease.scores`` from the users' side, see ``ease.dual_scores_apply``;
+    or at most ``CHEAP_LAMBDA_TITLES``);
     the configured rank, and the exact rank min(users, titles) up to ``EXACT_RANK_UP_TO`` (the known users' EASE
     scores X B have at most that rank, so those factors give exactly EASE's scores)."""
     cheap = users < titles or titles <= CHEAP_LAMBDA_TITLES

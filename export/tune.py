@@ -278,7 +278,8 @@ def search(
     current: dict = {}  # the running trial and its reported curve
 
     def scored(trained: Trained) -> float:
-        epoch = watch.progress.epoch if watch.progress is not None else len(current["curve"])
+        assert watch.progress is not None  # set by watch.begin before the trial trains
+        epoch = watch.progress.epoch
         watch.scoring(f"epoch {epoch + 1}")
         value = float(score(trained))
         watch.scored(value)
@@ -349,11 +350,11 @@ def search(
                 criterion_name: round(value, 6),
                 "best_epoch": validation["best_epoch"],
                 "epochs": len(validation["curve"]),
-                "stopped_by": validation.get("stopped_by", "epochs"),
+                "stopped_by": validation["stopped_by"],
                 "seconds": round(time.perf_counter() - began, 2),
             }
         )
-        capped = " at its time cap" if validation.get("stopped_by") == "time" else ""
+        capped = " at its time cap" if validation["stopped_by"] == "time" else ""
         report(
             f"tune trial {trial.number}: {_describe(config)}: validation {criterion_name} {value:.4f} (epoch "
             f"{validation['best_epoch']} of {len(validation['curve'])}{capped}, "

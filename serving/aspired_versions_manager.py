@@ -137,7 +137,8 @@ class AspiredVersionsManager:
     # ------------------------------------------------------------------ models
     def set_models(self, configs: Iterable[Any]) -> list[str]:
         """Serve exactly the models of ``configs`` (``ModelConfig`` protos): add new ones, remove the others,
-        update changed ones. Returns the names added (or added back). Call with :attr:`lock` held."""
+        update changed ones. Returns the names added (or added back). Takes :attr:`lock` (re-entrant: a caller
+        may hold it)."""
         with self.lock:
             new_names = []
             wanted = {c.name: c for c in configs}

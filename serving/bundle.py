@@ -30,11 +30,10 @@ logger = logging.getLogger(__name__)
 DEFAULT_SIGNATURE = "serving_default"  # tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 MAX_WARMUP_RECORDS = 1000
-_SIGNATURE_METHODS = (
-    "tensorflow/serving/predict",
-    "tensorflow/serving/classify",
-    "tensorflow/serving/regress",
-)
+PREDICT_METHOD = "tensorflow/serving/predict"  # SignatureDef method names (tf.saved_model.*_METHOD_NAME)
+CLASSIFY_METHOD = "tensorflow/serving/classify"
+REGRESS_METHOD = "tensorflow/serving/regress"
+_SIGNATURE_METHODS = (PREDICT_METHOD, CLASSIFY_METHOD, REGRESS_METHOD)
 
 _DEADLINE_MESSAGE = "Timed out waiting for notification"  # DirectSession's DEADLINE_EXCEEDED message
 

@@ -113,12 +113,6 @@ class ServerCore:
         with self.servable(model_name, version=version, label=label) as held:
             return held.version, held.run(signature_name, inputs, output_filter=output_filter, timeout_ms=timeout_ms)
 
-    def signature_defs(
-        self, model_name: str, *, version: int | None = None, label: str | None = None
-    ) -> tuple[int, dict]:
-        with self.servable(model_name, version=version, label=label) as held:
-            return held.version, dict(held.signature_defs)
-
     def model_status(
         self, model_name: str, *, version: int | None = None, label: str | None = None
     ) -> list[VersionStatus]:

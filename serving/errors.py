@@ -70,3 +70,9 @@ class StatusError(Exception):
 
     def __repr__(self) -> str:
         return f"StatusError({self.code}, {self.message!r})"
+
+
+def invalid_argument(*parts: object) -> StatusError:
+    """An INVALID_ARGUMENT error whose message is ``parts`` joined as TF Serving's ``errors::InvalidArgument``
+    (``absl::StrCat``) joins them."""
+    return StatusError("INVALID_ARGUMENT", "".join(str(p) for p in parts))

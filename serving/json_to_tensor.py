@@ -44,15 +44,11 @@ from serving.dtypes import (
     dtype_string,
     format_shape,
 )
-from serving.errors import StatusError
+from serving.errors import StatusError, invalid_argument
 from serving.json_writer import json_type, json_value_to_string
 
 ROW = "row"
 COLUMNAR = "columnar"
-
-
-def _invalid(*parts: object) -> StatusError:
-    return StatusError("INVALID_ARGUMENT", "".join(str(p) for p in parts))
 
 
 def _status_string(error: StatusError) -> str:
@@ -107,30 +103,30 @@ def _parse_error(exc: json.JSONDecodeError, text: str) -> StatusError:
                 message = rapidjson_message
                 break
     offset = len(text[: exc.pos].encode("utf-8"))
-    return _invalid("JSON Parse error: ", message, " at offset: ", offset)
+    return invalid_argument("JSON Parse error: ", message, " at offset: ", offset)
 
 
 def parse_json(body: bytes | str) -> dict:
     """``ParseJson``: the request body as a JSON object, or INVALID_ARGUMENT ``JSON Parse error: ...``."""
     if not body:
-        raise _invalid("JSON Parse error: The document is empty")
+        raise invalid_argument("JSON Parse error: The document is empty")
     if isinstance(body, bytes):
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise _invalid("JSON Parse error: Invalid encoding in string. at offset: ", exc.start) from None
+            raise invalid_argument("JSON Parse error: Invalid encoding in string. at offset: ", exc.start) from None
     else:
         text = body
     if not text.strip():
-        raise _invalid("JSON Parse error: The document is empty")
+        raise invalid_argument("JSON Parse error: The document is empty")
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise _parse_error(exc, text) from None
     except (RecursionError, ValueError) as exc:  # absurd nesting, or an int too long to convert
-        raise _invalid("JSON Parse error: ", exc) from None
+        raise invalid_argument("JSON Parse error: ", exc) from None
     if not isinstance(doc, dict):
-        raise _invalid("JSON Value: ", json_value_to_string(doc), " Is not object")
+        raise invalid_argument("JSON Value: ", json_value_to_string(doc), " Is not object")
     return doc
 
 
@@ -140,7 +136,7 @@ def signature_name(doc: Mapping) -> str:
         return ""
     value = doc["signature_name"]
     if not isinstance(value, str):
-        raise _invalid(
+        raise invalid_argument(
             "JSON Value: ",
             json_value_to_string(doc),
             " not formatted correctly. 'signature_name' key must be a string value.",
@@ -156,15 +152,15 @@ def b64decode(text: str) -> bytes:
     """``absl::Base64Unescape``: standard alphabet, padding optional."""
     stripped = text.rstrip("=")
     if len(stripped) % 4 == 1:
-        raise _invalid("Unable to base64 decode")
+        raise invalid_argument("Unable to base64 decode")
     try:
         return base64.b64decode(stripped + "=" * (-len(stripped) % 4), validate=True)
     except (binascii.Error, ValueError):
-        raise _invalid("Unable to base64 decode") from None
+        raise invalid_argument("Unable to base64 decode") from None
 
 
 def _type_error(value, dtype: int) -> StatusError:
-    return _invalid(
+    return invalid_argument(
         "JSON Value: ",
         json_value_to_string(value),
         " Type: ",
@@ -200,7 +196,7 @@ def _convert_value(value, dtype: int):
             raise _type_error(value, dtype)
         single = dtype == DT_FLOAT
         if not _lossless(value, 2**24 - 1 if single else 2**53 - 1, FLOAT32_MAX if single else FLOAT64_MAX):
-            raise _invalid(
+            raise invalid_argument(
                 "Cannot convert JSON value: ",
                 json_value_to_string(value),
                 " to ",
@@ -243,7 +239,7 @@ def _fill(value, level: int, shape: list[int], dtype: int, out: list) -> None:
     rank = len(shape)
     if not isinstance(value, list):
         if level != rank:
-            raise _invalid(
+            raise invalid_argument(
                 "JSON Value: ",
                 json_value_to_string(value),
                 " found at incorrect level: ",
@@ -255,15 +251,17 @@ def _fill(value, level: int, shape: list[int], dtype: int, out: list) -> None:
             if dtype != DT_STRING:
                 raise _type_error(value, dtype)
             if not is_b64(value):
-                raise _invalid("JSON Value: ", json_value_to_string(value), " not formatted correctly for base64 data")
+                raise invalid_argument(
+                    "JSON Value: ", json_value_to_string(value), " not formatted correctly for base64 data"
+                )
             out.append(b64decode(value["b64"]))
         else:
             out.append(_convert_value(value, dtype))
         return
     if level >= rank:
-        raise _invalid("Encountered list at unexpected level: ", level, " expected < ", rank)
+        raise invalid_argument("Encountered list at unexpected level: ", level, " expected < ", rank)
     if len(value) != shape[level]:
-        raise _invalid(
+        raise invalid_argument(
             "Encountered list at unexpected size: ", len(value), " at level: ", level, " expected size: ", shape[level]
         )
     if level == rank - 1 and dtype == DT_STRING and all(type(v) is str for v in value):
@@ -292,7 +290,7 @@ class _Instances:
 
     def add(self, item, name: str) -> None:
         if name not in self.dtypes:
-            raise _invalid("JSON object: does not have named input: ", name)
+            raise invalid_argument("JSON object: does not have named input: ", name)
         dtype = self.dtypes[name]
         shape = _dense_shape(item)
         leaves: list = []
@@ -303,9 +301,11 @@ class _Instances:
             self.sizes[name] = len(leaves)
             return
         if self.sizes[name] != len(leaves):
-            raise _invalid("Expecting tensor size: ", self.sizes[name], " but got: ", len(leaves))
+            raise invalid_argument("Expecting tensor size: ", self.sizes[name], " but got: ", len(leaves))
         if self.shapes[name] != shape:
-            raise _invalid("Expecting shape ", format_shape(self.shapes[name]), " but got: ", format_shape(shape))
+            raise invalid_argument(
+                "Expecting shape ", format_shape(self.shapes[name]), " but got: ", format_shape(shape)
+            )
         self.values[name].extend(leaves)
 
     def tensors(self, count: int) -> dict[str, np.ndarray]:
@@ -317,12 +317,12 @@ class _Instances:
 def _from_instances(doc: Mapping, instances, dtypes: Mapping[str, int]) -> dict[str, np.ndarray]:
     """``FillTensorMapFromInstancesList``."""
     if not isinstance(instances, list):
-        raise _invalid("JSON Value: ", json_value_to_string(doc), " Excepting 'instances' to be an list/array")
+        raise invalid_argument("JSON Value: ", json_value_to_string(doc), " Excepting 'instances' to be an list/array")
     if not instances:
-        raise _invalid("JSON Value: ", json_value_to_string(doc), " No values in 'instances' array")
+        raise invalid_argument("JSON Value: ", json_value_to_string(doc), " No values in 'instances' array")
     names = sorted(dtypes)
     if not isinstance(instances[0], dict) and len(dtypes) > 1:
-        raise _invalid(
+        raise invalid_argument(
             "instances is a plain list, but expecting list of objects as multiple input tensors "
             "required as per tensorinfo_map"
         )
@@ -335,12 +335,12 @@ def _from_instances(doc: Mapping, instances, dtypes: Mapping[str, int]) -> dict[
     for index, element in enumerate(instances):
         if objects:
             if not is_element_object(element):
-                raise _invalid("Expecting object but got list at item ", index, " of input list")
+                raise invalid_argument("Expecting object but got list at item ", index, " of input list")
             for name, item in element.items():
                 try:
                     acc.add(item, name)
                 except StatusError as exc:
-                    raise _invalid(
+                    raise invalid_argument(
                         "Failed to process element: ",
                         index,
                         " key: ",
@@ -349,7 +349,7 @@ def _from_instances(doc: Mapping, instances, dtypes: Mapping[str, int]) -> dict[
                         _status_string(exc),
                     ) from None
             if set(element) != set(names):
-                raise _invalid(
+                raise invalid_argument(
                     "Failed to process element: ",
                     index,
                     " of 'instances' list. JSON object: ",
@@ -359,11 +359,11 @@ def _from_instances(doc: Mapping, instances, dtypes: Mapping[str, int]) -> dict[
                 )
         else:
             if is_element_object(element):
-                raise _invalid("Expecting value/list but got object at item ", index, " of input list")
+                raise invalid_argument("Expecting value/list but got object at item ", index, " of input list")
             try:
                 acc.add(element, names[0])
             except StatusError as exc:
-                raise _invalid(
+                raise invalid_argument(
                     "Failed to process element: ", index, " of 'instances' list. Error: ", _status_string(exc)
                 ) from None
     return acc.tensors(len(instances))
@@ -381,7 +381,7 @@ def _from_inputs(value, dtypes: Mapping[str, int]) -> dict[str, np.ndarray]:
     names = sorted(dtypes)
     if not isinstance(value, dict) or is_b64(value):
         if len(dtypes) > 1:
-            raise _invalid(
+            raise invalid_argument(
                 "inputs is a plain value/list, but expecting an object as multiple input tensors "
                 "required as per tensorinfo_map"
             )
@@ -389,7 +389,7 @@ def _from_inputs(value, dtypes: Mapping[str, int]) -> dict[str, np.ndarray]:
     tensors = {}
     for name in names:
         if name not in value:
-            raise _invalid("Missing named input: ", name, " in 'inputs' object.")
+            raise invalid_argument("Missing named input: ", name, " in 'inputs' object.")
         tensors[name] = _column(value[name], dtypes[name])
     return tensors
 
@@ -408,11 +408,11 @@ def predict_request_from_json(doc: Mapping, input_dtypes: Callable[[str], Mappin
     name = signature_name(doc)
     dtypes = input_dtypes(name)
     if not dtypes:
-        raise _invalid("Failed to get input map for signature: ", name or "DEFAULT")
+        raise invalid_argument("Failed to get input map for signature: ", name or "DEFAULT")
     has_instances = "instances" in doc
     has_inputs = "inputs" in doc
     if has_instances and has_inputs:
-        raise _invalid(
+        raise invalid_argument(
             "JSON Value: ",
             json_value_to_string(doc),
             " Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist ",
@@ -421,4 +421,4 @@ def predict_request_from_json(doc: Mapping, input_dtypes: Callable[[str], Mappin
         return PredictRequest(name, _from_instances(doc, doc["instances"], dtypes), ROW)
     if has_inputs:
         return PredictRequest(name, _from_inputs(doc["inputs"], dtypes), COLUMNAR)
-    raise _invalid("Missing 'inputs' or 'instances' key")
+    raise invalid_argument("Missing 'inputs' or 'instances' key")

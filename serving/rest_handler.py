@@ -33,7 +33,7 @@ from google.protobuf import json_format
 from serving import json_to_tensor
 from serving.bundle import DEFAULT_SIGNATURE
 from serving.dtypes import FLOAT32_MAX
-from serving.errors import StatusError
+from serving.errors import StatusError, invalid_argument
 from serving.json_writer import error_json, json_type, json_value_to_string
 from serving.monitoring import Metrics
 from serving.service import Call, Service, ServingCore, SignatureDefs
@@ -51,10 +51,6 @@ _STATUS_PATH = re.compile(
 )
 _INT64_MAX = 2**63 - 1
 _API_NAMES = {"predict": "Predict", "classify": "Classify", "regress": "Regress"}
-
-
-def _invalid(message: str) -> StatusError:
-    return StatusError("INVALID_ARGUMENT", message)
 
 
 class _Route:
@@ -86,13 +82,13 @@ def _parse_route(http_method: str, path: str) -> _Route | None:
     if version:
         parsed_version = int(version)
         if parsed_version > _INT64_MAX:
-            raise _invalid(f"Failed to convert version: {version} to numeric.")
+            raise invalid_argument(f"Failed to convert version: {version} to numeric.")
     parsed_label = unquote(label, errors="replace") if label else None
     return _Route(model, parsed_version, parsed_label, method or "", subresource or "")
 
 
 def _signature_not_found(name: str) -> StatusError:
-    return _invalid(f'Serving signature name: "{name}" not found in signature def')
+    return invalid_argument(f'Serving signature name: "{name}" not found in signature def')
 
 
 def _never() -> bool:
@@ -148,7 +144,7 @@ class RestApi:
                     if api == "GetModelStatus":
                         return self._status(route)
                     return self._classify_regress(route, api, body, call)
-        raise _invalid(f"Malformed request: {http_method} {path}")
+        raise invalid_argument(f"Malformed request: {http_method} {path}")
 
     # ------------------------------------------------------------------ predict
     def _predict(self, route: _Route, body: bytes, call: Call) -> str:
@@ -176,13 +172,13 @@ class RestApi:
     # ------------------------------------------------------------------ status and metadata
     def _status(self, route: _Route) -> str:
         if not route.model:
-            raise _invalid("Missing model name in request.")
+            raise invalid_argument("Missing model name in request.")
         response = self.service.model_status(route.model, version=route.version, label=route.label)
         return json_format.MessageToJson(response, **_JSON_OPTIONS)
 
     def _metadata(self, route: _Route, call: Call) -> str:
         if not route.model:
-            raise _invalid("Missing model name in request.")
+            raise invalid_argument("Missing model name in request.")
         from tensorflow_serving.apis import get_model_metadata_pb2
 
         signature_map = self.service.signature_def_map(call, route.model, version=route.version, label=route.label)
@@ -214,13 +210,13 @@ class RestApi:
 
 # --------------------------------------------------------------------------- tf.Example JSON checks
 def _feature_kind_error(name: str, kind: str) -> StatusError:
-    return _invalid(f"Unexpected element type in feature: {name} expecting type: {kind}")
+    return invalid_argument(f"Unexpected element type in feature: {name} expecting type: {kind}")
 
 
 def _check_feature_value(value, name: str, kind: list) -> None:
     """``AddValueToFeature``: the value's JSON type must fit the feature's kind so far."""
     if value is None or isinstance(value, list) or (isinstance(value, dict) and not json_to_tensor.is_b64(value)):
-        raise _invalid(f"Feature: {name} has element with unexpected JSON type: {json_type(value)}")
+        raise invalid_argument(f"Feature: {name} has element with unexpected JSON type: {json_type(value)}")
     if isinstance(value, bool):
         wanted = "int64"
     elif isinstance(value, (dict, str)):
@@ -228,12 +224,12 @@ def _check_feature_value(value, name: str, kind: list) -> None:
     elif isinstance(value, float):
         wanted = "float"
         if abs(value) > FLOAT32_MAX and value == value and abs(value) != float("inf"):
-            raise _invalid(
+            raise invalid_argument(
                 f"Cannot convert JSON value: {json_value_to_string(value)} to float without loss of precision."
             )
     else:
         if value > 2**63 - 1:
-            raise _invalid(f"Feature: {name} has uint64 element. Only int64 is supported.")
+            raise invalid_argument(f"Feature: {name} has uint64 element. Only int64 is supported.")
         wanted = "int64"
     if kind and kind[0] != wanted:
         raise _feature_kind_error(name, kind[0])
@@ -245,7 +241,7 @@ def _check_feature_value(value, name: str, kind: list) -> None:
 
 def _check_example(value) -> None:
     if not isinstance(value, dict):
-        raise _invalid(f"Example must be JSON object but got JSON {json_type(value)}")
+        raise invalid_argument(f"Example must be JSON object but got JSON {json_type(value)}")
     for name, content in value.items():
         kind: list = []
         for item in content if isinstance(content, list) else [content]:
@@ -257,14 +253,16 @@ def _check_examples(doc: Mapping) -> None:
     if "context" in doc:
         _check_example(doc["context"])
     if "examples" not in doc:
-        raise _invalid(
+        raise invalid_argument(
             f"JSON Value: {json_value_to_string(doc)} When method is classify, key "
             "'examples' is expected and was not found"
         )
     examples = doc["examples"]
     if not isinstance(examples, list):
-        raise _invalid(f"JSON Value: {json_value_to_string(doc)} Expecting 'examples' value to be an list/array")
+        raise invalid_argument(
+            f"JSON Value: {json_value_to_string(doc)} Expecting 'examples' value to be an list/array"
+        )
     if not examples:
-        raise _invalid(f"JSON Value: {json_value_to_string(doc)} 'examples' value is an empty array")
+        raise invalid_argument(f"JSON Value: {json_value_to_string(doc)} 'examples' value is an empty array")
     for example in examples:
         _check_example(example)

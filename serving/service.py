@@ -23,13 +23,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from serving.bundle import DEFAULT_SIGNATURE
-from serving.errors import StatusError, code_number
+from serving.bundle import CLASSIFY_METHOD, DEFAULT_SIGNATURE, REGRESS_METHOD
+from serving.errors import StatusError, code_number, invalid_argument
 from serving.monitoring import Metrics
 
 SIGNATURE_DEF_FIELD = "signature_def"  # the one metadata field TF Serving's GetModelMetadata supports
-CLASSIFY_METHOD = "tensorflow/serving/classify"
-REGRESS_METHOD = "tensorflow/serving/regress"
 
 SignatureDefs = Mapping[str, Any]  # signature name -> tensorflow.SignatureDef proto (TensorFlow has no stubs)
 Inputs = Mapping[str, np.ndarray]
@@ -146,10 +144,6 @@ class Call:
         )
 
 
-def _invalid(message: str) -> StatusError:
-    return StatusError("INVALID_ARGUMENT", message)
-
-
 class Service:
     """Status, metadata, predict and classify/regress over a :class:`ServingCore`, for every transport."""
 
@@ -223,10 +217,10 @@ class Service:
         from tensorflow_serving.apis import get_model_metadata_pb2
 
         if not metadata_fields:
-            raise _invalid("GetModelMetadataRequest must specify at least one metadata_field")
+            raise invalid_argument("GetModelMetadataRequest must specify at least one metadata_field")
         for name in metadata_fields:
             if name != SIGNATURE_DEF_FIELD:
-                raise _invalid(f"Metadata field {name} is not supported")
+                raise invalid_argument(f"Metadata field {name} is not supported")
         call.version, signature_defs = self.signature_defs(model, version=version, label=label)
         signature_map = get_model_metadata_pb2.SignatureDefMap()
         for name, signature_def in signature_defs.items():
@@ -292,13 +286,13 @@ class Service:
             if signature is None:
                 raise StatusError("FAILED_PRECONDITION", f'Serving signature key "{name}" not found.')
             if signature.method_name != method:
-                raise _invalid(
+                raise invalid_argument(
                     f"Expected {kind.lower()} signature method_name to be {method}. Was: {signature.method_name}"
                 )
             message = f"{kind} over tf.Example input is not implemented by the local server; use Predict"
         else:
             if signature is None:
-                raise _invalid(f"No signature was found with the name: {name}")
+                raise invalid_argument(f"No signature was found with the name: {name}")
             _check_signature(signature, regress)
             api = "Regress" if regress else "Classify"
             message = f"{api} over tf.Example inputs is not implemented by the local server; use :predict"
@@ -312,21 +306,21 @@ def _check_signature(signature: Any, regress: bool) -> None:
 
     debug = text_format.MessageToString(signature)
     if len(signature.inputs) != 1:
-        raise _invalid("Expected one input Tensor.")
+        raise invalid_argument("Expected one input Tensor.")
     if regress:
         if len(signature.outputs) != 1:
-            raise _invalid("Expected one output Tensor.")
+            raise invalid_argument("Expected one output Tensor.")
         if "inputs" not in signature.inputs:
-            raise _invalid(f"No regression inputs found in SignatureDef: {debug}")
+            raise invalid_argument(f"No regression inputs found in SignatureDef: {debug}")
         if "outputs" not in signature.outputs:
-            raise _invalid(f"No regression outputs found in SignatureDef: {debug}")
+            raise invalid_argument(f"No regression outputs found in SignatureDef: {debug}")
         return
     if len(signature.outputs) not in (1, 2):
-        raise _invalid(f"Expected one or two output Tensors, found {len(signature.outputs)}")
+        raise invalid_argument(f"Expected one or two output Tensors, found {len(signature.outputs)}")
     if "inputs" not in signature.inputs:
-        raise _invalid(f"No classification inputs found in SignatureDef: {debug}")
+        raise invalid_argument(f"No classification inputs found in SignatureDef: {debug}")
     if "classes" not in signature.outputs and "scores" not in signature.outputs:
-        raise _invalid(
+        raise invalid_argument(
             'Expected classification signature outputs to contain at least one of "classes" '
             f'or "scores". Signature was: {debug}'
         )

@@ -14,13 +14,9 @@ from collections.abc import Mapping
 import numpy as np
 
 from serving.dtypes import is_string
-from serving.errors import StatusError
+from serving.errors import invalid_argument
 from serving.json_to_tensor import COLUMNAR, ROW
 from serving.json_writer import PrettyWriter, format_decimals, json_string
-
-
-def _invalid(*parts: object) -> StatusError:
-    return StatusError("INVALID_ARGUMENT", "".join(str(p) for p in parts))
 
 
 def _tokens(name: str, array: np.ndarray) -> list[str]:
@@ -31,7 +27,7 @@ def _tokens(name: str, array: np.ndarray) -> list[str]:
         if not all(type(v) is bytes for v in values):
             values = [v.encode("utf-8") if isinstance(v, str) else v for v in values]
             if not all(isinstance(v, bytes) for v in values):
-                raise _invalid("Failed to write JSON value for tensor type: ", array.dtype)
+                raise invalid_argument("Failed to write JSON value for tensor type: ", array.dtype)
         if name.endswith("_bytes"):
             return ['{"b64": "' + base64.b64encode(v).decode("ascii") + '"}' for v in values]
         return [json_string(v.decode("utf-8", errors="replace")) for v in values]
@@ -43,7 +39,7 @@ def _tokens(name: str, array: np.ndarray) -> list[str]:
         return ["true" if v else "false" for v in array.ravel().tolist()]
     if kind in ("i", "u") and array.dtype.itemsize <= 8:
         return [str(v) for v in array.ravel().tolist()]
-    raise _invalid("Failed to write JSON value for tensor type: ", array.dtype)
+    raise invalid_argument("Failed to write JSON value for tensor type: ", array.dtype)
 
 
 def _write_tensor(writer: PrettyWriter, tokens: list[str], shape: tuple[int, ...], dim: int, offset: int) -> int:
@@ -64,7 +60,7 @@ def _write_tensor(writer: PrettyWriter, tokens: list[str], shape: tuple[int, ...
 def predict_response_json(outputs: Mapping[str, np.ndarray], request_format: str) -> str:
     """``MakeJsonFromTensors``: the response body for the request's format."""
     if not outputs:
-        raise _invalid("Cannot convert empty tensor map to JSON")
+        raise invalid_argument("Cannot convert empty tensor map to JSON")
     names = sorted(outputs)
     arrays = {n: np.asarray(outputs[n]) for n in names}
     writer = PrettyWriter()
@@ -75,11 +71,13 @@ def predict_response_json(outputs: Mapping[str, np.ndarray], request_format: str
         for name in names:
             shape = arrays[name].shape
             if not shape:
-                raise _invalid("Tensor name: ", name, " has no shape information ")
+                raise invalid_argument("Tensor name: ", name, " has no shape information ")
             if shape[0] < 1:
-                raise _invalid("Tensor name: ", name, " has invalid batch size: ", shape[0])
+                raise invalid_argument("Tensor name: ", name, " has invalid batch size: ", shape[0])
             if batch and batch != shape[0]:
-                raise _invalid("Tensor name: ", name, " has inconsistent batch size: ", shape[0], " expecting: ", batch)
+                raise invalid_argument(
+                    "Tensor name: ", name, " has inconsistent batch size: ", shape[0], " expecting: ", batch
+                )
             batch = shape[0]
         tokens = {n: _tokens(n, arrays[n]) for n in names}
         offsets = dict.fromkeys(names, 0)
@@ -108,6 +106,6 @@ def predict_response_json(outputs: Mapping[str, np.ndarray], request_format: str
         if several:
             writer.end_object()
     else:
-        raise _invalid("Invalid request format")
+        raise invalid_argument("Invalid request format")
     writer.end_object()
     return writer.text()

@@ -179,7 +179,7 @@ class Endpoint:
         return self.target or self.netloc
 
     def __str__(self) -> str:
-        return f"{self.scheme}://{self.target or self.netloc}{self.path}"
+        return f"{self.scheme}://{self.grpc_target}{self.path}"
 
 
 @dataclass(frozen=True)
@@ -198,11 +198,11 @@ class Settings:
     def __post_init__(self) -> None:
         self.endpoints  # noqa: B018 - validates every URL of the list
         if not isinstance(self.tls, Tls):
-            raise InvalidArgumentError(f"tls must be a client.Tls (got {self.tls!r})")
+            raise InvalidArgumentError(f"tls must be a retrieval_client.Tls (got {self.tls!r})")
         object.__setattr__(self, "headers", headers(self.headers))
         _check_timeout(self.timeout)
         if not isinstance(self.retry, Retry):
-            raise InvalidArgumentError(f"retry must be a client.Retry (got {self.retry!r})")
+            raise InvalidArgumentError(f"retry must be a retrieval_client.Retry (got {self.retry!r})")
         for name in ("retrieval_model", "similar_model"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise InvalidArgumentError(f"{name} must be a non-empty model name (got {getattr(self, name)!r})")

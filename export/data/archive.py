@@ -44,7 +44,7 @@ def opened(path: str) -> Iterator[Archive | None]:
     """The folder or zip at ``path`` as an Archive for the ``with`` block (the zip closed after it), or None when
     ``path`` is neither. A zip that cannot be read is a DataError."""
     if os.path.isdir(path):
-        yield Archive(path, _folder_names(path), lambda name: _read_file(os.path.join(path, name)),
+        yield Archive(path, _folder_names(path), lambda name: read_file(os.path.join(path, name)),
                       lambda name: os.path.join(path, name))  # fmt: skip
         return
     if not zipfile.is_zipfile(path):
@@ -68,7 +68,8 @@ def _folder_names(path: str) -> frozenset[str]:
     return frozenset(names)
 
 
-def _read_file(file_path: str) -> bytes:
+def read_file(file_path: str) -> bytes:
+    """A file's bytes, or a DataError that names the file."""
     try:
         with open(file_path, "rb") as handle:
             return handle.read()

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from export.data import tabular, text
+from export.data import archive, tabular, text
 from export.data.records import DataError, MovieLensData, Movies, describe
 
 logger = logging.getLogger(__name__)
@@ -51,17 +51,19 @@ def is_own_file(path: str) -> bool:
     return os.path.isfile(path) and Path(path).suffix.lower() in OWN_SUFFIXES
 
 
-def _own_table(path: str) -> text.Text:
+def _own_table(path: str) -> tuple[text.Text, str]:
     """Your CSV/TSV file read as strings (export/data/text.py: its defects read or named by line), or your
-    Parquet file as it is typed (string columns trimmed)."""
+    Parquet file as it is typed (string columns trimmed); with the sha256 of the bytes read."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
+    content = archive.read_file(path)
+    digest = hashlib.sha256(content).hexdigest()
     suffix = Path(path).suffix.lower()
     if suffix in (".parquet", ".pq"):
         try:
-            table = pq.read_table(path)
+            table = pq.read_table(pa.BufferReader(content))
         except (pa.ArrowInvalid, OSError) as exc:
             raise DataError(f"{path}: cannot be read as Parquet: {str(exc).splitlines()[0]}") from None
         trimmed = {
@@ -70,12 +72,8 @@ def _own_table(path: str) -> text.Text:
             else table.column(name)
             for name in table.column_names
         }
-        return text.Text(path, pa.table(trimmed), text.Counts(read=table.num_rows), None, True)
-    try:
-        content = Path(path).read_bytes()
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc}") from None
-    return text.read(path, content, "\t" if suffix == ".tsv" else ",")
+        return text.Text(path, pa.table(trimmed), text.Counts(read=table.num_rows), None, True), digest
+    return text.read(path, content, "\t" if suffix == ".tsv" else ","), digest
 
 
 def _times(table: text.Text, name: str) -> np.ndarray:
@@ -123,7 +121,7 @@ def _unique_titles(ids: np.ndarray, titles: np.ndarray) -> np.ndarray:
 
 def load_own(path: str, columns: Columns = Columns()) -> MovieLensData:
     """Your interactions from a CSV/TSV/Parquet file (and an optional catalogue); see the module doc."""
-    table = _own_table(path)
+    table, digest = _own_table(path)
     if table.table.num_rows == 0:
         raise DataError(f"{path}: no interaction rows (only a header?); it needs at least one row")
     users = tabular.strings(table, columns.user, "--user-column")
@@ -141,7 +139,7 @@ def load_own(path: str, columns: Columns = Columns()) -> MovieLensData:
     extra: dict[str, Any] = {}
     read = [table]  # the files read, for what was dropped from each
     if columns.items_file:
-        catalogue = _own_table(columns.items_file)
+        catalogue, _ = _own_table(columns.items_file)
         read.append(catalogue)
         ids = tabular.strings(catalogue, columns.item_id, "--item-id-column").values()
         names = tabular.strings(catalogue, columns.title, "--title-column").values()
@@ -163,7 +161,6 @@ def load_own(path: str, columns: Columns = Columns()) -> MovieLensData:
     title_of = dict(zip(ids.tolist(), shown.tolist(), strict=True))
     rows = tabular.ratings(users, item_codes, tabular.mapped(item_codes, title_of), times)
     movies = Movies(movie_id=ids, movie_title=shown, movie_genres=[() for _ in ids])
-    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
     source = describe(
         "own",
         rows,

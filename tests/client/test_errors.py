@@ -269,7 +269,7 @@ def test_wait_until_available_gives_up_at_its_timeout_naming_the_reason():
         (dict(url="ftp://host:1"), "unsupported URL scheme"),
         (dict(url="http://"), "no host in server URL"),
         (dict(url="grpcs://h:1/path"), "a grpcs:// URL has no path"),
-        (dict(url="http://h:1", tls="ca.pem"), "tls must be a client.Tls"),
+        (dict(url="http://h:1", tls="ca.pem"), "tls must be a retrieval_client.Tls"),
         (dict(url="http://h:1", headers={"Bad Name": "x"}), "bad header name"),
         (dict(url="http://h:1", headers={"X-A": "line\nbreak"}), "printable ASCII only"),
         (dict(url="http://h:1", headers={"X-A-Bin": "x"}), "binary"),

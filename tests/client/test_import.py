@@ -7,11 +7,14 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-from client_fakes import PYTHONPATH
+from client_fakes import CLIENT_SRC, PYTHONPATH, ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser from PyPI, in the test extra
+    import tomli as tomllib
+
 HEAVY = ("tensorflow", "tensorflow_serving", "tf_keras", "keras", "numpy", "scann", "pandas")
 PROBE = r"""
 import json, sys
@@ -62,3 +65,12 @@ def test_importing_and_using_the_client_never_loads_tensorflow():
     assert stages["error"] in ("UNAVAILABLE", "DEADLINE_EXCEEDED")
     assert stages["async_error"] == "UNAVAILABLE" and stages["aiohttp"]
     assert not set(stages["all"]) & set(HEAVY)
+
+
+def test_the_development_install_maps_retrieval_client_to_client_folder():
+    """scripts/setup.sh's editable install of the main project imports the client from client/retrieval_client."""
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert setuptools["packages"]["find"]["where"] == [".", "client"]
+    assert "retrieval_client*" in setuptools["packages"]["find"]["include"]
+    assert not any(p.startswith("client") for p in setuptools["packages"]["find"]["include"])
+    assert (CLIENT_SRC / "retrieval_client" / "__init__.py").is_file() and not (CLIENT_SRC / "__init__.py").exists()

@@ -171,12 +171,3 @@ def test_an_app_with_its_own_client_py_and_serving_package_imports_ours_unharmed
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.startswith(_distribution(installed)["version"] + " [")
-
-
-def test_the_development_install_maps_retrieval_client_to_client_folder():
-    """scripts/setup.sh's editable install of the main project imports the client from client/retrieval_client."""
-    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    assert setuptools["packages"]["find"]["where"] == [".", "client"]
-    assert "retrieval_client*" in setuptools["packages"]["find"]["include"]
-    assert not any(p.startswith("client") for p in setuptools["packages"]["find"]["include"])
-    assert (CLIENT_SRC / "retrieval_client" / "__init__.py").is_file() and not (CLIENT_SRC / "__init__.py").exists()
